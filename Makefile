@@ -1,0 +1,49 @@
+# Every target that runs Python creates or reuses the virtual environment in .venv first.
+# TORCH_SPEC pins the torch build installed before the project, e.g. a CPU wheel in CI:
+#   make test TORCH_SPEC=torch==2.13.0
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+TORCH_SPEC ?=
+SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
+ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help install train sweep tensorboard test lint format clean
+
+help: ## List the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(if $(TORCH_SPEC),$(VENV)/bin/pip install -q "$(TORCH_SPEC)")
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed ## Create or update the virtual environment in .venv
+
+train: $(VENV)/.installed ## Train the NALU on the article's problem (extra Hydra overrides: ARGS="...")
+	$(PYTHON) -m nalu.train experiment=article $(ARGS)
+
+sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one multirun, then the table
+	$(PYTHON) -m nalu.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \
+		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
+	$(PYTHON) -m nalu.report $(SWEEP_DIR)
+
+tensorboard: $(VENV)/.installed ## Serve every run and sweep in outputs/ on http://localhost:6006
+	$(VENV)/bin/tensorboard --logdir outputs/
+
+test: $(VENV)/.installed ## Run the test suite (slow tests included; add ARGS="-m 'not slow'" to skip them)
+	$(PYTHON) -m pytest $(ARGS)
+
+lint: $(VENV)/.installed ## Check lint and formatting with ruff
+	$(VENV)/bin/ruff check src tests
+	$(VENV)/bin/ruff format --check src tests
+
+format: $(VENV)/.installed ## Fix lint and formatting with ruff
+	$(VENV)/bin/ruff check --fix src tests
+	$(VENV)/bin/ruff format src tests
+
+clean: ## Delete runs in outputs/ and caches (keeps .venv)
+	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	rm -rf .pytest_cache .ruff_cache
+	find src tests -name __pycache__ -type d -exec rm -rf {} +

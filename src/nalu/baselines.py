@@ -1,0 +1,81 @@
+"""Dense baselines: the article's "vanilla" net and a fair multilayer perceptron."""
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nalu.errors import InvalidArgument
+
+
+class ArticleBaseline(nn.Module):
+    """The article's "vanilla" network, kept as published: ReLU(W x + b).
+
+    Its final ReLU means it can never output a negative number, so it cannot fit half of any
+    subtraction or signed product; it is the article's baseline, not a fair one (see ``MLP``).
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.linear = nn.Linear(in_features, out_features)
+
+    def reset_parameters(self) -> None:
+        self.linear.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.relu(self.linear(x))
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"
+
+
+class MLP(nn.Module):
+    """Dense layers with an activation between them and a linear output layer.
+
+    ``activation`` is the name of a ``torch.nn`` activation module (``ReLU``, ``Tanh``, ``GELU``,
+    ...); ``hidden_features`` may be empty, which leaves a single linear layer.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        hidden_features: Sequence[int] = (64, 64),
+        activation: str = "ReLU",
+    ) -> None:
+        super().__init__()
+        activation_class = getattr(nn, activation, None)
+        if not (isinstance(activation_class, type) and issubclass(activation_class, nn.Module)):
+            raise InvalidArgument(
+                "activation", activation, "must name a torch.nn activation such as ReLU, Tanh, GELU"
+            )
+        if any(int(size) < 1 for size in hidden_features):
+            raise InvalidArgument(
+                "hidden_features", list(hidden_features), "every size must be a positive integer"
+            )
+        self.in_features = in_features
+        self.out_features = out_features
+        self.activation = activation
+        sizes = [in_features, *map(int, hidden_features), out_features]
+        layers: list[nn.Module] = []
+        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            if index > 0:
+                layers.append(activation_class())
+            layers.append(nn.Linear(fan_in, fan_out))
+        self.layers = nn.Sequential(*layers)
+
+    def reset_parameters(self) -> None:
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.layers(x)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"activation={self.activation}"
+        )

@@ -1,0 +1,159 @@
+"""In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
+
+from collections.abc import Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nalu.data.problem import MysteryArithmeticProblem
+from nalu.errors import InvalidArgument
+
+# The evaluation sets in the order of the validation and test dataloaders.
+EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")
+
+
+class TensorPairs(Dataset):
+    """Inputs and targets held in memory; indexing with a tensor of indices returns a batch."""
+
+    def __init__(self, inputs: Tensor, targets: Tensor) -> None:
+        self.inputs = inputs
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
+        return self.inputs[index], self.targets[index]
+
+
+class EpochBatchSampler(Sampler[Tensor]):
+    """Yields index tensors of ``batch_size``: slices of a permutation fixed by (seed, epoch).
+
+    Lightning calls ``set_epoch`` before every epoch, so a resumed run sees the same batches.
+    The last batch may be smaller, as with ``DataLoader(drop_last=False)``.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+        self.num_samples = num_samples
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return -(-self.num_samples // self.batch_size)
+
+    def __iter__(self) -> Iterator[Tensor]:
+        if self.shuffle:
+            # torch seeds from the low 32 bits only; a prime stride keeps (seed, epoch) distinct.
+            mixed = (self.seed * 1_000_003 + self.epoch) % 2**32
+            generator = torch.Generator().manual_seed(mixed)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        yield from order.split(self.batch_size)
+
+
+def _check_range(name: str, value_range: Sequence[float]) -> tuple[float, float]:
+    if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
+        raise InvalidArgument(name, list(value_range), "must be [low, high] with low < high")
+    return float(value_range[0]), float(value_range[1])
+
+
+def _check_positive(name: str, value: int) -> int:
+    if int(value) != value or int(value) < 1:
+        raise InvalidArgument(name, value, "must be a positive integer")
+    return int(value)
+
+
+class ArithmeticDataModule(L.LightningDataModule):
+    """Train (shuffled batches), interpolation and extrapolation sets of one problem.
+
+    The interpolation set is the validation loop; validation and test both evaluate the
+    interpolation and extrapolation sets, in the order of ``EVALUATION_SPLITS``. Each set
+    has its own seed, independent of the run's ``shuffle_seed``.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 100,
+        out_features: int = 10,
+        operations: Sequence[str] = ("add", "sub", "mul"),
+        problem_seed: int = 0,
+        min_abs_denominator: float = 0.1,
+        train_size: int = 1000,
+        interp_size: int = 1000,
+        extrap_size: int = 1000,
+        train_range: Sequence[float] = (-10.0, 10.0),
+        interp_range: Sequence[float] = (-10.0, 10.0),
+        extrap_range: Sequence[float] = (-50.0, 50.0),
+        train_seed: int = 1,
+        interp_seed: int = 2,
+        extrap_seed: int = 3,
+        batch_size: int = 32,
+        eval_batch_size: int | None = None,
+        shuffle_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.problem = MysteryArithmeticProblem(
+            in_features=in_features,
+            out_features=out_features,
+            operations=tuple(operations),
+            problem_seed=problem_seed,
+            min_abs_denominator=min_abs_denominator,
+        )
+        self.sizes = {
+            "train": _check_positive("train_size", train_size),
+            "interp": _check_positive("interp_size", interp_size),
+            "extrap": _check_positive("extrap_size", extrap_size),
+        }
+        self.ranges = {
+            "train": _check_range("train_range", train_range),
+            "interp": _check_range("interp_range", interp_range),
+            "extrap": _check_range("extrap_range", extrap_range),
+        }
+        self.seeds = {"train": train_seed, "interp": interp_seed, "extrap": extrap_seed}
+        self.batch_size = _check_positive("batch_size", batch_size)
+        self.eval_batch_size = (
+            None if eval_batch_size is None else _check_positive("eval_batch_size", eval_batch_size)
+        )
+        self.shuffle_seed = shuffle_seed
+        self.datasets: dict[str, TensorPairs] = {}
+        # A denominator range that excludes every value fails here, not later in setup().
+        for split, value_range in self.ranges.items():
+            self.problem.sample_inputs(1, value_range, torch.Generator().manual_seed(self.seeds[split]))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        for split in self.sizes:
+            generator = torch.Generator().manual_seed(int(self.seeds[split]))
+            x = self.problem.sample_inputs(self.sizes[split], self.ranges[split], generator)
+            self.datasets[split] = TensorPairs(x, self.problem.targets(x))
+
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed=self.shuffle_seed)
+        # batch_size=None: the sampler already yields whole batches of indices, and the dataset
+        # slices its tensors with them; no per-sample __getitem__ and no collate.
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", self.batch_size, shuffle=True)
+
+    def _evaluation_loaders(self) -> list[DataLoader]:
+        return [
+            self._loader(split, self.eval_batch_size or self.sizes[split], shuffle=False)
+            for split in EVALUATION_SPLITS
+        ]
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._evaluation_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._evaluation_loaders()

@@ -1,0 +1,21 @@
+"""Errors that explain bad input in the user's terms."""
+
+from typing import Any
+
+
+class InvalidArgument(ValueError):
+    """A constructor argument is out of its allowed range.
+
+    Carries the argument's name and value separately so that the command line can report it as
+    the config field the user typed (``data.in_features=1: ...``).
+    """
+
+    def __init__(self, name: str, value: Any, allowed: str) -> None:
+        self.name = name
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"{name}={value!r}: {allowed}")
+
+
+class ConfigError(Exception):
+    """A run's configuration is invalid; the message is one line naming the field."""

@@ -1,0 +1,132 @@
+"""What a run leaves on disk and in TensorBoard: problem.json, metrics.json, formulas, heatmaps."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import TensorBoardLogger
+from torch import Tensor, nn
+
+from nalu.data.problem import MysteryArithmeticProblem
+
+HEATMAP_PIXELS_PER_WEIGHT = 8
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temporary file beside ``path`` and rename it, so no reader sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+    ) as handle:
+        json.dump(payload, handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+    os.replace(handle.name, path)
+
+
+def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None become strings for TensorBoard."""
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_config(value, f"{name}."))
+        elif isinstance(value, bool | int | float | str):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
+
+
+def weight_heatmap(weight: Tensor) -> Tensor:
+    """``[3, H, W]`` RGB image of a ``[out, in]`` matrix: red positive, blue negative, white 0.
+
+    Values are scaled by the largest magnitude when it exceeds 1, so {-1, 0, 1} weights keep
+    their full colour; every weight is a square of ``HEATMAP_PIXELS_PER_WEIGHT`` pixels.
+    """
+    w = weight.detach().float().cpu()
+    w = w / max(1.0, w.abs().max().item()) if torch.isfinite(w).all() else torch.zeros_like(w)
+    positive, negative = w.clamp(min=0), (-w).clamp(min=0)
+    image = torch.stack([1 - negative, 1 - positive - negative, 1 - positive])
+    scale = HEATMAP_PIXELS_PER_WEIGHT
+    return image.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).clamp(0, 1)
+
+
+def named_weight_matrices(network: nn.Module, prefix: str = "") -> dict[str, Tensor]:
+    """The matrices worth looking at: each unit's effective weights and each linear layer's.
+
+    A unit's ``effective_weights()`` speaks for everything inside it (a NALU's NACs).
+    """
+    if hasattr(network, "effective_weights"):
+        return {f"{prefix}{name}": w for name, w in network.effective_weights().items()}
+    if isinstance(network, nn.Linear):
+        return {f"{prefix}weight": network.weight}
+    matrices: dict[str, Tensor] = {}
+    for child_name, child in network.named_children():
+        matrices.update(named_weight_matrices(child, f"{prefix}{child_name}."))
+    return matrices
+
+
+def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
+    return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
+
+
+class RunRecorder(L.Callback):
+    """Writes a run's results: the problem at the start, weights at the end of training, and the
+    final metrics (``metrics.json`` and the TensorBoard HParams entry) after the test loop."""
+
+    def __init__(
+        self,
+        output_dir: str | Path,
+        problem: MysteryArithmeticProblem,
+        labels: dict[str, Any],
+        hyperparameters: dict[str, Any],
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.problem = problem
+        self.labels = labels
+        self.hyperparameters = hyperparameters
+        self.final_train_loss: float | None = None
+        self.final_metrics: dict[str, float] = {}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        write_json_atomic(self.output_dir / "problem.json", self.problem.to_dict())
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            tensorboard.experiment.add_text("problem/formulas", "  \n".join(self.problem.formulas()))
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if "train/loss" in trainer.callback_metrics:
+            self.final_train_loss = float(trainer.callback_metrics["train/loss"])
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            for name, weight in named_weight_matrices(pl_module.network).items():
+                tensorboard.experiment.add_image(
+                    f"weights/{name}", weight_heatmap(weight), trainer.global_step
+                )
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        if self.final_train_loss is not None:
+            metrics["train/loss"] = self.final_train_loss
+        self.final_metrics = dict(sorted(metrics.items()))
+        write_json_atomic(
+            self.output_dir / "metrics.json",
+            {
+                "labels": self.labels,
+                "epochs": trainer.current_epoch,
+                "steps": trainer.global_step,
+                "metrics": self.final_metrics,
+            },
+        )
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            headline = {
+                name: value
+                for name, value in self.final_metrics.items()
+                if name in ("train/loss", "interp/mse", "extrap/mse")
+            }
+            tensorboard.log_hyperparams(
+                flatten_config(self.hyperparameters), metrics=headline, step=trainer.global_step
+            )
+            tensorboard.experiment.flush()

@@ -1,0 +1,57 @@
+"""Shared helpers: compose the real configs and run the real CLI."""
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from nalu.train import CONFIG_DIR
+
+# A problem small enough that two epochs take well under a second.
+TINY = [
+    "data.in_features=6",
+    "data.out_features=4",
+    "data.train_size=64",
+    "data.interp_size=64",
+    "data.extrap_size=64",
+    "data.batch_size=16",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+]
+
+
+def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
+    """The training config exactly as the CLI would compose it, writing into ``output_dir``."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        del cfg.hydra
+    return cfg
+
+
+def run_cli(
+    args: Sequence[str], cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """``python -m nalu.train ARGS`` in a subprocess, as a user would type it."""
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "nalu.train", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY)

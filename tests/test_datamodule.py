@@ -1,0 +1,81 @@
+import pytest
+import torch
+
+from nalu.data import ArithmeticDataModule
+from nalu.data.datamodule import EpochBatchSampler
+from nalu.errors import InvalidArgument
+
+
+def make(**kwargs) -> ArithmeticDataModule:
+    defaults = {"in_features": 6, "out_features": 3, "train_size": 100, "batch_size": 32}
+    datamodule = ArithmeticDataModule(**{**defaults, **kwargs})
+    datamodule.setup("fit")
+    return datamodule
+
+
+def test_sets_have_their_sizes_and_ranges():
+    datamodule = make(interp_size=50, extrap_size=70)
+    train, interp, extrap = (datamodule.datasets[s] for s in ("train", "interp", "extrap"))
+    assert (len(train), len(interp), len(extrap)) == (100, 50, 70)
+    assert train.inputs.abs().max() <= 10 and interp.inputs.abs().max() <= 10
+    # The extrapolation set really is U[-50, 50] (the article's code drew it from [-10, 10]).
+    assert 40 < extrap.inputs.abs().max() <= 50
+    assert torch.allclose(extrap.targets, datamodule.problem.targets(extrap.inputs))
+
+
+def test_sets_are_fixed_by_their_own_seeds():
+    a, b = make(shuffle_seed=0), make(shuffle_seed=5)
+    for split in ("train", "interp", "extrap"):
+        assert torch.equal(a.datasets[split].inputs, b.datasets[split].inputs)
+    assert not torch.equal(a.datasets["interp"].inputs, a.datasets["extrap"].inputs[:1000] / 5)
+    assert not torch.equal(make(train_seed=9).datasets["train"].inputs, a.datasets["train"].inputs)
+
+
+def test_training_batches_are_slices_of_a_per_epoch_permutation():
+    datamodule = make()
+    loader = datamodule.train_dataloader()
+    loader.sampler.set_epoch(0)
+    batches = list(loader)
+    assert [len(x) for x, _ in batches] == [32, 32, 32, 4]
+    seen = torch.cat([x for x, _ in batches])
+    train = datamodule.datasets["train"].inputs
+    assert sorted(seen[:, 0].tolist()) == sorted(train[:, 0].tolist())
+    assert not torch.equal(seen, train)
+    loader.sampler.set_epoch(1)
+    assert not torch.equal(torch.cat([x for x, _ in loader]), seen)
+    loader.sampler.set_epoch(0)
+    assert torch.equal(torch.cat([x for x, _ in loader]), seen)
+
+
+def test_shuffling_depends_on_seed_and_epoch_only():
+    def order(seed: int, epoch: int) -> list[int]:
+        sampler = EpochBatchSampler(10, 4, shuffle=True, seed=seed)
+        sampler.set_epoch(epoch)
+        return torch.cat(list(sampler)).tolist()
+
+    assert order(0, 0) == order(0, 0)
+    assert len({tuple(order(s, e)) for s in range(3) for e in range(3)}) == 9
+
+
+def test_evaluation_loaders_give_each_set_whole_by_default():
+    datamodule = make()
+    interp, extrap = datamodule.val_dataloader()
+    assert len(interp) == len(extrap) == 1
+    x, y = next(iter(extrap))
+    assert torch.equal(x, datamodule.datasets["extrap"].inputs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"train_range": (10.0, -10.0)}, "train_range"),
+        ({"extrap_range": (5.0, 5.0)}, "extrap_range"),
+        ({"train_size": 0}, "train_size"),
+        ({"batch_size": -1}, "batch_size"),
+        ({"operations": ("div",), "min_abs_denominator": 20.0}, "min_abs_denominator"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(InvalidArgument) as error:
+        make(**kwargs)
+    assert error.value.name == field

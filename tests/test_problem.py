@@ -1,0 +1,106 @@
+import json
+import operator
+
+import pytest
+import torch
+
+from nalu.data import MysteryArithmeticProblem
+from nalu.errors import InvalidArgument
+
+PYTHON_OPERATORS = {
+    "add": operator.add,
+    "sub": operator.sub,
+    "mul": operator.mul,
+    "div": operator.truediv,
+}
+
+
+@pytest.mark.parametrize("operation", ["add", "sub", "mul", "div"])
+def test_targets_match_a_plain_python_loop(operation):
+    problem = MysteryArithmeticProblem(8, 5, operations=(operation,), problem_seed=3)
+    x = problem.sample_inputs(50, (-10, 10), torch.Generator().manual_seed(0), torch.float64)
+    y = problem.targets(x)
+    left, right = problem.left_index.tolist(), problem.right_index.tolist()
+    for n, sample in enumerate(x.tolist()):
+        for j in range(problem.out_features):
+            expected = PYTHON_OPERATORS[operation](sample[left[j]], sample[right[j]])
+            assert y[n, j].item() == pytest.approx(expected, rel=1e-12)
+
+
+def test_mixed_operations_match_a_plain_python_loop():
+    problem = MysteryArithmeticProblem(10, 40, operations=("add", "sub", "mul", "div"))
+    assert set(problem.output_operations) == {"add", "sub", "mul", "div"}
+    x = problem.sample_inputs(20, (-3, 3), torch.Generator().manual_seed(1), torch.float64)
+    y = problem.targets(x)
+    for j, (i, k, name) in enumerate(
+        zip(problem.left_index, problem.right_index, problem.output_operations, strict=True)
+    ):
+        expected = [PYTHON_OPERATORS[name](row[i], row[k]) for row in x.tolist()]
+        assert y[:, j].tolist() == pytest.approx(expected, rel=1e-12)
+
+
+def test_each_output_uses_two_distinct_inputs_and_the_seed_fixes_the_problem():
+    problem = MysteryArithmeticProblem(2, 50, problem_seed=7)
+    assert (problem.left_index != problem.right_index).all()
+    again = MysteryArithmeticProblem(2, 50, problem_seed=7)
+    other = MysteryArithmeticProblem(2, 50, problem_seed=8)
+    assert problem.formulas() == again.formulas()
+    assert problem.formulas() != other.formulas()
+
+
+def test_division_never_yields_inf_or_nan_and_keeps_denominators_off_zero():
+    problem = MysteryArithmeticProblem(3, 30, operations=("div",), min_abs_denominator=0.5)
+    x = problem.sample_inputs(20_000, (-1, 1), torch.Generator().manual_seed(0))
+    assert torch.isfinite(problem.targets(x)).all()
+    denominators = x[:, problem.denominator_mask]
+    assert denominators.abs().min() >= 0.5
+    # Still uniform on [-1, -0.5] ∪ [0.5, 1]: both halves equally likely, mean near zero.
+    assert (denominators < 0).float().mean().item() == pytest.approx(0.5, abs=0.02)
+    # Non-denominators keep the whole range.
+    problem_with_free_input = MysteryArithmeticProblem(40, 2, operations=("div",))
+    free = problem_with_free_input.sample_inputs(5000, (-1, 1), torch.Generator().manual_seed(0))
+    assert free[:, ~problem_with_free_input.denominator_mask].abs().min() < 0.01
+
+
+def test_denominator_range_on_one_side_of_zero():
+    problem = MysteryArithmeticProblem(2, 4, operations=("div",), min_abs_denominator=1.0)
+    x = problem.sample_inputs(1000, (0.5, 2.0), torch.Generator().manual_seed(0))
+    denominators = x[:, problem.denominator_mask]
+    assert denominators.min() >= 1.0 and denominators.max() <= 2.0
+
+
+def test_impossible_denominator_range_is_a_clear_error():
+    problem = MysteryArithmeticProblem(2, 4, operations=("div",), min_abs_denominator=5.0)
+    with pytest.raises(InvalidArgument, match="min_abs_denominator"):
+        problem.sample_inputs(10, (-1, 1), torch.Generator())
+
+
+def test_formulas_and_json_describe_the_problem():
+    problem = MysteryArithmeticProblem(100, 3, operations=("mul",), problem_seed=0)
+    left, right = problem.left_index[0].item(), problem.right_index[0].item()
+    assert problem.formulas()[0] == f"y0 = x{left} × x{right}"
+    described = json.loads(problem.to_json())
+    assert described["in_features"] == 100
+    assert described["outputs"][0] == {
+        "output": 0,
+        "left": left,
+        "right": right,
+        "operation": "mul",
+        "formula": f"y0 = x{left} × x{right}",
+    }
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"in_features": 1, "out_features": 1}, "in_features"),
+        ({"in_features": 3, "out_features": 0}, "out_features"),
+        ({"in_features": 3, "out_features": 1, "operations": ("add", "pow")}, "operations"),
+        ({"in_features": 3, "out_features": 1, "operations": ()}, "operations"),
+        ({"in_features": 3, "out_features": 1, "min_abs_denominator": 0}, "min_abs_denominator"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(InvalidArgument) as error:
+        MysteryArithmeticProblem(**kwargs)
+    assert error.value.name == field

@@ -1,0 +1,105 @@
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import plugin_data_pb2
+
+from nalu.module import ArithmeticModule
+from nalu.train import CONFIG_DIR, train
+
+MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
+
+
+def load_events(run_dir: Path) -> EventAccumulator:
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    return events
+
+
+def test_every_model_config_is_known():
+    assert {"article_vanilla", "mlp", "nac", "nalu", "nalu_shared"} <= set(MODEL_CONFIGS)
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_every_model_config_composes_and_trains_two_epochs(model, tiny_overrides, tmp_path):
+    metrics = train(compose_config([*tiny_overrides, f"model={model}"], tmp_path))
+    assert {"train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"} <= set(metrics)
+    recorded = json.loads((tmp_path / "metrics.json").read_text())
+    assert recorded["metrics"] == pytest.approx(metrics)
+    assert recorded["labels"]["model"] == model
+    assert recorded["epochs"] == 2
+    assert json.loads((tmp_path / "problem.json").read_text())["out_features"] == 4
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_article_experiment_is_the_articles_setup(tmp_path):
+    cfg = compose_config(["experiment=article"], tmp_path)
+    assert (cfg.data.in_features, cfg.data.out_features) == (100, 10)
+    assert list(cfg.data.operations) == ["add", "sub", "mul"]
+    assert list(cfg.data.train_range) == [-10, 10] and list(cfg.data.extrap_range) == [-50, 50]
+    assert (cfg.trainer.max_epochs, cfg.data.batch_size) == (250, 32)
+    assert cfg.optimizer._target_ == "torch.optim.Adam" and cfg.optimizer.lr == 1e-3
+    assert cfg.model._target_ == "nalu.units.NeuralArithmeticLogicUnit"
+
+
+def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_overrides, tmp_path):
+    overrides = [*tiny_overrides, "model=nalu_shared", "data.operations=[add,sub,mul,div]"]
+    metrics = train(compose_config(overrides, tmp_path))
+    events = load_events(tmp_path)
+    tags = events.Tags()
+    problem = json.loads((tmp_path / "problem.json").read_text())
+    operations = {output["operation"] for output in problem["outputs"]}
+    per_operation = {f"{split}/mse_{op}" for split in ("interp", "extrap") for op in operations}
+    assert {"train/loss", "interp/mse", "extrap/mse", *per_operation} <= set(tags["scalars"])
+    assert len(events.Scalars("interp/mse")) >= 2  # a curve, not just the final value
+    assert {"weights/W", "weights/G"} <= set(tags["images"])
+    formulas = events.Tensors("problem/formulas/text_summary")[0].tensor_proto.string_val[0]
+    assert b"y0 = x" in formulas
+    hparams = plugin_data_pb2.HParamsPluginData.FromString(
+        events.summary_metadata["_hparams_/experiment"].plugin_data.content
+    )
+    metric_tags = {info.name.tag for info in hparams.experiment.metric_infos}
+    assert metric_tags == {"train/loss", "interp/mse", "extrap/mse"}
+    assert "hp_metric" not in tags["scalars"]
+    assert events.Scalars("extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
+
+
+def test_checkpoint_reloads_with_weights_only(tiny_overrides, tmp_path):
+    train(compose_config([*tiny_overrides, "model=nalu"], tmp_path))
+    checkpoint = tmp_path / "checkpoints" / "last.ckpt"
+    torch.load(checkpoint, weights_only=True)  # plain containers only
+    reloaded = ArithmeticModule.load_from_checkpoint(checkpoint)
+    state = torch.load(checkpoint, weights_only=True)["state_dict"]
+    x = torch.randn(5, 6)
+    original = ArithmeticModule(**reloaded.hparams)
+    original.load_state_dict(state)
+    assert torch.equal(reloaded(x), original(x))
+    assert reloaded.network.mul_nac is not None
+
+
+def test_same_seed_same_metrics(tiny_overrides, tmp_path):
+    first = train(compose_config([*tiny_overrides, "seed=4"], tmp_path / "a"))
+    second = train(compose_config([*tiny_overrides, "seed=4"], tmp_path / "b"))
+    other = train(compose_config([*tiny_overrides, "seed=5"], tmp_path / "c"))
+    assert first == second
+    assert first != other
+
+
+@pytest.mark.slow
+def test_nac_learns_addition_and_subtraction_that_extrapolates(tmp_path):
+    overrides = [
+        "model=nac",
+        "data.operations=[add,sub]",
+        "data.in_features=5",
+        "data.out_features=3",
+        "data.train_size=320",
+        "optimizer.lr=0.3",
+        "trainer.max_epochs=300",
+        "trainer.check_val_every_n_epoch=50",
+        "trainer.enable_progress_bar=false",
+    ]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert metrics["extrap/mse"] < 1e-2

@@ -1,0 +1,128 @@
+import math
+
+import pytest
+import torch
+
+from nalu.baselines import MLP, ArticleBaseline
+from nalu.errors import InvalidArgument
+from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+
+ATANH_HALF = math.atanh(0.5)
+
+
+def set_nac(nac: NeuralAccumulator, weight_hat: list[list[float]], gate_hat: list[list[float]]):
+    with torch.no_grad():
+        nac.weight_hat.copy_(torch.tensor(weight_hat))
+        nac.gate_hat.copy_(torch.tensor(gate_hat))
+
+
+def test_nac_weight_is_tanh_times_sigmoid_and_output_is_w_x():
+    nac = NeuralAccumulator(2, 1)
+    # tanh(atanh 0.5) = 0.5, σ(0) = 0.5 -> W00 = 0.25; tanh(-atanh 0.5)·σ(ln 3) = -0.5·0.75.
+    set_nac(nac, [[ATANH_HALF, -ATANH_HALF]], [[0.0, math.log(3.0)]])
+    assert nac.weight.flatten().tolist() == pytest.approx([0.25, -0.375])
+    x = torch.tensor([[4.0, 2.0], [-1.0, 8.0]])
+    # 0.25·4 − 0.375·2 = 0.25; 0.25·(−1) − 0.375·8 = −3.25.
+    assert nac(x).flatten().tolist() == pytest.approx([0.25, -3.25])
+
+
+def test_nac_with_saturated_weights_adds_and_subtracts_exactly():
+    nac = NeuralAccumulator(3, 2)
+    set_nac(nac, [[20, 20, -20], [20, -20, 0]], [[20, 20, -20], [20, 20, -20]])
+    x = torch.tensor([[1.5, -2.0, 2.5]])
+    assert nac(x).flatten().tolist() == pytest.approx([-0.5, 3.5], abs=1e-6)
+
+
+def make_nalu(shared: bool, gate_bias: bool) -> NeuralArithmeticLogicUnit:
+    nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=shared, gate_bias=gate_bias, eps=0.0)
+    # Additive weights (1, 1): a = x0 + x1. Multiplicative (1, -1) when separate: m = |x0| / |x1|.
+    set_nac(nalu.add_nac, [[20.0, 20.0]], [[20.0, 20.0]])
+    if nalu.mul_nac is not None:
+        set_nac(nalu.mul_nac, [[20.0, -20.0]], [[20.0, 20.0]])
+    with torch.no_grad():
+        nalu.gate_weight.copy_(torch.tensor([[math.log(3.0) / 2, 0.0]]))
+        if nalu.gate_bias is not None:
+            nalu.gate_bias.fill_(-math.log(3.0))
+    return nalu
+
+
+@pytest.mark.parametrize(
+    ("shared", "gate_bias", "expected"),
+    [
+        # x = (2, 4): g = σ(ln3/2·2) = σ(ln 3) = 0.75.
+        # Separate paths: a = 6, m = 2/4 = 0.5 -> 0.75·6 + 0.25·0.5 = 4.625.
+        (False, False, 4.625),
+        # Shared weight (1, 1): m = 2·4 = 8 -> 0.75·6 + 0.25·8 = 6.5.
+        (True, False, 6.5),
+        # Gate bias −ln 3: g = σ(0) = 0.5 -> 0.5·6 + 0.5·0.5 = 3.25 and 0.5·6 + 0.5·8 = 7.
+        (False, True, 3.25),
+        (True, True, 7.0),
+    ],
+)
+def test_nalu_matches_hand_computed_values(shared, gate_bias, expected):
+    nalu = make_nalu(shared, gate_bias)
+    assert nalu(torch.tensor([[2.0, 4.0]])).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_nalu_gate_applies_sigmoid():
+    nalu = make_nalu(shared=False, gate_bias=False)
+    with torch.no_grad():
+        nalu.gate_weight.zero_()
+    # G x = 0 must give g = σ(0) = 0.5 (the article's code used g = G x = 0 instead).
+    assert nalu(torch.tensor([[2.0, 4.0]])).item() == pytest.approx(0.5 * 6 + 0.5 * 0.5)
+
+
+def test_nalu_log_path_drops_the_sign():
+    nalu = NeuralArithmeticLogicUnit(3, 1, shared_weights=True)
+    set_nac(nalu.add_nac, [[20.0, 20.0, 0.0]], [[20.0, 20.0, -20.0]])
+    with torch.no_grad():
+        nalu.gate_weight.fill_(-1e3)  # gate shut: the multiplicative path alone
+    # The article's example: 1.5 × −2 = −3, but |1.5|·|−2| = +3.
+    assert nalu(torch.tensor([[1.5, -2.0, 2.5]])).item() == pytest.approx(3.0, rel=1e-5)
+
+
+def test_nalu_variants_have_the_parameters_they_promise():
+    shared = NeuralArithmeticLogicUnit(5, 3, shared_weights=True)
+    separate = NeuralArithmeticLogicUnit(5, 3, shared_weights=False, gate_bias=True)
+    assert sum(p.numel() for p in shared.parameters()) == 3 * 15
+    assert sum(p.numel() for p in separate.parameters()) == 5 * 15 + 3
+    assert set(shared.effective_weights()) == {"W", "G"}
+    assert set(separate.effective_weights()) == {"W_add", "W_mul", "G"}
+    assert "shared_weights=True" in repr(shared) and "gate_bias=True" in repr(separate)
+
+
+@pytest.mark.parametrize(
+    "factory",
+    [
+        lambda: NeuralAccumulator(7, 3),
+        lambda: NeuralArithmeticLogicUnit(7, 3),
+        lambda: ArticleBaseline(7, 3),
+        lambda: MLP(7, 3, hidden_features=[5]),
+    ],
+)
+def test_networks_are_linear_like_layers(factory):
+    torch.manual_seed(0)
+    network = factory()
+    assert network(torch.randn(4, 7)).shape == (4, 3)
+    assert network(torch.randn(2, 4, 7)).shape == (2, 4, 3)
+    before = [p.clone() for p in network.parameters()]
+    network.reset_parameters()
+    assert any(not torch.equal(a, b) for a, b in zip(before, network.parameters(), strict=True))
+    assert "in_features=7, out_features=3" in repr(network)
+
+
+def test_unit_weights_are_out_by_in():
+    assert NeuralAccumulator(7, 3).weight.shape == (3, 7)
+    assert NeuralArithmeticLogicUnit(7, 3).gate_weight.shape == (3, 7)
+
+
+def test_article_baseline_cannot_output_negatives_but_mlp_can():
+    torch.manual_seed(0)
+    x = torch.randn(256, 4) * 10
+    assert (ArticleBaseline(4, 2)(x) >= 0).all()
+    assert (MLP(4, 2)(x) < 0).any()
+
+
+def test_mlp_rejects_unknown_activation():
+    with pytest.raises(InvalidArgument, match="activation='Relu'"):
+        MLP(3, 1, activation="Relu")
