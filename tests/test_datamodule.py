@@ -61,7 +61,7 @@ def test_evaluation_loaders_give_each_set_whole_by_default():
     datamodule = make()
     interp, extrap = datamodule.val_dataloader()
     assert len(interp) == len(extrap) == 1
-    x, y = next(iter(extrap))
+    x, _ = next(iter(extrap))
     assert torch.equal(x, datamodule.datasets["extrap"].inputs)
 
 

@@ -1,6 +1,7 @@
 """Dense baselines: the article's "vanilla" net and a fair multilayer perceptron."""
 
 from collections.abc import Sequence
+from itertools import pairwise
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -60,7 +61,7 @@ class MLP(nn.Module):
         self.activation = activation
         sizes = [in_features, *map(int, hidden_features), out_features]
         layers: list[nn.Module] = []
-        for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        for index, (fan_in, fan_out) in enumerate(pairwise(sizes)):
             if index > 0:
                 layers.append(activation_class())
             layers.append(nn.Linear(fan_in, fan_out))

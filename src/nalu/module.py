@@ -56,7 +56,9 @@ class ArithmeticModule(L.LightningModule):
             self.log_dict(values, prog_bar=False, add_dataloader_idx=False)
             metric.reset()
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0):
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ):
         self._evaluation_step(batch, dataloader_idx)
 
     def on_validation_epoch_end(self) -> None:

@@ -95,7 +95,9 @@ class RunRecorder(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         write_json_atomic(self.output_dir / "problem.json", self.problem.to_dict())
         if (tensorboard := _tensorboard(trainer)) is not None:
-            tensorboard.experiment.add_text("problem/formulas", "  \n".join(self.problem.formulas()))
+            tensorboard.experiment.add_text(
+                "problem/formulas", "  \n".join(self.problem.formulas())
+            )
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if "train/loss" in trainer.callback_metrics:

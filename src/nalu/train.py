@@ -23,7 +23,6 @@ CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 T = TypeVar("T")
 
 
-
 class _DropAdvertisement(logging.Filter):
     """Lightning advertises a cloud logger at every Trainer start; our runs log locally."""
 

@@ -126,7 +126,9 @@ class ArithmeticDataModule(L.LightningDataModule):
         self.datasets: dict[str, TensorPairs] = {}
         # A denominator range that excludes every value fails here, not later in setup().
         for split, value_range in self.ranges.items():
-            self.problem.sample_inputs(1, value_range, torch.Generator().manual_seed(self.seeds[split]))
+            self.problem.sample_inputs(
+                1, value_range, torch.Generator().manual_seed(self.seeds[split])
+            )
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

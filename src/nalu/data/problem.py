@@ -1,4 +1,4 @@
-"""The article's "mystery arithmetic problem": each output is two distinct inputs joined by an op."""
+"""The article's "mystery arithmetic problem": each output joins two distinct inputs by an op."""
 
 import json
 from collections.abc import Callable, Sequence
@@ -62,7 +62,9 @@ class MysteryArithmeticProblem:
         for name in self.operations:
             if name not in OPERATIONS:
                 raise InvalidArgument(
-                    "operations", list(self.operations), f"{name!r} is not one of {list(OPERATIONS)}"
+                    "operations",
+                    list(self.operations),
+                    f"{name!r} is not one of {list(OPERATIONS)}",
                 )
         if len(set(self.operations)) != len(self.operations):
             raise InvalidArgument("operations", list(self.operations), "must not repeat a name")
@@ -102,7 +104,9 @@ class MysteryArithmeticProblem:
         the distribution that resampling until ``|x| >= d`` gives, drawn by inverse CDF in one go.
         """
         low, high = float(value_range[0]), float(value_range[1])
-        x = low + (high - low) * torch.rand(size, self.in_features, generator=generator, dtype=dtype)
+        x = low + (high - low) * torch.rand(
+            size, self.in_features, generator=generator, dtype=dtype
+        )
         columns = self.denominator_mask.nonzero().flatten()
         if columns.numel() == 0:
             return x
@@ -123,7 +127,7 @@ class MysteryArithmeticProblem:
         return x
 
     def targets(self, x: Tensor) -> Tensor:
-        """``[..., out_features]`` exact targets for inputs ``x`` of shape ``[..., in_features]``."""
+        """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
         left = x[..., self.left_index]
         right = x[..., self.right_index]
         y = torch.empty_like(left)

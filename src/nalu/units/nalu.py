@@ -49,7 +49,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
         return self.add_nac if self.mul_nac is None else self.mul_nac
 
     def forward(self, x: Tensor) -> Tensor:
-        # Trask et al. 2018, sec. 2: a = W x; m = exp(W log(|x| + ε)); g = σ(G x); y = g a + (1-g) m.
+        # Trask et al. 2018, sec. 2: a = W x, m = exp(W log(|x| + ε)), g = σ(G x), y = ga + (1-g)m.
         additive = self.add_nac(x)
         multiplicative = torch.exp(self._multiplicative_nac(torch.log(torch.abs(x) + self.eps)))
         gate = torch.sigmoid(F.linear(x, self.gate_weight, self.gate_bias))
