@@ -107,7 +107,9 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
+    # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
     try:
         metrics = train(cfg)
     except ConfigError as error:
