@@ -232,6 +232,7 @@ def test_evaluate_reproduces_the_runs_extrapolation_error_and_widens_the_range(t
         (b"", "ckpt_path='{path}': not a checkpoint written by nalu.train"),
         (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu.train"),
     ],
+    ids=["missing", "empty", "text"],
 )
 def test_load_checkpoint_names_a_bad_path(content, message, tmp_path):
     path = tmp_path / "model.ckpt"
