@@ -16,7 +16,7 @@ help: ## List the targets
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(if $(TORCH_SPEC),$(VENV)/bin/pip install -q "$(TORCH_SPEC)")
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev,sweeps]'
 	touch $@
 
 install: $(VENV)/.installed ## Create or update the virtual environment in .venv

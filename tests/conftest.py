@@ -26,10 +26,13 @@ TINY = [
 ]
 
 
-def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
-    """The training config exactly as the CLI would compose it, writing into ``output_dir``."""
+def compose_config(
+    overrides: Sequence[str], output_dir: Path, config_name: str = "train"
+) -> DictConfig:
+    """A primary config (``train`` or ``evaluate``) exactly as the CLI would compose it, writing
+    into ``output_dir``."""
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
@@ -38,12 +41,13 @@ def compose_config(overrides: Sequence[str], output_dir: Path) -> DictConfig:
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, timeout: float = 300
+    args: Sequence[str], cwd: Path, timeout: float = 300, module: str = "nalu.train"
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m nalu.train ARGS`` in a subprocess, as a user would type it."""
+    """``python -m nalu.train ARGS`` (or another ``module``) in a subprocess, as a user would
+    type it."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", "nalu.train", *args],
+        [sys.executable, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -93,7 +93,9 @@ class RunRecorder(L.Callback):
         self.final_metrics: dict[str, float] = {}
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        write_json_atomic(self.output_dir / "problem.json", self.problem.to_dict())
+        # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.
+        if trainer.is_global_zero:
+            write_json_atomic(self.output_dir / "problem.json", self.problem.to_dict())
         if (tensorboard := _tensorboard(trainer)) is not None:
             tensorboard.experiment.add_text(
                 "problem/formulas", "  \n".join(self.problem.formulas())
@@ -113,15 +115,16 @@ class RunRecorder(L.Callback):
         if self.final_train_loss is not None:
             metrics["train/loss"] = self.final_train_loss
         self.final_metrics = dict(sorted(metrics.items()))
-        write_json_atomic(
-            self.output_dir / "metrics.json",
-            {
-                "labels": self.labels,
-                "epochs": trainer.current_epoch,
-                "steps": trainer.global_step,
-                "metrics": self.final_metrics,
-            },
-        )
+        if trainer.is_global_zero:
+            write_json_atomic(
+                self.output_dir / "metrics.json",
+                {
+                    "labels": self.labels,
+                    "epochs": trainer.current_epoch,
+                    "steps": trainer.global_step,
+                    "metrics": self.final_metrics,
+                },
+            )
         if (tensorboard := _tensorboard(trainer)) is not None:
             headline = {
                 name: value

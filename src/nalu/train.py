@@ -9,9 +9,13 @@ from typing import Any, TypeVar
 
 import hydra
 import lightning as L
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nalu.errors import ConfigError, InvalidArgument
@@ -48,20 +52,22 @@ def checked(section: str, build: Callable[[], T]) -> T:
 
 
 def check_group_choices(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Reject ``group=option`` overrides whose option has no file, listing the options.
+    """Reject ``group=option`` overrides whose option does not exist, listing the options.
 
     Hydra would also refuse them, but with a multi-line message; a sweep's comma-separated
-    options are checked one by one.
+    options are checked one by one. The options are Hydra's own: files under ``conf/`` and the
+    configs that installed plugins register (``hydra/launcher=joblib``, ...).
     """
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        group_dir = config_dir / key
-        if not sep or not group_dir.is_dir() or "(" in value:
-            continue
-        available = sorted(path.stem for path in group_dir.glob("*.yaml"))
-        for option in value.split(","):
-            if option not in available and option != "null":
-                raise ConfigError(f"{key}={option}: unknown {key}; choose one of {available}")
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        config_loader = GlobalHydra.instance().config_loader()
+        for override in overrides:
+            key, sep, value = override.lstrip("+~").partition("=")
+            if not sep or "(" in value:
+                continue
+            available = config_loader.get_group_options(key)  # empty for a field
+            for option in value.split(",") if available else []:
+                if option not in available and option != "null":
+                    raise ConfigError(f"{key}={option}: unknown {key}; choose one of {available}")
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
@@ -86,14 +92,23 @@ def train(cfg: DictConfig) -> dict[str, float]:
         hyperparameters=OmegaConf.to_container(cfg, resolve=True),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks += progress_bar(cfg.trainer)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = checked(
         "trainer",
         lambda: instantiate(cfg.trainer, callbacks=[*callbacks, recorder], logger=loggers),
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     return recorder.final_metrics
+
+
+def progress_bar(trainer_cfg: DictConfig) -> list[L.Callback]:
+    """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a terminal).
+
+    Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
+    """
+    return [RichProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
 
 
 def _run_labels(cfg: DictConfig) -> dict[str, Any]:
@@ -105,20 +120,32 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def hydra_main(cfg: DictConfig) -> float:
+def ignore_known_warnings() -> None:
+    """Silence Lightning's advice that does not apply to these runs."""
     # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    # Under DDP the evaluation metrics are torchmetrics, already summed over processes.
+    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+
+
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def hydra_main(cfg: DictConfig) -> float:
+    ignore_known_warnings()
     try:
         metrics = train(cfg)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    output_dir = Path(cfg.paths.output_dir)
+    _print_summary(Path(cfg.paths.output_dir), metrics)
+    return metrics.get("interp/mse", float("nan"))
+
+
+@rank_zero_only
+def _print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
+    """Once per run, also when DDP runs this entry point in several processes."""
     print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
     print(f"TensorBoard run: {output_dir / 'tensorboard'}  (make tensorboard)")
-    return metrics.get("interp/mse", float("nan"))
 
 
 def main() -> None:

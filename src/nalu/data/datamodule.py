@@ -33,20 +33,43 @@ class EpochBatchSampler(Sampler[Tensor]):
 
     Lightning calls ``set_epoch`` before every epoch, so a resumed run sees the same batches.
     The last batch may be smaller, as with ``DataLoader(drop_last=False)``.
+
+    Under data parallelism each of ``num_replicas`` processes takes every ``num_replicas``-th
+    index of the same permutation, from ``rank`` on, so the shards never overlap. With
+    ``even_shards`` the permutation's last ``num_samples % num_replicas`` indices are left out,
+    so that every process runs the same number of training steps (their gradients are averaged
+    at each step); an evaluation set keeps every sample, each counted once.
     """
 
-    def __init__(self, num_samples: int, batch_size: int, shuffle: bool, seed: int = 0) -> None:
+    def __init__(
+        self,
+        num_samples: int,
+        batch_size: int,
+        shuffle: bool,
+        seed: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        even_shards: bool = False,
+    ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.even_shards = even_shards
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def _shard_size(self) -> int:
+        if self.even_shards:
+            return self.num_samples // self.num_replicas
+        return len(range(self.rank, self.num_samples, self.num_replicas))
+
     def __len__(self) -> int:
-        return -(-self.num_samples // self.batch_size)
+        return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
         if self.shuffle:
@@ -56,7 +79,8 @@ class EpochBatchSampler(Sampler[Tensor]):
             order = torch.randperm(self.num_samples, generator=generator)
         else:
             order = torch.arange(self.num_samples)
-        yield from order.split(self.batch_size)
+        shard = order[self.rank :: self.num_replicas][: self._shard_size()]
+        yield from shard.split(self.batch_size)
 
 
 def _check_range(name: str, value_range: Sequence[float]) -> tuple[float, float]:
@@ -140,7 +164,18 @@ class ArithmeticDataModule(L.LightningDataModule):
 
     def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = EpochBatchSampler(len(dataset), batch_size, shuffle, seed=self.shuffle_seed)
+        # Each process of a distributed run reads its own shard (the trainer's config turns off
+        # Lightning's DistributedSampler, which cannot split batches that are already formed).
+        trainer = self.trainer
+        sampler = EpochBatchSampler(
+            len(dataset),
+            batch_size,
+            shuffle,
+            seed=self.shuffle_seed,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            even_shards=split == "train",
+        )
         # batch_size=None: the sampler already yields whole batches of indices, and the dataset
         # slices its tensors with them; no per-sample __getitem__ and no collate.
         return DataLoader(dataset, sampler=sampler, batch_size=None)

@@ -1,0 +1,330 @@
+"""Scaling out with the ecosystem's own tools: launchers, Optuna, DDP, checkpoints, TensorBoard."""
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY, compose_config, run_cli
+from hydra import compose, initialize_config_dir
+from lightning.pytorch.callbacks import RichProgressBar
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nalu.data.datamodule import EpochBatchSampler
+from nalu.errors import ConfigError
+from nalu.evaluate import evaluate, load_checkpoint
+from nalu.train import CONFIG_DIR, check_group_choices, progress_bar, train
+
+# The evaluation sets of the TINY runs, for `nalu.evaluate`.
+TINY_DATA = [override for override in TINY if override.startswith("data.")]
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(path for path in sweep_dir.iterdir() if path.is_dir() and path.name[0] != ".")
+
+
+# --- Data parallelism: every process reads its own shard -------------------------------------
+
+
+def shards(num_samples: int, num_replicas: int, even_shards: bool) -> list[list[int]]:
+    def shard(rank: int) -> list[int]:
+        sampler = EpochBatchSampler(
+            num_samples, 4, True, seed=7, num_replicas=num_replicas, rank=rank,
+            even_shards=even_shards,
+        )  # fmt: skip
+        sampler.set_epoch(3)
+        assert len(sampler) == len(list(sampler))
+        return torch.cat(list(sampler)).tolist()
+
+    return [shard(rank) for rank in range(num_replicas)]
+
+
+def test_evaluation_shards_cover_every_sample_once():
+    parts = shards(11, 3, even_shards=False)
+    assert [len(part) for part in parts] == [4, 4, 3]
+    assert sorted(i for part in parts for i in part) == list(range(11))
+
+
+def test_training_shards_are_equal_disjoint_slices_of_the_epochs_permutation():
+    parts = shards(11, 3, even_shards=True)
+    assert [len(part) for part in parts] == [3, 3, 3]  # the same number of steps on every rank
+    assert len({i for part in parts for i in part}) == 9
+    (whole,) = shards(11, 1, even_shards=True)
+    assert parts[1] == whole[1:9:3]  # the single-process order, dealt round-robin
+
+
+# --- Config groups --------------------------------------------------------------------------
+
+
+def test_trainer_configs_extend_the_default(tmp_path):
+    for name, accelerator, devices in [("cpu", "cpu", 1), ("gpu", "gpu", 1), ("ddp", "auto", 2)]:
+        trainer = compose_config([f"trainer={name}"], tmp_path).trainer
+        assert (trainer.accelerator, trainer.devices) == (accelerator, devices)
+        assert trainer.max_epochs == 250 and trainer.use_distributed_sampler is False
+    assert compose_config(["trainer=ddp"], tmp_path).trainer.strategy == "ddp"
+
+
+def test_slurm_launcher_config_extends_the_plugins(tmp_path):
+    overrides = ["hydra/launcher=slurm", "hydra.launcher.partition=gpu", "trainer=gpu"]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        launcher = compose("train", overrides, return_hydra_config=True).hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.partition, launcher.timeout_min, launcher.cpus_per_task) == ("gpu", 60, 2)
+    assert launcher.gpus_per_node == 0 and launcher.signal_delay_s == 120  # plugin's default
+
+
+def test_plugin_options_are_known_and_typos_stop_with_one_line():
+    check_group_choices(
+        ["hydra/launcher=joblib,submitit_local,slurm", "hparams_search=nalu_optuna"]
+    )
+    with pytest.raises(ConfigError, match=r"hydra/launcher=jobli: unknown hydra/launcher; choose"):
+        check_group_choices(["hydra/launcher=jobli"])
+
+
+def test_rich_progress_bar_only_where_enabled(tmp_path):
+    # Under pytest stdout is not a terminal, so the default config turns the bar off.
+    assert progress_bar(compose_config([], tmp_path).trainer) == []
+    (bar,) = progress_bar(compose_config(["trainer.enable_progress_bar=true"], tmp_path).trainer)
+    assert isinstance(bar, RichProgressBar)
+
+
+# --- Sweeps through the plugins -------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_optuna_search_runs_its_trials_in_parallel_joblib_workers(tmp_path):
+    sweep_dir = tmp_path / "search"
+    result = run_cli(
+        [
+            *TINY,
+            "hparams_search=nalu_optuna",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_jobs=3",  # one batch of three trials ...
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",  # ... on two worker processes
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
+    runs = job_dirs(sweep_dir)
+    assert [run.name for run in runs] == ["0_nalu_seed0", "1_nalu_seed0", "2_nalu_seed0"]
+    trials = []
+    for run in runs:
+        overrides = dict(
+            o.split("=", 1) for o in yaml.safe_load((run / ".hydra/overrides.yaml").read_text())
+        )
+        config = yaml.safe_load((run / ".hydra/config.yaml").read_text())
+        assert 1e-4 <= float(overrides["optimizer.lr"]) <= 1e-1
+        assert config["optimizer"]["lr"] == float(overrides["optimizer.lr"])
+        assert 1e-7 <= config["optimizer"]["weight_decay"] <= 1e-2
+        trials.append((read_metrics(run)["metrics"]["interp/mse"], config["optimizer"]["lr"]))
+    assert len({lr for _, lr in trials}) == 3
+    best = yaml.safe_load((sweep_dir / "optimization_results.yaml").read_text())
+    # The objective is the interpolation (validation) error, not the extrapolation (test) one.
+    assert best["best_value"] == pytest.approx(min(trials)[0])
+    assert best["best_params"]["optimizer.lr"] == pytest.approx(min(trials)[1])
+
+
+@pytest.mark.slow
+def test_submitit_local_sweep_runs_each_job_as_a_submitit_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        ["-m", *TINY, "seed=0,1", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = job_dirs(sweep_dir)
+    assert [run.name for run in runs] == ["0_nalu_seed0", "1_nalu_seed1"]
+    assert [read_metrics(run)["labels"]["seed"] for run in runs] == [0, 1]
+    submitit_logs = sorted((sweep_dir / ".submitit").glob("*/*_0_log.out"))
+    assert len(submitit_logs) == 2
+    assert any("Final metrics" in log.read_text() for log in submitit_logs)
+
+
+# --- Multi-device ---------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_shards_batches_and_syncs_metrics(tmp_path):
+    # Odd sizes: 65 training samples give each process 32 (2 batches of 16 per epoch); the
+    # 63 interpolation samples split 32 + 31.
+    sizes = ["data.train_size=65", "data.interp_size=63"]
+    run_dir = tmp_path / "run"
+    args = [*TINY, *sizes, "trainer=ddp", "trainer.accelerator=cpu", f"hydra.run.dir={run_dir}"]
+    result = run_cli(args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.count("Final metrics") == 1  # printed by rank 0 only
+    recorded = read_metrics(run_dir)
+    assert (recorded["epochs"], recorded["steps"]) == (2, 4)  # one process alone: 2 x 5 steps
+    # One process evaluating the final weights on the whole sets gives the same numbers: the
+    # processes' partial sums were added up.
+    cfg = compose_config(
+        [*TINY_DATA, *sizes, f"ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"],
+        tmp_path / "evaluate",
+        config_name="evaluate",
+    )
+    single = evaluate(cfg)
+    for name in ("interp/mse", "interp/mse_mul", "extrap/mse"):
+        assert recorded["metrics"][name] == pytest.approx(single[name], rel=1e-5)
+
+
+# --- Checkpoints ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
+    four_epochs = [*TINY, "trainer.max_epochs=4"]
+    train(compose_config(TINY, tmp_path / "interrupted"))  # stops after 2 of 4 epochs
+    last = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
+    resumed = train(compose_config([*four_epochs, f"ckpt_path={last}"], tmp_path / "resumed"))
+    straight = train(compose_config(four_epochs, tmp_path / "straight"))
+    assert (
+        read_metrics(tmp_path / "resumed")["steps"] == read_metrics(tmp_path / "straight")["steps"]
+    )
+    # The resumed run trained epochs 2 and 3 only, from the saved weights and optimizer state,
+    # and ends where the uninterrupted run ends.
+    events = EventAccumulator(str(tmp_path / "resumed" / "tensorboard"))
+    events.Reload()
+    assert events.Scalars("epoch")[0].value == 2
+    assert resumed == pytest.approx(straight, rel=1e-5)
+
+
+@pytest.mark.slow
+def test_evaluate_reproduces_the_runs_extrapolation_error_and_widens_the_range(tmp_path):
+    train(compose_config(TINY, tmp_path / "run"))
+    recorded = read_metrics(tmp_path / "run")["metrics"]
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
+
+    def evaluated(*overrides: str) -> dict[str, float]:
+        cfg = compose_config(
+            [*TINY_DATA, f"ckpt_path={checkpoint}", *overrides],
+            tmp_path / "evaluate",
+            config_name="evaluate",
+        )
+        return evaluate(cfg)
+
+    same = evaluated()
+    assert same["extrap/mse"] == pytest.approx(recorded["extrap/mse"], rel=1e-6)
+    assert same["interp/mse"] == pytest.approx(recorded["interp/mse"], rel=1e-6)
+    wider = evaluated("data.extrap_range=[-200,200]")
+    assert wider["interp/mse"] == pytest.approx(same["interp/mse"])
+    assert wider["extrap/mse"] > 4 * same["extrap/mse"]  # multiplication grows quadratically
+    with pytest.raises(ConfigError, match=r"^data: the checkpoint learned another problem"):
+        evaluated("seed=1")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "ckpt_path='{path}': no such file"),
+        (b"", "ckpt_path='{path}': not a checkpoint written by nalu.train"),
+        (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu.train"),
+    ],
+    ids=["missing", "empty", "text"],
+)
+def test_load_checkpoint_names_a_bad_path(content, message, tmp_path):
+    path = tmp_path / "model.ckpt"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(ConfigError) as error:
+        load_checkpoint(path)
+    assert str(error.value) == message.format(path=path)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_with_a_bad_checkpoint_stops_with_one_line(tmp_path):
+    (tmp_path / "notes.txt").write_text("not a checkpoint\n")
+    result = run_cli(
+        ["ckpt_path=notes.txt", f"hydra.run.dir={tmp_path}/eval"],
+        cwd=tmp_path,
+        module="nalu.evaluate",
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr + result.stdout
+    assert result.stderr.strip().splitlines() == [
+        "error: ckpt_path='notes.txt': not a checkpoint written by nalu.train"
+    ]
+
+
+# --- TensorBoard, as a user sees it ---------------------------------------------------------
+
+
+TENSORBOARD = [sys.executable, "-m", "tensorboard.main"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def tensorboard_json(base: str, route: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + route, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_the_runs_scalars_and_hparams(tmp_path):
+    run_dir = tmp_path / "run"
+    metrics = train(compose_config([*TINY, "optimizer.lr=0.01"], run_dir))
+    port = free_port()
+    server = subprocess.Popen(
+        [*TENSORBOARD, "--logdir", str(run_dir), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline = time.monotonic() + 90
+        tags: dict = {}
+        while "tensorboard" not in tags:
+            assert time.monotonic() < deadline, "TensorBoard did not list the run in time"
+            assert server.poll() is None, "TensorBoard exited"
+            time.sleep(1)
+            try:
+                tags = tensorboard_json(base, "/scalars/tags")
+            except OSError:  # not listening yet
+                continue
+        assert {"train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"} <= set(
+            tags["tensorboard"]
+        )
+        curve = tensorboard_json(base, "/scalars/scalars?run=tensorboard&tag=interp/mse")
+        assert len(curve) >= 2  # one point per validation epoch, then the test
+        extrap = tensorboard_json(base, "/scalars/scalars?run=tensorboard&tag=extrap/mse")
+        assert extrap[-1][2] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
+
+        experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
+        metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
+        assert metric_tags == {"train/loss", "interp/mse", "extrap/mse"}
+        assert "optimizer.lr" in {info["name"] for info in experiment["hparamInfos"]}
+        request = {
+            "experimentName": "",
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
+            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "extrap/mse"}}],
+            "startIndex": 0,
+            "sliceSize": 10,
+        }
+        (group,) = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
+        assert group["hparams"]["optimizer.lr"] == 0.01
+        assert group["hparams"]["model._target_"] == "nalu.units.NeuralArithmeticLogicUnit"
+        values = {v["name"]["tag"]: v["value"] for v in group["metricValues"]}
+        assert values["extrap/mse"] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
