@@ -1,6 +1,7 @@
 """Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records one run."""
 
 import logging
+import os
 import sys
 import warnings
 from collections.abc import Callable
@@ -8,19 +9,23 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import hydra
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nalu.errors import ConfigError, InvalidArgument
-from nalu.module import ArithmeticModule
-from nalu.results import RunRecorder
+from nalu.errors import ConfigError, Diverged, InvalidArgument
+from nalu.validation import check_command_line, validate_config
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 T = TypeVar("T")
+# Exit codes: a bad config, and a run stopped by a non-finite loss or parameter.
+EXIT_CONFIG_ERROR = 2
+EXIT_DIVERGED = 3
+# NALU_VERBOSE=1 shows the traceback behind a one-line error.
+VERBOSE = os.environ.get("NALU_VERBOSE", "") not in ("", "0")
 
 
 class _DropAdvertisement(logging.Filter):
@@ -47,25 +52,20 @@ def checked(section: str, build: Callable[[], T]) -> T:
         raise ConfigError(f"{section}: {cause or error}") from error
 
 
-def check_group_choices(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Reject ``group=option`` overrides whose option has no file, listing the options.
-
-    Hydra would also refuse them, but with a multi-line message; a sweep's comma-separated
-    options are checked one by one.
-    """
-    for override in overrides:
-        key, sep, value = override.lstrip("+~").partition("=")
-        group_dir = config_dir / key
-        if not sep or not group_dir.is_dir() or "(" in value:
-            continue
-        available = sorted(path.stem for path in group_dir.glob("*.yaml"))
-        for option in value.split(","):
-            if option not in available and option != "null":
-                raise ConfigError(f"{key}={option}: unknown {key}; choose one of {available}")
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test on the final weights, record the results; return the final metrics."""
+    """Fit, test on the final weights, record the results; return the final metrics.
+
+    Raises ``ConfigError`` for a bad config and ``Diverged`` when training met a non-finite loss
+    or parameter (its metrics.json then says so).
+    """
+    validate_config(cfg)
+    # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
+    import lightning as L
+
+    from nalu.divergence import DivergenceMonitor
+    from nalu.module import ArithmeticModule
+    from nalu.results import RunRecorder
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     datamodule = checked("data", lambda: instantiate(cfg.data))
@@ -87,11 +87,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    monitor = DivergenceMonitor()
     trainer: L.Trainer = checked(
         "trainer",
-        lambda: instantiate(cfg.trainer, callbacks=[*callbacks, recorder], logger=loggers),
+        lambda: instantiate(cfg.trainer, callbacks=[*callbacks, monitor, recorder], logger=loggers),
     )
-    trainer.fit(module, datamodule=datamodule)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     return recorder.final_metrics
 
@@ -105,17 +106,31 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
 
+def _fail(error: Exception, message: str, exit_code: int) -> None:
+    """Print ``message`` as one line and exit, or re-raise ``error`` when NALU_VERBOSE is set."""
+    if VERBOSE:
+        raise error
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
     # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    output_dir = Path(cfg.paths.output_dir)
     try:
         metrics = train(cfg)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    output_dir = Path(cfg.paths.output_dir)
+        _fail(error, str(error), EXIT_CONFIG_ERROR)
+    except Diverged as diverged:
+        message = f"{output_dir}: {diverged}; see its metrics.json and checkpoints/"
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # One diverged job must not end the sweep: the other jobs go on.
+            log.warning(message)
+            return float("nan")
+        _fail(diverged, message, EXIT_DIVERGED)
     print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
     print(f"TensorBoard run: {output_dir / 'tensorboard'}  (make tensorboard)")
     return metrics.get("interp/mse", float("nan"))
@@ -123,10 +138,9 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def main() -> None:
     try:
-        check_group_choices(sys.argv[1:])
+        check_command_line(sys.argv[1:], CONFIG_DIR)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error, str(error), EXIT_CONFIG_ERROR)
     hydra_main()
 
 
