@@ -6,6 +6,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nalu.report import load_runs, median_table
 
+
 @pytest.mark.slow
 def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
     sweep_dir = tmp_path / "sweep"

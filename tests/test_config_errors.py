@@ -42,7 +42,7 @@ BAD_CONFIGS = [
     (["model.gate_bias=maybe"], "model.gate_bias='maybe': must be true or false"),
     (
         ["model.in_features=5"],
-        "model.in_features=5: must equal data.in_features=100 (the network's size is the problem's)",
+        "model.in_features=5: must equal data.in_features=100, the problem's size",
     ),
     (["optimizer.lr=-1"], "optimizer.lr=-1: must be a finite number > 0"),
     (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),

@@ -6,7 +6,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -106,7 +106,7 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
 
-def _fail(error: Exception, message: str, exit_code: int) -> None:
+def _fail(error: Exception, message: str, exit_code: int) -> NoReturn:
     """Print ``message`` as one line and exit, or re-raise ``error`` when NALU_VERBOSE is set."""
     if VERBOSE:
         raise error
@@ -125,7 +125,7 @@ def hydra_main(cfg: DictConfig) -> float:
     except ConfigError as error:
         _fail(error, str(error), EXIT_CONFIG_ERROR)
     except Diverged as diverged:
-        message = f"{output_dir}: {diverged}; see its metrics.json and checkpoints/"
+        message = f"{output_dir}: {diverged}; its metrics.json names the last good checkpoint"
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # One diverged job must not end the sweep: the other jobs go on.
             log.warning(message)

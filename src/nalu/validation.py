@@ -155,8 +155,8 @@ def validate_config(cfg: DictConfig) -> None:
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
         if model_value != data_value:
             raise ConfigError(
-                f"{model_key}={model_value!r}: must equal {data_key}={data_value!r}"
-                " (the network's size is the problem's)"
+                f"{model_key}={model_value!r}: must equal {data_key}={data_value!r}, "
+                "the problem's size"
             )
 
 
