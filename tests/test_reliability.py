@@ -17,9 +17,10 @@ from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
-from nalu.errors import Diverged
+from nalu.errors import ConfigError, Diverged
+from nalu.module import ArithmeticModule
 from nalu.report import load_runs, median_table
-from nalu.train import EXIT_DIVERGED, train
+from nalu.train import EXIT_DIVERGED, check_checkpoint, train
 
 
 class PoisonParameterAt(L.Callback):
@@ -134,6 +135,28 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     assert resumed == uninterrupted
     assert read_metrics(tmp_path / "uninterrupted")["status"] == "finished"
     assert read_metrics(tmp_path / "resumed")["steps"] == 4 * 64
+
+
+def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):
+    train(compose_config([*TINY, "model=nac"], tmp_path))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:1000])  # what a kill mid-write would leave
+    nac = ArithmeticModule.load_from_checkpoint(last)
+    with pytest.raises(ConfigError, match=r"not a readable Lightning checkpoint \(RuntimeError\)"):
+        check_checkpoint(str(truncated), nac)
+    nalu = ArithmeticModule(
+        network={
+            "_target_": "nalu.units.NeuralArithmeticLogicUnit",
+            "in_features": 6,
+            "out_features": 4,
+        },
+        optimizer=nac.hparams.optimizer,
+        output_operations=nac.hparams.output_operations,
+    )
+    with pytest.raises(ConfigError, match="its weights are not this model's"):
+        check_checkpoint(str(last), nalu)
+    check_checkpoint(str(last), nac)
 
 
 @st.composite

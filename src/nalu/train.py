@@ -2,11 +2,12 @@
 
 import logging
 import os
+import pickle
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -17,6 +18,9 @@ from omegaconf import DictConfig, OmegaConf
 
 from nalu.errors import ConfigError, Diverged, InvalidArgument
 from nalu.validation import check_command_line, validate_config
+
+if TYPE_CHECKING:
+    from torch import nn
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
@@ -78,6 +82,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ),
     )
     checked("optimizer", module.configure_optimizers)
+    if cfg.get("ckpt_path") is not None:
+        check_checkpoint(cfg.ckpt_path, module)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     recorder = RunRecorder(
         output_dir=output_dir,
@@ -95,6 +101,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     return recorder.final_metrics
+
+
+def check_checkpoint(path: str, module: "nn.Module") -> None:
+    """Refuse, in one line, a checkpoint that is unreadable or holds another network's weights."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        saved = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"ckpt_path={path!r}: not a readable Lightning checkpoint ({type(error).__name__})"
+        ) from error
+    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    if saved != expected:
+        raise ConfigError(
+            f"ckpt_path={path!r}: its weights are not this model's; resume with the config"
+            " that wrote it (same model and data sizes)"
+        )
 
 
 def _run_labels(cfg: DictConfig) -> dict[str, Any]:
