@@ -140,15 +140,18 @@ def _value(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
 
 
+def _apply(rule: Rule, key: str, value: Any) -> None:
+    try:
+        rule(key, value)
+    except InvalidArgument as error:
+        raise ConfigError(str(error)) from error
+
+
 def validate_config(cfg: DictConfig) -> None:
     """Raise a one-line ``ConfigError`` for the first field that breaks its rule."""
     for key, rule in FIELD_RULES.items():
-        if OmegaConf.select(cfg, key, default=_ABSENT) is _ABSENT:
-            continue
-        try:
-            rule(key, _value(cfg, key))
-        except InvalidArgument as error:
-            raise ConfigError(str(error)) from error
+        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
+            _apply(rule, key, _value(cfg, key))
     for model_key, data_key in MATCHING_FIELDS.items():
         if OmegaConf.select(cfg, model_key, default=_ABSENT) is _ABSENT:
             continue
@@ -232,23 +235,29 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
     field_sweeps: list[tuple[str, list[Any]]] = []
     for override, text in zip(parsed, overrides, strict=True):
         key = override.get_key_element()
-        if key.startswith(("hydra", "+hydra", "~hydra")):
+        if key.lstrip("+~").startswith("hydra"):
             continue
         if not override.is_sweep_override():
             fixed.append(text)
-        elif not override.is_discrete_sweep():
-            continue  # an interval for an optimising sweeper: its values are checked per job
-        elif (config_dir / override.key_or_group).is_dir():
-            group_sweeps.append([f"{key}={v}" for v in override.sweep_string_iterator()])
-        else:
+            continue
+        try:
+            options = list(override.sweep_string_iterator())
             values = list(override.sweep_iterator())
-            fixed.append(f"{key}={next(override.sweep_string_iterator())}")
+        except HydraException:
+            continue  # glob(), interval(): only Hydra's sweeper expands them; checked per job
+        if (config_dir / override.key_or_group).is_dir():
+            group_sweeps.append([f"{key}={option}" for option in options])
+        else:
+            fixed.append(f"{key}={options[0]}")
             field_sweeps.append((override.key_or_group, values))
     for groups in itertools.product(*group_sweeps):
         cfg = _compose([*fixed, *groups], config_dir)
         validate_config(cfg)
         for key, values in field_sweeps:
             for value in values:
-                variant = cfg.copy()
-                OmegaConf.update(variant, key, value, force_add=True)
-                validate_config(variant)
+                if key in FIELD_RULES:
+                    _apply(FIELD_RULES[key], key, value)
+                if key in {*MATCHING_FIELDS, *MATCHING_FIELDS.values()}:
+                    variant = cfg.copy()
+                    OmegaConf.update(variant, key, value)
+                    validate_config(variant)
