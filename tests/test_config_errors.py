@@ -69,6 +69,7 @@ BAD_CONFIGS = [
         "data.in_features: not an override like field=value (Hydra: missing EQUAL at '<EOF>')",
     ),
     (["ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
+    (["optimizer.lr=???"], "optimizer.lr: Missing mandatory value: optimizer.lr"),
     # A sweep is checked whole before its first job starts.
     (["-m", "seed=0,1", "optimizer.lr=1e-3,-2"], "optimizer.lr=-2: must be a finite number > 0"),
     (
@@ -79,7 +80,9 @@ BAD_CONFIGS = [
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("overrides", "message"), BAD_CONFIGS, ids=lambda v: " ".join(v))
+@pytest.mark.parametrize(
+    ("overrides", "message"), BAD_CONFIGS, ids=[" ".join(overrides) for overrides, _ in BAD_CONFIGS]
+)
 def test_bad_config_stops_with_one_line(overrides, message, tmp_path):
     result = run_cli(
         [*overrides, f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/sweep"],

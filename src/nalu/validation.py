@@ -136,8 +136,12 @@ MATCHING_FIELDS = {
 
 
 def _value(cfg: DictConfig, key: str) -> Any:
-    value = OmegaConf.select(cfg, key, throw_on_missing=False)
-    return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    """The field's resolved value as plain Python, or ``_ABSENT`` where the config lacks it."""
+    try:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+    except OmegaConfBaseException as error:  # e.g. an interpolation to a field that is not there
+        raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from error
 
 
 def _apply(rule: Rule, key: str, value: Any) -> None:
@@ -150,13 +154,11 @@ def _apply(rule: Rule, key: str, value: Any) -> None:
 def validate_config(cfg: DictConfig) -> None:
     """Raise a one-line ``ConfigError`` for the first field that breaks its rule."""
     for key, rule in FIELD_RULES.items():
-        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
-            _apply(rule, key, _value(cfg, key))
+        if (value := _value(cfg, key)) is not _ABSENT:
+            _apply(rule, key, value)
     for model_key, data_key in MATCHING_FIELDS.items():
-        if OmegaConf.select(cfg, model_key, default=_ABSENT) is _ABSENT:
-            continue
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
-        if model_value != data_value:
+        if model_value is not _ABSENT and model_value != data_value:
             raise ConfigError(
                 f"{model_key}={model_value!r}: must equal {data_key}={data_value!r}, "
                 "the problem's size"
