@@ -19,7 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.data.datamodule import EpochBatchSampler
 from nalu.errors import ConfigError
 from nalu.evaluate import evaluate, load_checkpoint
-from nalu.train import CONFIG_DIR, check_group_choices, progress_bar, train
+from nalu.train import CONFIG_DIR, progress_bar, train
+from nalu.validation import check_group_choices
 
 # The evaluation sets of the TINY runs, for `nalu.evaluate`.
 TINY_DATA = [override for override in TINY if override.startswith("data.")]
@@ -85,10 +86,10 @@ def test_slurm_launcher_config_extends_the_plugins(tmp_path):
 
 def test_plugin_options_are_known_and_typos_stop_with_one_line():
     check_group_choices(
-        ["hydra/launcher=joblib,submitit_local,slurm", "hparams_search=nalu_optuna"]
+        ["hydra/launcher=joblib,submitit_local,slurm", "hparams_search=nalu_optuna"], CONFIG_DIR
     )
     with pytest.raises(ConfigError, match=r"hydra/launcher=jobli: unknown hydra/launcher; choose"):
-        check_group_choices(["hydra/launcher=jobli"])
+        check_group_choices(["hydra/launcher=jobli"], CONFIG_DIR)
 
 
 def test_rich_progress_bar_only_where_enabled(tmp_path):

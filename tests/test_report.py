@@ -17,9 +17,12 @@ def test_table_gives_the_median_over_seeds_per_model(tmp_path):
     write_run(tmp_path / "mlp0", "mlp", 0, {"extrap/mse": 7.0})
     table = median_table(load_runs([tmp_path]))
     lines = table.splitlines()
-    assert lines[0] == "| model | runs | train/loss | interp/mse | extrap/mse | extrap/mse_add |"
-    assert "| mlp | 1 | – | – | 7 | – |" in lines
-    assert "| nac | 3 | – | – | 3 | 3 |" in lines
+    assert (
+        lines[0]
+        == "| model | runs | diverged | train/loss | interp/mse | extrap/mse | extrap/mse_add |"
+    )
+    assert "| mlp | 1 | 0 | – | – | 7 | – |" in lines
+    assert "| nac | 3 | 0 | – | – | 3 | 3 |" in lines
 
 
 def test_no_runs_is_one_clear_line(tmp_path, capsys):

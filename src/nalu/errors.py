@@ -19,3 +19,12 @@ class InvalidArgument(ValueError):
 
 class ConfigError(Exception):
     """A run's configuration is invalid; the message is one line naming the field."""
+
+
+class Diverged(Exception):
+    """Training met a non-finite loss or parameter; ``step`` counts optimizer steps taken."""
+
+    def __init__(self, step: int, reason: str) -> None:
+        self.step = step
+        self.reason = reason
+        super().__init__(f"diverged at step {step}: {reason}")

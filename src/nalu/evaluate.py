@@ -15,12 +15,12 @@ from nalu.errors import ConfigError
 from nalu.module import ArithmeticModule
 from nalu.train import (
     CONFIG_DIR,
-    check_group_choices,
     checked,
     format_metrics,
     ignore_known_warnings,
     progress_bar,
 )
+from nalu.validation import check_group_choices
 
 
 def load_checkpoint(ckpt_path: str | Path) -> ArithmeticModule:
@@ -93,7 +93,7 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def main() -> None:
     try:
-        check_group_choices(sys.argv[1:])
+        check_group_choices(sys.argv[1:], CONFIG_DIR)
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)

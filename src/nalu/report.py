@@ -22,24 +22,30 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
 
 
 def median_table(runs: list[dict[str, Any]], group_by: str = "model") -> str:
-    """A Markdown table: per ``group_by`` label, the median over runs of each final metric."""
+    """A Markdown table: per ``group_by`` label, the median over runs of each final metric.
+
+    ``runs`` counts every run, ``diverged`` those stopped by a non-finite loss or parameter;
+    the medians are over the runs that finished.
+    """
     per_op = sorted(
         {name for run in runs for name in run["metrics"] if name.startswith("extrap/mse_")}
     )
     columns = [*HEADLINE_METRICS, *per_op]
-    groups: dict[str, list[dict[str, float]]] = {}
+    groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        groups.setdefault(str(run["labels"].get(group_by)), []).append(run["metrics"])
+        groups.setdefault(str(run["labels"].get(group_by)), []).append(run)
     lines = [
-        f"| {group_by} | runs | " + " | ".join(columns) + " |",
-        "|---|---:|" + "---:|" * len(columns),
+        f"| {group_by} | runs | diverged | " + " | ".join(columns) + " |",
+        "|---|---:|---:|" + "---:|" * len(columns),
     ]
-    for name, metrics in groups.items():
+    for name, group in groups.items():
+        diverged = sum(run.get("status") == "diverged" for run in group)
+        metrics = [run["metrics"] for run in group if run.get("status") != "diverged"]
         cells = []
         for column in columns:
             values = [m[column] for m in metrics if column in m]
             cells.append(f"{statistics.median(values):.4g}" if values else "–")
-        lines.append(f"| {name} | {len(metrics)} | " + " | ".join(cells) + " |")
+        lines.append(f"| {name} | {len(group)} | {diverged} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

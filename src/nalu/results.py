@@ -12,6 +12,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
 from nalu.data.problem import MysteryArithmeticProblem
+from nalu.errors import Diverged
 
 HEATMAP_PIXELS_PER_WEIGHT = 8
 
@@ -110,21 +111,30 @@ class RunRecorder(L.Callback):
                     f"weights/{name}", weight_heatmap(weight), trainer.global_step
                 )
 
+    def _write_metrics(self, trainer: L.Trainer, status: str, **details: Any) -> None:
+        if not trainer.is_global_zero:
+            return
+        write_json_atomic(
+            self.output_dir / "metrics.json",
+            {
+                "status": status,
+                **details,
+                "labels": self.labels,
+                "epochs": trainer.current_epoch,
+                "steps": trainer.global_step,
+                "metrics": self.final_metrics,
+            },
+        )
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            summary = " ".join(f"{key}={value}" for key, value in details.items())
+            tensorboard.experiment.add_text("run/status", f"{status} {summary}".strip())
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         if self.final_train_loss is not None:
             metrics["train/loss"] = self.final_train_loss
         self.final_metrics = dict(sorted(metrics.items()))
-        if trainer.is_global_zero:
-            write_json_atomic(
-                self.output_dir / "metrics.json",
-                {
-                    "labels": self.labels,
-                    "epochs": trainer.current_epoch,
-                    "steps": trainer.global_step,
-                    "metrics": self.final_metrics,
-                },
-            )
+        self._write_metrics(trainer, "finished")
         if (tensorboard := _tensorboard(trainer)) is not None:
             headline = {
                 name: value
@@ -133,5 +143,26 @@ class RunRecorder(L.Callback):
             }
             tensorboard.log_hyperparams(
                 flatten_config(self.hyperparameters), metrics=headline, step=trainer.global_step
+            )
+            tensorboard.experiment.flush()
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """A diverged run says so, with the step and its last good checkpoint (no metrics)."""
+        if not isinstance(exception, Diverged):
+            return
+        checkpoint = trainer.checkpoint_callback
+        last_good = getattr(checkpoint, "last_model_path", "") or None
+        self._write_metrics(
+            trainer,
+            "diverged",
+            diverged_at_step=exception.step,
+            reason=exception.reason,
+            last_good_checkpoint=last_good,
+        )
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            tensorboard.experiment.add_scalar(
+                "run/diverged_at_step", exception.step, trainer.global_step
             )
             tensorboard.experiment.flush()

@@ -1,30 +1,36 @@
 """Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records one run."""
 
 import logging
+import os
+import pickle
 import sys
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import hydra
-import lightning as L
-from hydra import initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from nalu.errors import ConfigError, InvalidArgument
-from nalu.module import ArithmeticModule
-from nalu.results import RunRecorder
+from nalu.errors import ConfigError, Diverged, InvalidArgument
+from nalu.validation import check_command_line, validate_config
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
+    from torch import nn
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 T = TypeVar("T")
+# Exit codes: a bad config, and a run stopped by a non-finite loss or parameter.
+EXIT_CONFIG_ERROR = 2
+EXIT_DIVERGED = 3
+# NALU_VERBOSE=1 shows the traceback behind a one-line error.
+VERBOSE = os.environ.get("NALU_VERBOSE", "") not in ("", "0")
 
 
 class _DropAdvertisement(logging.Filter):
@@ -51,27 +57,20 @@ def checked(section: str, build: Callable[[], T]) -> T:
         raise ConfigError(f"{section}: {cause or error}") from error
 
 
-def check_group_choices(overrides: list[str], config_dir: Path = CONFIG_DIR) -> None:
-    """Reject ``group=option`` overrides whose option does not exist, listing the options.
-
-    Hydra would also refuse them, but with a multi-line message; a sweep's comma-separated
-    options are checked one by one. The options are Hydra's own: files under ``conf/`` and the
-    configs that installed plugins register (``hydra/launcher=joblib``, ...).
-    """
-    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        config_loader = GlobalHydra.instance().config_loader()
-        for override in overrides:
-            key, sep, value = override.lstrip("+~").partition("=")
-            if not sep or "(" in value:
-                continue
-            available = config_loader.get_group_options(key)  # empty for a field
-            for option in value.split(",") if available else []:
-                if option not in available and option != "null":
-                    raise ConfigError(f"{key}={option}: unknown {key}; choose one of {available}")
-
-
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test on the final weights, record the results; return the final metrics."""
+    """Fit, test on the final weights, record the results; return the final metrics.
+
+    Raises ``ConfigError`` for a bad config and ``Diverged`` when training met a non-finite loss
+    or parameter (its metrics.json then says so).
+    """
+    validate_config(cfg)
+    # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
+    import lightning as L
+
+    from nalu.divergence import DivergenceMonitor
+    from nalu.module import ArithmeticModule
+    from nalu.results import RunRecorder
+
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     datamodule = checked("data", lambda: instantiate(cfg.data))
@@ -84,6 +83,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         ),
     )
     checked("optimizer", module.configure_optimizers)
+    if cfg.get("ckpt_path") is not None:
+        check_checkpoint(cfg.ckpt_path, module)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     recorder = RunRecorder(
         output_dir=output_dir,
@@ -94,21 +95,43 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
     callbacks += progress_bar(cfg.trainer)
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    monitor = DivergenceMonitor()
     trainer: L.Trainer = checked(
         "trainer",
-        lambda: instantiate(cfg.trainer, callbacks=[*callbacks, recorder], logger=loggers),
+        lambda: instantiate(cfg.trainer, callbacks=[*callbacks, monitor, recorder], logger=loggers),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     trainer.test(module, datamodule=datamodule, verbose=False)
     return recorder.final_metrics
 
 
-def progress_bar(trainer_cfg: DictConfig) -> list[L.Callback]:
+def progress_bar(trainer_cfg: DictConfig) -> list["Callback"]:
     """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a terminal).
 
     Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
     """
+    from lightning.pytorch.callbacks import RichProgressBar
+
     return [RichProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
+
+
+def check_checkpoint(path: str, module: "nn.Module") -> None:
+    """Refuse, in one line, a checkpoint that is unreadable or holds another network's weights."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        saved = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"ckpt_path={path!r}: not a readable Lightning checkpoint ({type(error).__name__})"
+        ) from error
+    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
+    if saved != expected:
+        raise ConfigError(
+            f"ckpt_path={path!r}: its weights are not this model's; resume with the config"
+            " that wrote it (same model and data sizes)"
+        )
 
 
 def _run_labels(cfg: DictConfig) -> dict[str, Any]:
@@ -120,6 +143,14 @@ def format_metrics(metrics: dict[str, float]) -> str:
     return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
 
 
+def _fail(error: Exception, message: str, exit_code: int) -> NoReturn:
+    """Print ``message`` as one line and exit, or re-raise ``error`` when NALU_VERBOSE is set."""
+    if VERBOSE:
+        raise error
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
 def ignore_known_warnings() -> None:
     """Silence Lightning's advice that does not apply to these runs."""
     # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
@@ -129,31 +160,40 @@ def ignore_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
-@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
-def hydra_main(cfg: DictConfig) -> float:
-    ignore_known_warnings()
-    try:
-        metrics = train(cfg)
-    except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
-    _print_summary(Path(cfg.paths.output_dir), metrics)
-    return metrics.get("interp/mse", float("nan"))
+def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
+    """The final metrics and where the run is, once per run (also when DDP runs several ranks)."""
+    from lightning.pytorch.utilities import rank_zero_only
 
-
-@rank_zero_only
-def _print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
-    """Once per run, also when DDP runs this entry point in several processes."""
+    if rank_zero_only.rank != 0:
+        return
     print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
     print(f"TensorBoard run: {output_dir / 'tensorboard'}  (make tensorboard)")
 
 
+@hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
+def hydra_main(cfg: DictConfig) -> float:
+    ignore_known_warnings()
+    output_dir = Path(cfg.paths.output_dir)
+    try:
+        metrics = train(cfg)
+    except ConfigError as error:
+        _fail(error, str(error), EXIT_CONFIG_ERROR)
+    except Diverged as diverged:
+        message = f"{output_dir}: {diverged}; its metrics.json names the last good checkpoint"
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            # One diverged job must not end the sweep: the other jobs go on.
+            log.warning(message)
+            return float("nan")
+        _fail(diverged, message, EXIT_DIVERGED)
+    print_summary(output_dir, metrics)
+    return metrics.get("interp/mse", float("nan"))
+
+
 def main() -> None:
     try:
-        check_group_choices(sys.argv[1:])
+        check_command_line(sys.argv[1:], CONFIG_DIR)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        _fail(error, str(error), EXIT_CONFIG_ERROR)
     hydra_main()
 
 

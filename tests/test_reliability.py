@@ -1,0 +1,203 @@
+"""Faults injected on purpose: a diverging run, a killed run, random problem settings."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY, compose_config, run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
+from nalu.errors import ConfigError, Diverged
+from nalu.module import ArithmeticModule
+from nalu.report import load_runs, median_table
+from nalu.train import EXIT_DIVERGED, check_checkpoint, train
+
+
+class PoisonParameterAt(L.Callback):
+    """Fault injection: turns one weight into NaN after optimizer step ``step``."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step == self.step:
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(tmp_path):
+    # TINY has 4 steps per epoch: checkpoints after steps 4 and 8, the poison after step 10.
+    overrides = [
+        *TINY,
+        "model=nac",
+        "trainer.max_epochs=4",
+        f"+callbacks.poison._target_={__name__}.PoisonParameterAt",
+        "+callbacks.poison.step=10",
+    ]
+    with pytest.raises(Diverged) as diverged:
+        train(compose_config(overrides, tmp_path))
+    assert diverged.value.step == 10
+    recorded = read_metrics(tmp_path)
+    assert recorded["status"] == "diverged"
+    assert recorded["diverged_at_step"] == 10
+    assert recorded["reason"] == "parameter network.weight_hat is not finite"
+    assert recorded["metrics"] == {}
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert recorded["last_good_checkpoint"] == str(last)
+    checkpoint = torch.load(last, weights_only=True)
+    assert checkpoint["global_step"] == 8
+    assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
+    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    events.Reload()
+    status = events.Tensors("run/status/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert status.startswith("diverged diverged_at_step=10")
+    assert [event.value for event in events.Scalars("run/diverged_at_step")] == [10]
+
+
+@pytest.mark.slow
+def test_diverged_single_run_exits_with_its_own_code(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [*TINY, "model=mlp", "optimizer.lr=1e30", f"hydra.run.dir={run_dir}"], cwd=tmp_path
+    )
+    assert result.returncode == EXIT_DIVERGED
+    assert "Traceback" not in result.stderr + result.stdout
+    last_line = result.stderr.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: {run_dir}: diverged at step 2: train loss is nan")
+    assert read_metrics(run_dir)["status"] == "diverged"
+
+
+@pytest.mark.slow
+def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        ["-m", *TINY, "model=mlp", "optimizer.lr=1e-3,1e30,1e-2", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    runs = load_runs([sweep_dir])
+    assert [run["status"] for run in sorted(runs, key=lambda r: r["run_dir"])] == [
+        "finished",
+        "diverged",
+        "finished",
+    ]
+    assert "| mlp | 3 | 1 |" in median_table(runs)
+    report = subprocess.run(
+        [sys.executable, "-m", "nalu.report", str(sweep_dir)], capture_output=True, text=True
+    )
+    assert "| mlp | 3 | 1 |" in report.stdout
+
+
+# Long enough epochs (64 steps) that the kill lands mid-run, after the first checkpoint.
+RESUMABLE = [
+    *TINY,
+    "data.train_size=1024",
+    "trainer.max_epochs=4",
+    "trainer.deterministic=true",
+    "seed=3",
+]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+    killed_dir = tmp_path / "killed"
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "nalu.train", *RESUMABLE, f"hydra.run.dir={killed_dir}"],
+            cwd=tmp_path,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        )
+        last = killed_dir / "checkpoints" / "last.ckpt"
+        deadline = time.monotonic() + 240
+        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.send_signal(signal.SIGKILL)
+        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed_dir / "metrics.json").exists()
+    resumed = train(compose_config([*RESUMABLE, f"ckpt_path={last}"], tmp_path / "resumed"))
+    uninterrupted = train(compose_config(RESUMABLE, tmp_path / "uninterrupted"))
+    assert resumed == uninterrupted
+    assert read_metrics(tmp_path / "uninterrupted")["status"] == "finished"
+    assert read_metrics(tmp_path / "resumed")["steps"] == 4 * 64
+
+
+def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):
+    train(compose_config([*TINY, "model=nac"], tmp_path))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(last.read_bytes()[:1000])  # what a kill mid-write would leave
+    nac = ArithmeticModule.load_from_checkpoint(last)
+    with pytest.raises(ConfigError, match=r"not a readable Lightning checkpoint \(RuntimeError\)"):
+        check_checkpoint(str(truncated), nac)
+    nalu = ArithmeticModule(
+        network={
+            "_target_": "nalu.units.NeuralArithmeticLogicUnit",
+            "in_features": 6,
+            "out_features": 4,
+        },
+        optimizer=nac.hparams.optimizer,
+        output_operations=nac.hparams.output_operations,
+    )
+    with pytest.raises(ConfigError, match="its weights are not this model's"):
+        check_checkpoint(str(last), nalu)
+    check_checkpoint(str(last), nac)
+
+
+@st.composite
+def problem_settings(draw: st.DrawFn) -> dict:
+    min_abs_denominator = draw(st.floats(1e-3, 5.0))
+    # The range always holds values beyond the denominator gap on at least one side.
+    high = draw(st.floats(min_abs_denominator + 0.1, 1e3))
+    low = draw(st.floats(-1e3, high - 0.1))
+    return {
+        "in_features": draw(st.integers(2, 40)),
+        "out_features": draw(st.integers(1, 20)),
+        "operations": tuple(
+            draw(st.lists(st.sampled_from(list(OPERATIONS)), min_size=1, unique=True))
+        ),
+        "problem_seed": draw(st.integers(0, 2**32 - 1)),
+        "min_abs_denominator": min_abs_denominator,
+        "value_range": (low, high),
+        "size": draw(st.integers(1, 50)),
+        "data_seed": draw(st.integers(0, 2**32 - 1)),
+    }
+
+
+@settings(max_examples=60, deadline=None)
+@given(problem_settings())
+def test_any_problem_has_finite_targets_of_the_right_shape_from_distinct_inputs(config):
+    value_range, size, data_seed = (
+        config.pop("value_range"),
+        config.pop("size"),
+        config.pop("data_seed"),
+    )
+    problem = MysteryArithmeticProblem(**config)
+    x = problem.sample_inputs(size, value_range, torch.Generator().manual_seed(data_seed))
+    y = problem.targets(x)
+    assert x.shape == (size, problem.in_features)
+    assert y.shape == (size, problem.out_features)
+    assert torch.isfinite(y).all()
+    assert (problem.left_index != problem.right_index).all()
+    for index in (problem.left_index, problem.right_index):
+        assert ((index >= 0) & (index < problem.in_features)).all()
+    low, high = value_range
+    slack = 1e-5 * max(abs(low), abs(high))  # float32 rounding of low + (high - low) * u
+    assert (x >= low - slack).all() and (x <= high + slack).all()
+    denominators = x[:, problem.denominator_mask].abs()
+    assert (denominators >= problem.min_abs_denominator * (1 - 1e-5)).all()
