@@ -1,0 +1,121 @@
+"""Read a trained network's weights back as one formula per output.
+
+A reader turns a unit into formulas of its inputs: weights are rounded to {-1, 0, 1} (the
+values an exact NAC or NALU solution uses, Trask et al. 2018, sec. 2) and a NALU output takes
+the path its gate opens on typical inputs. ``nn.Sequential`` stacks are read layer by layer,
+each layer's formulas substituted into the next. A new unit plugs in with ``register_reader``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nalu.formula import Formula, Variable, power_product, weighted_sum
+from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+
+
+@dataclass(frozen=True)
+class UnitReader:
+    """How to read one kind of unit.
+
+    ``weights``: the matrices that an exact solution has in {-1, 0, 1} (gates excluded: a gate
+    only has to be saturated, not integer), for the sparsity error. ``read``: the unit, its
+    input formulas and a batch of typical inputs ``[batch, in]`` -> one formula per output.
+    """
+
+    weights: Callable[[nn.Module], list[Tensor]]
+    read: Callable[[nn.Module, list[Formula], Tensor], list[Formula]]
+
+
+READERS: dict[type[nn.Module], UnitReader] = {}
+
+
+def register_reader(unit_class: type[nn.Module], reader: UnitReader) -> None:
+    READERS[unit_class] = reader
+
+
+def rounded_sum(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
+    """Row j -> ``Σ_i round(W_ji) · input_i``."""
+    return [
+        weighted_sum({inputs[i]: w for i, w in enumerate(row) if w != 0})
+        for row in weight.detach().round().tolist()
+    ]
+
+
+def rounded_product(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
+    """Row j -> ``Π_i input_i ^ round(W_ji)``."""
+    return [
+        power_product({inputs[i]: w for i, w in enumerate(row) if w != 0})
+        for row in weight.detach().round().tolist()
+    ]
+
+
+def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
+    # The additive path where the mean gate σ(G x + b) on typical inputs is at least 1/2.
+    with torch.no_grad():
+        gate = torch.sigmoid(nn.functional.linear(x, unit.gate_weight, unit.gate_bias))
+    additive = gate.mean(dim=0) >= 0.5
+    sums = rounded_sum(unit.add_nac.weight, inputs)
+    products = rounded_product(unit._multiplicative_nac.weight, inputs)
+    return [s if a else p for s, p, a in zip(sums, products, additive.tolist(), strict=True)]
+
+
+register_reader(
+    NeuralAccumulator,
+    UnitReader(
+        weights=lambda unit: [unit.weight],
+        read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
+    ),
+)
+register_reader(
+    NeuralArithmeticLogicUnit,
+    UnitReader(
+        weights=lambda unit: [w for name, w in unit.effective_weights().items() if name != "G"],
+        read=_read_nalu,
+    ),
+)
+
+
+def _layers(network: nn.Module) -> list[nn.Module] | None:
+    """The network as a chain of readable units, or None if some part has no reader."""
+    layers = list(network) if isinstance(network, nn.Sequential) else [network]
+    return layers if all(type(layer) in READERS for layer in layers) else None
+
+
+def read_back(network: nn.Module, x: Tensor) -> list[Formula] | None:
+    """One formula per output of ``network`` given typical inputs ``x`` ``[batch, in]``, or
+    None when the network has a part without a reader (an MLP, say)."""
+    layers = _layers(network)
+    if layers is None:
+        return None
+    formulas: list[Formula] = [Variable(i) for i in range(x.shape[-1])]
+    with torch.no_grad():
+        for layer in layers:
+            formulas = READERS[type(layer)].read(layer, formulas, x)
+            x = layer(x)
+    return formulas
+
+
+def sparsity_error(network: nn.Module) -> Tensor | None:
+    """``[out]``: max_ij min(|W_ij|, |1 − |W_ij||) over the weights each output depends on.
+
+    Madsen & Johansen 2020, sec. 4.1. In a stack every output depends on all earlier layers,
+    so their worst weight counts for every output; the last layer counts row by row.
+    """
+    layers = _layers(network)
+    if layers is None:
+        return None
+    earlier = torch.tensor(0.0)
+    for layer in layers[:-1]:
+        for weight in READERS[type(layer)].weights(layer):
+            earlier = torch.maximum(earlier, _distance_to_integer(weight).max())
+    last = READERS[type(layers[-1])].weights(layers[-1])
+    per_row = torch.stack([_distance_to_integer(w).amax(dim=1) for w in last]).amax(dim=0)
+    return torch.maximum(per_row, earlier)
+
+
+def _distance_to_integer(weight: Tensor) -> Tensor:
+    w = weight.detach().abs().cpu()
+    return torch.minimum(w, (1 - w).abs())

@@ -1,0 +1,192 @@
+import math
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+from torch import nn
+
+from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.formula import Variable, power_product, weighted_sum
+from nalu.metrics import OperationMSE, group_by_operation
+from nalu.readback import read_back, sparsity_error
+from nalu.train import train
+from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+
+SATURATED = 20.0  # tanh(20) and σ(20) are exactly 1 in float32
+
+
+def set_exact_nac(nac: NeuralAccumulator, weight: torch.Tensor) -> None:
+    """Latent weights that give exactly ``weight`` (entries in {-1, 0, 1})."""
+    with torch.no_grad():
+        nac.weight_hat.copy_(SATURATED * weight)
+        nac.gate_hat.fill_(SATURATED)
+
+
+def exact_nac_for(problem: MysteryArithmeticProblem) -> NeuralAccumulator:
+    weight = torch.zeros(problem.out_features, problem.in_features)
+    sign = torch.tensor([1.0 if op == "add" else -1.0 for op in problem.output_operations])
+    rows = torch.arange(problem.out_features)
+    weight[rows, problem.left_index] = 1.0
+    weight[rows, problem.right_index] = sign
+    nac = NeuralAccumulator(problem.in_features, problem.out_features)
+    set_exact_nac(nac, weight)
+    return nac
+
+
+def extrapolation_metric(problem, network, value_range=(-50.0, 50.0)) -> OperationMSE:
+    metric = OperationMSE(problem.output_operations, problem.success_threshold(value_range))
+    x = problem.sample_inputs(500, value_range, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        metric.update(network(x), problem.targets(x))
+    return metric
+
+
+def test_normalised_error_is_mse_over_initial_mse_times_100():
+    metric = OperationMSE(["add", "mul", "add"])
+    metric.initial_mse.copy_(torch.tensor([4.0, 10.0, 6.0]))
+    # Per-output MSEs 1, 5, 3: add = 100·(1+3)/2 / ((4+6)/2) = 40, mul = 100·5/10 = 50,
+    # overall = 100·3/(20/3) = 45.
+    metric.update(torch.tensor([[1.0, math.sqrt(5.0), math.sqrt(3.0)]]), torch.zeros(1, 3))
+    result = metric.compute()
+    assert result["normalized_error_add"].item() == pytest.approx(40.0)
+    assert result["normalized_error_mul"].item() == pytest.approx(50.0)
+    assert result["normalized_error"].item() == pytest.approx(45.0)
+
+
+def test_without_initial_mse_or_threshold_there_is_only_the_mse():
+    metric = OperationMSE(["add"])
+    metric.update(torch.ones(2, 1), torch.zeros(2, 1))
+    assert set(metric.compute()) == {"mse", "mse_add"}
+
+
+def test_groups_reduce_per_operation():
+    values = torch.tensor([1.0, 5.0, 3.0])
+    grouped = group_by_operation(values, ["add", "mul", "add"], reduce=torch.max)
+    assert {k: v.item() for k, v in grouped.items()} == {"": 5.0, "_add": 3.0, "_mul": 5.0}
+
+
+def test_untrained_run_has_normalised_error_100(tmp_path):
+    # lr = 0: the weights tested are the initial ones, so MSE / initial MSE = 1 exactly.
+    overrides = [*TINY, "model=nac", "optimizer=sgd", "optimizer.lr=0", "optimizer.momentum=0"]
+    metrics = train(compose_config(overrides, tmp_path))
+    for split in ("interp", "extrap"):
+        assert metrics[f"{split}/normalized_error"] == pytest.approx(100.0)
+        assert metrics[f"{split}/normalized_error_mul"] == pytest.approx(100.0)
+    assert metrics["extrap/solved_fraction"] == 0.0
+    assert {"recovered_fraction", "sparsity_error_mul"} <= set(metrics)
+    assert not any(name.startswith("solved_at_step") for name in metrics)
+
+
+def test_exact_weights_have_normalised_error_0_and_solve_every_output():
+    problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
+    metric = extrapolation_metric(problem, exact_nac_for(problem))
+    metric.initial_mse.fill_(123.0)
+    result = metric.compute()
+    assert result["normalized_error"].item() == 0.0
+    assert result["solved_fraction"].item() == 1.0
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        MysteryArithmeticProblem(10, 8, operations=("add", "sub", "mul", "div")),
+        StaticArithmeticProblem(operations=("add", "sub", "mul", "div", "square", "sqrt")),
+    ],
+    ids=["mystery", "static"],
+)
+def test_success_threshold_is_positive_finite_and_grows_with_the_range(problem):
+    narrow = problem.success_threshold((1.0, 2.0))
+    wide = problem.success_threshold((1.0, 6.0))
+    assert narrow.shape == (problem.out_features,)
+    assert torch.isfinite(narrow).all() and (narrow > 0).all()
+    assert (wide > narrow).all()
+
+
+def test_success_threshold_of_an_addition_matches_the_formula():
+    # a = (1−ε)x_l + ε Σ_{others} x_j, b likewise: the error of a + b is ε·(Σ_{j≠l} + Σ_{j≠r}
+    # − (x_l + x_r)·... ) — for 2 inputs it is (−ε x_0 + ε x_1) + (ε x_0 − ε x_1) = 0 in exact
+    # arithmetic, and for 3 inputs 2ε·x_k for the unused input k: MSE = 4ε²·E[x²] = 4ε²/3 on U[-1,1].
+    problem = MysteryArithmeticProblem(3, 1, operations=("add",))
+    expected = 4 * 1e-10 / 3
+    assert problem.success_threshold((-1.0, 1.0)).item() == pytest.approx(expected, rel=0.05)
+
+
+def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
+    problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
+    exact = exact_nac_for(problem)
+    assert extrapolation_metric(problem, exact).solved().all()
+    assert read_back(exact, torch.ones(4, 8)) == problem.exact_formulas()
+    assert sparsity_error(exact).tolist() == [0.0] * 6
+
+    perturbed = exact_nac_for(problem)
+    with torch.no_grad():
+        # Output 0 now uses an extra input with weight tanh(0.7) ≈ 0.60, which rounds to 1.
+        unused = next(i for i in range(8) if exact.weight[0, i] == 0)
+        perturbed.weight_hat[0, unused] = 0.7
+    solved = extrapolation_metric(problem, perturbed).solved()
+    assert solved.tolist() == [False] + [True] * 5
+    learned = read_back(perturbed, torch.ones(4, 8))
+    assert learned[0] != problem.exact_formulas()[0]
+    assert learned[1:] == problem.exact_formulas()[1:]
+    assert sparsity_error(perturbed)[0].item() == pytest.approx(1 - math.tanh(0.7), rel=1e-5)
+
+
+def test_almost_exact_nac_is_recovered_but_not_solved():
+    problem = MysteryArithmeticProblem(8, 2, operations=("add",), problem_seed=1)
+    nac = exact_nac_for(problem)
+    with torch.no_grad():
+        nac.weight_hat[0, problem.left_index[0]] = math.atanh(0.99)
+    assert read_back(nac, torch.ones(4, 8)) == problem.exact_formulas()
+    assert extrapolation_metric(problem, nac).solved().tolist() == [False, True]
+    assert sparsity_error(nac).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_nalu_reads_the_path_its_gate_opens(shared):
+    nalu = NeuralArithmeticLogicUnit(3, 2, shared_weights=shared)
+    set_exact_nac(nalu.add_nac, torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, -1.0]]))
+    if not shared:
+        set_exact_nac(nalu.mul_nac, torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, -1.0]]))
+    with torch.no_grad():
+        # Output 0 gates to the sum (G x > 0 for positive x), output 1 to the product.
+        nalu.gate_weight.copy_(torch.tensor([[5.0, 5.0, 5.0], [-5.0, -5.0, -5.0]]))
+    x0, x1, x2 = (Variable(i) for i in range(3))
+    learned = read_back(nalu, torch.rand(16, 3) + 1)
+    assert learned[0] == weighted_sum({x0: 1, x1: 1})
+    assert learned[1] == power_product({x0: 1, x2: -1})
+    # The gate G is not an arithmetic weight: it does not count toward the sparsity error.
+    assert sparsity_error(nalu).tolist() == [0.0, 0.0]
+
+
+def test_stacked_nac_then_nalu_reads_back_the_static_task():
+    problem = StaticArithmeticProblem(in_features=12, operations=("mul",), problem_seed=2)
+    nac = NeuralAccumulator(12, 2)
+    set_exact_nac(nac, problem.subsets.flip(0))  # b first: the order of the sums is free
+    nalu = NeuralArithmeticLogicUnit(2, 1)
+    set_exact_nac(nalu.mul_nac, torch.ones(1, 2))
+    with torch.no_grad():
+        nalu.gate_weight.fill_(-SATURATED)
+    network = nn.Sequential(nac, nalu)
+    x = problem.sample_inputs(64, (1.0, 2.0), torch.Generator().manual_seed(0))
+    assert read_back(network, x) == problem.exact_formulas()
+    torch.testing.assert_close(network(x).detach(), problem.targets(x), rtol=1e-4, atol=0)
+    with torch.no_grad():
+        nac.weight_hat[0, 0] = 0.1  # tanh(0.1) ≈ 0.0997: an earlier layer's error counts
+    assert sparsity_error(network).item() == pytest.approx(math.tanh(0.1), rel=1e-5)
+
+
+def test_networks_without_a_reader_read_back_nothing():
+    assert read_back(nn.Linear(3, 2), torch.ones(1, 3)) is None
+    assert sparsity_error(nn.Sequential(nn.Linear(3, 2), nn.ReLU())) is None
+
+
+def test_static_problem_sums_overlapping_subsets():
+    problem = StaticArithmeticProblem(in_features=100, operations=("add", "square", "sqrt"))
+    a, b = problem.subsets
+    assert a.sum() == b.sum() == 25 and (a * b).sum() == 12
+    x = problem.sample_inputs(5, (1.0, 2.0), torch.Generator().manual_seed(0))
+    sa, sb = x @ a, x @ b
+    expected = torch.stack([sa + sb, sa * sa, sa.sqrt()], dim=1)
+    assert problem.targets(x) == pytest.approx(expected)
+    assert problem.formulas()[2:] == ["y0 = a + b", "y1 = a²", "y2 = √a"]
+    assert str(problem.exact_formulas()[1]).endswith(")^2")
