@@ -103,9 +103,8 @@ def test_success_threshold_is_positive_finite_and_grows_with_the_range(problem):
 
 
 def test_success_threshold_of_an_addition_matches_the_formula():
-    # a = (1−ε)x_l + ε Σ_{others} x_j, b likewise: the error of a + b is ε·(Σ_{j≠l} + Σ_{j≠r}
-    # − (x_l + x_r)·... ) — for 2 inputs it is (−ε x_0 + ε x_1) + (ε x_0 − ε x_1) = 0 in exact
-    # arithmetic, and for 3 inputs 2ε·x_k for the unused input k: MSE = 4ε²·E[x²] = 4ε²/3 on U[-1,1].
+    # Inputs l, r and an unused k: a = (1−ε)x_l + ε(x_r + x_k), b = (1−ε)x_r + ε(x_l + x_k),
+    # so a + b − (x_l + x_r) = 2ε·x_k and the MSE is 4ε²·E[x²] = 4ε²/3 on U[-1, 1].
     problem = MysteryArithmeticProblem(3, 1, operations=("add",))
     expected = 4 * 1e-10 / 3
     assert problem.success_threshold((-1.0, 1.0)).item() == pytest.approx(expected, rel=0.05)
@@ -116,7 +115,7 @@ def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     exact = exact_nac_for(problem)
     assert extrapolation_metric(problem, exact).solved().all()
     assert read_back(exact, torch.ones(4, 8)) == problem.exact_formulas()
-    assert sparsity_error(exact).tolist() == [0.0] * 6
+    assert sparsity_error(exact, torch.ones(4, 8)).tolist() == [0.0] * 6
 
     perturbed = exact_nac_for(problem)
     with torch.no_grad():
@@ -128,7 +127,9 @@ def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     learned = read_back(perturbed, torch.ones(4, 8))
     assert learned[0] != problem.exact_formulas()[0]
     assert learned[1:] == problem.exact_formulas()[1:]
-    assert sparsity_error(perturbed)[0].item() == pytest.approx(1 - math.tanh(0.7), rel=1e-5)
+    assert sparsity_error(perturbed, torch.ones(4, 8))[0].item() == pytest.approx(
+        1 - math.tanh(0.7), rel=1e-5
+    )
 
 
 def test_almost_exact_nac_is_recovered_but_not_solved():
@@ -138,7 +139,7 @@ def test_almost_exact_nac_is_recovered_but_not_solved():
         nac.weight_hat[0, problem.left_index[0]] = math.atanh(0.99)
     assert read_back(nac, torch.ones(4, 8)) == problem.exact_formulas()
     assert extrapolation_metric(problem, nac).solved().tolist() == [False, True]
-    assert sparsity_error(nac).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
+    assert sparsity_error(nac, torch.ones(4, 8)).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -154,8 +155,11 @@ def test_nalu_reads_the_path_its_gate_opens(shared):
     learned = read_back(nalu, torch.rand(16, 3) + 1)
     assert learned[0] == weighted_sum({x0: 1, x1: 1})
     assert learned[1] == power_product({x0: 1, x2: -1})
-    # The gate G is not an arithmetic weight: it does not count toward the sparsity error.
-    assert sparsity_error(nalu).tolist() == [0.0, 0.0]
+    # Neither the gate G nor the path it closes counts toward the sparsity error.
+    if not shared:
+        with torch.no_grad():
+            nalu.add_nac.weight_hat[1] = 0.3  # output 1's closed additive path
+    assert sparsity_error(nalu, torch.rand(16, 3) + 1).tolist() == [0.0, 0.0]
 
 
 def test_stacked_nac_then_nalu_reads_back_the_static_task():
@@ -172,12 +176,12 @@ def test_stacked_nac_then_nalu_reads_back_the_static_task():
     torch.testing.assert_close(network(x).detach(), problem.targets(x), rtol=1e-4, atol=0)
     with torch.no_grad():
         nac.weight_hat[0, 0] = 0.1  # tanh(0.1) ≈ 0.0997: an earlier layer's error counts
-    assert sparsity_error(network).item() == pytest.approx(math.tanh(0.1), rel=1e-5)
+    assert sparsity_error(network, x).item() == pytest.approx(math.tanh(0.1), rel=1e-5)
 
 
 def test_networks_without_a_reader_read_back_nothing():
     assert read_back(nn.Linear(3, 2), torch.ones(1, 3)) is None
-    assert sparsity_error(nn.Sequential(nn.Linear(3, 2), nn.ReLU())) is None
+    assert sparsity_error(nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.ones(1, 3)) is None
 
 
 def test_static_problem_sums_overlapping_subsets():

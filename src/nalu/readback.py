@@ -20,12 +20,13 @@ from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
 class UnitReader:
     """How to read one kind of unit.
 
-    ``weights``: the matrices that an exact solution has in {-1, 0, 1} (gates excluded: a gate
-    only has to be saturated, not integer), for the sparsity error. ``read``: the unit, its
-    input formulas and a batch of typical inputs ``[batch, in]`` -> one formula per output.
+    ``weights``: the unit and a batch of typical inputs ``[batch, in]`` -> the ``[out, in]``
+    matrices that an exact solution has in {-1, 0, 1}, for the sparsity error (gates excluded:
+    a gate only has to be saturated; of a NALU only the path each output's gate opens).
+    ``read``: the unit, its input formulas and typical inputs -> one formula per output.
     """
 
-    weights: Callable[[nn.Module], list[Tensor]]
+    weights: Callable[[nn.Module, Tensor], list[Tensor]]
     read: Callable[[nn.Module, list[Formula], Tensor], list[Formula]]
 
 
@@ -52,27 +53,36 @@ def rounded_product(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
     ]
 
 
-def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
-    # The additive path where the mean gate σ(G x + b) on typical inputs is at least 1/2.
+def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
+    """``[out]`` bool: outputs whose mean gate σ(G x + b) on typical inputs is at least 1/2."""
     with torch.no_grad():
         gate = torch.sigmoid(nn.functional.linear(x, unit.gate_weight, unit.gate_bias))
-    additive = gate.mean(dim=0) >= 0.5
+    return gate.mean(dim=0) >= 0.5
+
+
+def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
     sums = rounded_sum(unit.add_nac.weight, inputs)
     products = rounded_product(unit._multiplicative_nac.weight, inputs)
-    return [s if a else p for s, p, a in zip(sums, products, additive.tolist(), strict=True)]
+    additive = _nalu_additive(unit, x).tolist()
+    return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
+
+
+def _nalu_weights(unit: nn.Module, x: Tensor) -> list[Tensor]:
+    additive = _nalu_additive(unit, x)[:, None]
+    return [torch.where(additive, unit.add_nac.weight, unit._multiplicative_nac.weight)]
 
 
 register_reader(
     NeuralAccumulator,
     UnitReader(
-        weights=lambda unit: [unit.weight],
+        weights=lambda unit, x: [unit.weight],
         read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
     ),
 )
 register_reader(
     NeuralArithmeticLogicUnit,
     UnitReader(
-        weights=lambda unit: [w for name, w in unit.effective_weights().items() if name != "G"],
+        weights=_nalu_weights,
         read=_read_nalu,
     ),
 )
@@ -98,8 +108,9 @@ def read_back(network: nn.Module, x: Tensor) -> list[Formula] | None:
     return formulas
 
 
-def sparsity_error(network: nn.Module) -> Tensor | None:
-    """``[out]``: max_ij min(|W_ij|, |1 − |W_ij||) over the weights each output depends on.
+def sparsity_error(network: nn.Module, x: Tensor) -> Tensor | None:
+    """``[out]``: max_ij min(|W_ij|, |1 − |W_ij||) over the weights each output depends on,
+    given typical inputs ``x`` ``[batch, in]`` (they pick a NALU's path).
 
     Madsen & Johansen 2020, sec. 4.1. In a stack every output depends on all earlier layers,
     so their worst weight counts for every output; the last layer counts row by row.
@@ -108,10 +119,12 @@ def sparsity_error(network: nn.Module) -> Tensor | None:
     if layers is None:
         return None
     earlier = torch.tensor(0.0)
-    for layer in layers[:-1]:
-        for weight in READERS[type(layer)].weights(layer):
-            earlier = torch.maximum(earlier, _distance_to_integer(weight).max())
-    last = READERS[type(layers[-1])].weights(layers[-1])
+    with torch.no_grad():
+        for layer in layers[:-1]:
+            for weight in READERS[type(layer)].weights(layer, x):
+                earlier = torch.maximum(earlier, _distance_to_integer(weight).max())
+            x = layer(x)
+        last = READERS[type(layers[-1])].weights(layers[-1], x)
     per_row = torch.stack([_distance_to_integer(w).amax(dim=1) for w in last]).amax(dim=0)
     return torch.maximum(per_row, earlier)
 

@@ -125,7 +125,7 @@ class RunRecorder(L.Callback):
         """Recovered fraction and sparsity error (overall and per operation) and, per output,
         the learned formula beside the true one; nothing for networks without a reader."""
         learned = read_back(network, typical_inputs)
-        sparsity = sparsity_error(network)
+        sparsity = sparsity_error(network, typical_inputs)
         if learned is None or sparsity is None:
             return {}, []
         truth = self.problem.exact_formulas()

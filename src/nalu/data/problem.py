@@ -46,7 +46,9 @@ OPERATIONS: dict[str, Operation] = {
 STATIC_OPERATIONS: dict[str, Operation] = {
     **OPERATIONS,
     "square": Operation("square", "²", lambda a, b: a * a, lambda a, b: power_product({a: 2})),
-    "sqrt": Operation("sqrt", "√", lambda a, b: torch.sqrt(a), lambda a, b: power_product({a: 0.5})),
+    "sqrt": Operation(
+        "sqrt", "√", lambda a, b: torch.sqrt(a), lambda a, b: power_product({a: 0.5})
+    ),
 }
 
 
@@ -349,9 +351,7 @@ class StaticArithmeticProblem:
     def targets(self, x: Tensor) -> Tensor:
         """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
         masks = self._operand_masks().to(x.dtype)
-        return _apply_operations(
-            STATIC_OPERATIONS, self.operations, x @ masks[0].T, x @ masks[1].T
-        )
+        return _apply_operations(STATIC_OPERATIONS, self.operations, x @ masks[0].T, x @ masks[1].T)
 
     def _subset_formulas(self) -> tuple[Formula, Formula]:
         a, b = (
@@ -378,9 +378,7 @@ class StaticArithmeticProblem:
 
     def success_threshold(self, value_range: Sequence[float]) -> Tensor:
         """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
-        return near_perfect_mse(
-            self, STATIC_OPERATIONS, self._operand_masks(), value_range
-        ).float()
+        return near_perfect_mse(self, STATIC_OPERATIONS, self._operand_masks(), value_range).float()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings, the two subsets and every output's formula."""
