@@ -1,11 +1,13 @@
 import math
 
+import lightning as L
 import pytest
 import torch
 from conftest import TINY, compose_config
 from torch import nn
 
-from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data import ArithmeticDataModule, MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.module import ArithmeticModule
 from nalu.formula import Variable, power_product, weighted_sum
 from nalu.metrics import OperationMSE, group_by_operation
 from nalu.readback import read_back, sparsity_error
@@ -194,3 +196,39 @@ def test_static_problem_sums_overlapping_subsets():
     assert problem.targets(x) == pytest.approx(expected)
     assert problem.formulas()[2:] == ["y0 = a + b", "y1 = a²", "y2 = √a"]
     assert str(problem.exact_formulas()[1]).endswith(")^2")
+
+
+def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_path):
+    datamodule = ArithmeticDataModule(
+        in_features=6,
+        out_features=4,
+        operations=("add", "sub"),
+        problem_seed=1,
+        train_size=64,
+        interp_size=64,
+        extrap_size=64,
+        batch_size=16,
+    )
+    module = ArithmeticModule(
+        network={"_target_": "nalu.units.NeuralAccumulator", "in_features": 6, "out_features": 4},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0},
+        output_operations=datamodule.problem.output_operations,
+        success_threshold=datamodule.success_threshold(),
+    )
+    exact = exact_nac_for(datamodule.problem)
+    module.network.load_state_dict(exact.state_dict())
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    # Exact from the start: solved at the first validation, after one epoch of 4 batches.
+    assert module.solved_at_step.tolist() == [4, 4, 4, 4]
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = trainer.callback_metrics
+    assert metrics["solved_at_step"].item() == 4
+    assert metrics["extrap/solved_fraction"].item() == 1.0

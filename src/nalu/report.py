@@ -78,10 +78,15 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
 
 
 def is_diverged(run: dict[str, Any]) -> bool:
-    """Marked diverged by the run, or with a non-finite final metric."""
+    """Marked diverged by the run, or with a non-finite final loss or MSE.
+
+    Only the errors count: a normalised error is undefined (0 / 0) for a network that starts
+    exact, which is no divergence.
+    """
     if run.get("status") == "diverged":
         return True
-    return any(not math.isfinite(value) for value in run.get("metrics", {}).values())
+    metrics = run.get("metrics", {})
+    return any(not math.isfinite(metrics.get(name, 0.0)) for name in HEADLINE_METRICS)
 
 
 def problem_identity(run: dict[str, Any]) -> str:
