@@ -7,9 +7,9 @@ from conftest import TINY, compose_config
 from torch import nn
 
 from nalu.data import ArithmeticDataModule, MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.module import ArithmeticModule
 from nalu.formula import Variable, power_product, weighted_sum
 from nalu.metrics import OperationMSE, group_by_operation
+from nalu.module import ArithmeticModule
 from nalu.readback import read_back, sparsity_error
 from nalu.train import train
 from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
