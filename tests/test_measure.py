@@ -1,3 +1,4 @@
+import json
 import math
 
 import lightning as L
@@ -6,7 +7,13 @@ import torch
 from conftest import TINY, compose_config
 from torch import nn
 
-from nalu.data import ArithmeticDataModule, MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data import (
+    ArithmeticDataModule,
+    MysteryArithmeticProblem,
+    StaticArithmeticDataModule,
+    StaticArithmeticProblem,
+)
+from nalu.errors import InvalidArgument
 from nalu.formula import Variable, power_product, weighted_sum
 from nalu.metrics import OperationMSE, group_by_operation
 from nalu.module import ArithmeticModule
@@ -232,3 +239,31 @@ def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_p
     metrics = trainer.callback_metrics
     assert metrics["solved_at_step"].item() == 4
     assert metrics["extrap/solved_fraction"].item() == 1.0
+
+
+def test_static_experiment_trains_a_stack_and_reads_it_back(tmp_path):
+    overrides = [
+        "experiment=static_arithmetic",
+        "data.in_features=12",
+        "data.operations=[add,mul]",
+        "data.train_size=64",
+        "data.interp_size=64",
+        "data.extrap_size=64",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    ]
+    cfg = compose_config(overrides, tmp_path)
+    assert cfg.data.out_features == 2
+    assert [list(cfg.data.train_range), list(cfg.data.extrap_range)] == [[1.0, 2.0], [2.0, 6.0]]
+    metrics = train(cfg)
+    assert {"extrap/solved_fraction_mul", "recovered_fraction_add", "sparsity_error"} <= set(
+        metrics
+    )
+    recorded = json.loads((tmp_path / "metrics.json").read_text())
+    assert recorded["labels"]["problem"] == "static_arithmetic"
+    assert [f["output"] for f in recorded["formulas"]] == [0, 1]
+
+
+def test_static_outputs_must_match_the_operations():
+    with pytest.raises(InvalidArgument, match="out_features=3: must equal the number"):
+        StaticArithmeticDataModule(in_features=12, out_features=3, operations=["add", "sub"])
