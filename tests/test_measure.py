@@ -241,6 +241,7 @@ def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_p
     assert metrics["extrap/solved_fraction"].item() == 1.0
 
 
+@pytest.mark.slow
 def test_static_experiment_trains_a_stack_and_reads_it_back(tmp_path):
     overrides = [
         "experiment=static_arithmetic",

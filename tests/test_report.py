@@ -111,4 +111,5 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
     assert "| nalu | mul | 2 | 0 | 0/2 = 0% [0%, 66%] |" in report
     for figure in ("curves.png", "success.png"):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))
     assert "| nac | all | 2 |" in capsys.readouterr().out

@@ -18,6 +18,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
 HEADLINE_METRICS = ("train/loss", "interp/mse", "extrap/mse")
 # Two-sided 95%: the standard normal's 0.975 quantile.
 Z_95 = 1.959963984540054
@@ -228,8 +234,6 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     """``{tag: {step: value}}`` of the ``CURVES`` tags in a run's TensorBoard events."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags().get("scalars", []))
@@ -240,11 +244,8 @@ def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     }
 
 
-def plot_curves(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
+def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> Figure:
     """Per curve a panel; per group the median over runs and the 25–75% band, log scale."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     figure, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2))
     curves = {
         key: [loss_curves(Path(run["run_dir"])) for run in members]
@@ -267,15 +268,11 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]], path: Path) -> None:
         axis.set_title(title)
         axis.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
-def plot_success(rows: list[dict[str, Any]], path: Path) -> None:
+def plot_success(rows: list[dict[str, Any]]) -> Figure:
     """Success rate per group and operation with its 95% Wilson interval as error bars."""
-    import matplotlib.pyplot as plt
-    import numpy as np
-
     groups = list(dict.fromkeys(row["group"] for row in rows))
     operations = list(dict.fromkeys(row["operation"] for row in rows))
     width = 0.8 / len(operations)
@@ -300,8 +297,7 @@ def plot_success(rows: list[dict[str, Any]], path: Path) -> None:
     axis.set_ylabel("success rate (95% Wilson CI)")
     axis.legend(fontsize="small")
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    return figure
 
 
 def write_report(
@@ -317,8 +313,7 @@ def write_report(
     rows = summary_rows(runs, group_by)
     out = paths[0]
     write_csv(rows, out / "report.csv")
-    plot_curves(group_runs(runs, group_by), out / "curves.png")
-    plot_success(rows, out / "success.png")
+    figures = {"curves": plot_curves(group_runs(runs, group_by)), "success": plot_success(rows)}
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
         [
@@ -338,6 +333,12 @@ def write_report(
     )
     report = out / "report.md"
     report.write_text(text + "\n", encoding="utf-8")
+    # The same table and figures in TensorBoard, as one more run beside the sweep's jobs.
+    with SummaryWriter(str(out / "report_tensorboard")) as writer:
+        writer.add_text("report/table", markdown_table(rows, group_by))
+        for name, figure in figures.items():
+            figure.savefig(out / f"{name}.png", dpi=120)
+            writer.add_figure(f"report/{name}", figure, close=True)
     return report, rows
 
 
