@@ -17,7 +17,7 @@ from nalu.readback import read_back, sparsity_error
 
 HEATMAP_PIXELS_PER_WEIGHT = 8
 # The final metrics that go beside the hyperparameters in TensorBoard's HParams tab.
-HEADLINE_METRICS = (
+HPARAMS_METRICS = (
     "train/loss",
     "interp/mse",
     "extrap/mse",
@@ -180,7 +180,7 @@ class RunRecorder(L.Callback):
             headline = {
                 name: value
                 for name, value in self.final_metrics.items()
-                if name in HEADLINE_METRICS
+                if name in HPARAMS_METRICS
             }
             tensorboard.log_hyperparams(
                 flatten_config(self.hyperparameters), metrics=headline, step=trainer.global_step
