@@ -60,16 +60,22 @@ def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
     return gate.mean(dim=0) >= 0.5
 
 
+def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
+    """The additive and the multiplicative weight (the same one when the NALU shares it)."""
+    weights = unit.effective_weights()
+    return weights.get("W_add", weights.get("W")), weights.get("W_mul", weights.get("W"))
+
+
 def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
-    sums = rounded_sum(unit.add_nac.weight, inputs)
-    products = rounded_product(unit._multiplicative_nac.weight, inputs)
+    additive_weight, multiplicative_weight = _nalu_paths(unit)
+    sums = rounded_sum(additive_weight, inputs)
+    products = rounded_product(multiplicative_weight, inputs)
     additive = _nalu_additive(unit, x).tolist()
     return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
 
 
 def _nalu_weights(unit: nn.Module, x: Tensor) -> list[Tensor]:
-    additive = _nalu_additive(unit, x)[:, None]
-    return [torch.where(additive, unit.add_nac.weight, unit._multiplicative_nac.weight)]
+    return [torch.where(_nalu_additive(unit, x)[:, None], *_nalu_paths(unit))]
 
 
 register_reader(

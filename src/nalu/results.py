@@ -178,9 +178,7 @@ class RunRecorder(L.Callback):
                     trainer.global_step,
                 )
             headline = {
-                name: value
-                for name, value in self.final_metrics.items()
-                if name in HPARAMS_METRICS
+                name: value for name, value in self.final_metrics.items() if name in HPARAMS_METRICS
             }
             tensorboard.log_hyperparams(
                 flatten_config(self.hyperparameters), metrics=headline, step=trainer.global_step
