@@ -33,10 +33,21 @@ def test_no_runs_is_one_clear_line(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     ("successes", "trials", "expected"),
-    [(0, 10, (0.0, 0.2775)), (5, 10, (0.2366, 0.7634)), (10, 10, (0.7225, 1.0))],
+    [
+        (0, 10, (0.0, 0.2775)),
+        (5, 10, (0.2366, 0.7634)),
+        (10, 10, (0.7225, 1.0)),
+        (1, 3, (0.0615, 0.7923)),
+    ],
 )
 def test_wilson_interval_matches_known_values(successes, trials, expected):
     assert wilson_interval(successes, trials) == pytest.approx(expected, abs=1e-4)
+
+
+def test_wilson_bounds_are_exact_at_none_and_all():
+    # The formula leaves a residue of about 1e-17 at 0 of 3; an error bar must not go below 0.
+    assert wilson_interval(0, 3)[0] == 0.0
+    assert wilson_interval(3, 3)[1] == 1.0
 
 
 def write_problem(folder, **settings):

@@ -70,7 +70,7 @@ def median_table(runs: list[dict[str, Any]], group_by: str = "model") -> str:
 
 
 def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion (Wilson 1927), clipped to [0, 1].
+    """Wilson score interval for a binomial proportion (Wilson 1927).
 
     centre = (p + z²/2n) / (1 + z²/n), half width = z·√(p(1−p)/n + z²/4n²) / (1 + z²/n).
     """
@@ -80,7 +80,10 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     scale = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / scale
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / scale
-    return (max(0.0, centre - half), min(1.0, centre + half))
+    # At 0 or n successes a bound is exactly 0 or 1; the formula leaves a rounding residue.
+    low = 0.0 if successes == 0 else centre - half
+    high = 1.0 if successes == trials else centre + half
+    return (low, high)
 
 
 def is_diverged(run: dict[str, Any]) -> bool:
@@ -115,6 +118,7 @@ def group_runs(
     for run in runs:
         key = " / ".join(str(run.get("labels", {}).get(label, "–")) for label in group_by)
         groups.setdefault(key, []).append(run)
+    groups = dict(sorted(groups.items()))
     for key, members in groups.items():
         problems = sorted({problem_identity(run) for run in members})
         if len(problems) > 1:
