@@ -56,7 +56,7 @@ class OperationMSE(Metric):
         self.output_operations = list(output_operations)
         num_outputs = len(output_operations)
         self.register_buffer("initial_mse", torch.full((num_outputs,), float("nan")))
-        threshold = torch.tensor(
+        threshold = torch.as_tensor(
             [float("nan")] * num_outputs if success_threshold is None else success_threshold,
             dtype=torch.float32,
         )
