@@ -6,9 +6,10 @@ PYTHON := $(VENV)/bin/python
 TORCH_SPEC ?=
 SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
 ARGS ?=
+RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep tensorboard test lint format clean
+.PHONY: help install train sweep report tensorboard test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -24,10 +25,14 @@ install: $(VENV)/.installed ## Create or update the virtual environment in .venv
 train: $(VENV)/.installed ## Train the NALU on the article's problem (extra Hydra overrides: ARGS="...")
 	$(PYTHON) -m nalu.train experiment=article $(ARGS)
 
-sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one multirun, then the table
+sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one multirun, then its report
 	$(PYTHON) -m nalu.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \
 		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(SWEEP_DIR)
+
+report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the latest)
+	$(if $(RUN),,$(error no sweep in outputs/multirun; name one with RUN=folder))
+	$(PYTHON) -m nalu.report $(RUN)
 
 tensorboard: $(VENV)/.installed ## Serve every run and sweep in outputs/ on http://localhost:6006
 	$(VENV)/bin/tensorboard --logdir outputs/

@@ -1,8 +1,11 @@
+import csv
 import json
 
 import pytest
+from conftest import TINY, compose_config
 
-from nalu.report import load_runs, main, median_table
+from nalu.report import load_runs, main, median_table, summary_rows, wilson_interval
+from nalu.train import train
 
 
 def write_run(folder, model, seed, metrics):
@@ -29,3 +32,98 @@ def test_no_runs_is_one_clear_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as stop:
         main([str(tmp_path)])
     assert stop.value.code == f"error: no metrics.json under {tmp_path}"
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "expected"),
+    [
+        (0, 10, (0.0, 0.2775)),
+        (5, 10, (0.2366, 0.7634)),
+        (10, 10, (0.7225, 1.0)),
+        (1, 3, (0.0615, 0.7923)),
+    ],
+)
+def test_wilson_interval_matches_known_values(successes, trials, expected):
+    assert wilson_interval(successes, trials) == pytest.approx(expected, abs=1e-4)
+
+
+def test_wilson_bounds_are_exact_at_none_and_all():
+    # The formula leaves a residue of about 1e-17 at 0 of 3; an error bar must not go below 0.
+    assert wilson_interval(0, 3)[0] == 0.0
+    assert wilson_interval(3, 3)[1] == 1.0
+
+
+def write_problem(folder, **settings):
+    problem = {"problem": "mystery_arithmetic", "in_features": 6, "problem_seed": 0, **settings}
+    (folder / "problem.json").write_text(json.dumps(problem))
+
+
+def solved_run(folder, model, seed, solved, **extra):
+    metrics = {
+        "extrap/mse": 0.5 if solved else 50.0,
+        "extrap/mse_add": 0.5 if solved else 50.0,
+        "extrap/solved_fraction": float(solved),
+        "extrap/solved_fraction_add": float(solved),
+        "recovered_fraction": float(solved),
+        "recovered_fraction_add": float(solved),
+    }
+    write_run(folder, model, seed, {**metrics, **extra.pop("metrics", {})})
+    if extra:
+        payload = json.loads((folder / "metrics.json").read_text())
+        (folder / "metrics.json").write_text(json.dumps({**payload, **extra}))
+    write_problem(folder, problem_seed=seed)
+
+
+def test_diverged_runs_are_counted_as_failures_not_dropped(tmp_path):
+    solved_run(tmp_path / "a", "nac", 0, solved=True)
+    solved_run(tmp_path / "b", "nac", 1, solved=False, status="diverged")
+    solved_run(tmp_path / "c", "nac", 2, solved=False, metrics={"extrap/mse": float("nan")})
+    solved_run(tmp_path / "d", "nac", 3, solved=False)
+    [overall, add] = summary_rows(load_runs([tmp_path]))
+    assert (overall["operation"], add["operation"]) == ("all", "add")
+    assert (overall["runs"], overall["diverged"], overall["solved"]) == (4, 2, 1)
+    assert overall["success_rate"] == 0.25
+    assert overall["recovered"] == 1
+    # Medians over the runs that did not diverge: 0.5 and 50.
+    assert overall["extrap_mse"] == pytest.approx(25.25)
+
+
+def test_different_problems_in_one_row_stop_with_one_line(tmp_path):
+    solved_run(tmp_path / "a", "nac", 0, solved=True)
+    solved_run(tmp_path / "b", "nac", 1, solved=True)
+    write_problem(tmp_path / "b", in_features=9)
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path)])
+    message = str(stop.value.code)
+    assert message.startswith("error: runs of 2 different problems share the row 'nac'")
+    assert "\n" not in message
+
+
+def test_a_missing_folder_is_one_clear_line(tmp_path):
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "nowhere")])
+    assert stop.value.code == f"error: {tmp_path / 'nowhere'}: no such folder"
+
+
+@pytest.mark.slow
+def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path, capsys):
+    for model in ("nac", "nalu"):
+        for seed in (0, 1):
+            overrides = [*TINY, "data.operations=[add,mul]", f"model={model}", f"seed={seed}"]
+            train(compose_config(overrides, tmp_path / f"{model}_{seed}"))
+    main([str(tmp_path)])
+    rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    assert [(r["group"], r["operation"], r["runs"]) for r in rows] == [
+        ("nac", "all", "2"),
+        ("nac", "add", "2"),
+        ("nac", "mul", "2"),
+        ("nalu", "all", "2"),
+        ("nalu", "add", "2"),
+        ("nalu", "mul", "2"),
+    ]
+    report = (tmp_path / "report.md").read_text()
+    assert "| nalu | mul | 2 | 0 | 0/2 = 0% [0%, 66%] |" in report
+    for figure in ("curves.png", "success.png"):
+        assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
+    assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))
+    assert "| nac | all | 2 |" in capsys.readouterr().out

@@ -62,7 +62,19 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
         events.summary_metadata["_hparams_/experiment"].plugin_data.content
     )
     metric_tags = {info.name.tag for info in hparams.experiment.metric_infos}
-    assert metric_tags == {"train/loss", "interp/mse", "extrap/mse"}
+    assert metric_tags == {
+        "train/loss",
+        "interp/mse",
+        "extrap/mse",
+        "extrap/normalized_error",
+        "extrap/solved_fraction",
+        "recovered_fraction",
+    }
+    assert {"extrap/normalized_error", "recovered_fraction", "sparsity_error"} <= set(
+        tags["scalars"]
+    )
+    readback = events.Tensors("readback/formulas/text_summary")[0].tensor_proto.string_val[0]
+    assert b"y0: learned " in readback
     assert "hp_metric" not in tags["scalars"]
     assert events.Scalars("extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
 

@@ -4,13 +4,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
+import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS
-from nalu.metrics import OperationMSE
+from nalu.metrics import OperationMSE, group_by_operation
 
 
 class ArithmeticModule(L.LightningModule):
@@ -19,7 +20,9 @@ class ArithmeticModule(L.LightningModule):
     The network and optimizer arrive as plain dicts (Hydra ``_target_`` configs) and are
     instantiated here, so the saved hyperparameters rebuild the module from a checkpoint and
     load under torch's default ``weights_only``. ``output_operations`` names each output's
-    operation, which groups the per-operation metrics.
+    operation, which groups the per-operation metrics; ``success_threshold`` (per output) judges
+    extrapolation as solved. The MSE at initialisation, for the normalised error, is measured
+    once when fitting starts.
     """
 
     def __init__(
@@ -27,12 +30,22 @@ class ArithmeticModule(L.LightningModule):
         network: dict[str, Any],
         optimizer: dict[str, Any],
         output_operations: Sequence[str],
+        success_threshold: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.network: nn.Module = instantiate(network)
         self.metrics = nn.ModuleDict(
-            {split: OperationMSE(output_operations) for split in EVALUATION_SPLITS}
+            {
+                split: OperationMSE(
+                    output_operations, success_threshold if split == "extrap" else None
+                )
+                for split in EVALUATION_SPLITS
+            }
+        )
+        # First global step at which each output's extrapolation was solved; -1: not yet.
+        self.register_buffer(
+            "solved_at_step", torch.full((len(output_operations),), -1), persistent=False
         )
 
     def forward(self, x: Tensor) -> Tensor:
@@ -49,13 +62,42 @@ class ArithmeticModule(L.LightningModule):
         x, y = batch
         self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self.network(x), y)
 
+    def on_fit_start(self) -> None:
+        """Measure each evaluation set's per-output MSE at initialisation, once per run.
+
+        A resumed run has it from its checkpoint, so its normalised error keeps the same base.
+        """
+        loaders = self.trainer.datamodule.val_dataloader()
+        with torch.no_grad():
+            for split, loader in zip(EVALUATION_SPLITS, loaders, strict=True):
+                metric = self.metrics[split]
+                if not metric.initial_mse.isnan().any():
+                    continue
+                for x, y in loader:
+                    metric.update(self.network(x.to(self.device)), y.to(self.device))
+                metric.initial_mse.copy_(metric.per_output_mse())
+                metric.reset()
+
     def _log_evaluation(self) -> None:
         for split, metric in self.metrics.items():
             if metric.update_count == 0:
                 continue
             values = {f"{split}/{name}": value for name, value in metric.compute().items()}
+            if split == "extrap" and not self.trainer.sanity_checking:
+                newly_solved = metric.solved() & (self.solved_at_step < 0)
+                self.solved_at_step[newly_solved] = self.global_step
             self.log_dict(values, prog_bar=False, add_dataloader_idx=False)
             metric.reset()
+
+    def _log_solved_at_step(self) -> None:
+        """Per operation, the step by which all its outputs were solved (if they all were)."""
+        steps = group_by_operation(
+            self.solved_at_step.double(),
+            self.hparams.output_operations,
+            reduce=lambda s: s.max() if (s >= 0).all() else s.new_tensor(float("nan")),
+        )
+        solved = {f"solved_at_step{k}": v for k, v in steps.items() if not v.isnan()}
+        self.log_dict(solved, add_dataloader_idx=False)
 
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -70,6 +112,7 @@ class ArithmeticModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         self._log_evaluation()
+        self._log_solved_at_step()
 
     def configure_optimizers(self) -> Optimizer:
         return instantiate(self.hparams.optimizer)(self.network.parameters())

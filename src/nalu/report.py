@@ -1,13 +1,39 @@
-"""Tables over many runs: ``python -m nalu.report DIR [DIR ...]`` reads every metrics.json below."""
+"""Reports over many runs: ``python -m nalu.report DIR [DIR ...]`` reads every metrics.json below
+and writes report.md, report.csv and PNG figures into the first DIR.
+
+Per model (or any ``--group-by`` labels) and operation: the success rate with its 95% Wilson
+interval (Madsen & Johansen 2020, sec. 4.1: a run succeeds on an operation when every output of
+it is solved), the median extrapolation MSE and normalised error (Trask et al. 2018, Table 1),
+the exact-recovery rate and the diverged runs; figures of the loss curves (median over seeds
+with the interquartile band) and of the success rates.
+"""
 
 import argparse
+import csv
 import json
+import math
 import statistics
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
 HEADLINE_METRICS = ("train/loss", "interp/mse", "extrap/mse")
+# Two-sided 95%: the standard normal's 0.975 quantile.
+Z_95 = 1.959963984540054
+# problem.json keys that vary from seed to seed within one problem family.
+PER_SEED_PROBLEM_KEYS = ("problem_seed", "outputs", "subset_a", "subset_b")
+CURVES = {"train/loss": "training loss", "extrap/mse": "test (extrapolation) MSE"}
+
+
+class ReportError(Exception):
+    """The runs cannot be reported; the message is one line."""
 
 
 def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
@@ -49,16 +75,296 @@ def median_table(runs: list[dict[str, Any]], group_by: str = "model") -> str:
     return "\n".join(lines)
 
 
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (Wilson 1927).
+
+    centre = (p + z²/2n) / (1 + z²/n), half width = z·√(p(1−p)/n + z²/4n²) / (1 + z²/n).
+    """
+    if trials == 0:
+        return (0.0, 1.0)
+    p = successes / trials
+    scale = 1 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / scale
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / scale
+    # At 0 or n successes a bound is exactly 0 or 1; the formula leaves a rounding residue.
+    low = 0.0 if successes == 0 else centre - half
+    high = 1.0 if successes == trials else centre + half
+    return (low, high)
+
+
+def is_diverged(run: dict[str, Any]) -> bool:
+    """Marked diverged by the run, or with a non-finite final loss or MSE.
+
+    Only the errors count: a normalised error is undefined (0 / 0) for a network that starts
+    exact, which is no divergence.
+    """
+    if run.get("status") == "diverged":
+        return True
+    metrics = run.get("metrics", {})
+    return any(not math.isfinite(metrics.get(name, 0.0)) for name in HEADLINE_METRICS)
+
+
+def problem_identity(run: dict[str, Any]) -> str:
+    """What makes runs comparable: the problem's settings except those drawn per seed."""
+    problem_file = Path(run["run_dir"]) / "problem.json"
+    if problem_file.is_file():
+        problem = json.loads(problem_file.read_text(encoding="utf-8"))
+        settings = {k: v for k, v in problem.items() if k not in PER_SEED_PROBLEM_KEYS}
+    else:
+        labels = run.get("labels", {})
+        settings = {k: labels.get(k) for k in ("problem", "operations")}
+    return json.dumps(settings, sort_keys=True)
+
+
+def group_runs(
+    runs: list[dict[str, Any]], group_by: Sequence[str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Runs by the values of the ``group_by`` labels; one problem per group, else ReportError."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for run in runs:
+        key = " / ".join(str(run.get("labels", {}).get(label, "–")) for label in group_by)
+        groups.setdefault(key, []).append(run)
+    groups = dict(sorted(groups.items()))
+    for key, members in groups.items():
+        problems = sorted({problem_identity(run) for run in members})
+        if len(problems) > 1:
+            raise ReportError(
+                f"runs of {len(problems)} different problems share the row '{key}' "
+                f"({' vs '.join(problems[:2])}); add a label that tells them apart, "
+                f"e.g. --group-by problem,operations,{','.join(group_by)}"
+            )
+    return groups
+
+
+def _operations(members: list[dict[str, Any]]) -> list[str]:
+    names: list[str] = []
+    for run in members:
+        for metric in run.get("metrics", {}):
+            if metric.startswith("extrap/mse_") and metric[len("extrap/mse_") :] not in names:
+                names.append(metric[len("extrap/mse_") :])
+    return sorted(names)
+
+
+def _median(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def summary_rows(
+    runs: list[dict[str, Any]], group_by: Sequence[str] = ("model",)
+) -> list[dict[str, Any]]:
+    """One row per group and operation (``all`` first): rates, intervals and medians.
+
+    A diverged run counts in ``runs`` and ``diverged`` and as neither solved nor recovered;
+    the medians are over the runs that did not diverge.
+    """
+    rows = []
+    for key, members in group_runs(runs, group_by).items():
+        for operation in ["all", *_operations(members)]:
+            suffix = "" if operation == "all" else f"_{operation}"
+            healthy = [run["metrics"] for run in members if not is_diverged(run)]
+            solved = sum(m.get(f"extrap/solved_fraction{suffix}") == 1 for m in healthy)
+            readable = [m for m in healthy if f"recovered_fraction{suffix}" in m]
+            recovered = sum(m[f"recovered_fraction{suffix}"] == 1 for m in readable)
+            low, high = wilson_interval(solved, len(members))
+
+            def median_of(name: str, metrics: list[dict[str, float]] = healthy) -> float:
+                return _median([m[name] for m in metrics if name in m])
+
+            rows.append(
+                {
+                    "group": key,
+                    "operation": operation,
+                    "runs": len(members),
+                    "diverged": len(members) - len(healthy),
+                    "solved": solved,
+                    "success_rate": solved / len(members),
+                    "success_low": low,
+                    "success_high": high,
+                    "extrap_mse": median_of(f"extrap/mse{suffix}"),
+                    "extrap_normalized_error": median_of(f"extrap/normalized_error{suffix}"),
+                    "interp_normalized_error": median_of(f"interp/normalized_error{suffix}"),
+                    "recovered": recovered if readable else math.nan,
+                    "recovery_rate": recovered / len(members) if readable else math.nan,
+                    "solved_at_step": median_of(f"solved_at_step{suffix}"),
+                    "sparsity_error": median_of(f"sparsity_error{suffix}"),
+                }
+            )
+    return rows
+
+
+def _number(value: float) -> str:
+    return "–" if isinstance(value, float) and math.isnan(value) else f"{value:.4g}"
+
+
+def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
+    header = [
+        " / ".join(group_by),
+        "op",
+        "runs",
+        "diverged",
+        "success (95% CI)",
+        "extrap MSE",
+        "extrap NE",
+        "interp NE",
+        "recovered",
+        "solved at step",
+        "sparsity",
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for row in rows:
+        success = (
+            f"{row['solved']}/{row['runs']} = {row['success_rate']:.0%} "
+            f"[{row['success_low']:.0%}, {row['success_high']:.0%}]"
+        )
+        recovered = "–" if math.isnan(row["recovery_rate"]) else f"{row['recovered']}/{row['runs']}"
+        cells = [
+            row["group"],
+            row["operation"],
+            str(row["runs"]),
+            str(row["diverged"]),
+            success,
+            _number(row["extrap_mse"]),
+            _number(row["extrap_normalized_error"]),
+            _number(row["interp_normalized_error"]),
+            recovered,
+            _number(row["solved_at_step"]),
+            _number(row["sparsity_error"]),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
+    """``{tag: {step: value}}`` of the ``CURVES`` tags in a run's TensorBoard events."""
+    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = set(events.Tags().get("scalars", []))
+    return {
+        tag: {event.step: event.value for event in events.Scalars(tag)}
+        for tag in CURVES
+        if tag in tags
+    }
+
+
+def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> Figure:
+    """Per curve a panel; per group the median over runs and the 25–75% band, log scale."""
+    figure, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2))
+    curves = {
+        key: [loss_curves(Path(run["run_dir"])) for run in members]
+        for key, members in groups.items()
+    }
+    for axis, (tag, title) in zip(axes, CURVES.items(), strict=True):
+        for key, per_run in curves.items():
+            series = [run[tag] for run in per_run if run.get(tag)]
+            if not series:
+                continue
+            steps = sorted(set.intersection(*(set(s) for s in series)))
+            values = np.array([[s[step] for step in steps] for s in series], dtype=float)
+            values[~np.isfinite(values)] = np.nan
+            median = np.nanmedian(values, axis=0)
+            low, high = np.nanpercentile(values, [25, 75], axis=0)
+            (line,) = axis.plot(steps, median, label=f"{key} (n={len(series)})")
+            axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
+        axis.set_yscale("log")
+        axis.set_xlabel("step")
+        axis.set_title(title)
+        axis.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def plot_success(rows: list[dict[str, Any]]) -> Figure:
+    """Success rate per group and operation with its 95% Wilson interval as error bars."""
+    groups = list(dict.fromkeys(row["group"] for row in rows))
+    operations = list(dict.fromkeys(row["operation"] for row in rows))
+    width = 0.8 / len(operations)
+    figure, axis = plt.subplots(figsize=(max(6, 1.5 * len(groups) * len(operations) / 2), 4.2))
+    for k, operation in enumerate(operations):
+        chosen = [r for r in rows if r["operation"] == operation]
+        offset = (k - (len(operations) - 1) / 2) * width
+        positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
+        rates = np.array([r["success_rate"] for r in chosen])
+        errors = np.array(
+            [
+                [r["success_rate"] - r["success_low"] for r in chosen],
+                [r["success_high"] - r["success_rate"] for r in chosen],
+            ]
+        )
+        axis.bar(positions, rates, width, label=operation)
+        # A point and the interval also show a rate of 0, which has no visible bar.
+        axis.errorbar(positions, rates, yerr=errors, fmt="o", capsize=3, color="black", ms=3)
+    axis.set_xticks(np.arange(len(groups)))
+    axis.set_xticklabels(groups, rotation=20, ha="right")
+    axis.set_ylim(0, 1.05)
+    axis.set_ylabel("success rate (95% Wilson CI)")
+    axis.legend(fontsize="small")
+    figure.tight_layout()
+    return figure
+
+
+def write_report(
+    paths: list[Path], group_by: Sequence[str] = ("model",)
+) -> tuple[Path, list[dict[str, Any]]]:
+    """Write report.md, report.csv, curves.png and success.png into ``paths[0]``."""
+    for path in paths:
+        if not path.is_dir():
+            raise ReportError(f"{path}: no such folder")
+    runs = load_runs(paths)
+    if not runs:
+        raise ReportError(f"no metrics.json under {', '.join(map(str, paths))}")
+    rows = summary_rows(runs, group_by)
+    out = paths[0]
+    write_csv(rows, out / "report.csv")
+    figures = {"curves": plot_curves(group_runs(runs, group_by)), "success": plot_success(rows)}
+    problems = sorted({problem_identity(run) for run in runs})
+    text = "\n\n".join(
+        [
+            f"# Report: {len(runs)} runs under {', '.join(map(str, paths))}",
+            "Problem: " + "; ".join(f"`{p}`" for p in problems),
+            "A run succeeds on an operation when every output of it has an extrapolation MSE "
+            "below the near-perfect model's (Madsen & Johansen 2020, sec. 4.1), judged at the "
+            "checkpoint of its best interpolation MSE. NE: normalised error, 100 · MSE / MSE "
+            "at initialisation (Trask et al. 2018; 0 perfect, 100 untrained), median over the "
+            "runs that did not diverge. Recovered: runs whose read-back formulas equal the "
+            "truth for every output. Solved at step: median step by which every output was "
+            "solved, over the runs that solved them all.",
+            markdown_table(rows, group_by),
+            "![Loss curves: median over seeds, interquartile band](curves.png)",
+            "![Success rates with 95% Wilson intervals](success.png)",
+        ]
+    )
+    report = out / "report.md"
+    report.write_text(text + "\n", encoding="utf-8")
+    # The same table and figures in TensorBoard, as one more run beside the sweep's jobs.
+    with SummaryWriter(str(out / "report_tensorboard")) as writer:
+        writer.add_text("report/table", markdown_table(rows, group_by))
+        for name, figure in figures.items():
+            figure.savefig(out / f"{name}.png", dpi=120)
+            writer.add_figure(f"report/{name}", figure, close=True)
+    return report, rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
-    parser.add_argument("--group-by", default="model", help="label that names a table row")
+    parser.add_argument(
+        "--group-by", default="model", help="comma-separated labels that name a row"
+    )
     args = parser.parse_args(argv)
-    runs = load_runs(args.paths)
-    if not runs:
-        sys.exit(f"error: no metrics.json under {', '.join(map(str, args.paths))}")
-    print(f"Median over runs of the final metrics ({len(runs)} runs):\n")
-    print(median_table(runs, args.group_by))
+    try:
+        report, rows = write_report(args.paths, args.group_by.split(","))
+    except ReportError as error:
+        sys.exit(f"error: {error}")
+    print(markdown_table(rows, args.group_by.split(",")))
+    print(f"\nReport: {report} (with report.csv, curves.png, success.png)")
 
 
 if __name__ == "__main__":

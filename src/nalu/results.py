@@ -11,10 +11,21 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from nalu.data.problem import MysteryArithmeticProblem
+from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
+from nalu.metrics import group_by_operation
+from nalu.readback import read_back, sparsity_error
 
 HEATMAP_PIXELS_PER_WEIGHT = 8
+# The final metrics that go beside the hyperparameters in TensorBoard's HParams tab.
+HPARAMS_METRICS = (
+    "train/loss",
+    "interp/mse",
+    "extrap/mse",
+    "extrap/normalized_error",
+    "extrap/solved_fraction",
+    "recovered_fraction",
+)
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
@@ -82,7 +93,7 @@ class RunRecorder(L.Callback):
     def __init__(
         self,
         output_dir: str | Path,
-        problem: MysteryArithmeticProblem,
+        problem: ArithmeticProblem,
         labels: dict[str, Any],
         hyperparameters: dict[str, Any],
     ) -> None:
@@ -111,7 +122,13 @@ class RunRecorder(L.Callback):
                     f"weights/{name}", weight_heatmap(weight), trainer.global_step
                 )
 
-    def _write_metrics(self, trainer: L.Trainer, status: str, **details: Any) -> None:
+    def _write_metrics(
+        self,
+        trainer: L.Trainer,
+        status: str,
+        formulas: list[dict[str, Any]] | None = None,
+        **details: Any,
+    ) -> None:
         if not trainer.is_global_zero:
             return
         write_json_atomic(
@@ -123,23 +140,64 @@ class RunRecorder(L.Callback):
                 "epochs": trainer.current_epoch,
                 "steps": trainer.global_step,
                 "metrics": self.final_metrics,
+                "formulas": formulas or [],
             },
         )
         if (tensorboard := _tensorboard(trainer)) is not None:
             summary = " ".join(f"{key}={value}" for key, value in details.items())
             tensorboard.experiment.add_text("run/status", f"{status} {summary}".strip())
 
+    def read_back(
+        self, network: nn.Module, typical_inputs: Tensor
+    ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+        """Recovered fraction and sparsity error (overall and per operation) and, per output,
+        the learned formula beside the true one; nothing for networks without a reader."""
+        learned = read_back(network, typical_inputs)
+        sparsity = sparsity_error(network, typical_inputs)
+        if learned is None or sparsity is None:
+            return {}, []
+        truth = self.problem.exact_formulas()
+        operations = self.problem.output_operations
+        recovered = torch.tensor([a == b for a, b in zip(learned, truth, strict=True)])
+        metrics = {
+            f"recovered_fraction{k}": float(v)
+            for k, v in group_by_operation(recovered.float(), operations).items()
+        }
+        metrics.update(
+            (f"sparsity_error{k}", float(v))
+            for k, v in group_by_operation(sparsity, operations, reduce=torch.max).items()
+        )
+        outputs = [
+            {"output": j, "truth": str(t), "learned": str(lrn), "recovered": bool(r)}
+            for j, (t, lrn, r) in enumerate(zip(truth, learned, recovered.tolist(), strict=True))
+        ]
+        return metrics, outputs
+
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
         if self.final_train_loss is not None:
             metrics["train/loss"] = self.final_train_loss
+        typical_inputs = next(iter(trainer.datamodule.train_dataloader()))[0]
+        readback_metrics, formulas = self.read_back(
+            pl_module.network, typical_inputs.to(pl_module.device)
+        )
+        metrics.update(readback_metrics)
         self.final_metrics = dict(sorted(metrics.items()))
-        self._write_metrics(trainer, "finished")
+        self._write_metrics(trainer, "finished", formulas)
         if (tensorboard := _tensorboard(trainer)) is not None:
+            for name, value in readback_metrics.items():
+                tensorboard.experiment.add_scalar(name, value, trainer.global_step)
+            if formulas:
+                tensorboard.experiment.add_text(
+                    "readback/formulas",
+                    "  \n".join(
+                        f"y{f['output']}: learned {f['learned']} | truth {f['truth']}"
+                        for f in formulas
+                    ),
+                    trainer.global_step,
+                )
             headline = {
-                name: value
-                for name, value in self.final_metrics.items()
-                if name in ("train/loss", "interp/mse", "extrap/mse")
+                name: value for name, value in self.final_metrics.items() if name in HPARAMS_METRICS
             }
             tensorboard.log_hyperparams(
                 flatten_config(self.hyperparameters), metrics=headline, step=trainer.global_step

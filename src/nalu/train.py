@@ -44,6 +44,8 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvert
 
 # `${stdout_is_terminal:}` in a config: progress bars only where someone watches them.
 OmegaConf.register_new_resolver("stdout_is_terminal", sys.stdout.isatty, replace=True)
+# `${len:${.operations}}`: a problem with one output per operation sizes the network from it.
+OmegaConf.register_new_resolver("len", len, replace=True)
 
 
 def checked(section: str, build: Callable[[], T]) -> T:
@@ -58,7 +60,8 @@ def checked(section: str, build: Callable[[], T]) -> T:
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test on the final weights, record the results; return the final metrics.
+    """Fit, test at the epoch of the best interpolation MSE, record the results; return the
+    final metrics.
 
     Raises ``ConfigError`` for a bad config and ``Diverged`` when training met a non-finite loss
     or parameter (its metrics.json then says so).
@@ -80,6 +83,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             network=OmegaConf.to_container(cfg.model, resolve=True),
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             output_operations=datamodule.problem.output_operations,
+            success_threshold=datamodule.success_threshold(),
         ),
     )
     checked("optimizer", module.configure_optimizers)
@@ -89,7 +93,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     recorder = RunRecorder(
         output_dir=output_dir,
         problem=datamodule.problem,
-        labels={"model": choices.get("model", "custom"), "seed": cfg.seed, **_run_labels(cfg)},
+        labels={
+            "model": choices.get("model", "custom"),
+            "seed": cfg.seed,
+            "problem": datamodule.problem.to_dict()["problem"],
+            **_run_labels(cfg),
+        },
         hyperparameters=OmegaConf.to_container(cfg, resolve=True),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -101,7 +110,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         lambda: instantiate(cfg.trainer, callbacks=[*callbacks, monitor, recorder], logger=loggers),
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    # Madsen & Johansen 2020, sec. 4.1: a run is judged at its best interpolation epoch.
+    checkpoint = trainer.checkpoint_callback
+    best = "best" if checkpoint is not None and checkpoint.best_model_path else None
+    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     return recorder.final_metrics
 
 

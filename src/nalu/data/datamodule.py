@@ -1,13 +1,14 @@
 """In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import lightning as L
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nalu.data.problem import MysteryArithmeticProblem
+from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.errors import InvalidArgument
 
 # The evaluation sets in the order of the validation and test dataloaders.
@@ -95,7 +96,7 @@ def _check_positive(name: str, value: int) -> int:
     return int(value)
 
 
-class ArithmeticDataModule(L.LightningDataModule):
+class ProblemDataModule(L.LightningDataModule):
     """Train (shuffled batches), interpolation and extrapolation sets of one problem.
 
     The interpolation set is the validation loop; validation and test both evaluate the
@@ -105,11 +106,7 @@ class ArithmeticDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        in_features: int = 100,
-        out_features: int = 10,
-        operations: Sequence[str] = ("add", "sub", "mul"),
-        problem_seed: int = 0,
-        min_abs_denominator: float = 0.1,
+        problem: ArithmeticProblem,
         train_size: int = 1000,
         interp_size: int = 1000,
         extrap_size: int = 1000,
@@ -124,13 +121,7 @@ class ArithmeticDataModule(L.LightningDataModule):
         shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
-        self.problem = MysteryArithmeticProblem(
-            in_features=in_features,
-            out_features=out_features,
-            operations=tuple(operations),
-            problem_seed=problem_seed,
-            min_abs_denominator=min_abs_denominator,
-        )
+        self.problem = problem
         self.sizes = {
             "train": _check_positive("train_size", train_size),
             "interp": _check_positive("interp_size", interp_size),
@@ -153,6 +144,10 @@ class ArithmeticDataModule(L.LightningDataModule):
             self.problem.sample_inputs(
                 1, value_range, torch.Generator().manual_seed(self.seeds[split])
             )
+
+    def success_threshold(self) -> list[float]:
+        """Per output, the extrapolation MSE below which it counts as solved."""
+        return self.problem.success_threshold(self.ranges["extrap"]).tolist()
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -194,3 +189,69 @@ class ArithmeticDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> list[DataLoader]:
         return self._evaluation_loaders()
+
+
+class ArithmeticDataModule(ProblemDataModule):
+    """The sets of a ``MysteryArithmeticProblem``; ``split_settings`` are ``ProblemDataModule``'s
+    sizes, ranges, seeds and batch sizes."""
+
+    def __init__(
+        self,
+        in_features: int = 100,
+        out_features: int = 10,
+        operations: Sequence[str] = ("add", "sub", "mul"),
+        problem_seed: int = 0,
+        min_abs_denominator: float = 0.1,
+        **split_settings: Any,
+    ) -> None:
+        problem = MysteryArithmeticProblem(
+            in_features=in_features,
+            out_features=out_features,
+            operations=tuple(operations),
+            problem_seed=problem_seed,
+            min_abs_denominator=min_abs_denominator,
+        )
+        super().__init__(problem, **split_settings)
+
+
+class StaticArithmeticDataModule(ProblemDataModule):
+    """The sets of a ``StaticArithmeticProblem``, by default on Madsen & Johansen's ranges
+    (train and interpolation U[1, 2], extrapolation U[2, 6]).
+
+    ``out_features``, when given, must equal the number of operations (one output each); it
+    is accepted so that model configs can read ``${data.out_features}`` as for every problem.
+    """
+
+    def __init__(
+        self,
+        in_features: int = 100,
+        out_features: int | None = None,
+        operations: Sequence[str] = ("mul",),
+        subset_ratio: float = 0.25,
+        overlap_ratio: float = 0.5,
+        problem_seed: int = 0,
+        train_range: Sequence[float] = (1.0, 2.0),
+        interp_range: Sequence[float] = (1.0, 2.0),
+        extrap_range: Sequence[float] = (2.0, 6.0),
+        **split_settings: Any,
+    ) -> None:
+        problem = StaticArithmeticProblem(
+            in_features=in_features,
+            operations=tuple(operations),
+            subset_ratio=subset_ratio,
+            overlap_ratio=overlap_ratio,
+            problem_seed=problem_seed,
+        )
+        if out_features is not None and out_features != problem.out_features:
+            raise InvalidArgument(
+                "out_features",
+                out_features,
+                f"must equal the number of operations ({problem.out_features})",
+            )
+        super().__init__(
+            problem,
+            train_range=train_range,
+            interp_range=interp_range,
+            extrap_range=extrap_range,
+            **split_settings,
+        )

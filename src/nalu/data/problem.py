@@ -1,34 +1,117 @@
-"""The article's "mystery arithmetic problem": each output joins two distinct inputs by an op."""
+"""Arithmetic problems: which inputs and which operation make each output.
+
+The article's "mystery arithmetic problem" joins two distinct inputs per output; the static
+arithmetic task of Trask et al. (2018) and Madsen & Johansen (2020) joins two overlapping sums.
+"""
 
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from nalu.errors import InvalidArgument
+from nalu.formula import Formula, Variable, power_product, weighted_sum
+
+# Madsen & Johansen 2020, sec. 4.1: the near-perfect model's weights are off by ε = 1e-5.
+SUCCESS_EPSILON = 1e-5
+SUCCESS_SAMPLES = 10_000
+SUCCESS_SEED = 4
 
 
 @dataclass(frozen=True)
 class Operation:
-    """A binary arithmetic operation: how to compute it and how to print it."""
+    """An arithmetic operation of two operands (a unary one ignores the second): how to compute
+    it, how to print it, and its exact formula for read-back."""
 
     name: str
     symbol: str
     apply: Callable[[Tensor, Tensor], Tensor]
+    formula: Callable[[Formula, Formula], Formula]
 
 
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation("add", "+", torch.add),
-        Operation("sub", "-", torch.sub),
-        Operation("mul", "×", torch.mul),
-        Operation("div", "÷", torch.div),
+        Operation("add", "+", torch.add, lambda a, b: weighted_sum({a: 1, b: 1})),
+        Operation("sub", "-", torch.sub, lambda a, b: weighted_sum({a: 1, b: -1})),
+        Operation("mul", "×", torch.mul, lambda a, b: power_product({a: 1, b: 1})),
+        Operation("div", "÷", torch.div, lambda a, b: power_product({a: 1, b: -1})),
     )
 }
+
+# The static task's unary operations act on the first sum only (Madsen & Johansen 2020, sec. 4.1).
+STATIC_OPERATIONS: dict[str, Operation] = {
+    **OPERATIONS,
+    "square": Operation("square", "²", lambda a, b: a * a, lambda a, b: power_product({a: 2})),
+    "sqrt": Operation(
+        "sqrt", "√", lambda a, b: torch.sqrt(a), lambda a, b: power_product({a: 0.5})
+    ),
+}
+
+
+class ArithmeticProblem(Protocol):
+    """What the data module, the metrics and the read-back need from a problem."""
+
+    in_features: int
+    out_features: int
+    operations: tuple[str, ...]
+    problem_seed: int
+
+    @property
+    def output_operations(self) -> list[str]: ...
+
+    def sample_inputs(
+        self,
+        size: int,
+        value_range: Sequence[float],
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor: ...
+
+    def targets(self, x: Tensor) -> Tensor: ...
+
+    def formulas(self) -> list[str]: ...
+
+    def exact_formulas(self) -> list[Formula]: ...
+
+    def success_threshold(self, value_range: Sequence[float]) -> Tensor: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+def _apply_operations(
+    operations: dict[str, Operation], names: Sequence[str], a: Tensor, b: Tensor
+) -> Tensor:
+    """``[..., out]`` results of each output's operation on its operands ``a`` and ``b``."""
+    return torch.stack(
+        [operations[name].apply(a[..., j], b[..., j]) for j, name in enumerate(names)], dim=-1
+    )
+
+
+def near_perfect_mse(
+    problem: ArithmeticProblem,
+    operations: dict[str, Operation],
+    operand_masks: Tensor,
+    value_range: Sequence[float],
+) -> Tensor:
+    """``[out_features]`` MSE of the near-perfect model of Madsen & Johansen 2020, sec. 4.1.
+
+    ``operand_masks`` is ``[2, out, in]``: 1 where an input belongs to an output's operand. The
+    model selects each operand with weight 1 − ε on it and ε off it (a = (1 − ε)·Σ_in x +
+    ε·Σ_out x, likewise b), then applies the exact operation, on a fixed-seed sample of
+    ``value_range`` in double precision.
+    """
+    generator = torch.Generator().manual_seed(SUCCESS_SEED)
+    x = problem.sample_inputs(SUCCESS_SAMPLES, value_range, generator, dtype=torch.float64)
+    masks = operand_masks.double()
+    perturbed = (1 - SUCCESS_EPSILON) * masks + SUCCESS_EPSILON * (1 - masks)
+    names = problem.output_operations
+    exact = _apply_operations(operations, names, x @ masks[0].T, x @ masks[1].T)
+    near = _apply_operations(operations, names, x @ perturbed[0].T, x @ perturbed[1].T)
+    return (near - exact).square().mean(dim=0)
 
 
 @dataclass(frozen=True)
@@ -153,6 +236,21 @@ class MysteryArithmeticProblem:
             for j, (left, right, name) in enumerate(self._output_terms())
         ]
 
+    def exact_formulas(self) -> list[Formula]:
+        """Each output's formula in canonical form, to compare with a read-back."""
+        return [
+            OPERATIONS[name].formula(Variable(left), Variable(right))
+            for left, right, name in self._output_terms()
+        ]
+
+    def success_threshold(self, value_range: Sequence[float]) -> Tensor:
+        """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
+        masks = torch.zeros(2, self.out_features, self.in_features)
+        outputs = torch.arange(self.out_features)
+        masks[0, outputs, self.left_index] = 1
+        masks[1, outputs, self.right_index] = 1
+        return near_perfect_mse(self, OPERATIONS, masks, value_range).float()
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings and every output's formula."""
         return {
@@ -166,6 +264,139 @@ class MysteryArithmeticProblem:
                 {"output": j, "left": left, "right": right, "operation": name, "formula": formula}
                 for j, ((left, right, name), formula) in enumerate(
                     zip(self._output_terms(), self.formulas(), strict=True)
+                )
+            ],
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
+
+
+@dataclass(frozen=True)
+class StaticArithmeticProblem:
+    """The static arithmetic task (Trask et al. 2018; Madsen & Johansen 2020, sec. 4.1).
+
+    Two overlapping subsets of the ``in_features`` inputs are summed, a = Σ_A x and b = Σ_B x,
+    with |A| = |B| = ⌊subset_ratio · in_features⌋ and |A ∩ B| = ⌊overlap_ratio · |A|⌋, drawn once
+    from ``problem_seed``. Output k is a ∘_k b for the k-th name in ``operations``; ``square``
+    and ``sqrt`` act on a alone.
+    """
+
+    in_features: int = 100
+    operations: tuple[str, ...] = ("mul",)
+    subset_ratio: float = 0.25
+    overlap_ratio: float = 0.5
+    problem_seed: int = 0
+    subsets: Tensor = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "operations", tuple(self.operations))
+        if not self.operations:
+            raise InvalidArgument(
+                "operations", [], f"name at least one of {list(STATIC_OPERATIONS)}"
+            )
+        for name in self.operations:
+            if name not in STATIC_OPERATIONS:
+                raise InvalidArgument(
+                    "operations",
+                    list(self.operations),
+                    f"{name!r} is not one of {list(STATIC_OPERATIONS)}",
+                )
+        if len(set(self.operations)) != len(self.operations):
+            raise InvalidArgument("operations", list(self.operations), "must not repeat a name")
+        if not 0 < self.subset_ratio <= 0.5:
+            raise InvalidArgument("subset_ratio", self.subset_ratio, "must be in (0, 0.5]")
+        if not 0 <= self.overlap_ratio < 1:
+            raise InvalidArgument("overlap_ratio", self.overlap_ratio, "must be in [0, 1)")
+        subset_size = int(self.subset_ratio * int(self.in_features))
+        if subset_size < 1:
+            raise InvalidArgument(
+                "in_features", self.in_features, "leaves an empty subset; raise it or subset_ratio"
+            )
+        overlap_size = int(self.overlap_ratio * subset_size)
+        generator = torch.Generator().manual_seed(int(self.problem_seed))
+        order = torch.randperm(int(self.in_features), generator=generator)
+        # A takes the first subset_size inputs of a random order, B starts overlap_size before
+        # A's end: |A ∩ B| = overlap_size and |A ∪ B| <= in_features since subset_ratio <= 0.5.
+        b_start = subset_size - overlap_size
+        masks = torch.zeros(2, int(self.in_features))
+        masks[0, order[:subset_size]] = 1
+        masks[1, order[b_start : b_start + subset_size]] = 1
+        object.__setattr__(self, "subsets", masks)
+
+    @property
+    def out_features(self) -> int:
+        return len(self.operations)
+
+    @property
+    def output_operations(self) -> list[str]:
+        return list(self.operations)
+
+    def sample_inputs(
+        self,
+        size: int,
+        value_range: Sequence[float],
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """``[size, in_features]`` inputs uniform on ``value_range``."""
+        low, high = float(value_range[0]), float(value_range[1])
+        return low + (high - low) * torch.rand(
+            size, self.in_features, generator=generator, dtype=dtype
+        )
+
+    def _operand_masks(self) -> Tensor:
+        return self.subsets[:, None, :].expand(2, self.out_features, self.in_features)
+
+    def targets(self, x: Tensor) -> Tensor:
+        """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
+        masks = self._operand_masks().to(x.dtype)
+        return _apply_operations(STATIC_OPERATIONS, self.operations, x @ masks[0].T, x @ masks[1].T)
+
+    def _subset_formulas(self) -> tuple[Formula, Formula]:
+        a, b = (
+            weighted_sum({Variable(i): 1 for i in mask.nonzero().flatten().tolist()})
+            for mask in self.subsets
+        )
+        return a, b
+
+    def exact_formulas(self) -> list[Formula]:
+        a, b = self._subset_formulas()
+        return [STATIC_OPERATIONS[name].formula(a, b) for name in self.operations]
+
+    def formulas(self) -> list[str]:
+        """Each output as a formula over the two sums, e.g. ``y0 = a × b`` with a and b spelled
+        out once: ``a = x1 + x7 + ...``."""
+        a, b = self._subset_formulas()
+        named = {"a": a, "b": b}
+        lines = [f"{name} = {formula}" for name, formula in named.items()]
+        for k, name in enumerate(self.operations):
+            symbol = STATIC_OPERATIONS[name].symbol
+            body = {"square": "a²", "sqrt": "√a"}.get(name, f"a {symbol} b")
+            lines.append(f"y{k} = {body}")
+        return lines
+
+    def success_threshold(self, value_range: Sequence[float]) -> Tensor:
+        """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
+        return near_perfect_mse(self, STATIC_OPERATIONS, self._operand_masks(), value_range).float()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready description: the settings, the two subsets and every output's formula."""
+        a, b = (mask.nonzero().flatten().tolist() for mask in self.subsets)
+        return {
+            "problem": "static_arithmetic",
+            "in_features": self.in_features,
+            "out_features": self.out_features,
+            "operations": list(self.operations),
+            "problem_seed": self.problem_seed,
+            "subset_ratio": self.subset_ratio,
+            "overlap_ratio": self.overlap_ratio,
+            "subset_a": a,
+            "subset_b": b,
+            "outputs": [
+                {"output": k, "operation": name, "formula": str(formula)}
+                for k, (name, formula) in enumerate(
+                    zip(self.operations, self.exact_formulas(), strict=True)
                 )
             ],
         }

@@ -1,0 +1,140 @@
+"""Read a trained network's weights back as one formula per output.
+
+A reader turns a unit into formulas of its inputs: weights are rounded to {-1, 0, 1} (the
+values an exact NAC or NALU solution uses, Trask et al. 2018, sec. 2) and a NALU output takes
+the path its gate opens on typical inputs. ``nn.Sequential`` stacks are read layer by layer,
+each layer's formulas substituted into the next. A new unit plugs in with ``register_reader``.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nalu.formula import Formula, Variable, power_product, weighted_sum
+from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+
+
+@dataclass(frozen=True)
+class UnitReader:
+    """How to read one kind of unit.
+
+    ``weights``: the unit and a batch of typical inputs ``[batch, in]`` -> the ``[out, in]``
+    matrices that an exact solution has in {-1, 0, 1}, for the sparsity error (gates excluded:
+    a gate only has to be saturated; of a NALU only the path each output's gate opens).
+    ``read``: the unit, its input formulas and typical inputs -> one formula per output.
+    """
+
+    weights: Callable[[nn.Module, Tensor], list[Tensor]]
+    read: Callable[[nn.Module, list[Formula], Tensor], list[Formula]]
+
+
+READERS: dict[type[nn.Module], UnitReader] = {}
+
+
+def register_reader(unit_class: type[nn.Module], reader: UnitReader) -> None:
+    READERS[unit_class] = reader
+
+
+def rounded_sum(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
+    """Row j -> ``Σ_i round(W_ji) · input_i``."""
+    return [
+        weighted_sum({inputs[i]: w for i, w in enumerate(row) if w != 0})
+        for row in weight.detach().round().tolist()
+    ]
+
+
+def rounded_product(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
+    """Row j -> ``Π_i input_i ^ round(W_ji)``."""
+    return [
+        power_product({inputs[i]: w for i, w in enumerate(row) if w != 0})
+        for row in weight.detach().round().tolist()
+    ]
+
+
+def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
+    """``[out]`` bool: outputs whose mean gate σ(G x + b) on typical inputs is at least 1/2."""
+    with torch.no_grad():
+        gate = torch.sigmoid(nn.functional.linear(x, unit.gate_weight, unit.gate_bias))
+    return gate.mean(dim=0) >= 0.5
+
+
+def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
+    """The additive and the multiplicative weight (the same one when the NALU shares it)."""
+    weights = unit.effective_weights()
+    return weights.get("W_add", weights.get("W")), weights.get("W_mul", weights.get("W"))
+
+
+def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
+    additive_weight, multiplicative_weight = _nalu_paths(unit)
+    sums = rounded_sum(additive_weight, inputs)
+    products = rounded_product(multiplicative_weight, inputs)
+    additive = _nalu_additive(unit, x).tolist()
+    return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
+
+
+def _nalu_weights(unit: nn.Module, x: Tensor) -> list[Tensor]:
+    return [torch.where(_nalu_additive(unit, x)[:, None], *_nalu_paths(unit))]
+
+
+register_reader(
+    NeuralAccumulator,
+    UnitReader(
+        weights=lambda unit, x: [unit.weight],
+        read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
+    ),
+)
+register_reader(
+    NeuralArithmeticLogicUnit,
+    UnitReader(
+        weights=_nalu_weights,
+        read=_read_nalu,
+    ),
+)
+
+
+def _layers(network: nn.Module) -> list[nn.Module] | None:
+    """The network as a chain of readable units, or None if some part has no reader."""
+    layers = list(network) if isinstance(network, nn.Sequential) else [network]
+    return layers if all(type(layer) in READERS for layer in layers) else None
+
+
+def read_back(network: nn.Module, x: Tensor) -> list[Formula] | None:
+    """One formula per output of ``network`` given typical inputs ``x`` ``[batch, in]``, or
+    None when the network has a part without a reader (an MLP, say)."""
+    layers = _layers(network)
+    if layers is None:
+        return None
+    formulas: list[Formula] = [Variable(i) for i in range(x.shape[-1])]
+    with torch.no_grad():
+        for layer in layers:
+            formulas = READERS[type(layer)].read(layer, formulas, x)
+            x = layer(x)
+    return formulas
+
+
+def sparsity_error(network: nn.Module, x: Tensor) -> Tensor | None:
+    """``[out]``: max_ij min(|W_ij|, |1 − |W_ij||) over the weights each output depends on,
+    given typical inputs ``x`` ``[batch, in]`` (they pick a NALU's path).
+
+    Madsen & Johansen 2020, sec. 4.1. In a stack every output depends on all earlier layers,
+    so their worst weight counts for every output; the last layer counts row by row.
+    """
+    layers = _layers(network)
+    if layers is None:
+        return None
+    earlier = torch.tensor(0.0)
+    with torch.no_grad():
+        for layer in layers[:-1]:
+            for weight in READERS[type(layer)].weights(layer, x):
+                earlier = torch.maximum(earlier, _distance_to_integer(weight).max())
+            x = layer(x)
+        last = READERS[type(layers[-1])].weights(layers[-1], x)
+    per_row = torch.stack([_distance_to_integer(w).amax(dim=1) for w in last]).amax(dim=0)
+    return torch.maximum(per_row, earlier)
+
+
+def _distance_to_integer(weight: Tensor) -> Tensor:
+    w = weight.detach().abs().cpu()
+    return torch.minimum(w, (1 - w).abs())

@@ -1,0 +1,270 @@
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY, compose_config
+from torch import nn
+
+from nalu.data import (
+    ArithmeticDataModule,
+    MysteryArithmeticProblem,
+    StaticArithmeticDataModule,
+    StaticArithmeticProblem,
+)
+from nalu.errors import InvalidArgument
+from nalu.formula import Variable, power_product, weighted_sum
+from nalu.metrics import OperationMSE, group_by_operation
+from nalu.module import ArithmeticModule
+from nalu.readback import read_back, sparsity_error
+from nalu.train import train
+from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+
+SATURATED = 20.0  # tanh(20) and σ(20) are exactly 1 in float32
+
+
+def set_exact_nac(nac: NeuralAccumulator, weight: torch.Tensor) -> None:
+    """Latent weights that give exactly ``weight`` (entries in {-1, 0, 1})."""
+    with torch.no_grad():
+        nac.weight_hat.copy_(SATURATED * weight)
+        nac.gate_hat.fill_(SATURATED)
+
+
+def exact_nac_for(problem: MysteryArithmeticProblem) -> NeuralAccumulator:
+    weight = torch.zeros(problem.out_features, problem.in_features)
+    sign = torch.tensor([1.0 if op == "add" else -1.0 for op in problem.output_operations])
+    rows = torch.arange(problem.out_features)
+    weight[rows, problem.left_index] = 1.0
+    weight[rows, problem.right_index] = sign
+    nac = NeuralAccumulator(problem.in_features, problem.out_features)
+    set_exact_nac(nac, weight)
+    return nac
+
+
+def extrapolation_metric(problem, network, value_range=(-50.0, 50.0)) -> OperationMSE:
+    metric = OperationMSE(problem.output_operations, problem.success_threshold(value_range))
+    x = problem.sample_inputs(500, value_range, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        metric.update(network(x), problem.targets(x))
+    return metric
+
+
+def test_normalised_error_is_mse_over_initial_mse_times_100():
+    metric = OperationMSE(["add", "mul", "add"])
+    metric.initial_mse.copy_(torch.tensor([4.0, 10.0, 6.0]))
+    # Per-output MSEs 1, 5, 3: add = 100·(1+3)/2 / ((4+6)/2) = 40, mul = 100·5/10 = 50,
+    # overall = 100·3/(20/3) = 45.
+    metric.update(torch.tensor([[1.0, math.sqrt(5.0), math.sqrt(3.0)]]), torch.zeros(1, 3))
+    result = metric.compute()
+    assert result["normalized_error_add"].item() == pytest.approx(40.0)
+    assert result["normalized_error_mul"].item() == pytest.approx(50.0)
+    assert result["normalized_error"].item() == pytest.approx(45.0)
+
+
+def test_without_initial_mse_or_threshold_there_is_only_the_mse():
+    metric = OperationMSE(["add"])
+    metric.update(torch.ones(2, 1), torch.zeros(2, 1))
+    assert set(metric.compute()) == {"mse", "mse_add"}
+
+
+def test_groups_reduce_per_operation():
+    values = torch.tensor([1.0, 5.0, 3.0])
+    grouped = group_by_operation(values, ["add", "mul", "add"], reduce=torch.max)
+    assert {k: v.item() for k, v in grouped.items()} == {"": 5.0, "_add": 3.0, "_mul": 5.0}
+
+
+def test_untrained_run_has_normalised_error_100(tmp_path):
+    # lr = 0: the weights tested are the initial ones, so MSE / initial MSE = 1 exactly.
+    overrides = [*TINY, "model=nac", "optimizer=sgd", "optimizer.lr=0", "optimizer.momentum=0"]
+    metrics = train(compose_config(overrides, tmp_path))
+    for split in ("interp", "extrap"):
+        assert metrics[f"{split}/normalized_error"] == pytest.approx(100.0)
+        assert metrics[f"{split}/normalized_error_mul"] == pytest.approx(100.0)
+    assert metrics["extrap/solved_fraction"] == 0.0
+    assert {"recovered_fraction", "sparsity_error_mul"} <= set(metrics)
+    assert not any(name.startswith("solved_at_step") for name in metrics)
+
+
+def test_exact_weights_have_normalised_error_0_and_solve_every_output():
+    problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
+    metric = extrapolation_metric(problem, exact_nac_for(problem))
+    metric.initial_mse.fill_(123.0)
+    result = metric.compute()
+    assert result["normalized_error"].item() == 0.0
+    assert result["solved_fraction"].item() == 1.0
+
+
+@pytest.mark.parametrize(
+    "problem",
+    [
+        MysteryArithmeticProblem(10, 8, operations=("add", "sub", "mul", "div")),
+        StaticArithmeticProblem(operations=("add", "sub", "mul", "div", "square", "sqrt")),
+    ],
+    ids=["mystery", "static"],
+)
+def test_success_threshold_is_positive_finite_and_grows_with_the_range(problem):
+    narrow = problem.success_threshold((1.0, 2.0))
+    wide = problem.success_threshold((1.0, 6.0))
+    assert narrow.shape == (problem.out_features,)
+    assert torch.isfinite(narrow).all() and (narrow > 0).all()
+    assert (wide > narrow).all()
+
+
+def test_success_threshold_of_an_addition_matches_the_formula():
+    # Inputs l, r and an unused k: a = (1−ε)x_l + ε(x_r + x_k), b = (1−ε)x_r + ε(x_l + x_k),
+    # so a + b − (x_l + x_r) = 2ε·x_k and the MSE is 4ε²·E[x²] = 4ε²/3 on U[-1, 1].
+    problem = MysteryArithmeticProblem(3, 1, operations=("add",))
+    expected = 4 * 1e-10 / 3
+    assert problem.success_threshold((-1.0, 1.0)).item() == pytest.approx(expected, rel=0.05)
+
+
+def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
+    problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
+    exact = exact_nac_for(problem)
+    assert extrapolation_metric(problem, exact).solved().all()
+    assert read_back(exact, torch.ones(4, 8)) == problem.exact_formulas()
+    assert sparsity_error(exact, torch.ones(4, 8)).tolist() == [0.0] * 6
+
+    perturbed = exact_nac_for(problem)
+    with torch.no_grad():
+        # Output 0 now uses an extra input with weight tanh(0.7) ≈ 0.60, which rounds to 1.
+        unused = next(i for i in range(8) if exact.weight[0, i] == 0)
+        perturbed.weight_hat[0, unused] = 0.7
+    solved = extrapolation_metric(problem, perturbed).solved()
+    assert solved.tolist() == [False] + [True] * 5
+    learned = read_back(perturbed, torch.ones(4, 8))
+    assert learned[0] != problem.exact_formulas()[0]
+    assert learned[1:] == problem.exact_formulas()[1:]
+    assert sparsity_error(perturbed, torch.ones(4, 8))[0].item() == pytest.approx(
+        1 - math.tanh(0.7), rel=1e-5
+    )
+
+
+def test_almost_exact_nac_is_recovered_but_not_solved():
+    problem = MysteryArithmeticProblem(8, 2, operations=("add",), problem_seed=1)
+    nac = exact_nac_for(problem)
+    with torch.no_grad():
+        nac.weight_hat[0, problem.left_index[0]] = math.atanh(0.99)
+    assert read_back(nac, torch.ones(4, 8)) == problem.exact_formulas()
+    assert extrapolation_metric(problem, nac).solved().tolist() == [False, True]
+    assert sparsity_error(nac, torch.ones(4, 8)).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_nalu_reads_the_path_its_gate_opens(shared):
+    nalu = NeuralArithmeticLogicUnit(3, 2, shared_weights=shared)
+    set_exact_nac(nalu.add_nac, torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, -1.0]]))
+    if not shared:
+        set_exact_nac(nalu.mul_nac, torch.tensor([[0.0, 1.0, 1.0], [1.0, 0.0, -1.0]]))
+    with torch.no_grad():
+        # Output 0 gates to the sum (G x > 0 for positive x), output 1 to the product.
+        nalu.gate_weight.copy_(torch.tensor([[5.0, 5.0, 5.0], [-5.0, -5.0, -5.0]]))
+    x0, x1, x2 = (Variable(i) for i in range(3))
+    learned = read_back(nalu, torch.rand(16, 3) + 1)
+    assert learned[0] == weighted_sum({x0: 1, x1: 1})
+    assert learned[1] == power_product({x0: 1, x2: -1})
+    # Neither the gate G nor the path it closes counts toward the sparsity error.
+    if not shared:
+        with torch.no_grad():
+            nalu.add_nac.weight_hat[1] = 0.3  # output 1's closed additive path
+    assert sparsity_error(nalu, torch.rand(16, 3) + 1).tolist() == [0.0, 0.0]
+
+
+def test_stacked_nac_then_nalu_reads_back_the_static_task():
+    problem = StaticArithmeticProblem(in_features=12, operations=("mul",), problem_seed=2)
+    nac = NeuralAccumulator(12, 2)
+    set_exact_nac(nac, problem.subsets.flip(0))  # b first: the order of the sums is free
+    nalu = NeuralArithmeticLogicUnit(2, 1)
+    set_exact_nac(nalu.mul_nac, torch.ones(1, 2))
+    with torch.no_grad():
+        nalu.gate_weight.fill_(-SATURATED)
+    network = nn.Sequential(nac, nalu)
+    x = problem.sample_inputs(64, (1.0, 2.0), torch.Generator().manual_seed(0))
+    assert read_back(network, x) == problem.exact_formulas()
+    torch.testing.assert_close(network(x).detach(), problem.targets(x), rtol=1e-4, atol=0)
+    with torch.no_grad():
+        nac.weight_hat[0, 0] = 0.1  # tanh(0.1) ≈ 0.0997: an earlier layer's error counts
+    assert sparsity_error(network, x).item() == pytest.approx(math.tanh(0.1), rel=1e-5)
+
+
+def test_networks_without_a_reader_read_back_nothing():
+    assert read_back(nn.Linear(3, 2), torch.ones(1, 3)) is None
+    assert sparsity_error(nn.Sequential(nn.Linear(3, 2), nn.ReLU()), torch.ones(1, 3)) is None
+
+
+def test_static_problem_sums_overlapping_subsets():
+    problem = StaticArithmeticProblem(in_features=100, operations=("add", "square", "sqrt"))
+    a, b = problem.subsets
+    assert a.sum() == b.sum() == 25 and (a * b).sum() == 12
+    x = problem.sample_inputs(5, (1.0, 2.0), torch.Generator().manual_seed(0))
+    sa, sb = x @ a, x @ b
+    expected = torch.stack([sa + sb, sa * sa, sa.sqrt()], dim=1)
+    assert problem.targets(x) == pytest.approx(expected)
+    assert problem.formulas()[2:] == ["y0 = a + b", "y1 = a²", "y2 = √a"]
+    assert str(problem.exact_formulas()[1]).endswith(")^2")
+
+
+def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_path):
+    datamodule = ArithmeticDataModule(
+        in_features=6,
+        out_features=4,
+        operations=("add", "sub"),
+        problem_seed=1,
+        train_size=64,
+        interp_size=64,
+        extrap_size=64,
+        batch_size=16,
+    )
+    module = ArithmeticModule(
+        network={"_target_": "nalu.units.NeuralAccumulator", "in_features": 6, "out_features": 4},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0},
+        output_operations=datamodule.problem.output_operations,
+        success_threshold=datamodule.success_threshold(),
+    )
+    exact = exact_nac_for(datamodule.problem)
+    module.network.load_state_dict(exact.state_dict())
+    trainer = L.Trainer(
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
+    trainer.fit(module, datamodule=datamodule)
+    # Exact from the start: solved at the first validation, after one epoch of 4 batches.
+    assert module.solved_at_step.tolist() == [4, 4, 4, 4]
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    metrics = trainer.callback_metrics
+    assert metrics["solved_at_step"].item() == 4
+    assert metrics["extrap/solved_fraction"].item() == 1.0
+
+
+@pytest.mark.slow
+def test_static_experiment_trains_a_stack_and_reads_it_back(tmp_path):
+    overrides = [
+        "experiment=static_arithmetic",
+        "data.in_features=12",
+        "data.operations=[add,mul]",
+        "data.train_size=64",
+        "data.interp_size=64",
+        "data.extrap_size=64",
+        "trainer.max_epochs=2",
+        "trainer.enable_progress_bar=false",
+    ]
+    cfg = compose_config(overrides, tmp_path)
+    assert cfg.data.out_features == 2
+    assert [list(cfg.data.train_range), list(cfg.data.extrap_range)] == [[1.0, 2.0], [2.0, 6.0]]
+    metrics = train(cfg)
+    assert {"extrap/solved_fraction_mul", "recovered_fraction_add", "sparsity_error"} <= set(
+        metrics
+    )
+    recorded = json.loads((tmp_path / "metrics.json").read_text())
+    assert recorded["labels"]["problem"] == "static_arithmetic"
+    assert [f["output"] for f in recorded["formulas"]] == [0, 1]
+
+
+def test_static_outputs_must_match_the_operations():
+    with pytest.raises(InvalidArgument, match="out_features=3: must equal the number"):
+        StaticArithmeticDataModule(in_features=12, out_features=3, operations=["add", "sub"])
