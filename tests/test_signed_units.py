@@ -280,7 +280,7 @@ def test_no_unit_is_inf_or_nan_at_init_on_the_articles_problem_with_division(mod
 
 
 def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
-    for model in ("nau", "nmu", "nau_nmu", "nau_nmu_gated"):
+    for model in ("nau", "nmu", "nau_nmu", "nau_nmu_gated", "nalu_signed"):
         cfg = compose_config([f"model={model}"], tmp_path)
         schedule = RegularizerSchedule(**cfg.model.regularizer)
         # The article's 250 epochs × 32 batches = 8000 steps: the ramp spans 30%–70% of them.
@@ -302,3 +302,14 @@ def test_a_bad_regularizer_schedule_names_the_field(tiny_overrides, tmp_path):
     overrides = ["model=nmu", "model.regularizer.start=10", "model.regularizer.end=5"]
     with pytest.raises(ConfigError, match=r"^model\.regularizer\.start=10: must satisfy"):
         train(compose_config([*tiny_overrides, *overrides], tmp_path))
+
+
+def test_signed_nalu_regularizer_pushes_latent_weights_past_the_saturation_threshold():
+    unit = SignedNeuralArithmeticLogicUnit(2, 1, input_independent_gate=True, saturation=20.0)
+    with torch.no_grad():
+        for parameter in unit.parameters():
+            parameter.fill_(30.0)  # all saturated: no penalty
+        assert unit.regularization().item() == 0.0
+        unit.gate_weight.fill_(-5.0)  # 1 of 9 latent values at |θ| = 5: (20 − 5) / 20 / 9
+        unit.add_nac.weight_hat[0, 0] = 0.0  # and 1 at 0: 20 / 20 / 9
+    assert unit.regularization().item() == pytest.approx((0.75 + 1.0) / 9)

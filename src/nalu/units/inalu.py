@@ -16,6 +16,8 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
     with |W_m,ij| = 1 contributes its sign, one with W_m,ij = 0 contributes 1.
     ``input_independent_gate=True`` learns one gate per output, g = σ(ĝ), instead of σ(G x):
     each output of a static problem does one operation whatever the input.
+    ``regularization()`` is iNALU's R = mean(max(t − |θ|, 0)) / t over the latent NAC weights
+    and the gate: it pushes each past ±t, where tanh·σ and the gate saturate to -1, 0 or 1.
     """
 
     def __init__(
@@ -25,6 +27,7 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         input_independent_gate: bool = False,
         max_log: float = 20.0,
         eps: float = 1e-7,
+        saturation: float = 20.0,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -32,6 +35,7 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         self.input_independent_gate = input_independent_gate
         self.max_log = max_log
         self.eps = eps
+        self.saturation = saturation
         self.add_nac = NeuralAccumulator(in_features, out_features)
         self.mul_nac = NeuralAccumulator(in_features, out_features)
         gate_shape = (out_features,) if input_independent_gate else (out_features, in_features)
@@ -63,6 +67,12 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         gate = self._gate(x)
         return gate * additive + (1 - gate) * magnitude * mixed_sign
 
+    def regularization(self) -> Tensor:
+        # Schlör et al. 2020, sec. 3 (regularisation): max(min(−θ, θ) + t, 0) / t, i.e. 0 once
+        # |θ| >= t, averaged over every latent weight.
+        latent = torch.cat([parameter.flatten() for parameter in self.parameters()])
+        return (self.saturation - latent.abs()).clamp_min(0).mean() / self.saturation
+
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name; a per-output gate as a column."""
         gate = self.gate_weight.unsqueeze(1) if self.input_independent_gate else self.gate_weight
@@ -72,5 +82,5 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"input_independent_gate={self.input_independent_gate}, max_log={self.max_log}, "
-            f"eps={self.eps}"
+            f"eps={self.eps}, saturation={self.saturation}"
         )
