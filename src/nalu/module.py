@@ -12,6 +12,7 @@ from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS
 from nalu.metrics import OperationMSE, group_by_operation
+from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
 
 
 class ArithmeticModule(L.LightningModule):
@@ -23,6 +24,10 @@ class ArithmeticModule(L.LightningModule):
     operation, which groups the per-operation metrics; ``success_threshold`` (per output) judges
     extrapolation as solved. The MSE at initialisation, for the normalised error, is measured
     once when fitting starts.
+
+    A ``regularizer: {scale, start, end}`` entry in the network config is not the network's: it
+    is the ``RegularizerSchedule`` that weights the units' ``regularization()`` terms in the
+    loss. Units with ``clamp_parameters()`` are clamped after every optimizer step.
     """
 
     def __init__(
@@ -34,6 +39,8 @@ class ArithmeticModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        network = dict(network)
+        self.regularizer = RegularizerSchedule(**(network.pop("regularizer", None) or {}))
         self.network: nn.Module = instantiate(network)
         self.metrics = nn.ModuleDict(
             {
@@ -56,7 +63,17 @@ class ArithmeticModule(L.LightningModule):
         loss = F.mse_loss(self.network(x), y)
         # sync_dist: under DDP the epoch's loss is averaged over every process's shard.
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
-        return loss
+        regularization = network_regularization(self.network)
+        if regularization is None:
+            return loss
+        scale = self.regularizer(self.global_step)
+        self.log("train/regularization", regularization, on_step=False, on_epoch=True)
+        self.log("train/regularizer_scale", scale, on_step=False, on_epoch=True)
+        return loss + scale * regularization
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
+        clamp_network_parameters(self.network)
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch

@@ -1,6 +1,19 @@
 """Arithmetic units: plain ``torch.nn.Module`` layers with ``nn.Linear``-like signatures."""
 
+from nalu.units.gated import GatedAdditionMultiplicationUnit
+from nalu.units.inalu import SignedNeuralArithmeticLogicUnit
 from nalu.units.nac import NeuralAccumulator
 from nalu.units.nalu import NeuralArithmeticLogicUnit
+from nalu.units.nau import NeuralAdditionUnit
+from nalu.units.nmu import NeuralMultiplicationUnit
+from nalu.units.npu import NeuralPowerUnit
 
-__all__ = ["NeuralAccumulator", "NeuralArithmeticLogicUnit"]
+__all__ = [
+    "GatedAdditionMultiplicationUnit",
+    "NeuralAccumulator",
+    "NeuralAdditionUnit",
+    "NeuralArithmeticLogicUnit",
+    "NeuralMultiplicationUnit",
+    "NeuralPowerUnit",
+    "SignedNeuralArithmeticLogicUnit",
+]

@@ -1,0 +1,50 @@
+"""The ramped weight of the units' regularisation terms in the training loss."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from nalu.errors import InvalidArgument
+
+
+@dataclass(frozen=True)
+class RegularizerSchedule:
+    """λ(step) = 0 before ``start``, ``scale`` from ``end`` on, linear in between.
+
+    Madsen & Johansen (2020), their λ_sparse = λ̂·max(min((t − start)/(end − start), 1), 0): the
+    penalty toward {-1, 0, 1} comes in only after the weights have had time to find the inputs,
+    since pulling them to the nearest of -1, 0, 1 from the start locks in the init.
+    Steps are optimizer steps (``global_step``); ``scale=0`` turns the regulariser off.
+    """
+
+    scale: float = 0.0
+    start: int = 0
+    end: int = 0
+
+    def __post_init__(self) -> None:
+        if self.scale < 0:
+            raise InvalidArgument("regularizer.scale", self.scale, "must be >= 0")
+        if not 0 <= self.start <= self.end:
+            allowed = f"must satisfy 0 <= start <= end (start={self.start}, end={self.end})"
+            raise InvalidArgument("regularizer.start", self.start, allowed)
+
+    def __call__(self, step: int) -> float:
+        if step >= self.end:
+            return self.scale
+        if step <= self.start:
+            return 0.0
+        return self.scale * (step - self.start) / (self.end - self.start)
+
+
+def network_regularization(network: nn.Module) -> Tensor | None:
+    """Σ of ``regularization()`` over every module that has one; None if none has."""
+    terms = [m.regularization() for m in network.modules() if hasattr(m, "regularization")]
+    return torch.stack(terms).sum() if terms else None
+
+
+def clamp_network_parameters(network: nn.Module) -> None:
+    """Call ``clamp_parameters()`` on every module that has one (NAU, NMU: after each step)."""
+    for module in network.modules():
+        if hasattr(module, "clamp_parameters"):
+            module.clamp_parameters()

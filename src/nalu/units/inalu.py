@@ -1,0 +1,86 @@
+"""The sign-corrected NALU (iNALU: Schlör, Ring & Hotho 2020, "iNALU: Improved Neural
+Arithmetic Logic Unit"), the article's "mechanism to adjust the output based on the signs"."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nalu.units.nac import NeuralAccumulator
+
+
+class SignedNeuralArithmeticLogicUnit(nn.Module):
+    """y = g ⊙ a + (1 − g) ⊙ m ⊙ msv with independent NACs for a and m (Schlör et al. 2020).
+
+    a = W_a x; m = exp(min(W_m log(max(|x|, ε)), ω)), clipped at ω so that exp cannot overflow;
+    msv_j = Π_i (sign(x_i)·|W_m,ij| + 1 − |W_m,ij|) restores the sign that |x| dropped: an input
+    with |W_m,ij| = 1 contributes its sign, one with W_m,ij = 0 contributes 1.
+    ``input_independent_gate=True`` learns one gate per output, g = σ(ĝ), instead of σ(G x):
+    each output of a static problem does one operation whatever the input.
+    ``regularization()`` is iNALU's R = mean(max(t − |θ|, 0)) / t over the latent NAC weights
+    and the gate: it pushes each past ±t, where tanh·σ and the gate saturate to -1, 0 or 1.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        input_independent_gate: bool = False,
+        max_log: float = 20.0,
+        eps: float = 1e-7,
+        saturation: float = 20.0,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.input_independent_gate = input_independent_gate
+        self.max_log = max_log
+        self.eps = eps
+        self.saturation = saturation
+        self.add_nac = NeuralAccumulator(in_features, out_features)
+        self.mul_nac = NeuralAccumulator(in_features, out_features)
+        gate_shape = (out_features,) if input_independent_gate else (out_features, in_features)
+        self.gate_weight = nn.Parameter(torch.empty(gate_shape))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        self.add_nac.reset_parameters()
+        self.mul_nac.reset_parameters()
+        if self.input_independent_gate:
+            nn.init.zeros_(self.gate_weight)  # g = 0.5: no preference between the paths at first
+        else:
+            nn.init.xavier_uniform_(self.gate_weight)
+
+    def _gate(self, x: Tensor) -> Tensor:
+        if self.input_independent_gate:
+            return torch.sigmoid(self.gate_weight)
+        return torch.sigmoid(F.linear(x, self.gate_weight))
+
+    def forward(self, x: Tensor) -> Tensor:
+        additive = self.add_nac(x)
+        # Schlör et al. 2020, eqs. for m (log-space NAC clipped at ω) and the mixed sign vector.
+        log_magnitude = self.mul_nac(torch.log(x.abs().clamp_min(self.eps)))
+        magnitude = torch.exp(log_magnitude.clamp(max=self.max_log))
+        mul_weight = self.mul_nac.weight.abs()
+        sign_factors = torch.sign(x).unsqueeze(-2) * mul_weight + (1 - mul_weight)
+        # Every factor lies in [-1, 1], so the plain product cannot overflow.
+        mixed_sign = sign_factors.prod(dim=-1)
+        gate = self._gate(x)
+        return gate * additive + (1 - gate) * magnitude * mixed_sign
+
+    def regularization(self) -> Tensor:
+        # Schlör et al. 2020, sec. 3 (regularisation): max(min(−θ, θ) + t, 0) / t, i.e. 0 once
+        # |θ| >= t, averaged over every latent weight.
+        latent = torch.cat([parameter.flatten() for parameter in self.parameters()])
+        return (self.saturation - latent.abs()).clamp_min(0).mean() / self.saturation
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The matrices that define the arithmetic, by name; a per-output gate as a column."""
+        gate = self.gate_weight.unsqueeze(1) if self.input_independent_gate else self.gate_weight
+        return {"W_add": self.add_nac.weight, "W_mul": self.mul_nac.weight, "G": gate}
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"input_independent_gate={self.input_independent_gate}, max_log={self.max_log}, "
+            f"eps={self.eps}, saturation={self.saturation}"
+        )

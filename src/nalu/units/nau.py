@@ -1,0 +1,49 @@
+"""The Neural Addition Unit (Madsen & Johansen 2020, "Neural Arithmetic Units")."""
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sparsity_penalty(weight: Tensor) -> Tensor:
+    """R = mean(min(|W|, 1 − |W|)) (Madsen & Johansen 2020, R_sparse), 0 only at W ∈ {-1, 0, 1}."""
+    magnitude = weight.abs()
+    return torch.minimum(magnitude, 1 - magnitude).mean()
+
+
+class NeuralAdditionUnit(nn.Module):
+    """z = W x with W clamped to [-1, 1] after each optimizer step (Madsen & Johansen 2020, NAU_j).
+
+    Unlike the NAC's tanh·σ weight, the plain weight reaches ±1 exactly, so a learned sum is
+    exact; ``regularization()`` pulls W toward {-1, 0, 1} and ``clamp_parameters()`` keeps it in
+    range (the training module calls both).
+    """
+
+    def __init__(self, in_features: int, out_features: int) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        # The paper's init: E[W] = 0, Var[W] = 2 / (fan_in + fan_out), i.e. Xavier-uniform.
+        nn.init.xavier_uniform_(self.weight)
+        self.clamp_parameters()  # Xavier's bound exceeds 1 when fan_in + fan_out < 6
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight)
+
+    @torch.no_grad()
+    def clamp_parameters(self) -> None:
+        self.weight.clamp_(-1.0, 1.0)
+
+    def regularization(self) -> Tensor:
+        return sparsity_penalty(self.weight)
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The matrices that define the arithmetic, by name, for heatmaps and read-back."""
+        return {"W": self.weight}
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}"

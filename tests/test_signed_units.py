@@ -1,0 +1,315 @@
+import math
+
+import lightning as L
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import compose_config
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.data import DataLoader, TensorDataset
+
+from nalu.errors import ConfigError
+from nalu.module import ArithmeticModule
+from nalu.regularizer import RegularizerSchedule
+from nalu.train import train
+from nalu.units import (
+    GatedAdditionMultiplicationUnit,
+    NeuralAdditionUnit,
+    NeuralArithmeticLogicUnit,
+    NeuralMultiplicationUnit,
+    NeuralPowerUnit,
+    SignedNeuralArithmeticLogicUnit,
+)
+from nalu.units.nau import sparsity_penalty
+
+# The article's example: output x0·x1 of x = (1.5, −2, 2.5) is −3.
+ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
+ATANH_HALF = math.atanh(0.5)
+SIGNED_MODELS = ["nau", "nmu", "nau_nmu", "nau_nmu_gated", "nalu_signed", "npu", "realnpu"]
+
+
+def set_(parameter: torch.nn.Parameter, values) -> None:
+    with torch.no_grad():
+        parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
+
+
+def test_nau_is_w_x():
+    nau = NeuralAdditionUnit(3, 1)
+    set_(nau.weight, [[1.0, -1.0, 0.5]])
+    # 1.5 + 2 + 1.25 = 4.75.
+    assert nau(ARTICLE_X).item() == pytest.approx(4.75)
+
+
+@pytest.mark.parametrize(
+    ("weight", "expected"),
+    [
+        ([1.0, 1.0, 0.0], -3.0),  # 1.5 · (−2) · 1
+        ([0.5, 1.0, 0.0], -2.5),  # (0.5·1.5 + 0.5) · (−2) = 1.25 · (−2)
+        ([0.0, 0.0, 0.0], 1.0),  # the empty product
+        ([1.0, 1.0, 1.0], -7.5),  # 1.5 · (−2) · 2.5
+    ],
+)
+def test_nmu_multiplies_with_signs(weight, expected):
+    nmu = NeuralMultiplicationUnit(3, 1)
+    set_(nmu.weight, [weight])
+    assert nmu(ARTICLE_X).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_nmu_zero_factor_gives_zero_and_finite_gradient():
+    nmu = NeuralMultiplicationUnit(2, 1)
+    set_(nmu.weight, [[1.0, 1.0]])
+    x = torch.tensor([[0.0, 3.0]], requires_grad=True)
+    z = nmu(x)
+    z.sum().backward()
+    assert z.item() == 0.0
+    assert torch.isfinite(nmu.weight.grad).all() and torch.isfinite(x.grad).all()
+
+
+def test_nmu_product_of_many_large_inputs_stays_finite():
+    nmu = NeuralMultiplicationUnit(100, 1, max_log_magnitude=20.0)
+    set_(nmu.weight, torch.ones(1, 100))
+    x = torch.full((1, 100), 50.0)  # 50^100 overflows float32; the clip stops at e^20
+    assert nmu(x).item() == pytest.approx(math.exp(20.0), rel=1e-5)
+    x[0, 0] = -50.0
+    assert nmu(x).item() == pytest.approx(-math.exp(20.0), rel=1e-5)
+
+
+def test_nmu_rejects_an_init_range_outside_zero_one():
+    with pytest.raises(ValueError, match=r"init_range=\[0.5, 2.0\]: must be"):
+        NeuralMultiplicationUnit(3, 1, init_range=(0.5, 2.0))
+
+
+def test_nalu_drops_the_sign_that_the_sign_aware_units_keep():
+    nalu = NeuralArithmeticLogicUnit(3, 1)
+    set_(nalu.mul_nac.weight_hat, [[20.0, 20.0, 0.0]])
+    set_(nalu.mul_nac.gate_hat, [[20.0, 20.0, -20.0]])
+    set_(nalu.gate_weight, torch.full((1, 3), -1e3))  # the multiplicative path alone
+    assert nalu(ARTICLE_X).item() == pytest.approx(3.0, rel=1e-5)
+
+
+def make_signed_nalu(input_independent_gate: bool) -> SignedNeuralArithmeticLogicUnit:
+    unit = SignedNeuralArithmeticLogicUnit(3, 1, input_independent_gate, eps=1e-7)
+    # Additive W_a = (1, 1, 0); multiplicative W_m = (1, 0.25, 0): tanh(atanh ½)·σ(0) = 0.25.
+    set_(unit.add_nac.weight_hat, [[20.0, 20.0, 0.0]])
+    set_(unit.add_nac.gate_hat, [[20.0, 20.0, -20.0]])
+    set_(unit.mul_nac.weight_hat, [[20.0, ATANH_HALF, 0.0]])
+    set_(unit.mul_nac.gate_hat, [[20.0, 0.0, -20.0]])
+    return unit
+
+
+def test_signed_nalu_learns_the_articles_negative_product():
+    unit = make_signed_nalu(input_independent_gate=True)
+    set_(unit.mul_nac.weight_hat, [[20.0, 20.0, 0.0]])
+    set_(unit.mul_nac.gate_hat, [[20.0, 20.0, -20.0]])
+    set_(unit.gate_weight, [-1e3])  # g = 0: the multiplicative path alone
+    # m = exp(log 1.5 + log 2) = 3, msv = (1)·(−1·1 + 0)·(1) = −1.
+    assert unit(ARTICLE_X).item() == pytest.approx(-3.0, rel=1e-5)
+
+
+@pytest.mark.parametrize("input_independent_gate", [True, False])
+def test_signed_nalu_matches_hand_computed_value(input_independent_gate):
+    unit = make_signed_nalu(input_independent_gate)
+    if input_independent_gate:
+        set_(unit.gate_weight, [math.log(3.0)])  # g = σ(ln 3) = 0.75
+    else:
+        set_(unit.gate_weight, [[math.log(3.0) / 1.5, 0.0, 0.0]])  # G x = ln 3 -> g = 0.75
+    # a = 1.5 − 2 = −0.5; m = 1.5 · 2^0.25 = 1.783811; msv = 1 · (−0.25 + 0.75) · 1 = 0.5.
+    # y = 0.75 · (−0.5) + 0.25 · 1.783811 · 0.5 = −0.152024.
+    assert unit(ARTICLE_X).item() == pytest.approx(-0.152024, rel=1e-5)
+
+
+def test_signed_nalu_clips_the_log_path_at_omega():
+    unit = SignedNeuralArithmeticLogicUnit(2, 1, input_independent_gate=True, max_log=20.0)
+    set_(unit.mul_nac.weight_hat, [[20.0, 20.0]])
+    set_(unit.mul_nac.gate_hat, [[20.0, 20.0]])
+    set_(unit.gate_weight, [-1e3])
+    # log(1e6 · 1e6) = 27.6 > ω = 20: the output is e^20, not 1e12.
+    assert unit(torch.tensor([[1e6, 1e6]])).item() == pytest.approx(math.exp(20.0), rel=1e-5)
+
+
+def make_npu(complex_weight: bool, weight, gate, weight_imag=None) -> NeuralPowerUnit:
+    npu = NeuralPowerUnit(len(gate), 1, complex_weight=complex_weight, eps=0.0)
+    set_(npu.weight, [weight])
+    set_(npu.gate, gate)
+    if weight_imag is not None:
+        set_(npu.weight_imag, [weight_imag])
+    return npu
+
+
+@pytest.mark.parametrize("complex_weight", [False, True])
+@pytest.mark.parametrize(
+    ("weight", "gate", "expected"),
+    [
+        ([1.0, 1.0, 0.0], [1.0, 1.0, 1.0], -3.0),  # exp(log 3) · cos(π)
+        ([1.0, -1.0, 0.0], [1.0, 1.0, 1.0], -0.75),  # 1.5 / (−2)
+        ([0.0, 1.0, 1.0], [1.0, 1.0, 1.0], -5.0),  # (−2) · 2.5
+        # Gate ½ on x1: r1 = ½·2 + ½ = 1.5, k1 = π/2; exp(3 log 1.5) · cos(2 · π/2) = −3.375.
+        ([1.0, 2.0, 0.0], [1.0, 0.5, 0.0], -3.375),
+        # Gate 0 on x1: x1 drops out whatever its weight.
+        ([1.0, 7.0, 0.0], [1.0, 0.0, 1.0], 1.5),
+    ],
+)
+def test_npu_with_real_weights_matches_hand_computed_values(complex_weight, weight, gate, expected):
+    npu = make_npu(complex_weight, weight, gate)
+    assert npu(ARTICLE_X).item() == pytest.approx(expected, rel=1e-5, abs=1e-6)
+
+
+def test_npu_imaginary_weight_matches_hand_computed_value():
+    npu = make_npu(True, [1.0, 1.0, 0.0], [1.0, 1.0, 1.0], weight_imag=[0.0, 0.1, 0.0])
+    # exp(log 3 − 0.1π) · cos(0.1 log 2 + π) = 3 · 0.730403 · (−0.997599) = −2.185948.
+    assert npu(ARTICLE_X).item() == pytest.approx(-2.185948, rel=1e-5)
+
+
+def test_npu_is_the_real_part_of_the_complex_power():
+    torch.manual_seed(0)
+    npu = NeuralPowerUnit(4, 3, eps=0.0)
+    set_(npu.gate, torch.ones(4))
+    set_(npu.weight_imag, torch.randn(3, 4) * 0.3)
+    x = torch.tensor([[1.5, -2.0, 2.5, -0.5], [-3.0, 0.7, -1.1, 4.0]], dtype=torch.float64)
+    weight = torch.complex(npu.weight.double(), npu.weight_imag.double()).detach()
+    expected = torch.exp(torch.log(x.to(torch.complex128)) @ weight.T).real
+    assert torch.allclose(npu.double()(x), expected)
+
+
+def test_gated_unit_mixes_the_nau_and_nmu_paths():
+    unit = GatedAdditionMultiplicationUnit(3, 1)
+    set_(unit.nau.weight, [[1.0, 1.0, 0.0]])
+    set_(unit.nmu.weight, [[1.0, 1.0, 0.0]])
+    set_(unit.gate_logit, [math.log(3.0)])  # g = 0.75
+    # 0.75 · (1.5 − 2) + 0.25 · (1.5 · (−2)) = −0.375 − 0.75 = −1.125.
+    assert unit(ARTICLE_X).item() == pytest.approx(-1.125, rel=1e-5)
+    assert set(unit.effective_weights()) == {"W_add", "W_mul", "g"}
+
+
+def test_sparsity_penalty_is_mean_distance_to_the_nearest_of_minus_one_zero_one():
+    # min(|w|, 1 − |w|) = 0, 0.3, 0.2, 0 -> mean 0.125.
+    weight = torch.tensor([[0.0, 0.3, -0.8, 1.0]])
+    assert sparsity_penalty(weight).item() == pytest.approx(0.125)
+    nmu = NeuralMultiplicationUnit(4, 1)
+    set_(nmu.weight, [[0.0, 0.3, 0.8, 1.0]])
+    assert nmu.regularization().item() == pytest.approx(0.125)
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"), [(0, 0.0), (10, 0.0), (12, 0.4), (15, 1.0), (20, 2.0), (1000, 2.0)]
+)
+def test_regularizer_schedule_ramps_linearly_from_start_to_end(step, expected):
+    assert RegularizerSchedule(scale=2.0, start=10, end=20)(step) == pytest.approx(expected)
+
+
+def test_regularizer_schedule_with_start_equal_to_end_is_a_step():
+    schedule = RegularizerSchedule(scale=1.5, start=5, end=5)
+    assert (schedule(4), schedule(5)) == (0.0, 1.5)
+    assert RegularizerSchedule()(10**6) == 0.0  # the default is off
+
+
+def test_training_loss_adds_the_scaled_regularization():
+    network = {
+        "_target_": "nalu.units.NeuralMultiplicationUnit",
+        "in_features": 3,
+        "out_features": 1,
+        "regularizer": {"scale": 2.0, "start": 0, "end": 0},
+    }
+    module = ArithmeticModule(network, {"_target_": "torch.optim.SGD", "_partial_": True}, ["mul"])
+    set_(module.network.weight, [[0.3, 0.8, 0.0]])
+    x = ARTICLE_X
+    y = module(x).detach() + 1.0  # MSE exactly 1
+    # R = mean(0.3, 0.2, 0) = 1/6; loss = 1 + 2 · 1/6.
+    with pytest.warns(UserWarning, match="self.log"):
+        loss = module.training_step((x, y), 0)
+    assert loss.item() == pytest.approx(1 + 2 / 6, rel=1e-5)
+
+
+def fit_steps(network: dict, steps: int, lr: float) -> ArithmeticModule:
+    optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": lr}
+    module = ArithmeticModule(network, optimizer, ["mul"])
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(16, 3, generator=generator) * 4 - 2
+    data = DataLoader(TensorDataset(x, 100 * x[:, :1] * x[:, 1:2]), batch_size=8)
+    trainer = L.Trainer(
+        max_steps=steps,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(module, train_dataloaders=data)
+    return module
+
+
+def test_weights_are_clamped_after_every_optimizer_step():
+    # NAU → NMU stacked: the clamp must reach units inside a container.
+    network = {
+        "_target_": "torch.nn.Sequential",
+        "_args_": [
+            {"_target_": "nalu.units.NeuralAdditionUnit", "in_features": 3, "out_features": 2},
+            {
+                "_target_": "nalu.units.NeuralMultiplicationUnit",
+                "in_features": 2,
+                "out_features": 1,
+            },
+        ],
+    }
+    module = fit_steps(network, steps=2, lr=10.0)
+    nau_weight, nmu_weight = module.network[0].weight, module.network[1].weight
+    assert nau_weight.abs().max().item() == 1.0  # the step overshot, the clamp stopped it at 1
+    assert nmu_weight.min().item() >= 0.0 and nmu_weight.max().item() <= 1.0
+    assert ((nmu_weight == 0) | (nmu_weight == 1)).any()
+
+
+@pytest.mark.parametrize("model", SIGNED_MODELS)
+def test_no_unit_is_inf_or_nan_at_init_on_the_articles_problem_with_division(model, tmp_path):
+    overrides = [f"model={model}", "data.operations=[add,sub,mul,div]"]
+    cfg = compose_config([*overrides, "data.min_abs_denominator=1"], tmp_path)
+    datamodule = instantiate(cfg.data)
+    datamodule.setup()
+    network = OmegaConf.to_container(cfg.model, resolve=True)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        module = ArithmeticModule(network, {"_target_": "torch.optim.Adam", "_partial_": True}, [])
+        for split in ("train", "extrap"):
+            x, y = datamodule.datasets[split].inputs, datamodule.datasets[split].targets
+            output = module(x)
+            F.mse_loss(output, y).backward()
+            assert torch.isfinite(output).all(), (seed, split)
+            assert all(torch.isfinite(p.grad).all() for p in module.parameters()), (seed, split)
+            module.zero_grad()
+
+
+def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
+    for model in ("nau", "nmu", "nau_nmu", "nau_nmu_gated", "nalu_signed"):
+        cfg = compose_config([f"model={model}"], tmp_path)
+        schedule = RegularizerSchedule(**cfg.model.regularizer)
+        # The article's 250 epochs × 32 batches = 8000 steps: the ramp spans 30%–70% of them.
+        assert (schedule(2400), schedule(4000), schedule(5600)) == (0.0, 0.5, 1.0)
+
+
+def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
+    overrides = ["model=nmu", "model.regularizer.start=0", "model.regularizer.end=4"]
+    train(compose_config([*tiny_overrides, *overrides], tmp_path))
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    scales = [event.value for event in events.Scalars("train/regularizer_scale")]
+    # TINY: 4 steps per epoch. Epoch 0: λ = 0, ¼, ½, ¾ (mean 0.375); epoch 1: λ = 1 throughout.
+    assert scales == pytest.approx([0.375, 1.0])
+    assert len(events.Scalars("train/regularization")) == 2
+
+
+def test_a_bad_regularizer_schedule_names_the_field(tiny_overrides, tmp_path):
+    overrides = ["model=nmu", "model.regularizer.start=10", "model.regularizer.end=5"]
+    with pytest.raises(ConfigError, match=r"^model\.regularizer\.start=10: must satisfy"):
+        train(compose_config([*tiny_overrides, *overrides], tmp_path))
+
+
+def test_signed_nalu_regularizer_pushes_latent_weights_past_the_saturation_threshold():
+    unit = SignedNeuralArithmeticLogicUnit(2, 1, input_independent_gate=True, saturation=20.0)
+    with torch.no_grad():
+        for parameter in unit.parameters():
+            parameter.fill_(30.0)  # all saturated: no penalty
+        assert unit.regularization().item() == 0.0
+        unit.gate_weight.fill_(-5.0)  # 1 of 9 latent values at |θ| = 5: (20 − 5) / 20 / 9
+        unit.add_nac.weight_hat[0, 0] = 0.0  # and 1 at 0: 20 / 20 / 9
+    assert unit.regularization().item() == pytest.approx((0.75 + 1.0) / 9)
