@@ -268,3 +268,30 @@ def test_static_experiment_trains_a_stack_and_reads_it_back(tmp_path):
 def test_static_outputs_must_match_the_operations():
     with pytest.raises(InvalidArgument, match="out_features=3: must equal the number"):
         StaticArithmeticDataModule(in_features=12, out_features=3, operations=["add", "sub"])
+
+
+def test_nau_nmu_and_gated_units_read_back_as_sums_and_products():
+    from nalu.formula import Variable, power_product, weighted_sum
+    from nalu.readback import read_back
+    from nalu.units import (
+        GatedAdditionMultiplicationUnit,
+        NeuralAdditionUnit,
+        NeuralMultiplicationUnit,
+    )
+
+    x0, x1, x2 = Variable(0), Variable(1), Variable(2)
+    inputs = torch.rand(8, 3) + 1
+    nau, nmu = NeuralAdditionUnit(3, 1), NeuralMultiplicationUnit(3, 1)
+    gated = GatedAdditionMultiplicationUnit(3, 2)
+    with torch.no_grad():
+        nau.weight.copy_(torch.tensor([[0.98, -1.0, 0.02]]))
+        nmu.weight.copy_(torch.tensor([[0.97, 0.0, 1.0]]))
+        gated.nau.weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
+        gated.nmu.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]))
+        gated.gate_logit.copy_(torch.tensor([10.0, -10.0]))  # output 0 adds, output 1 multiplies
+    assert read_back(nau, inputs) == [weighted_sum({x0: 1, x1: -1})]
+    assert read_back(nmu, inputs) == [power_product({x0: 1, x2: 1})]
+    assert read_back(gated, inputs) == [
+        weighted_sum({x0: 1, x1: 1}),
+        power_product({x0: 1, x2: 1}),
+    ]

@@ -13,7 +13,13 @@ import torch
 from torch import Tensor, nn
 
 from nalu.formula import Formula, Variable, power_product, weighted_sum
-from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+from nalu.units import (
+    GatedAdditionMultiplicationUnit,
+    NeuralAccumulator,
+    NeuralAdditionUnit,
+    NeuralArithmeticLogicUnit,
+    NeuralMultiplicationUnit,
+)
 
 
 @dataclass(frozen=True)
@@ -90,6 +96,46 @@ register_reader(
     UnitReader(
         weights=_nalu_weights,
         read=_read_nalu,
+    ),
+)
+
+
+register_reader(
+    NeuralAdditionUnit,
+    UnitReader(
+        weights=lambda unit, x: [unit.weight],
+        read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
+    ),
+)
+# NMU (Madsen & Johansen 2020, eq. 4): with W in {0, 1}, Π_i (W_i x_i + 1 − W_i) = Π_{W_i=1} x_i.
+register_reader(
+    NeuralMultiplicationUnit,
+    UnitReader(
+        weights=lambda unit, x: [unit.weight],
+        read=lambda unit, inputs, x: rounded_product(unit.weight, inputs),
+    ),
+)
+
+
+def _gated_additive(unit: nn.Module) -> Tensor:
+    """``[out]`` bool: outputs whose gate σ(ĝ) chooses the NAU path."""
+    return unit.gate.detach() >= 0.5
+
+
+def _read_gated(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
+    sums = rounded_sum(unit.nau.weight, inputs)
+    products = rounded_product(unit.nmu.weight, inputs)
+    additive = _gated_additive(unit).tolist()
+    return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
+
+
+register_reader(
+    GatedAdditionMultiplicationUnit,
+    UnitReader(
+        weights=lambda unit, x: [
+            torch.where(_gated_additive(unit)[:, None], unit.nau.weight, unit.nmu.weight)
+        ],
+        read=_read_gated,
     ),
 )
 
