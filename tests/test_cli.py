@@ -4,7 +4,7 @@ import pytest
 from conftest import TINY, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nalu.report import load_runs, median_table
+from nalu.report import group_runs, load_runs, median_table
 
 
 @pytest.mark.slow
@@ -33,5 +33,5 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
         ("nalu", 0),
         ("nalu", 1),
     ]
-    table = median_table(runs)
-    assert "| nac | 2 |" in table and "| nalu | 2 |" in table
+    table = median_table(group_runs(runs, ["model"]), ["model"])
+    assert "| nac | 2 | 0 |" in table and "| nalu | 2 | 0 |" in table

@@ -12,7 +12,7 @@ BAD_CONFIGS = [
     (
         ["model=foo"],
         "model=foo: unknown model; choose one of "
-        "['article_vanilla', 'mlp', 'nac', 'nalu', 'nalu_shared']",
+        f"{sorted(path.stem for path in (CONFIG_DIR / 'model').glob('*.yaml'))}",
     ),
     (
         ["optimizer=adamw"],

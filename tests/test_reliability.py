@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
 from nalu.errors import ConfigError, Diverged
 from nalu.module import ArithmeticModule
-from nalu.report import load_runs, median_table
+from nalu.report import group_runs, load_runs, median_table
 from nalu.train import EXIT_DIVERGED, check_checkpoint, train
 
 
@@ -95,7 +95,7 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
         "diverged",
         "finished",
     ]
-    assert "| mlp | 3 | 1 |" in median_table(runs)
+    assert "| mlp | 3 | 1 |" in median_table(group_runs(runs, ["model"]), ["model"])
     report = subprocess.run(
         [sys.executable, "-m", "nalu.report", str(sweep_dir)], capture_output=True, text=True
     )

@@ -4,7 +4,14 @@ import json
 import pytest
 from conftest import TINY, compose_config
 
-from nalu.report import load_runs, main, median_table, summary_rows, wilson_interval
+from nalu.report import (
+    group_runs,
+    load_runs,
+    main,
+    median_table,
+    summary_rows,
+    wilson_interval,
+)
 from nalu.train import train
 
 
@@ -18,7 +25,7 @@ def test_table_gives_the_median_over_seeds_per_model(tmp_path):
     for seed, mse in enumerate([1.0, 5.0, 3.0]):
         write_run(tmp_path / f"nac{seed}", "nac", seed, {"extrap/mse": mse, "extrap/mse_add": mse})
     write_run(tmp_path / "mlp0", "mlp", 0, {"extrap/mse": 7.0})
-    table = median_table(load_runs([tmp_path]))
+    table = median_table(group_runs(load_runs([tmp_path]), ["model"]), ["model"])
     lines = table.splitlines()
     assert (
         lines[0]

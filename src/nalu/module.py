@@ -84,6 +84,8 @@ class ArithmeticModule(L.LightningModule):
 
         A resumed run has it from its checkpoint, so its normalised error keeps the same base.
         """
+        if self.trainer.datamodule is None:
+            return  # dataloaders passed to fit() directly: no evaluation sets to measure on
         loaders = self.trainer.datamodule.val_dataloader()
         with torch.no_grad():
             for split, loader in zip(EVALUATION_SPLITS, loaders, strict=True):

@@ -24,6 +24,8 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from nalu.results import write_text_atomic
+
 HEADLINE_METRICS = ("train/loss", "interp/mse", "extrap/mse")
 # Two-sided 95%: the standard normal's 0.975 quantile.
 Z_95 = 1.959963984540054
@@ -47,21 +49,19 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
     return runs
 
 
-def median_table(runs: list[dict[str, Any]], group_by: str = "model") -> str:
-    """A Markdown table: per ``group_by`` label, the median over runs of each final metric.
+def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]) -> str:
+    """A Markdown table: per group of runs, the median of each final metric.
 
     ``runs`` counts every run, ``diverged`` those stopped by a non-finite loss or parameter;
     the medians are over the runs that finished.
     """
+    runs = [run for members in groups.values() for run in members]
     per_op = sorted(
         {name for run in runs for name in run["metrics"] if name.startswith("extrap/mse_")}
     )
     columns = [*HEADLINE_METRICS, *per_op]
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for run in runs:
-        groups.setdefault(str(run["labels"].get(group_by)), []).append(run)
     lines = [
-        f"| {group_by} | runs | diverged | " + " | ".join(columns) + " |",
+        f"| {' / '.join(group_by)} | runs | diverged | " + " | ".join(columns) + " |",
         "|---|---:|---:|" + "---:|" * len(columns),
     ]
     for name, group in groups.items():
@@ -337,12 +337,14 @@ def write_report(
             "truth for every output. Solved at step: median step by which every output was "
             "solved, over the runs that solved them all.",
             markdown_table(rows, group_by),
+            "Final metrics, median over the runs that finished:",
+            median_table(group_runs(runs, group_by), group_by),
             "![Loss curves: median over seeds, interquartile band](curves.png)",
             "![Success rates with 95% Wilson intervals](success.png)",
         ]
     )
     report = out / "report.md"
-    report.write_text(text + "\n", encoding="utf-8")
+    write_text_atomic(report, text + "\n")
     # The same table and figures in TensorBoard, as one more run beside the sweep's jobs.
     with SummaryWriter(str(out / "report_tensorboard")) as writer:
         writer.add_text("report/table", markdown_table(rows, group_by))
@@ -363,7 +365,10 @@ def main(argv: list[str] | None = None) -> None:
         report, rows = write_report(args.paths, args.group_by.split(","))
     except ReportError as error:
         sys.exit(f"error: {error}")
-    print(markdown_table(rows, args.group_by.split(",")))
+    group_by = args.group_by.split(",")
+    print(markdown_table(rows, group_by))
+    print("\nFinal metrics, median over the runs that finished:\n")
+    print(median_table(group_runs(load_runs(args.paths), group_by), group_by))
     print(f"\nReport: {report} (with report.csv, curves.png, success.png)")
 
 
