@@ -84,13 +84,13 @@ def _nalu_weights(unit: nn.Module, x: Tensor) -> list[Tensor]:
     return [torch.where(_nalu_additive(unit, x)[:, None], *_nalu_paths(unit))]
 
 
-register_reader(
-    NeuralAccumulator,
-    UnitReader(
-        weights=lambda unit, x: [unit.weight],
-        read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
-    ),
+# A unit whose output is W x: NAC (Trask et al. 2018, eq. 1) and NAU (Madsen & Johansen 2020).
+LINEAR_READER = UnitReader(
+    weights=lambda unit, x: [unit.weight],
+    read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
 )
+register_reader(NeuralAccumulator, LINEAR_READER)
+register_reader(NeuralAdditionUnit, LINEAR_READER)
 register_reader(
     NeuralArithmeticLogicUnit,
     UnitReader(
@@ -100,13 +100,6 @@ register_reader(
 )
 
 
-register_reader(
-    NeuralAdditionUnit,
-    UnitReader(
-        weights=lambda unit, x: [unit.weight],
-        read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
-    ),
-)
 # NMU (Madsen & Johansen 2020, eq. 4): with W in {0, 1}, Π_i (W_i x_i + 1 − W_i) = Π_{W_i=1} x_i.
 register_reader(
     NeuralMultiplicationUnit,
