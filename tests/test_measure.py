@@ -296,3 +296,22 @@ def test_nau_nmu_and_gated_units_read_back_as_sums_and_products():
         weighted_sum({x0: 1, x1: 1}),
         power_product({x0: 1, x2: 1}),
     ]
+
+
+def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
+    from nalu.formula import Magnitude, Variable, power_product
+    from nalu.readback import read_back
+    from nalu.units import NeuralArithmeticLogicUnit
+
+    nalu = NeuralArithmeticLogicUnit(3, 1, shared_weights=True)
+    with torch.no_grad():
+        nalu.add_nac.weight_hat.copy_(torch.tensor([[20.0, 20.0, 0.0]]))
+        nalu.add_nac.gate_hat.copy_(torch.tensor([[20.0, 20.0, -20.0]]))
+        nalu.gate_weight.fill_(-1e3 / 3)  # closed on positive inputs: the log path
+    positive = torch.rand(16, 3) + 1
+    signed = positive * torch.tensor([1.0, -1.0, 1.0])
+    x0, x1 = Variable(0), Variable(1)
+    # |1.5| · |−2| = 3 ≠ −3: on signed inputs the log path is a product of magnitudes.
+    assert read_back(nalu, positive) == [power_product({x0: 1, x1: 1})]
+    nalu.gate_weight.data.copy_(torch.tensor([[-1e3, 1e3, -1e3]]))  # closed on `signed` too
+    assert read_back(nalu, signed) == [power_product({x0: 1, Magnitude(x1): 1})]

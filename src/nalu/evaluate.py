@@ -7,6 +7,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -54,7 +55,7 @@ def check_same_problem(
     problem_json = Path(ckpt_path).resolve().parent.parent / "problem.json"
     if problem_json.is_file():
         trained = [out["formula"] for out in json.loads(problem_json.read_text())["outputs"]]
-        same = trained == data.problem.formulas()
+        same = trained == [output["formula"] for output in data.problem.to_dict()["outputs"]]
     else:
         trained = list(module.hparams.output_operations)
         same = trained == data.problem.output_operations
@@ -73,6 +74,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = load_checkpoint(cfg.ckpt_path)
     datamodule: ArithmeticDataModule = checked("data", lambda: instantiate(cfg.data))
     check_same_problem(cfg.ckpt_path, module, datamodule)
+    # Success is judged against the near-perfect model on *these* sets, and the MSE at
+    # initialisation was measured on the training run's sets: no normalised error here.
+    extrapolation = module.metrics["extrap"]
+    extrapolation.success_threshold.copy_(torch.as_tensor(datamodule.success_threshold()))
+    for metric in module.metrics.values():
+        metric.initial_mse.fill_(float("nan"))
     trainer: L.Trainer = checked(
         "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_bar(cfg.trainer))
     )

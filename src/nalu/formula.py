@@ -56,7 +56,17 @@ class Product:
         return " ".join(parts)
 
 
-Formula = Variable | Sum | Product
+@dataclass(frozen=True)
+class Magnitude:
+    """``|e|``: what a NALU's log path multiplies (Trask et al. 2018: log(|x| + ε))."""
+
+    inner: "Formula"
+
+    def __str__(self) -> str:
+        return f"|{self.inner}|"
+
+
+Formula = Variable | Sum | Product | Magnitude
 
 
 def _sort_key(formula: Formula) -> tuple[int, int, str]:

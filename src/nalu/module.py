@@ -51,9 +51,7 @@ class ArithmeticModule(L.LightningModule):
             }
         )
         # First global step at which each output's extrapolation was solved; -1: not yet.
-        self.register_buffer(
-            "solved_at_step", torch.full((len(output_operations),), -1), persistent=False
-        )
+        self.register_buffer("solved_at_step", torch.full((len(output_operations),), -1))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
@@ -94,7 +92,9 @@ class ArithmeticModule(L.LightningModule):
                     continue
                 for x, y in loader:
                     metric.update(self.network(x.to(self.device)), y.to(self.device))
-                metric.initial_mse.copy_(metric.per_output_mse())
+                # Under DDP each process saw a shard: the baseline is the whole set's.
+                with metric.sync_context():
+                    metric.initial_mse.copy_(metric.per_output_mse())
                 metric.reset()
 
     def _log_evaluation(self) -> None:
@@ -103,7 +103,8 @@ class ArithmeticModule(L.LightningModule):
                 continue
             values = {f"{split}/{name}": value for name, value in metric.compute().items()}
             if split == "extrap" and not self.trainer.sanity_checking:
-                newly_solved = metric.solved() & (self.solved_at_step < 0)
+                with metric.sync_context():
+                    newly_solved = metric.solved() & (self.solved_at_step < 0)
                 self.solved_at_step[newly_solved] = self.global_step
             self.log_dict(values, prog_bar=False, add_dataloader_idx=False)
             metric.reset()

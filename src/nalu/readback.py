@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nalu.formula import Formula, Variable, power_product, weighted_sum
+from nalu.formula import Formula, Magnitude, Variable, power_product, weighted_sum
 from nalu.units import (
     GatedAdditionMultiplicationUnit,
     NeuralAccumulator,
@@ -75,7 +75,10 @@ def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
 def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
     additive_weight, multiplicative_weight = _nalu_paths(unit)
     sums = rounded_sum(additive_weight, inputs)
-    products = rounded_product(multiplicative_weight, inputs)
+    # The log path multiplies |x_i|: the same as x_i only where the inputs are positive.
+    positive = (x > 0).all(dim=0).tolist()
+    magnitudes = [f if p else Magnitude(f) for f, p in zip(inputs, positive, strict=True)]
+    products = rounded_product(multiplicative_weight, magnitudes)
     additive = _nalu_additive(unit, x).tolist()
     return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
 

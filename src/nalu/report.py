@@ -65,8 +65,8 @@ def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str
         "|---|---:|---:|" + "---:|" * len(columns),
     ]
     for name, group in groups.items():
-        diverged = sum(run.get("status") == "diverged" for run in group)
-        metrics = [run["metrics"] for run in group if run.get("status") != "diverged"]
+        diverged = sum(map(is_diverged, group))
+        metrics = [run["metrics"] for run in group if not is_diverged(run)]
         cells = []
         for column in columns:
             values = [m[column] for m in metrics if column in m]
