@@ -26,8 +26,14 @@ class DivergenceMonitor(L.Callback):
         batch_idx: int,
     ) -> None:
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        parameters = dict(pl_module.named_parameters())
+        checks = [torch.isfinite(p).all() for p in parameters.values()]
+        if loss is not None:
+            checks.append(torch.isfinite(loss).all())
+        # One host sync per step; the culprit is looked up only once something is wrong.
+        if bool(torch.stack(checks).all()):
+            return
         if loss is not None and not torch.isfinite(loss).all():
             raise Diverged(trainer.global_step, f"train loss is {loss.item()}")
-        for name, parameter in pl_module.named_parameters():
-            if not torch.isfinite(parameter).all():
-                raise Diverged(trainer.global_step, f"parameter {name} is not finite")
+        name = next(n for n, p in parameters.items() if not torch.isfinite(p).all())
+        raise Diverged(trainer.global_step, f"parameter {name} is not finite")
