@@ -31,6 +31,20 @@ def group_by_operation(
     return result
 
 
+def solved_at_step_metrics(
+    solved_at_step: Tensor, output_operations: Sequence[str]
+) -> dict[str, float]:
+    """``solved_at_step{suffix}``: overall and per operation, the step by which every output of
+    the group was solved (from the ``[out]`` first steps, -1 for never); absent if one never was.
+    """
+    steps = group_by_operation(
+        solved_at_step.double(),
+        output_operations,
+        reduce=lambda s: s.max() if (s >= 0).all() else s.new_tensor(float("nan")),
+    )
+    return {f"solved_at_step{k}": float(v) for k, v in steps.items() if not v.isnan()}
+
+
 class OperationMSE(Metric):
     """Mean squared error overall and per operation: ``{"mse": ..., "mse_add": ..., ...}``.
 
@@ -76,14 +90,34 @@ class OperationMSE(Metric):
         return self.per_output_mse() < self.success_threshold
 
     def compute(self) -> dict[str, Tensor]:
-        per_output = self.per_output_mse()
-        mse = group_by_operation(per_output, self.output_operations)
-        result = {f"mse{suffix}": value for suffix, value in mse.items()}
-        if not self.initial_mse.isnan().any():
-            initial = group_by_operation(self.initial_mse, self.output_operations)
-            for suffix, value in mse.items():
-                result[f"normalized_error{suffix}"] = 100 * value / initial[suffix]
-        if not self.success_threshold.isnan().any():
-            solved = group_by_operation(self.solved().float(), self.output_operations)
-            result.update({f"solved_fraction{suffix}": v for suffix, v in solved.items()})
-        return result
+        return operation_metrics(
+            self.per_output_mse(),
+            self.output_operations,
+            None if self.initial_mse.isnan().any() else self.initial_mse,
+            None if self.success_threshold.isnan().any() else self.success_threshold,
+        )
+
+
+def operation_metrics(
+    per_output_mse: Tensor,
+    output_operations: Sequence[str],
+    initial_mse: Tensor | None = None,
+    success_threshold: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """``mse`` overall and per operation from the ``[out]`` MSEs; ``normalized_error`` given the
+    MSE at initialisation, ``solved_fraction`` given the per-output success thresholds.
+
+    The normalised error is 100 · MSE / MSE at initialisation (Trask et al. 2018, Table 1), per
+    operation as the ratio of the group's MSEs; an output is solved when its MSE is below its
+    threshold (Madsen & Johansen 2020, sec. 4.1).
+    """
+    mse = group_by_operation(per_output_mse, output_operations)
+    result = {f"mse{suffix}": value for suffix, value in mse.items()}
+    if initial_mse is not None:
+        initial = group_by_operation(initial_mse, output_operations)
+        for suffix, value in mse.items():
+            result[f"normalized_error{suffix}"] = 100 * value / initial[suffix]
+    if success_threshold is not None:
+        solved = group_by_operation((per_output_mse < success_threshold).float(), output_operations)
+        result.update({f"solved_fraction{suffix}": v for suffix, v in solved.items()})
+    return result

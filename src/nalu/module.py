@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS
-from nalu.metrics import OperationMSE, group_by_operation
+from nalu.metrics import OperationMSE, solved_at_step_metrics
 from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
 
 
@@ -111,12 +111,7 @@ class ArithmeticModule(L.LightningModule):
 
     def _log_solved_at_step(self) -> None:
         """Per operation, the step by which all its outputs were solved (if they all were)."""
-        steps = group_by_operation(
-            self.solved_at_step.double(),
-            self.hparams.output_operations,
-            reduce=lambda s: s.max() if (s >= 0).all() else s.new_tensor(float("nan")),
-        )
-        solved = {f"solved_at_step{k}": v for k, v in steps.items() if not v.isnan()}
+        solved = solved_at_step_metrics(self.solved_at_step, self.hparams.output_operations)
         self.log_dict(solved, add_dataloader_idx=False)
 
     def validation_step(

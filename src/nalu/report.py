@@ -11,6 +11,7 @@ with the interquartile band) and of the success rates.
 import argparse
 import csv
 import json
+import logging
 import math
 import statistics
 import sys
@@ -31,6 +32,8 @@ HEADLINE_METRICS = ("train/loss", "interp/mse", "extrap/mse")
 Z_95 = 1.959963984540054
 # problem.json keys that vary from seed to seed within one problem family.
 PER_SEED_PROBLEM_KEYS = ("problem_seed", "outputs", "subset_a", "subset_b")
+# TensorBoard's event reader logs an INFO line per file it finishes; a report reads hundreds.
+logging.getLogger("tensorboard").setLevel(logging.WARNING)
 CURVES = {"train/loss": "training loss", "extrap/mse": "test (extrapolation) MSE"}
 
 

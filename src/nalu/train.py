@@ -1,8 +1,11 @@
 """Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records one run."""
 
+import copy
 import logging
+import math
 import os
 import pickle
+import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -67,6 +70,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     or parameter (its metrics.json then says so).
     """
     validate_config(cfg)
+    if cfg.get("population") is not None:
+        return train_population(cfg)
     # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
     import lightning as L
 
@@ -115,6 +120,87 @@ def train(cfg: DictConfig) -> dict[str, float]:
     best = "best" if checkpoint is not None and checkpoint.best_model_path else None
     trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     return recorder.final_metrics
+
+
+def member_config(cfg: DictConfig, seed: int) -> DictConfig:
+    """The config of the single run with ``seed``: every ``${seed}`` (the problem, the batch
+    order) now resolves to it."""
+    member = copy.deepcopy(cfg)
+    member.seed = seed
+    return member
+
+
+def train_population(cfg: DictConfig) -> dict[str, float]:
+    """Train ``population`` members with seeds ``seed, seed + 1, ...`` in one process, each
+    recorded as a run of its own under ``members/``, then report them; return the medians."""
+    from nalu.data.population import PopulationDataModule
+    from nalu.population import PopulationModule
+    from nalu.report import write_report
+    from nalu.results import PopulationRecorder
+
+    if cfg.get("ckpt_path") is not None:
+        raise ConfigError("ckpt_path: a population run does not resume; train it again")
+    if cfg.trainer.get("devices", 1) not in (1, "1", "auto"):
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices}: a population trains in one process; "
+            "use trainer.devices=1 (or a sweep for several machines)"
+        )
+    output_dir = Path(cfg.paths.output_dir)
+    members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
+    datamodule = checked(
+        "data", lambda: PopulationDataModule([instantiate(member.data) for member in members])
+    )
+    module = checked(
+        "model",
+        lambda: PopulationModule(
+            network=OmegaConf.to_container(cfg.model, resolve=True),
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            seeds=[member.seed for member in members],
+            success_threshold=datamodule.success_threshold(),
+        ),
+    )
+    checked("optimizer", module.configure_optimizers)
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    labels = [
+        {
+            "model": choices.get("model", "custom"),
+            "seed": member.seed,
+            "problem": problem.to_dict()["problem"],
+            **_run_labels(member),
+            "population": cfg.population,
+            "shuffle_seed": member.data.get("shuffle_seed", member.seed),
+        }
+        for member, problem in zip(members, datamodule.problems, strict=True)
+    ]
+    recorder = PopulationRecorder(
+        output_dir,
+        datamodule.problems,
+        labels,
+        [OmegaConf.to_container(member, resolve=True) for member in members],
+    )
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    # One training step per epoch (see PopulationModule), so logging every step is once per
+    # epoch; the members' checkpoints are their best parameters, kept in memory.
+    trainer = checked(
+        "trainer",
+        lambda: instantiate(
+            cfg.trainer,
+            callbacks=[*progress_bar(cfg.trainer), recorder],
+            logger=loggers,
+            log_every_n_steps=1,
+            enable_checkpointing=False,
+            num_sanity_val_steps=0,
+        ),
+    )
+    trainer.fit(module, datamodule=datamodule)
+    module.use_best_parameters()
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    write_report([output_dir])
+    medians = {}
+    for name in ("train/loss", "interp/mse", "extrap/mse"):
+        finite = [m[name] for m in recorder.member_metrics if math.isfinite(m.get(name, math.nan))]
+        medians[f"median {name}"] = statistics.median(finite) if finite else math.nan
+    return medians
 
 
 def progress_bar(trainer_cfg: DictConfig) -> list["Callback"]:
@@ -178,7 +264,11 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
 
     if rank_zero_only.rank != 0:
         return
-    print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
+    if (output_dir / "members").is_dir():
+        print(f"\nPopulation, over members ({output_dir / 'members'}):\n{format_metrics(metrics)}")
+        print(f"Success rates: {output_dir / 'report.md'}")
+    else:
+        print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
     print(f"TensorBoard run: {output_dir / 'tensorboard'}  (make tensorboard)")
 
 
@@ -198,7 +288,7 @@ def hydra_main(cfg: DictConfig) -> float:
             return float("nan")
         _fail(diverged, message, EXIT_DIVERGED)
     print_summary(output_dir, metrics)
-    return metrics.get("interp/mse", float("nan"))
+    return metrics.get("interp/mse", metrics.get("median interp/mse", float("nan")))
 
 
 def main() -> None:

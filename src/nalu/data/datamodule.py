@@ -29,6 +29,13 @@ class TensorPairs(Dataset):
         return self.inputs[index], self.targets[index]
 
 
+def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
+    """The permutation of a training set that one (seed, epoch) always gets."""
+    # torch seeds from the low 32 bits only; a prime stride keeps (seed, epoch) distinct.
+    mixed = (seed * 1_000_003 + epoch) % 2**32
+    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(mixed))
+
+
 class EpochBatchSampler(Sampler[Tensor]):
     """Yields index tensors of ``batch_size``: slices of a permutation fixed by (seed, epoch).
 
@@ -73,13 +80,11 @@ class EpochBatchSampler(Sampler[Tensor]):
         return -(-self._shard_size() // self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
-        if self.shuffle:
-            # torch seeds from the low 32 bits only; a prime stride keeps (seed, epoch) distinct.
-            mixed = (self.seed * 1_000_003 + self.epoch) % 2**32
-            generator = torch.Generator().manual_seed(mixed)
-            order = torch.randperm(self.num_samples, generator=generator)
-        else:
-            order = torch.arange(self.num_samples)
+        order = (
+            epoch_order(self.num_samples, self.seed, self.epoch)
+            if self.shuffle
+            else torch.arange(self.num_samples)
+        )
         shard = order[self.rank :: self.num_replicas][: self._shard_size()]
         yield from shard.split(self.batch_size)
 
