@@ -5,11 +5,14 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TORCH_SPEC ?=
 SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
+UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
+UNITS ?= nau_nmu_gated,nmu,nau,nalu_signed,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
+SEEDS ?= 20
 ARGS ?=
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep report tensorboard test lint format clean
+.PHONY: help install train sweep units bench report tensorboard test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -29,6 +32,14 @@ sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one m
 	$(PYTHON) -m nalu.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \
 		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(SWEEP_DIR)
+
+units: $(VENV)/.installed ## Every unit on the article's problem with division, SEEDS seeds each as one population, then the report
+	$(PYTHON) -m nalu.train -m experiment=article_division model=$(UNITS) population=$(SEEDS) \
+		hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
+	$(PYTHON) -m nalu.report $(UNITS_DIR)
+
+bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
+	$(PYTHON) -m nalu.bench $(ARGS)
 
 report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the latest)
 	$(if $(RUN),,$(error no sweep in outputs/multirun; name one with RUN=folder))

@@ -34,17 +34,20 @@ def test_sets_are_fixed_by_their_own_seeds():
 def test_training_batches_are_slices_of_a_per_epoch_permutation():
     datamodule = make()
     loader = datamodule.train_dataloader()
-    loader.sampler.set_epoch(0)
-    batches = list(loader)
+
+    def epoch(number: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        loader.sampler.set_epoch(number)
+        (epoch_batches,) = list(loader)  # one item per epoch: all of its steps' batches
+        return list(epoch_batches)
+
+    batches = epoch(0)
     assert [len(x) for x, _ in batches] == [32, 32, 32, 4]
     seen = torch.cat([x for x, _ in batches])
     train = datamodule.datasets["train"].inputs
     assert sorted(seen[:, 0].tolist()) == sorted(train[:, 0].tolist())
     assert not torch.equal(seen, train)
-    loader.sampler.set_epoch(1)
-    assert not torch.equal(torch.cat([x for x, _ in loader]), seen)
-    loader.sampler.set_epoch(0)
-    assert torch.equal(torch.cat([x for x, _ in loader]), seen)
+    assert not torch.equal(torch.cat([x for x, _ in epoch(1)]), seen)
+    assert torch.equal(torch.cat([x for x, _ in epoch(0)]), seen)
 
 
 def test_shuffling_depends_on_seed_and_epoch_only():

@@ -12,28 +12,16 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nalu.data.datamodule import EpochBatchSampler
-from nalu.data.population import EpochOrders, PopulationDataModule
+from nalu.data.population import EpochOrders
 from nalu.module import ArithmeticModule
 from nalu.population import PopulationModule
-from nalu.report import load_runs, summary_rows
+from nalu.report import load_runs, loss_curves, summary_rows
 from nalu.results import PopulationRecorder
-from nalu.train import member_config, train
+from nalu.train import build_population, train
 
 
 def _metrics(path: Path) -> dict:
     return json.loads(path.read_text())
-
-
-def _population(cfg) -> tuple[PopulationDataModule, PopulationModule]:
-    members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
-    data = PopulationDataModule([instantiate(m.data) for m in members])
-    module = PopulationModule(
-        network=OmegaConf.to_container(cfg.model, resolve=True),
-        optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-        seeds=[m.seed for m in members],
-        success_threshold=data.success_threshold(),
-    )
-    return data, module
 
 
 def test_population_of_one_reproduces_the_single_run(tiny_overrides, tmp_path):
@@ -53,7 +41,9 @@ def test_population_of_one_reproduces_the_single_run(tiny_overrides, tmp_path):
 def test_each_member_has_the_problem_init_and_batches_of_its_seed(tiny_overrides, tmp_path):
     # Division makes each problem draw its own inputs (denominators keep |x| >= 0.1).
     overrides = [*tiny_overrides, "model=nau_nmu_gated", "data.operations=[add,mul,div]"]
-    data, population = _population(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
+    _, data, population = build_population(
+        compose_config([*overrides, "population=3", "seed=5"], tmp_path)
+    )
     data.setup("fit")
     problems = [json.dumps(p.to_dict()) for p in data.problems]
     assert len(set(problems)) == 3
@@ -96,12 +86,11 @@ class _PoisonMember(L.Callback):
 
 
 def _fit(cfg, output_dir: Path, callbacks: list[L.Callback]) -> PopulationModule:
-    data, module = _population(cfg)
-    members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
+    members, data, module = build_population(cfg)
     labels = [{"model": "nalu", "seed": m.seed, "shuffle_seed": m.seed} for m in members]
     recorder = PopulationRecorder(output_dir, data.problems, labels, [{}] * len(members))
     trainer = L.Trainer(
-        max_epochs=3,
+        max_epochs=cfg.trainer.max_epochs,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
@@ -116,7 +105,8 @@ def _fit(cfg, output_dir: Path, callbacks: list[L.Callback]) -> PopulationModule
 
 
 def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path):
-    cfg = compose_config([*tiny_overrides, "model=nalu", "population=3"], tmp_path)
+    overrides = [*tiny_overrides, "model=nalu", "population=3", "trainer.max_epochs=3"]
+    cfg = compose_config(overrides, tmp_path)
     healthy = _fit(cfg, tmp_path / "healthy", [])
     poisoned = _fit(cfg, tmp_path / "poisoned", [_PoisonMember(1)])
     assert poisoned.alive.tolist() == [True, False, True]
@@ -146,7 +136,7 @@ def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
     assert medians["median interp/mse"] == pytest.approx(interp[1])
     assert (tmp_path / "report.md").is_file()
     for run in runs:
-        assert (Path(run["run_dir"]) / "tensorboard").is_dir()
+        assert loss_curves(Path(run["run_dir"]))["train/loss"].keys() == {4, 8}
 
 
 @pytest.mark.parametrize(
@@ -160,3 +150,12 @@ def test_bad_population_is_one_line(override, message, tmp_path):
     result = run_cli([override, f"hydra.run.dir={tmp_path}"], cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == f"error: {message}"
+
+
+def test_population_plans_the_regularizer_over_its_optimizer_steps(tiny_overrides, tmp_path):
+    # TINY: 2 epochs of 4 steps; the schedule's fractions are of those 8 steps.
+    cfg = compose_config([*tiny_overrides, "model=nmu", "population=2"], tmp_path)
+    module = _fit(cfg, tmp_path, [])
+    assert module.planned_steps == 8
+    # 30% to 70% of 8 steps: λ ramps from step 2.4 to step 5.6, so it is 1/2 at step 4.
+    assert module.regularizer(4, module.planned_steps) == pytest.approx(0.5)

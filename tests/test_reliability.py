@@ -24,13 +24,13 @@ from nalu.train import EXIT_DIVERGED, check_checkpoint, train
 
 
 class PoisonParameterAt(L.Callback):
-    """Fault injection: turns one weight into NaN after optimizer step ``step``."""
+    """Fault injection: turns one weight into NaN in optimizer step ``step`` (before its update)."""
 
     def __init__(self, step: int) -> None:
         self.step = step
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step == self.step:
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if trainer.global_step + 1 == self.step:
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
 
@@ -39,22 +39,33 @@ def read_metrics(run_dir: Path) -> dict:
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(tmp_path):
-    # TINY has 4 steps per epoch: checkpoints after steps 4 and 8, the poison after step 10.
+@pytest.mark.parametrize(
+    ("poisoned_step", "diverged_at", "reason"),
+    [
+        # The next step's loss is the first non-finite value.
+        (10, 11, "train loss is nan"),
+        # The epoch's last step: only the parameters it leaves are non-finite.
+        (12, 12, "parameter network.weight_hat is not finite"),
+    ],
+)
+def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
+    poisoned_step, diverged_at, reason, tmp_path
+):
+    # TINY has 4 steps per epoch: checkpoints after steps 4 and 8, then the poison.
     overrides = [
         *TINY,
         "model=nac",
         "trainer.max_epochs=4",
         f"+callbacks.poison._target_={__name__}.PoisonParameterAt",
-        "+callbacks.poison.step=10",
+        f"+callbacks.poison.step={poisoned_step}",
     ]
     with pytest.raises(Diverged) as diverged:
         train(compose_config(overrides, tmp_path))
-    assert diverged.value.step == 10
+    assert diverged.value.step == diverged_at
     recorded = read_metrics(tmp_path)
     assert recorded["status"] == "diverged"
-    assert recorded["diverged_at_step"] == 10
-    assert recorded["reason"] == "parameter network.weight_hat is not finite"
+    assert recorded["diverged_at_step"] == diverged_at
+    assert recorded["reason"] == reason
     assert recorded["metrics"] == {}
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert recorded["last_good_checkpoint"] == str(last)
@@ -64,8 +75,8 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(tmp_path)
     events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
     events.Reload()
     status = events.Tensors("run/status/text_summary")[-1].tensor_proto.string_val[0].decode()
-    assert status.startswith("diverged diverged_at_step=10")
-    assert [event.value for event in events.Scalars("run/diverged_at_step")] == [10]
+    assert status.startswith(f"diverged diverged_at_step={diverged_at}")
+    assert [event.value for event in events.Scalars("run/diverged_at_step")] == [diverged_at]
 
 
 @pytest.mark.slow

@@ -193,16 +193,18 @@ def test_sparsity_penalty_is_mean_distance_to_the_nearest_of_minus_one_zero_one(
 
 
 @pytest.mark.parametrize(
-    ("step", "expected"), [(0, 0.0), (10, 0.0), (12, 0.4), (15, 1.0), (20, 2.0), (1000, 2.0)]
+    ("step", "expected"), [(0, 0.0), (10, 0.0), (12, 0.4), (15, 1.0), (20, 2.0), (100, 2.0)]
 )
 def test_regularizer_schedule_ramps_linearly_from_start_to_end(step, expected):
-    assert RegularizerSchedule(scale=2.0, start=10, end=20)(step) == pytest.approx(expected)
+    # 10% to 20% of 100 steps: λ goes from 0 at step 10 to 2 at step 20.
+    schedule = RegularizerSchedule(scale=2.0, start=0.1, end=0.2)
+    assert schedule(step, total_steps=100) == pytest.approx(expected)
 
 
 def test_regularizer_schedule_with_start_equal_to_end_is_a_step():
-    schedule = RegularizerSchedule(scale=1.5, start=5, end=5)
-    assert (schedule(4), schedule(5)) == (0.0, 1.5)
-    assert RegularizerSchedule()(10**6) == 0.0  # the default is off
+    schedule = RegularizerSchedule(scale=1.5, start=0.5, end=0.5)
+    assert (schedule(4, total_steps=10), schedule(5, total_steps=10)) == (0.0, 1.5)
+    assert RegularizerSchedule()(10**6, total_steps=10**6) == 0.0  # the default is off
 
 
 def test_training_loss_adds_the_scaled_regularization():
@@ -217,9 +219,9 @@ def test_training_loss_adds_the_scaled_regularization():
     x = ARTICLE_X
     y = module(x).detach() + 1.0  # MSE exactly 1
     # R = mean(0.3, 0.2, 0) = 1/6; loss = 1 + 2 · 1/6.
-    with pytest.warns(UserWarning, match="self.log"):
-        loss = module.training_step((x, y), 0)
-    assert loss.item() == pytest.approx(1 + 2 / 6, rel=1e-5)
+    loss, objective, regularization = module.training_objective(x, y, step=0)
+    assert (loss.item(), regularization.item()) == pytest.approx((1, 1 / 6), rel=1e-5)
+    assert objective.item() == pytest.approx(1 + 2 / 6, rel=1e-5)
 
 
 def fit_steps(network: dict, steps: int, lr: float) -> ArithmeticModule:
@@ -284,11 +286,13 @@ def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
         cfg = compose_config([f"model={model}"], tmp_path)
         schedule = RegularizerSchedule(**cfg.model.regularizer)
         # The article's 250 epochs × 32 batches = 8000 steps: the ramp spans 30%–70% of them.
-        assert (schedule(2400), schedule(4000), schedule(5600)) == (0.0, 0.5, 1.0)
+        ramp = [schedule(step, total_steps=8000) for step in (2400, 4000, 5600)]
+        assert ramp == pytest.approx([0.0, 0.5, 1.0])
 
 
 def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
-    overrides = ["model=nmu", "model.regularizer.start=0", "model.regularizer.end=4"]
+    # TINY: 2 epochs of 4 steps, so the ramp ends after step 4.
+    overrides = ["model=nmu", "model.regularizer.start=0", "model.regularizer.end=0.5"]
     train(compose_config([*tiny_overrides, *overrides], tmp_path))
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
@@ -299,8 +303,8 @@ def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
 
 
 def test_a_bad_regularizer_schedule_names_the_field(tiny_overrides, tmp_path):
-    overrides = ["model=nmu", "model.regularizer.start=10", "model.regularizer.end=5"]
-    with pytest.raises(ConfigError, match=r"^model\.regularizer\.start=10: must satisfy"):
+    overrides = ["model=nmu", "model.regularizer.start=0.5", "model.regularizer.end=0.2"]
+    with pytest.raises(ConfigError, match=r"^model\.regularizer\.start=0.5: must satisfy"):
         train(compose_config([*tiny_overrides, *overrides], tmp_path))
 
 

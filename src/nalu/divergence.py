@@ -10,11 +10,16 @@ from nalu.errors import Diverged
 
 
 class DivergenceMonitor(L.Callback):
-    """Raises ``Diverged`` after the first training step whose loss or parameters are not finite.
+    """Raises ``Diverged`` after a training batch in which an optimizer step's objective was
+    not finite, or that left a parameter non-finite.
 
-    Raising (rather than ``trainer.should_stop``) ends the fit before the epoch's validation and
-    checkpoint, so the last checkpoint on disk stays the last good one; Lightning then calls every
-    callback's ``on_exception``, where ``RunRecorder`` marks the run as diverged.
+    ``ArithmeticModule`` runs an epoch's optimizer steps in one batch and returns each step's
+    objective with the step the batch started from, so the check waits for the device once per
+    batch and still names the first bad step: a step whose objective is not finite, or the
+    batch's last step when only the parameters it left are not. Raising (rather than
+    ``trainer.should_stop``) ends the fit before the epoch's validation and checkpoint, so the
+    last checkpoint on disk stays the last good one; Lightning then calls every callback's
+    ``on_exception``, where ``RunRecorder`` marks the run as diverged.
     """
 
     def on_train_batch_end(
@@ -25,15 +30,19 @@ class DivergenceMonitor(L.Callback):
         batch: Any,
         batch_idx: int,
     ) -> None:
-        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        outputs = outputs if isinstance(outputs, Mapping) else {"loss": outputs}
+        objectives = outputs.get("step_objectives", outputs.get("loss"))
+        objectives = torch.zeros(1) if objectives is None else objectives.reshape(-1)
         parameters = dict(pl_module.named_parameters())
-        checks = [torch.isfinite(p).all() for p in parameters.values()]
-        if loss is not None:
-            checks.append(torch.isfinite(loss).all())
-        # One host sync per step; the culprit is looked up only once something is wrong.
+        checks = [torch.isfinite(objectives).all()]
+        checks += [torch.isfinite(p).all() for p in parameters.values()]
+        # One host sync per batch; the culprit is looked up only once something is wrong.
         if bool(torch.stack(checks).all()):
             return
-        if loss is not None and not torch.isfinite(loss).all():
-            raise Diverged(trainer.global_step, f"train loss is {loss.item()}")
+        finite = torch.isfinite(objectives)
+        if not finite.all():
+            bad = int((~finite).nonzero()[0])
+            first_step = outputs.get("first_step", trainer.global_step - len(objectives))
+            raise Diverged(first_step + bad + 1, f"train loss is {objectives[bad].item()}")
         name = next(n for n, p in parameters.items() if not torch.isfinite(p).all())
         raise Diverged(trainer.global_step, f"parameter {name} is not finite")

@@ -10,9 +10,23 @@ from hydra.utils import instantiate
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from nalu.data.datamodule import EVALUATION_SPLITS
+from nalu.data.datamodule import EVALUATION_SPLITS, EpochBatches
 from nalu.metrics import OperationMSE, solved_at_step_metrics
-from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
+from nalu.regularizer import (
+    RegularizerSchedule,
+    clamp_network_parameters,
+    network_regularization,
+    planned_optimizer_steps,
+)
+
+
+def log_at_global_step(module: L.LightningModule) -> None:
+    """Put what ``module`` logs in this hook at ``global_step`` on the loggers' x-axis.
+
+    Lightning's default x-axis counts training batches; a batch here is an epoch of optimizer
+    steps. A logged ``step`` value is Lightning's documented way to set the x-axis instead.
+    """
+    module.log("step", float(module.global_step), on_step=False, on_epoch=True, reduce_fx="max")
 
 
 class ArithmeticModule(L.LightningModule):
@@ -28,6 +42,11 @@ class ArithmeticModule(L.LightningModule):
     A ``regularizer: {scale, start, end}`` entry in the network config is not the network's: it
     is the ``RegularizerSchedule`` that weights the units' ``regularization()`` terms in the
     loss. Units with ``clamp_parameters()`` are clamped after every optimizer step.
+
+    One ``training_step`` runs all optimizer steps of an epoch (``EpochBatches``; manual
+    optimization), so Lightning's per-batch costs are paid once per epoch while every step, its
+    batch, its regulariser weight and its clamp stay what they would be one step at a time.
+    ``global_step`` counts optimizer steps as usual.
     """
 
     def __init__(
@@ -42,6 +61,10 @@ class ArithmeticModule(L.LightningModule):
         network = dict(network)
         self.regularizer = RegularizerSchedule(**(network.pop("regularizer", None) or {}))
         self.network: nn.Module = instantiate(network)
+        self.has_regularization = network_regularization(self.network) is not None
+        self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
+        # Manual optimization: one training_step runs a whole epoch of optimizer steps.
+        self.automatic_optimization = False
         self.metrics = nn.ModuleDict(
             {
                 split: OperationMSE(
@@ -56,32 +79,80 @@ class ArithmeticModule(L.LightningModule):
     def forward(self, x: Tensor) -> Tensor:
         return self.network(x)
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_objective(
+        self, x: Tensor, y: Tensor, step: int
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """The MSE, the objective minimised at optimizer step ``step`` (the MSE plus the
+        scheduled regularisation) and the regularisation term (None without one)."""
         loss = F.mse_loss(self.network(x), y)
-        # sync_dist: under DDP the epoch's loss is averaged over every process's shard.
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        if not self.has_regularization:
+            return loss, loss, None
         regularization = network_regularization(self.network)
-        if regularization is None:
-            return loss
-        scale = self.regularizer(self.global_step)
-        self.log("train/regularization", regularization, on_step=False, on_epoch=True)
-        self.log("train/regularizer_scale", scale, on_step=False, on_epoch=True)
-        return loss + scale * regularization
+        scale = self.regularizer(step, self.planned_steps)
+        return loss, loss + scale * regularization, regularization
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
-        clamp_network_parameters(self.network)
+    def training_step(
+        self, batch: EpochBatches | tuple[Tensor, Tensor], batch_idx: int
+    ) -> dict[str, Any]:
+        """Every optimizer step of ``batch``: an epoch's ``EpochBatches`` or one ``(x, y)``.
+
+        Nothing here waits for the device: the loss is averaged and each step's objective kept
+        as a tensor, which ``DivergenceMonitor`` checks once per call.
+        """
+        optimizer = self.optimizers()
+        batches = batch if isinstance(batch, EpochBatches) else [batch]
+        first_step = self.global_step
+        loss_sum = torch.zeros((), device=self.device)
+        samples = 0
+        regularization_sum = loss_sum.clone()
+        step_objectives = []
+        for x, y in batches:
+            loss, objective, regularization = self.training_objective(x, y, self.global_step)
+            if regularization is not None:
+                regularization_sum += regularization.detach()
+            optimizer.zero_grad(set_to_none=True)
+            self.manual_backward(objective)
+            optimizer.step()
+            # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
+            clamp_network_parameters(self.network)
+            step_objectives.append(objective.detach())
+            loss_sum += loss.detach() * len(x)
+            samples += len(x)
+        epoch_loss = loss_sum / samples
+        log_at_global_step(self)
+        # sync_dist: under DDP the epoch's loss is averaged over every process's shard.
+        self.log(
+            "train/loss",
+            epoch_loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=samples,
+        )
+        if self.has_regularization:
+            steps = range(first_step, self.global_step)
+            scale = sum(self.regularizer(step, self.planned_steps) for step in steps) / len(steps)
+            epoch_regularization = regularization_sum / len(steps)
+            self.log("train/regularization", epoch_regularization, on_step=False, on_epoch=True)
+            self.log("train/regularizer_scale", scale, on_step=False, on_epoch=True)
+        return {
+            "loss": epoch_loss,
+            "first_step": first_step,
+            "step_objectives": torch.stack(step_objectives),
+        }
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch
         self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self.network(x), y)
 
     def on_fit_start(self) -> None:
-        """Measure each evaluation set's per-output MSE at initialisation, once per run.
+        """Count the run's optimizer steps (the regulariser's schedule is in fractions of them)
+        and measure each evaluation set's per-output MSE at initialisation, once per run.
 
         A resumed run has it from its checkpoint, so its normalised error keeps the same base.
         """
+        self.planned_steps = planned_optimizer_steps(self.trainer)
         if self.trainer.datamodule is None:
             return  # dataloaders passed to fit() directly: no evaluation sets to measure on
         loaders = self.trainer.datamodule.val_dataloader()
@@ -106,8 +177,23 @@ class ArithmeticModule(L.LightningModule):
                 with metric.sync_context():
                     newly_solved = metric.solved() & (self.solved_at_step < 0)
                 self.solved_at_step[newly_solved] = self.global_step
-            self.log_dict(values, prog_bar=False, add_dataloader_idx=False)
+            if self.trainer.testing:
+                self.log_dict(values, add_dataloader_idx=False)  # the run's final metrics
+            else:
+                self._log_curves(values, headline=f"{split}/mse")
             metric.reset()
+
+    def _log_curves(self, values: dict[str, Tensor], headline: str) -> None:
+        """Validation curves: ``headline`` through ``self.log`` (checkpointing monitors it),
+        the rest straight to the loggers, since each ``self.log`` call costs milliseconds and
+        an epoch of training only tens of them."""
+        self.log(headline, values.pop(headline), add_dataloader_idx=False)
+        log_at_global_step(self)
+        if self.trainer.sanity_checking:
+            return
+        floats = {name: float(value) for name, value in values.items()}
+        for logger in self.loggers:
+            logger.log_metrics(floats, step=self.global_step)
 
     def _log_solved_at_step(self) -> None:
         """Per operation, the step by which all its outputs were solved (if they all were)."""

@@ -19,7 +19,13 @@ from torch.func import functional_call, vmap
 from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS
-from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
+from nalu.module import log_at_global_step
+from nalu.regularizer import (
+    RegularizerSchedule,
+    clamp_network_parameters,
+    network_regularization,
+    planned_optimizer_steps,
+)
 
 
 def build_network(network: dict[str, Any], seed: int) -> nn.Module:
@@ -88,6 +94,7 @@ class PopulationModule(L.LightningModule):
         _stack_into(members[0], members)
         self.objective = MemberObjective(members[0])
         self.has_regularization = network_regularization(self.network) is not None
+        self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
         size = len(seeds)
         outputs = len(success_threshold[0])
         self.register_buffer("success_threshold", torch.tensor(success_threshold))
@@ -147,7 +154,8 @@ class PopulationModule(L.LightningModule):
         for indices in order.to(self.device).split(data.batch_size, dim=1):
             x, y = data.train_batch(indices)
             mse, regularization = terms(state, x, y)
-            objective = mse + self.regularizer(self.global_step) * regularization
+            scale = self.regularizer(self.global_step, self.planned_steps)
+            objective = mse + scale * regularization
             was_alive = self.alive.clone()
             self.alive &= torch.isfinite(objective)
             optimizer.zero_grad(set_to_none=True)
@@ -159,6 +167,7 @@ class PopulationModule(L.LightningModule):
             self.diverged_at_step.masked_fill_(newly_diverged, self.global_step)
             loss_sum += mse.detach() * indices.shape[1]
         train_loss = loss_sum / order.shape[1]
+        log_at_global_step(self)
         self.curves["train/loss"].append((self.global_step, train_loss))
         alive_loss = train_loss[self.alive]
         if alive_loss.numel():
@@ -180,6 +189,9 @@ class PopulationModule(L.LightningModule):
 
     @torch.no_grad()
     def on_fit_start(self) -> None:
+        self.planned_steps = planned_optimizer_steps(self.trainer)
+        self.trainer.datamodule.to(self.device)
+        self.best_parameters = {name: t.to(self.device) for name, t in self.best_parameters.items()}
         if self.initial_mse:
             return
         for index, loader in enumerate(self.trainer.datamodule.val_dataloader()):
@@ -210,6 +222,7 @@ class PopulationModule(L.LightningModule):
         solved = mse["extrap"] < self.success_threshold
         self.solved_at_step.masked_fill_(solved & (self.solved_at_step < 0), step)
         healthy = self.alive
+        log_at_global_step(self)
         if healthy.any():
             self.log("population/interp_mse_median", interp[healthy].median())
             self.log("population/extrap_mse_median", mse["extrap"].mean(dim=1)[healthy].median())

@@ -222,10 +222,12 @@ class RunRecorder(L.Callback):
             tensorboard.experiment.add_text("run/status", f"{status} {summary}".strip())
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {name: float(value) for name, value in trainer.callback_metrics.items()}
+        metrics = {
+            name: float(value) for name, value in trainer.callback_metrics.items() if name != "step"
+        }
         if self.final_train_loss is not None:
             metrics["train/loss"] = self.final_train_loss
-        typical_inputs = next(iter(trainer.datamodule.train_dataloader()))[0]
+        typical_inputs, _ = next(iter(next(iter(trainer.datamodule.train_dataloader()))))
         readback, formulas = read_back_metrics(
             pl_module.network, self.problem, typical_inputs.to(pl_module.device)
         )

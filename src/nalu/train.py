@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
     from torch import nn
 
+    from nalu.data.population import PopulationDataModule
+    from nalu.population import PopulationModule
+
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
 T = TypeVar("T")
@@ -130,22 +133,13 @@ def member_config(cfg: DictConfig, seed: int) -> DictConfig:
     return member
 
 
-def train_population(cfg: DictConfig) -> dict[str, float]:
-    """Train ``population`` members with seeds ``seed, seed + 1, ...`` in one process, each
-    recorded as a run of its own under ``members/``, then report them; return the medians."""
+def build_population(
+    cfg: DictConfig,
+) -> tuple[list[DictConfig], "PopulationDataModule", "PopulationModule"]:
+    """The members' configs, their stacked data and the population module of ``cfg``."""
     from nalu.data.population import PopulationDataModule
     from nalu.population import PopulationModule
-    from nalu.report import write_report
-    from nalu.results import PopulationRecorder
 
-    if cfg.get("ckpt_path") is not None:
-        raise ConfigError("ckpt_path: a population run does not resume; train it again")
-    if cfg.trainer.get("devices", 1) not in (1, "1", "auto"):
-        raise ConfigError(
-            f"trainer.devices={cfg.trainer.devices}: a population trains in one process; "
-            "use trainer.devices=1 (or a sweep for several machines)"
-        )
-    output_dir = Path(cfg.paths.output_dir)
     members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
     datamodule = checked(
         "data", lambda: PopulationDataModule([instantiate(member.data) for member in members])
@@ -160,6 +154,24 @@ def train_population(cfg: DictConfig) -> dict[str, float]:
         ),
     )
     checked("optimizer", module.configure_optimizers)
+    return members, datamodule, module
+
+
+def train_population(cfg: DictConfig) -> dict[str, float]:
+    """Train ``population`` members with seeds ``seed, seed + 1, ...`` in one process, each
+    recorded as a run of its own under ``members/``, then report them; return the medians."""
+    from nalu.report import write_report
+    from nalu.results import PopulationRecorder
+
+    if cfg.get("ckpt_path") is not None:
+        raise ConfigError("ckpt_path: a population run does not resume; train it again")
+    if cfg.trainer.get("devices", 1) not in (1, "1", "auto"):
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.devices}: a population trains in one process; "
+            "use trainer.devices=1 (or a sweep for several machines)"
+        )
+    output_dir = Path(cfg.paths.output_dir)
+    members, datamodule, module = build_population(cfg)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     labels = [
         {

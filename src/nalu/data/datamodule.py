@@ -1,6 +1,7 @@
 """In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -89,6 +90,47 @@ class EpochBatchSampler(Sampler[Tensor]):
         yield from shard.split(self.batch_size)
 
 
+@dataclass
+class EpochBatches:
+    """One epoch of training: the training set and the sample indices of each optimizer step.
+
+    ``ArithmeticModule`` runs all of an epoch's steps in one ``training_step``, so Lightning's
+    per-batch machinery runs once per epoch; iterating gives the ``(inputs, targets)`` batches.
+    """
+
+    inputs: Tensor
+    targets: Tensor
+    indices: list[Tensor]
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        for index in self.indices:
+            yield self.inputs[index], self.targets[index]
+
+
+class _EpochOfBatches(Dataset):
+    def __init__(self, dataset: TensorPairs) -> None:
+        self.dataset = dataset
+
+    def __getitem__(self, indices: list[Tensor]) -> EpochBatches:
+        return EpochBatches(self.dataset.inputs, self.dataset.targets, indices)
+
+
+class WholeEpochSampler(Sampler[list[Tensor]]):
+    """Yields one item per epoch: the list of every batch ``sampler`` yields in it."""
+
+    def __init__(self, sampler: EpochBatchSampler) -> None:
+        self.sampler = sampler
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self) -> Iterator[list[Tensor]]:
+        yield list(self.sampler)
+
+
 def _check_range(name: str, value_range: Sequence[float]) -> tuple[float, float]:
     if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
         raise InvalidArgument(name, list(value_range), "must be [low, high] with low < high")
@@ -162,13 +204,12 @@ class ProblemDataModule(L.LightningDataModule):
             x = self.problem.sample_inputs(self.sizes[split], self.ranges[split], generator)
             self.datasets[split] = TensorPairs(x, self.problem.targets(x))
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
-        dataset = self.datasets[split]
+    def _sampler(self, split: str, batch_size: int, shuffle: bool) -> EpochBatchSampler:
         # Each process of a distributed run reads its own shard (the trainer's config turns off
         # Lightning's DistributedSampler, which cannot split batches that are already formed).
         trainer = self.trainer
-        sampler = EpochBatchSampler(
-            len(dataset),
+        return EpochBatchSampler(
+            len(self.datasets[split]),
             batch_size,
             shuffle,
             seed=self.shuffle_seed,
@@ -176,16 +217,25 @@ class ProblemDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer is not None else 0,
             even_shards=split == "train",
         )
-        # batch_size=None: the sampler already yields whole batches of indices, and the dataset
-        # slices its tensors with them; no per-sample __getitem__ and no collate.
-        return DataLoader(dataset, sampler=sampler, batch_size=None)
+
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch (of this process, under data parallelism)."""
+        return len(self._sampler("train", self.batch_size, shuffle=True))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.batch_size, shuffle=True)
+        """One ``EpochBatches`` per epoch (this process's shard under data parallelism)."""
+        sampler = WholeEpochSampler(self._sampler("train", self.batch_size, shuffle=True))
+        return DataLoader(_EpochOfBatches(self.datasets["train"]), sampler=sampler, batch_size=None)
+
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
+        # batch_size=None: the sampler already yields whole batches of indices, and the dataset
+        # slices its tensors with them; no per-sample __getitem__ and no collate.
+        sampler = self._sampler(split, batch_size, shuffle=False)
+        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
 
     def _evaluation_loaders(self) -> list[DataLoader]:
         return [
-            self._loader(split, self.eval_batch_size or self.sizes[split], shuffle=False)
+            self._loader(split, self.eval_batch_size or self.sizes[split])
             for split in EVALUATION_SPLITS
         ]
 

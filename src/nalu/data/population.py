@@ -107,6 +107,14 @@ class PopulationDataModule(L.LightningDataModule):
         for member in self.members:
             member.datasets.clear()  # the stacked copies are the only ones kept
 
+    def to(self, device: torch.device) -> None:
+        """Move the training set to ``device``, where the module gathers its batches."""
+        self.inputs["train"] = self.inputs["train"].to(device)
+        self.targets["train"] = self.targets["train"].to(device)
+
+    def steps_per_epoch(self) -> int:
+        return -(-self.sizes["train"] // self.batch_size)
+
     def train_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """``indices`` ``[S, b]`` (one row per member) -> inputs ``[S, b, in]``, targets."""
         members = torch.arange(indices.shape[0], device=indices.device).unsqueeze(1)
