@@ -6,7 +6,7 @@ PYTHON := $(VENV)/bin/python
 TORCH_SPEC ?=
 SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
-UNITS ?= nau_nmu_gated,nmu,nau,nalu_signed,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
+UNITS ?= nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,nalu_signed,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?= 20
 ARGS ?=
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
@@ -35,7 +35,7 @@ sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one m
 
 units: $(VENV)/.installed ## Every unit on the article's problem with division, SEEDS seeds each as one population, then the report
 	$(PYTHON) -m nalu.train -m experiment=article_division model=$(UNITS) population=$(SEEDS) \
-		hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
+		trainer.check_val_every_n_epoch=10 hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(UNITS_DIR)
 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)

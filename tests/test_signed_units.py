@@ -177,10 +177,26 @@ def test_gated_unit_mixes_the_nau_and_nmu_paths():
     unit = GatedAdditionMultiplicationUnit(3, 1)
     set_(unit.nau.weight, [[1.0, 1.0, 0.0]])
     set_(unit.nmu.weight, [[1.0, 1.0, 0.0]])
-    set_(unit.gate_logit, [math.log(3.0)])  # g = 0.75
+    set_(unit.gate_parameter, [math.log(3.0)])  # g = 0.75
     # 0.75 · (1.5 − 2) + 0.25 · (1.5 · (−2)) = −0.375 − 0.75 = −1.125.
     assert unit(ARTICLE_X).item() == pytest.approx(-1.125, rel=1e-5)
     assert set(unit.effective_weights()) == {"W_add", "W_mul", "g"}
+
+
+def test_exact_gate_is_clamped_pulled_to_zero_or_one_and_selects_one_path():
+    unit = GatedAdditionMultiplicationUnit(3, 2, exact_gate=True)
+    assert unit.gate.tolist() == [0.5, 0.5]
+    set_(unit.gate_parameter, [1.3, 0.2])
+    unit.clamp_parameters()
+    assert unit.gate.tolist() == pytest.approx([1.0, 0.2])
+    # R = mean(min(1, 0), min(0.2, 0.8)) = 0.1: the gate's own term, beside the paths' terms.
+    assert unit.regularization().item() == pytest.approx(0.1)
+    set_(unit.nau.weight, [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    set_(unit.nmu.weight, [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    set_(unit.gate_parameter, [1.0, 0.0])
+    # g = 1: exactly the sum 1.5 − 2; g = 0: exactly the product 1.5 · (−2).
+    assert unit(ARTICLE_X).tolist() == [[-0.5, -3.0]]
+    assert GatedAdditionMultiplicationUnit(3, 1).regularization().item() == 0.0
 
 
 def test_sparsity_penalty_is_mean_distance_to_the_nearest_of_minus_one_zero_one():

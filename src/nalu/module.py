@@ -12,12 +12,8 @@ from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS, EpochBatches
 from nalu.metrics import OperationMSE, solved_at_step_metrics
-from nalu.regularizer import (
-    RegularizerSchedule,
-    clamp_network_parameters,
-    network_regularization,
-    planned_optimizer_steps,
-)
+from nalu.optimization import configure_optimization, planned_optimizer_steps
+from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
 
 
 def log_at_global_step(module: L.LightningModule) -> None:
@@ -32,7 +28,8 @@ def log_at_global_step(module: L.LightningModule) -> None:
 class ArithmeticModule(L.LightningModule):
     """MSE training of a network built from a plain ``_target_`` config.
 
-    The network and optimizer arrive as plain dicts (Hydra ``_target_`` configs) and are
+    The network, optimizer and learning-rate schedule (or None) arrive as plain dicts (Hydra
+    ``_target_`` configs) and are
     instantiated here, so the saved hyperparameters rebuild the module from a checkpoint and
     load under torch's default ``weights_only``. ``output_operations`` names each output's
     operation, which groups the per-operation metrics; ``success_threshold`` (per output) judges
@@ -55,6 +52,7 @@ class ArithmeticModule(L.LightningModule):
         optimizer: dict[str, Any],
         output_operations: Sequence[str],
         success_threshold: Sequence[float] | None = None,
+        lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -100,6 +98,7 @@ class ArithmeticModule(L.LightningModule):
         as a tensor, which ``DivergenceMonitor`` checks once per call.
         """
         optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
         batches = batch if isinstance(batch, EpochBatches) else [batch]
         first_step = self.global_step
         loss_sum = torch.zeros((), device=self.device)
@@ -113,6 +112,8 @@ class ArithmeticModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(objective)
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
             clamp_network_parameters(self.network)
             step_objectives.append(objective.detach())
@@ -215,5 +216,10 @@ class ArithmeticModule(L.LightningModule):
         self._log_evaluation()
         self._log_solved_at_step()
 
-    def configure_optimizers(self) -> Optimizer:
-        return instantiate(self.hparams.optimizer)(self.network.parameters())
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        return configure_optimization(
+            self.hparams.optimizer,
+            self.hparams.lr_schedule,
+            list(self.network.parameters()),
+            lambda: planned_optimizer_steps(self.trainer),
+        )

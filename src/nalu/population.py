@@ -20,12 +20,8 @@ from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS
 from nalu.module import log_at_global_step
-from nalu.regularizer import (
-    RegularizerSchedule,
-    clamp_network_parameters,
-    network_regularization,
-    planned_optimizer_steps,
-)
+from nalu.optimization import configure_optimization, planned_optimizer_steps
+from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
 
 
 def build_network(network: dict[str, Any], seed: int) -> nn.Module:
@@ -83,6 +79,7 @@ class PopulationModule(L.LightningModule):
         optimizer: dict[str, Any],
         seeds: Sequence[int],
         success_threshold: Sequence[Sequence[float]],
+        lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -147,6 +144,7 @@ class PopulationModule(L.LightningModule):
 
     def training_step(self, order: Tensor, batch_idx: int) -> None:
         optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
         data = self.trainer.datamodule
         state = self._state()
         terms = vmap(self._member_terms)
@@ -161,6 +159,8 @@ class PopulationModule(L.LightningModule):
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(torch.where(self.alive, objective, 0.0).sum())
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
             clamp_network_parameters(self.network)
             newly_diverged = was_alive & ~self.alive
@@ -171,8 +171,11 @@ class PopulationModule(L.LightningModule):
         self.curves["train/loss"].append((self.global_step, train_loss))
         alive_loss = train_loss[self.alive]
         if alive_loss.numel():
-            self.log("population/train_loss_median", alive_loss.median(), prog_bar=True)
-        self.log("population/alive_fraction", self.alive.float().mean())
+            median = alive_loss.median()
+            self.log("population/train_loss_median", median, on_step=False, on_epoch=True)
+        self.log(
+            "population/alive_fraction", self.alive.float().mean(), on_step=False, on_epoch=True
+        )
 
     def _accumulate(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch
@@ -242,5 +245,10 @@ class PopulationModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self.final_mse = self._per_output_mse()
 
-    def configure_optimizers(self) -> Optimizer:
-        return instantiate(self.hparams.optimizer)(self.network.parameters())
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        return configure_optimization(
+            self.hparams.optimizer,
+            self.hparams.lr_schedule,
+            list(self.network.parameters()),
+            lambda: planned_optimizer_steps(self.trainer),
+        )

@@ -1,15 +1,11 @@
 """The ramped weight of the units' regularisation terms in the training loss."""
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from nalu.errors import InvalidArgument
-
-if TYPE_CHECKING:
-    import lightning as L
 
 
 @dataclass(frozen=True)
@@ -45,22 +41,6 @@ class RegularizerSchedule:
         if step <= start:
             return 0.0
         return self.scale * (step - start) / (end - start)
-
-
-def planned_optimizer_steps(trainer: "L.Trainer") -> int:
-    """The optimizer steps the trainer will run: ``max_epochs`` times the data module's
-    ``steps_per_epoch()``, or ``max_steps`` if that comes first.
-
-    Lightning's ``estimated_stepping_batches`` counts training batches, and a batch of
-    ``ArithmeticModule`` is an epoch of steps; it serves only loaders of single batches.
-    """
-    steps_per_epoch = getattr(trainer.datamodule, "steps_per_epoch", None)
-    if steps_per_epoch is None or trainer.max_epochs in (None, -1):
-        return int(trainer.estimated_stepping_batches)
-    planned = trainer.max_epochs * steps_per_epoch()
-    if trainer.max_steps not in (None, -1):
-        planned = min(planned, trainer.max_steps)
-    return planned
 
 
 def network_regularization(network: nn.Module) -> Tensor | None:

@@ -92,9 +92,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             output_operations=datamodule.problem.output_operations,
             success_threshold=datamodule.success_threshold(),
+            lr_schedule=_container(cfg.get("lr_schedule")),
         ),
     )
-    checked("optimizer", module.configure_optimizers)
+    check_optimization(cfg, module.network)
     if cfg.get("ckpt_path") is not None:
         check_checkpoint(cfg.ckpt_path, module)
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
@@ -125,6 +126,18 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return recorder.final_metrics
 
 
+def _container(node: DictConfig | None) -> dict[str, Any] | None:
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
+    """Build the optimizer and the learning-rate schedule once, so a bad field fails before
+    training, naming its section (the schedule's length is known only once fitting starts)."""
+    optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(network.parameters()))
+    if cfg.get("lr_schedule") is not None:
+        checked("lr_schedule", lambda: instantiate(cfg.lr_schedule)(optimizer, total_steps=1))
+
+
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
     """The config of the single run with ``seed``: every ``${seed}`` (the problem, the batch
     order) now resolves to it."""
@@ -151,9 +164,10 @@ def build_population(
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             seeds=[member.seed for member in members],
             success_threshold=datamodule.success_threshold(),
+            lr_schedule=_container(cfg.get("lr_schedule")),
         ),
     )
-    checked("optimizer", module.configure_optimizers)
+    check_optimization(cfg, module.network)
     return members, datamodule, module
 
 
