@@ -21,9 +21,9 @@ EVALUATION_CHUNK_VALUES = 2**24
 
 
 def stack_members(tensors: Sequence[Tensor]) -> Tensor:
-    """``[S, ...]``; members that share one tensor (the same data seed) share its memory."""
+    """``[S, ...]``; members that all hold one tensor (the same data seed) share its memory."""
     first = tensors[0]
-    if all(t is first or torch.equal(t, first) for t in tensors[1:]):
+    if all(t is first for t in tensors[1:]):
         return first.expand(len(tensors), *first.shape)
     return torch.stack(list(tensors))
 
@@ -98,14 +98,23 @@ class PopulationDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.inputs:
             return
+        sets: dict[str, list[tuple[Tensor, Tensor]]] = {}
+        # One member's sets at a time, each kept only where it differs from the first member's:
+        # a thousand members of one data seed hold one copy, never a thousand at once.
         for member in self.members:
             member.setup(stage)
-        for split in ("train", *EVALUATION_SPLITS):
-            sets = [member.datasets[split] for member in self.members]
-            self.inputs[split] = stack_members([s.inputs for s in sets])
-            self.targets[split] = stack_members([s.targets for s in sets])
-        for member in self.members:
-            member.datasets.clear()  # the stacked copies are the only ones kept
+            for split, dataset in member.datasets.items():
+                pair = (dataset.inputs, dataset.targets)
+                if split in sets:
+                    first = sets[split][0]
+                    pair = tuple(
+                        f if torch.equal(f, t) else t for f, t in zip(first, pair, strict=True)
+                    )
+                sets.setdefault(split, []).append(pair)
+            member.datasets.clear()
+        for split, pairs in sets.items():
+            self.inputs[split] = stack_members([inputs for inputs, _ in pairs])
+            self.targets[split] = stack_members([targets for _, targets in pairs])
 
     def to(self, device: torch.device) -> None:
         """Move the training set to ``device``, where the module gathers its batches."""
