@@ -87,7 +87,7 @@ class _PoisonMember(L.Callback):
 
 def _fit(cfg, output_dir: Path, callbacks: list[L.Callback]) -> PopulationModule:
     members, data, module = build_population(cfg)
-    labels = [{"model": "nalu", "seed": m.seed, "shuffle_seed": m.seed} for m in members]
+    labels = [{"model": "nalu", "seed": m.seed} for m in members]
     recorder = PopulationRecorder(output_dir, data.problems, labels, [{}] * len(members))
     trainer = L.Trainer(
         max_epochs=cfg.trainer.max_epochs,

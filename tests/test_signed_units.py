@@ -228,14 +228,13 @@ def test_training_loss_adds_the_scaled_regularization():
         "_target_": "nalu.units.NeuralMultiplicationUnit",
         "in_features": 3,
         "out_features": 1,
-        "regularizer": {"scale": 2.0, "start": 0, "end": 0},
     }
     module = ArithmeticModule(network, {"_target_": "torch.optim.SGD", "_partial_": True}, ["mul"])
     set_(module.network.weight, [[0.3, 0.8, 0.0]])
     x = ARTICLE_X
     y = module(x).detach() + 1.0  # MSE exactly 1
     # R = mean(0.3, 0.2, 0) = 1/6; loss = 1 + 2 · 1/6.
-    loss, objective, regularization = module.training_objective(x, y, step=0)
+    loss, objective, regularization = module.training_objective(x, y, regularizer_scale=2.0)
     assert (loss.item(), regularization.item()) == pytest.approx((1, 1 / 6), rel=1e-5)
     assert objective.item() == pytest.approx(1 + 2 / 6, rel=1e-5)
 

@@ -78,16 +78,15 @@ class ArithmeticModule(L.LightningModule):
         return self.network(x)
 
     def training_objective(
-        self, x: Tensor, y: Tensor, step: int
+        self, x: Tensor, y: Tensor, regularizer_scale: float
     ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The MSE, the objective minimised at optimizer step ``step`` (the MSE plus the
-        scheduled regularisation) and the regularisation term (None without one)."""
+        """The MSE, the objective minimised (the MSE plus ``regularizer_scale`` times the units'
+        regularisation) and the regularisation term (None without one)."""
         loss = F.mse_loss(self.network(x), y)
         if not self.has_regularization:
             return loss, loss, None
         regularization = network_regularization(self.network)
-        scale = self.regularizer(step, self.planned_steps)
-        return loss, loss + scale * regularization, regularization
+        return loss, loss + regularizer_scale * regularization, regularization
 
     def training_step(
         self, batch: EpochBatches | tuple[Tensor, Tensor], batch_idx: int
@@ -104,11 +103,14 @@ class ArithmeticModule(L.LightningModule):
         loss_sum = torch.zeros((), device=self.device)
         samples = 0
         regularization_sum = loss_sum.clone()
+        scale_sum = 0.0
         step_objectives = []
         for x, y in batches:
-            loss, objective, regularization = self.training_objective(x, y, self.global_step)
+            scale = self.regularizer(self.global_step, self.planned_steps)
+            loss, objective, regularization = self.training_objective(x, y, scale)
             if regularization is not None:
                 regularization_sum += regularization.detach()
+                scale_sum += scale
             optimizer.zero_grad(set_to_none=True)
             self.manual_backward(objective)
             optimizer.step()
@@ -132,11 +134,11 @@ class ArithmeticModule(L.LightningModule):
             batch_size=samples,
         )
         if self.has_regularization:
-            steps = range(first_step, self.global_step)
-            scale = sum(self.regularizer(step, self.planned_steps) for step in steps) / len(steps)
-            epoch_regularization = regularization_sum / len(steps)
-            self.log("train/regularization", epoch_regularization, on_step=False, on_epoch=True)
-            self.log("train/regularizer_scale", scale, on_step=False, on_epoch=True)
+            steps = len(step_objectives)
+            self.log(
+                "train/regularization", regularization_sum / steps, on_step=False, on_epoch=True
+            )
+            self.log("train/regularizer_scale", scale_sum / steps, on_step=False, on_epoch=True)
         return {
             "loss": epoch_loss,
             "first_step": first_step,
@@ -217,9 +219,4 @@ class ArithmeticModule(L.LightningModule):
         self._log_solved_at_step()
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
-        return configure_optimization(
-            self.hparams.optimizer,
-            self.hparams.lr_schedule,
-            list(self.network.parameters()),
-            lambda: planned_optimizer_steps(self.trainer),
-        )
+        return configure_optimization(self)

@@ -1,10 +1,8 @@
 """The optimizer and learning-rate schedule of a run, and how many optimizer steps it has."""
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
-from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -56,19 +54,17 @@ class LinearDecay(LambdaLR):
         super().__init__(optimizer, factor)
 
 
-def configure_optimization(
-    optimizer: dict[str, Any],
-    lr_schedule: dict[str, Any] | None,
-    parameters: list[nn.Parameter],
-    total_steps: Callable[[], int],
-) -> Optimizer | dict[str, Any]:
-    """``configure_optimizers``' answer: the optimizer, with its schedule when there is one.
+def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str, Any]:
+    """``configure_optimizers``' answer for a module with a ``network`` and the ``optimizer`` and
+    ``lr_schedule`` (or None) configs in its hyperparameters: the optimizer, with its schedule
+    when there is one.
 
-    The schedule is stepped by the module after every optimizer step (manual optimization);
-    ``total_steps`` is asked for only when a schedule needs it.
+    The schedule spans the run's optimizer steps and is stepped by the module after each of
+    them (manual optimization).
     """
-    built = instantiate(optimizer)(parameters)
-    if lr_schedule is None:
-        return built
-    scheduler = instantiate(lr_schedule)(built, total_steps=total_steps())
-    return {"optimizer": built, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+    optimizer = instantiate(module.hparams.optimizer)(module.network.parameters())
+    if module.hparams.lr_schedule is None:
+        return optimizer
+    total_steps = planned_optimizer_steps(module.trainer)
+    scheduler = instantiate(module.hparams.lr_schedule)(optimizer, total_steps=total_steps)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -133,11 +133,10 @@ class PopulationModule(L.LightningModule):
         state = {name.removeprefix("network."): t for name, t in self._state().items()}
         return vmap(self._member_forward)(state, x)
 
-    def member_network(self, member: int, parameters: dict[str, Tensor] | None = None) -> nn.Module:
-        """Member ``member`` as a plain network (its best parameters unless others are given)."""
+    def member_network(self, member: int) -> nn.Module:
+        """Member ``member`` as a plain network with its best parameters."""
         network = build_network(self.network_config, self.hparams.seeds[member])
-        values = self.best_parameters if parameters is None else parameters
-        state = {name: t[member] for name, t in values.items()}
+        state = {name: t[member] for name, t in self.best_parameters.items()}
         state.update((name, t[member]) for name, t in self.network.named_buffers())
         network.load_state_dict(state)
         return network
@@ -246,9 +245,4 @@ class PopulationModule(L.LightningModule):
         self.final_mse = self._per_output_mse()
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
-        return configure_optimization(
-            self.hparams.optimizer,
-            self.hparams.lr_schedule,
-            list(self.network.parameters()),
-            lambda: planned_optimizer_steps(self.trainer),
-        )
+        return configure_optimization(self)

@@ -148,7 +148,8 @@ def _operations(members: list[dict[str, Any]]) -> list[str]:
     return sorted(names)
 
 
-def _median(values: list[float]) -> float:
+def finite_median(values: list[float]) -> float:
+    """The median of the finite values (NaN if there are none)."""
     finite = [v for v in values if math.isfinite(v)]
     return statistics.median(finite) if finite else math.nan
 
@@ -172,7 +173,7 @@ def summary_rows(
             low, high = wilson_interval(solved, len(members))
 
             def median_of(name: str, metrics: list[dict[str, float]] = healthy) -> float:
-                return _median([m[name] for m in metrics if name in m])
+                return finite_median([m[name] for m in metrics if name in m])
 
             rows.append(
                 {

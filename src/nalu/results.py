@@ -324,7 +324,7 @@ class PopulationRecorder(L.Callback):
             metrics.update((f"{split}/{name}", float(v)) for name, v in values.items())
         metrics.update(solved_at_step_metrics(population.solved_at_step[member], operations))
         data = trainer.datamodule
-        seed = self.labels[member]["shuffle_seed"]
+        seed = data.members[member].shuffle_seed
         first_batch = epoch_order(data.sizes["train"], seed, 0)[: data.batch_size]
         typical_inputs = data.inputs["train"][member][first_batch.to(data.inputs["train"].device)]
         readback, formulas = read_back_metrics(
@@ -338,10 +338,15 @@ class PopulationRecorder(L.Callback):
             else {}
         )
         status = "diverged" if diverged_at >= 0 else "finished"
-        labels = {k: v for k, v in self.labels[member].items() if k != "shuffle_seed"}
         run_dir = self.member_dir(member)
         record = run_record(
-            status, labels, trainer.current_epoch, trainer.global_step, metrics, formulas, **details
+            status,
+            self.labels[member],
+            trainer.current_epoch,
+            trainer.global_step,
+            metrics,
+            formulas,
+            **details,
         )
         write_json_atomic(run_dir / "metrics.json", record)
         tensorboard = TensorBoardLogger(

@@ -5,7 +5,6 @@ import logging
 import math
 import os
 import pickle
-import statistics
 import sys
 import warnings
 from collections.abc import Callable
@@ -27,6 +26,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from nalu.data.population import PopulationDataModule
+    from nalu.data.problem import ArithmeticProblem
     from nalu.population import PopulationModule
 
 log = logging.getLogger(__name__)
@@ -98,16 +98,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     check_optimization(cfg, module.network)
     if cfg.get("ckpt_path") is not None:
         check_checkpoint(cfg.ckpt_path, module)
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     recorder = RunRecorder(
         output_dir=output_dir,
         problem=datamodule.problem,
-        labels={
-            "model": choices.get("model", "custom"),
-            "seed": cfg.seed,
-            "problem": datamodule.problem.to_dict()["problem"],
-            **_run_labels(cfg),
-        },
+        labels=run_labels(cfg, datamodule.problem),
         hyperparameters=OmegaConf.to_container(cfg, resolve=True),
     )
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -174,7 +168,7 @@ def build_population(
 def train_population(cfg: DictConfig) -> dict[str, float]:
     """Train ``population`` members with seeds ``seed, seed + 1, ...`` in one process, each
     recorded as a run of its own under ``members/``, then report them; return the medians."""
-    from nalu.report import write_report
+    from nalu.report import HEADLINE_METRICS, finite_median, write_report
     from nalu.results import PopulationRecorder
 
     if cfg.get("ckpt_path") is not None:
@@ -186,16 +180,8 @@ def train_population(cfg: DictConfig) -> dict[str, float]:
         )
     output_dir = Path(cfg.paths.output_dir)
     members, datamodule, module = build_population(cfg)
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     labels = [
-        {
-            "model": choices.get("model", "custom"),
-            "seed": member.seed,
-            "problem": problem.to_dict()["problem"],
-            **_run_labels(member),
-            "population": cfg.population,
-            "shuffle_seed": member.data.get("shuffle_seed", member.seed),
-        }
+        {**run_labels(member, problem), "population": cfg.population}
         for member, problem in zip(members, datamodule.problems, strict=True)
     ]
     recorder = PopulationRecorder(
@@ -222,11 +208,10 @@ def train_population(cfg: DictConfig) -> dict[str, float]:
     module.use_best_parameters()
     trainer.test(module, datamodule=datamodule, verbose=False)
     write_report([output_dir])
-    medians = {}
-    for name in ("train/loss", "interp/mse", "extrap/mse"):
-        finite = [m[name] for m in recorder.member_metrics if math.isfinite(m.get(name, math.nan))]
-        medians[f"median {name}"] = statistics.median(finite) if finite else math.nan
-    return medians
+    return {
+        f"median {name}": finite_median([m.get(name, math.nan) for m in recorder.member_metrics])
+        for name in HEADLINE_METRICS
+    }
 
 
 def progress_bar(trainer_cfg: DictConfig) -> list["Callback"]:
@@ -258,8 +243,16 @@ def check_checkpoint(path: str, module: "nn.Module") -> None:
         )
 
 
-def _run_labels(cfg: DictConfig) -> dict[str, Any]:
-    return {"operations": list(cfg.data.operations), "problem_seed": cfg.data.problem_seed}
+def run_labels(cfg: DictConfig, problem: "ArithmeticProblem") -> dict[str, Any]:
+    """What tells a run apart in reports: the model choice, the seed and the problem."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    return {
+        "model": choices.get("model", "custom"),
+        "seed": cfg.seed,
+        "problem": problem.to_dict()["problem"],
+        "operations": list(cfg.data.operations),
+        "problem_seed": cfg.data.problem_seed,
+    }
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -122,7 +122,7 @@ class PopulationDataModule(L.LightningDataModule):
         self.targets["train"] = self.targets["train"].to(device)
 
     def steps_per_epoch(self) -> int:
-        return -(-self.sizes["train"] // self.batch_size)
+        return len(EpochBatchSampler(self.sizes["train"], self.batch_size, shuffle=True))
 
     def train_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
         """``indices`` ``[S, b]`` (one row per member) -> inputs ``[S, b, in]``, targets."""
