@@ -28,3 +28,15 @@ class Diverged(Exception):
         self.step = step
         self.reason = reason
         super().__init__(f"diverged at step {step}: {reason}")
+
+
+class Interrupted(Exception):
+    """Training was stopped by Ctrl-C at the end of ``epoch``; ``checkpoint`` resumes it."""
+
+    def __init__(self, epoch: int, checkpoint: str) -> None:
+        self.epoch = epoch
+        self.checkpoint = checkpoint
+        super().__init__(
+            f"interrupted after epoch {epoch}; resume with the same overrides and "
+            f"ckpt_path={checkpoint}"
+        )

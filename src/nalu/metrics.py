@@ -1,4 +1,9 @@
-"""Metrics over a network's outputs, grouped by the operation each output computes."""
+"""Metrics over the outputs of S ≥ 1 members, grouped by the operation each output computes.
+
+Every member has its own problem, so its own operation per output; a view of a per-output
+quantity (``[S, out]``) is a column per group: all outputs (suffix ``""``) and each operation
+(suffix ``"_add"``, ...), as the metric names carry them (``mse``, ``mse_add``).
+"""
 
 from collections.abc import Callable, Sequence
 
@@ -17,10 +22,8 @@ def group_by_operation(
     output_operations: Sequence[str],
     reduce: Callable[[Tensor], Tensor] = torch.mean,
 ) -> dict[str, Tensor]:
-    """``{"": overall, "_add": ..., ...}``: ``reduce`` over all outputs and over each operation's.
-
-    The suffixes are the ones metric names carry (``mse``, ``mse_add``).
-    """
+    """``{"": overall, "_add": ..., ...}``: ``reduce`` over one member's ``[out]`` values, all
+    outputs and each operation's."""
     operation_index = torch.tensor(
         [operation_names(output_operations).index(n) for n in output_operations],
         device=per_output.device,
@@ -31,93 +34,121 @@ def group_by_operation(
     return result
 
 
-def solved_at_step_metrics(
-    solved_at_step: Tensor, output_operations: Sequence[str]
-) -> dict[str, float]:
-    """``solved_at_step{suffix}``: overall and per operation, the step by which every output of
-    the group was solved (from the ``[out]`` first steps, -1 for never); absent if one never was.
+class OutputGroups:
+    """Which outputs of each member form each group: all outputs, then each operation.
+
+    ``membership`` is ``[S, out, 1 + K]`` bool for the K operations named in ``suffixes``;
+    ``present`` ``[S, 1 + K]`` says which groups a member has (a member may lack an operation).
     """
-    steps = group_by_operation(
-        solved_at_step.double(),
-        output_operations,
-        reduce=lambda s: s.max() if (s >= 0).all() else s.new_tensor(float("nan")),
-    )
-    return {f"solved_at_step{k}": float(v) for k, v in steps.items() if not v.isnan()}
+
+    def __init__(self, output_operations: Sequence[Sequence[str]]) -> None:
+        names = operation_names([name for member in output_operations for name in member])
+        self.suffixes = ["", *(f"_{name}" for name in names)]
+        index = torch.tensor([[names.index(n) for n in member] for member in output_operations])
+        by_operation = torch.nn.functional.one_hot(index, len(names)).bool()
+        self.membership = torch.cat([torch.ones_like(by_operation[..., :1]), by_operation], -1)
+        self.present = self.membership.any(dim=1)
+
+    def to(self, device: torch.device) -> "OutputGroups":
+        self.membership = self.membership.to(device)
+        self.present = self.present.to(device)
+        return self
+
+    def mean(self, per_output: Tensor) -> Tensor:
+        """``[S, out]`` -> ``[S, 1 + K]``: each group's mean (NaN where a member lacks it)."""
+        inside = torch.where(self.membership, per_output.unsqueeze(-1), 0.0)
+        return inside.sum(dim=1) / self.membership.sum(dim=1)
+
+    def last_step(self, steps: Tensor) -> Tensor:
+        """``[S, out]`` first steps (-1: never) -> ``[S, 1 + K]``: the step by which every output
+        of the group was reached, NaN where one never was."""
+        steps = steps.double().unsqueeze(-1)
+        latest = torch.where(self.membership, steps, -1.0).amax(dim=1)
+        all_reached = torch.where(self.membership, steps >= 0, True).all(dim=1)
+        return torch.where(all_reached & self.present, latest, float("nan"))
 
 
-class OperationMSE(Metric):
-    """Mean squared error overall and per operation: ``{"mse": ..., "mse_add": ..., ...}``.
+def member_metrics(
+    groups: OutputGroups,
+    per_output_mse: Tensor,
+    initial_mse: Tensor | None = None,
+    success_threshold: Tensor | None = None,
+) -> dict[str, Tensor]:
+    """``mse`` of every group from the ``[S, out]`` MSEs, as ``{name: [S]}``;
+    ``normalized_error`` given the MSE at initialisation, ``solved_fraction`` given the
+    per-output success thresholds.
 
-    The error of each output is averaged over samples; an operation's error is the mean over
-    the outputs that compute it, and ``mse`` the mean over all outputs (equal weight each).
+    The normalised error is 100 · MSE / MSE at initialisation (Trask et al. 2018, Table 1), per
+    group the ratio of the group's mean MSEs; an output is solved when its MSE is below its
+    threshold (Madsen & Johansen 2020, sec. 4.1).
+    """
+    mse = groups.mean(per_output_mse)
+    columns = {"mse": mse}
+    if initial_mse is not None:
+        columns["normalized_error"] = 100 * mse / groups.mean(initial_mse)
+    if success_threshold is not None:
+        solved = (per_output_mse < success_threshold).float()
+        columns["solved_fraction"] = groups.mean(solved)
+    return {
+        f"{name}{suffix}": values[:, j]
+        for name, values in columns.items()
+        for j, suffix in enumerate(groups.suffixes)
+    }
 
-    Once ``initial_mse`` (the per-output MSE of the network at initialisation) is set, it also
-    gives the normalised error 100 · MSE / MSE at initialisation (Trask et al. 2018, Table 1;
-    0 = perfect, 100 = no better than untrained), per operation as the ratio of the group's
-    MSEs. With ``success_threshold`` (per output) it gives ``solved_fraction``, the share of
-    outputs whose MSE is below their threshold (Madsen & Johansen 2020, sec. 4.1).
-    ``initial_mse`` is a persistent buffer, so it travels with the checkpoint.
+
+class MemberOutputMSE(Metric):
+    """Mean squared error per member and output of one evaluation set: state ``[S, out]``.
+
+    ``update`` takes ``[S, B, out]`` predictions and targets (``[B, out]`` when S = 1).
+    ``compute`` gives ``{"mse": [S], "mse_add": [S], ...}``: an operation's error is the mean over
+    the outputs that compute it, ``mse`` the mean over all outputs (equal weight each). Once
+    ``initial_mse`` (``[S, out]``, the MSE at initialisation) is set it adds the normalised
+    error, and with ``success_threshold`` (``[S, out]``) the solved fraction (see
+    ``member_metrics``). ``initial_mse`` is a persistent buffer: it travels with the checkpoint.
     """
 
     full_state_update = False
 
     def __init__(
         self,
-        output_operations: Sequence[str],
-        success_threshold: Sequence[float] | None = None,
+        output_operations: Sequence[Sequence[str]],
+        success_threshold: Sequence[Sequence[float]] | None = None,
     ) -> None:
         super().__init__()
-        self.output_operations = list(output_operations)
-        num_outputs = len(output_operations)
-        self.register_buffer("initial_mse", torch.full((num_outputs,), float("nan")))
-        threshold = torch.as_tensor(
-            [float("nan")] * num_outputs if success_threshold is None else success_threshold,
-            dtype=torch.float32,
-        )
+        self.groups = OutputGroups(output_operations)
+        shape = (len(output_operations), len(output_operations[0]))
+        self.register_buffer("initial_mse", torch.full(shape, float("nan")))
+        threshold = torch.full(shape, float("nan"))
+        if success_threshold is not None:
+            threshold = torch.as_tensor(success_threshold, dtype=torch.float32)
         self.register_buffer("success_threshold", threshold, persistent=False)
-        self.add_state("sum_squared_error", torch.zeros(num_outputs), dist_reduce_fx="sum")
+        self.add_state("sum_squared_error", torch.zeros(shape), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
+    def _apply(self, fn: Callable[[Tensor], Tensor], *args, **kwargs) -> "MemberOutputMSE":
+        super()._apply(fn, *args, **kwargs)
+        self.groups.to(self.sum_squared_error.device)
+        return self
+
     def update(self, preds: Tensor, target: Tensor) -> None:
-        self.sum_squared_error += (preds - target).double().square().sum(dim=0).float()
-        self.count += preds.shape[0]
+        members, outputs = self.sum_squared_error.shape
+        # Summed in float64: a thousand samples of |error| ~ 1e4 lose no digits.
+        squared = (preds - target).double().square().reshape(members, -1, outputs)
+        self.sum_squared_error += squared.sum(dim=1).float()
+        self.count += squared.shape[1]
 
     def per_output_mse(self) -> Tensor:
+        """``[S, out]``."""
         return self.sum_squared_error / self.count
 
     def solved(self) -> Tensor:
-        """``[out]`` bool: outputs whose MSE is below their success threshold."""
+        """``[S, out]`` bool: outputs whose MSE is below their success threshold."""
         return self.per_output_mse() < self.success_threshold
 
     def compute(self) -> dict[str, Tensor]:
-        return operation_metrics(
+        return member_metrics(
+            self.groups,
             self.per_output_mse(),
-            self.output_operations,
             None if self.initial_mse.isnan().any() else self.initial_mse,
             None if self.success_threshold.isnan().any() else self.success_threshold,
         )
-
-
-def operation_metrics(
-    per_output_mse: Tensor,
-    output_operations: Sequence[str],
-    initial_mse: Tensor | None = None,
-    success_threshold: Tensor | None = None,
-) -> dict[str, Tensor]:
-    """``mse`` overall and per operation from the ``[out]`` MSEs; ``normalized_error`` given the
-    MSE at initialisation, ``solved_fraction`` given the per-output success thresholds.
-
-    The normalised error is 100 · MSE / MSE at initialisation (Trask et al. 2018, Table 1), per
-    operation as the ratio of the group's MSEs; an output is solved when its MSE is below its
-    threshold (Madsen & Johansen 2020, sec. 4.1).
-    """
-    mse = group_by_operation(per_output_mse, output_operations)
-    result = {f"mse{suffix}": value for suffix, value in mse.items()}
-    if initial_mse is not None:
-        initial = group_by_operation(initial_mse, output_operations)
-        for suffix, value in mse.items():
-            result[f"normalized_error{suffix}"] = 100 * value / initial[suffix]
-    if success_threshold is not None:
-        solved = group_by_operation((per_output_mse < success_threshold).float(), output_operations)
-        result.update({f"solved_fraction{suffix}": v for suffix, v in solved.items()})
-    return result

@@ -1,4 +1,4 @@
-"""The LightningModule that trains any network on any arithmetic problem."""
+"""The LightningModule that trains S ≥ 1 members of any network on their arithmetic problems."""
 
 from collections.abc import Sequence
 from typing import Any
@@ -8,215 +8,360 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
+from torch.func import functional_call, vmap
 from torch.optim import Optimizer
 
-from nalu.data.datamodule import EVALUATION_SPLITS, EpochBatches
-from nalu.metrics import OperationMSE, solved_at_step_metrics
-from nalu.optimization import configure_optimization, planned_optimizer_steps
+from nalu.data.datamodule import EVALUATION_SPLITS
+from nalu.errors import Diverged
+from nalu.metrics import MemberOutputMSE
+from nalu.optimization import configure_optimization
 from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
 
+# The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
+# shows their medians over the members, with every other metric).
+MEMBER_CURVES = ("train/loss", "interp/mse", "extrap/mse")
 
-def log_at_global_step(module: L.LightningModule) -> None:
-    """Put what ``module`` logs in this hook at ``global_step`` on the loggers' x-axis.
 
-    Lightning's default x-axis counts training batches; a batch here is an epoch of optimizer
-    steps. A logged ``step`` value is Lightning's documented way to set the x-axis instead.
-    """
-    module.log("step", float(module.global_step), on_step=False, on_epoch=True, reduce_fx="max")
+def build_network(network: dict[str, Any], seed: int) -> nn.Module:
+    """The network that ``seed`` initialises, without touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return instantiate(network)
+
+
+def stack_members(template: nn.Module, members: Sequence[nn.Module]) -> None:
+    """Replace every parameter and buffer of ``template`` by the members' values stacked
+    ``[S, ...]``, under the same name, so that a state dict reads like the network's."""
+    for name, _ in list(template.named_parameters()):
+        owner_name, _, attribute = name.rpartition(".")
+        stacked = torch.stack([m.get_parameter(name).detach() for m in members])
+        setattr(template.get_submodule(owner_name), attribute, nn.Parameter(stacked))
+    for name, _ in list(template.named_buffers()):
+        owner_name, _, attribute = name.rpartition(".")
+        stacked = torch.stack([m.get_buffer(name) for m in members])
+        template.get_submodule(owner_name).register_buffer(attribute, stacked)
+
+
+class MemberObjective(nn.Module):
+    """One member's training terms on a batch: the MSE and the units' regularisation (0 when no
+    unit has one), each a scalar."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        mse = F.mse_loss(self.network(x), y)
+        regularization = network_regularization(self.network)
+        return mse, mse.new_zeros(()) if regularization is None else regularization
+
+
+def median_of_living(values: Tensor, alive: Tensor) -> float:
+    """The median of ``values`` ``[S]`` over the members still training (NaN-free), or NaN."""
+    living = values[alive & ~values.isnan()]
+    return float(living.median()) if living.numel() else float("nan")
 
 
 class ArithmeticModule(L.LightningModule):
-    """MSE training of a network built from a plain ``_target_`` config.
+    """MSE training of S ≥ 1 members: member ``k`` is the network that ``seeds[k]``
+    initialises, trained on its own problem (``output_operations[k]``, thresholds
+    ``success_threshold[k]``) with its own batches.
 
-    The network, optimizer and learning-rate schedule (or None) arrive as plain dicts (Hydra
-    ``_target_`` configs) and are
-    instantiated here, so the saved hyperparameters rebuild the module from a checkpoint and
-    load under torch's default ``weights_only``. ``output_operations`` names each output's
-    operation, which groups the per-operation metrics; ``success_threshold`` (per output) judges
-    extrapolation as solved. The MSE at initialisation, for the normalised error, is measured
-    once when fitting starts.
+    Where S lives: at S = 1 ``network`` is the plain network and batches are ``[B, in]``; at
+    S > 1 every parameter is stacked ``[S, ...]`` under the network's own names and batches are
+    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` is the
+    only place that knows). Each member's gradient is its own and the optimizers update every
+    element independently, so members never mix.
 
-    A ``regularizer: {scale, start, end}`` entry in the network config is not the network's: it
-    is the ``RegularizerSchedule`` that weights the units' ``regularization()`` terms in the
-    loss. Units with ``clamp_parameters()`` are clamped after every optimizer step.
+    One training batch is one optimizer step (Lightning's automatic optimization, so
+    ``max_steps``, gradient clipping, schedulers and callbacks work as usual). The objective is
+    the MSE plus the ``regularizer`` schedule's weight times the units' ``regularization()``;
+    units with ``clamp_parameters()`` are clamped after every step.
 
-    One ``training_step`` runs all optimizer steps of an epoch (``EpochBatches``; manual
-    optimization), so Lightning's per-batch costs are paid once per epoch while every step, its
-    batch, its regulariser weight and its clamp stay what they would be one step at a time.
-    ``global_step`` counts optimizer steps as usual.
+    What a run is judged by, per member, in one place (Madsen & Johansen 2020, sec. 4.1):
+    - best epoch: the validation with the lowest interpolation MSE so far; its parameters,
+      training loss and first-solved steps are kept, and the test loop runs on them;
+    - solved at step: per output, the first validation whose extrapolation MSE is below the
+      output's threshold, counting validations up to the best one;
+    - divergence: a member whose objective turns non-finite is frozen from that step on (it
+      leaves the summed loss) and is judged at its best validation before it; when every member
+      has, training stops with ``Diverged``.
+    All of it is module state, so it travels with the checkpoint and a killed run resumes.
     """
 
     def __init__(
         self,
         network: dict[str, Any],
         optimizer: dict[str, Any],
-        output_operations: Sequence[str],
-        success_threshold: Sequence[float] | None = None,
+        output_operations: Sequence[Sequence[str]],
+        success_threshold: Sequence[Sequence[float]] | None = None,
+        seeds: Sequence[int] = (0,),
+        regularizer: dict[str, Any] | None = None,
         lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        network = dict(network)
-        self.regularizer = RegularizerSchedule(**(network.pop("regularizer", None) or {}))
-        self.network: nn.Module = instantiate(network)
+        self.regularizer = RegularizerSchedule(**(regularizer or {}))
+        members = [build_network(network, seed) for seed in seeds]
+        if len(members) > 1:
+            stack_members(members[0], members)
+        self.network: nn.Module = members[0]
+        # Not a submodule: the network's parameters are registered once, as ``network.*``.
+        self._objective = {"member": MemberObjective(self.network)}
         self.has_regularization = network_regularization(self.network) is not None
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
-        # Manual optimization: one training_step runs a whole epoch of optimizer steps.
-        self.automatic_optimization = False
         self.metrics = nn.ModuleDict(
             {
-                split: OperationMSE(
+                split: MemberOutputMSE(
                     output_operations, success_threshold if split == "extrap" else None
                 )
                 for split in EVALUATION_SPLITS
             }
         )
-        # First global step at which each output's extrapolation was solved; -1: not yet.
-        self.register_buffer("solved_at_step", torch.full((len(output_operations),), -1))
+        size, outputs = len(seeds), len(output_operations[0])
+        self.register_buffer("alive", torch.ones(size, dtype=torch.bool))
+        self.register_buffer("diverged_at_step", torch.full((size,), -1))
+        self.register_buffer("first_solved_step", torch.full((size, outputs), -1))
+        self.register_buffer("solved_at_step", torch.full((size, outputs), -1))
+        self.register_buffer("best_interp_mse", torch.full((size,), float("inf")))
+        self.register_buffer("last_train_loss", torch.full((size,), float("nan")))
+        self.register_buffer("best_train_loss", torch.full((size,), float("nan")))
+        self.best_parameters = {n: p.detach().clone() for n, p in self.network.named_parameters()}
+        # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
+        self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
+        # Per member, the final metrics of the test loop: {name: [S]}.
+        self.final_metrics: dict[str, Tensor] = {}
+        self.on_train_epoch_start()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets bookkeeping attributes around each of the ~15 hooks of every step;
+        # nn.Module's checks for parameters and submodules would cost a fifth of a small step.
+        if name in self.__dict__ and (value is None or isinstance(value, str | bool | int)):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def population(self) -> int:
+        return len(self.hparams.seeds)
+
+    def _for_each_member(self, module: nn.Module, *inputs: Tensor) -> Any:
+        """``module`` (the network or a member's objective) run for every member: at S = 1
+        called directly on ``[B, ...]`` inputs; at S > 1 on ``[S, B, ...]`` through ``vmap`` over
+        the stacked parameters, its outputs gaining the leading member dimension."""
+        if self.population == 1:
+            return module(*inputs)
+        prefix = "" if module is self.network else "network."
+        state = {f"{prefix}{n}": t for n, t in self.network.named_parameters()}
+        state.update((f"{prefix}{n}", t) for n, t in self.network.named_buffers())
+        return vmap(lambda s, args: functional_call(module, s, args))(state, inputs)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.network(x)
+        """``x`` ``[B, in]`` (S = 1) or ``[S, B, in]`` -> outputs ``[B, out]`` or
+        ``[S, B, out]``."""
+        return self._for_each_member(self.network, x)
 
-    def training_objective(
-        self, x: Tensor, y: Tensor, regularizer_scale: float
-    ) -> tuple[Tensor, Tensor, Tensor | None]:
-        """The MSE, the objective minimised (the MSE plus ``regularizer_scale`` times the units'
-        regularisation) and the regularisation term (None without one)."""
-        loss = F.mse_loss(self.network(x), y)
-        if not self.has_regularization:
-            return loss, loss, None
-        regularization = network_regularization(self.network)
-        return loss, loss + regularizer_scale * regularization, regularization
-
-    def training_step(
-        self, batch: EpochBatches | tuple[Tensor, Tensor], batch_idx: int
-    ) -> dict[str, Any]:
-        """Every optimizer step of ``batch``: an epoch's ``EpochBatches`` or one ``(x, y)``.
-
-        Nothing here waits for the device: the loss is averaged and each step's objective kept
-        as a tensor, which ``DivergenceMonitor`` checks once per call.
-        """
-        optimizer = self.optimizers()
-        scheduler = self.lr_schedulers()
-        batches = batch if isinstance(batch, EpochBatches) else [batch]
-        first_step = self.global_step
-        loss_sum = torch.zeros((), device=self.device)
-        samples = 0
-        regularization_sum = loss_sum.clone()
-        scale_sum = 0.0
-        step_objectives = []
-        for x, y in batches:
-            scale = self.regularizer(self.global_step, self.planned_steps)
-            loss, objective, regularization = self.training_objective(x, y, scale)
-            if regularization is not None:
-                regularization_sum += regularization.detach()
-                scale_sum += scale
-            optimizer.zero_grad(set_to_none=True)
-            self.manual_backward(objective)
-            optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
-            # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
-            clamp_network_parameters(self.network)
-            step_objectives.append(objective.detach())
-            loss_sum += loss.detach() * len(x)
-            samples += len(x)
-        epoch_loss = loss_sum / samples
-        log_at_global_step(self)
-        # sync_dist: under DDP the epoch's loss is averaged over every process's shard.
-        self.log(
-            "train/loss",
-            epoch_loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=True,
-            sync_dist=True,
-            batch_size=samples,
-        )
-        if self.has_regularization:
-            steps = len(step_objectives)
-            self.log(
-                "train/regularization", regularization_sum / steps, on_step=False, on_epoch=True
-            )
-            self.log("train/regularizer_scale", scale_sum / steps, on_step=False, on_epoch=True)
-        return {
-            "loss": epoch_loss,
-            "first_step": first_step,
-            "step_objectives": torch.stack(step_objectives),
-        }
-
-    def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
-        x, y = batch
-        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self.network(x), y)
+    def _member_mask(self, flags: Tensor, like: Tensor) -> Tensor:
+        """``[S]`` flags shaped to select whole members of a parameter like ``like``."""
+        if self.population == 1:
+            return flags.reshape((1,) * like.dim())
+        return flags.view(-1, *[1] * (like.dim() - 1))
 
     def on_fit_start(self) -> None:
         """Count the run's optimizer steps (the regulariser's schedule is in fractions of them)
-        and measure each evaluation set's per-output MSE at initialisation, once per run.
-
-        A resumed run has it from its checkpoint, so its normalised error keeps the same base.
-        """
-        self.planned_steps = planned_optimizer_steps(self.trainer)
+        and measure each evaluation set's per-output MSE at initialisation, once per run: a
+        resumed run has it from its checkpoint, so its normalised error keeps the same base."""
+        self.planned_steps = int(self.trainer.estimated_stepping_batches)
+        self.best_parameters = {n: t.to(self.device) for n, t in self.best_parameters.items()}
         if self.trainer.datamodule is None:
             return  # dataloaders passed to fit() directly: no evaluation sets to measure on
-        loaders = self.trainer.datamodule.val_dataloader()
         with torch.no_grad():
-            for split, loader in zip(EVALUATION_SPLITS, loaders, strict=True):
+            for split, loader in zip(
+                EVALUATION_SPLITS, self.trainer.datamodule.val_dataloader(), strict=True
+            ):
                 metric = self.metrics[split]
                 if not metric.initial_mse.isnan().any():
                     continue
                 for x, y in loader:
-                    metric.update(self.network(x.to(self.device)), y.to(self.device))
+                    metric.update(self(x.to(self.device)), y.to(self.device))
                 # Under DDP each process saw a shard: the baseline is the whole set's.
                 with metric.sync_context():
                     metric.initial_mse.copy_(metric.per_output_mse())
                 metric.reset()
 
-    def _log_evaluation(self) -> None:
-        for split, metric in self.metrics.items():
-            if metric.update_count == 0:
-                continue
-            values = {f"{split}/{name}": value for name, value in metric.compute().items()}
-            if split == "extrap" and not self.trainer.sanity_checking:
-                with metric.sync_context():
-                    newly_solved = metric.solved() & (self.solved_at_step < 0)
-                self.solved_at_step[newly_solved] = self.global_step
-            if self.trainer.testing:
-                self.log_dict(values, add_dataloader_idx=False)  # the run's final metrics
-            else:
-                self._log_curves(values, headline=f"{split}/mse")
-            metric.reset()
+    def on_train_epoch_start(self) -> None:
+        self._loss_sum = torch.zeros(self.population, device=self.device)
+        self._regularization_sum = torch.zeros(self.population, device=self.device)
+        self._scale_sum = 0.0
+        self._loss_samples = self._steps = 0
 
-    def _log_curves(self, values: dict[str, Tensor], headline: str) -> None:
-        """Validation curves: ``headline`` through ``self.log`` (checkpointing monitors it),
-        the rest straight to the loggers, since each ``self.log`` call costs milliseconds and
-        an epoch of training only tens of them."""
-        self.log(headline, values.pop(headline), add_dataloader_idx=False)
-        log_at_global_step(self)
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch
+        terms = self._for_each_member(self._objective["member"], x, y)
+        mse, regularization = (term.reshape(self.population) for term in terms)
+        scale = self.regularizer(self.global_step, self.planned_steps)
+        objective = mse + scale * regularization if self.has_regularization else mse
+        finite = torch.isfinite(objective)
+        self.diverged_at_step.masked_fill_(self.alive & ~finite, self.global_step + 1)
+        self.alive &= finite
+        if not self.alive.any():
+            # Raised before this step's update: the parameters stay the last good ones.
+            reason = "train loss" if self.population == 1 else "every member's train loss"
+            raise Diverged(self.global_step + 1, f"{reason} is {objective[0].item()}")
+        samples = x.shape[-2]
+        self._loss_sum += torch.where(self.alive, mse.detach(), 0.0) * samples
+        self._loss_samples += samples
+        self._steps += 1
+        if self.has_regularization:
+            self._regularization_sum += regularization.detach()
+            self._scale_sum += scale
+        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+            self._log_to_loggers(
+                {"train/batch_loss": median_of_living(mse.detach(), self.alive)}, 1
+            )
+        return torch.where(self.alive, objective, 0.0).sum()
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
+        clamp_network_parameters(self.network)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.is_last_batch:
+            self._end_training_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        self._end_training_epoch()  # an epoch cut short by max_steps
+
+    def _end_training_epoch(self) -> None:
+        """The epoch's training loss per member, before the epoch's validation judges it."""
+        if self._loss_samples == 0:
+            return
+        loss = self._loss_sum / self._loss_samples
+        self.last_train_loss = torch.where(self.alive, loss, self.last_train_loss)
+        self._loss_samples = 0
+        self.curves["train/loss"].append((self.global_step, loss.cpu()))
+        median = median_of_living(loss, self.alive)
+        self.log("train/loss", median, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        values = {"train/loss": median}
+        if self.has_regularization:
+            regularization = self._regularization_sum / self._steps
+            values["train/regularization"] = median_of_living(regularization, self.alive)
+            values["train/regularizer_scale"] = self._scale_sum / self._steps
+        if self.population > 1:
+            values["population/alive_fraction"] = float(self.alive.float().mean())
+        self._log_to_loggers(values)
+
+    def _log_to_loggers(self, values: dict[str, float], ahead: int = 0) -> None:
+        """Straight to the loggers at the optimizer step (``ahead`` steps on, for a value of the
+        step being taken): curves stay on one increasing x-axis, and a ``self.log`` call
+        costs more than a small network's step."""
         if self.trainer.sanity_checking:
             return
-        floats = {name: float(value) for name, value in values.items()}
         for logger in self.loggers:
-            logger.log_metrics(floats, step=self.global_step)
+            logger.log_metrics(values, step=self.global_step + ahead)
 
-    def _log_solved_at_step(self) -> None:
-        """Per operation, the step by which all its outputs were solved (if they all were)."""
-        solved = solved_at_step_metrics(self.solved_at_step, self.hparams.output_operations)
-        self.log_dict(solved, add_dataloader_idx=False)
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
+        x, y = batch
+        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self(x), y)
 
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
-    ):
+    ) -> None:
         self._evaluation_step(batch, dataloader_idx)
 
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluation_step(batch, dataloader_idx)
+
+    def _compute(self, split: str) -> dict[str, Tensor]:
+        """The split's metrics, each ``[S]`` (torchmetrics returns one member's as a scalar);
+        ``compute`` sums the states over the processes of a distributed run."""
+        values = self.metrics[split].compute()
+        return {name: value.reshape(self.population) for name, value in values.items()}
+
+    @torch.no_grad()
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluation()
+        values = {split: self._compute(split) for split in EVALUATION_SPLITS}
+        with self.metrics["extrap"].sync_context():
+            solved = self.metrics["extrap"].solved()
+        for metric in self.metrics.values():
+            metric.reset()
+        if self.trainer.sanity_checking:
+            return
+        self._judge(values["interp"]["mse"], solved)
+        step = self.global_step
+        for split in EVALUATION_SPLITS:
+            self.curves[f"{split}/mse"].append((step, values[split]["mse"].cpu()))
+        medians = {
+            f"{split}/{name}": median_of_living(value, self.alive)
+            for split, metrics in values.items()
+            for name, value in metrics.items()
+        }
+        # ModelCheckpoint monitors it; the progress bar shows it.
+        self.log("interp/mse", medians["interp/mse"], prog_bar=True, logger=False)
+        self._log_to_loggers(medians)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0):
-        self._evaluation_step(batch, dataloader_idx)
+    def _judge(self, interp_mse: Tensor, solved: Tensor) -> None:
+        """The one rule for the best epoch and the solved-at step (see the class)."""
+        newly_solved = solved & (self.first_solved_step < 0) & self.alive.unsqueeze(1)
+        self.first_solved_step.masked_fill_(newly_solved, self.global_step)
+        improved = self.alive & (interp_mse < self.best_interp_mse)
+        self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)
+        self.best_train_loss = torch.where(improved, self.last_train_loss, self.best_train_loss)
+        self.solved_at_step = torch.where(
+            improved.unsqueeze(1), self.first_solved_step, self.solved_at_step
+        )
+        for name, parameter in self.network.named_parameters():
+            mask = self._member_mask(improved, parameter)
+            self.best_parameters[name] = torch.where(
+                mask, parameter.detach(), self.best_parameters[name]
+            )
 
+    @torch.no_grad()
+    def on_test_start(self) -> None:
+        """Test every member at its best validation (members never validated: as they are)."""
+        validated = self.best_interp_mse.isfinite()
+        for name, parameter in self.network.named_parameters():
+            mask = self._member_mask(validated, parameter)
+            parameter.copy_(torch.where(mask, self.best_parameters[name], parameter))
+
+    @torch.no_grad()
     def on_test_epoch_end(self) -> None:
-        self._log_evaluation()
-        self._log_solved_at_step()
+        """Every member's final metrics, ``{name: [S]}``: both sets, the solved-at steps and
+        the training loss of the best epoch (or of the last, if none was validated)."""
+        metrics: dict[str, Tensor] = {}
+        for split in EVALUATION_SPLITS:
+            metrics.update((f"{split}/{name}", v) for name, v in self._compute(split).items())
+            self.metrics[split].reset()
+        groups = self.metrics["extrap"].groups
+        steps = groups.last_step(self.solved_at_step)
+        metrics.update((f"solved_at_step{s}", steps[:, j]) for j, s in enumerate(groups.suffixes))
+        validated = self.best_interp_mse.isfinite()
+        metrics["train/loss"] = torch.where(validated, self.best_train_loss, self.last_train_loss)
+        self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
+
+    def member_network(self, member: int) -> nn.Module:
+        """Member ``member`` as a plain network with its current parameters."""
+        if self.population == 1:
+            return self.network
+        network = build_network(self.hparams.network, self.hparams.seeds[member])
+        state = {name: t[member] for name, t in self.network.state_dict().items()}
+        network.load_state_dict(state)
+        return network.to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["members"] = {
+            "best_parameters": {n: t.cpu() for n, t in self.best_parameters.items()},
+            "curves": self.curves,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        members = checkpoint.get("members")
+        if members is not None:
+            self.best_parameters = members["best_parameters"]
+            self.curves = members["curves"]
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         return configure_optimization(self)

@@ -12,22 +12,6 @@ if TYPE_CHECKING:
     import lightning as L
 
 
-def planned_optimizer_steps(trainer: "L.Trainer") -> int:
-    """The optimizer steps the trainer will run: ``max_epochs`` times the data module's
-    ``steps_per_epoch()``, or ``max_steps`` if that comes first.
-
-    Lightning's ``estimated_stepping_batches`` counts training batches, and a batch of
-    ``ArithmeticModule`` is an epoch of steps; it serves only loaders of single batches.
-    """
-    steps_per_epoch = getattr(trainer.datamodule, "steps_per_epoch", None)
-    if steps_per_epoch is None or trainer.max_epochs in (None, -1):
-        return int(trainer.estimated_stepping_batches)
-    planned = trainer.max_epochs * steps_per_epoch()
-    if trainer.max_steps not in (None, -1):
-        planned = min(planned, trainer.max_steps)
-    return planned
-
-
 class LinearDecay(LambdaLR):
     """The learning rate stays until ``start`` (a fraction of the run's ``total_steps``), then
     falls linearly to ``end_factor`` times itself at the last step.
@@ -59,12 +43,12 @@ def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str,
     ``lr_schedule`` (or None) configs in its hyperparameters: the optimizer, with its schedule
     when there is one.
 
-    The schedule spans the run's optimizer steps and is stepped by the module after each of
-    them (manual optimization).
+    The schedule spans the run's optimizer steps (one per training batch) and Lightning steps it
+    after each of them.
     """
     optimizer = instantiate(module.hparams.optimizer)(module.network.parameters())
     if module.hparams.lr_schedule is None:
         return optimizer
-    total_steps = planned_optimizer_steps(module.trainer)
+    total_steps = int(module.trainer.estimated_stepping_batches)
     scheduler = instantiate(module.hparams.lr_schedule)(optimizer, total_steps=total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -16,6 +16,7 @@ import math
 import statistics
 import sys
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +26,29 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
-from nalu.results import write_text_atomic
+from nalu.record import (
+    EXTRAP_MSE,
+    EXTRAP_MSE_OF,
+    HEADLINE_METRICS,
+    METRICS_FILE,
+    RECOVERED_FRACTION,
+    SOLVED_AT_STEP,
+    SPARSITY_ERROR,
+    STATUS_DIVERGED,
+    TRAIN_LOSS,
+    RunRecord,
+    finite_median,
+    metric_name,
+    write_text_atomic,
+)
 
-HEADLINE_METRICS = ("train/loss", "interp/mse", "extrap/mse")
 # Two-sided 95%: the standard normal's 0.975 quantile.
 Z_95 = 1.959963984540054
 # problem.json keys that vary from seed to seed within one problem family.
 PER_SEED_PROBLEM_KEYS = ("problem_seed", "outputs", "subset_a", "subset_b")
 # TensorBoard's event reader logs an INFO line per file it finishes; a report reads hundreds.
 logging.getLogger("tensorboard").setLevel(logging.WARNING)
-CURVES = {"train/loss": "training loss", "extrap/mse": "test (extrapolation) MSE"}
+CURVES = {TRAIN_LOSS: "training loss", EXTRAP_MSE: "test (extrapolation) MSE"}
 
 
 class ReportError(Exception):
@@ -45,8 +59,8 @@ def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
     """Every ``metrics.json`` under ``paths``, each with its folder as ``run_dir``."""
     runs = []
     for root in paths:
-        for metrics_file in sorted(Path(root).rglob("metrics.json")):
-            run = json.loads(metrics_file.read_text(encoding="utf-8"))
+        for metrics_file in sorted(Path(root).rglob(METRICS_FILE)):
+            run = asdict(RunRecord.read(metrics_file.parent))
             run["run_dir"] = str(metrics_file.parent)
             runs.append(run)
     return runs
@@ -60,7 +74,7 @@ def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str
     """
     runs = [run for members in groups.values() for run in members]
     per_op = sorted(
-        {name for run in runs for name in run["metrics"] if name.startswith("extrap/mse_")}
+        {name for run in runs for name in run["metrics"] if name.startswith(EXTRAP_MSE_OF)}
     )
     columns = [*HEADLINE_METRICS, *per_op]
     lines = [
@@ -101,7 +115,7 @@ def is_diverged(run: dict[str, Any]) -> bool:
     Only the errors count: a normalised error is undefined (0 / 0) for a network that starts
     exact, which is no divergence.
     """
-    if run.get("status") == "diverged":
+    if run.get("status") == STATUS_DIVERGED:
         return True
     metrics = run.get("metrics", {})
     return any(not math.isfinite(metrics.get(name, 0.0)) for name in HEADLINE_METRICS)
@@ -143,15 +157,10 @@ def _operations(members: list[dict[str, Any]]) -> list[str]:
     names: list[str] = []
     for run in members:
         for metric in run.get("metrics", {}):
-            if metric.startswith("extrap/mse_") and metric[len("extrap/mse_") :] not in names:
-                names.append(metric[len("extrap/mse_") :])
+            operation = metric.removeprefix(EXTRAP_MSE_OF)
+            if metric.startswith(EXTRAP_MSE_OF) and operation not in names:
+                names.append(operation)
     return sorted(names)
-
-
-def finite_median(values: list[float]) -> float:
-    """The median of the finite values (NaN if there are none)."""
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.median(finite) if finite else math.nan
 
 
 def summary_rows(
@@ -167,9 +176,10 @@ def summary_rows(
         for operation in ["all", *_operations(members)]:
             suffix = "" if operation == "all" else f"_{operation}"
             healthy = [run["metrics"] for run in members if not is_diverged(run)]
-            solved = sum(m.get(f"extrap/solved_fraction{suffix}") == 1 for m in healthy)
-            readable = [m for m in healthy if f"recovered_fraction{suffix}" in m]
-            recovered = sum(m[f"recovered_fraction{suffix}"] == 1 for m in readable)
+            solved_fraction = metric_name("extrap", "solved_fraction", suffix)
+            solved = sum(m.get(solved_fraction) == 1 for m in healthy)
+            readable = [m for m in healthy if f"{RECOVERED_FRACTION}{suffix}" in m]
+            recovered = sum(m[f"{RECOVERED_FRACTION}{suffix}"] == 1 for m in readable)
             low, high = wilson_interval(solved, len(members))
 
             def median_of(name: str, metrics: list[dict[str, float]] = healthy) -> float:
@@ -185,13 +195,17 @@ def summary_rows(
                     "success_rate": solved / len(members),
                     "success_low": low,
                     "success_high": high,
-                    "extrap_mse": median_of(f"extrap/mse{suffix}"),
-                    "extrap_normalized_error": median_of(f"extrap/normalized_error{suffix}"),
-                    "interp_normalized_error": median_of(f"interp/normalized_error{suffix}"),
+                    "extrap_mse": median_of(metric_name("extrap", "mse", suffix)),
+                    "extrap_normalized_error": median_of(
+                        metric_name("extrap", "normalized_error", suffix)
+                    ),
+                    "interp_normalized_error": median_of(
+                        metric_name("interp", "normalized_error", suffix)
+                    ),
                     "recovered": recovered if readable else math.nan,
                     "recovery_rate": recovered / len(members) if readable else math.nan,
-                    "solved_at_step": median_of(f"solved_at_step{suffix}"),
-                    "sparsity_error": median_of(f"sparsity_error{suffix}"),
+                    "solved_at_step": median_of(f"{SOLVED_AT_STEP}{suffix}"),
+                    "sparsity_error": median_of(f"{SPARSITY_ERROR}{suffix}"),
                 }
             )
     return rows

@@ -1,8 +1,6 @@
 """What a run leaves on disk and in TensorBoard: problem.json, metrics.json, formulas, heatmaps."""
 
-import json
-import os
-import tempfile
+import math
 from pathlib import Path
 from typing import Any
 
@@ -11,36 +9,25 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
 
-from nalu.data.datamodule import epoch_order
 from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
-from nalu.metrics import group_by_operation, operation_metrics, solved_at_step_metrics
+from nalu.metrics import group_by_operation
 from nalu.readback import read_back, sparsity_error
-
-HEATMAP_PIXELS_PER_WEIGHT = 8
-# The final metrics that go beside the hyperparameters in TensorBoard's HParams tab.
-HPARAMS_METRICS = (
-    "train/loss",
-    "interp/mse",
-    "extrap/mse",
-    "extrap/normalized_error",
-    "extrap/solved_fraction",
-    "recovered_fraction",
+from nalu.record import (
+    FINAL_PREFIX,
+    HPARAMS_METRICS,
+    RECOVERED_FRACTION,
+    SPARSITY_ERROR,
+    STATUS_DIVERGED,
+    STATUS_FINISHED,
+    RunRecord,
+    finite_median,
+    write_json_atomic,
 )
 
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it: no reader sees half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    ) as handle:
-        handle.write(text)
-    os.replace(handle.name, path)
-
-
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+HEATMAP_PIXELS_PER_WEIGHT = 8
+# Config sections that say where and how a run is written, not what it trains: not HParams.
+HPARAMS_LEFT_OUT = ("callbacks", "logger", "paths", "hydra")
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -103,11 +90,11 @@ def read_back_metrics(
     operations = problem.output_operations
     recovered = torch.tensor([a == b for a, b in zip(learned, truth, strict=True)])
     metrics = {
-        f"recovered_fraction{k}": float(v)
+        f"{RECOVERED_FRACTION}{k}": float(v)
         for k, v in group_by_operation(recovered.float(), operations).items()
     }
     metrics.update(
-        (f"sparsity_error{k}", float(v))
+        (f"{SPARSITY_ERROR}{k}", float(v))
         for k, v in group_by_operation(sparsity, operations, reduce=torch.max).items()
     )
     outputs = [
@@ -117,38 +104,23 @@ def read_back_metrics(
     return metrics, outputs
 
 
-def run_record(
-    status: str,
-    labels: dict[str, Any],
-    epochs: int,
-    steps: int,
-    metrics: dict[str, float],
-    formulas: list[dict[str, Any]],
-    **details: Any,
-) -> dict[str, Any]:
-    """The content of a run's metrics.json, which ``nalu.report`` reads."""
-    return {
-        "status": status,
-        **details,
-        "labels": labels,
-        "epochs": epochs,
-        "steps": steps,
-        "metrics": metrics,
-        "formulas": formulas,
-    }
-
-
 def log_final_results(
     tensorboard: TensorBoardLogger,
     metrics: dict[str, float],
-    readback: dict[str, float],
     formulas: list[dict[str, Any]],
+    labels: dict[str, Any],
     hyperparameters: dict[str, Any],
     step: int,
 ) -> None:
-    """The read-back scalars and formulas, and the HParams entry with the headline metrics."""
-    for name, value in readback.items():
-        tensorboard.experiment.add_scalar(name, value, step)
+    """Every final metric and the read-back formulas, under ``final/`` (the curves of the same
+    names are the run as it trained), and the HParams entry: the run's labels and settings
+    beside the headline metrics."""
+    headline = {
+        f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
+    }
+    for name, value in metrics.items():
+        if f"{FINAL_PREFIX}{name}" not in headline:
+            tensorboard.experiment.add_scalar(f"{FINAL_PREFIX}{name}", value, step)
     if formulas:
         tensorboard.experiment.add_text(
             "readback/formulas",
@@ -157,120 +129,23 @@ def log_final_results(
             ),
             step,
         )
-    headline = {name: value for name, value in metrics.items() if name in HPARAMS_METRICS}
-    tensorboard.log_hyperparams(flatten_config(hyperparameters), metrics=headline, step=step)
+    settings = {k: v for k, v in hyperparameters.items() if k not in HPARAMS_LEFT_OUT}
+    tensorboard.log_hyperparams({**labels, **flatten_config(settings)}, metrics=headline, step=step)
     tensorboard.experiment.flush()
 
 
 class RunRecorder(L.Callback):
-    """Writes a run's results: the problem at the start, weights at the end of training, and the
-    final metrics (``metrics.json`` and the TensorBoard HParams entry) after the test loop."""
+    """Writes the results of every member of a run, S >= 1, in one schema.
 
-    def __init__(
-        self,
-        output_dir: str | Path,
-        problem: ArithmeticProblem,
-        labels: dict[str, Any],
-        hyperparameters: dict[str, Any],
-    ) -> None:
-        self.output_dir = Path(output_dir)
-        self.problem = problem
-        self.labels = labels
-        self.hyperparameters = hyperparameters
-        self.final_train_loss: float | None = None
-        self.final_metrics: dict[str, float] = {}
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.
-        if trainer.is_global_zero:
-            write_json_atomic(self.output_dir / "problem.json", self.problem.to_dict())
-        if (tensorboard := _tensorboard(trainer)) is not None:
-            tensorboard.experiment.add_text(
-                "problem/formulas", "  \n".join(self.problem.formulas())
-            )
-
-    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if "train/loss" in trainer.callback_metrics:
-            self.final_train_loss = float(trainer.callback_metrics["train/loss"])
-        if (tensorboard := _tensorboard(trainer)) is not None:
-            for name, weight in named_weight_matrices(pl_module.network).items():
-                tensorboard.experiment.add_image(
-                    f"weights/{name}", weight_heatmap(weight), trainer.global_step
-                )
-
-    def _write_metrics(
-        self,
-        trainer: L.Trainer,
-        status: str,
-        formulas: list[dict[str, Any]] | None = None,
-        **details: Any,
-    ) -> None:
-        if not trainer.is_global_zero:
-            return
-        record = run_record(
-            status,
-            self.labels,
-            trainer.current_epoch,
-            trainer.global_step,
-            self.final_metrics,
-            formulas or [],
-            **details,
-        )
-        write_json_atomic(self.output_dir / "metrics.json", record)
-        if (tensorboard := _tensorboard(trainer)) is not None:
-            summary = " ".join(f"{key}={value}" for key, value in details.items())
-            tensorboard.experiment.add_text("run/status", f"{status} {summary}".strip())
-
-    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        metrics = {
-            name: float(value) for name, value in trainer.callback_metrics.items() if name != "step"
-        }
-        if self.final_train_loss is not None:
-            metrics["train/loss"] = self.final_train_loss
-        typical_inputs, _ = next(iter(next(iter(trainer.datamodule.train_dataloader()))))
-        readback, formulas = read_back_metrics(
-            pl_module.network, self.problem, typical_inputs.to(pl_module.device)
-        )
-        metrics.update(readback)
-        self.final_metrics = dict(sorted(metrics.items()))
-        self._write_metrics(trainer, "finished", formulas)
-        if (tensorboard := _tensorboard(trainer)) is not None:
-            log_final_results(
-                tensorboard,
-                self.final_metrics,
-                readback,
-                formulas,
-                self.hyperparameters,
-                trainer.global_step,
-            )
-
-    def on_exception(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
-    ) -> None:
-        """A diverged run says so, with the step and its last good checkpoint (no metrics)."""
-        if not isinstance(exception, Diverged):
-            return
-        checkpoint = trainer.checkpoint_callback
-        last_good = getattr(checkpoint, "last_model_path", "") or None
-        self._write_metrics(
-            trainer,
-            "diverged",
-            diverged_at_step=exception.step,
-            reason=exception.reason,
-            last_good_checkpoint=last_good,
-        )
-        if (tensorboard := _tensorboard(trainer)) is not None:
-            tensorboard.experiment.add_scalar(
-                "run/diverged_at_step", exception.step, trainer.global_step
-            )
-            tensorboard.experiment.flush()
-
-
-class PopulationRecorder(L.Callback):
-    """Writes each member of a population as a run of its own, where a sweep's job would be:
-    ``<output_dir>/members/<k>_<model>_seed<seed>/`` with problem.json, metrics.json and a
-    TensorBoard folder of its curves, formulas and HParams, so ``nalu.report`` reads members
-    as runs. ``labels`` and ``hyperparameters`` are per member."""
+    Member ``k``'s folder is the run's own at S = 1, and ``members/<k>_<model>_seed<seed>/`` at
+    S > 1, where a sweep's job would be, so ``nalu.report`` reads members as runs. Each gets
+    problem.json when fitting starts and, after the test loop, metrics.json (a ``RunRecord``)
+    and its TensorBoard entries: formulas, weight heatmaps, the final metrics and HParams. At
+    S = 1 they go into the run's own TensorBoard run beside its curves; at S > 1 each member
+    gets a TensorBoard run with its own curves, and the run's own shows the medians.
+    ``labels`` and ``hyperparameters`` are per member; ``final_metrics`` is what the run
+    returns (at S > 1, the medians over the members that finished).
+    """
 
     def __init__(
         self,
@@ -284,87 +159,128 @@ class PopulationRecorder(L.Callback):
         self.labels = labels
         self.hyperparameters = hyperparameters
         self.member_metrics: list[dict[str, float]] = []
+        self.final_metrics: dict[str, float] = {}
+
+    @property
+    def population(self) -> int:
+        return len(self.problems)
 
     def member_dir(self, member: int) -> Path:
+        if self.population == 1:
+            return self.output_dir
         labels = self.labels[member]
         return self.output_dir / "members" / f"{member}_{labels['model']}_seed{labels['seed']}"
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        for member, problem in enumerate(self.problems):
-            write_json_atomic(self.member_dir(member) / "problem.json", problem.to_dict())
+        # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.
+        if trainer.is_global_zero:
+            for member, problem in enumerate(self.problems):
+                write_json_atomic(self.member_dir(member) / "problem.json", problem.to_dict())
+
+    def _member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
+        if self.population == 1:
+            return _tensorboard(trainer)
+        return TensorBoardLogger(
+            save_dir=self.member_dir(member),
+            name="tensorboard",
+            version="",
+            default_hp_metric=False,
+        )
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Curves as lists once: S members read a value each from every point.
+        if not trainer.is_global_zero:
+            return
+        final = {name: values.tolist() for name, values in pl_module.final_metrics.items()}
         curves = {
             tag: [(step, values.tolist()) for step, values in points]
             for tag, points in pl_module.curves.items()
         }
-        self.member_metrics = [
-            self._record_member(trainer, pl_module, curves, member)
-            for member in range(len(self.problems))
-        ]
-
-    def _record_member(
-        self,
-        trainer: L.Trainer,
-        population: Any,
-        curves: dict[str, list[tuple[int, list[float]]]],
-        member: int,
-    ) -> dict[str, float]:
-        problem = self.problems[member]
-        operations = problem.output_operations
-        metrics: dict[str, float] = {}
-        if curve := curves["train/loss"]:
-            metrics["train/loss"] = curve[-1][1][member]
-        for split, per_output in population.final_mse.items():
-            threshold = population.success_threshold[member] if split == "extrap" else None
-            values = operation_metrics(
-                per_output[member], operations, population.initial_mse[split][member], threshold
+        typical_inputs = next(iter(trainer.datamodule.train_dataloader()))[0]
+        self.member_metrics = []
+        for member, problem in enumerate(self.problems):
+            metrics = {name: v[member] for name, v in final.items() if not math.isnan(v[member])}
+            member_inputs = typical_inputs if self.population == 1 else typical_inputs[member]
+            network = pl_module.member_network(member)
+            readback, formulas = read_back_metrics(
+                network, problem, member_inputs.to(pl_module.device)
             )
-            metrics.update((f"{split}/{name}", float(v)) for name, v in values.items())
-        metrics.update(solved_at_step_metrics(population.solved_at_step[member], operations))
-        data = trainer.datamodule
-        seed = data.members[member].shuffle_seed
-        first_batch = epoch_order(data.sizes["train"], seed, 0)[: data.batch_size]
-        typical_inputs = data.inputs["train"][member][first_batch.to(data.inputs["train"].device)]
-        readback, formulas = read_back_metrics(
-            population.member_network(member).to(typical_inputs.device), problem, typical_inputs
+            metrics = dict(sorted({**metrics, **readback}.items()))
+            diverged_at = int(pl_module.diverged_at_step[member])
+            record = RunRecord(
+                status=STATUS_DIVERGED if diverged_at >= 0 else STATUS_FINISHED,
+                labels=self.labels[member],
+                epochs=trainer.current_epoch,
+                steps=trainer.global_step,
+                metrics=metrics,
+                formulas=formulas,
+                diverged_at_step=diverged_at if diverged_at >= 0 else None,
+                reason="train loss is not finite" if diverged_at >= 0 else None,
+            )
+            record.write(self.member_dir(member))
+            self.member_metrics.append(metrics)
+            tensorboard = self._member_tensorboard(trainer, member)
+            if tensorboard is None:
+                continue
+            experiment = tensorboard.experiment
+            if self.population > 1:
+                experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
+                for tag, points in curves.items():
+                    for step, values in points:
+                        experiment.add_scalar(tag, values[member], step)
+            if diverged_at >= 0:
+                experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
+            for name, weight in named_weight_matrices(network).items():
+                experiment.add_image(f"weights/{name}", weight_heatmap(weight), trainer.global_step)
+            log_final_results(
+                tensorboard,
+                metrics,
+                formulas,
+                self.labels[member],
+                self.hyperparameters[member],
+                trainer.global_step,
+            )
+            if self.population > 1:
+                experiment.close()
+        self.final_metrics = self._summary()
+        if self.population > 1 and (tensorboard := _tensorboard(trainer)) is not None:
+            medians = {f"{FINAL_PREFIX}{name}": v for name, v in self.final_metrics.items()}
+            tensorboard.log_metrics(medians, step=trainer.global_step)
+
+    def _summary(self) -> dict[str, float]:
+        """The member's metrics at S = 1; the medians over finished members at S > 1."""
+        if self.population == 1:
+            return self.member_metrics[0]
+        names = sorted({name for metrics in self.member_metrics for name in metrics})
+        return {
+            name: finite_median([m.get(name, math.nan) for m in self.member_metrics])
+            for name in names
+        }
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        """Every member of a diverged run says so, with its step and the run's last good
+        checkpoint (no metrics)."""
+        if not isinstance(exception, Diverged) or not trainer.is_global_zero:
+            return
+        last_good = next(
+            (c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), None
         )
-        metrics = dict(sorted({**metrics, **readback}.items()))
-        diverged_at = int(population.diverged_at_step[member])
-        details: dict[str, Any] = (
-            {"diverged_at_step": diverged_at, "reason": "training loss is not finite"}
-            if diverged_at >= 0
-            else {}
-        )
-        status = "diverged" if diverged_at >= 0 else "finished"
-        run_dir = self.member_dir(member)
-        record = run_record(
-            status,
-            self.labels[member],
-            trainer.current_epoch,
-            trainer.global_step,
-            metrics,
-            formulas,
-            **details,
-        )
-        write_json_atomic(run_dir / "metrics.json", record)
-        tensorboard = TensorBoardLogger(
-            save_dir=run_dir, name="tensorboard", version="", default_hp_metric=False
-        )
-        tensorboard.experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
-        for tag, points in curves.items():
-            for step, values in points:
-                tensorboard.experiment.add_scalar(tag, values[member], step)
-        if diverged_at >= 0:
-            tensorboard.experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
-        log_final_results(
-            tensorboard,
-            metrics,
-            readback,
-            formulas,
-            self.hyperparameters[member],
-            trainer.global_step,
-        )
-        tensorboard.experiment.close()
-        return metrics
+        for member in range(self.population):
+            record = RunRecord(
+                status=STATUS_DIVERGED,
+                labels=self.labels[member],
+                epochs=trainer.current_epoch,
+                steps=trainer.global_step,
+                metrics={},
+                diverged_at_step=int(pl_module.diverged_at_step[member]),
+                reason=exception.reason if self.population == 1 else "train loss is not finite",
+                last_good_checkpoint=last_good,
+            )
+            record.write(self.member_dir(member))
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            tensorboard.experiment.add_scalar(
+                "run/diverged_at_step", exception.step, trainer.global_step
+            )
+            tensorboard.experiment.add_text("run/status", f"{STATUS_DIVERGED} {exception}")
+            tensorboard.experiment.flush()

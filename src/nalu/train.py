@@ -1,135 +1,48 @@
-"""Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records one run."""
+"""Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records a run of
+``population`` ≥ 1 members."""
 
 import copy
 import logging
-import math
-import os
 import pickle
 import sys
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nalu.errors import ConfigError, Diverged, InvalidArgument
+from nalu.cli import (
+    CONFIG_DIR,
+    EXIT_CONFIG_ERROR,
+    EXIT_DIVERGED,
+    EXIT_INTERRUPTED,
+    checked,
+    fail,
+    format_metrics,
+    ignore_known_warnings,
+    progress_bar,
+)
+from nalu.errors import ConfigError, Diverged, Interrupted
+from nalu.record import INTERP_MSE
 from nalu.validation import check_command_line, validate_config
 
 if TYPE_CHECKING:
-    from lightning.pytorch.callbacks import Callback
+    import lightning as L
     from torch import nn
 
-    from nalu.data.population import PopulationDataModule
+    from nalu.data.datamodule import ProblemDataModule
     from nalu.data.problem import ArithmeticProblem
-    from nalu.population import PopulationModule
+    from nalu.module import ArithmeticModule
 
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
-T = TypeVar("T")
-# Exit codes: a bad config, and a run stopped by a non-finite loss or parameter.
-EXIT_CONFIG_ERROR = 2
-EXIT_DIVERGED = 3
-# NALU_VERBOSE=1 shows the traceback behind a one-line error.
-VERBOSE = os.environ.get("NALU_VERBOSE", "") not in ("", "0")
-
-
-class _DropAdvertisement(logging.Filter):
-    """Lightning advertises a cloud logger at every Trainer start; our runs log locally."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
-
-
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
 
 # `${stdout_is_terminal:}` in a config: progress bars only where someone watches them.
 OmegaConf.register_new_resolver("stdout_is_terminal", sys.stdout.isatty, replace=True)
 # `${len:${.operations}}`: a problem with one output per operation sizes the network from it.
 OmegaConf.register_new_resolver("len", len, replace=True)
-
-
-def checked(section: str, build: Callable[[], T]) -> T:
-    """Run ``build`` and turn a bad argument into a one-line ``ConfigError`` naming the field."""
-    try:
-        return build()
-    except (InstantiationException, InvalidArgument, ValueError, TypeError) as error:
-        cause = error.__cause__ if isinstance(error, InstantiationException) else error
-        if isinstance(cause, InvalidArgument):
-            raise ConfigError(f"{section}.{cause}") from error
-        raise ConfigError(f"{section}: {cause or error}") from error
-
-
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit, test at the epoch of the best interpolation MSE, record the results; return the
-    final metrics.
-
-    Raises ``ConfigError`` for a bad config and ``Diverged`` when training met a non-finite loss
-    or parameter (its metrics.json then says so).
-    """
-    validate_config(cfg)
-    if cfg.get("population") is not None:
-        return train_population(cfg)
-    # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
-    import lightning as L
-
-    from nalu.divergence import DivergenceMonitor
-    from nalu.module import ArithmeticModule
-    from nalu.results import RunRecorder
-
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
-    datamodule = checked("data", lambda: instantiate(cfg.data))
-    module = checked(
-        "model",
-        lambda: ArithmeticModule(
-            network=OmegaConf.to_container(cfg.model, resolve=True),
-            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
-            output_operations=datamodule.problem.output_operations,
-            success_threshold=datamodule.success_threshold(),
-            lr_schedule=_container(cfg.get("lr_schedule")),
-        ),
-    )
-    check_optimization(cfg, module.network)
-    if cfg.get("ckpt_path") is not None:
-        check_checkpoint(cfg.ckpt_path, module)
-    recorder = RunRecorder(
-        output_dir=output_dir,
-        problem=datamodule.problem,
-        labels=run_labels(cfg, datamodule.problem),
-        hyperparameters=OmegaConf.to_container(cfg, resolve=True),
-    )
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks += progress_bar(cfg.trainer)
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
-    monitor = DivergenceMonitor()
-    trainer: L.Trainer = checked(
-        "trainer",
-        lambda: instantiate(cfg.trainer, callbacks=[*callbacks, monitor, recorder], logger=loggers),
-    )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
-    # Madsen & Johansen 2020, sec. 4.1: a run is judged at its best interpolation epoch.
-    checkpoint = trainer.checkpoint_callback
-    best = "best" if checkpoint is not None and checkpoint.best_model_path else None
-    trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
-    return recorder.final_metrics
-
-
-def _container(node: DictConfig | None) -> dict[str, Any] | None:
-    return None if node is None else OmegaConf.to_container(node, resolve=True)
-
-
-def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
-    """Build the optimizer and the learning-rate schedule once, so a bad field fails before
-    training, naming its section (the schedule's length is known only once fitting starts)."""
-    optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(network.parameters()))
-    if cfg.get("lr_schedule") is not None:
-        checked("lr_schedule", lambda: instantiate(cfg.lr_schedule)(optimizer, total_steps=1))
 
 
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -140,88 +53,100 @@ def member_config(cfg: DictConfig, seed: int) -> DictConfig:
     return member
 
 
-def build_population(
+def _container(node: DictConfig | None) -> dict[str, Any] | None:
+    return None if node is None else OmegaConf.to_container(node, resolve=True)
+
+
+def build_run(
     cfg: DictConfig,
-) -> tuple[list[DictConfig], "PopulationDataModule", "PopulationModule"]:
-    """The members' configs, their stacked data and the population module of ``cfg``."""
+) -> tuple[
+    list[DictConfig], list["ProblemDataModule"], "L.LightningDataModule", "ArithmeticModule"
+]:
+    """The members' configs and data modules (member ``k`` is the single run with seed
+    ``seed + k``), the run's data module and its training module."""
     from nalu.data.population import PopulationDataModule
-    from nalu.population import PopulationModule
+    from nalu.module import ArithmeticModule
 
     members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
-    datamodule = checked(
-        "data", lambda: PopulationDataModule([instantiate(member.data) for member in members])
-    )
+    member_data = [checked("data", lambda m=m: instantiate(m.data)) for m in members]
+    # S = 1 trains on the problem's own data module: ordinary [B, in] batches.
+    datamodule = member_data[0] if cfg.population == 1 else PopulationDataModule(member_data)
     module = checked(
         "model",
-        lambda: PopulationModule(
+        lambda: ArithmeticModule(
             network=OmegaConf.to_container(cfg.model, resolve=True),
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            output_operations=[data.problem.output_operations for data in member_data],
+            success_threshold=[data.success_threshold() for data in member_data],
             seeds=[member.seed for member in members],
-            success_threshold=datamodule.success_threshold(),
+            regularizer=_container(cfg.get("regularizer")),
             lr_schedule=_container(cfg.get("lr_schedule")),
         ),
     )
     check_optimization(cfg, module.network)
-    return members, datamodule, module
+    return members, member_data, datamodule, module
 
 
-def train_population(cfg: DictConfig) -> dict[str, float]:
-    """Train ``population`` members with seeds ``seed, seed + 1, ...`` in one process, each
-    recorded as a run of its own under ``members/``, then report them; return the medians."""
-    from nalu.report import HEADLINE_METRICS, finite_median, write_report
-    from nalu.results import PopulationRecorder
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit, test every member at its best interpolation epoch, record the results; return the
+    final metrics (at S > 1 their medians over the members).
 
-    if cfg.get("ckpt_path") is not None:
-        raise ConfigError("ckpt_path: a population run does not resume; train it again")
-    if cfg.trainer.get("devices", 1) not in (1, "1", "auto"):
+    Raises ``ConfigError`` for a bad config, ``Diverged`` when every member met a non-finite
+    loss (metrics.json then says so) and ``Interrupted`` after a Ctrl-C (last.ckpt resumes).
+    """
+    validate_config(cfg)
+    if cfg.population > 1 and cfg.trainer.get("devices", 1) not in (1, "1", "auto"):
         raise ConfigError(
             f"trainer.devices={cfg.trainer.devices}: a population trains in one process; "
             "use trainer.devices=1 (or a sweep for several machines)"
         )
+    # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
+    import lightning as L
+
+    from nalu.interrupt import StopAtEpochEndOnInterrupt
+    from nalu.results import RunRecorder
+
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    members, datamodule, module = build_population(cfg)
-    labels = [
-        {**run_labels(member, problem), "population": cfg.population}
-        for member, problem in zip(members, datamodule.problems, strict=True)
-    ]
-    recorder = PopulationRecorder(
-        output_dir,
-        datamodule.problems,
-        labels,
-        [OmegaConf.to_container(member, resolve=True) for member in members],
+    members, member_data, datamodule, module = build_run(cfg)
+    if cfg.get("ckpt_path") is not None:
+        check_checkpoint(cfg.ckpt_path, module)
+    recorder = RunRecorder(
+        output_dir=output_dir,
+        problems=[data.problem for data in member_data],
+        labels=[
+            {**run_labels(member, data.problem), "population": cfg.population}
+            for member, data in zip(members, member_data, strict=True)
+        ],
+        hyperparameters=[OmegaConf.to_container(member, resolve=True) for member in members],
     )
+    interrupt = StopAtEpochEndOnInterrupt()
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    callbacks += [*progress_bar(cfg.trainer), interrupt, recorder]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
-    # One training step per epoch (see PopulationModule), so logging every step is once per
-    # epoch; the members' checkpoints are their best parameters, kept in memory.
-    trainer = checked(
-        "trainer",
-        lambda: instantiate(
-            cfg.trainer,
-            callbacks=[*progress_bar(cfg.trainer), recorder],
-            logger=loggers,
-            log_every_n_steps=1,
-            enable_checkpointing=False,
-            num_sanity_val_steps=0,
-        ),
+    trainer: L.Trainer = checked(
+        "trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     )
-    trainer.fit(module, datamodule=datamodule)
-    module.use_best_parameters()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if interrupt.interrupted:
+        last = next(
+            (c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), ""
+        )
+        raise Interrupted(trainer.current_epoch, last)
     trainer.test(module, datamodule=datamodule, verbose=False)
-    write_report([output_dir])
-    return {
-        f"median {name}": finite_median([m.get(name, math.nan) for m in recorder.member_metrics])
-        for name in HEADLINE_METRICS
-    }
+    if cfg.population > 1:
+        from nalu.report import write_report
+
+        write_report([output_dir])
+    return recorder.final_metrics
 
 
-def progress_bar(trainer_cfg: DictConfig) -> list["Callback"]:
-    """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a terminal).
-
-    Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
-    """
-    from lightning.pytorch.callbacks import RichProgressBar
-
-    return [RichProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
+def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
+    """Build the optimizer and the learning-rate schedule once, so a bad field fails before
+    training, naming its section (the schedule's length is known only once fitting starts)."""
+    optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(network.parameters()))
+    if cfg.get("lr_schedule") is not None:
+        checked("lr_schedule", lambda: instantiate(cfg.lr_schedule)(optimizer, total_steps=1))
 
 
 def check_checkpoint(path: str, module: "nn.Module") -> None:
@@ -239,7 +164,7 @@ def check_checkpoint(path: str, module: "nn.Module") -> None:
     if saved != expected:
         raise ConfigError(
             f"ckpt_path={path!r}: its weights are not this model's; resume with the config"
-            " that wrote it (same model and data sizes)"
+            " that wrote it (same model, data sizes and population)"
         )
 
 
@@ -255,28 +180,6 @@ def run_labels(cfg: DictConfig, problem: "ArithmeticProblem") -> dict[str, Any]:
     }
 
 
-def format_metrics(metrics: dict[str, float]) -> str:
-    width = max(map(len, metrics), default=0)
-    return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
-
-
-def _fail(error: Exception, message: str, exit_code: int) -> NoReturn:
-    """Print ``message`` as one line and exit, or re-raise ``error`` when NALU_VERBOSE is set."""
-    if VERBOSE:
-        raise error
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
-    sys.exit(exit_code)
-
-
-def ignore_known_warnings() -> None:
-    """Silence Lightning's advice that does not apply to these runs."""
-    # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-    # Under DDP the evaluation metrics are torchmetrics, already summed over processes.
-    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
-
-
 def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     """The final metrics and where the run is, once per run (also when DDP runs several ranks)."""
     from lightning.pytorch.utilities import rank_zero_only
@@ -284,7 +187,7 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     if rank_zero_only.rank != 0:
         return
     if (output_dir / "members").is_dir():
-        print(f"\nPopulation, over members ({output_dir / 'members'}):\n{format_metrics(metrics)}")
+        print(f"\nMedians over the members ({output_dir / 'members'}):\n{format_metrics(metrics)}")
         print(f"Success rates: {output_dir / 'report.md'}")
     else:
         print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
@@ -298,23 +201,25 @@ def hydra_main(cfg: DictConfig) -> float:
     try:
         metrics = train(cfg)
     except ConfigError as error:
-        _fail(error, str(error), EXIT_CONFIG_ERROR)
+        fail(error, str(error), EXIT_CONFIG_ERROR)
+    except Interrupted as interrupted:
+        fail(interrupted, f"{output_dir}: {interrupted}", EXIT_INTERRUPTED)
     except Diverged as diverged:
         message = f"{output_dir}: {diverged}; its metrics.json names the last good checkpoint"
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # One diverged job must not end the sweep: the other jobs go on.
             log.warning(message)
             return float("nan")
-        _fail(diverged, message, EXIT_DIVERGED)
+        fail(diverged, message, EXIT_DIVERGED)
     print_summary(output_dir, metrics)
-    return metrics.get("interp/mse", metrics.get("median interp/mse", float("nan")))
+    return metrics.get(INTERP_MSE, float("nan"))
 
 
 def main() -> None:
     try:
         check_command_line(sys.argv[1:], CONFIG_DIR)
     except ConfigError as error:
-        _fail(error, str(error), EXIT_CONFIG_ERROR)
+        fail(error, str(error), EXIT_CONFIG_ERROR)
     hydra_main()
 
 

@@ -105,7 +105,8 @@ _ABSENT = object()
 # Every user-facing field with a rule; a field absent from the chosen config is not checked.
 FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
-    "population": optional(integer_at_least(1)),
+    "population": integer_at_least(1),
+    "regularizer.scale": non_negative_number,
     "ckpt_path": optional(existing_file),
     "data.in_features": integer_at_least(2),
     "data.out_features": integer_at_least(1),

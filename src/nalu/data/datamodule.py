@@ -1,7 +1,6 @@
 """In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
 
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import lightning as L
@@ -88,47 +87,6 @@ class EpochBatchSampler(Sampler[Tensor]):
         )
         shard = order[self.rank :: self.num_replicas][: self._shard_size()]
         yield from shard.split(self.batch_size)
-
-
-@dataclass
-class EpochBatches:
-    """One epoch of training: the training set and the sample indices of each optimizer step.
-
-    ``ArithmeticModule`` runs all of an epoch's steps in one ``training_step``, so Lightning's
-    per-batch machinery runs once per epoch; iterating gives the ``(inputs, targets)`` batches.
-    """
-
-    inputs: Tensor
-    targets: Tensor
-    indices: list[Tensor]
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for index in self.indices:
-            yield self.inputs[index], self.targets[index]
-
-
-class _EpochOfBatches(Dataset):
-    def __init__(self, dataset: TensorPairs) -> None:
-        self.dataset = dataset
-
-    def __getitem__(self, indices: list[Tensor]) -> EpochBatches:
-        return EpochBatches(self.dataset.inputs, self.dataset.targets, indices)
-
-
-class WholeEpochSampler(Sampler[list[Tensor]]):
-    """Yields one item per epoch: the list of every batch ``sampler`` yields in it."""
-
-    def __init__(self, sampler: EpochBatchSampler) -> None:
-        self.sampler = sampler
-
-    def set_epoch(self, epoch: int) -> None:
-        self.sampler.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self) -> Iterator[list[Tensor]]:
-        yield list(self.sampler)
 
 
 def _check_range(name: str, value_range: Sequence[float]) -> tuple[float, float]:
@@ -218,19 +176,15 @@ class ProblemDataModule(L.LightningDataModule):
             even_shards=split == "train",
         )
 
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch (of this process, under data parallelism)."""
-        return len(self._sampler("train", self.batch_size, shuffle=True))
-
     def train_dataloader(self) -> DataLoader:
-        """One ``EpochBatches`` per epoch (this process's shard under data parallelism)."""
-        sampler = WholeEpochSampler(self._sampler("train", self.batch_size, shuffle=True))
-        return DataLoader(_EpochOfBatches(self.datasets["train"]), sampler=sampler, batch_size=None)
+        """Batches ``(x, y)``, ``[batch_size, in]`` and ``[batch_size, out]``, in an order fixed by
+        ``shuffle_seed`` and the epoch (this process's shard under data parallelism)."""
+        return self._loader("train", self.batch_size, shuffle=True)
 
-    def _loader(self, split: str, batch_size: int) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
         # batch_size=None: the sampler already yields whole batches of indices, and the dataset
         # slices its tensors with them; no per-sample __getitem__ and no collate.
-        sampler = self._sampler(split, batch_size, shuffle=False)
+        sampler = self._sampler(split, batch_size, shuffle)
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
 
     def _evaluation_loaders(self) -> list[DataLoader]:

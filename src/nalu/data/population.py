@@ -28,31 +28,30 @@ def stack_members(tensors: Sequence[Tensor]) -> Tensor:
     return torch.stack(list(tensors))
 
 
-class _Identity(Dataset):
-    """Returns the index it is given: the samplers below yield whole batches of indices."""
-
-    def __getitem__(self, index: Tensor) -> Tensor:
-        return index
-
-
 class _StackedSplit(Dataset):
+    """``[S, N, ...]`` sets. ``[b]`` indices give the same samples of every member, ``[S, b]``
+    indices (a row per member) each member's own; both as ``[S, b, ...]`` batches."""
+
     def __init__(self, inputs: Tensor, targets: Tensor) -> None:
         self.inputs = inputs
         self.targets = targets
 
     def __getitem__(self, index: Tensor) -> tuple[Tensor, Tensor]:
-        return self.inputs[:, index], self.targets[:, index]
+        index = index.to(self.inputs.device)
+        if index.dim() == 1:
+            return self.inputs[:, index], self.targets[:, index]
+        members = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
+        return self.inputs[members, index], self.targets[members, index]
 
 
-class EpochOrders(Sampler[Tensor]):
-    """Yields, once per epoch, ``[S, N]``: each member's permutation of its training set.
+class MemberBatchSampler(Sampler[Tensor]):
+    """Yields ``[S, batch_size]`` sample indices: row ``k`` is the batch that
+    ``EpochBatchSampler`` gives the single run with member ``k``'s shuffle seed, so each member
+    sees the batches of its own run. Lightning calls ``set_epoch`` before every epoch."""
 
-    Row ``k`` is what ``EpochBatchSampler`` orders for a single run with member ``k``'s shuffle
-    seed, so each member sees the batches its own run would.
-    """
-
-    def __init__(self, num_samples: int, seeds: Sequence[int]) -> None:
+    def __init__(self, num_samples: int, batch_size: int, seeds: Sequence[int]) -> None:
         self.num_samples = num_samples
+        self.batch_size = batch_size
         self.seeds = list(seeds)
         self.epoch = 0
 
@@ -60,19 +59,21 @@ class EpochOrders(Sampler[Tensor]):
         self.epoch = epoch
 
     def __len__(self) -> int:
-        return 1
+        return -(-self.num_samples // self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
-        yield torch.stack([epoch_order(self.num_samples, s, self.epoch) for s in self.seeds])
+        orders = torch.stack([epoch_order(self.num_samples, s, self.epoch) for s in self.seeds])
+        yield from orders.split(self.batch_size, dim=1)
 
 
 class PopulationDataModule(L.LightningDataModule):
     """The train, interpolation and extrapolation sets of S members, each from its own
     ``ProblemDataModule`` (its own problem and data seeds), as ``[S, N, ...]`` tensors.
 
-    Training: one loader item per epoch, the members' sample orders ``[S, N]``; the module
-    splits it into steps of ``batch_size`` and gathers each with ``train_batch``. Evaluation:
-    chunks of samples of every member, ``[S, chunk, in]``.
+    Batches carry a leading member dimension: training ``(x, y)`` are ``[S, batch_size, in]``
+    and ``[S, batch_size, out]``, each member's rows in its own run's order; evaluation batches
+    are chunks of samples of every member, ``[S, chunk, in]``. With a trainer attached the sets
+    live on its device, so batches are gathered where they are used.
     """
 
     def __init__(self, members: Sequence[ProblemDataModule]) -> None:
@@ -92,9 +93,6 @@ class PopulationDataModule(L.LightningDataModule):
     def population(self) -> int:
         return len(self.members)
 
-    def success_threshold(self) -> list[list[float]]:
-        return [member.success_threshold() for member in self.members]
-
     def setup(self, stage: str | None = None) -> None:
         if self.inputs:
             return
@@ -112,27 +110,16 @@ class PopulationDataModule(L.LightningDataModule):
                     )
                 sets.setdefault(split, []).append(pair)
             member.datasets.clear()
+        device = self.trainer.strategy.root_device if self.trainer is not None else None
         for split, pairs in sets.items():
-            self.inputs[split] = stack_members([inputs for inputs, _ in pairs])
-            self.targets[split] = stack_members([targets for _, targets in pairs])
-
-    def to(self, device: torch.device) -> None:
-        """Move the training set to ``device``, where the module gathers its batches."""
-        self.inputs["train"] = self.inputs["train"].to(device)
-        self.targets["train"] = self.targets["train"].to(device)
-
-    def steps_per_epoch(self) -> int:
-        return len(EpochBatchSampler(self.sizes["train"], self.batch_size, shuffle=True))
-
-    def train_batch(self, indices: Tensor) -> tuple[Tensor, Tensor]:
-        """``indices`` ``[S, b]`` (one row per member) -> inputs ``[S, b, in]``, targets."""
-        members = torch.arange(indices.shape[0], device=indices.device).unsqueeze(1)
-        return self.inputs["train"][members, indices], self.targets["train"][members, indices]
+            self.inputs[split] = stack_members([inputs for inputs, _ in pairs]).to(device)
+            self.targets[split] = stack_members([targets for _, targets in pairs]).to(device)
 
     def train_dataloader(self) -> DataLoader:
         seeds = [member.shuffle_seed for member in self.members]
-        sampler = EpochOrders(self.sizes["train"], seeds)
-        return DataLoader(_Identity(), sampler=sampler, batch_size=None)
+        sampler = MemberBatchSampler(self.sizes["train"], self.batch_size, seeds)
+        dataset = _StackedSplit(self.inputs["train"], self.targets["train"])
+        return DataLoader(dataset, sampler=sampler, batch_size=None)
 
     def _evaluation_loaders(self) -> list[DataLoader]:
         loaders = []

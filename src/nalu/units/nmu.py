@@ -30,8 +30,7 @@ class NeuralMultiplicationUnit(nn.Module):
 
     Init: the paper's U[0.25, 0.75] makes each factor about x/2, and 100 of them overflow float32
     (and swamp the loss) at the first step. ``init_range=(0, 0.01)`` starts every factor near 1,
-    so the product of 100 inputs is O(1) and W grows only toward the inputs that help (the
-    issue's prototype: 59% exact × outputs with this init and the sparsity regulariser).
+    so the product of 100 inputs is O(1) and W grows only toward the inputs that help.
     ``max_log_magnitude`` caps log|z| (e^20 ≈ 5e8) so that outputs and losses stay finite.
     """
 

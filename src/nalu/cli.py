@@ -1,0 +1,81 @@
+"""What every entry point (train, evaluate, report, bench) shares: the exit-code policy, one-line
+errors, the config directory and Lightning's console set-up."""
+
+import logging
+import os
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn, TypeVar
+
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig
+
+from nalu.errors import ConfigError, InvalidArgument
+
+if TYPE_CHECKING:
+    from lightning.pytorch.callbacks import Callback
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+T = TypeVar("T")
+# Exit codes: bad input, a run stopped by a non-finite loss, a run stopped by Ctrl-C (as a shell
+# reports SIGINT).
+EXIT_CONFIG_ERROR = 2
+EXIT_DIVERGED = 3
+EXIT_INTERRUPTED = 130
+# NALU_VERBOSE=1 shows the traceback behind a one-line error.
+VERBOSE = os.environ.get("NALU_VERBOSE", "") not in ("", "0")
+
+
+class _DropAdvertisement(logging.Filter):
+    """Lightning advertises a cloud logger at every Trainer start; our runs log locally."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
+
+
+def checked(section: str, build: Callable[[], T]) -> T:
+    """Run ``build`` and turn a bad argument into a one-line ``ConfigError`` naming the field."""
+    try:
+        return build()
+    except (InstantiationException, InvalidArgument, ValueError, TypeError) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if isinstance(cause, InvalidArgument):
+            raise ConfigError(f"{section}.{cause}") from error
+        raise ConfigError(f"{section}: {cause or error}") from error
+
+
+def fail(error: BaseException, message: str, exit_code: int) -> NoReturn:
+    """Print ``message`` as one line and exit, or re-raise ``error`` when NALU_VERBOSE is set."""
+    if VERBOSE:
+        raise error
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    sys.exit(exit_code)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    width = max(map(len, metrics), default=0)
+    return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
+
+
+def ignore_known_warnings() -> None:
+    """Silence Lightning's advice that does not apply to these runs."""
+    # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    # Under DDP the evaluation metrics are torchmetrics, already summed over processes.
+    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+
+
+def progress_bar(trainer_cfg: DictConfig) -> list["Callback"]:
+    """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a terminal).
+
+    Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
+    """
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return [RichProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []

@@ -1,0 +1,107 @@
+"""One results schema: what a run leaves in ``metrics.json`` and the names of its metrics.
+
+A run (a single run, or each member of a population) is judged at its best interpolation
+epoch; ``RunRecord`` is written by ``nalu.results.RunRecorder`` and read by ``nalu.report`` and
+``nalu.evaluate``. Metric names are ``<split>/<measure><suffix>`` (``extrap/mse_mul``), or
+``<measure><suffix>`` for measures over the whole run (``solved_at_step_add``); the suffix names
+an operation (``_mul``) or is empty for all outputs.
+"""
+
+import json
+import math
+import os
+import statistics
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+STATUS_FINISHED = "finished"
+STATUS_DIVERGED = "diverged"
+
+TRAIN_LOSS = "train/loss"
+
+
+def metric_name(split: str, measure: str, suffix: str = "") -> str:
+    """``metric_name("extrap", "mse", "_mul")`` -> ``"extrap/mse_mul"``."""
+    return f"{split}/{measure}{suffix}"
+
+
+INTERP_MSE = metric_name("interp", "mse")
+EXTRAP_MSE = metric_name("extrap", "mse")
+EXTRAP_NORMALIZED_ERROR = metric_name("extrap", "normalized_error")
+EXTRAP_SOLVED_FRACTION = metric_name("extrap", "solved_fraction")
+EXTRAP_MSE_OF = metric_name("extrap", "mse", "_")  # + an operation: extrap/mse_mul
+SOLVED_AT_STEP = "solved_at_step"
+RECOVERED_FRACTION = "recovered_fraction"
+SPARSITY_ERROR = "sparsity_error"
+# The metrics a report's median table opens with, and the curves its figures draw.
+HEADLINE_METRICS = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
+# The final metrics that go beside the hyperparameters in TensorBoard's HParams tab.
+HPARAMS_METRICS = (
+    TRAIN_LOSS,
+    INTERP_MSE,
+    EXTRAP_MSE,
+    EXTRAP_NORMALIZED_ERROR,
+    EXTRAP_SOLVED_FRACTION,
+    RECOVERED_FRACTION,
+)
+# In TensorBoard the final metrics (the test at the best epoch) are apart from the curves.
+FINAL_PREFIX = "final/"
+
+
+def finite_median(values: list[float]) -> float:
+    """The median of the finite values, NaN if there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it: no reader sees half."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
+    ) as handle:
+        handle.write(text)
+    os.replace(handle.name, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, ensure_ascii=False) + "\n")
+
+
+@dataclass
+class RunRecord:
+    """A run's results. ``metrics`` are the final metrics (absent where undefined: an operation
+    the problem lacks, a ``solved_at_step`` never reached); a diverged run says at which step,
+    why, and its last good checkpoint."""
+
+    status: str
+    labels: dict[str, Any]
+    epochs: int
+    steps: int
+    metrics: dict[str, float]
+    formulas: list[dict[str, Any]] = field(default_factory=list)
+    diverged_at_step: int | None = None
+    reason: str | None = None
+    last_good_checkpoint: str | None = None
+
+    @property
+    def diverged(self) -> bool:
+        return self.status == STATUS_DIVERGED
+
+    def to_json(self) -> str:
+        payload = {k: v for k, v in asdict(self).items() if v is not None}
+        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunRecord":
+        return cls(**json.loads(text))
+
+    def write(self, run_dir: Path) -> None:
+        write_text_atomic(run_dir / METRICS_FILE, self.to_json())
+
+    @classmethod
+    def read(cls, run_dir: Path) -> "RunRecord":
+        return cls.from_json((run_dir / METRICS_FILE).read_text(encoding="utf-8"))
