@@ -37,8 +37,7 @@ def test_training_batches_are_slices_of_a_per_epoch_permutation():
 
     def epoch(number: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
         loader.sampler.set_epoch(number)
-        (epoch_batches,) = list(loader)  # one item per epoch: all of its steps' batches
-        return list(epoch_batches)
+        return list(loader)  # ordinary (x, y) batches, one per optimizer step
 
     batches = epoch(0)
     assert [len(x) for x, _ in batches] == [32, 32, 32, 4]

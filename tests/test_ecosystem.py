@@ -19,7 +19,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.data.datamodule import EpochBatchSampler
 from nalu.errors import ConfigError
 from nalu.evaluate import evaluate, load_checkpoint
-from nalu.results import HPARAMS_METRICS
+from nalu.record import HPARAMS_METRICS
 from nalu.train import CONFIG_DIR, progress_bar, train
 from nalu.validation import check_group_choices
 
@@ -69,7 +69,11 @@ def test_training_shards_are_equal_disjoint_slices_of_the_epochs_permutation():
 
 
 def test_trainer_configs_extend_the_default(tmp_path):
-    for name, accelerator, devices in [("cpu", "cpu", 1), ("gpu", "gpu", 1), ("ddp", "auto", 2)]:
+    for name, accelerator, devices in [
+        ("default", "cpu", 1),
+        ("gpu", "gpu", 1),
+        ("ddp", "auto", 2),
+    ]:
         trainer = compose_config([f"trainer={name}"], tmp_path).trainer
         assert (trainer.accelerator, trainer.devices) == (accelerator, devices)
         assert trainer.max_epochs == 250 and trainer.use_distributed_sampler is False
@@ -283,10 +287,12 @@ def tensorboard_json(base: str, route: str, body: dict | None = None):
 
 
 @pytest.mark.slow
-def test_tensorboard_serves_the_runs_scalars_and_hparams(tmp_path):
+def test_tensorboard_serves_every_validation_point_and_the_final_hparams(tmp_path):
     run_dir = tmp_path / "run"
-    metrics = train(compose_config([*TINY, "optimizer.lr=0.01"], run_dir))
+    overrides = [*TINY, "optimizer.lr=0.01", "trainer.max_epochs=3"]
+    metrics = train(compose_config(overrides, run_dir))
     port = free_port()
+    # Started as a user starts it: default flags (TensorBoard's fast loader, where present).
     server = subprocess.Popen(
         [*TENSORBOARD, "--logdir", str(run_dir), "--host", "127.0.0.1", "--port", str(port)],
         stdout=subprocess.DEVNULL,
@@ -304,30 +310,32 @@ def test_tensorboard_serves_the_runs_scalars_and_hparams(tmp_path):
                 tags = tensorboard_json(base, "/scalars/tags")
             except OSError:  # not listening yet
                 continue
-        assert {"train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"} <= set(
-            tags["tensorboard"]
-        )
-        curve = tensorboard_json(base, "/scalars/scalars?run=tensorboard&tag=interp/mse")
-        assert len(curve) >= 2  # one point per validation epoch, then the test
-        extrap = tensorboard_json(base, "/scalars/scalars?run=tensorboard&tag=extrap/mse")
-        assert extrap[-1][2] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
+        time.sleep(2)  # let it finish reading the run's files
+        # TINY: 4 optimizer steps per epoch, a validation after each of the 3 epochs.
+        for tag in ("train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"):
+            points = tensorboard_json(base, f"/scalars/scalars?run=tensorboard&tag={tag}")
+            assert [step for _, step, _ in points] == [4, 8, 12], tag
+        final = tensorboard_json(base, "/scalars/scalars?run=tensorboard&tag=final/extrap/mse")
+        assert final[-1][2] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
 
         experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
         metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert metric_tags == set(HPARAMS_METRICS)
-        assert "optimizer.lr" in {info["name"] for info in experiment["hparamInfos"]}
+        assert metric_tags == {f"final/{name}" for name in HPARAMS_METRICS}
+        hparams = {info["name"] for info in experiment["hparamInfos"]}
+        assert {"model", "seed", "optimizer.lr"} <= hparams
+        assert not any(name.startswith("callbacks.") for name in hparams)
         request = {
             "experimentName": "",
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
-            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "extrap/mse"}}],
+            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "final/extrap/mse"}}],
             "startIndex": 0,
             "sliceSize": 10,
         }
         (group,) = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
         assert group["hparams"]["optimizer.lr"] == 0.01
-        assert group["hparams"]["model._target_"] == "nalu.units.NeuralArithmeticLogicUnit"
+        assert group["hparams"]["model"] == "nalu"
         values = {v["name"]["tag"]: v["value"] for v in group["metricValues"]}
-        assert values["extrap/mse"] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
+        assert values["final/extrap/mse"] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -15,7 +15,7 @@ from nalu.data import (
 )
 from nalu.errors import InvalidArgument
 from nalu.formula import Variable, power_product, weighted_sum
-from nalu.metrics import OperationMSE, group_by_operation
+from nalu.metrics import MemberOutputMSE, group_by_operation
 from nalu.module import ArithmeticModule
 from nalu.readback import read_back, sparsity_error
 from nalu.train import train
@@ -42,8 +42,9 @@ def exact_nac_for(problem: MysteryArithmeticProblem) -> NeuralAccumulator:
     return nac
 
 
-def extrapolation_metric(problem, network, value_range=(-50.0, 50.0)) -> OperationMSE:
-    metric = OperationMSE(problem.output_operations, problem.success_threshold(value_range))
+def extrapolation_metric(problem, network, value_range=(-50.0, 50.0)) -> MemberOutputMSE:
+    threshold = [problem.success_threshold(value_range).tolist()]
+    metric = MemberOutputMSE([problem.output_operations], threshold)
     x = problem.sample_inputs(500, value_range, torch.Generator().manual_seed(0))
     with torch.no_grad():
         metric.update(network(x), problem.targets(x))
@@ -51,8 +52,8 @@ def extrapolation_metric(problem, network, value_range=(-50.0, 50.0)) -> Operati
 
 
 def test_normalised_error_is_mse_over_initial_mse_times_100():
-    metric = OperationMSE(["add", "mul", "add"])
-    metric.initial_mse.copy_(torch.tensor([4.0, 10.0, 6.0]))
+    metric = MemberOutputMSE([["add", "mul", "add"]])
+    metric.initial_mse.copy_(torch.tensor([[4.0, 10.0, 6.0]]))
     # Per-output MSEs 1, 5, 3: add = 100·(1+3)/2 / ((4+6)/2) = 40, mul = 100·5/10 = 50,
     # overall = 100·3/(20/3) = 45.
     metric.update(torch.tensor([[1.0, math.sqrt(5.0), math.sqrt(3.0)]]), torch.zeros(1, 3))
@@ -63,7 +64,7 @@ def test_normalised_error_is_mse_over_initial_mse_times_100():
 
 
 def test_without_initial_mse_or_threshold_there_is_only_the_mse():
-    metric = OperationMSE(["add"])
+    metric = MemberOutputMSE([["add"]])
     metric.update(torch.ones(2, 1), torch.zeros(2, 1))
     assert set(metric.compute()) == {"mse", "mse_add"}
 
@@ -132,7 +133,7 @@ def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
         # Output 0 now uses an extra input with weight tanh(0.7) ≈ 0.60, which rounds to 1.
         unused = next(i for i in range(8) if exact.weight[0, i] == 0)
         perturbed.weight_hat[0, unused] = 0.7
-    solved = extrapolation_metric(problem, perturbed).solved()
+    (solved,) = extrapolation_metric(problem, perturbed).solved()
     assert solved.tolist() == [False] + [True] * 5
     learned = read_back(perturbed, torch.ones(4, 8))
     assert learned[0] != problem.exact_formulas()[0]
@@ -148,7 +149,7 @@ def test_almost_exact_nac_is_recovered_but_not_solved():
     with torch.no_grad():
         nac.weight_hat[0, problem.left_index[0]] = math.atanh(0.99)
     assert read_back(nac, torch.ones(4, 8)) == problem.exact_formulas()
-    assert extrapolation_metric(problem, nac).solved().tolist() == [False, True]
+    assert extrapolation_metric(problem, nac).solved().tolist() == [[False, True]]
     assert sparsity_error(nac, torch.ones(4, 8)).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
 
 
@@ -220,8 +221,8 @@ def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_p
     module = ArithmeticModule(
         network={"_target_": "nalu.units.NeuralAccumulator", "in_features": 6, "out_features": 4},
         optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.0},
-        output_operations=datamodule.problem.output_operations,
-        success_threshold=datamodule.success_threshold(),
+        output_operations=[datamodule.problem.output_operations],
+        success_threshold=[datamodule.success_threshold()],
     )
     exact = exact_nac_for(datamodule.problem)
     module.network.load_state_dict(exact.state_dict())
@@ -235,11 +236,11 @@ def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_p
     )
     trainer.fit(module, datamodule=datamodule)
     # Exact from the start: solved at the first validation, after one epoch of 4 batches.
-    assert module.solved_at_step.tolist() == [4, 4, 4, 4]
+    assert module.solved_at_step.tolist() == [[4, 4, 4, 4]]
     trainer.test(module, datamodule=datamodule, verbose=False)
-    metrics = trainer.callback_metrics
-    assert metrics["solved_at_step"].item() == 4
-    assert metrics["extrap/solved_fraction"].item() == 1.0
+    metrics = module.final_metrics
+    assert metrics["solved_at_step"].tolist() == [4]
+    assert metrics["extrap/solved_fraction"].tolist() == [1.0]
 
 
 @pytest.mark.slow

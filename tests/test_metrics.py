@@ -1,11 +1,13 @@
+import math
+
 import pytest
 import torch
 
-from nalu.metrics import OperationMSE
+from nalu.metrics import MemberOutputMSE, OutputGroups
 
 
 def test_mse_per_operation_matches_hand_computed_values():
-    metric = OperationMSE(["add", "mul", "add"])
+    metric = MemberOutputMSE([["add", "mul", "add"]])
     target = torch.zeros(2, 3)
     # Squared errors per output over two batches: add0 = (1+9)/2 = 5, mul = (4+0)/2 = 2,
     # add2 = (0+16)/2 = 8; add = (5+8)/2 = 6.5, overall = (5+2+8)/3 = 5.
@@ -18,8 +20,30 @@ def test_mse_per_operation_matches_hand_computed_values():
     assert result["mse_mul"].item() == pytest.approx(2.0)
 
 
+def test_each_member_is_grouped_by_its_own_operations():
+    # Member 0: outputs (add, mul); member 1: (mul, mul). Squared errors 1, 4 and 9, 16.
+    metric = MemberOutputMSE([["add", "mul"], ["mul", "mul"]])
+    metric.update(torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]]]), torch.zeros(2, 1, 2))
+    result = metric.compute()
+    assert result["mse"].tolist() == pytest.approx([2.5, 12.5])
+    assert result["mse_mul"].tolist() == pytest.approx([4.0, 12.5])
+    assert result["mse_add"][0].item() == pytest.approx(1.0)
+    assert math.isnan(result["mse_add"][1].item())  # member 1 has no addition
+    assert OutputGroups([["add", "mul"], ["mul", "mul"]]).present.tolist() == [
+        [True, True, True],
+        [True, False, True],
+    ]
+
+
+def test_solved_at_step_of_a_group_is_its_last_outputs_first_step():
+    groups = OutputGroups([["add", "mul", "add"]])
+    steps = groups.last_step(torch.tensor([[40, -1, 120]]))
+    # all: one output never solved; add: max(40, 120); mul: never.
+    assert math.isnan(steps[0, 0]) and steps[0, 1] == 120 and math.isnan(steps[0, 2])
+
+
 def test_reset_starts_over():
-    metric = OperationMSE(["sub"])
+    metric = MemberOutputMSE([["sub"]])
     metric.update(torch.ones(4, 1), torch.zeros(4, 1))
     metric.reset()
     metric.update(torch.full((2, 1), 3.0), torch.zeros(2, 1))

@@ -4,6 +4,8 @@ import json
 import pytest
 from conftest import TINY, compose_config
 
+from nalu.cli import EXIT_CONFIG_ERROR
+from nalu.record import RunRecord
 from nalu.report import (
     group_runs,
     load_runs,
@@ -17,8 +19,8 @@ from nalu.train import train
 
 def write_run(folder, model, seed, metrics):
     folder.mkdir(parents=True)
-    payload = {"labels": {"model": model, "seed": seed}, "metrics": metrics}
-    (folder / "metrics.json").write_text(json.dumps(payload))
+    labels = {"model": model, "seed": seed}
+    RunRecord("finished", labels, epochs=2, steps=8, metrics=metrics).write(folder)
 
 
 def test_table_gives_the_median_over_seeds_per_model(tmp_path):
@@ -35,10 +37,17 @@ def test_table_gives_the_median_over_seeds_per_model(tmp_path):
     assert "| nac | 3 | 0 | – | – | 3 | 3 |" in lines
 
 
-def test_no_runs_is_one_clear_line(tmp_path, capsys):
+def stops_with(arguments, capsys) -> str:
+    """The one line ``nalu.report`` prints before it exits with the bad-input code."""
     with pytest.raises(SystemExit) as stop:
-        main([str(tmp_path)])
-    assert stop.value.code == f"error: no metrics.json under {tmp_path}"
+        main(arguments)
+    assert stop.value.code == EXIT_CONFIG_ERROR
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def test_no_runs_is_one_clear_line(tmp_path, capsys):
+    assert stops_with([str(tmp_path)], capsys) == f"error: no metrics.json under {tmp_path}"
 
 
 @pytest.mark.parametrize(
@@ -95,21 +104,17 @@ def test_diverged_runs_are_counted_as_failures_not_dropped(tmp_path):
     assert overall["extrap_mse"] == pytest.approx(25.25)
 
 
-def test_different_problems_in_one_row_stop_with_one_line(tmp_path):
+def test_different_problems_in_one_row_stop_with_one_line(tmp_path, capsys):
     solved_run(tmp_path / "a", "nac", 0, solved=True)
     solved_run(tmp_path / "b", "nac", 1, solved=True)
     write_problem(tmp_path / "b", in_features=9)
-    with pytest.raises(SystemExit) as stop:
-        main([str(tmp_path)])
-    message = str(stop.value.code)
+    message = stops_with([str(tmp_path)], capsys)
     assert message.startswith("error: runs of 2 different problems share the row 'nac'")
-    assert "\n" not in message
 
 
-def test_a_missing_folder_is_one_clear_line(tmp_path):
-    with pytest.raises(SystemExit) as stop:
-        main([str(tmp_path / "nowhere")])
-    assert stop.value.code == f"error: {tmp_path / 'nowhere'}: no such folder"
+def test_a_missing_folder_is_one_clear_line(tmp_path, capsys):
+    nowhere = tmp_path / "nowhere"
+    assert stops_with([str(nowhere)], capsys) == f"error: {nowhere}: no such folder"
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from torch.utils.data import DataLoader, TensorDataset
 
 from nalu.errors import ConfigError
-from nalu.module import ArithmeticModule
+from nalu.module import ArithmeticModule, MemberObjective, build_network
 from nalu.regularizer import RegularizerSchedule
 from nalu.train import train
 from nalu.units import (
@@ -223,25 +223,19 @@ def test_regularizer_schedule_with_start_equal_to_end_is_a_step():
     assert RegularizerSchedule()(10**6, total_steps=10**6) == 0.0  # the default is off
 
 
-def test_training_loss_adds_the_scaled_regularization():
-    network = {
-        "_target_": "nalu.units.NeuralMultiplicationUnit",
-        "in_features": 3,
-        "out_features": 1,
-    }
-    module = ArithmeticModule(network, {"_target_": "torch.optim.SGD", "_partial_": True}, ["mul"])
-    set_(module.network.weight, [[0.3, 0.8, 0.0]])
+def test_member_objective_is_the_mse_and_the_units_regularization():
+    network = NeuralMultiplicationUnit(3, 1)
+    set_(network.weight, [[0.3, 0.8, 0.0]])
     x = ARTICLE_X
-    y = module(x).detach() + 1.0  # MSE exactly 1
-    # R = mean(0.3, 0.2, 0) = 1/6; loss = 1 + 2 · 1/6.
-    loss, objective, regularization = module.training_objective(x, y, regularizer_scale=2.0)
-    assert (loss.item(), regularization.item()) == pytest.approx((1, 1 / 6), rel=1e-5)
-    assert objective.item() == pytest.approx(1 + 2 / 6, rel=1e-5)
+    y = network(x).detach() + 1.0  # MSE exactly 1
+    # R = mean(0.3, 0.2, 0) = 1/6.
+    mse, regularization = MemberObjective(network)(x, y)
+    assert (mse.item(), regularization.item()) == pytest.approx((1, 1 / 6), rel=1e-5)
 
 
 def fit_steps(network: dict, steps: int, lr: float) -> ArithmeticModule:
     optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": lr}
-    module = ArithmeticModule(network, optimizer, ["mul"])
+    module = ArithmeticModule(network, optimizer, [["mul"]])
     generator = torch.Generator().manual_seed(0)
     x = torch.rand(16, 3, generator=generator) * 4 - 2
     data = DataLoader(TensorDataset(x, 100 * x[:, :1] * x[:, 1:2]), batch_size=8)
@@ -285,8 +279,7 @@ def test_no_unit_is_inf_or_nan_at_init_on_the_articles_problem_with_division(mod
     datamodule.setup()
     network = OmegaConf.to_container(cfg.model, resolve=True)
     for seed in range(3):
-        torch.manual_seed(seed)
-        module = ArithmeticModule(network, {"_target_": "torch.optim.Adam", "_partial_": True}, [])
+        module = build_network(network, seed)
         for split in ("train", "extrap"):
             x, y = datamodule.datasets[split].inputs, datamodule.datasets[split].targets
             output = module(x)
@@ -299,7 +292,7 @@ def test_no_unit_is_inf_or_nan_at_init_on_the_articles_problem_with_division(mod
 def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
     for model in ("nau", "nmu", "nau_nmu", "nau_nmu_gated", "nalu_signed"):
         cfg = compose_config([f"model={model}"], tmp_path)
-        schedule = RegularizerSchedule(**cfg.model.regularizer)
+        schedule = RegularizerSchedule(**cfg.regularizer)
         # The article's 250 epochs × 32 batches = 8000 steps: the ramp spans 30%–70% of them.
         ramp = [schedule(step, total_steps=8000) for step in (2400, 4000, 5600)]
         assert ramp == pytest.approx([0.0, 0.5, 1.0])
@@ -307,7 +300,7 @@ def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
 
 def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
     # TINY: 2 epochs of 4 steps, so the ramp ends after step 4.
-    overrides = ["model=nmu", "model.regularizer.start=0", "model.regularizer.end=0.5"]
+    overrides = ["model=nmu", "regularizer.start=0", "regularizer.end=0.5"]
     train(compose_config([*tiny_overrides, *overrides], tmp_path))
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
@@ -318,8 +311,8 @@ def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
 
 
 def test_a_bad_regularizer_schedule_names_the_field(tiny_overrides, tmp_path):
-    overrides = ["model=nmu", "model.regularizer.start=0.5", "model.regularizer.end=0.2"]
-    with pytest.raises(ConfigError, match=r"^model\.regularizer\.start=0.5: must satisfy"):
+    overrides = ["model=nmu", "regularizer.start=0.5", "regularizer.end=0.2"]
+    with pytest.raises(ConfigError, match=r"^regularizer\.start=0.5: must satisfy"):
         train(compose_config([*tiny_overrides, *overrides], tmp_path))
 
 

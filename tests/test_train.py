@@ -1,15 +1,18 @@
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from conftest import compose_config
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from nalu.cli import CONFIG_DIR
 from nalu.module import ArithmeticModule
-from nalu.results import HPARAMS_METRICS
-from nalu.train import CONFIG_DIR, train
+from nalu.record import HPARAMS_METRICS
+from nalu.train import build_run, train
 
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
 
@@ -55,10 +58,9 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
     operations = {output["operation"] for output in problem["outputs"]}
     per_operation = {f"{split}/mse_{op}" for split in ("interp", "extrap") for op in operations}
     assert {"train/loss", "interp/mse", "extrap/mse", *per_operation} <= set(tags["scalars"])
-    # Curves are at optimizer steps (TINY: 4 per epoch), not at Lightning's batch count (one
-    # batch per epoch); the test's final values come last.
+    # Curves are at optimizer steps (TINY: 4 per epoch), one point per epoch or validation.
     for tag in ("train/loss", "interp/mse", "extrap/mse_add"):
-        assert [e.step for e in events.Scalars(tag)][:2] == [4, 8], tag
+        assert [e.step for e in events.Scalars(tag)] == [4, 8], tag
     assert "step" not in metrics
     assert {"weights/W", "weights/G"} <= set(tags["images"])
     formulas = events.Tensors("problem/formulas/text_summary")[0].tensor_proto.string_val[0]
@@ -67,15 +69,13 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
         events.summary_metadata["_hparams_/experiment"].plugin_data.content
     )
     metric_tags = {info.name.tag for info in hparams.experiment.metric_infos}
-    assert metric_tags == set(HPARAMS_METRICS)
-    assert {"interp/mse", "extrap/mse", "extrap/solved_fraction"} <= metric_tags
-    assert {"extrap/normalized_error", "recovered_fraction", "sparsity_error"} <= set(
-        tags["scalars"]
-    )
+    assert metric_tags == {f"final/{name}" for name in HPARAMS_METRICS}
+    assert {"final/interp/mse", "final/extrap/mse", "final/extrap/solved_fraction"} <= metric_tags
+    assert {"final/extrap/normalized_error_add", "final/sparsity_error"} <= set(tags["scalars"])
     readback = events.Tensors("readback/formulas/text_summary")[0].tensor_proto.string_val[0]
     assert b"y0: learned " in readback
     assert "hp_metric" not in tags["scalars"]
-    assert events.Scalars("extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
+    assert events.Scalars("final/extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
 
 
 def test_checkpoint_reloads_with_weights_only(tiny_overrides, tmp_path):
@@ -114,3 +114,53 @@ def test_nac_learns_addition_and_subtraction_that_extrapolates(tmp_path):
     ]
     metrics = train(compose_config(overrides, tmp_path))
     assert metrics["extrap/mse"] < 1e-2
+
+
+def test_max_steps_stops_at_that_optimizer_step(tiny_overrides, tmp_path):
+    # TINY: 4 steps per epoch, so step 10 is inside the third epoch.
+    train(
+        compose_config([*tiny_overrides, "trainer.max_epochs=5", "+trainer.max_steps=10"], tmp_path)
+    )
+    recorded = json.loads((tmp_path / "metrics.json").read_text())
+    assert recorded["steps"] == 10
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 10
+
+
+def test_last_checkpoint_holds_the_last_epoch_and_the_best_is_kept_apart(tiny_overrides, tmp_path):
+    # A learning rate too small to change a float32 weight: the interpolation MSE never
+    # improves after the first validation, so the best epoch is the first.
+    overrides = ["model=nac", "optimizer=sgd", "optimizer.lr=1e-30", "trainer.max_epochs=3"]
+    train(compose_config([*tiny_overrides, *overrides], tmp_path))
+    folder = tmp_path / "checkpoints"
+    assert sorted(path.name for path in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    last = torch.load(folder / "last.ckpt", weights_only=True)
+    assert (last["epoch"], last["global_step"]) == (2, 12)
+    best = torch.load(folder / "best-epoch000.ckpt", weights_only=True)
+    assert best["global_step"] == 4
+
+
+def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
+    def first_update(*clipping: str) -> torch.Tensor:
+        overrides = [*tiny_overrides, "model=nac", "optimizer=sgd", "optimizer.lr=1.0"]
+        overrides += ["optimizer.momentum=0", "+trainer.max_steps=1", *clipping]
+        cfg = compose_config(overrides, tmp_path / "_".join(clipping or ("none",)))
+        L.seed_everything(cfg.seed, verbose=False)
+        _, _, data, module = build_run(cfg)
+        before = [p.detach().clone() for p in module.parameters()]
+        trainer = instantiate(cfg.trainer, logger=False, enable_checkpointing=False)
+        trainer.fit(module, datamodule=data)
+        return torch.cat(
+            [(p - b).flatten() for p, b in zip(module.parameters(), before, strict=True)]
+        )
+
+    unclipped = first_update()
+    clipped = first_update("+trainer.gradient_clip_val=0.001")
+    assert unclipped.norm() > 0.01
+    # SGD with lr 1: the step is minus the gradient, whose norm was clipped to 0.001.
+    assert clipped.norm().item() == pytest.approx(0.001, rel=1e-3)
+    assert torch.nn.functional.cosine_similarity(clipped, unclipped, dim=0) > 0.9999
+    by_value = first_update(
+        "+trainer.gradient_clip_val=0.0001", "+trainer.gradient_clip_algorithm=value"
+    )
+    assert by_value.abs().max().item() == pytest.approx(0.0001, rel=1e-3)  # float32 weights

@@ -11,16 +11,18 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nalu.data import ArithmeticDataModule
-from nalu.errors import ConfigError
-from nalu.module import ArithmeticModule
-from nalu.train import (
+from nalu.cli import (
     CONFIG_DIR,
+    EXIT_CONFIG_ERROR,
     checked,
+    fail,
     format_metrics,
     ignore_known_warnings,
     progress_bar,
 )
+from nalu.data import ArithmeticDataModule
+from nalu.errors import ConfigError
+from nalu.module import ArithmeticModule
 from nalu.validation import check_group_choices
 
 
@@ -57,7 +59,7 @@ def check_same_problem(
         trained = [out["formula"] for out in json.loads(problem_json.read_text())["outputs"]]
         same = trained == [output["formula"] for output in data.problem.to_dict()["outputs"]]
     else:
-        trained = list(module.hparams.output_operations)
+        trained = list(module.hparams.output_operations[0])
         same = trained == data.problem.output_operations
     if not same:
         where = problem_json if problem_json.is_file() else "the checkpoint"
@@ -72,19 +74,28 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
     module = load_checkpoint(cfg.ckpt_path)
+    if module.population > 1:
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path!r}: holds a population of {module.population}; "
+            "evaluate takes a single run's checkpoint (population=1)"
+        )
     datamodule: ArithmeticDataModule = checked("data", lambda: instantiate(cfg.data))
     check_same_problem(cfg.ckpt_path, module, datamodule)
     # Success is judged against the near-perfect model on *these* sets, and the MSE at
     # initialisation was measured on the training run's sets: no normalised error here.
     extrapolation = module.metrics["extrap"]
-    extrapolation.success_threshold.copy_(torch.as_tensor(datamodule.success_threshold()))
+    extrapolation.success_threshold.copy_(torch.as_tensor([datamodule.success_threshold()]))
     for metric in module.metrics.values():
         metric.initial_mse.fill_(float("nan"))
     trainer: L.Trainer = checked(
         "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_bar(cfg.trainer))
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    return {name: float(value) for name, value in sorted(trainer.callback_metrics.items())}
+    return {
+        name: float(values[0])
+        for name, values in sorted(module.final_metrics.items())
+        if not values[0].isnan()
+    }
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
@@ -93,8 +104,7 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         metrics = evaluate(cfg)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error, str(error), EXIT_CONFIG_ERROR)
     print(f"\nMetrics of {cfg.ckpt_path}:\n{format_metrics(metrics)}")
 
 
@@ -102,8 +112,7 @@ def main() -> None:
     try:
         check_group_choices(sys.argv[1:], CONFIG_DIR)
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error, str(error), EXIT_CONFIG_ERROR)
     hydra_main()
 
 

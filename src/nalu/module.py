@@ -83,9 +83,11 @@ class ArithmeticModule(L.LightningModule):
       training loss and first-solved steps are kept, and the test loop runs on them;
     - solved at step: per output, the first validation whose extrapolation MSE is below the
       output's threshold, counting validations up to the best one;
-    - divergence: a member whose objective turns non-finite is frozen from that step on (it
-      leaves the summed loss) and is judged at its best validation before it; when every member
-      has, training stops with ``Diverged``.
+    - divergence: a member whose objective turns non-finite (checked every step) or whose
+      parameters are non-finite at the end of an epoch (before its validation) is frozen from
+      then on (it leaves the summed loss) and is judged at its best validation before; when
+      every member has diverged, training stops with ``Diverged`` before the parameters reach a
+      checkpoint.
     All of it is module state, so it travels with the checkpoint and a killed run resumes.
     """
 
@@ -234,15 +236,17 @@ class ArithmeticModule(L.LightningModule):
         self._end_training_epoch()  # an epoch cut short by max_steps
 
     def _end_training_epoch(self) -> None:
-        """The epoch's training loss per member, before the epoch's validation judges it."""
+        """Before the epoch's validation and checkpoint: members whose parameters the epoch
+        left non-finite diverge, and each member's training loss of the epoch is kept."""
         if self._loss_samples == 0:
             return
+        self._check_parameters()
         loss = self._loss_sum / self._loss_samples
         self.last_train_loss = torch.where(self.alive, loss, self.last_train_loss)
         self._loss_samples = 0
         self.curves["train/loss"].append((self.global_step, loss.cpu()))
         median = median_of_living(loss, self.alive)
-        self.log("train/loss", median, prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        self.log("train/loss", median, prog_bar=True, logger=False)
         values = {"train/loss": median}
         if self.has_regularization:
             regularization = self._regularization_sum / self._steps
@@ -251,6 +255,20 @@ class ArithmeticModule(L.LightningModule):
         if self.population > 1:
             values["population/alive_fraction"] = float(self.alive.float().mean())
         self._log_to_loggers(values)
+
+    def _check_parameters(self) -> None:
+        """A member with a non-finite parameter diverges here (once per epoch: one host sync);
+        when every member has, training stops before a checkpoint can keep the parameters."""
+        finite = {
+            name: torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
+            for name, p in self.network.named_parameters()
+        }
+        healthy = torch.stack(list(finite.values())).all(dim=0)
+        self.diverged_at_step.masked_fill_(self.alive & ~healthy, self.global_step)
+        self.alive &= healthy
+        if not self.alive.any():
+            culprit = next(name for name, ok in finite.items() if not ok.all())
+            raise Diverged(self.global_step, f"parameter network.{culprit} is not finite")
 
     def _log_to_loggers(self, values: dict[str, float], ahead: int = 0) -> None:
         """Straight to the loggers at the optimizer step (``ahead`` steps on, for a value of the

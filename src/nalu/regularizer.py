@@ -25,13 +25,13 @@ class RegularizerSchedule:
 
     def __post_init__(self) -> None:
         if self.scale < 0:
-            raise InvalidArgument("regularizer.scale", self.scale, "must be >= 0")
+            raise InvalidArgument("scale", self.scale, "must be >= 0")
         if not 0 <= self.start <= self.end <= 1:
             allowed = (
                 "must satisfy 0 <= start <= end <= 1, fractions of the run's steps "
                 f"(start={self.start}, end={self.end})"
             )
-            raise InvalidArgument("regularizer.start", self.start, allowed)
+            raise InvalidArgument("start", self.start, allowed)
 
     def __call__(self, step: int, total_steps: int) -> float:
         """λ at optimizer step ``step`` of ``total_steps``."""

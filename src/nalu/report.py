@@ -14,7 +14,6 @@ import json
 import logging
 import math
 import statistics
-import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -26,6 +25,7 @@ from matplotlib.figure import Figure
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
+from nalu.cli import EXIT_CONFIG_ERROR, fail
 from nalu.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         report, rows = write_report(args.paths, args.group_by.split(","))
     except ReportError as error:
-        sys.exit(f"error: {error}")
+        fail(error, str(error), EXIT_CONFIG_ERROR)
     group_by = args.group_by.split(",")
     print(markdown_table(rows, group_by))
     print("\nFinal metrics, median over the runs that finished:\n")

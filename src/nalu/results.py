@@ -73,6 +73,16 @@ def named_weight_matrices(network: nn.Module, prefix: str = "") -> dict[str, Ten
     return matrices
 
 
+def newest_checkpoint(trainer: L.Trainer) -> str | None:
+    """The path of the checkpoint saved last (``last.ckpt`` of the default callbacks): the one
+    that an unmonitored ModelCheckpoint keeps, or a monitored one's ``save_last`` copy."""
+    for callback in trainer.checkpoint_callbacks:
+        path = callback.best_model_path if callback.monitor is None else callback.last_model_path
+        if path:
+            return path
+    return None
+
+
 def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
     return next((lg for lg in trainer.loggers if isinstance(lg, TensorBoardLogger)), None)
 
@@ -176,6 +186,10 @@ class RunRecorder(L.Callback):
         if trainer.is_global_zero:
             for member, problem in enumerate(self.problems):
                 write_json_atomic(self.member_dir(member) / "problem.json", problem.to_dict())
+        # At S > 1 each member's TensorBoard run is written whole after the test.
+        if self.population == 1 and (tensorboard := _tensorboard(trainer)) is not None:
+            formulas = "  \n".join(self.problems[0].formulas())
+            tensorboard.experiment.add_text("problem/formulas", formulas)
 
     def _member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
         if self.population == 1:
@@ -263,9 +277,7 @@ class RunRecorder(L.Callback):
         checkpoint (no metrics)."""
         if not isinstance(exception, Diverged) or not trainer.is_global_zero:
             return
-        last_good = next(
-            (c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), None
-        )
+        last_good = newest_checkpoint(trainer)
         for member in range(self.population):
             record = RunRecord(
                 status=STATUS_DIVERGED,
@@ -282,5 +294,6 @@ class RunRecorder(L.Callback):
             tensorboard.experiment.add_scalar(
                 "run/diverged_at_step", exception.step, trainer.global_step
             )
-            tensorboard.experiment.add_text("run/status", f"{STATUS_DIVERGED} {exception}")
+            details = f"diverged_at_step={exception.step} reason={exception.reason}"
+            tensorboard.experiment.add_text("run/status", f"{STATUS_DIVERGED} {details}")
             tensorboard.experiment.flush()

@@ -66,7 +66,10 @@ def build_run(
     ``seed + k``), the run's data module and its training module."""
     from nalu.data.population import PopulationDataModule
     from nalu.module import ArithmeticModule
+    from nalu.regularizer import RegularizerSchedule
 
+    regularizer = _container(cfg.get("regularizer"))
+    checked("regularizer", lambda: RegularizerSchedule(**(regularizer or {})))
     members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
     member_data = [checked("data", lambda m=m: instantiate(m.data)) for m in members]
     # S = 1 trains on the problem's own data module: ordinary [B, in] batches.
@@ -79,7 +82,7 @@ def build_run(
             output_operations=[data.problem.output_operations for data in member_data],
             success_threshold=[data.success_threshold() for data in member_data],
             seeds=[member.seed for member in members],
-            regularizer=_container(cfg.get("regularizer")),
+            regularizer=regularizer,
             lr_schedule=_container(cfg.get("lr_schedule")),
         ),
     )
@@ -104,7 +107,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from nalu.interrupt import StopAtEpochEndOnInterrupt
-    from nalu.results import RunRecorder
+    from nalu.results import RunRecorder, newest_checkpoint
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -129,10 +132,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     if interrupt.interrupted:
-        last = next(
-            (c.last_model_path for c in trainer.checkpoint_callbacks if c.last_model_path), ""
-        )
-        raise Interrupted(trainer.current_epoch, last)
+        raise Interrupted(trainer.current_epoch, newest_checkpoint(trainer) or "")
     trainer.test(module, datamodule=datamodule, verbose=False)
     if cfg.population > 1:
         from nalu.report import write_report
