@@ -1,3 +1,4 @@
+import lightning as L
 import pytest
 import torch
 
@@ -81,3 +82,30 @@ def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(InvalidArgument) as error:
         make(**kwargs)
     assert error.value.name == field
+
+
+def test_a_users_own_lightning_module_trains_on_the_datamodule():
+    class Linear(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.layer = torch.nn.Linear(4, 3)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.layer(x), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=1e-3)
+
+    datamodule = ArithmeticDataModule(
+        in_features=4, out_features=3, operations=("add", "sub"), train_size=100, batch_size=32
+    )
+    trainer = L.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
+    )
+    module = Linear()
+    before = module.layer.weight.detach().clone()
+    trainer.fit(module, datamodule=datamodule)
+    # 100 samples in batches of 32: 4 optimizer steps per epoch, the last batch of 4.
+    assert trainer.global_step == 8
+    assert not torch.equal(module.layer.weight, before)

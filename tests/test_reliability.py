@@ -16,11 +16,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nalu.cli import EXIT_DIVERGED, EXIT_INTERRUPTED
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
 from nalu.errors import ConfigError, Diverged
 from nalu.module import ArithmeticModule
 from nalu.report import group_runs, load_runs, median_table
-from nalu.train import EXIT_DIVERGED, check_checkpoint, train
+from nalu.train import check_checkpoint, train
 
 
 class PoisonParameterAt(L.Callback):
@@ -123,29 +124,67 @@ RESUMABLE = [
 ]
 
 
+def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "nalu.train", *arguments, f"hydra.run.dir={run_dir}"],
+        cwd=run_dir.parent,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+
+
+def wait_for_first_checkpoint(process: subprocess.Popen, run_dir: Path) -> Path:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if last.exists() and last.stat().st_size > 0:
+            break
+        time.sleep(0.02)
+    return last
+
+
 @pytest.mark.slow
-def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
+@pytest.mark.parametrize("population", [1, 3])
+def test_killed_run_resumes_to_the_same_final_metrics(population, tmp_path):
+    arguments = [*RESUMABLE, f"population={population}"]
     killed_dir = tmp_path / "killed"
-    with open(tmp_path / "killed.log", "w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "nalu.train", *RESUMABLE, f"hydra.run.dir={killed_dir}"],
-            cwd=tmp_path,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONWARNINGS": "ignore"},
-        )
-        last = killed_dir / "checkpoints" / "last.ckpt"
-        deadline = time.monotonic() + 240
-        while not last.exists() and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.02)
-        process.send_signal(signal.SIGKILL)
-        assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    assert not (killed_dir / "metrics.json").exists()
-    resumed = train(compose_config([*RESUMABLE, f"ckpt_path={last}"], tmp_path / "resumed"))
-    uninterrupted = train(compose_config(RESUMABLE, tmp_path / "uninterrupted"))
+    process = start_run(arguments, killed_dir, tmp_path / "killed.log")
+    last = wait_for_first_checkpoint(process, killed_dir)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not list(killed_dir.rglob("metrics.json"))
+    resumed = train(compose_config([*arguments, f"ckpt_path={last}"], tmp_path / "resumed"))
+    uninterrupted = train(compose_config(arguments, tmp_path / "uninterrupted"))
     assert resumed == uninterrupted
-    assert read_metrics(tmp_path / "uninterrupted")["status"] == "finished"
-    assert read_metrics(tmp_path / "resumed")["steps"] == 4 * 64
+    for run in ("resumed", "uninterrupted"):
+        records = [json.loads(p.read_text()) for p in (tmp_path / run).rglob("metrics.json")]
+        assert [r["status"] for r in records] == ["finished"] * population
+        assert {r["steps"] for r in records} == {4 * 64}
+    if population > 1:
+        member = Path("members") / "2_nalu_seed5" / "metrics.json"
+        assert read_metrics((tmp_path / "resumed" / member).parent) == read_metrics(
+            (tmp_path / "uninterrupted" / member).parent
+        )
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path):
+    arguments = [*RESUMABLE, "population=3"]
+    run_dir = tmp_path / "interrupted"
+    log = tmp_path / "interrupted.log"
+    process = start_run(arguments, run_dir, log)
+    last = wait_for_first_checkpoint(process, run_dir)
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == EXIT_INTERRUPTED
+    output = log.read_text()
+    assert "Traceback" not in output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: {run_dir}: interrupted after epoch ")
+    assert last_line.endswith(f"ckpt_path={last}")
+    assert not list(run_dir.rglob("metrics.json"))
+    resumed = train(compose_config([*arguments, f"ckpt_path={last}"], tmp_path / "resumed"))
+    assert resumed == train(compose_config(arguments, tmp_path / "uninterrupted"))
 
 
 def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):

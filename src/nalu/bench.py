@@ -9,15 +9,16 @@
     population of S members (``nalu.train.build_run`` with ``population=S``), per optimizer step.
 (c) ``peak_fraction``: the largest population's matrix-multiply FLOP/s (counted by torch's
     ``FlopCounterMode`` over one step, forward and backward) over the machine's peak, measured by a
-    large batched matmul here and now. Elementwise work is not counted, so this is a lower bound.
+    large batched matmul here and now (the best of 5, so its spread is the population's).
+    Elementwise work is not counted, so this is a lower bound.
 
 Every ratio is the median of ``--repeats`` (default 5) repeats, with their min and max; a repeat
 pairs one plain loop with one project measurement, taken one after the other (plain, project,
 plain, project, ...), so that the machine's drift reaches both sides of a pair alike. The first
 pair of each ratio is a warm-up and is not counted. Defaults: ``--epochs 10`` for the single runs
 and the plain loops, max(2, 10 · epochs / max(S, 10)) epochs for a population of S (a step's
-time is steady after the first epoch); sizes 1, 10, 100 and 1000. About three minutes on two
-CPU cores, a minute of which builds the 1000 members.
+time is steady after the first epoch); sizes 1, 10, 100 and 1000. A few minutes on two CPU
+cores, about one of them building the 1000 members (once; every repeat refits them).
 
 Writes ``outputs/bench/bench.json``; every figure is a ratio of times measured in this process.
 """
