@@ -19,6 +19,8 @@ from nalu.units import (
     NeuralAdditionUnit,
     NeuralArithmeticLogicUnit,
     NeuralMultiplicationUnit,
+    NeuralPowerUnit,
+    SignedNeuralArithmeticLogicUnit,
 )
 
 
@@ -36,10 +38,12 @@ class UnitReader:
     read: Callable[[nn.Module, list[Formula], Tensor], list[Formula]]
 
 
-READERS: dict[type[nn.Module], UnitReader] = {}
+# Per unit class its reader, or None where the unit declares that its weights do not read back
+# as formulas: every unit says one or the other, so a unit nobody wrote a reader for is caught.
+READERS: dict[type[nn.Module], UnitReader | None] = {}
 
 
-def register_reader(unit_class: type[nn.Module], reader: UnitReader) -> None:
+def register_reader(unit_class: type[nn.Module], reader: UnitReader | None) -> None:
     READERS[unit_class] = reader
 
 
@@ -136,10 +140,14 @@ register_reader(
 )
 
 
-def _layers(network: nn.Module) -> list[nn.Module] | None:
-    """The network as a chain of readable units, or None if some part has no reader."""
+def _layers(network: nn.Module) -> list[tuple[nn.Module, UnitReader]] | None:
+    """The network as a chain of readable units with their readers, or None if some part has
+    no reader."""
     layers = list(network) if isinstance(network, nn.Sequential) else [network]
-    return layers if all(type(layer) in READERS for layer in layers) else None
+    readers = [READERS.get(type(layer)) for layer in layers]
+    if any(reader is None for reader in readers):
+        return None
+    return list(zip(layers, readers, strict=True))
 
 
 def read_back(network: nn.Module, x: Tensor) -> list[Formula] | None:
@@ -150,8 +158,8 @@ def read_back(network: nn.Module, x: Tensor) -> list[Formula] | None:
         return None
     formulas: list[Formula] = [Variable(i) for i in range(x.shape[-1])]
     with torch.no_grad():
-        for layer in layers:
-            formulas = READERS[type(layer)].read(layer, formulas, x)
+        for layer, reader in layers:
+            formulas = reader.read(layer, formulas, x)
             x = layer(x)
     return formulas
 
@@ -168,11 +176,12 @@ def sparsity_error(network: nn.Module, x: Tensor) -> Tensor | None:
         return None
     earlier = torch.tensor(0.0)
     with torch.no_grad():
-        for layer in layers[:-1]:
-            for weight in READERS[type(layer)].weights(layer, x):
+        for layer, reader in layers[:-1]:
+            for weight in reader.weights(layer, x):
                 earlier = torch.maximum(earlier, _distance_to_integer(weight).max())
             x = layer(x)
-        last = READERS[type(layers[-1])].weights(layers[-1], x)
+        last_layer, last_reader = layers[-1]
+        last = last_reader.weights(last_layer, x)
     per_row = torch.stack([_distance_to_integer(w).amax(dim=1) for w in last]).amax(dim=0)
     return torch.maximum(per_row, earlier)
 
@@ -180,3 +189,9 @@ def sparsity_error(network: nn.Module, x: Tensor) -> Tensor | None:
 def _distance_to_integer(weight: Tensor) -> Tensor:
     w = weight.detach().abs().cpu()
     return torch.minimum(w, (1 - w).abs())
+
+
+# No reader: the iNALU's product path multiplies by a sign vector of the inputs, and the NPU's
+# real and imaginary weights mix powers with cosines; neither rounds to one formula per output.
+register_reader(SignedNeuralArithmeticLogicUnit, None)
+register_reader(NeuralPowerUnit, None)

@@ -1,0 +1,94 @@
+"""The suite every network config in conf/model/ passes: a new unit's yaml is tested here the
+moment it exists."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import compose_config
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from nalu.cli import CONFIG_DIR
+from nalu.module import build_network
+from nalu.readback import READERS, read_back
+from nalu.regularizer import clamp_network_parameters, network_regularization
+from nalu.train import train
+
+MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
+# The article's problem with division, inputs and targets as large as its extrapolation set.
+SIGNED = ["experiment=article_division", "data.in_features=50", "data.out_features=8"]
+
+
+def network_config(model: str, tmp_path) -> tuple[dict, object]:
+    cfg = compose_config([*SIGNED, f"model={model}"], tmp_path)
+    return OmegaConf.to_container(cfg.model, resolve=True), cfg
+
+
+def test_the_suite_sees_every_model_config():
+    assert {"article_vanilla", "mlp", "nac", "nalu", "nmu", "nau", "npu"} <= set(MODEL_CONFIGS)
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_forward_and_gradients_are_finite_at_init_on_signed_inputs(model, tmp_path):
+    network, cfg = network_config(model, tmp_path)
+    data = instantiate(cfg.data)
+    data.setup()
+    x, y = data.datasets["extrap"].inputs, data.datasets["extrap"].targets  # U[-50, 50]
+    for seed in range(3):
+        unit = build_network(network, seed)
+        output = unit(x)
+        F.mse_loss(output, y).backward()
+        assert torch.isfinite(output).all(), seed
+        assert all(torch.isfinite(p.grad).all() for p in unit.parameters()), seed
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
+    network, cfg = network_config(model, tmp_path)
+    if network_regularization(build_network(network, 0)) is not None:
+        assert cfg.regularizer.scale > 0, "a unit with regularization() must turn it on"
+    overrides = [*tiny_overrides, f"model={model}", "optimizer.lr=0.5"]
+    run_cfg = compose_config(overrides, tmp_path / "run")
+    train(run_cfg)
+    trained = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    unit = build_network(OmegaConf.to_container(run_cfg.model, resolve=True), 0)
+    unit.load_state_dict(
+        {
+            name.removeprefix("network."): value
+            for name, value in trained["state_dict"].items()
+            if name.startswith("network.")
+        }
+    )
+    before = {name: p.detach().clone() for name, p in unit.named_parameters()}
+    # A large learning rate overshoots; the clamp after every step kept each weight in range.
+    clamp_network_parameters(unit)
+    for name, parameter in unit.named_parameters():
+        assert torch.equal(parameter, before[name]), name
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_a_population_member_is_the_single_run_of_its_seed(model, tiny_overrides, tmp_path):
+    overrides = [*tiny_overrides, f"model={model}", "trainer.max_epochs=1"]
+    single = train(compose_config([*overrides, "seed=1"], tmp_path / "single"))
+    train(compose_config([*overrides, "population=2"], tmp_path / "population"))
+    record = tmp_path / "population" / "members" / f"1_{model}_seed1" / "metrics.json"
+    member = json.loads(record.read_text())["metrics"]
+    assert member.keys() == single.keys()
+    for name, value in single.items():
+        assert member[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_each_unit_reads_back_or_says_it_cannot(model, tmp_path):
+    network, cfg = network_config(model, tmp_path)
+    unit = build_network(network, 0)
+    units = {type(m) for m in unit.modules() if type(m).__module__.startswith("nalu.units")}
+    undeclared = {u.__name__ for u in units if u not in READERS}
+    assert not undeclared, f"register_reader(unit, reader or None) for {undeclared}"
+    formulas = read_back(unit, torch.ones(4, cfg.data.in_features))
+    if units and all(READERS[u] is not None for u in units):
+        assert formulas is not None and len(formulas) == cfg.data.out_features
+    else:
+        assert formulas is None
