@@ -290,9 +290,7 @@ def test_nau_nmu_and_gated_units_read_back_as_sums_and_products():
         nmu.weight.copy_(torch.tensor([[0.97, 0.0, 1.0]]))
         gated.nau.weight.copy_(torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))
         gated.nmu.weight.copy_(torch.tensor([[0.0, 0.0, 0.0], [1.0, 0.0, 1.0]]))
-        gated.gate_parameter.copy_(
-            torch.tensor([10.0, -10.0])
-        )  # output 0 adds, output 1 multiplies
+        gated.gate_weight.copy_(torch.tensor([10.0, -10.0]))  # output 0 adds, output 1 multiplies
     assert read_back(nau, inputs) == [weighted_sum({x0: 1, x1: -1})]
     assert read_back(nmu, inputs) == [power_product({x0: 1, x2: 1})]
     assert read_back(gated, inputs) == [

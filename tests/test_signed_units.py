@@ -13,11 +13,11 @@ from nalu.regularizer import RegularizerSchedule
 from nalu.train import train
 from nalu.units import (
     GatedAdditionMultiplicationUnit,
+    ImprovedNeuralArithmeticLogicUnit,
     NeuralAdditionUnit,
     NeuralArithmeticLogicUnit,
     NeuralMultiplicationUnit,
     NeuralPowerUnit,
-    SignedNeuralArithmeticLogicUnit,
 )
 from nalu.units.nau import sparsity_penalty
 
@@ -85,8 +85,8 @@ def test_nalu_drops_the_sign_that_the_sign_aware_units_keep():
     assert nalu(ARTICLE_X).item() == pytest.approx(3.0, rel=1e-5)
 
 
-def make_signed_nalu(input_independent_gate: bool) -> SignedNeuralArithmeticLogicUnit:
-    unit = SignedNeuralArithmeticLogicUnit(3, 1, input_independent_gate, eps=1e-7)
+def make_signed_nalu(input_independent_gate: bool) -> ImprovedNeuralArithmeticLogicUnit:
+    unit = ImprovedNeuralArithmeticLogicUnit(3, 1, input_independent_gate, eps=1e-7)
     # Additive W_a = (1, 1, 0); multiplicative W_m = (1, 0.25, 0): tanh(atanh ½)·σ(0) = 0.25.
     set_(unit.add_nac.weight_hat, [[20.0, 20.0, 0.0]])
     set_(unit.add_nac.gate_hat, [[20.0, 20.0, -20.0]])
@@ -117,7 +117,9 @@ def test_signed_nalu_matches_hand_computed_value(input_independent_gate):
 
 
 def test_signed_nalu_clips_the_log_path_at_omega():
-    unit = SignedNeuralArithmeticLogicUnit(2, 1, input_independent_gate=True, max_log=20.0)
+    unit = ImprovedNeuralArithmeticLogicUnit(
+        2, 1, input_independent_gate=True, max_log_magnitude=20.0
+    )
     set_(unit.mul_nac.weight_hat, [[20.0, 20.0]])
     set_(unit.mul_nac.gate_hat, [[20.0, 20.0]])
     set_(unit.gate_weight, [-1e3])
@@ -173,23 +175,23 @@ def test_gated_unit_mixes_the_nau_and_nmu_paths():
     unit = GatedAdditionMultiplicationUnit(3, 1)
     set_(unit.nau.weight, [[1.0, 1.0, 0.0]])
     set_(unit.nmu.weight, [[1.0, 1.0, 0.0]])
-    set_(unit.gate_parameter, [math.log(3.0)])  # g = 0.75
+    set_(unit.gate_weight, [math.log(3.0)])  # g = 0.75
     # 0.75 · (1.5 − 2) + 0.25 · (1.5 · (−2)) = −0.375 − 0.75 = −1.125.
     assert unit(ARTICLE_X).item() == pytest.approx(-1.125, rel=1e-5)
-    assert set(unit.effective_weights()) == {"W_add", "W_mul", "g"}
+    assert set(unit.effective_weights()) == {"W_add", "W_mul", "gate"}
 
 
 def test_exact_gate_is_clamped_pulled_to_zero_or_one_and_selects_one_path():
     unit = GatedAdditionMultiplicationUnit(3, 2, exact_gate=True)
     assert unit.gate.tolist() == [0.5, 0.5]
-    set_(unit.gate_parameter, [1.3, 0.2])
+    set_(unit.gate_weight, [1.3, 0.2])
     unit.clamp_parameters()
     assert unit.gate.tolist() == pytest.approx([1.0, 0.2])
     # R = mean(min(1, 0), min(0.2, 0.8)) = 0.1: the gate's own term, beside the paths' terms.
     assert unit.regularization().item() == pytest.approx(0.1)
     set_(unit.nau.weight, [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
     set_(unit.nmu.weight, [[1.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
-    set_(unit.gate_parameter, [1.0, 0.0])
+    set_(unit.gate_weight, [1.0, 0.0])
     # g = 1: exactly the sum 1.5 − 2; g = 0: exactly the product 1.5 · (−2).
     assert unit(ARTICLE_X).tolist() == [[-0.5, -3.0]]
     assert GatedAdditionMultiplicationUnit(3, 1).regularization().item() == 0.0
@@ -268,7 +270,7 @@ def test_weights_are_clamped_after_every_optimizer_step():
 
 
 def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
-    for model in ("nau", "nmu", "nau_nmu", "nau_nmu_gated", "nalu_signed"):
+    for model in ("nau", "nmu", "nau_nmu", "nau_nmu_gated", "inalu"):
         cfg = compose_config([f"model={model}"], tmp_path)
         schedule = RegularizerSchedule(**cfg.regularizer)
         # The article's 250 epochs × 32 batches = 8000 steps: the ramp spans 30%–70% of them.
@@ -295,7 +297,7 @@ def test_a_bad_regularizer_schedule_names_the_field(tiny_overrides, tmp_path):
 
 
 def test_signed_nalu_regularizer_pushes_latent_weights_past_the_saturation_threshold():
-    unit = SignedNeuralArithmeticLogicUnit(2, 1, input_independent_gate=True, saturation=20.0)
+    unit = ImprovedNeuralArithmeticLogicUnit(2, 1, input_independent_gate=True, saturation=20.0)
     with torch.no_grad():
         for parameter in unit.parameters():
             parameter.fill_(30.0)  # all saturated: no penalty

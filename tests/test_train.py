@@ -62,7 +62,7 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
     for tag in ("train/loss", "interp/mse", "extrap/mse_add"):
         assert [e.step for e in events.Scalars(tag)] == [4, 8], tag
     assert "step" not in metrics
-    assert {"weights/W", "weights/G"} <= set(tags["images"])
+    assert {"weights/W", "weights/gate"} <= set(tags["images"])
     formulas = events.Tensors("problem/formulas/text_summary")[0].tensor_proto.string_val[0]
     assert b"y0 = x" in formulas
     hparams = plugin_data_pb2.HParamsPluginData.FromString(

@@ -86,8 +86,8 @@ def test_nalu_variants_have_the_parameters_they_promise():
     separate = NeuralArithmeticLogicUnit(5, 3, shared_weights=False, gate_bias=True)
     assert sum(p.numel() for p in shared.parameters()) == 3 * 15
     assert sum(p.numel() for p in separate.parameters()) == 5 * 15 + 3
-    assert set(shared.effective_weights()) == {"W", "G"}
-    assert set(separate.effective_weights()) == {"W_add", "W_mul", "G"}
+    assert set(shared.effective_weights()) == {"W", "gate"}
+    assert set(separate.effective_weights()) == {"W_add", "W_mul", "gate"}
     assert "shared_weights=True" in repr(shared) and "gate_bias=True" in repr(separate)
 
 

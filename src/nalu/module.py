@@ -15,7 +15,7 @@ from nalu.data.datamodule import EVALUATION_SPLITS
 from nalu.errors import Diverged
 from nalu.metrics import MemberOutputMSE
 from nalu.optimization import configure_optimization
-from nalu.regularizer import RegularizerSchedule, clamp_network_parameters, network_regularization
+from nalu.regularizer import RegularizerSchedule, network_regularization
 
 # The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
 # shows their medians over the members, with every other metric).
@@ -111,6 +111,7 @@ class ArithmeticModule(L.LightningModule):
         # Not a submodule: the network's parameters are registered once, as ``network.*``.
         self._objective = {"member": MemberObjective(self.network)}
         self.has_regularization = network_regularization(self.network) is not None
+        self._clamped_units = [m for m in self.network.modules() if hasattr(m, "clamp_parameters")]
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
         self.metrics = nn.ModuleDict(
             {
@@ -199,17 +200,18 @@ class ArithmeticModule(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch
+        step = self.global_step + 1  # the optimizer step this batch is for
         terms = self._for_each_member(self._objective["member"], x, y)
         mse, regularization = (term.reshape(self.population) for term in terms)
-        scale = self.regularizer(self.global_step, self.planned_steps)
+        scale = self.regularizer(step - 1, self.planned_steps)
         objective = mse + scale * regularization if self.has_regularization else mse
         finite = torch.isfinite(objective)
-        self.diverged_at_step.masked_fill_(self.alive & ~finite, self.global_step + 1)
+        self.diverged_at_step.masked_fill_(self.alive & ~finite, step)
         self.alive &= finite
         if not self.alive.any():
             # Raised before this step's update: the parameters stay the last good ones.
             reason = "train loss" if self.population == 1 else "every member's train loss"
-            raise Diverged(self.global_step + 1, f"{reason} is {objective[0].item()}")
+            raise Diverged(step, f"{reason} is {objective[0].item()}")
         samples = x.shape[-2]
         self._loss_sum += torch.where(self.alive, mse.detach(), 0.0) * samples
         self._loss_samples += samples
@@ -217,7 +219,7 @@ class ArithmeticModule(L.LightningModule):
         if self.has_regularization:
             self._regularization_sum += regularization.detach()
             self._scale_sum += scale
-        if (self.global_step + 1) % self.trainer.log_every_n_steps == 0:
+        if step % self.trainer.log_every_n_steps == 0:
             self._log_to_loggers(
                 {"train/batch_loss": median_of_living(mse.detach(), self.alive)}, 1
             )
@@ -226,7 +228,8 @@ class ArithmeticModule(L.LightningModule):
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
-        clamp_network_parameters(self.network)
+        for unit in self._clamped_units:
+            unit.clamp_parameters()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.is_last_batch:

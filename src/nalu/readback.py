@@ -15,12 +15,12 @@ from torch import Tensor, nn
 from nalu.formula import Formula, Magnitude, Variable, power_product, weighted_sum
 from nalu.units import (
     GatedAdditionMultiplicationUnit,
+    ImprovedNeuralArithmeticLogicUnit,
     NeuralAccumulator,
     NeuralAdditionUnit,
     NeuralArithmeticLogicUnit,
     NeuralMultiplicationUnit,
     NeuralPowerUnit,
-    SignedNeuralArithmeticLogicUnit,
 )
 
 
@@ -193,5 +193,5 @@ def _distance_to_integer(weight: Tensor) -> Tensor:
 
 # No reader: the iNALU's product path multiplies by a sign vector of the inputs, and the NPU's
 # real and imaginary weights mix powers with cosines; neither rounds to one formula per output.
-register_reader(SignedNeuralArithmeticLogicUnit, None)
+register_reader(ImprovedNeuralArithmeticLogicUnit, None)
 register_reader(NeuralPowerUnit, None)

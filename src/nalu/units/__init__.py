@@ -1,7 +1,7 @@
 """Arithmetic units: plain ``torch.nn.Module`` layers with ``nn.Linear``-like signatures."""
 
 from nalu.units.gated import GatedAdditionMultiplicationUnit
-from nalu.units.inalu import SignedNeuralArithmeticLogicUnit
+from nalu.units.inalu import ImprovedNeuralArithmeticLogicUnit
 from nalu.units.nac import NeuralAccumulator
 from nalu.units.nalu import NeuralArithmeticLogicUnit
 from nalu.units.nau import NeuralAdditionUnit
@@ -10,10 +10,10 @@ from nalu.units.npu import NeuralPowerUnit
 
 __all__ = [
     "GatedAdditionMultiplicationUnit",
+    "ImprovedNeuralArithmeticLogicUnit",
     "NeuralAccumulator",
     "NeuralAdditionUnit",
     "NeuralArithmeticLogicUnit",
     "NeuralMultiplicationUnit",
     "NeuralPowerUnit",
-    "SignedNeuralArithmeticLogicUnit",
 ]

@@ -41,36 +41,36 @@ class GatedAdditionMultiplicationUnit(nn.Module):
         )
         self.exact_gate = exact_gate
         # The exact gate is g itself; the other is its logit ĝ.
-        self.gate_parameter = nn.Parameter(torch.empty(out_features))
+        self.gate_weight = nn.Parameter(torch.empty(out_features))
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         self.nau.reset_parameters()
         self.nmu.reset_parameters()
         # g = 0.5: no preference between the paths at first.
-        nn.init.constant_(self.gate_parameter, 0.5 if self.exact_gate else 0.0)
+        nn.init.constant_(self.gate_weight, 0.5 if self.exact_gate else 0.0)
 
     @property
     def gate(self) -> Tensor:
-        return self.gate_parameter if self.exact_gate else torch.sigmoid(self.gate_parameter)
+        return self.gate_weight if self.exact_gate else torch.sigmoid(self.gate_weight)
 
     @torch.no_grad()
     def clamp_parameters(self) -> None:
         if self.exact_gate:
-            self.gate_parameter.clamp_(0.0, 1.0)
+            self.gate_weight.clamp_(0.0, 1.0)
 
     def regularization(self) -> Tensor:
         """The exact gate's pull toward {0, 1} (R_sparse of Madsen & Johansen 2020); 0 else."""
         if self.exact_gate:
-            return sparsity_penalty(self.gate_parameter)
-        return self.gate_parameter.new_zeros(())
+            return sparsity_penalty(self.gate_weight)
+        return self.gate_weight.new_zeros(())
 
     def forward(self, x: Tensor) -> Tensor:
         return self.gate * self.nau(x) + (1 - self.gate) * self.nmu(x)
 
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name; the gate as an [out, 1] column."""
-        return {"W_add": self.nau.weight, "W_mul": self.nmu.weight, "g": self.gate.unsqueeze(1)}
+        return {"W_add": self.nau.weight, "W_mul": self.nmu.weight, "gate": self.gate.unsqueeze(1)}
 
     def extra_repr(self) -> str:
         return (

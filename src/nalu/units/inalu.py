@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from nalu.units.nac import NeuralAccumulator
 
 
-class SignedNeuralArithmeticLogicUnit(nn.Module):
+class ImprovedNeuralArithmeticLogicUnit(nn.Module):
     """y = g ⊙ a + (1 − g) ⊙ m ⊙ msv with independent NACs for a and m (Schlör et al. 2020).
 
     a = W_a x; m = exp(min(W_m log(max(|x|, ε)), ω)), clipped at ω so that exp cannot overflow;
@@ -25,7 +25,7 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         in_features: int,
         out_features: int,
         input_independent_gate: bool = False,
-        max_log: float = 20.0,
+        max_log_magnitude: float = 20.0,
         eps: float = 1e-7,
         saturation: float = 20.0,
     ) -> None:
@@ -33,7 +33,7 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.input_independent_gate = input_independent_gate
-        self.max_log = max_log
+        self.max_log_magnitude = max_log_magnitude
         self.eps = eps
         self.saturation = saturation
         self.add_nac = NeuralAccumulator(in_features, out_features)
@@ -59,7 +59,7 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
         additive = self.add_nac(x)
         # Schlör et al. 2020, eqs. for m (log-space NAC clipped at ω) and the mixed sign vector.
         log_magnitude = self.mul_nac(torch.log(x.abs().clamp_min(self.eps)))
-        magnitude = torch.exp(log_magnitude.clamp(max=self.max_log))
+        magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
         mul_weight = self.mul_nac.weight.abs()
         sign_factors = torch.sign(x).unsqueeze(-2) * mul_weight + (1 - mul_weight)
         # Every factor lies in [-1, 1], so the plain product cannot overflow.
@@ -76,11 +76,12 @@ class SignedNeuralArithmeticLogicUnit(nn.Module):
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name; a per-output gate as a column."""
         gate = self.gate_weight.unsqueeze(1) if self.input_independent_gate else self.gate_weight
-        return {"W_add": self.add_nac.weight, "W_mul": self.mul_nac.weight, "G": gate}
+        return {"W_add": self.add_nac.weight, "W_mul": self.mul_nac.weight, "gate": gate}
 
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"input_independent_gate={self.input_independent_gate}, max_log={self.max_log}, "
+            f"input_independent_gate={self.input_independent_gate}, "
+            f"max_log_magnitude={self.max_log_magnitude}, "
             f"eps={self.eps}, saturation={self.saturation}"
         )

@@ -61,7 +61,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
             weights = {"W": self.add_nac.weight}
         else:
             weights = {"W_add": self.add_nac.weight, "W_mul": self.mul_nac.weight}
-        weights["G"] = self.gate_weight
+        weights["gate"] = self.gate_weight
         return weights
 
     def extra_repr(self) -> str:

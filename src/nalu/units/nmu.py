@@ -19,7 +19,9 @@ def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
     """
     tiny = torch.finfo(terms.dtype).tiny
     log_magnitude = torch.log(terms.abs().clamp_min(tiny)).sum(dim)
-    return torch.sign(terms).prod(dim) * torch.exp(log_magnitude.clamp(max=max_log_magnitude))
+    # The sign has no gradient: detached, its product costs no backward pass.
+    sign = torch.sign(terms.detach()).prod(dim)
+    return sign * torch.exp(log_magnitude.clamp(max=max_log_magnitude))
 
 
 class NeuralMultiplicationUnit(nn.Module):
