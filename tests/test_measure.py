@@ -316,3 +316,21 @@ def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
     assert read_back(nalu, positive) == [power_product({x0: 1, x1: 1})]
     nalu.gate_weight.data.copy_(torch.tensor([[-1e3, 1e3, -1e3]]))  # closed on `signed` too
     assert read_back(nalu, signed) == [power_product({x0: 1, Magnitude(x1): 1})]
+
+
+def test_solved_at_step_counts_validations_up_to_the_best_one_only():
+    module = ArithmeticModule(
+        network={"_target_": "nalu.units.NeuralAccumulator", "in_features": 3, "out_features": 2},
+        optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
+        output_operations=[["add", "add"]],
+    )
+    module.last_train_loss.fill_(7.0)
+    module._judge(4, torch.tensor([5.0]), torch.tensor([[True, False]]))
+    module.last_train_loss.fill_(6.0)
+    module._judge(8, torch.tensor([3.0]), torch.tensor([[True, False]]))  # the best
+    module.last_train_loss.fill_(5.0)
+    module._judge(12, torch.tensor([4.0]), torch.tensor([[True, True]]))  # after the best
+    assert module.best_interp_mse.tolist() == [3.0]
+    assert module.best_train_loss.tolist() == [6.0]  # the training loss of the best epoch
+    # Output 1 was first solved after the best validation, so at the best it was not.
+    assert module.solved_at_step.tolist() == [[4, -1]]

@@ -311,7 +311,7 @@ class ArithmeticModule(L.LightningModule):
             metric.reset()
         if self.trainer.sanity_checking:
             return
-        self._judge(values["interp"]["mse"], solved)
+        self._judge(self.global_step, values["interp"]["mse"], solved)
         step = self.global_step
         for split in EVALUATION_SPLITS:
             self.curves[f"{split}/mse"].append((step, values[split]["mse"].cpu()))
@@ -324,10 +324,12 @@ class ArithmeticModule(L.LightningModule):
         self.log("interp/mse", medians["interp/mse"], prog_bar=True, logger=False)
         self._log_to_loggers(medians)
 
-    def _judge(self, interp_mse: Tensor, solved: Tensor) -> None:
-        """The one rule for the best epoch and the solved-at step (see the class)."""
+    def _judge(self, step: int, interp_mse: Tensor, solved: Tensor) -> None:
+        """The one rule for the best epoch and the solved-at step (see the class), applied to
+        the validation at optimizer step ``step``: ``interp_mse`` ``[S]``, ``solved``
+        ``[S, out]``."""
         newly_solved = solved & (self.first_solved_step < 0) & self.alive.unsqueeze(1)
-        self.first_solved_step.masked_fill_(newly_solved, self.global_step)
+        self.first_solved_step.masked_fill_(newly_solved, step)
         improved = self.alive & (interp_mse < self.best_interp_mse)
         self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)
         self.best_train_loss = torch.where(improved, self.last_train_loss, self.best_train_loss)
