@@ -375,16 +375,29 @@ class ArithmeticModule(L.LightningModule):
         return network.to(self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Each curve as two tensors (steps [n], values [n, S]): one tensor per point would make
+        # every epoch's checkpoint slower to write than the epoch.
         checkpoint["members"] = {
             "best_parameters": {n: t.cpu() for n, t in self.best_parameters.items()},
-            "curves": self.curves,
+            "curves": {
+                tag: (
+                    torch.tensor([step for step, _ in points], dtype=torch.long),
+                    torch.stack([values for _, values in points])
+                    if points
+                    else torch.empty(0, self.population),
+                )
+                for tag, points in self.curves.items()
+            },
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         members = checkpoint.get("members")
         if members is not None:
             self.best_parameters = members["best_parameters"]
-            self.curves = members["curves"]
+            self.curves = {
+                tag: list(zip(steps.tolist(), values.unbind(), strict=True))
+                for tag, (steps, values) in members["curves"].items()
+            }
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         return configure_optimization(self)
