@@ -49,11 +49,13 @@ class MemberObjective(nn.Module):
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
+        self.has_regularization = network_regularization(network) is not None
 
     def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         mse = F.mse_loss(self.network(x), y)
-        regularization = network_regularization(self.network)
-        return mse, mse.new_zeros(()) if regularization is None else regularization
+        if not self.has_regularization:
+            return mse, mse.new_zeros(())
+        return mse, network_regularization(self.network)
 
 
 def median_of_living(values: Tensor, alive: Tensor) -> float:
@@ -110,7 +112,7 @@ class ArithmeticModule(L.LightningModule):
         self.network: nn.Module = members[0]
         # Not a submodule: the network's parameters are registered once, as ``network.*``.
         self._objective = {"member": MemberObjective(self.network)}
-        self.has_regularization = network_regularization(self.network) is not None
+        self.has_regularization = self._objective["member"].has_regularization
         self._clamped_units = [m for m in self.network.modules() if hasattr(m, "clamp_parameters")]
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
         self.metrics = nn.ModuleDict(
