@@ -28,14 +28,16 @@ EXIT_INTERRUPTED = 130
 VERBOSE = os.environ.get("NALU_VERBOSE", "") not in ("", "0")
 
 
-class _DropAdvertisement(logging.Filter):
-    """Lightning advertises a cloud logger at every Trainer start; our runs log locally."""
+class _DropNotices(logging.Filter):
+    """Lightning advertises a cloud logger at every Trainer start (our runs log locally) and
+    announces the loader pass behind ``estimated_stepping_batches`` (the module's own call)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and "estimate number of stepping batches" not in message
 
 
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropAdvertisement())
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNotices())
 
 
 def checked(section: str, build: Callable[[], T]) -> T:
