@@ -71,9 +71,10 @@ class ArithmeticModule(L.LightningModule):
 
     Where S lives: at S = 1 ``network`` is the plain network and batches are ``[B, in]``; at
     S > 1 every parameter is stacked ``[S, ...]`` under the network's own names and batches are
-    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` is the
-    only place that knows). Each member's gradient is its own and the optimizers update every
-    element independently, so members never mix.
+    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` runs
+    the members, ``_member_mask`` and ``member_network`` pick them out; nothing else knows).
+    Each member's gradient is its own and the optimizers update every element independently,
+    so members never mix.
 
     One training batch is one optimizer step (Lightning's automatic optimization, so
     ``max_steps``, gradient clipping, schedulers and callbacks work as usual). The objective is
@@ -136,7 +137,7 @@ class ArithmeticModule(L.LightningModule):
         self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
         # Per member, the final metrics of the test loop: {name: [S]}.
         self.final_metrics: dict[str, Tensor] = {}
-        self.on_train_epoch_start()
+        self._reset_epoch_sums()
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning sets bookkeeping attributes around each of the ~15 hooks of every step;
@@ -195,6 +196,10 @@ class ArithmeticModule(L.LightningModule):
                 metric.reset()
 
     def on_train_epoch_start(self) -> None:
+        self._reset_epoch_sums()
+
+    def _reset_epoch_sums(self) -> None:
+        """The epoch's per-member sums of the training loss and regularisation."""
         self._loss_sum = torch.zeros(self.population, device=self.device)
         self._regularization_sum = torch.zeros(self.population, device=self.device)
         self._scale_sum = 0.0
@@ -350,7 +355,8 @@ class ArithmeticModule(L.LightningModule):
         validated = self.best_interp_mse.isfinite()
         for name, parameter in self.network.named_parameters():
             mask = self._member_mask(validated, parameter)
-            parameter.copy_(torch.where(mask, self.best_parameters[name], parameter))
+            best = self.best_parameters[name].to(parameter.device)
+            parameter.copy_(torch.where(mask, best, parameter))
 
     @torch.no_grad()
     def on_test_epoch_end(self) -> None:
