@@ -109,3 +109,23 @@ def test_a_users_own_lightning_module_trains_on_the_datamodule():
     # 100 samples in batches of 32: 4 optimizer steps per epoch, the last batch of 4.
     assert trainer.global_step == 8
     assert not torch.equal(module.layer.weight, before)
+
+
+def test_resampled_batches_are_fresh_every_step_and_fixed_by_seeds_epoch_and_step():
+    def batches(epoch: int, **kwargs) -> list[torch.Tensor]:
+        loader = make(resample=True, **kwargs).train_dataloader()
+        loader.sampler.set_epoch(epoch)
+        return [x for x, _ in loader]
+
+    first = batches(0)
+    assert len(first) == 4 and all(x.shape == (32, 6) for x in first)  # 100 samples of 32
+    assert "train" not in make(resample=True).datasets  # no fixed training set
+    assert all(torch.equal(a, b) for a, b in zip(first, batches(0), strict=True))
+    assert not torch.equal(first[0], first[1])
+    assert not torch.equal(batches(1)[0], first[0])
+    assert not torch.equal(batches(0, shuffle_seed=7)[0], first[0])
+    seen = torch.cat(first)
+    assert seen.min() >= -10 and seen.max() <= 10
+    x, y = make(resample=True).resampled_batches()[(0, 0)]
+    assert torch.equal(x, first[0])
+    assert torch.equal(y, make().problem.targets(x))

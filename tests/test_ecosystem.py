@@ -190,9 +190,11 @@ def test_ddp_on_two_cpu_processes_shards_batches_and_syncs_metrics(tmp_path):
 
 
 @pytest.mark.slow
-def test_interrupted_run_resumes_from_its_last_checkpoint(tmp_path):
-    four_epochs = [*TINY, "trainer.max_epochs=4"]
-    train(compose_config(TINY, tmp_path / "interrupted"))  # stops after 2 of 4 epochs
+@pytest.mark.parametrize("resample", ["false", "true"])
+def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
+    two_epochs = [*TINY, f"data.resample={resample}"]
+    four_epochs = [*two_epochs, "trainer.max_epochs=4"]
+    train(compose_config(two_epochs, tmp_path / "interrupted"))  # stops after 2 of 4 epochs
     last = tmp_path / "interrupted" / "checkpoints" / "last.ckpt"
     resumed = train(compose_config([*four_epochs, f"ckpt_path={last}"], tmp_path / "resumed"))
     straight = train(compose_config(four_epochs, tmp_path / "straight"))

@@ -140,3 +140,15 @@ def test_member_batch_order_is_the_single_runs():
         sampler.set_epoch(epoch)
         members.set_epoch(epoch)
         assert torch.equal(torch.cat([b[1] for b in members]), torch.cat(list(sampler)))
+
+
+def test_resampled_members_draw_their_single_runs_batches(tiny_overrides, tmp_path):
+    overrides = [*tiny_overrides, "model=nac", "data.resample=true"]
+    _, _, data, _ = build_run(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
+    data.setup("fit")
+    batches = list(data.train_dataloader())
+    assert len(batches) == 4 and batches[0][0].shape == (3, 16, 6)
+    _, (single,), _, _ = build_run(compose_config([*overrides, "seed=6"], tmp_path))
+    single.setup("fit")
+    for (x, y), (single_x, single_y) in zip(batches, single.train_dataloader(), strict=True):
+        assert torch.equal(x[1], single_x) and torch.equal(y[1], single_y)

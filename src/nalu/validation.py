@@ -117,6 +117,7 @@ FIELD_RULES: dict[str, Rule] = {
     **{f"data.{split}_seed": seed for split in ("train", "interp", "extrap", "shuffle")},
     "data.batch_size": integer_at_least(1),
     "data.eval_batch_size": optional(integer_at_least(1)),
+    "data.resample": boolean,
     "model.eps": positive_number,
     "model.shared_weights": boolean,
     "model.gate_bias": boolean,

@@ -1,5 +1,6 @@
 """In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -89,6 +90,58 @@ class EpochBatchSampler(Sampler[Tensor]):
         yield from shard.split(self.batch_size)
 
 
+def batch_seed(*parts: int) -> int:
+    """A 32-bit seed that ``parts`` (seeds, epoch, step) fix, distinct for distinct ``parts``
+    in practice: a hash, since simple arithmetic mixes collide across (seed, epoch, step)."""
+    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+class ResampledBatches(Dataset):
+    """Fresh training batches: item ``(epoch, step)`` is ``batch_size`` samples drawn from the
+    training distribution with a generator that ``seeds``, the epoch and the step fix. A run's
+    batches are reproducible, and a resumed run draws what the uninterrupted one would."""
+
+    def __init__(
+        self,
+        problem: ArithmeticProblem,
+        value_range: tuple[float, float],
+        batch_size: int,
+        seeds: Sequence[int],
+    ) -> None:
+        self.problem = problem
+        self.value_range = value_range
+        self.batch_size = batch_size
+        self.seeds = tuple(int(seed) for seed in seeds)
+
+    def __getitem__(self, index: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        generator = torch.Generator().manual_seed(batch_seed(*self.seeds, *index))
+        x = self.problem.sample_inputs(self.batch_size, self.value_range, generator)
+        return x, self.problem.targets(x)
+
+
+class EpochStepSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, step)`` for each of an epoch's ``steps`` (this process's share under
+    data parallelism: every ``num_replicas``-th step from ``rank`` on). Lightning calls
+    ``set_epoch`` before every epoch."""
+
+    def __init__(self, steps: int, num_replicas: int = 1, rank: int = 0) -> None:
+        self.steps = steps
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps // self.num_replicas
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        shares = range(self.rank, len(self) * self.num_replicas, self.num_replicas)
+        yield from ((self.epoch, step) for step in shares)
+
+
 def _check_range(name: str, value_range: Sequence[float]) -> tuple[float, float]:
     if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
         raise InvalidArgument(name, list(value_range), "must be [low, high] with low < high")
@@ -107,6 +160,11 @@ class ProblemDataModule(L.LightningDataModule):
     The interpolation set is the validation loop; validation and test both evaluate the
     interpolation and extrapolation sets, in the order of ``EVALUATION_SPLITS``. Each set
     has its own seed, independent of the run's ``shuffle_seed``.
+
+    ``resample=True`` replaces the fixed training set by a fresh batch from the training
+    distribution at every step, as the papers train (Madsen & Johansen 2020; Mistry et al.
+    2021); an epoch is then ``train_size`` samples' worth of steps, and the batches are fixed by
+    ``train_seed``, ``shuffle_seed``, the epoch and the step (``ResampledBatches``).
     """
 
     def __init__(
@@ -124,9 +182,11 @@ class ProblemDataModule(L.LightningDataModule):
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         shuffle_seed: int = 0,
+        resample: bool = False,
     ) -> None:
         super().__init__()
         self.problem = problem
+        self.resample = bool(resample)
         self.sizes = {
             "train": _check_positive("train_size", train_size),
             "interp": _check_positive("interp_size", interp_size),
@@ -158,6 +218,8 @@ class ProblemDataModule(L.LightningDataModule):
         if self.datasets:
             return
         for split in self.sizes:
+            if split == "train" and self.resample:
+                continue  # drawn step by step
             generator = torch.Generator().manual_seed(int(self.seeds[split]))
             x = self.problem.sample_inputs(self.sizes[split], self.ranges[split], generator)
             self.datasets[split] = TensorPairs(x, self.problem.targets(x))
@@ -176,9 +238,28 @@ class ProblemDataModule(L.LightningDataModule):
             even_shards=split == "train",
         )
 
+    def resampled_batches(self) -> ResampledBatches:
+        """The fresh training batches of ``resample=True``, by ``(epoch, step)``."""
+        seeds = (self.seeds["train"], self.shuffle_seed)
+        return ResampledBatches(self.problem, self.ranges["train"], self.batch_size, seeds)
+
+    def resampled_steps(self) -> EpochStepSampler:
+        """The ``(epoch, step)`` of every training step of ``resample=True``."""
+        trainer = self.trainer
+        return EpochStepSampler(
+            -(-self.sizes["train"] // self.batch_size),
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+        )
+
     def train_dataloader(self) -> DataLoader:
-        """Batches ``(x, y)``, ``[batch_size, in]`` and ``[batch_size, out]``, in an order fixed by
-        ``shuffle_seed`` and the epoch (this process's shard under data parallelism)."""
+        """Batches ``(x, y)``, ``[batch_size, in]`` and ``[batch_size, out]``: slices of the
+        training set in an order fixed by ``shuffle_seed`` and the epoch, or fresh samples with
+        ``resample`` (this process's shard under data parallelism)."""
+        if self.resample:
+            return DataLoader(
+                self.resampled_batches(), sampler=self.resampled_steps(), batch_size=None
+            )
         return self._loader("train", self.batch_size, shuffle=True)
 
     def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:

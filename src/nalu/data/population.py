@@ -11,6 +11,7 @@ from nalu.data.datamodule import (
     EVALUATION_SPLITS,
     EpochBatchSampler,
     ProblemDataModule,
+    ResampledBatches,
     epoch_order,
 )
 from nalu.errors import InvalidArgument
@@ -42,6 +43,19 @@ class _StackedSplit(Dataset):
             return self.inputs[:, index], self.targets[:, index]
         members = torch.arange(index.shape[0], device=index.device).unsqueeze(1)
         return self.inputs[members, index], self.targets[members, index]
+
+
+class _StackedResampled(Dataset):
+    """Every member's fresh batch of ``(epoch, step)``, stacked ``[S, B, ...]``: each member's
+    is the one its single run draws."""
+
+    def __init__(self, members: Sequence[ResampledBatches], device: torch.device | None) -> None:
+        self.members = list(members)
+        self.device = device
+
+    def __getitem__(self, index: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        inputs, targets = zip(*(member[index] for member in self.members), strict=True)
+        return torch.stack(inputs).to(self.device), torch.stack(targets).to(self.device)
 
 
 class MemberBatchSampler(Sampler[Tensor]):
@@ -116,6 +130,11 @@ class PopulationDataModule(L.LightningDataModule):
             self.targets[split] = stack_members([targets for _, targets in pairs]).to(device)
 
     def train_dataloader(self) -> DataLoader:
+        first = self.members[0]
+        if first.resample:
+            device = self.trainer.strategy.root_device if self.trainer is not None else None
+            batches = _StackedResampled([m.resampled_batches() for m in self.members], device)
+            return DataLoader(batches, sampler=first.resampled_steps(), batch_size=None)
         seeds = [member.shuffle_seed for member in self.members]
         sampler = MemberBatchSampler(self.sizes["train"], self.batch_size, seeds)
         dataset = _StackedSplit(self.inputs["train"], self.targets["train"])
