@@ -152,3 +152,15 @@ def test_resampled_members_draw_their_single_runs_batches(tiny_overrides, tmp_pa
     single.setup("fit")
     for (x, y), (single_x, single_y) in zip(batches, single.train_dataloader(), strict=True):
         assert torch.equal(x[1], single_x) and torch.equal(y[1], single_y)
+
+
+def test_gradient_clipping_by_norm_is_per_member(tiny_overrides, tmp_path):
+    # A clip far below the gradients' norm: every step of every member is clipped, each by
+    # its own norm, so the member still equals the single run of its seed.
+    overrides = [*tiny_overrides, "model=nac", "trainer.max_epochs=1"]
+    overrides += ["+trainer.gradient_clip_val=0.01", "optimizer=sgd", "optimizer.lr=1.0"]
+    single = train(compose_config([*overrides, "seed=1"], tmp_path / "single"))
+    train(compose_config([*overrides, "population=2"], tmp_path / "population"))
+    member = _metrics(tmp_path / "population" / "members" / "1_nac_seed1" / "metrics.json")
+    for name, value in single.items():
+        assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name

@@ -67,7 +67,6 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     assert recorded["status"] == "diverged"
     assert recorded["diverged_at_step"] == diverged_at
     assert recorded["reason"] == reason
-    assert recorded["metrics"] == {}
     last = tmp_path / "checkpoints" / "last.ckpt"
     assert recorded["last_good_checkpoint"] == str(last)
     checkpoint = torch.load(last, weights_only=True)
@@ -78,6 +77,9 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     status = events.Tensors("run/status/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert status.startswith(f"diverged diverged_at_step={diverged_at}")
     assert [event.value for event in events.Scalars("run/diverged_at_step")] == [diverged_at]
+    # Judged, like a population's diverged member, at its best validation before the fault.
+    best = min(event.value for event in events.Scalars("interp/mse"))
+    assert recorded["metrics"]["interp/mse"] == pytest.approx(best, rel=1e-6)
 
 
 @pytest.mark.slow

@@ -22,7 +22,9 @@ class ConfigError(Exception):
 
 
 class Diverged(Exception):
-    """Training met a non-finite loss or parameter; ``step`` counts optimizer steps taken."""
+    """Training met a non-finite loss or parameter at optimizer step ``step`` (counted from 1):
+    the step whose loss was not finite (it was not taken), or the last step before non-finite
+    parameters were found."""
 
     def __init__(self, step: int, reason: str) -> None:
         self.step = step

@@ -20,7 +20,7 @@ from nalu.cli import (
     ignore_known_warnings,
     progress_bar,
 )
-from nalu.data import ArithmeticDataModule
+from nalu.data import EVALUATION_SPLITS, ArithmeticDataModule
 from nalu.errors import ConfigError
 from nalu.module import ArithmeticModule
 from nalu.validation import check_group_choices
@@ -91,10 +91,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_bar(cfg.trainer))
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
+    # The metrics of these sets only: not the training run's loss or solved-at steps.
     return {
         name: float(values[0])
         for name, values in sorted(module.final_metrics.items())
-        if not values[0].isnan()
+        if name.startswith(EVALUATION_SPLITS) and not values[0].isnan()
     }
 
 

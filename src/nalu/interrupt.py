@@ -35,8 +35,9 @@ class StopAtEpochEndOnInterrupt(L.Callback):
             self._previous = signal.signal(signal.SIGINT, self._request_stop)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Callbacks' hooks run before ModelCheckpoint's, which then saves this epoch's last.ckpt.
-        if self.interrupted:
+        # Callbacks' hooks run before ModelCheckpoint's, which then saves this epoch's last.ckpt;
+        # every process of a distributed run stops together, whichever got the signal.
+        if trainer.strategy.reduce_boolean_decision(self.interrupted, all=False):
             trainer.should_stop = True
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:

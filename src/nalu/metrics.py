@@ -122,7 +122,10 @@ class MemberOutputMSE(Metric):
         if success_threshold is not None:
             threshold = torch.as_tensor(success_threshold, dtype=torch.float32)
         self.register_buffer("success_threshold", threshold, persistent=False)
-        self.add_state("sum_squared_error", torch.zeros(shape), dist_reduce_fx="sum")
+        # float64: a thousand samples of |error| ~ 1e4 lose no digits, in any chunking.
+        self.add_state(
+            "sum_squared_error", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum"
+        )
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
     def _apply(self, fn: Callable[[Tensor], Tensor], *args, **kwargs) -> "MemberOutputMSE":
@@ -132,14 +135,13 @@ class MemberOutputMSE(Metric):
 
     def update(self, preds: Tensor, target: Tensor) -> None:
         members, outputs = self.sum_squared_error.shape
-        # Summed in float64: a thousand samples of |error| ~ 1e4 lose no digits.
         squared = (preds - target).double().square().reshape(members, -1, outputs)
-        self.sum_squared_error += squared.sum(dim=1).float()
+        self.sum_squared_error += squared.sum(dim=1)
         self.count += squared.shape[1]
 
     def per_output_mse(self) -> Tensor:
         """``[S, out]``."""
-        return self.sum_squared_error / self.count
+        return (self.sum_squared_error / self.count).float()
 
     def solved(self) -> Tensor:
         """``[S, out]`` bool: outputs whose MSE is below their success threshold."""

@@ -212,13 +212,13 @@ class ArithmeticModule(L.LightningModule):
         mse, regularization = (term.reshape(self.population) for term in terms)
         scale = self.regularizer(step - 1, self.planned_steps)
         objective = mse + scale * regularization if self.has_regularization else mse
-        finite = torch.isfinite(objective)
+        finite = self._on_every_process(torch.isfinite(objective))
         self.diverged_at_step.masked_fill_(self.alive & ~finite, step)
         self.alive &= finite
         if not self.alive.any():
             # Raised before this step's update: the parameters stay the last good ones.
-            reason = "train loss" if self.population == 1 else "every member's train loss"
-            raise Diverged(step, f"{reason} is {objective[0].item()}")
+            reason = f"train loss is {objective[0].item()}" if self.population == 1 else ""
+            raise Diverged(step, reason or "every member's train loss is not finite")
         samples = x.shape[-2]
         self._loss_sum += torch.where(self.alive, mse.detach(), 0.0) * samples
         self._loss_samples += samples
@@ -231,6 +231,42 @@ class ArithmeticModule(L.LightningModule):
                 {"train/batch_loss": median_of_living(mse.detach(), self.alive)}, 1
             )
         return torch.where(self.alive, objective, 0.0).sum()
+
+    def _on_every_process(self, flags: Tensor) -> Tensor:
+        """``flags`` that hold on every process of a distributed run: each decides alike."""
+        if self.trainer.world_size == 1:
+            return flags
+        held = self.trainer.strategy.reduce(flags.float(), reduce_op="sum")
+        return held == self.trainer.world_size
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        """Diverged members get no update: their gradients (NaN through a masked loss) become
+        0 before clipping, which would otherwise spread them over the others' norm."""
+        if self.population == 1:
+            return
+        for parameter in self.network.parameters():
+            if parameter.grad is not None:
+                mask = self._member_mask(self.alive, parameter)
+                parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        """The trainer's clipping, per member: a member's gradient norm is its own (at S = 1,
+        Lightning's clipping itself; by value it is element-wise anyway)."""
+        by_norm = gradient_clip_algorithm in (None, "norm")  # Lightning's default is "norm"
+        if self.population == 1 or not by_norm or not gradient_clip_val:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            return
+        gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
+        squares = sum(g.reshape(self.population, -1).square().sum(dim=1) for g in gradients)
+        # torch.nn.utils.clip_grad_norm_'s factor, one per member.
+        factor = (gradient_clip_val / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        for gradient in gradients:
+            gradient.mul_(factor.view(-1, *[1] * (gradient.dim() - 1)))
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
@@ -251,7 +287,11 @@ class ArithmeticModule(L.LightningModule):
         if self._loss_samples == 0:
             return
         self._check_parameters()
-        loss = self._loss_sum / self._loss_samples
+        loss_sum, samples = self._loss_sum, torch.tensor(float(self._loss_samples))
+        if self.trainer.world_size > 1:  # the whole epoch's, over every process's shard
+            loss_sum = self.trainer.strategy.reduce(loss_sum, reduce_op="sum")
+            samples = self.trainer.strategy.reduce(samples.to(self.device), reduce_op="sum")
+        loss = torch.where(self.alive, loss_sum / samples.to(loss_sum.device), float("nan"))
         self.last_train_loss = torch.where(self.alive, loss, self.last_train_loss)
         self._loss_samples = 0
         self.curves["train/loss"].append((self.global_step, loss.cpu()))
@@ -270,7 +310,9 @@ class ArithmeticModule(L.LightningModule):
         """A member with a non-finite parameter diverges here (once per epoch: one host sync);
         when every member has, training stops before a checkpoint can keep the parameters."""
         finite = {
-            name: torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
+            name: self._on_every_process(
+                torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
+            )
             for name, p in self.network.named_parameters()
         }
         healthy = torch.stack(list(finite.values())).all(dim=0)
@@ -345,9 +387,8 @@ class ArithmeticModule(L.LightningModule):
         )
         for name, parameter in self.network.named_parameters():
             mask = self._member_mask(improved, parameter)
-            self.best_parameters[name] = torch.where(
-                mask, parameter.detach(), self.best_parameters[name]
-            )
+            best = self.best_parameters[name].to(parameter.device)
+            self.best_parameters[name] = torch.where(mask, parameter.detach(), best)
 
     @torch.no_grad()
     def on_test_start(self) -> None:

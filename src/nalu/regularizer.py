@@ -47,10 +47,3 @@ def network_regularization(network: nn.Module) -> Tensor | None:
     """Σ of ``regularization()`` over every module that has one; None if none has."""
     terms = [m.regularization() for m in network.modules() if hasattr(m, "regularization")]
     return torch.stack(terms).sum() if terms else None
-
-
-def clamp_network_parameters(network: nn.Module) -> None:
-    """Call ``clamp_parameters()`` on every module that has one (NAU, NMU: after each step)."""
-    for module in network.modules():
-        if hasattr(module, "clamp_parameters"):
-            module.clamp_parameters()

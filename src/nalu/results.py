@@ -170,6 +170,9 @@ class RunRecorder(L.Callback):
         self.hyperparameters = hyperparameters
         self.member_metrics: list[dict[str, float]] = []
         self.final_metrics: dict[str, float] = {}
+        # Set when training stopped because every member diverged.
+        self.divergence: Diverged | None = None
+        self.last_good_checkpoint: str | None = None
 
     @property
     def population(self) -> int:
@@ -228,7 +231,8 @@ class RunRecorder(L.Callback):
                 metrics=metrics,
                 formulas=formulas,
                 diverged_at_step=diverged_at if diverged_at >= 0 else None,
-                reason="train loss is not finite" if diverged_at >= 0 else None,
+                reason=self._divergence_reason() if diverged_at >= 0 else None,
+                last_good_checkpoint=self.last_good_checkpoint if diverged_at >= 0 else None,
             )
             record.write(self.member_dir(member))
             self.member_metrics.append(metrics)
@@ -240,7 +244,8 @@ class RunRecorder(L.Callback):
                 experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
                 for tag, points in curves.items():
                     for step, values in points:
-                        experiment.add_scalar(tag, values[member], step)
+                        if not math.isnan(values[member]):  # a diverged member's epochs
+                            experiment.add_scalar(tag, values[member], step)
             if diverged_at >= 0:
                 experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
             for name, weight in named_weight_matrices(network).items():
@@ -255,29 +260,38 @@ class RunRecorder(L.Callback):
             )
             if self.population > 1:
                 experiment.close()
-        self.final_metrics = self._summary()
+        self.final_metrics = self._summary((pl_module.diverged_at_step < 0).tolist())
         if self.population > 1 and (tensorboard := _tensorboard(trainer)) is not None:
             medians = {f"{FINAL_PREFIX}{name}": v for name, v in self.final_metrics.items()}
             tensorboard.log_metrics(medians, step=trainer.global_step)
 
-    def _summary(self) -> dict[str, float]:
+    def _divergence_reason(self) -> str:
+        """What stopped a member: the run's own reason at S = 1 (a population's members stop
+        at different steps, each for a non-finite loss or parameter)."""
+        if self.population == 1 and self.divergence is not None:
+            return self.divergence.reason
+        return "train loss or a parameter is not finite"
+
+    def _summary(self, finished: list[bool]) -> dict[str, float]:
         """The member's metrics at S = 1; the medians over finished members at S > 1."""
         if self.population == 1:
             return self.member_metrics[0]
-        names = sorted({name for metrics in self.member_metrics for name in metrics})
-        return {
-            name: finite_median([m.get(name, math.nan) for m in self.member_metrics])
-            for name in names
-        }
+        kept = [m for m, done in zip(self.member_metrics, finished, strict=True) if done]
+        names = sorted({name for metrics in kept for name in metrics})
+        return {name: finite_median([m.get(name, math.nan) for m in kept]) for name in names}
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
-        """Every member of a diverged run says so, with its step and the run's last good
-        checkpoint (no metrics)."""
-        if not isinstance(exception, Diverged) or not trainer.is_global_zero:
+        """Every member of a diverged run says so at once, with its step and the run's last good
+        checkpoint; the test that follows (``nalu.train``) adds the metrics of each member's
+        last good validation."""
+        if not isinstance(exception, Diverged):
             return
-        last_good = newest_checkpoint(trainer)
+        self.divergence = exception
+        self.last_good_checkpoint = newest_checkpoint(trainer)
+        if not trainer.is_global_zero:
+            return
         for member in range(self.population):
             record = RunRecord(
                 status=STATUS_DIVERGED,
@@ -286,14 +300,11 @@ class RunRecorder(L.Callback):
                 steps=trainer.global_step,
                 metrics={},
                 diverged_at_step=int(pl_module.diverged_at_step[member]),
-                reason=exception.reason if self.population == 1 else "train loss is not finite",
-                last_good_checkpoint=last_good,
+                reason=self._divergence_reason(),
+                last_good_checkpoint=self.last_good_checkpoint,
             )
             record.write(self.member_dir(member))
         if (tensorboard := _tensorboard(trainer)) is not None:
-            tensorboard.experiment.add_scalar(
-                "run/diverged_at_step", exception.step, trainer.global_step
-            )
             details = f"diverged_at_step={exception.step} reason={exception.reason}"
             tensorboard.experiment.add_text("run/status", f"{STATUS_DIVERGED} {details}")
             tensorboard.experiment.flush()

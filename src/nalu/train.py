@@ -98,11 +98,6 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loss (metrics.json then says so) and ``Interrupted`` after a Ctrl-C (last.ckpt resumes).
     """
     validate_config(cfg)
-    if cfg.population > 1 and cfg.trainer.get("devices", 1) not in (1, "1", "auto"):
-        raise ConfigError(
-            f"trainer.devices={cfg.trainer.devices}: a population trains in one process; "
-            "use trainer.devices=1 (or a sweep for several machines)"
-        )
     # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
     import lightning as L
 
@@ -130,7 +125,17 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = checked(
         "trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    if cfg.population > 1 and trainer.world_size > 1:
+        raise ConfigError(
+            f"trainer.devices={cfg.trainer.get('devices')}: a population trains in one process;"
+            " use trainer.devices=1 (or a sweep for several machines)"
+        )
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    except Diverged:
+        # Every member diverged: each is still judged at its last good validation.
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        raise
     if interrupt.interrupted:
         raise Interrupted(trainer.current_epoch, newest_checkpoint(trainer) or "")
     trainer.test(module, datamodule=datamodule, verbose=False)
