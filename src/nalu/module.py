@@ -29,7 +29,7 @@ def build_network(network: dict[str, Any], seed: int) -> nn.Module:
         return instantiate(network)
 
 
-def stack_members(template: nn.Module, members: Sequence[nn.Module]) -> None:
+def stack_parameters(template: nn.Module, members: Sequence[nn.Module]) -> None:
     """Replace every parameter and buffer of ``template`` by the members' values stacked
     ``[S, ...]``, under the same name, so that a state dict reads like the network's."""
     for name, _ in list(template.named_parameters()):
@@ -109,7 +109,7 @@ class ArithmeticModule(L.LightningModule):
         self.regularizer = RegularizerSchedule(**(regularizer or {}))
         members = [build_network(network, seed) for seed in seeds]
         if len(members) > 1:
-            stack_members(members[0], members)
+            stack_parameters(members[0], members)
         self.network: nn.Module = members[0]
         # Not a submodule: the network's parameters are registered once, as ``network.*``.
         self._objective = {"member": MemberObjective(self.network)}
@@ -309,17 +309,20 @@ class ArithmeticModule(L.LightningModule):
     def _check_parameters(self) -> None:
         """A member with a non-finite parameter diverges here (once per epoch: one host sync);
         when every member has, training stops before a checkpoint can keep the parameters."""
-        finite = {
-            name: self._on_every_process(
-                torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
+        names, parameters = zip(*self.network.named_parameters(), strict=True)
+        finite = self._on_every_process(
+            torch.stack(
+                [
+                    torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
+                    for p in parameters
+                ]
             )
-            for name, p in self.network.named_parameters()
-        }
-        healthy = torch.stack(list(finite.values())).all(dim=0)
+        )  # [parameters, S]
+        healthy = finite.all(dim=0)
         self.diverged_at_step.masked_fill_(self.alive & ~healthy, self.global_step)
         self.alive &= healthy
         if not self.alive.any():
-            culprit = next(name for name, ok in finite.items() if not ok.all())
+            culprit = names[int((~finite.all(dim=1)).nonzero()[0])]
             raise Diverged(self.global_step, f"parameter network.{culprit} is not finite")
 
     def _log_to_loggers(self, values: dict[str, float], ahead: int = 0) -> None:

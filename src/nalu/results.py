@@ -222,20 +222,9 @@ class RunRecorder(L.Callback):
                 network, problem, member_inputs.to(pl_module.device)
             )
             metrics = dict(sorted({**metrics, **readback}.items()))
-            diverged_at = int(pl_module.diverged_at_step[member])
-            record = RunRecord(
-                status=STATUS_DIVERGED if diverged_at >= 0 else STATUS_FINISHED,
-                labels=self.labels[member],
-                epochs=trainer.current_epoch,
-                steps=trainer.global_step,
-                metrics=metrics,
-                formulas=formulas,
-                diverged_at_step=diverged_at if diverged_at >= 0 else None,
-                reason=self._divergence_reason() if diverged_at >= 0 else None,
-                last_good_checkpoint=self.last_good_checkpoint if diverged_at >= 0 else None,
-            )
-            record.write(self.member_dir(member))
+            self._record(trainer, pl_module, member, metrics, formulas)
             self.member_metrics.append(metrics)
+            diverged_at = int(pl_module.diverged_at_step[member])
             tensorboard = self._member_tensorboard(trainer, member)
             if tensorboard is None:
                 continue
@@ -265,6 +254,29 @@ class RunRecorder(L.Callback):
             medians = {f"{FINAL_PREFIX}{name}": v for name, v in self.final_metrics.items()}
             tensorboard.log_metrics(medians, step=trainer.global_step)
 
+    def _record(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        member: int,
+        metrics: dict[str, float],
+        formulas: list[dict[str, Any]],
+    ) -> None:
+        """Write member ``member``'s metrics.json; a diverged member's says when and why."""
+        diverged_at = int(pl_module.diverged_at_step[member])
+        diverged = diverged_at >= 0
+        RunRecord(
+            status=STATUS_DIVERGED if diverged else STATUS_FINISHED,
+            labels=self.labels[member],
+            epochs=trainer.current_epoch,
+            steps=trainer.global_step,
+            metrics=metrics,
+            formulas=formulas,
+            diverged_at_step=diverged_at if diverged else None,
+            reason=self._divergence_reason() if diverged else None,
+            last_good_checkpoint=self.last_good_checkpoint if diverged else None,
+        ).write(self.member_dir(member))
+
     def _divergence_reason(self) -> str:
         """What stopped a member: the run's own reason at S = 1 (a population's members stop
         at different steps, each for a non-finite loss or parameter)."""
@@ -293,17 +305,7 @@ class RunRecorder(L.Callback):
         if not trainer.is_global_zero:
             return
         for member in range(self.population):
-            record = RunRecord(
-                status=STATUS_DIVERGED,
-                labels=self.labels[member],
-                epochs=trainer.current_epoch,
-                steps=trainer.global_step,
-                metrics={},
-                diverged_at_step=int(pl_module.diverged_at_step[member]),
-                reason=self._divergence_reason(),
-                last_good_checkpoint=self.last_good_checkpoint,
-            )
-            record.write(self.member_dir(member))
+            self._record(trainer, pl_module, member, metrics={}, formulas=[])
         if (tensorboard := _tensorboard(trainer)) is not None:
             details = f"diverged_at_step={exception.step} reason={exception.reason}"
             tensorboard.experiment.add_text("run/status", f"{STATUS_DIVERGED} {details}")

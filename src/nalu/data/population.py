@@ -107,6 +107,11 @@ class PopulationDataModule(L.LightningDataModule):
     def population(self) -> int:
         return len(self.members)
 
+    @property
+    def _device(self) -> torch.device | None:
+        """The trainer's device, where the sets live once a trainer is attached."""
+        return self.trainer.strategy.root_device if self.trainer is not None else None
+
     def setup(self, stage: str | None = None) -> None:
         if self.inputs:
             return
@@ -124,16 +129,15 @@ class PopulationDataModule(L.LightningDataModule):
                     )
                 sets.setdefault(split, []).append(pair)
             member.datasets.clear()
-        device = self.trainer.strategy.root_device if self.trainer is not None else None
         for split, pairs in sets.items():
-            self.inputs[split] = stack_members([inputs for inputs, _ in pairs]).to(device)
-            self.targets[split] = stack_members([targets for _, targets in pairs]).to(device)
+            self.inputs[split] = stack_members([inputs for inputs, _ in pairs]).to(self._device)
+            self.targets[split] = stack_members([targets for _, targets in pairs]).to(self._device)
 
     def train_dataloader(self) -> DataLoader:
         first = self.members[0]
         if first.resample:
-            device = self.trainer.strategy.root_device if self.trainer is not None else None
-            batches = _StackedResampled([m.resampled_batches() for m in self.members], device)
+            members = [member.resampled_batches() for member in self.members]
+            batches = _StackedResampled(members, self._device)
             return DataLoader(batches, sampler=first.resampled_steps(), batch_size=None)
         seeds = [member.shuffle_seed for member in self.members]
         sampler = MemberBatchSampler(self.sizes["train"], self.batch_size, seeds)
