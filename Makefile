@@ -6,13 +6,14 @@ PYTHON := $(VENV)/bin/python
 TORCH_SPEC ?=
 SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
+SOLVE_DIR ?= outputs/solve/$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS ?= nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
-SEEDS ?= 20
+SEEDS ?=
 ARGS ?=
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep units bench report tensorboard test lint format clean
+.PHONY: help install train sweep units solve bench report tensorboard test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -33,10 +34,13 @@ sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one m
 		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(SWEEP_DIR)
 
-units: $(VENV)/.installed ## Every unit on the article's problem with division, SEEDS seeds each as one population, then the report
-	$(PYTHON) -m nalu.train -m experiment=article_division model=$(UNITS) population=$(SEEDS) \
+units: $(VENV)/.installed ## Every unit on the article's problem with division, SEEDS seeds (20) each as one population, then the report
+	$(PYTHON) -m nalu.train -m experiment=article_division model=$(UNITS) population=$(or $(SEEDS),20) \
 		trainer.check_val_every_n_epoch=10 hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(UNITS_DIR)
+
+solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report
+	$(PYTHON) -m nalu.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
 	$(PYTHON) -m nalu.bench $(ARGS)

@@ -59,3 +59,14 @@ def run_cli(
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)
+
+
+def named_metrics(metric) -> dict:
+    """A ``MemberOutputMSE`` of one candidate per output read as its named metrics."""
+    measured = metric.measured()
+    return metric.summary(measured["candidate_mse"][:, 0], measured["target_mean_square"])
+
+
+def solved_outputs(metric):
+    """``[S, out]`` bool: the outputs of a one-candidate ``MemberOutputMSE`` below threshold."""
+    return metric.measured()["candidate_mse"][:, 0] < metric.success_threshold

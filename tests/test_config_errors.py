@@ -3,6 +3,7 @@
 import pytest
 from conftest import run_cli
 
+from nalu.data.problem import RANGE_RULE
 from nalu.errors import ConfigError
 from nalu.train import CONFIG_DIR, EXIT_CONFIG_ERROR
 from nalu.validation import check_command_line
@@ -25,11 +26,15 @@ BAD_CONFIGS = [
     (["data.in_features=1"], "data.in_features=1: must be an integer >= 2"),
     (
         ["data.train_range=[10,-10]"],
-        "data.train_range=[10, -10]: must be [low, high] with low < high, both finite",
+        f"data.train_range=[10, -10]: {RANGE_RULE}",
     ),
     (
         ["data.interp_range=[0,inf]"],
-        "data.interp_range=[0, inf]: must be [low, high] with low < high, both finite",
+        f"data.interp_range=[0, inf]: {RANGE_RULE}",
+    ),
+    (
+        ["data.extrap_range=[[-6,-1],[-2,6]]"],
+        f"data.extrap_range=[[-6, -1], [-2, 6]]: {RANGE_RULE}",
     ),
     (["data.train_size=0"], "data.train_size=0: must be a positive integer"),
     (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be a positive integer"),

@@ -4,7 +4,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, named_metrics, solved_outputs
 from torch import nn
 
 from nalu.data import (
@@ -17,7 +17,7 @@ from nalu.errors import InvalidArgument
 from nalu.formula import Variable, power_product, weighted_sum
 from nalu.metrics import MemberOutputMSE, group_by_operation
 from nalu.module import ArithmeticModule
-from nalu.readback import read_back, sparsity_error
+from nalu.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.train import train
 from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
 
@@ -57,16 +57,30 @@ def test_normalised_error_is_mse_over_initial_mse_times_100():
     # Per-output MSEs 1, 5, 3: add = 100·(1+3)/2 / ((4+6)/2) = 40, mul = 100·5/10 = 50,
     # overall = 100·3/(20/3) = 45.
     metric.update(torch.tensor([[1.0, math.sqrt(5.0), math.sqrt(3.0)]]), torch.zeros(1, 3))
-    result = metric.compute()
+    result = named_metrics(metric)
     assert result["normalized_error_add"].item() == pytest.approx(40.0)
     assert result["normalized_error_mul"].item() == pytest.approx(50.0)
     assert result["normalized_error"].item() == pytest.approx(45.0)
 
 
-def test_without_initial_mse_or_threshold_there_is_only_the_mse():
+def test_without_initial_mse_or_threshold_there_are_only_the_errors():
     metric = MemberOutputMSE([["add"]])
-    metric.update(torch.ones(2, 1), torch.zeros(2, 1))
-    assert set(metric.compute()) == {"mse", "mse_add"}
+    metric.update(torch.ones(2, 1), torch.full((2, 1), 2.0))
+    assert set(named_metrics(metric)) == {"mse", "mse_add", "relative_error", "relative_error_add"}
+
+
+def test_relative_error_is_mse_over_the_mse_of_predicting_zero_times_100():
+    metric = MemberOutputMSE([["add", "div", "add"]])
+    # Targets' mean squares per output: 4, 1, 9; squared errors 1, 1, 0.
+    # add = 100·(1+0)/2 / ((4+9)/2) = 100/13, div = 100·1/1, overall = 100·(2/3)/(14/3).
+    metric.update(torch.tensor([[3.0, 2.0, -3.0]]), torch.tensor([[2.0, 1.0, -3.0]]))
+    result = named_metrics(metric)
+    assert result["relative_error_add"].item() == pytest.approx(100 / 13)
+    assert result["relative_error_div"].item() == pytest.approx(100.0)
+    assert result["relative_error"].item() == pytest.approx(100 * 2 / 14)
+    zero = MemberOutputMSE([["mul"]])
+    zero.update(torch.zeros(3, 1), torch.tensor([[5.0], [-1.0], [2.0]]))
+    assert named_metrics(zero)["relative_error"].item() == pytest.approx(100.0)
 
 
 def test_groups_reduce_per_operation():
@@ -92,7 +106,7 @@ def test_exact_weights_have_normalised_error_0_and_solve_every_output():
     problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
     metric = extrapolation_metric(problem, exact_nac_for(problem))
     metric.initial_mse.fill_(123.0)
-    result = metric.compute()
+    result = named_metrics(metric)
     assert result["normalized_error"].item() == 0.0
     assert result["solved_fraction"].item() == 1.0
 
@@ -124,7 +138,7 @@ def test_success_threshold_of_an_addition_matches_the_formula():
 def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
     exact = exact_nac_for(problem)
-    assert extrapolation_metric(problem, exact).solved().all()
+    assert solved_outputs(extrapolation_metric(problem, exact)).all()
     assert read_back(exact, torch.ones(4, 8)) == problem.exact_formulas()
     assert sparsity_error(exact, torch.ones(4, 8)).tolist() == [0.0] * 6
 
@@ -133,7 +147,7 @@ def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
         # Output 0 now uses an extra input with weight tanh(0.7) ≈ 0.60, which rounds to 1.
         unused = next(i for i in range(8) if exact.weight[0, i] == 0)
         perturbed.weight_hat[0, unused] = 0.7
-    (solved,) = extrapolation_metric(problem, perturbed).solved()
+    (solved,) = solved_outputs(extrapolation_metric(problem, perturbed))
     assert solved.tolist() == [False] + [True] * 5
     learned = read_back(perturbed, torch.ones(4, 8))
     assert learned[0] != problem.exact_formulas()[0]
@@ -149,7 +163,7 @@ def test_almost_exact_nac_is_recovered_but_not_solved():
     with torch.no_grad():
         nac.weight_hat[0, problem.left_index[0]] = math.atanh(0.99)
     assert read_back(nac, torch.ones(4, 8)) == problem.exact_formulas()
-    assert extrapolation_metric(problem, nac).solved().tolist() == [[False, True]]
+    assert solved_outputs(extrapolation_metric(problem, nac)).tolist() == [[False, True]]
     assert sparsity_error(nac, torch.ones(4, 8)).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
 
 
@@ -166,11 +180,20 @@ def test_nalu_reads_the_path_its_gate_opens(shared):
     learned = read_back(nalu, torch.rand(16, 3) + 1)
     assert learned[0] == weighted_sum({x0: 1, x1: 1})
     assert learned[1] == power_product({x0: 1, x2: -1})
-    # Neither the gate G nor the path it closes counts toward the sparsity error.
+    # The path a gate closes does not count toward the sparsity error; the gate's distance from
+    # 0 or 1 does: σ(±5·3) on inputs of at least 1 is within σ(-15) ≈ 3e-7 of it.
     if not shared:
         with torch.no_grad():
             nalu.add_nac.weight_hat[1] = 0.3  # output 1's closed additive path
-    assert sparsity_error(nalu, torch.rand(16, 3) + 1).tolist() == [0.0, 0.0]
+    x = torch.rand(16, 3) + 1
+    assert sparsity_error(nalu, x).tolist() == pytest.approx([0.0, 0.0], abs=4e-7)
+    assert unsaturated_gates(nalu, x).tolist() == [False, False]
+    with torch.no_grad():
+        nalu.gate_weight[1] = -0.2  # σ(-0.2·Σx) on Σx in [3, 6]: 0.23 to 0.35 from 0
+    assert sparsity_error(nalu, x)[1].item() == pytest.approx(
+        float(torch.sigmoid(-0.2 * x.sum(dim=1)).max()), rel=1e-5
+    )
+    assert unsaturated_gates(nalu, x).tolist() == [False, True]
 
 
 def test_stacked_nac_then_nalu_reads_back_the_static_task():
@@ -318,19 +341,41 @@ def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
     assert read_back(nalu, signed) == [power_product({x0: 1, Magnitude(x1): 1})]
 
 
-def test_solved_at_step_counts_validations_up_to_the_best_one_only():
-    module = ArithmeticModule(
+def judge(module: ArithmeticModule, step: int, interp: list[float], extrap: list[float]) -> None:
+    """One validation of a one-member module: per-output interpolation and extrapolation MSEs."""
+    interp_mse = torch.tensor([interp])
+    per_output = {"interp": interp_mse, "extrap": torch.tensor([extrap])}
+    module._judge(step, interp_mse.mean(dim=1), per_output)
+
+
+def two_output_module() -> ArithmeticModule:
+    return ArithmeticModule(
         network={"_target_": "nalu.units.NeuralAccumulator", "in_features": 3, "out_features": 2},
         optimizer={"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1},
         output_operations=[["add", "add"]],
+        success_threshold=[[1.0, 1.0]],
     )
+
+
+def test_solved_at_step_counts_validations_up_to_the_best_one_only():
+    module = two_output_module()
     module.last_train_loss.fill_(7.0)
-    module._judge(4, torch.tensor([5.0]), torch.tensor([[True, False]]))
+    judge(module, 4, [5.0, 5.0], [0.5, 2.0])
     module.last_train_loss.fill_(6.0)
-    module._judge(8, torch.tensor([3.0]), torch.tensor([[True, False]]))  # the best
+    judge(module, 8, [3.0, 3.0], [0.5, 2.0])  # the best
     module.last_train_loss.fill_(5.0)
-    module._judge(12, torch.tensor([4.0]), torch.tensor([[True, True]]))  # after the best
+    judge(module, 12, [4.0, 4.0], [0.5, 0.5])  # after the best
     assert module.best_interp_mse.tolist() == [3.0]
     assert module.best_train_loss.tolist() == [6.0]  # the training loss of the best epoch
     # Output 1 was first solved after the best validation, so at the best it was not.
     assert module.solved_at_step.tolist() == [[4, -1]]
+
+
+def test_each_output_is_also_judged_at_its_own_best_validation():
+    module = two_output_module()
+    judge(module, 4, [1.0, 9.0], [0.5, 7.0])  # output 0's best
+    judge(module, 8, [2.0, 1.0], [3.0, 0.25])  # output 1's best and the run's best (mean 1.5)
+    judge(module, 12, [3.0, 2.0], [0.1, 0.1])
+    assert module.own_best_interp_mse.tolist() == [[1.0, 1.0]]
+    assert module.own_best_extrap_mse.tolist() == [[0.5, 0.25]]
+    assert module.best_interp_mse.tolist() == [1.5]

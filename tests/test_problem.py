@@ -4,7 +4,8 @@ import operator
 import pytest
 import torch
 
-from nalu.data import MysteryArithmeticProblem
+from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data.problem import value_intervals
 from nalu.errors import InvalidArgument
 
 PYTHON_OPERATORS = {
@@ -104,3 +105,29 @@ def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(InvalidArgument) as error:
         MysteryArithmeticProblem(**kwargs)
     assert error.value.name == field
+
+
+def test_a_union_range_draws_uniformly_from_each_interval_by_its_length():
+    problem = StaticArithmeticProblem(in_features=8)
+    x = problem.sample_inputs(20_000, ((-6.0, -2.0), (2.0, 6.0)), torch.Generator().manual_seed(0))
+    assert ((x.abs() >= 2) & (x.abs() <= 6)).all()
+    assert (x < 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    # Lengths 1 and 3: a quarter of the mass on the first interval.
+    y = problem.sample_inputs(20_000, ((0.0, 1.0), (5.0, 8.0)), torch.Generator().manual_seed(0))
+    assert (y <= 1).float().mean().item() == pytest.approx(0.25, abs=0.01)
+    assert ((y <= 1) | (y >= 5)).all()
+
+
+def test_a_union_range_keeps_denominators_off_zero_too():
+    problem = MysteryArithmeticProblem(6, 4, operations=("div",), min_abs_denominator=3.0)
+    x = problem.sample_inputs(5_000, [[-6.0, -2.0], [2.0, 6.0]], torch.Generator().manual_seed(1))
+    denominators = x[:, problem.denominator_mask]
+    assert (denominators.abs() >= 3).all() and (x.abs() >= 2).all()
+
+
+def test_value_ranges_are_checked_where_they_are_read():
+    assert value_intervals("r", [1, 2]) == ((1.0, 2.0),)
+    assert value_intervals("r", [[-6, -2], [2, 6]]) == ((-6.0, -2.0), (2.0, 6.0))
+    for bad in ([2, 1], [[2, 6], [-6, -2]], [[-6, 2], [1, 6]], [], "1,2", [1, float("inf")]):
+        with pytest.raises(InvalidArgument, match="extrap_range"):
+            value_intervals("extrap_range", bad)

@@ -134,7 +134,12 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
         ("nalu", "mul", "2"),
     ]
     report = (tmp_path / "report.md").read_text()
-    assert "| nalu | mul | 2 | 0 | 0/2 = 0% [0%, 66%] |" in report
+    (row,) = [line for line in report.splitlines() if line.startswith("| nalu | mul |")]
+    problems = [json.loads((tmp_path / f"nalu_{s}" / "problem.json").read_text()) for s in (0, 1)]
+    mul_outputs = sum(o["operation"] == "mul" for p in problems for o in p["outputs"])
+    # Per output (outputs × seeds), then per run.
+    assert row.startswith(f"| nalu | mul | 2 | 0 | 0/{mul_outputs} = 0% [0%, ")
+    assert "| 0/2 = 0% [0%, 66%] |" in row
     for figure in ("curves.png", "success.png"):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))

@@ -227,8 +227,8 @@ def test_member_objective_is_the_mse_and_the_units_regularization():
     x = ARTICLE_X
     y = network(x).detach() + 1.0  # MSE exactly 1
     # R = mean(0.3, 0.2, 0) = 1/6.
-    mse, regularization = MemberObjective(network)(x, y)
-    assert (mse.item(), regularization.item()) == pytest.approx((1, 1 / 6), rel=1e-5)
+    mse, fit, regularization = MemberObjective(network)(x, y)
+    assert (mse.item(), fit.item(), regularization.item()) == pytest.approx((1, 1, 1 / 6), rel=1e-5)
 
 
 def fit_steps(network: dict, steps: int, lr: float) -> ArithmeticModule:

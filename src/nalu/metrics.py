@@ -73,19 +73,24 @@ def member_metrics(
     per_output_mse: Tensor,
     initial_mse: Tensor | None = None,
     success_threshold: Tensor | None = None,
+    target_mean_square: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """``mse`` of every group from the ``[S, out]`` MSEs, as ``{name: [S]}``;
     ``normalized_error`` given the MSE at initialisation, ``solved_fraction`` given the
-    per-output success thresholds.
+    per-output success thresholds, ``relative_error`` given the targets' mean squares.
 
     The normalised error is 100 · MSE / MSE at initialisation (Trask et al. 2018, Table 1), per
-    group the ratio of the group's mean MSEs; an output is solved when its MSE is below its
-    threshold (Madsen & Johansen 2020, sec. 4.1).
+    group the ratio of the group's mean MSEs; it depends on how a unit starts, so it does not
+    compare units. The relative error is 100 · MSE / the MSE of predicting 0 (the targets' mean
+    square): the same yardstick for every unit, 100 for a network that answers 0. An output
+    is solved when its MSE is below its threshold (Madsen & Johansen 2020, sec. 4.1).
     """
     mse = groups.mean(per_output_mse)
     columns = {"mse": mse}
     if initial_mse is not None:
         columns["normalized_error"] = 100 * mse / groups.mean(initial_mse)
+    if target_mean_square is not None:
+        columns["relative_error"] = 100 * mse / groups.mean(target_mean_square)
     if success_threshold is not None:
         solved = (per_output_mse < success_threshold).float()
         columns["solved_fraction"] = groups.mean(solved)
@@ -97,14 +102,19 @@ def member_metrics(
 
 
 class MemberOutputMSE(Metric):
-    """Mean squared error per member and output of one evaluation set: state ``[S, out]``.
+    """Mean squared error per member, candidate and output of one evaluation set: state
+    ``[S, C, out]`` (C = 1 but for a network that offers candidates per output, see
+    ``nalu.units.PerOutputSelection``).
 
-    ``update`` takes ``[S, B, out]`` predictions and targets (``[B, out]`` when S = 1).
-    ``compute`` gives ``{"mse": [S], "mse_add": [S], ...}``: an operation's error is the mean over
-    the outputs that compute it, ``mse`` the mean over all outputs (equal weight each). Once
-    ``initial_mse`` (``[S, out]``, the MSE at initialisation) is set it adds the normalised
-    error, and with ``success_threshold`` (``[S, out]``) the solved fraction (see
-    ``member_metrics``). ``initial_mse`` is a persistent buffer: it travels with the checkpoint.
+    ``update`` takes ``[S, B, C, out]`` predictions and ``[S, B, out]`` targets (without the S
+    dimension when S = 1). ``compute`` gives ``candidate_mse`` ``[S, C, out]`` and the targets'
+    ``target_mean_square`` ``[S, out]``; ``summary`` turns the chosen candidates' ``[S, out]``
+    MSEs into the named metrics ``{"mse": [S], "mse_add": [S], ...}``: an operation's error is
+    the mean over the outputs that compute it, ``mse`` the mean over all outputs (equal weight
+    each), with the normalised error once ``initial_mse`` (``[S, out]``, the MSE at
+    initialisation) is set, the relative error, and with ``success_threshold`` (``[S, out]``)
+    the solved fraction (see ``member_metrics``). ``initial_mse`` is a persistent buffer: it
+    travels with the checkpoint.
     """
 
     full_state_update = False
@@ -113,6 +123,7 @@ class MemberOutputMSE(Metric):
         self,
         output_operations: Sequence[Sequence[str]],
         success_threshold: Sequence[Sequence[float]] | None = None,
+        candidates: int = 1,
     ) -> None:
         super().__init__()
         self.groups = OutputGroups(output_operations)
@@ -124,7 +135,12 @@ class MemberOutputMSE(Metric):
         self.register_buffer("success_threshold", threshold, persistent=False)
         # float64: a thousand samples of |error| ~ 1e4 lose no digits, in any chunking.
         self.add_state(
-            "sum_squared_error", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum"
+            "sum_squared_error",
+            torch.zeros(shape[0], candidates, shape[1], dtype=torch.float64),
+            dist_reduce_fx="sum",
+        )
+        self.add_state(
+            "sum_squared_target", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum"
         )
         self.add_state("count", torch.tensor(0), dist_reduce_fx="sum")
 
@@ -134,23 +150,37 @@ class MemberOutputMSE(Metric):
         return self
 
     def update(self, preds: Tensor, target: Tensor) -> None:
-        members, outputs = self.sum_squared_error.shape
-        squared = (preds - target).double().square().reshape(members, -1, outputs)
+        members, candidates, outputs = self.sum_squared_error.shape
+        target = target.double().reshape(members, -1, 1, outputs)
+        squared = (preds.double().reshape(members, -1, candidates, outputs) - target).square()
         self.sum_squared_error += squared.sum(dim=1)
+        self.sum_squared_target += target.square().sum(dim=(1, 2))
         self.count += squared.shape[1]
 
-    def per_output_mse(self) -> Tensor:
-        """``[S, out]``."""
-        return (self.sum_squared_error / self.count).float()
-
-    def solved(self) -> Tensor:
-        """``[S, out]`` bool: outputs whose MSE is below their success threshold."""
-        return self.per_output_mse() < self.success_threshold
-
     def compute(self) -> dict[str, Tensor]:
+        # torchmetrics squeezes a one-element result to a scalar: ``measured`` reshapes back.
+        return {
+            "candidate_mse": (self.sum_squared_error / self.count).float(),
+            "target_mean_square": (self.sum_squared_target / self.count).float(),
+        }
+
+    def measured(self) -> dict[str, Tensor]:
+        """``compute()`` (summed over the processes of a distributed run) in its full shapes:
+        ``candidate_mse`` ``[S, C, out]`` and ``target_mean_square`` ``[S, out]``."""
+        values = self.compute()
+        return {
+            "candidate_mse": values["candidate_mse"].reshape(self.sum_squared_error.shape),
+            "target_mean_square": values["target_mean_square"].reshape(
+                self.sum_squared_target.shape
+            ),
+        }
+
+    def summary(self, per_output_mse: Tensor, target_mean_square: Tensor) -> dict[str, Tensor]:
+        """The named metrics ``{name: [S]}`` of the chosen candidates' ``[S, out]`` MSEs."""
         return member_metrics(
             self.groups,
-            self.per_output_mse(),
+            per_output_mse,
             None if self.initial_mse.isnan().any() else self.initial_mse,
             None if self.success_threshold.isnan().any() else self.success_threshold,
+            target_mean_square,
         )

@@ -15,6 +15,7 @@ from nalu.data.datamodule import EVALUATION_SPLITS
 from nalu.errors import Diverged
 from nalu.metrics import MemberOutputMSE
 from nalu.optimization import configure_optimization
+from nalu.record import OUTPUT_COUNT, OWN_BEST_SOLVED_FRACTION
 from nalu.regularizer import RegularizerSchedule, network_regularization
 
 # The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
@@ -42,20 +43,49 @@ def stack_parameters(template: nn.Module, members: Sequence[nn.Module]) -> None:
         template.get_submodule(owner_name).register_buffer(attribute, stacked)
 
 
+def offers_candidates(network: nn.Module) -> bool:
+    """Whether ``network`` answers each output with one of several candidates, trained side by
+    side and chosen on validation data (``nalu.units.PerOutputSelection``'s protocol)."""
+    return hasattr(network, "candidates")
+
+
 class MemberObjective(nn.Module):
-    """One member's training terms on a batch: the MSE and the units' regularisation (0 when no
-    unit has one), each a scalar."""
+    """One member's training terms on a batch, each a scalar: the MSE of its answers, the fit
+    the optimizer minimises, and the units' regularisation (0 when no unit has one).
+
+    The fit is the MSE, or for a network with candidates the sum of every candidate's own MSE:
+    each head learns every output as if it were trained alone."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
         self.network = network
         self.has_regularization = network_regularization(network) is not None
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        mse = F.mse_loss(self.network(x), y)
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if offers_candidates(self.network):
+            candidates = self.network.candidates(x)  # [B, C, out]
+            mse = F.mse_loss(self.network.chosen(candidates.detach()), y)
+            per_candidate = (candidates - y.unsqueeze(-2)).square().mean(dim=(0, 2))
+            fit = per_candidate.sum()
+        else:
+            mse = fit = F.mse_loss(self.network(x), y)
         if not self.has_regularization:
-            return mse, mse.new_zeros(())
-        return mse, network_regularization(self.network)
+            return mse, fit, mse.new_zeros(())
+        return mse, fit, network_regularization(self.network)
+
+
+class MemberEvaluation(nn.Module):
+    """One member's answers ``[B, C, out]`` for the evaluation metrics: every candidate's, or
+    the network's own as the one candidate."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+
+    def forward(self, x: Tensor) -> Tensor:
+        if offers_candidates(self.network):
+            return self.network.candidates(x)
+        return self.network(x).unsqueeze(-2)
 
 
 def median_of_living(values: Tensor, alive: Tensor) -> float:
@@ -112,14 +142,20 @@ class ArithmeticModule(L.LightningModule):
             stack_parameters(members[0], members)
         self.network: nn.Module = members[0]
         # Not a submodule: the network's parameters are registered once, as ``network.*``.
-        self._objective = {"member": MemberObjective(self.network)}
+        self._objective = {
+            "member": MemberObjective(self.network),
+            "evaluation": MemberEvaluation(self.network),
+        }
         self.has_regularization = self._objective["member"].has_regularization
         self._clamped_units = [m for m in self.network.modules() if hasattr(m, "clamp_parameters")]
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
+        candidates = self.network.num_candidates if offers_candidates(self.network) else 1
         self.metrics = nn.ModuleDict(
             {
                 split: MemberOutputMSE(
-                    output_operations, success_threshold if split == "extrap" else None
+                    output_operations,
+                    success_threshold if split == "extrap" else None,
+                    candidates,
                 )
                 for split in EVALUATION_SPLITS
             }
@@ -132,6 +168,10 @@ class ArithmeticModule(L.LightningModule):
         self.register_buffer("best_interp_mse", torch.full((size,), float("inf")))
         self.register_buffer("last_train_loss", torch.full((size,), float("nan")))
         self.register_buffer("best_train_loss", torch.full((size,), float("nan")))
+        # Each output judged at its own best validation (Madsen & Johansen judge one-output
+        # models so): its lowest interpolation MSE and the extrapolation MSE at that validation.
+        self.register_buffer("own_best_interp_mse", torch.full((size, outputs), float("inf")))
+        self.register_buffer("own_best_extrap_mse", torch.full((size, outputs), float("nan")))
         self.best_parameters = {n: p.detach().clone() for n, p in self.network.named_parameters()}
         # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
         self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
@@ -157,10 +197,12 @@ class ArithmeticModule(L.LightningModule):
         the stacked parameters, its outputs gaining the leading member dimension."""
         if self.population == 1:
             return module(*inputs)
-        prefix = "" if module is self.network else "network."
+        prefix = "" if module is self.network else "network."  # a wrapper's
         state = {f"{prefix}{n}": t for n, t in self.network.named_parameters()}
         state.update((f"{prefix}{n}", t) for n, t in self.network.named_buffers())
-        return vmap(lambda s, args: functional_call(module, s, args))(state, inputs)
+        # "different": a stochastic unit's noise is each member's own.
+        run = vmap(lambda s, args: functional_call(module, s, args), randomness="different")
+        return run(state, inputs)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``[B, in]`` (S = 1) or ``[S, B, in]`` -> outputs ``[B, out]`` or
@@ -182,18 +224,16 @@ class ArithmeticModule(L.LightningModule):
         if self.trainer.datamodule is None:
             return  # dataloaders passed to fit() directly: no evaluation sets to measure on
         with torch.no_grad():
-            for split, loader in zip(
-                EVALUATION_SPLITS, self.trainer.datamodule.val_dataloader(), strict=True
-            ):
-                metric = self.metrics[split]
-                if not metric.initial_mse.isnan().any():
-                    continue
+            if not self.metrics["extrap"].initial_mse.isnan().any():
+                return
+            loaders = self.trainer.datamodule.val_dataloader()
+            for dataloader_idx, loader in enumerate(loaders):
                 for x, y in loader:
-                    metric.update(self(x.to(self.device)), y.to(self.device))
-                # Under DDP each process saw a shard: the baseline is the whole set's.
-                with metric.sync_context():
-                    metric.initial_mse.copy_(metric.per_output_mse())
-                metric.reset()
+                    self._evaluation_step((x.to(self.device), y.to(self.device)), dataloader_idx)
+            # Under DDP each process saw a shard: the baseline is the whole set's.
+            per_output, _, _ = self._evaluated()
+            for split, metric in self.metrics.items():
+                metric.initial_mse.copy_(per_output[split])
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch_sums()
@@ -209,9 +249,9 @@ class ArithmeticModule(L.LightningModule):
         x, y = batch
         step = self.global_step + 1  # the optimizer step this batch is for
         terms = self._for_each_member(self._objective["member"], x, y)
-        mse, regularization = (term.reshape(self.population) for term in terms)
+        mse, fit, regularization = (term.reshape(self.population) for term in terms)
         scale = self.regularizer(step - 1, self.planned_steps)
-        objective = mse + scale * regularization if self.has_regularization else mse
+        objective = fit + scale * regularization if self.has_regularization else fit
         finite = self._on_every_process(torch.isfinite(objective))
         self.diverged_at_step.masked_fill_(self.alive & ~finite, step)
         self.alive &= finite
@@ -336,7 +376,39 @@ class ArithmeticModule(L.LightningModule):
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch
-        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self(x), y)
+        answers = self._for_each_member(self._objective["evaluation"], x)
+        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(answers, y)
+
+    def _evaluated(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """What the evaluation sets measured since the last call (the metrics are reset): per
+        set the ``[S, out]`` MSEs of the answering candidates and the targets' mean squares,
+        and the interpolation MSE of every candidate ``[S, C, out]``. Per output the candidate
+        of the lowest interpolation MSE answers (the one candidate of an ordinary network):
+        the extrapolation set never chooses."""
+        measured = {split: metric.measured() for split, metric in self.metrics.items()}
+        for metric in self.metrics.values():
+            metric.reset()
+        choice = measured["interp"]["candidate_mse"].argmin(dim=1)  # [S, out]
+        per_output = {
+            split: values["candidate_mse"].gather(1, choice.unsqueeze(1)).squeeze(1)
+            for split, values in measured.items()
+        }
+        mean_squares = {split: values["target_mean_square"] for split, values in measured.items()}
+        return per_output, mean_squares, measured["interp"]["candidate_mse"]
+
+    def _select(self, interp_candidate_mse: Tensor) -> None:
+        """The network answers each output with the candidate ``_evaluated`` chose."""
+        if offers_candidates(self.network):
+            self.network.select(interp_candidate_mse)
+
+    def _summaries(
+        self, per_output: dict[str, Tensor], mean_squares: dict[str, Tensor]
+    ) -> dict[str, dict[str, Tensor]]:
+        """``{split: {name: [S]}}``: each set's named metrics."""
+        return {
+            split: self.metrics[split].summary(per_output[split], mean_squares[split])
+            for split in EVALUATION_SPLITS
+        }
 
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -348,22 +420,14 @@ class ArithmeticModule(L.LightningModule):
     ) -> None:
         self._evaluation_step(batch, dataloader_idx)
 
-    def _compute(self, split: str) -> dict[str, Tensor]:
-        """The split's metrics, each ``[S]`` (torchmetrics returns one member's as a scalar);
-        ``compute`` sums the states over the processes of a distributed run."""
-        values = self.metrics[split].compute()
-        return {name: value.reshape(self.population) for name, value in values.items()}
-
     @torch.no_grad()
     def on_validation_epoch_end(self) -> None:
-        values = {split: self._compute(split) for split in EVALUATION_SPLITS}
-        with self.metrics["extrap"].sync_context():
-            solved = self.metrics["extrap"].solved()
-        for metric in self.metrics.values():
-            metric.reset()
+        per_output, mean_squares, interp_candidate_mse = self._evaluated()
         if self.trainer.sanity_checking:
             return
-        self._judge(self.global_step, values["interp"]["mse"], solved)
+        self._select(interp_candidate_mse)
+        values = self._summaries(per_output, mean_squares)
+        self._judge(self.global_step, values["interp"]["mse"], per_output)
         step = self.global_step
         for split in EVALUATION_SPLITS:
             self.curves[f"{split}/mse"].append((step, values[split]["mse"].cpu()))
@@ -376,11 +440,20 @@ class ArithmeticModule(L.LightningModule):
         self.log("interp/mse", medians["interp/mse"], prog_bar=True, logger=False)
         self._log_to_loggers(medians)
 
-    def _judge(self, step: int, interp_mse: Tensor, solved: Tensor) -> None:
+    def _judge(self, step: int, interp_mse: Tensor, per_output: dict[str, Tensor]) -> None:
         """The one rule for the best epoch and the solved-at step (see the class), applied to
-        the validation at optimizer step ``step``: ``interp_mse`` ``[S]``, ``solved``
-        ``[S, out]``."""
-        newly_solved = solved & (self.first_solved_step < 0) & self.alive.unsqueeze(1)
+        the validation at optimizer step ``step``: ``interp_mse`` ``[S]`` and each set's
+        per-output MSEs ``[S, out]``."""
+        living = self.alive.unsqueeze(1)
+        solved = per_output["extrap"] < self.metrics["extrap"].success_threshold
+        newly_solved = solved & (self.first_solved_step < 0) & living
+        better = living & (per_output["interp"] < self.own_best_interp_mse)
+        self.own_best_interp_mse = torch.where(
+            better, per_output["interp"], self.own_best_interp_mse
+        )
+        self.own_best_extrap_mse = torch.where(
+            better, per_output["extrap"], self.own_best_extrap_mse
+        )
         self.first_solved_step.masked_fill_(newly_solved, step)
         improved = self.alive & (interp_mse < self.best_interp_mse)
         self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)
@@ -406,11 +479,28 @@ class ArithmeticModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Every member's final metrics, ``{name: [S]}``: both sets, the solved-at steps and
         the training loss of the best epoch (or of the last, if none was validated)."""
-        metrics: dict[str, Tensor] = {}
-        for split in EVALUATION_SPLITS:
-            metrics.update((f"{split}/{name}", v) for name, v in self._compute(split).items())
-            self.metrics[split].reset()
-        groups = self.metrics["extrap"].groups
+        per_output, mean_squares, interp_candidate_mse = self._evaluated()
+        self._select(interp_candidate_mse)
+        metrics: dict[str, Tensor] = {
+            f"{split}/{name}": value
+            for split, values in self._summaries(per_output, mean_squares).items()
+            for name, value in values.items()
+        }
+        extrap = self.metrics["extrap"]
+        groups = extrap.groups
+        own_best = {
+            "own_best_mse": groups.mean(self.own_best_extrap_mse),
+            OWN_BEST_SOLVED_FRACTION: groups.mean(
+                (self.own_best_extrap_mse < extrap.success_threshold).float()
+            ),
+        }
+        for name, values in own_best.items():
+            metrics.update(
+                (f"extrap/{name}{s}", values[:, j]) for j, s in enumerate(groups.suffixes)
+            )
+        # NaN where a member lacks the operation, like its other metrics of that operation.
+        counts = torch.where(groups.present, groups.membership.sum(dim=1).float(), float("nan"))
+        metrics.update((f"{OUTPUT_COUNT}{s}", counts[:, j]) for j, s in enumerate(groups.suffixes))
         steps = groups.last_step(self.solved_at_step)
         metrics.update((f"solved_at_step{s}", steps[:, j]) for j, s in enumerate(groups.suffixes))
         validated = self.best_interp_mse.isfinite()

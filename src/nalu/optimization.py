@@ -3,6 +3,7 @@
 from typing import TYPE_CHECKING, Any
 
 from hydra.utils import instantiate
+from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
@@ -38,6 +39,22 @@ class LinearDecay(LambdaLR):
         super().__init__(optimizer, factor)
 
 
+def parameter_groups(network: nn.Module, lr: float | None) -> list[dict[str, Any]]:
+    """The network's parameters as optimizer groups: one per learning-rate factor that the
+    network declares in ``learning_rate_scales()`` ({parameter name: factor}, as
+    ``nalu.units.PerOutputSelection`` does), at ``lr`` times it; the rest at the optimizer's."""
+    declared = network.learning_rate_scales() if hasattr(network, "learning_rate_scales") else {}
+    if declared and lr is None:
+        raise InvalidArgument("optimizer.lr", lr, "must be set when heads scale it")
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, parameter in network.named_parameters():
+        groups.setdefault(declared.get(name, 1.0), []).append(parameter)
+    return [
+        {"params": params} if scale == 1.0 else {"params": params, "lr": lr * scale}
+        for scale, params in groups.items()
+    ]
+
+
 def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str, Any]:
     """``configure_optimizers``' answer for a module with a ``network`` and the ``optimizer`` and
     ``lr_schedule`` (or None) configs in its hyperparameters: the optimizer, with its schedule
@@ -46,7 +63,9 @@ def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str,
     The schedule spans the run's optimizer steps (one per training batch) and Lightning steps it
     after each of them.
     """
-    optimizer = instantiate(module.hparams.optimizer)(module.network.parameters())
+    factory = instantiate(module.hparams.optimizer)
+    lr = getattr(factory, "keywords", {}).get("lr")
+    optimizer = factory(parameter_groups(module.network, lr))
     if module.hparams.lr_schedule is None:
         return optimizer
     total_steps = int(module.trainer.estimated_stepping_batches)

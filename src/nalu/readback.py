@@ -2,8 +2,11 @@
 
 A reader turns a unit into formulas of its inputs: weights are rounded to {-1, 0, 1} (the
 values an exact NAC or NALU solution uses, Trask et al. 2018, sec. 2) and a NALU output takes
-the path its gate opens on typical inputs. ``nn.Sequential`` stacks are read layer by layer,
-each layer's formulas substituted into the next. A new unit plugs in with ``register_reader``.
+the path its gate opens on typical inputs. A gate is read too: an output whose gate is not
+saturated (within ``GATE_SATURATION`` of 0 or 1) mixes both paths, so it is not recovered,
+and its gate's distance counts in the sparsity error. ``nn.Sequential`` stacks are read layer
+by layer, each layer's formulas substituted into the next. A new unit plugs in with
+``register_reader``.
 """
 
 from collections.abc import Callable
@@ -20,22 +23,31 @@ from nalu.units import (
     NeuralAdditionUnit,
     NeuralArithmeticLogicUnit,
     NeuralMultiplicationUnit,
+    NeuralMultiplicativeReciprocalUnit,
     NeuralPowerUnit,
+    PerOutputSelection,
 )
+
+# A gate counts as a choice of path only this close to 0 or 1: at extrapolation scale a leak of
+# 1% of a product of two inputs of 50 is an error of 25.
+GATE_SATURATION = 0.01
 
 
 @dataclass(frozen=True)
 class UnitReader:
     """How to read one kind of unit.
 
-    ``weights``: the unit and a batch of typical inputs ``[batch, in]`` -> the ``[out, in]``
-    matrices that an exact solution has in {-1, 0, 1}, for the sparsity error (gates excluded:
-    a gate only has to be saturated; of a NALU only the path each output's gate opens).
+    ``weights``: the unit and a batch of typical inputs ``[batch, in]`` -> the ``[out, ...]``
+    matrices that an exact solution has in {-1, 0, 1}, for the sparsity error (of a gated unit
+    only the path each output's gate opens, and the gates as ``[out, 1]`` columns).
     ``read``: the unit, its input formulas and typical inputs -> one formula per output.
+    ``gates``: the unit and typical inputs -> ``[out]``, each output's gate distance from 0 or 1
+    (its worst over the inputs); None for a unit without gates.
     """
 
     weights: Callable[[nn.Module, Tensor], list[Tensor]]
     read: Callable[[nn.Module, list[Formula], Tensor], list[Formula]]
+    gates: Callable[[nn.Module, Tensor], Tensor] | None = None
 
 
 # Per unit class its reader, or None where the unit declares that its weights do not read back
@@ -63,11 +75,22 @@ def rounded_product(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
     ]
 
 
-def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
-    """``[out]`` bool: outputs whose mean gate σ(G x + b) on typical inputs is at least 1/2."""
+def _nalu_gate(unit: nn.Module, x: Tensor) -> Tensor:
+    """``[batch, out]``: the NALU's gate σ(G x + b) on typical inputs (Trask et al. 2018)."""
     with torch.no_grad():
-        gate = torch.sigmoid(nn.functional.linear(x, unit.gate_weight, unit.gate_bias))
-    return gate.mean(dim=0) >= 0.5
+        return torch.sigmoid(nn.functional.linear(x, unit.gate_weight, unit.gate_bias))
+
+
+def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
+    """``[out]`` bool: outputs whose mean gate on typical inputs is at least 1/2."""
+    return _nalu_gate(unit, x).mean(dim=0) >= 0.5
+
+
+def _gate_distance(gate: Tensor) -> Tensor:
+    """``[batch, out]`` or ``[out]`` gates in [0, 1] -> ``[out]``: the worst distance from
+    0 or 1."""
+    distance = torch.minimum(gate, 1 - gate).detach().abs()
+    return distance.reshape(-1, distance.shape[-1]).amax(dim=0)
 
 
 def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
@@ -88,7 +111,8 @@ def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formul
 
 
 def _nalu_weights(unit: nn.Module, x: Tensor) -> list[Tensor]:
-    return [torch.where(_nalu_additive(unit, x)[:, None], *_nalu_paths(unit))]
+    path = torch.where(_nalu_additive(unit, x)[:, None], *_nalu_paths(unit))
+    return [path, _gate_distance(_nalu_gate(unit, x)).unsqueeze(1)]
 
 
 # A unit whose output is W x: NAC (Trask et al. 2018, eq. 1) and NAU (Madsen & Johansen 2020).
@@ -103,6 +127,7 @@ register_reader(
     UnitReader(
         weights=_nalu_weights,
         read=_read_nalu,
+        gates=lambda unit, x: _gate_distance(_nalu_gate(unit, x)),
     ),
 )
 
@@ -133,10 +158,63 @@ register_reader(
     GatedAdditionMultiplicationUnit,
     UnitReader(
         weights=lambda unit, x: [
-            torch.where(_gated_additive(unit)[:, None], unit.nau.weight, unit.nmu.weight)
+            torch.where(_gated_additive(unit)[:, None], unit.nau.weight, unit.nmu.weight),
+            _gate_distance(unit.gate).unsqueeze(1),
         ],
         read=_read_gated,
+        gates=lambda unit, x: _gate_distance(unit.gate),
     ),
+)
+
+
+def _read_reciprocal(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
+    """NMRU (Mistry et al. 2021): with W in {0, 1}, x_i^round(W_i) ÷ x_i^round(W_reciprocal_i)."""
+    weights = unit.effective_weights()
+    powers = weights["W"].detach().round() - weights["W_reciprocal"].detach().round()
+    return rounded_product(powers, inputs)
+
+
+register_reader(
+    NeuralMultiplicativeReciprocalUnit,
+    UnitReader(weights=lambda unit, x: [unit.weight], read=_read_reciprocal),
+)
+
+
+def _head_readers(unit: nn.Module) -> list[tuple[nn.Module, UnitReader]]:
+    readers = [(head, READERS.get(type(head))) for head in unit.heads]
+    unreadable = sorted({type(head).__name__ for head, reader in readers if reader is None})
+    if unreadable:
+        raise TypeError(f"PerOutputSelection heads without a reader: {', '.join(unreadable)}")
+    return readers
+
+
+def _read_selection(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
+    """Each output read from the head chosen for it."""
+    per_head = [reader.read(head, inputs, x) for head, reader in _head_readers(unit)]
+    return [per_head[h][j] for j, h in enumerate(unit.choice.tolist())]
+
+
+def _selection_weights(unit: nn.Module, x: Tensor) -> list[Tensor]:
+    """Every head's matrices, with the rows of the outputs it does not answer zeroed."""
+    return [
+        torch.where((unit.choice == h)[:, None], weight.detach(), 0.0)
+        for h, (head, reader) in enumerate(_head_readers(unit))
+        for weight in reader.weights(head, x)
+    ]
+
+
+def _selection_gates(unit: nn.Module, x: Tensor) -> Tensor:
+    distance = torch.zeros(unit.out_features)
+    for h, (head, reader) in enumerate(_head_readers(unit)):
+        if reader.gates is not None:
+            chosen = unit.choice.cpu() == h
+            distance = torch.where(chosen, reader.gates(head, x).cpu(), distance)
+    return distance
+
+
+register_reader(
+    PerOutputSelection,
+    UnitReader(weights=_selection_weights, read=_read_selection, gates=_selection_gates),
 )
 
 
@@ -162,6 +240,25 @@ def read_back(network: nn.Module, x: Tensor) -> list[Formula] | None:
             formulas = reader.read(layer, formulas, x)
             x = layer(x)
     return formulas
+
+
+def unsaturated_gates(network: nn.Module, x: Tensor) -> Tensor | None:
+    """``[out]`` bool: outputs that depend on a gate farther than ``GATE_SATURATION`` from 0
+    or 1 (a gate of an earlier layer of a stack counts for every output), given typical
+    inputs ``x`` ``[batch, in]``; None when the network has a part without a reader."""
+    layers = _layers(network)
+    if layers is None:
+        return None
+    earlier = torch.tensor(False)
+    with torch.no_grad():
+        for layer, reader in layers[:-1]:
+            if reader.gates is not None:
+                earlier = earlier | (reader.gates(layer, x) > GATE_SATURATION).any().cpu()
+            x = layer(x)
+        last_layer, last_reader = layers[-1]
+        if last_reader.gates is None:
+            return earlier.expand(last_layer.out_features).clone()
+        return (last_reader.gates(last_layer, x).cpu() > GATE_SATURATION) | earlier
 
 
 def sparsity_error(network: nn.Module, x: Tensor) -> Tensor | None:

@@ -34,6 +34,10 @@ EXTRAP_NORMALIZED_ERROR = metric_name("extrap", "normalized_error")
 EXTRAP_SOLVED_FRACTION = metric_name("extrap", "solved_fraction")
 EXTRAP_MSE_OF = metric_name("extrap", "mse", "_")  # + an operation: extrap/mse_mul
 SOLVED_AT_STEP = "solved_at_step"
+# Each output judged at its own best interpolation epoch (``extrap/own_best_solved_fraction_mul``)
+# and how many outputs each operation has (``output_count_mul``).
+OWN_BEST_SOLVED_FRACTION = "own_best_solved_fraction"
+OUTPUT_COUNT = "output_count"
 RECOVERED_FRACTION = "recovered_fraction"
 SPARSITY_ERROR = "sparsity_error"
 # The metrics a report's median table opens with, and the curves its figures draw.

@@ -1,11 +1,13 @@
 """Reports over many runs: ``python -m nalu.report DIR [DIR ...]`` reads every metrics.json below
 and writes report.md, report.csv and PNG figures into the first DIR.
 
-Per model (or any ``--group-by`` labels) and operation: the success rate with its 95% Wilson
-interval (Madsen & Johansen 2020, sec. 4.1: a run succeeds on an operation when every output of
-it is solved), the median extrapolation MSE and normalised error (Trask et al. 2018, Table 1),
-the exact-recovery rate and the diverged runs; figures of the loss curves (median over seeds
-with the interquartile band) and of the success rates.
+Per model (or any ``--group-by`` labels) and operation, two success rates with their 95%
+Wilson intervals (Madsen & Johansen 2020, sec. 4.1): per output (outputs × seeds), each output
+judged at its own best interpolation epoch as Madsen & Johansen judge their one-output models,
+and per run (a run succeeds on an operation when every output of it is solved at the run's best
+epoch); the median extrapolation MSE, relative error and normalised error (Trask et al. 2018,
+Table 1), the exact-recovery rate and the diverged runs; figures of the loss curves (median over
+seeds with the interquartile band) and of the success rates.
 """
 
 import argparse
@@ -31,6 +33,8 @@ from nalu.record import (
     EXTRAP_MSE_OF,
     HEADLINE_METRICS,
     METRICS_FILE,
+    OUTPUT_COUNT,
+    OWN_BEST_SOLVED_FRACTION,
     RECOVERED_FRACTION,
     SOLVED_AT_STEP,
     SPARSITY_ERROR,
@@ -181,6 +185,8 @@ def summary_rows(
             readable = [m for m in healthy if f"{RECOVERED_FRACTION}{suffix}" in m]
             recovered = sum(m[f"{RECOVERED_FRACTION}{suffix}"] == 1 for m in readable)
             low, high = wilson_interval(solved, len(members))
+            outputs, outputs_solved = output_successes(members, suffix)
+            output_low, output_high = wilson_interval(outputs_solved, outputs)
 
             def median_of(name: str, metrics: list[dict[str, float]] = healthy) -> float:
                 return finite_median([m[name] for m in metrics if name in m])
@@ -195,6 +201,14 @@ def summary_rows(
                     "success_rate": solved / len(members),
                     "success_low": low,
                     "success_high": high,
+                    "outputs": outputs,
+                    "outputs_solved": outputs_solved,
+                    "output_success_rate": outputs_solved / outputs if outputs else math.nan,
+                    "output_success_low": output_low if outputs else math.nan,
+                    "output_success_high": output_high if outputs else math.nan,
+                    "extrap_relative_error": median_of(
+                        metric_name("extrap", "relative_error", suffix)
+                    ),
                     "extrap_mse": median_of(metric_name("extrap", "mse", suffix)),
                     "extrap_normalized_error": median_of(
                         metric_name("extrap", "normalized_error", suffix)
@@ -211,6 +225,28 @@ def summary_rows(
     return rows
 
 
+def output_successes(members: list[dict[str, Any]], suffix: str) -> tuple[int, int]:
+    """(outputs, solved outputs) of an operation over the runs, each output judged at its own
+    best interpolation epoch; a diverged run's outputs count as unsolved, and runs recorded
+    without the per-output judgement are left out."""
+    outputs = solved = 0
+    for run in members:
+        metrics = run.get("metrics", {})
+        count = metrics.get(f"{OUTPUT_COUNT}{suffix}")
+        fraction = metrics.get(metric_name("extrap", OWN_BEST_SOLVED_FRACTION, suffix))
+        if count is None or fraction is None:
+            continue
+        outputs += round(count)
+        solved += 0 if is_diverged(run) else round(fraction * count)
+    return outputs, solved
+
+
+def _rate(successes: int, trials: int, low: float, high: float) -> str:
+    if not trials:
+        return "–"
+    return f"{successes}/{trials} = {successes / trials:.0%} [{low:.0%}, {high:.0%}]"
+
+
 def _number(value: float) -> str:
     return "–" if isinstance(value, float) and math.isnan(value) else f"{value:.4g}"
 
@@ -221,8 +257,10 @@ def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
         "op",
         "runs",
         "diverged",
-        "success (95% CI)",
+        "outputs solved (95% CI)",
+        "runs solved (95% CI)",
         "extrap MSE",
+        "extrap rel. error",
         "extrap NE",
         "interp NE",
         "recovered",
@@ -231,9 +269,12 @@ def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in rows:
-        success = (
-            f"{row['solved']}/{row['runs']} = {row['success_rate']:.0%} "
-            f"[{row['success_low']:.0%}, {row['success_high']:.0%}]"
+        success = _rate(row["solved"], row["runs"], row["success_low"], row["success_high"])
+        per_output = _rate(
+            row["outputs_solved"],
+            row["outputs"],
+            row["output_success_low"],
+            row["output_success_high"],
         )
         recovered = "–" if math.isnan(row["recovery_rate"]) else f"{row['recovered']}/{row['runs']}"
         cells = [
@@ -241,8 +282,10 @@ def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
             row["operation"],
             str(row["runs"]),
             str(row["diverged"]),
+            per_output,
             success,
             _number(row["extrap_mse"]),
+            _number(row["extrap_relative_error"]),
             _number(row["extrap_normalized_error"]),
             _number(row["interp_normalized_error"]),
             recovered,
@@ -347,11 +390,17 @@ def write_report(
         [
             f"# Report: {len(runs)} runs under {', '.join(map(str, paths))}",
             "Problem: " + "; ".join(f"`{p}`" for p in problems),
-            "A run succeeds on an operation when every output of it has an extrapolation MSE "
-            "below the near-perfect model's (Madsen & Johansen 2020, sec. 4.1), judged at the "
-            "checkpoint of its best interpolation MSE. NE: normalised error, 100 · MSE / MSE "
-            "at initialisation (Trask et al. 2018; 0 perfect, 100 untrained), median over the "
-            "runs that did not diverge. Recovered: runs whose read-back formulas equal the "
+            "An output is solved when its extrapolation MSE is below the near-perfect model's "
+            "(Madsen & Johansen 2020, sec. 4.1: the model that picks its operands with "
+            "ε = 1e-5 of the other inputs mixed in). Outputs solved: outputs × seeds, each "
+            "output judged at its own best interpolation epoch, as Madsen & Johansen judge "
+            "their one-output models. Runs solved: runs in which every output of the operation "
+            "is solved at the run's single best interpolation epoch. Rel. error: 100 · MSE / "
+            "the MSE of predicting 0, the error to compare units by (0 perfect, 100 no better "
+            "than 0). NE: normalised error, 100 · MSE / MSE at initialisation (Trask et al. "
+            "2018; 0 perfect, 100 untrained: it depends on the unit's initialisation, so it "
+            "compares runs of one unit, not units). Medians are over the runs that did not "
+            "diverge. Recovered: runs whose read-back formulas equal the "
             "truth for every output. Solved at step: median step by which every output was "
             "solved, over the runs that solved them all.",
             markdown_table(rows, group_by),

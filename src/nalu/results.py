@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
 from nalu.metrics import group_by_operation
-from nalu.readback import read_back, sparsity_error
+from nalu.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.record import (
     FINAL_PREFIX,
     HPARAMS_METRICS,
@@ -91,14 +91,16 @@ def read_back_metrics(
     network: nn.Module, problem: ArithmeticProblem, typical_inputs: Tensor
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Recovered fraction and sparsity error (overall and per operation) and, per output, the
-    learned formula beside the true one; nothing for networks without a reader."""
+    learned formula beside the true one; nothing for networks without a reader. An output is
+    recovered when its formula is the true one and its gates (if any) are saturated."""
     learned = read_back(network, typical_inputs)
     sparsity = sparsity_error(network, typical_inputs)
     if learned is None or sparsity is None:
         return {}, []
     truth = problem.exact_formulas()
     operations = problem.output_operations
-    recovered = torch.tensor([a == b for a, b in zip(learned, truth, strict=True)])
+    same = torch.tensor([a == b for a, b in zip(learned, truth, strict=True)])
+    recovered = same & ~unsaturated_gates(network, typical_inputs)
     metrics = {
         f"{RECOVERED_FRACTION}{k}": float(v)
         for k, v in group_by_operation(recovered.float(), operations).items()

@@ -20,6 +20,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nalu.data.problem import value_intervals
 from nalu.errors import ConfigError, InvalidArgument
 
 # torch.manual_seed and Lightning's seed_everything take seeds in this range; Lightning replaces
@@ -68,13 +69,7 @@ def boolean(name: str, value: Any) -> None:
 
 
 def value_range(name: str, value: Any) -> None:
-    if not (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(map(_is_number, value))
-        and value[0] < value[1]
-    ):
-        raise InvalidArgument(name, value, "must be [low, high] with low < high, both finite")
+    value_intervals(name, value)  # the data module's own rule
 
 
 def adam_betas(name: str, value: Any) -> None:

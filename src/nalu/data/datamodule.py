@@ -9,7 +9,13 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data.problem import (
+    ArithmeticProblem,
+    Intervals,
+    MysteryArithmeticProblem,
+    StaticArithmeticProblem,
+    value_intervals,
+)
 from nalu.errors import InvalidArgument
 
 # The evaluation sets in the order of the validation and test dataloaders.
@@ -105,7 +111,7 @@ class ResampledBatches(Dataset):
     def __init__(
         self,
         problem: ArithmeticProblem,
-        value_range: tuple[float, float],
+        value_range: Intervals,
         batch_size: int,
         seeds: Sequence[int],
     ) -> None:
@@ -140,12 +146,6 @@ class EpochStepSampler(Sampler[tuple[int, int]]):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         shares = range(self.rank, len(self) * self.num_replicas, self.num_replicas)
         yield from ((self.epoch, step) for step in shares)
-
-
-def _check_range(name: str, value_range: Sequence[float]) -> tuple[float, float]:
-    if len(value_range) != 2 or not float(value_range[0]) < float(value_range[1]):
-        raise InvalidArgument(name, list(value_range), "must be [low, high] with low < high")
-    return float(value_range[0]), float(value_range[1])
 
 
 def _check_positive(name: str, value: int) -> int:
@@ -193,9 +193,9 @@ class ProblemDataModule(L.LightningDataModule):
             "extrap": _check_positive("extrap_size", extrap_size),
         }
         self.ranges = {
-            "train": _check_range("train_range", train_range),
-            "interp": _check_range("interp_range", interp_range),
-            "extrap": _check_range("extrap_range", extrap_range),
+            "train": value_intervals("train_range", train_range),
+            "interp": value_intervals("interp_range", interp_range),
+            "extrap": value_intervals("extrap_range", extrap_range),
         }
         self.seeds = {"train": train_seed, "interp": interp_seed, "extrap": extrap_seed}
         self.batch_size = _check_positive("batch_size", batch_size)

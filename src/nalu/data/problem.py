@@ -4,6 +4,7 @@ The article's "mystery arithmetic problem" joins two distinct inputs per output;
 arithmetic task of Trask et al. (2018) and Madsen & Johansen (2020) joins two overlapping sums.
 """
 
+import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,6 +20,69 @@ from nalu.formula import Formula, Variable, power_product, weighted_sum
 SUCCESS_EPSILON = 1e-5
 SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
+
+
+# A value range: disjoint intervals [low, high] in increasing order, inputs uniform on their union;
+# the problems' methods also take a plain (low, high).
+Intervals = tuple[tuple[float, float], ...]
+RANGE_RULE = (
+    "must be [low, high] with low < high, both finite, or a union [[low, high], ...] of such, "
+    "in increasing order without overlap"
+)
+
+
+def value_intervals(name: str, value: Any) -> Intervals:
+    """``[low, high]`` or a union ``[[-6, -2], [2, 6]]`` (Madsen & Johansen 2020's extrapolation
+    range for signed inputs) as ``Intervals``, else an ``InvalidArgument`` naming ``name``."""
+
+    def is_number(item: Any) -> bool:
+        return isinstance(item, int | float) and not isinstance(item, bool) and abs(item) < 1e300
+
+    def is_pair(item: Any) -> bool:
+        return (
+            isinstance(item, Sequence)
+            and not isinstance(item, str)
+            and len(item) == 2
+            and all(map(is_number, item))
+            and item[0] < item[1]
+        )
+
+    items = [value] if is_pair(value) else value
+    if (
+        isinstance(items, str)
+        or not isinstance(items, Sequence)
+        or not items
+        or not all(map(is_pair, items))
+        or any(left[1] > right[0] for left, right in itertools.pairwise(items))
+    ):
+        shown = value if not isinstance(value, Sequence) or isinstance(value, str) else list(value)
+        raise InvalidArgument(name, shown, RANGE_RULE)
+    return tuple((float(low), float(high)) for low, high in items)
+
+
+def without_band(intervals: Intervals, half_width: float) -> Intervals:
+    """``intervals`` less the open band (−d, d), d = ``half_width``."""
+    kept = []
+    for low, high in intervals:
+        for part_low, part_high in ((low, min(high, -half_width)), (max(low, half_width), high)):
+            if part_low < part_high:
+                kept.append((part_low, part_high))
+    return tuple(kept)
+
+
+def uniform_on(
+    intervals: Intervals, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype
+) -> Tensor:
+    """Samples uniform on the union of ``intervals``, by inverse CDF in one draw: u uniform on
+    [0, total length), then placed in the interval whose cumulative length it falls in."""
+    lengths = torch.tensor([high - low for low, high in intervals], dtype=dtype)
+    u = lengths.sum() * torch.rand(shape, generator=generator, dtype=dtype)
+    if len(intervals) == 1:
+        return intervals[0][0] + u
+    ends = lengths.cumsum(0)
+    index = torch.searchsorted(ends, u, right=True).clamp(max=len(intervals) - 1)
+    starts = torch.tensor([low for low, _ in intervals], dtype=dtype)
+    return starts[index] + (u - (ends - lengths)[index])
 
 
 @dataclass(frozen=True)
@@ -66,7 +130,7 @@ class ArithmeticProblem(Protocol):
     def sample_inputs(
         self,
         size: int,
-        value_range: Sequence[float],
+        value_range: Sequence[float] | Intervals,
         generator: torch.Generator,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor: ...
@@ -77,7 +141,7 @@ class ArithmeticProblem(Protocol):
 
     def exact_formulas(self) -> list[Formula]: ...
 
-    def success_threshold(self, value_range: Sequence[float]) -> Tensor: ...
+    def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor: ...
 
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -95,7 +159,7 @@ def near_perfect_mse(
     problem: ArithmeticProblem,
     operations: dict[str, Operation],
     operand_masks: Tensor,
-    value_range: Sequence[float],
+    value_range: Sequence[float] | Intervals,
 ) -> Tensor:
     """``[out_features]`` MSE of the near-perfect model of Madsen & Johansen 2020, sec. 4.1.
 
@@ -180,7 +244,7 @@ class MysteryArithmeticProblem:
     def sample_inputs(
         self,
         size: int,
-        value_range: Sequence[float],
+        value_range: Sequence[float] | Intervals,
         generator: torch.Generator,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
@@ -189,27 +253,19 @@ class MysteryArithmeticProblem:
         A denominator is uniform on the range without (-d, d), d = ``min_abs_denominator``:
         the distribution that resampling until ``|x| >= d`` gives, drawn by inverse CDF in one go.
         """
-        low, high = float(value_range[0]), float(value_range[1])
-        x = low + (high - low) * torch.rand(
-            size, self.in_features, generator=generator, dtype=dtype
-        )
+        value_range = value_intervals("value_range", value_range)
+        x = uniform_on(value_range, (size, self.in_features), generator, dtype)
         columns = self.denominator_mask.nonzero().flatten()
         if columns.numel() == 0:
             return x
         d = self.min_abs_denominator
-        negative_length = max(0.0, min(high, -d) - low)
-        positive_start = max(low, d)
-        positive_length = max(0.0, high - positive_start)
-        if negative_length + positive_length == 0:
+        denominator_range = without_band(value_range, d)
+        if not denominator_range:
+            shown = [list(interval) for interval in value_range]
             raise InvalidArgument(
-                "min_abs_denominator", d, f"leaves no denominator value in [{low}, {high}]"
+                "min_abs_denominator", d, f"leaves no denominator value in {shown}"
             )
-        u = (negative_length + positive_length) * torch.rand(
-            size, columns.numel(), generator=generator, dtype=dtype
-        )
-        x[:, columns] = torch.where(
-            u < negative_length, low + u, positive_start + (u - negative_length)
-        )
+        x[:, columns] = uniform_on(denominator_range, (size, columns.numel()), generator, dtype)
         return x
 
     def targets(self, x: Tensor) -> Tensor:
@@ -246,7 +302,7 @@ class MysteryArithmeticProblem:
             for left, right, name in self._output_terms()
         ]
 
-    def success_threshold(self, value_range: Sequence[float]) -> Tensor:
+    def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
         """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
         masks = torch.zeros(2, self.out_features, self.in_features)
         outputs = torch.arange(self.out_features)
@@ -326,15 +382,13 @@ class StaticArithmeticProblem:
     def sample_inputs(
         self,
         size: int,
-        value_range: Sequence[float],
+        value_range: Sequence[float] | Intervals,
         generator: torch.Generator,
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """``[size, in_features]`` inputs uniform on ``value_range``."""
-        low, high = float(value_range[0]), float(value_range[1])
-        return low + (high - low) * torch.rand(
-            size, self.in_features, generator=generator, dtype=dtype
-        )
+        value_range = value_intervals("value_range", value_range)
+        return uniform_on(value_range, (size, self.in_features), generator, dtype)
 
     def _operand_masks(self) -> Tensor:
         return self.subsets[:, None, :].expand(2, self.out_features, self.in_features)
@@ -367,7 +421,7 @@ class StaticArithmeticProblem:
             lines.append(f"y{k} = {body}")
         return lines
 
-    def success_threshold(self, value_range: Sequence[float]) -> Tensor:
+    def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
         """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
         return near_perfect_mse(self, STATIC_OPERATIONS, self._operand_masks(), value_range).float()
 

@@ -5,8 +5,10 @@ from nalu.units.inalu import ImprovedNeuralArithmeticLogicUnit
 from nalu.units.nac import NeuralAccumulator
 from nalu.units.nalu import NeuralArithmeticLogicUnit
 from nalu.units.nau import NeuralAdditionUnit
+from nalu.units.nmru import NeuralMultiplicativeReciprocalUnit
 from nalu.units.nmu import NeuralMultiplicationUnit
 from nalu.units.npu import NeuralPowerUnit
+from nalu.units.selection import PerOutputSelection
 
 __all__ = [
     "GatedAdditionMultiplicationUnit",
@@ -15,5 +17,7 @@ __all__ = [
     "NeuralAdditionUnit",
     "NeuralArithmeticLogicUnit",
     "NeuralMultiplicationUnit",
+    "NeuralMultiplicativeReciprocalUnit",
     "NeuralPowerUnit",
+    "PerOutputSelection",
 ]

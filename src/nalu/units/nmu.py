@@ -24,11 +24,58 @@ def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
     return sign * torch.exp(log_magnitude.clamp(max=max_log_magnitude))
 
 
+def magnitude_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
+    """Π terms along ``dim`` for terms >= 0, as exp(Σ log term) clipped like ``signed_product``."""
+    tiny = torch.finfo(terms.dtype).tiny
+    return torch.exp(torch.log(terms.clamp_min(tiny)).sum(dim).clamp(max=max_log_magnitude))
+
+
+def unit_interval_range(field: str, bounds: Sequence[float]) -> tuple[float, float]:
+    """``[low, high]`` with 0 <= low <= high <= 1, else ``InvalidArgument`` naming ``field``."""
+    low, high = bounds
+    if not 0.0 <= low <= high <= 1.0:
+        raise InvalidArgument(field, list(bounds), "must be [low, high] in [0, 1]")
+    return (float(low), float(high))
+
+
+def positive_noise_range(bounds: Sequence[float] | None) -> tuple[float, float] | None:
+    """``[low, high]`` with 0 < low <= high (noise that never flips or zeroes a factor)."""
+    if bounds is None:
+        return None
+    low, high = bounds
+    if not 0.0 < low <= high:
+        raise InvalidArgument(
+            "noise_range", list(bounds), "must be [low, high] with 0 < low <= high"
+        )
+    return (float(low), float(high))
+
+
+def nmu_factors(
+    weight: Tensor, x: Tensor, noise_range: tuple[float, float] | None = None
+) -> Tensor:
+    """``[..., out, in]`` factors W_ij x_i + 1 − W_ij of Π_i (Madsen & Johansen 2020, NMU_j).
+
+    With ``noise_range`` each is the stochastic NMU's (Mistry et al. 2022, sNMU):
+    (W x n + 1 − W) / (W n + 1 − W) with n ~ U[noise_range] per sample and input.
+    """
+    x = x.unsqueeze(-2)
+    if noise_range is None:
+        return weight * x + (1 - weight)
+    low, high = noise_range
+    noise = low + (high - low) * torch.rand_like(x)
+    return (weight * x * noise + (1 - weight)) / (weight * noise + (1 - weight))
+
+
 class NeuralMultiplicationUnit(nn.Module):
     """z_j = Π_i (W_ij x_i + 1 − W_ij), W clamped to [0, 1] (Madsen & Johansen 2020, NMU_j).
 
     W_ij = 1 multiplies x_i in, W_ij = 0 leaves a factor 1; unlike NALU's log path the factor
     keeps x_i's sign, so x0·x1 of (1.5, −2) is −3.
+
+    ``noise_range=(1, 5)`` makes it the stochastic NMU (Mistry et al. 2022): in training each
+    input is multiplied by noise n ~ U[noise_range] and the output divided by the NMU of n, i.e.
+    each factor becomes (W x n + 1 − W) / (W n + 1 − W); exact weights still give Π x_i, while
+    inexact ones are penalised at many scales at once. Evaluation is noise-free.
 
     Init: the paper's U[0.25, 0.75] makes each factor about x/2, and 100 of them overflow float32
     (and swamp the loss) at the first step. ``init_range=(0, 0.01)`` starts every factor near 1,
@@ -42,14 +89,13 @@ class NeuralMultiplicationUnit(nn.Module):
         out_features: int,
         init_range: Sequence[float] = (0.0, 0.01),
         max_log_magnitude: float = 20.0,
+        noise_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        low, high = init_range
-        if not 0.0 <= low <= high <= 1.0:
-            raise InvalidArgument("init_range", list(init_range), "must be [low, high] in [0, 1]")
         self.in_features = in_features
         self.out_features = out_features
-        self.init_range = (float(low), float(high))
+        self.init_range = unit_interval_range("init_range", init_range)
+        self.noise_range = positive_noise_range(noise_range)
         self.max_log_magnitude = max_log_magnitude
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.reset_parameters()
@@ -59,7 +105,7 @@ class NeuralMultiplicationUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # Madsen & Johansen 2020, NMU_j: factors [batch, out, in] = W_ij x_i + 1 − W_ij.
-        factors = self.weight * x.unsqueeze(-2) + (1 - self.weight)
+        factors = nmu_factors(self.weight, x, self.noise_range if self.training else None)
         return signed_product(factors, dim=-1, max_log_magnitude=self.max_log_magnitude)
 
     @torch.no_grad()
@@ -76,5 +122,6 @@ class NeuralMultiplicationUnit(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"init_range={self.init_range}, max_log_magnitude={self.max_log_magnitude}"
+            f"init_range={self.init_range}, max_log_magnitude={self.max_log_magnitude}, "
+            f"noise_range={self.noise_range}"
         )

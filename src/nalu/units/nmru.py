@@ -1,0 +1,103 @@
+"""The Neural Multiplicative Reciprocal Unit (Mistry, Liu & Rawlinson 2021, "Learning Division
+with Neural Arithmetic Logic Modules")."""
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from nalu.units.nau import sparsity_penalty
+from nalu.units.nmu import (
+    magnitude_product,
+    nmu_factors,
+    positive_noise_range,
+    signed_product,
+    unit_interval_range,
+)
+
+
+def bounded_reciprocal(x: Tensor) -> Tensor:
+    """x / max(x², 1): exactly 1/x wherever |x| >= 1, and x (bounded by 1) nearer to 0.
+
+    An input near 0 that is no denominator would otherwise enter the product as a huge 1/x
+    (and its gradient as −1/x²) while the unit is still searching.
+    """
+    return x / x.square().clamp_min(1.0)
+
+
+class NeuralMultiplicativeReciprocalUnit(nn.Module):
+    """z_j = cos(π Σ_i k_i W_ji) · Π_i (W_ji |x'_i| + 1 − W_ji) over x' = [x, 1/x], W in [0, 1]
+    (Mistry et al. 2021, NMRU with sign retrieval).
+
+    x' holds every input and its reciprocal (``bounded_reciprocal``), so W = 1 on x_a and on
+    1/x_b computes x_a ÷ x_b, and W = 1 on x_a and x_b computes x_a × x_b. The product runs on
+    magnitudes (no factor crosses 0 while W moves); k_i = [x'_i < 0] restores the sign, since
+    cos(π · the number of negative selected inputs) is that product's sign whenever W is in
+    {0, 1}. The weight is ``[out, 2 · in]``: columns ``in`` onward are the reciprocals'.
+
+    ``sign_retrieval=False``: the NMU's signed factors W_ji x'_i + 1 − W_ji instead (Mistry et
+    al.'s NMRU without sign retrieval), exact in sign at W in {0, 1} as well. With the
+    retrieval, and W near 0, the magnitudes carry no sign and cos(π Σ k W) has no gradient
+    (sin 0 = 0), so a signed quotient gives the weights nothing to follow; the signed factors
+    do (see the README's "Which unit should I use?").
+
+    ``init_range``, ``max_log_magnitude`` and ``noise_range`` (the stochastic NMU's noise,
+    Mistry et al. 2022) are the NMU's (see ``NeuralMultiplicationUnit``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        init_range: Sequence[float] = (0.0, 0.01),
+        max_log_magnitude: float = 20.0,
+        noise_range: Sequence[float] | None = None,
+        sign_retrieval: bool = True,
+    ) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.init_range = unit_interval_range("init_range", init_range)
+        self.noise_range = positive_noise_range(noise_range)
+        self.max_log_magnitude = max_log_magnitude
+        self.sign_retrieval = sign_retrieval
+        self.weight = nn.Parameter(torch.empty(out_features, 2 * in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        nn.init.uniform_(self.weight, *self.init_range)
+
+    def forward(self, x: Tensor) -> Tensor:
+        extended = torch.cat([x, bounded_reciprocal(x)], dim=-1)
+        noise_range = self.noise_range if self.training else None
+        if not self.sign_retrieval:
+            factors = nmu_factors(self.weight, extended, noise_range)
+            return signed_product(factors, dim=-1, max_log_magnitude=self.max_log_magnitude)
+        magnitudes = nmu_factors(self.weight, extended.abs(), noise_range)
+        # Mistry et al. 2021, sign retrieval: cos(π Σ_i k_i W_ji), k_i = 1 for negative x'_i.
+        negative = (extended < 0).to(x.dtype)
+        sign = torch.cos(math.pi * nn.functional.linear(negative, self.weight))
+        magnitude = magnitude_product(magnitudes, dim=-1, max_log_magnitude=self.max_log_magnitude)
+        return sign * magnitude
+
+    @torch.no_grad()
+    def clamp_parameters(self) -> None:
+        self.weight.clamp_(0.0, 1.0)
+
+    def regularization(self) -> Tensor:
+        return sparsity_penalty(self.weight)
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The matrices that define the arithmetic, by name: the inputs' and the reciprocals'."""
+        return {
+            "W": self.weight[:, : self.in_features],
+            "W_reciprocal": self.weight[:, self.in_features :],
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"init_range={self.init_range}, max_log_magnitude={self.max_log_magnitude}, "
+            f"noise_range={self.noise_range}, sign_retrieval={self.sign_retrieval}"
+        )

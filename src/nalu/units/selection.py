@@ -1,0 +1,122 @@
+"""Heads trained side by side on every output, one chosen per output on validation data."""
+
+from collections.abc import Callable, Mapping
+
+import torch
+from torch import Tensor, nn
+
+from nalu.errors import InvalidArgument
+
+HeadFactory = Callable[[int, int], nn.Module]
+
+
+class PerOutputSelection(nn.Module):
+    """z_j = the output j of the head chosen for output j.
+
+    Each head (an NAU, an NMU, an NMRU, ... built as ``factory(in_features, out_features)``,
+    ``restarts`` times each from different initialisations) answers every output. Trained with
+    ``candidates()``, every head fits every output on its own, with no gate between them, and
+    the choice per output is made afterwards on validation data (``select``): the head with the
+    lowest interpolation MSE. A learned gate between paths picks "mostly at random" and costs
+    success (Madsen & Johansen 2020, sec. 4.2); a choice by validation error of heads that were
+    trained independently is a model selection, per output. ``learning_rate_scales`` (per head
+    name) multiplies the optimizer's learning rate for that head's parameters: as if alone, each
+    head gets its own rate.
+
+    The training module uses the candidate protocol: ``num_candidates`` (H),
+    ``candidates(x)`` ``[..., H, out]``, ``chosen(candidates)`` ``[..., out]`` and
+    ``select(candidate_mse)`` with ``[..., H, out]`` validation MSEs; ``forward`` is an
+    ordinary ``[..., in] -> [..., out]`` layer that answers with the chosen heads (head 0 for
+    every output until the first ``select``).
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        heads: Mapping[str, HeadFactory],
+        restarts: int = 1,
+        learning_rate_scales: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        if not heads:
+            raise InvalidArgument("heads", dict(heads), "must name at least one head")
+        if restarts < 1:
+            raise InvalidArgument("restarts", restarts, "must be an integer >= 1")
+        scales = dict(learning_rate_scales or {})
+        if not set(scales) <= set(heads):
+            raise InvalidArgument(
+                "learning_rate_scales", scales, f"must name heads among {sorted(heads)}"
+            )
+        if any(scale <= 0 for scale in scales.values()):
+            raise InvalidArgument("learning_rate_scales", scales, "must be > 0")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.restarts = restarts
+        self.head_names = [
+            name if restarts == 1 else f"{name}_{k}" for name in heads for k in range(restarts)
+        ]
+        self.heads = nn.ModuleList(
+            factory(in_features, out_features)
+            for factory in heads.values()
+            for _ in range(restarts)
+        )
+        self.head_learning_rate_scales = [
+            float(scales.get(name, 1.0)) for name in heads for _ in range(restarts)
+        ]
+        self.register_buffer("choice", torch.zeros(out_features, dtype=torch.long))
+
+    def learning_rate_scales(self) -> dict[str, float]:
+        """Per parameter name, the factor on the optimizer's learning rate: each head learns at
+        the rate that suits its unit (``nalu.optimization.parameter_groups`` reads it)."""
+        return {
+            f"heads.{h}.{name}": scale
+            for h, (head, scale) in enumerate(
+                zip(self.heads, self.head_learning_rate_scales, strict=True)
+            )
+            for name, _ in head.named_parameters()
+        }
+
+    def reset_parameters(self) -> None:
+        for head in self.heads:
+            head.reset_parameters()
+        self.choice.zero_()
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.heads)
+
+    def candidates(self, x: Tensor) -> Tensor:
+        """``[..., in] -> [..., H, out]``: every head's answer to every output."""
+        return torch.stack([head(x) for head in self.heads], dim=-2)
+
+    def chosen(self, candidates: Tensor) -> Tensor:
+        """``[..., H, out] -> [..., out]``: the chosen head's answer to each output."""
+        index = self.choice.expand(*candidates.shape[:-2], 1, self.out_features)
+        return candidates.gather(-2, index).squeeze(-2)
+
+    @torch.no_grad()
+    def select(self, candidate_mse: Tensor) -> None:
+        """Answer each output with the head of the lowest MSE in ``candidate_mse``
+        ``[..., H, out]`` (validation data only: the choice is part of the training)."""
+        self.choice.copy_(candidate_mse.argmin(dim=-2).reshape(self.choice.shape))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.chosen(self.candidates(x))
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """Every head's matrices, by ``head/name``, and the chosen head as an ``[out, 1]``
+        column."""
+        weights = {
+            f"{head_name}/{name}": weight
+            for head_name, head in zip(self.head_names, self.heads, strict=True)
+            for name, weight in head.effective_weights().items()
+        }
+        weights["choice"] = self.choice.unsqueeze(1).float()
+        return weights
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"heads={self.head_names}"
+        )

@@ -1,0 +1,173 @@
+"""The division unit (NMRU), the stochastic NMU and the per-output selection of heads."""
+
+import math
+
+import pytest
+import torch
+from conftest import TINY, compose_config
+
+from nalu.errors import InvalidArgument
+from nalu.formula import Variable, power_product, weighted_sum
+from nalu.module import MemberObjective
+from nalu.optimization import parameter_groups
+from nalu.readback import read_back, sparsity_error, unsaturated_gates
+from nalu.train import train
+from nalu.units import (
+    NeuralAdditionUnit,
+    NeuralMultiplicationUnit,
+    NeuralMultiplicativeReciprocalUnit,
+    PerOutputSelection,
+)
+from nalu.units.nmru import bounded_reciprocal
+
+X = torch.tensor([[1.5, -2.0, 2.5]])
+
+
+def set_(parameter: torch.nn.Parameter, values) -> None:
+    with torch.no_grad():
+        parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
+
+
+def test_bounded_reciprocal_is_one_over_x_from_one_on_and_x_below():
+    x = torch.tensor([-4.0, -1.0, -0.5, 0.0, 0.5, 2.0])
+    assert bounded_reciprocal(x).tolist() == [-0.25, -1.0, -0.5, 0.0, 0.5, 0.5]
+
+
+@pytest.mark.parametrize(
+    ("weight", "expected"),
+    [
+        # Columns x0, x1, x2, 1/x0, 1/x1, 1/x2 of x = (1.5, −2, 2.5).
+        ([1, 0, 0, 0, 1, 0], 1.5 / -2.0),  # x0 ÷ x1, the sign restored
+        ([1, 1, 0, 0, 0, 0], -3.0),  # x0 · x1: the article's signed product
+        ([0, 1, 0, 0, 1, 0], 1.0),  # x1 ÷ x1: two negatives, cos(2π) = 1
+        ([0, 0, 1, 0, 0, 0], 2.5),
+    ],
+)
+def test_nmru_multiplies_and_divides_with_signs(weight, expected):
+    unit = NeuralMultiplicativeReciprocalUnit(3, 1)
+    set_(unit.weight, [weight])
+    assert unit(X).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_nmru_between_exact_weights_matches_hand_computed_values():
+    # x = (2, −4): x' = (2, −4, 0.5, −0.25), |x'| = (2, 4, 0.5, 0.25), negative k = (0, 1, 0, 1).
+    unit = NeuralMultiplicativeReciprocalUnit(2, 2)
+    set_(unit.weight, [[0.5, 0.0, 0.0, 1.0], [0.5, 0.0, 0.0, 0.25]])
+    # Row 0: (0.5·2 + 0.5) · 0.25 = 0.375, sign cos(π·1) = −1.
+    # Row 1: 1.5 · (0.25·0.25 + 0.75) = 1.21875, sign cos(π·0.25) = √2/2.
+    expected = [-0.375, 1.21875 * math.sqrt(0.5)]
+    assert unit(torch.tensor([[2.0, -4.0]])).flatten().tolist() == pytest.approx(expected)
+
+
+def test_nmru_gradient_is_finite_at_zero_inputs():
+    unit = NeuralMultiplicativeReciprocalUnit(3, 2)
+    x = torch.tensor([[0.0, -1e-8, 50.0]])
+    unit(x).sum().backward()
+    assert torch.isfinite(unit.weight.grad).all()
+
+
+def test_nmru_reads_back_as_a_quotient():
+    unit = NeuralMultiplicativeReciprocalUnit(3, 2)
+    set_(unit.weight, [[1, 0, 0, 0, 0, 0.9], [0, 1, 1, 0, 0, 0]])
+    x0, x1, x2 = (Variable(i) for i in range(3))
+    assert read_back(unit, X) == [power_product({x0: 1, x2: -1}), power_product({x1: 1, x2: 1})]
+    assert sparsity_error(unit, X).tolist() == pytest.approx([0.1, 0.0])
+
+
+def test_stochastic_nmu_is_exact_at_exact_weights_and_noisy_between():
+    unit = NeuralMultiplicationUnit(3, 1, noise_range=(1.0, 5.0))
+    set_(unit.weight, [[1.0, 1.0, 0.0]])
+    assert unit.train()(X).item() == pytest.approx(-3.0, rel=1e-6)  # (x n)·(y m) / (n m)
+    # A constant noise of 2 (range [2, 2]): each factor is (W x 2 + 1 − W) / (W 2 + 1 − W).
+    constant = NeuralMultiplicationUnit(3, 1, noise_range=(2.0, 2.0))
+    set_(constant.weight, [[0.5, 0.5, 0.0]])
+    # (1.5 + 0.5) / 1.5 · (−2 + 0.5) / 1.5 = −4/3 in training; 1.25 · −0.5 without noise.
+    assert constant.train()(X).item() == pytest.approx(-4 / 3, rel=1e-6)
+    assert constant.eval()(X).item() == pytest.approx(-0.625, rel=1e-6)
+
+
+def test_noise_range_must_be_positive():
+    with pytest.raises(InvalidArgument, match="noise_range"):
+        NeuralMultiplicationUnit(3, 1, noise_range=(0.0, 5.0))
+
+
+def selection_of_nau_and_nmu() -> PerOutputSelection:
+    unit = PerOutputSelection(
+        3, 2, heads={"nau": NeuralAdditionUnit, "nmu": NeuralMultiplicationUnit}
+    )
+    set_(unit.heads[0].weight, [[1, 1, 0], [0, 0, 1]])  # x0 + x1, x2
+    set_(unit.heads[1].weight, [[0, 0, 1], [1, 1, 0]])  # x2, x0 · x1
+    return unit
+
+
+def test_selection_answers_each_output_with_the_head_of_the_lowest_validation_mse():
+    unit = selection_of_nau_and_nmu()
+    assert unit.head_names == ["nau", "nmu"]
+    assert unit.candidates(X).tolist() == [[[-0.5, 2.5], [2.5, -3.0]]]  # [batch, head, out]
+    assert unit(X).tolist() == [[-0.5, 2.5]]  # head 0 until a choice is made
+    unit.select(torch.tensor([[0.1, 7.0], [0.2, 0.0]]))  # [head, out] validation MSEs
+    assert unit.choice.tolist() == [0, 1]
+    assert unit(X).tolist() == [[-0.5, -3.0]]
+    x0, x1 = Variable(0), Variable(1)
+    assert read_back(unit, X) == [weighted_sum({x0: 1, x1: 1}), power_product({x0: 1, x1: 1})]
+
+
+def test_selection_sparsity_counts_only_the_chosen_heads():
+    unit = selection_of_nau_and_nmu()
+    set_(unit.heads[1].weight, [[0, 0, 0.7], [1, 1, 0]])  # head 1's output 0 is inexact...
+    unit.select(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # ...but head 0 answers it
+    assert sparsity_error(unit, X).tolist() == [0.0, 0.0]
+    assert unsaturated_gates(unit, X).tolist() == [False, False]
+
+
+def test_selection_restarts_each_head_from_its_own_initialisation():
+    torch.manual_seed(0)
+    unit = PerOutputSelection(4, 3, heads={"nau": NeuralAdditionUnit}, restarts=3)
+    assert unit.head_names == ["nau_0", "nau_1", "nau_2"]
+    assert not torch.equal(unit.heads[0].weight, unit.heads[1].weight)
+    with pytest.raises(InvalidArgument, match="restarts"):
+        PerOutputSelection(4, 3, heads={"nau": NeuralAdditionUnit}, restarts=0)
+
+
+def test_selection_objective_trains_every_head_on_every_output_alone():
+    unit = selection_of_nau_and_nmu()
+    y = torch.tensor([[0.5, -3.0]])
+    # Head 0 answers (−0.5, 2.5): MSE (1 + 30.25)/2; head 1 (2.5, −3): MSE (4 + 0)/2.
+    mse, fit, _ = MemberObjective(unit)(X, y)
+    assert fit.item() == pytest.approx(31.25 / 2 + 2.0)
+    assert mse.item() == pytest.approx(31.25 / 2)  # the answers: head 0 for both, as chosen
+    fit.backward()
+    # Each head's gradient is its own MSE's: 2·(ŷ − y)·x / (batch·out), nothing from the other.
+    assert unit.heads[0].weight.grad[1].tolist() == pytest.approx([1.5 * 5.5, -2 * 5.5, 2.5 * 5.5])
+
+
+def test_a_selection_run_chooses_the_head_that_computes_each_output(tmp_path):
+    overrides = [
+        *TINY,
+        "model=select",
+        "data.operations=[add,mul,div]",
+        "data.min_abs_denominator=1",
+        "data.resample=true",
+        "data.train_size=3200",
+        "trainer.max_epochs=6",
+        "optimizer.lr=0.05",
+        "lr_schedule=linear_decay",
+    ]
+    metrics = train(compose_config(overrides, tmp_path))
+    assert metrics["extrap/own_best_solved_fraction"] == 1.0
+    assert metrics["extrap/solved_fraction"] == 1.0
+    assert metrics["recovered_fraction"] == 1.0
+
+
+def test_each_head_learns_at_its_own_rate():
+    unit = PerOutputSelection(
+        3,
+        2,
+        heads={"nau": NeuralAdditionUnit, "nmu": NeuralMultiplicationUnit},
+        learning_rate_scales={"nau": 10.0},
+    )
+    groups = parameter_groups(unit, lr=1e-3)
+    assert [(group.get("lr"), len(group["params"])) for group in groups] == [(1e-2, 1), (None, 1)]
+    assert groups[0]["params"][0] is unit.heads[0].weight
+    with pytest.raises(InvalidArgument, match="learning_rate_scales"):
+        PerOutputSelection(3, 2, heads={"nau": NeuralAdditionUnit}, learning_rate_scales={"x": 2})
