@@ -7,7 +7,7 @@ TORCH_SPEC ?=
 SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
 SOLVE_DIR ?= outputs/solve/$(shell date +%Y-%m-%d_%H-%M-%S)
-UNITS ?= nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
+UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?=
 ARGS ?=
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
@@ -34,9 +34,9 @@ sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one m
 		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(SWEEP_DIR)
 
-units: $(VENV)/.installed ## Every unit on the article's problem with division, SEEDS seeds (20) each as one population, then the report
-	$(PYTHON) -m nalu.train -m experiment=article_division model=$(UNITS) population=$(or $(SEEDS),20) \
-		trainer.check_val_every_n_epoch=10 hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
+units: $(VENV)/.installed ## Every unit on the article's problem with division under make solve's recipe, SEEDS seeds (20) each as one population, then the report
+	$(PYTHON) -m nalu.train -m experiment=solve model=$(UNITS) population=$(or $(SEEDS),20) \
+		hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(UNITS_DIR)
 
 solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report

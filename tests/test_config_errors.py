@@ -3,10 +3,10 @@
 import pytest
 from conftest import run_cli
 
-from nalu.data.problem import RANGE_RULE
 from nalu.errors import ConfigError
 from nalu.train import CONFIG_DIR, EXIT_CONFIG_ERROR
 from nalu.validation import check_command_line
+from nalu.value_range import RANGE_RULE
 
 # (overrides, the whole error line after "error: ")
 BAD_CONFIGS = [

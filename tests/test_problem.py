@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.data.problem import value_intervals
 from nalu.errors import InvalidArgument
+from nalu.value_range import value_intervals
 
 PYTHON_OPERATORS = {
     "add": operator.add,

@@ -1,5 +1,7 @@
 import csv
 import json
+import os
+import stat
 
 import pytest
 from conftest import TINY, compose_config
@@ -144,3 +146,66 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))
     assert "| nac | all | 2 |" in capsys.readouterr().out
+
+
+def test_rates_count_the_runs_and_outputs_that_have_the_operation(tmp_path):
+    # Seed 0 has 2 mul outputs (1 solved at its own best epoch) and 1 div output (solved);
+    # seed 1 has 3 mul outputs, all solved, and no division.
+    write_run(
+        tmp_path / "a",
+        "select",
+        0,
+        {
+            "extrap/mse_mul": 1.0,
+            "extrap/mse_div": 0.0,
+            "extrap/solved_fraction_mul": 0.5,
+            "extrap/solved_fraction_div": 1.0,
+            "extrap/own_best_solved_fraction_mul": 0.5,
+            "extrap/own_best_solved_fraction_div": 1.0,
+            "output_count_mul": 2.0,
+            "output_count_div": 1.0,
+        },
+    )
+    write_run(
+        tmp_path / "b",
+        "select",
+        1,
+        {
+            "extrap/mse_mul": 0.0,
+            "extrap/solved_fraction_mul": 1.0,
+            "extrap/own_best_solved_fraction_mul": 1.0,
+            "output_count_mul": 3.0,
+        },
+    )
+    rows = {row["operation"]: row for row in summary_rows(load_runs([tmp_path]))}
+    assert (rows["div"]["runs"], rows["div"]["solved"]) == (1, 1)  # seed 1 has no division
+    assert (rows["mul"]["runs"], rows["mul"]["solved"]) == (2, 1)
+    assert (rows["mul"]["outputs"], rows["mul"]["outputs_solved"]) == (5, 4)
+    assert rows["mul"]["output_success_low"] == pytest.approx(wilson_interval(4, 5)[0])
+
+
+def test_an_unknown_group_by_label_is_one_clear_line(tmp_path, capsys):
+    write_run(tmp_path / "a", "nac", 0, {"extrap/mse": 1.0})
+    line = stops_with([str(tmp_path), "--group-by", "model,nosuchlabel"], capsys)
+    assert line == (
+        "error: --group-by model,nosuchlabel: no run has the label 'nosuchlabel'; "
+        "choose among model, seed"
+    )
+
+
+def test_a_rerun_report_replaces_its_files_and_tensorboard_events(tmp_path):
+    write_run(tmp_path / "a", "nac", 0, {"extrap/mse": 1.0, "extrap/mse_add": 1.0})
+    for _ in range(2):
+        main([str(tmp_path)])
+    assert len(list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))) == 1
+
+
+def test_result_files_are_readable_by_others_under_umask_022(tmp_path):
+    previous = os.umask(0o022)
+    try:
+        write_run(tmp_path / "a", "nac", 0, {"extrap/mse": 1.0, "extrap/mse_add": 1.0})
+        main([str(tmp_path)])
+    finally:
+        os.umask(previous)
+    for name in ("a/metrics.json", "report.md"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name

@@ -1,14 +1,16 @@
 """The division unit (NMRU), the stochastic NMU and the per-output selection of heads."""
 
+import json
 import math
 
 import pytest
 import torch
 from conftest import TINY, compose_config
+from hydra.utils import instantiate
 
 from nalu.errors import InvalidArgument
 from nalu.formula import Variable, power_product, weighted_sum
-from nalu.module import MemberObjective
+from nalu.module import ArithmeticModule, MemberObjective
 from nalu.optimization import parameter_groups
 from nalu.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.train import train
@@ -28,9 +30,19 @@ def set_(parameter: torch.nn.Parameter, values) -> None:
         parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
 
 
-def test_bounded_reciprocal_is_one_over_x_from_one_on_and_x_below():
+def test_bounded_reciprocal_is_one_over_x_from_the_floor_on_and_bounded_below():
     x = torch.tensor([-4.0, -1.0, -0.5, 0.0, 0.5, 2.0])
-    assert bounded_reciprocal(x).tolist() == [-0.25, -1.0, -0.5, 0.0, 0.5, 0.5]
+    assert bounded_reciprocal(x, floor=1.0).tolist() == [-0.25, -1.0, -0.5, 0.0, 0.5, 0.5]
+    # Floor 0.5: exact down to |x| = 0.5; x / 0.25 (at most 1/0.5 = 2 in size) below it.
+    small = torch.tensor([-0.5, 0.25, 0.1])
+    assert bounded_reciprocal(small, floor=0.5).tolist() == pytest.approx([-2.0, 1.0, 0.4])
+
+
+def test_nmru_divides_exactly_down_to_its_reciprocal_floor():
+    unit = NeuralMultiplicativeReciprocalUnit(2, 1, reciprocal_floor=0.1)
+    set_(unit.weight, [[1, 0, 0, 1]])  # x0 ÷ x1
+    x = torch.tensor([[6.0, -0.5], [5.0, 0.1]])
+    assert unit(x).flatten().tolist() == pytest.approx([-12.0, 50.0])
 
 
 @pytest.mark.parametrize(
@@ -120,6 +132,38 @@ def test_selection_sparsity_counts_only_the_chosen_heads():
     assert unsaturated_gates(unit, X).tolist() == [False, False]
 
 
+def test_a_head_whose_validation_mse_is_nan_is_never_chosen():
+    unit = selection_of_nau_and_nmu()
+    unit.select(torch.tensor([[float("nan"), 1.0], [5.0, float("nan")]]))
+    assert unit.choice.tolist() == [1, 0]
+
+
+def test_a_selection_inside_a_stack_is_refused():
+    stack = {
+        "_target_": "torch.nn.Sequential",
+        "_args_": [
+            {"_target_": "nalu.units.NeuralAdditionUnit", "in_features": 3, "out_features": 2},
+            {
+                "_target_": "nalu.units.PerOutputSelection",
+                "in_features": 2,
+                "out_features": 1,
+                "heads": {"nau": {"_target_": "nalu.units.NeuralAdditionUnit", "_partial_": True}},
+            },
+        ],
+    }
+    optimizer = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-3}
+    with pytest.raises(InvalidArgument, match="must be the whole model"):
+        ArithmeticModule(stack, optimizer, [["add"]])
+
+
+def test_only_units_whose_outputs_are_models_of_their_own_are_judged_per_output(tmp_path):
+    overrides = [*TINY, "trainer.max_epochs=1"]
+    unit = train(compose_config([*overrides, "model=nau"], tmp_path / "nau"))
+    stack = train(compose_config([*overrides, "model=nau_nmu"], tmp_path / "stack"))
+    assert "extrap/own_best_solved_fraction" in unit
+    assert not any("own_best" in name for name in stack)
+
+
 def test_selection_restarts_each_head_from_its_own_initialisation():
     torch.manual_seed(0)
     unit = PerOutputSelection(4, 3, heads={"nau": NeuralAdditionUnit}, restarts=3)
@@ -171,3 +215,43 @@ def test_each_head_learns_at_its_own_rate():
     assert groups[0]["params"][0] is unit.heads[0].weight
     with pytest.raises(InvalidArgument, match="learning_rate_scales"):
         PerOutputSelection(3, 2, heads={"nau": NeuralAdditionUnit}, learning_rate_scales={"x": 2})
+
+
+def test_the_solve_experiment_is_the_recipe_make_solve_runs(tmp_path):
+    cfg = compose_config(["experiment=solve"], tmp_path)
+    assert cfg.model._target_ == "nalu.units.PerOutputSelection"
+    assert list(cfg.model.heads) == ["nau", "nmu", "nmru"]
+    assert cfg.model.heads.nmru.sign_retrieval is False
+    assert list(cfg.data.operations) == ["add", "sub", "mul", "div"]
+    assert (cfg.data.resample, cfg.data.batch_size, cfg.data.train_size) == (True, 128, 12800)
+    assert (cfg.regularizer.scale, cfg.trainer.max_epochs) == (10.0, 30)
+    assert cfg.lr_schedule._target_ == "nalu.optimization.LinearDecay"
+    tiny = [*TINY, "experiment=solve", "population=2", "trainer.max_epochs=1", "data.train_size=64"]
+    train(compose_config(tiny, tmp_path / "run"))
+    record = json.loads(
+        (tmp_path / "run" / "members" / "1_select_seed1" / "metrics.json").read_text()
+    )
+    assert {"extrap/own_best_solved_fraction_div", "output_count_div"} <= set(record["metrics"])
+
+
+def test_the_static_anchor_samples_the_signed_union_and_trains(tmp_path):
+    overrides = [
+        "experiment=static_nau_nmu",
+        "data.train_range=[-2,2]",
+        "data.interp_range=[-2,2]",
+        "data.extrap_range=[[-6,-2],[2,6]]",
+        "data.train_size=256",
+        "data.interp_size=64",
+        "data.extrap_size=64",
+        "trainer.max_epochs=1",
+        "trainer.check_val_every_n_epoch=1",
+        "trainer.enable_progress_bar=false",
+    ]
+    cfg = compose_config(overrides, tmp_path)
+    assert [unit.out_features for unit in [cfg.model._args_[0]]] == [2]
+    metrics = train(cfg)
+    assert "extrap/solved_fraction_mul" in metrics
+    data = instantiate(cfg.data)
+    data.setup()
+    extrap = data.datasets["extrap"].inputs
+    assert ((extrap.abs() >= 2) & (extrap.abs() <= 6)).all() and (extrap < 0).any()

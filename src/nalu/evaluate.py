@@ -23,6 +23,7 @@ from nalu.cli import (
 from nalu.data import EVALUATION_SPLITS, ArithmeticDataModule
 from nalu.errors import ConfigError
 from nalu.module import ArithmeticModule
+from nalu.record import OWN_BEST
 from nalu.validation import check_group_choices
 
 
@@ -91,11 +92,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_bar(cfg.trainer))
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
-    # The metrics of these sets only: not the training run's loss or solved-at steps.
+    # The metrics of these sets only: not the training run's loss, solved-at steps or its
+    # outputs judged at their own best epochs (measured on the training run's sets).
     return {
         name: float(values[0])
         for name, values in sorted(module.final_metrics.items())
-        if name.startswith(EVALUATION_SPLITS) and not values[0].isnan()
+        if name.startswith(EVALUATION_SPLITS) and OWN_BEST not in name and not values[0].isnan()
     }
 
 

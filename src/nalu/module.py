@@ -12,11 +12,12 @@ from torch.func import functional_call, vmap
 from torch.optim import Optimizer
 
 from nalu.data.datamodule import EVALUATION_SPLITS
-from nalu.errors import Diverged
+from nalu.errors import Diverged, InvalidArgument
 from nalu.metrics import MemberOutputMSE
 from nalu.optimization import configure_optimization
-from nalu.record import OUTPUT_COUNT, OWN_BEST_SOLVED_FRACTION
+from nalu.record import OUTPUT_COUNT, OWN_BEST, OWN_BEST_SOLVED_FRACTION
 from nalu.regularizer import RegularizerSchedule, network_regularization
+from nalu.units.selection import best_candidates
 
 # The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
 # shows their medians over the members, with every other metric).
@@ -47,6 +48,18 @@ def offers_candidates(network: nn.Module) -> bool:
     """Whether ``network`` answers each output with one of several candidates, trained side by
     side and chosen on validation data (``nalu.units.PerOutputSelection``'s protocol)."""
     return hasattr(network, "candidates")
+
+
+def check_candidates_at_the_top(network: nn.Module) -> None:
+    """A network with candidates answers the outputs itself: inside a stack its heads would
+    never be trained or chosen, so refuse it there."""
+    for name, module in network.named_modules():
+        if name and offers_candidates(module):
+            raise InvalidArgument(
+                "model",
+                f"{type(module).__name__} at {name}",
+                "a network that chooses among candidates must be the whole model, not a layer",
+            )
 
 
 class MemberObjective(nn.Module):
@@ -138,6 +151,7 @@ class ArithmeticModule(L.LightningModule):
         self.save_hyperparameters()
         self.regularizer = RegularizerSchedule(**(regularizer or {}))
         members = [build_network(network, seed) for seed in seeds]
+        check_candidates_at_the_top(members[0])
         if len(members) > 1:
             stack_parameters(members[0], members)
         self.network: nn.Module = members[0]
@@ -147,6 +161,9 @@ class ArithmeticModule(L.LightningModule):
             "evaluation": MemberEvaluation(self.network),
         }
         self.has_regularization = self._objective["member"].has_regularization
+        # Each output judged at its own best validation too, where outputs are models of their
+        # own: in a stack they share layers, and mixing epochs would make a network never run.
+        self.judges_each_output = getattr(self.network, "independent_outputs", False)
         self._clamped_units = [m for m in self.network.modules() if hasattr(m, "clamp_parameters")]
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
         candidates = self.network.num_candidates if offers_candidates(self.network) else 1
@@ -226,10 +243,13 @@ class ArithmeticModule(L.LightningModule):
         with torch.no_grad():
             if not self.metrics["extrap"].initial_mse.isnan().any():
                 return
+            training = self.training
+            self.eval()  # as validation measures: a stochastic unit's noise is for training only
             loaders = self.trainer.datamodule.val_dataloader()
             for dataloader_idx, loader in enumerate(loaders):
                 for x, y in loader:
                     self._evaluation_step((x.to(self.device), y.to(self.device)), dataloader_idx)
+            self.train(training)
             # Under DDP each process saw a shard: the baseline is the whole set's.
             per_output, _, _ = self._evaluated()
             for split, metric in self.metrics.items():
@@ -388,7 +408,7 @@ class ArithmeticModule(L.LightningModule):
         measured = {split: metric.measured() for split, metric in self.metrics.items()}
         for metric in self.metrics.values():
             metric.reset()
-        choice = measured["interp"]["candidate_mse"].argmin(dim=1)  # [S, out]
+        choice = best_candidates(measured["interp"]["candidate_mse"])  # [S, out]
         per_output = {
             split: values["candidate_mse"].gather(1, choice.unsqueeze(1)).squeeze(1)
             for split, values in measured.items()
@@ -397,7 +417,8 @@ class ArithmeticModule(L.LightningModule):
         return per_output, mean_squares, measured["interp"]["candidate_mse"]
 
     def _select(self, interp_candidate_mse: Tensor) -> None:
-        """The network answers each output with the candidate ``_evaluated`` chose."""
+        """The network answers each output with the candidate ``_evaluated`` chose (by the same
+        rule, ``best_candidates``)."""
         if offers_candidates(self.network):
             self.network.select(interp_candidate_mse)
 
@@ -488,13 +509,16 @@ class ArithmeticModule(L.LightningModule):
         }
         extrap = self.metrics["extrap"]
         groups = extrap.groups
+        own_best_mse = self.own_best_extrap_mse
+        # NaN where an output was never validated, so that its group says "unknown", not 0.
+        own_best_solved = torch.where(
+            own_best_mse.isnan(), float("nan"), (own_best_mse < extrap.success_threshold).float()
+        )
         own_best = {
-            "own_best_mse": groups.mean(self.own_best_extrap_mse),
-            OWN_BEST_SOLVED_FRACTION: groups.mean(
-                (self.own_best_extrap_mse < extrap.success_threshold).float()
-            ),
+            f"{OWN_BEST}_mse": groups.mean(own_best_mse),
+            OWN_BEST_SOLVED_FRACTION: groups.mean(own_best_solved),
         }
-        for name, values in own_best.items():
+        for name, values in own_best.items() if self.judges_each_output else ():
             metrics.update(
                 (f"extrap/{name}{s}", values[:, j]) for j, s in enumerate(groups.suffixes)
             )

@@ -41,9 +41,13 @@ class LinearDecay(LambdaLR):
 
 def parameter_groups(network: nn.Module, lr: float | None) -> list[dict[str, Any]]:
     """The network's parameters as optimizer groups: one per learning-rate factor that the
-    network declares in ``learning_rate_scales()`` ({parameter name: factor}, as
+    network declares in ``parameter_learning_rate_scales()`` ({parameter name: factor}, as
     ``nalu.units.PerOutputSelection`` does), at ``lr`` times it; the rest at the optimizer's."""
-    declared = network.learning_rate_scales() if hasattr(network, "learning_rate_scales") else {}
+    declared = (
+        network.parameter_learning_rate_scales()
+        if hasattr(network, "parameter_learning_rate_scales")
+        else {}
+    )
     if declared and lr is None:
         raise InvalidArgument("optimizer.lr", lr, "must be set when heads scale it")
     groups: dict[float, list[nn.Parameter]] = {}
@@ -55,6 +59,13 @@ def parameter_groups(network: nn.Module, lr: float | None) -> list[dict[str, Any
     ]
 
 
+def build_optimizer(optimizer: Any, network: nn.Module) -> Optimizer:
+    """The ``optimizer`` config (a partial ``_target_``) built over ``network``'s parameter
+    groups."""
+    factory = instantiate(optimizer)
+    return factory(parameter_groups(network, getattr(factory, "keywords", {}).get("lr")))
+
+
 def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str, Any]:
     """``configure_optimizers``' answer for a module with a ``network`` and the ``optimizer`` and
     ``lr_schedule`` (or None) configs in its hyperparameters: the optimizer, with its schedule
@@ -63,9 +74,7 @@ def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str,
     The schedule spans the run's optimizer steps (one per training batch) and Lightning steps it
     after each of them.
     """
-    factory = instantiate(module.hparams.optimizer)
-    lr = getattr(factory, "keywords", {}).get("lr")
-    optimizer = factory(parameter_groups(module.network, lr))
+    optimizer = build_optimizer(module.hparams.optimizer, module.network)
     if module.hparams.lr_schedule is None:
         return optimizer
     total_steps = int(module.trainer.estimated_stepping_batches)

@@ -36,7 +36,8 @@ EXTRAP_MSE_OF = metric_name("extrap", "mse", "_")  # + an operation: extrap/mse_
 SOLVED_AT_STEP = "solved_at_step"
 # Each output judged at its own best interpolation epoch (``extrap/own_best_solved_fraction_mul``)
 # and how many outputs each operation has (``output_count_mul``).
-OWN_BEST_SOLVED_FRACTION = "own_best_solved_fraction"
+OWN_BEST = "own_best"
+OWN_BEST_SOLVED_FRACTION = f"{OWN_BEST}_solved_fraction"
 OUTPUT_COUNT = "output_count"
 RECOVERED_FRACTION = "recovered_fraction"
 SPARSITY_ERROR = "sparsity_error"
@@ -62,13 +63,23 @@ def finite_median(values: list[float]) -> float:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it: no reader sees half."""
+    """Write ``text`` to a temporary file beside ``path`` and rename it: no reader sees half.
+    The file gets the mode any new file gets under the process's umask (0644 under 022), not
+    the temporary file's private 0600, so that others on a shared machine can read results."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(
         "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
     ) as handle:
         handle.write(text)
+    os.chmod(handle.name, 0o666 & ~current_umask())
     os.replace(handle.name, path)
+
+
+def current_umask() -> int:
+    """The process's umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:

@@ -140,7 +140,15 @@ def problem_identity(run: dict[str, Any]) -> str:
 def group_runs(
     runs: list[dict[str, Any]], group_by: Sequence[str]
 ) -> dict[str, list[dict[str, Any]]]:
-    """Runs by the values of the ``group_by`` labels; one problem per group, else ReportError."""
+    """Runs by the values of the ``group_by`` labels; one problem per group, and every label
+    known to some run, else ReportError."""
+    known = {label for run in runs for label in run.get("labels", {})}
+    unknown = [label for label in group_by if label not in known]
+    if unknown:
+        raise ReportError(
+            f"--group-by {','.join(group_by)}: no run has the label {unknown[0]!r}; "
+            f"choose among {', '.join(sorted(known))}"
+        )
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
         key = " / ".join(str(run.get("labels", {}).get(label, "–")) for label in group_by)
@@ -172,13 +180,15 @@ def summary_rows(
 ) -> list[dict[str, Any]]:
     """One row per group and operation (``all`` first): rates, intervals and medians.
 
-    A diverged run counts in ``runs`` and ``diverged`` and as neither solved nor recovered;
-    the medians are over the runs that did not diverge.
+    An operation's row counts the runs whose problem has it (each seed draws its own problem,
+    so a run may have no division). A diverged run counts in ``runs`` and ``diverged`` and as
+    neither solved nor recovered; the medians are over the runs that did not diverge.
     """
     rows = []
-    for key, members in group_runs(runs, group_by).items():
-        for operation in ["all", *_operations(members)]:
+    for key, group in group_runs(runs, group_by).items():
+        for operation in ["all", *_operations(group)]:
             suffix = "" if operation == "all" else f"_{operation}"
+            members = [run for run in group if has_operation(run, operation)]
             healthy = [run["metrics"] for run in members if not is_diverged(run)]
             solved_fraction = metric_name("extrap", "solved_fraction", suffix)
             solved = sum(m.get(solved_fraction) == 1 for m in healthy)
@@ -223,6 +233,18 @@ def summary_rows(
                 }
             )
     return rows
+
+
+def has_operation(run: dict[str, Any], operation: str) -> bool:
+    """Whether the run's problem has an output of ``operation`` (``all``: always): read from its
+    metrics, or from its ``problem.json`` when it diverged before any were measured."""
+    if operation == "all" or metric_name("extrap", "mse", f"_{operation}") in run["metrics"]:
+        return True
+    problem_file = Path(run["run_dir"]) / "problem.json"
+    if not run["metrics"] and problem_file.is_file():
+        problem = json.loads(problem_file.read_text(encoding="utf-8"))
+        return any(output.get("operation") == operation for output in problem.get("outputs", []))
+    return False
 
 
 def output_successes(members: list[dict[str, Any]], suffix: str) -> tuple[int, int]:
@@ -304,7 +326,10 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
-    """``{tag: {step: value}}`` of the ``CURVES`` tags in a run's TensorBoard events."""
+    """``{tag: {step: value}}`` of the ``CURVES`` tags in a run's TensorBoard events (none for a
+    run folder without them: it still has its row in the tables)."""
+    if not (run_dir / "tensorboard").is_dir():
+        return {}
     events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
     events.Reload()
     tags = set(events.Tags().get("scalars", []))
@@ -337,7 +362,8 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> Figure:
         axis.set_yscale("log")
         axis.set_xlabel("step")
         axis.set_title(title)
-        axis.legend(fontsize="small")
+        if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
+            axis.legend(fontsize="small")
     figure.tight_layout()
     return figure
 
@@ -412,8 +438,12 @@ def write_report(
     )
     report = out / "report.md"
     write_text_atomic(report, text + "\n")
-    # The same table and figures in TensorBoard, as one more run beside the sweep's jobs.
-    with SummaryWriter(str(out / "report_tensorboard")) as writer:
+    # The same table and figures in TensorBoard, as one more run beside the sweep's jobs; a
+    # rerun replaces the last report's events instead of adding a second copy beside them.
+    board = out / "report_tensorboard"
+    for events in board.glob("events.out.tfevents.*"):
+        events.unlink()
+    with SummaryWriter(str(board)) as writer:
         writer.add_text("report/table", markdown_table(rows, group_by))
         for name, figure in figures.items():
             figure.savefig(out / f"{name}.png", dpi=120)

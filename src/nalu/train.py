@@ -149,7 +149,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
     """Build the optimizer and the learning-rate schedule once, so a bad field fails before
     training, naming its section (the schedule's length is known only once fitting starts)."""
-    optimizer = checked("optimizer", lambda: instantiate(cfg.optimizer)(network.parameters()))
+    from nalu.optimization import build_optimizer
+
+    optimizer = checked("optimizer", lambda: build_optimizer(cfg.optimizer, network))
     if cfg.get("lr_schedule") is not None:
         checked("lr_schedule", lambda: instantiate(cfg.lr_schedule)(optimizer, total_steps=1))
 

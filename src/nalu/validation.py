@@ -20,8 +20,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nalu.data.problem import value_intervals
 from nalu.errors import ConfigError, InvalidArgument
+from nalu.value_range import value_intervals
 
 # torch.manual_seed and Lightning's seed_everything take seeds in this range; Lightning replaces
 # an out-of-range seed by a random one with only a warning, so the run would not be reproducible.

@@ -9,14 +9,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nalu.data.problem import (
-    ArithmeticProblem,
-    Intervals,
-    MysteryArithmeticProblem,
-    StaticArithmeticProblem,
-    value_intervals,
-)
+from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.errors import InvalidArgument
+from nalu.value_range import Intervals, value_intervals
 
 # The evaluation sets in the order of the validation and test dataloaders.
 EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")

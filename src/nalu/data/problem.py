@@ -4,7 +4,6 @@ The article's "mystery arithmetic problem" joins two distinct inputs per output;
 arithmetic task of Trask et al. (2018) and Madsen & Johansen (2020) joins two overlapping sums.
 """
 
-import itertools
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,59 +14,12 @@ from torch import Tensor
 
 from nalu.errors import InvalidArgument
 from nalu.formula import Formula, Variable, power_product, weighted_sum
+from nalu.value_range import Intervals, value_intervals, without_band
 
 # Madsen & Johansen 2020, sec. 4.1: the near-perfect model's weights are off by ε = 1e-5.
 SUCCESS_EPSILON = 1e-5
 SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
-
-
-# A value range: disjoint intervals [low, high] in increasing order, inputs uniform on their union;
-# the problems' methods also take a plain (low, high).
-Intervals = tuple[tuple[float, float], ...]
-RANGE_RULE = (
-    "must be [low, high] with low < high, both finite, or a union [[low, high], ...] of such, "
-    "in increasing order without overlap"
-)
-
-
-def value_intervals(name: str, value: Any) -> Intervals:
-    """``[low, high]`` or a union ``[[-6, -2], [2, 6]]`` (Madsen & Johansen 2020's extrapolation
-    range for signed inputs) as ``Intervals``, else an ``InvalidArgument`` naming ``name``."""
-
-    def is_number(item: Any) -> bool:
-        return isinstance(item, int | float) and not isinstance(item, bool) and abs(item) < 1e300
-
-    def is_pair(item: Any) -> bool:
-        return (
-            isinstance(item, Sequence)
-            and not isinstance(item, str)
-            and len(item) == 2
-            and all(map(is_number, item))
-            and item[0] < item[1]
-        )
-
-    items = [value] if is_pair(value) else value
-    if (
-        isinstance(items, str)
-        or not isinstance(items, Sequence)
-        or not items
-        or not all(map(is_pair, items))
-        or any(left[1] > right[0] for left, right in itertools.pairwise(items))
-    ):
-        shown = value if not isinstance(value, Sequence) or isinstance(value, str) else list(value)
-        raise InvalidArgument(name, shown, RANGE_RULE)
-    return tuple((float(low), float(high)) for low, high in items)
-
-
-def without_band(intervals: Intervals, half_width: float) -> Intervals:
-    """``intervals`` less the open band (−d, d), d = ``half_width``."""
-    kept = []
-    for low, high in intervals:
-        for part_low, part_high in ((low, min(high, -half_width)), (max(low, half_width), high)):
-            if part_low < part_high:
-                kept.append((part_low, part_high))
-    return tuple(kept)
 
 
 def uniform_on(

@@ -24,6 +24,9 @@ class GatedAdditionMultiplicationUnit(nn.Module):
     of path can be exact.
     """
 
+    # Output j depends on row j of every parameter only: each output is a model of its own.
+    independent_outputs = True
+
     def __init__(
         self,
         in_features: int,

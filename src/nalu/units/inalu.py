@@ -20,6 +20,9 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
     and the gate: it pushes each past ±t, where tanh·σ and the gate saturate to -1, 0 or 1.
     """
 
+    # Output j depends on row j of every parameter only: each output is a model of its own.
+    independent_outputs = True
+
     def __init__(
         self,
         in_features: int,

@@ -12,6 +12,9 @@ class NeuralAccumulator(nn.Module):
     unit can only add and subtract its inputs.
     """
 
+    # Output j depends on row j of every parameter only: each output is a model of its own.
+    independent_outputs = True
+
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features = in_features

@@ -17,6 +17,9 @@ class NeuralArithmeticLogicUnit(nn.Module):
     ``gate_bias`` adds a learned bias to the gate (off in the paper).
     """
 
+    # Output j depends on row j of every parameter only: each output is a model of its own.
+    independent_outputs = True
+
     def __init__(
         self,
         in_features: int,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from nalu.errors import InvalidArgument
 from nalu.units.nau import sparsity_penalty
 from nalu.units.nmu import (
     magnitude_product,
@@ -17,21 +18,23 @@ from nalu.units.nmu import (
 )
 
 
-def bounded_reciprocal(x: Tensor) -> Tensor:
-    """x / max(x², 1): exactly 1/x wherever |x| >= 1, and x (bounded by 1) nearer to 0.
+def bounded_reciprocal(x: Tensor, floor: float) -> Tensor:
+    """x / max(x², floor²): exactly 1/x wherever |x| >= floor, and at most 1/floor nearer to 0.
 
     An input near 0 that is no denominator would otherwise enter the product as a huge 1/x
-    (and its gradient as −1/x²) while the unit is still searching.
+    (and its gradient as −1/x²) while the unit is still searching; a denominator is never
+    nearer to 0 than the problem's smallest one, which is the floor to give.
     """
-    return x / x.square().clamp_min(1.0)
+    return x / x.square().clamp_min(floor * floor)
 
 
 class NeuralMultiplicativeReciprocalUnit(nn.Module):
     """z_j = cos(π Σ_i k_i W_ji) · Π_i (W_ji |x'_i| + 1 − W_ji) over x' = [x, 1/x], W in [0, 1]
     (Mistry et al. 2021, NMRU with sign retrieval).
 
-    x' holds every input and its reciprocal (``bounded_reciprocal``), so W = 1 on x_a and on
-    1/x_b computes x_a ÷ x_b, and W = 1 on x_a and x_b computes x_a × x_b. The product runs on
+    x' holds every input and its reciprocal (``bounded_reciprocal``, exact for |x| at least
+    ``reciprocal_floor``: set it to the smallest |denominator| of the data), so W = 1 on x_a and
+    on 1/x_b computes x_a ÷ x_b, and W = 1 on x_a and x_b computes x_a × x_b. The product runs on
     magnitudes (no factor crosses 0 while W moves); k_i = [x'_i < 0] restores the sign, since
     cos(π · the number of negative selected inputs) is that product's sign whenever W is in
     {0, 1}. The weight is ``[out, 2 · in]``: columns ``in`` onward are the reciprocals'.
@@ -40,11 +43,15 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
     al.'s NMRU without sign retrieval), exact in sign at W in {0, 1} as well. With the
     retrieval, and W near 0, the magnitudes carry no sign and cos(π Σ k W) has no gradient
     (sin 0 = 0), so a signed quotient gives the weights nothing to follow; the signed factors
-    do (see the README's "Which unit should I use?").
+    do: it solved every signed quotient of the article's problem where the retrieval solved none
+    (README, "Which unit should I use?").
 
     ``init_range``, ``max_log_magnitude`` and ``noise_range`` (the stochastic NMU's noise,
     Mistry et al. 2022) are the NMU's (see ``NeuralMultiplicationUnit``).
     """
+
+    # Output j depends on row j of every parameter only: each output is a model of its own.
+    independent_outputs = True
 
     def __init__(
         self,
@@ -54,6 +61,7 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         max_log_magnitude: float = 20.0,
         noise_range: Sequence[float] | None = None,
         sign_retrieval: bool = True,
+        reciprocal_floor: float = 1.0,
     ) -> None:
         super().__init__()
         self.in_features = in_features
@@ -62,6 +70,9 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         self.noise_range = positive_noise_range(noise_range)
         self.max_log_magnitude = max_log_magnitude
         self.sign_retrieval = sign_retrieval
+        if not reciprocal_floor > 0:
+            raise InvalidArgument("reciprocal_floor", reciprocal_floor, "must be > 0")
+        self.reciprocal_floor = float(reciprocal_floor)
         self.weight = nn.Parameter(torch.empty(out_features, 2 * in_features))
         self.reset_parameters()
 
@@ -69,7 +80,7 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         nn.init.uniform_(self.weight, *self.init_range)
 
     def forward(self, x: Tensor) -> Tensor:
-        extended = torch.cat([x, bounded_reciprocal(x)], dim=-1)
+        extended = torch.cat([x, bounded_reciprocal(x, self.reciprocal_floor)], dim=-1)
         noise_range = self.noise_range if self.training else None
         if not self.sign_retrieval:
             factors = nmu_factors(self.weight, extended, noise_range)
@@ -99,5 +110,6 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"init_range={self.init_range}, max_log_magnitude={self.max_log_magnitude}, "
-            f"noise_range={self.noise_range}, sign_retrieval={self.sign_retrieval}"
+            f"noise_range={self.noise_range}, sign_retrieval={self.sign_retrieval}, "
+            f"reciprocal_floor={self.reciprocal_floor}"
         )

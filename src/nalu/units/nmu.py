@@ -9,8 +9,8 @@ from nalu.errors import InvalidArgument
 from nalu.units.nau import sparsity_penalty
 
 
-def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
-    """Π terms along ``dim`` as sign · exp(Σ log|term|), the log-magnitude clipped from above.
+def magnitude_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
+    """Π terms along ``dim`` for terms >= 0, as exp(Σ log term), the log clipped from above.
 
     A running float32 product of 100 factors of size up to 50 leaves float32's range long before
     the end; summing logs cannot, and the clip keeps the result (and its square in the MSE)
@@ -18,16 +18,14 @@ def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
     instead of log(0)'s inf·0 = NaN.
     """
     tiny = torch.finfo(terms.dtype).tiny
-    log_magnitude = torch.log(terms.abs().clamp_min(tiny)).sum(dim)
+    return torch.exp(torch.log(terms.clamp_min(tiny)).sum(dim).clamp(max=max_log_magnitude))
+
+
+def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
+    """Π terms along ``dim`` as sign · ``magnitude_product`` of the magnitudes."""
     # The sign has no gradient: detached, its product costs no backward pass.
     sign = torch.sign(terms.detach()).prod(dim)
-    return sign * torch.exp(log_magnitude.clamp(max=max_log_magnitude))
-
-
-def magnitude_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
-    """Π terms along ``dim`` for terms >= 0, as exp(Σ log term) clipped like ``signed_product``."""
-    tiny = torch.finfo(terms.dtype).tiny
-    return torch.exp(torch.log(terms.clamp_min(tiny)).sum(dim).clamp(max=max_log_magnitude))
+    return sign * magnitude_product(terms.abs(), dim, max_log_magnitude)
 
 
 def unit_interval_range(field: str, bounds: Sequence[float]) -> tuple[float, float]:
@@ -82,6 +80,9 @@ class NeuralMultiplicationUnit(nn.Module):
     so the product of 100 inputs is O(1) and W grows only toward the inputs that help.
     ``max_log_magnitude`` caps log|z| (e^20 ≈ 5e8) so that outputs and losses stay finite.
     """
+
+    # Output j depends on row j of every parameter only: each output is a model of its own.
+    independent_outputs = True
 
     def __init__(
         self,

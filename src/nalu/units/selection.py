@@ -10,6 +10,12 @@ from nalu.errors import InvalidArgument
 HeadFactory = Callable[[int, int], nn.Module]
 
 
+def best_candidates(candidate_mse: Tensor) -> Tensor:
+    """``[..., H, out]`` MSEs -> ``[..., out]``: per output the candidate of the lowest MSE (a NaN
+    MSE never wins)."""
+    return candidate_mse.nan_to_num(nan=float("inf")).argmin(dim=-2)
+
+
 class PerOutputSelection(nn.Module):
     """z_j = the output j of the head chosen for output j.
 
@@ -21,7 +27,11 @@ class PerOutputSelection(nn.Module):
     success (Madsen & Johansen 2020, sec. 4.2); a choice by validation error of heads that were
     trained independently is a model selection, per output. ``learning_rate_scales`` (per head
     name) multiplies the optimizer's learning rate for that head's parameters: as if alone, each
-    head gets its own rate.
+    head gets its own rate. Each head trains on its own MSE, but what a trainer applies to a
+    network as a whole applies to the heads together: a gradient-norm clip spans them, and a
+    head whose loss turns non-finite stops the whole network.
+
+    It answers the network's outputs, so it is the whole network, not a layer of a stack.
 
     The training module uses the candidate protocol: ``num_candidates`` (H),
     ``candidates(x)`` ``[..., H, out]``, ``chosen(candidates)`` ``[..., out]`` and
@@ -66,7 +76,12 @@ class PerOutputSelection(nn.Module):
         ]
         self.register_buffer("choice", torch.zeros(out_features, dtype=torch.long))
 
-    def learning_rate_scales(self) -> dict[str, float]:
+    @property
+    def independent_outputs(self) -> bool:
+        """Whether each output is a model of its own: so when every head's outputs are."""
+        return all(getattr(head, "independent_outputs", False) for head in self.heads)
+
+    def parameter_learning_rate_scales(self) -> dict[str, float]:
         """Per parameter name, the factor on the optimizer's learning rate: each head learns at
         the rate that suits its unit (``nalu.optimization.parameter_groups`` reads it)."""
         return {
@@ -99,7 +114,7 @@ class PerOutputSelection(nn.Module):
     def select(self, candidate_mse: Tensor) -> None:
         """Answer each output with the head of the lowest MSE in ``candidate_mse``
         ``[..., H, out]`` (validation data only: the choice is part of the training)."""
-        self.choice.copy_(candidate_mse.argmin(dim=-2).reshape(self.choice.shape))
+        self.choice.copy_(best_candidates(candidate_mse).reshape(self.choice.shape))
 
     def forward(self, x: Tensor) -> Tensor:
         return self.chosen(self.candidates(x))
