@@ -35,3 +35,13 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
     ]
     table = median_table(group_runs(runs, ["model"]), ["model"])
     assert "| nac | 2 | 0 |" in table and "| nalu | 2 | 0 |" in table
+
+
+def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp_path):
+    result = run_cli([*TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert console.count("`Trainer.fit` stopped: `max_epochs=1` reached.") == 1
+    assert "logging interval" not in console
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert log.count("`Trainer.fit` stopped") == 1  # the run's log file keeps the line

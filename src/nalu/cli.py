@@ -65,7 +65,14 @@ def format_metrics(metrics: dict[str, float]) -> str:
 
 
 def ignore_known_warnings() -> None:
-    """Silence Lightning's advice that does not apply to these runs."""
+    """Silence Lightning's advice that does not apply to these runs, and print its log lines
+    once: through Hydra's handlers (the console and the run's log file) only, not also through
+    the console handler Lightning gives its own package logger."""
+    import lightning  # noqa: F401  (importing it is what adds that handler)
+
+    logging.getLogger("lightning").handlers.clear()
+    # The module logs its curves itself at every optimizer step, whatever log_every_n_steps.
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
