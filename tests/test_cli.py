@@ -4,6 +4,7 @@ import pytest
 from conftest import TINY, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nalu.cli import format_metrics
 from nalu.report import group_runs, load_runs, median_table
 
 
@@ -45,3 +46,27 @@ def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp
     assert "logging interval" not in console
     log = (tmp_path / "run" / "train.log").read_text()
     assert log.count("`Trainer.fit` stopped") == 1  # the run's log file keeps the line
+
+
+def test_final_metrics_print_as_one_table_of_measures_by_operation():
+    metrics = {
+        "extrap/mse": 2.0,
+        "extrap/mse_add": 1.0,
+        "extrap/mse_mul": 3.0,
+        "extrap/solved_fraction_mul": 0.5,
+        "train/loss": 0.25,
+    }
+    # Columns 10 wide after two spaces, right-aligned under their heading.
+    assert format_metrics(metrics).splitlines() == [
+        " " * 24 + "  " + "all".rjust(10) + "  " + "add".rjust(10) + "  " + "mul".rjust(10),
+        "  extrap/mse"
+        + " " * 12
+        + "  "
+        + "2".rjust(10)
+        + "  "
+        + "1".rjust(10)
+        + "  "
+        + "3".rjust(10),
+        "  extrap/solved_fraction" + " " * 24 + "  " + "0.5".rjust(10),
+        "  train/loss" + " " * 12 + "  " + "0.25".rjust(10),
+    ]

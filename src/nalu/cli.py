@@ -60,8 +60,24 @@ def fail(error: BaseException, message: str, exit_code: int) -> NoReturn:
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
-    width = max(map(len, metrics), default=0)
-    return "\n".join(f"  {name:<{width}}  {value:.6g}" for name, value in metrics.items())
+    """The final metrics as one table: a row per measure, a column for all outputs and one per
+    operation (``extrap/mse_mul`` is row ``extrap/mse``, column ``mul``)."""
+    operations = [name.split("/mse_", 1)[1] for name in metrics if name.startswith("extrap/mse_")]
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in metrics.items():
+        column = next((op for op in operations if name.endswith(f"_{op}")), "all")
+        measure = name if column == "all" else name.removesuffix(f"_{column}")
+        rows.setdefault(measure, {})[column] = value
+    columns = ["all", *operations]
+    width = max(map(len, rows), default=0)
+    lines = [f"  {'':<{width}}" + "".join(f"  {column:>10}" for column in columns)]
+    for measure, values in rows.items():
+        cells = "".join(
+            f"  {values[column]:>10.4g}" if column in values else f"  {'':>10}"
+            for column in columns
+        )
+        lines.append(f"  {measure:<{width}}{cells}".rstrip())
+    return "\n".join(lines)
 
 
 def ignore_known_warnings() -> None:
