@@ -1,3 +1,4 @@
+import functools
 import json
 from pathlib import Path
 
@@ -10,9 +11,12 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nalu.cli import CONFIG_DIR
+from nalu.data import ArithmeticDataModule
+from nalu.errors import InvalidArgument
 from nalu.module import ArithmeticModule
 from nalu.record import HPARAMS_METRICS
 from nalu.train import build_run, train
+from nalu.units import NeuralAdditionUnit
 
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
 
@@ -164,3 +168,19 @@ def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
         "+trainer.gradient_clip_val=0.0001", "+trainer.gradient_clip_algorithm=value"
     )
     assert by_value.abs().max().item() == pytest.approx(0.0001, rel=1e-3)  # float32 weights
+
+
+def test_a_notebook_trains_plain_objects_in_five_lines():
+    data = ArithmeticDataModule(in_features=6, out_features=3, operations=["add", "sub"])
+    network = NeuralAdditionUnit(6, 3)
+    adam = functools.partial(torch.optim.Adam, lr=5e-2)
+    module = ArithmeticModule(network, adam, [data.problem.output_operations])
+    quiet = {"logger": False, "enable_checkpointing": False, "enable_progress_bar": False}
+    L.Trainer(max_epochs=30, enable_model_summary=False, **quiet).fit(module, data)
+    assert module.network is network
+    x = torch.tensor([[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]])
+    assert network(x).flatten().tolist() == pytest.approx(
+        data.problem.targets(x).flatten().tolist(), abs=0.05
+    )
+    with pytest.raises(InvalidArgument, match="population builds each member"):
+        ArithmeticModule(network, adam, [data.problem.output_operations] * 2, seeds=[0, 1])

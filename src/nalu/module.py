@@ -1,6 +1,6 @@
 """The LightningModule that trains S ≥ 1 members of any network on their arithmetic problems."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
@@ -22,6 +22,11 @@ from nalu.units.selection import best_candidates
 # The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
 # shows their medians over the members, with every other metric).
 MEMBER_CURVES = ("train/loss", "interp/mse", "extrap/mse")
+
+
+def is_config(value: Any) -> bool:
+    """Whether ``value`` is a Hydra config (a mapping with ``_target_``), not a plain object."""
+    return isinstance(value, Mapping)
 
 
 def build_network(network: dict[str, Any], seed: int) -> nn.Module:
@@ -135,12 +140,18 @@ class ArithmeticModule(L.LightningModule):
       every member has diverged, training stops with ``Diverged`` before the parameters reach a
       checkpoint.
     All of it is module state, so it travels with the checkpoint and a killed run resumes.
+
+    ``network`` and ``optimizer`` are Hydra configs (``{"_target_": ...}``, what the command
+    line passes and the checkpoint records), or plain objects in a notebook: an ``nn.Module``
+    and an optimizer factory such as ``functools.partial(torch.optim.Adam, lr=1e-2)`` (the
+    checkpoint then does not record them: ``load_from_checkpoint(path, network=..., optimizer=...)``
+    gives them back). A population builds each member from its seed, so it needs the config.
     """
 
     def __init__(
         self,
-        network: dict[str, Any],
-        optimizer: dict[str, Any],
+        network: dict[str, Any] | nn.Module,
+        optimizer: dict[str, Any] | Callable[..., Optimizer],
         output_operations: Sequence[Sequence[str]],
         success_threshold: Sequence[Sequence[float]] | None = None,
         seeds: Sequence[int] = (0,),
@@ -148,9 +159,21 @@ class ArithmeticModule(L.LightningModule):
         lr_schedule: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.save_hyperparameters()
+        given = {"network": network, "optimizer": optimizer}
+        self.save_hyperparameters(ignore=[name for name, v in given.items() if not is_config(v)])
+        self.optimizer_factory = optimizer
         self.regularizer = RegularizerSchedule(**(regularizer or {}))
-        members = [build_network(network, seed) for seed in seeds]
+        if isinstance(network, nn.Module):
+            if len(seeds) > 1:
+                raise InvalidArgument(
+                    "network",
+                    type(network).__name__,
+                    "a population builds each member from its seed: pass the network's config "
+                    "({'_target_': ...}), not a built module",
+                )
+            members = [network]
+        else:
+            members = [build_network(network, seed) for seed in seeds]
         check_candidates_at_the_top(members[0])
         if len(members) > 1:
             stack_parameters(members[0], members)

@@ -60,21 +60,22 @@ def parameter_groups(network: nn.Module, lr: float | None) -> list[dict[str, Any
 
 
 def build_optimizer(optimizer: Any, network: nn.Module) -> Optimizer:
-    """The ``optimizer`` config (a partial ``_target_``) built over ``network``'s parameter
+    """The ``optimizer`` (a partial ``_target_`` config, or a factory of parameters such as
+    ``functools.partial(torch.optim.Adam, lr=1e-3)``) built over ``network``'s parameter
     groups."""
-    factory = instantiate(optimizer)
+    factory = optimizer if callable(optimizer) else instantiate(optimizer)
     return factory(parameter_groups(network, getattr(factory, "keywords", {}).get("lr")))
 
 
 def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str, Any]:
-    """``configure_optimizers``' answer for a module with a ``network`` and the ``optimizer`` and
-    ``lr_schedule`` (or None) configs in its hyperparameters: the optimizer, with its schedule
-    when there is one.
+    """``configure_optimizers``' answer for a module with a ``network``, an
+    ``optimizer_factory`` and the ``lr_schedule`` config (or None) in its hyperparameters: the
+    optimizer, with its schedule when there is one.
 
     The schedule spans the run's optimizer steps (one per training batch) and Lightning steps it
     after each of them.
     """
-    optimizer = build_optimizer(module.hparams.optimizer, module.network)
+    optimizer = build_optimizer(module.optimizer_factory, module.network)
     if module.hparams.lr_schedule is None:
         return optimizer
     total_steps = int(module.trainer.estimated_stepping_batches)
