@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 import os
 import stat
 
@@ -209,3 +210,19 @@ def test_result_files_are_readable_by_others_under_umask_022(tmp_path):
         os.umask(previous)
     for name in ("a/metrics.json", "report.md"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+
+
+def test_metrics_json_is_strict_json_even_when_a_metric_overflows(tmp_path):
+    metrics = {"extrap/mse": math.inf, "interp/mse": 0.5}
+    RunRecord("finished", {"model": "nmu"}, epochs=1, steps=4, metrics=metrics).write(tmp_path)
+
+    def refuse(token: str) -> None:
+        raise ValueError(f"{token} is not JSON")
+
+    text = (tmp_path / "metrics.json").read_text()
+    assert json.loads(text, parse_constant=refuse)["metrics"] == {
+        "extrap/mse": None,
+        "interp/mse": 0.5,
+    }
+    read = RunRecord.read(tmp_path).metrics
+    assert math.isnan(read["extrap/mse"]) and read["interp/mse"] == 0.5

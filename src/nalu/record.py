@@ -107,12 +107,21 @@ class RunRecord:
         return self.status == STATUS_DIVERGED
 
     def to_json(self) -> str:
+        """Strict JSON: a metric that is not finite (an overflowing extrapolation MSE, say) is
+        ``null``, since ``NaN`` and ``Infinity`` are no JSON tokens; ``from_json`` reads it back
+        as NaN."""
         payload = {k: v for k, v in asdict(self).items() if v is not None}
-        return json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+        payload["metrics"] = {
+            name: value if math.isfinite(value) else None for name, value in self.metrics.items()
+        }
+        return json.dumps(payload, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "RunRecord":
-        return cls(**json.loads(text))
+        payload = json.loads(text)
+        metrics = payload.get("metrics", {})
+        payload["metrics"] = {k: math.nan if v is None else v for k, v in metrics.items()}
+        return cls(**payload)
 
     def write(self, run_dir: Path) -> None:
         write_text_atomic(run_dir / METRICS_FILE, self.to_json())
