@@ -8,14 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nalu.errors import InvalidArgument
-from nalu.units.nau import sparsity_penalty
-from nalu.units.nmu import (
-    magnitude_product,
-    nmu_factors,
-    positive_noise_range,
-    signed_product,
-    unit_interval_range,
-)
+from nalu.units.nmu import NeuralMultiplicationUnit, magnitude_product, nmu_factors
 
 
 def bounded_reciprocal(x: Tensor, floor: float) -> Tensor:
@@ -64,40 +57,36 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         reciprocal_floor: float = 1.0,
     ) -> None:
         super().__init__()
-        self.in_features = in_features
-        self.out_features = out_features
-        self.init_range = unit_interval_range("init_range", init_range)
-        self.noise_range = positive_noise_range(noise_range)
-        self.max_log_magnitude = max_log_magnitude
-        self.sign_retrieval = sign_retrieval
         if not reciprocal_floor > 0:
             raise InvalidArgument("reciprocal_floor", reciprocal_floor, "must be > 0")
+        self.in_features = in_features
+        self.out_features = out_features
+        self.sign_retrieval = sign_retrieval
         self.reciprocal_floor = float(reciprocal_floor)
-        self.weight = nn.Parameter(torch.empty(out_features, 2 * in_features))
-        self.reset_parameters()
+        # The NMU over x' holds the weight, its init, clamp and regulariser (found by the
+        # training module through modules()), and computes the product without sign retrieval.
+        self.nmu = NeuralMultiplicationUnit(
+            2 * in_features, out_features, init_range, max_log_magnitude, noise_range
+        )
+
+    @property
+    def weight(self) -> Tensor:
+        """``[out, 2 · in]``: the inputs' columns, then the reciprocals'."""
+        return self.nmu.weight
 
     def reset_parameters(self) -> None:
-        nn.init.uniform_(self.weight, *self.init_range)
+        self.nmu.reset_parameters()
 
     def forward(self, x: Tensor) -> Tensor:
         extended = torch.cat([x, bounded_reciprocal(x, self.reciprocal_floor)], dim=-1)
-        noise_range = self.noise_range if self.training else None
         if not self.sign_retrieval:
-            factors = nmu_factors(self.weight, extended, noise_range)
-            return signed_product(factors, dim=-1, max_log_magnitude=self.max_log_magnitude)
+            return self.nmu(extended)
+        noise_range = self.nmu.noise_range if self.training else None
         magnitudes = nmu_factors(self.weight, extended.abs(), noise_range)
         # Mistry et al. 2021, sign retrieval: cos(π Σ_i k_i W_ji), k_i = 1 for negative x'_i.
         negative = (extended < 0).to(x.dtype)
         sign = torch.cos(math.pi * nn.functional.linear(negative, self.weight))
-        magnitude = magnitude_product(magnitudes, dim=-1, max_log_magnitude=self.max_log_magnitude)
-        return sign * magnitude
-
-    @torch.no_grad()
-    def clamp_parameters(self) -> None:
-        self.weight.clamp_(0.0, 1.0)
-
-    def regularization(self) -> Tensor:
-        return sparsity_penalty(self.weight)
+        return sign * magnitude_product(magnitudes, -1, self.nmu.max_log_magnitude)
 
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name: the inputs' and the reciprocals'."""
@@ -109,7 +98,5 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
-            f"init_range={self.init_range}, max_log_magnitude={self.max_log_magnitude}, "
-            f"noise_range={self.noise_range}, sign_retrieval={self.sign_retrieval}, "
-            f"reciprocal_floor={self.reciprocal_floor}"
+            f"sign_retrieval={self.sign_retrieval}, reciprocal_floor={self.reciprocal_floor}"
         )
