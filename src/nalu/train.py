@@ -3,6 +3,7 @@
 
 import copy
 import logging
+import os
 import pickle
 import sys
 from pathlib import Path
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 OmegaConf.register_new_resolver("stdout_is_terminal", sys.stdout.isatty, replace=True)
 # `${len:${.operations}}`: a problem with one output per operation sizes the network from it.
 OmegaConf.register_new_resolver("len", len, replace=True)
+# `${pid:}`: this process's id, unique among the runs going on at once.
+OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 
 
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
