@@ -37,6 +37,10 @@ BAD_CONFIGS = [
         f"data.extrap_range=[[-6, -1], [-2, 6]]: {RANGE_RULE}",
     ),
     (["data.train_size=0"], "data.train_size=0: must be a positive integer"),
+    (
+        ["lr_schedule=null"],
+        "lr_schedule=null: a config group is dropped with ~lr_schedule, not set to null",
+    ),
     (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be a positive integer"),
     (["data.min_abs_denominator=0"], "data.min_abs_denominator=0: must be a finite number > 0"),
     (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),

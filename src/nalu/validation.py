@@ -240,6 +240,13 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
         key = override.get_key_element()
         if key.lstrip("+~").startswith("hydra"):
             continue
+        group = (config_dir / override.key_or_group).is_dir()
+        if group and not override.is_delete() and override.value() is None:
+            # Hydra itself fails on this with a ValueError from deep inside its defaults list.
+            raise ConfigError(
+                f"{text}: a config group is dropped with ~{override.key_or_group}, "
+                f"not set to null"
+            )
         if not override.is_sweep_override():
             fixed.append(text)
             continue
