@@ -244,8 +244,7 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
         if group and not override.is_delete() and override.value() is None:
             # Hydra itself fails on this with a ValueError from deep inside its defaults list.
             raise ConfigError(
-                f"{text}: a config group is dropped with ~{override.key_or_group}, "
-                f"not set to null"
+                f"{text}: a config group is dropped with ~{override.key_or_group}, not set to null"
             )
         if not override.is_sweep_override():
             fixed.append(text)
