@@ -28,7 +28,7 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
         "3_nalu_seed1",
     ]
     for job_dir in job_dirs:
-        events = EventAccumulator(str(job_dir / "tensorboard"))
+        events = EventAccumulator(str(job_dir))
         events.Reload()
         assert "_hparams_/session_start_info" in events.summary_metadata
         assert events.Scalars("extrap/mse")

@@ -1,11 +1,6 @@
 """Scaling out with the ecosystem's own tools: launchers, Optuna, DDP, checkpoints, TensorBoard."""
 
 import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -19,7 +14,6 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.data.datamodule import EpochBatchSampler
 from nalu.errors import ConfigError
 from nalu.evaluate import evaluate, load_checkpoint
-from nalu.record import HPARAMS_METRICS
 from nalu.train import CONFIG_DIR, progress_bar, train
 from nalu.validation import check_group_choices
 
@@ -125,7 +119,10 @@ def test_optuna_search_runs_its_trials_in_parallel_joblib_workers(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Joblib.Parallel(n_jobs=2" in result.stderr + result.stdout
     runs = job_dirs(sweep_dir)
-    assert [run.name for run in runs] == ["0_nalu_seed0", "1_nalu_seed0", "2_nalu_seed0"]
+    # Each trial's folder (and TensorBoard run) is named by its sampled values.
+    for k, run in enumerate(runs):
+        assert run.name.startswith(f"{k}_nalu_optimizer.lr="), run.name
+        assert "_optimizer.weight_decay=" in run.name and run.name.endswith("_seed0"), run.name
     trials = []
     for run in runs:
         overrides = dict(
@@ -203,7 +200,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
     )
     # The resumed run trained epochs 2 and 3 only, from the saved weights and optimizer state,
     # and ends where the uninterrupted run ends.
-    events = EventAccumulator(str(tmp_path / "resumed" / "tensorboard"))
+    events = EventAccumulator(str(tmp_path / "resumed"))
     events.Reload()
     # TINY has 4 steps per epoch: the curve starts at the end of epoch 2 (step 12).
     assert [event.step for event in events.Scalars("train/loss")][:2] == [12, 16]
@@ -230,7 +227,7 @@ def test_evaluate_reproduces_the_runs_extrapolation_error_and_widens_the_range(t
     wider = evaluated("data.extrap_range=[-200,200]")
     assert wider["interp/mse"] == pytest.approx(same["interp/mse"])
     assert wider["extrap/mse"] > 4 * same["extrap/mse"]  # multiplication grows quadratically
-    with pytest.raises(ConfigError, match=r"^data: the checkpoint learned another problem"):
+    with pytest.raises(ConfigError, match=r"^data: these sets pose another problem"):
         evaluated("seed=1")
 
 
@@ -268,76 +265,3 @@ def test_evaluate_cli_with_a_bad_checkpoint_stops_with_one_line(tmp_path):
 
 
 # --- TensorBoard, as a user sees it ---------------------------------------------------------
-
-
-TENSORBOARD = [sys.executable, "-m", "tensorboard.main"]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def tensorboard_json(base: str, route: str, body: dict | None = None):
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(
-        base + route, data=data, headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
-
-
-@pytest.mark.slow
-def test_tensorboard_serves_every_validation_point_and_the_final_hparams(tmp_path):
-    run_dir = tmp_path / "run"
-    overrides = [*TINY, "optimizer.lr=0.01", "trainer.max_epochs=3"]
-    metrics = train(compose_config(overrides, run_dir))
-    port = free_port()
-    # Started as a user starts it: default flags (TensorBoard's fast loader, where present).
-    server = subprocess.Popen(
-        [*TENSORBOARD, "--logdir", str(run_dir), "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin"
-    try:
-        deadline = time.monotonic() + 90
-        tags: dict = {}
-        while "tensorboard" not in tags:
-            assert time.monotonic() < deadline, "TensorBoard did not list the run in time"
-            assert server.poll() is None, "TensorBoard exited"
-            time.sleep(1)
-            try:
-                tags = tensorboard_json(base, "/scalars/tags")
-            except OSError:  # not listening yet
-                continue
-        time.sleep(2)  # let it finish reading the run's files
-        # TINY: 4 optimizer steps per epoch, a validation after each of the 3 epochs.
-        for tag in ("train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"):
-            points = tensorboard_json(base, f"/scalars/scalars?run=tensorboard&tag={tag}")
-            assert [step for _, step, _ in points] == [4, 8, 12], tag
-        final = tensorboard_json(base, "/scalars/scalars?run=tensorboard&tag=final/extrap/mse")
-        assert final[-1][2] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
-
-        experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
-        metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert metric_tags == {f"final/{name}" for name in HPARAMS_METRICS}
-        hparams = {info["name"] for info in experiment["hparamInfos"]}
-        assert {"model", "seed", "optimizer.lr"} <= hparams
-        assert not any(name.startswith("callbacks.") for name in hparams)
-        request = {
-            "experimentName": "",
-            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
-            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "final/extrap/mse"}}],
-            "startIndex": 0,
-            "sliceSize": 10,
-        }
-        (group,) = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
-        assert group["hparams"]["optimizer.lr"] == 0.01
-        assert group["hparams"]["model"] == "nalu"
-        values = {v["name"]["tag"]: v["value"] for v in group["metricValues"]}
-        assert values["final/extrap/mse"] == pytest.approx(metrics["extrap/mse"], rel=1e-6)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)

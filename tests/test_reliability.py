@@ -72,7 +72,7 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] == 8
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
-    events = EventAccumulator(str(tmp_path / "tensorboard"), size_guidance={"tensors": 0})
+    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
     events.Reload()
     status = events.Tensors("run/status/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert status.startswith(f"diverged diverged_at_step={diverged_at}")
@@ -111,7 +111,9 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
     ]
     assert "| mlp | 3 | 1 |" in median_table(group_runs(runs, ["model"]), ["model"])
     report = subprocess.run(
-        [sys.executable, "-m", "nalu.report", str(sweep_dir)], capture_output=True, text=True
+        [sys.executable, "-m", "nalu.report", str(sweep_dir), "--group-by", "model"],
+        capture_output=True,
+        text=True,
     )
     assert "| mlp | 3 | 1 |" in report.stdout
 

@@ -143,7 +143,12 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
     # Per output (outputs × seeds), then per run.
     assert row.startswith(f"| nalu | mul | 2 | 0 | 0/{mul_outputs} = 0% [0%, ")
     assert "| 0/2 = 0% [0%, 66%] |" in row
-    for figure in ("curves.png", "success.png"):
+    for figure in (
+        "training_loss.png",
+        "test_loss.png",
+        "test_loss_by_operation.png",
+        "success.png",
+    ):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))
     assert "| nac | all | 2 |" in capsys.readouterr().out
@@ -189,8 +194,8 @@ def test_an_unknown_group_by_label_is_one_clear_line(tmp_path, capsys):
     write_run(tmp_path / "a", "nac", 0, {"extrap/mse": 1.0})
     line = stops_with([str(tmp_path), "--group-by", "model,nosuchlabel"], capsys)
     assert line == (
-        "error: --group-by model,nosuchlabel: no run has the label 'nosuchlabel'; "
-        "choose among model, seed"
+        "error: --group-by model,nosuchlabel: no run has the field 'nosuchlabel'; "
+        "choose a label or config field, e.g. model, seed"
     )
 
 

@@ -282,7 +282,7 @@ def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
     # TINY: 2 epochs of 4 steps, so the ramp ends after step 4.
     overrides = ["model=nmu", "regularizer.start=0", "regularizer.end=0.5"]
     train(compose_config([*tiny_overrides, *overrides], tmp_path))
-    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events = EventAccumulator(str(tmp_path))
     events.Reload()
     scales = [event.value for event in events.Scalars("train/regularizer_scale")]
     # TINY: 4 steps per epoch. Epoch 0: λ = 0, ¼, ½, ¾ (mean 0.375); epoch 1: λ = 1 throughout.

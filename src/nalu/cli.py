@@ -12,12 +12,20 @@ from typing import TYPE_CHECKING, NoReturn, TypeVar
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig
 
+import nalu.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from nalu.errors import ConfigError, InvalidArgument
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "conf"
+# An installed package carries its configs as nalu/conf; a source checkout (editable install)
+# keeps them at the repository's top, conf/.
+_PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+CONFIG_DIR = (
+    _PACKAGED_CONFIG_DIR
+    if _PACKAGED_CONFIG_DIR.is_dir()
+    else Path(__file__).resolve().parents[2] / "conf"
+)
 T = TypeVar("T")
 # Exit codes: bad input, a run stopped by a non-finite loss, a run stopped by Ctrl-C (as a shell
 # reports SIGINT).

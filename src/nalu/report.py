@@ -23,7 +23,9 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+import yaml
 from matplotlib.figure import Figure
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.tensorboard import SummaryWriter
 
@@ -60,14 +62,70 @@ class ReportError(Exception):
 
 
 def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
-    """Every ``metrics.json`` under ``paths``, each with its folder as ``run_dir``."""
+    """Every ``metrics.json`` under ``paths``, each with its folder as ``run_dir`` and its
+    command line's ``overrides`` (``{field: value}``)."""
     runs = []
     for root in paths:
         for metrics_file in sorted(Path(root).rglob(METRICS_FILE)):
             run = asdict(RunRecord.read(metrics_file.parent))
             run["run_dir"] = str(metrics_file.parent)
+            run["overrides"] = run_overrides(metrics_file.parent)
             runs.append(run)
     return runs
+
+
+def _hydra_dir(run_dir: Path) -> Path:
+    """The ``.hydra`` folder of the job that wrote the run: its own, or a population's for a
+    member (``<job>/members/<member>``)."""
+    if run_dir.parent.name == "members" and not (run_dir / ".hydra").is_dir():
+        return run_dir.parent.parent / ".hydra"
+    return run_dir / ".hydra"
+
+
+def run_overrides(run_dir: Path) -> dict[str, str]:
+    """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``), Hydra's own
+    fields left out; empty for a run written without Hydra."""
+    path = _hydra_dir(run_dir) / "overrides.yaml"
+    if not path.is_file():
+        return {}
+    overrides = {}
+    for override in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
+        field, _, value = str(override).lstrip("+~").partition("=")
+        if not field.startswith("hydra"):
+            overrides[field] = value
+    return overrides
+
+
+def run_value(run: dict[str, Any], field: str) -> Any:
+    """A run's value of ``field``: a label of its metrics.json, an override of its command line
+    or a field of its config (``.hydra/config.yaml``); None where it has none."""
+    if field in run.get("labels", {}):
+        return run["labels"][field]
+    if field in run.get("overrides", {}):
+        return run["overrides"][field]
+    config = _hydra_dir(Path(run["run_dir"])) / "config.yaml"
+    if config.is_file():
+        value = OmegaConf.select(OmegaConf.load(config), field, default=None)
+        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+    return None
+
+
+def swept_fields(runs: list[dict[str, Any]]) -> list[str]:
+    """The command-line fields whose values differ between runs, seeds left out: seeds are
+    what a row pools."""
+    fields = sorted({field for run in runs for field in run.get("overrides", {})})
+    return [
+        field
+        for field in fields
+        if field != "seed"
+        and not field.endswith("_seed")
+        and len({str(run_value(run, field)) for run in runs}) > 1
+    ]
+
+
+def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
+    """A row per model and per combination of swept values."""
+    return ["model", *(field for field in swept_fields(runs) if field != "model")]
 
 
 def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]) -> str:
@@ -142,16 +200,24 @@ def group_runs(
 ) -> dict[str, list[dict[str, Any]]]:
     """Runs by the values of the ``group_by`` labels; one problem per group, and every label
     known to some run, else ReportError."""
-    known = {label for run in runs for label in run.get("labels", {})}
-    unknown = [label for label in group_by if label not in known]
-    if unknown:
-        raise ReportError(
-            f"--group-by {','.join(group_by)}: no run has the label {unknown[0]!r}; "
-            f"choose among {', '.join(sorted(known))}"
-        )
+    for field in group_by:
+        if all(run_value(run, field) is None for run in runs):
+            known = sorted(
+                {
+                    label
+                    for run in runs
+                    for label in (*run.get("labels", {}), *run.get("overrides", {}))
+                }
+            )
+            raise ReportError(
+                f"--group-by {','.join(group_by)}: no run has the field {field!r}; choose a "
+                f"label or config field, e.g. {', '.join(known)}"
+            )
     groups: dict[str, list[dict[str, Any]]] = {}
     for run in runs:
-        key = " / ".join(str(run.get("labels", {}).get(label, "–")) for label in group_by)
+        key = " / ".join(
+            "–" if (value := run_value(run, field)) is None else str(value) for field in group_by
+        )
         groups.setdefault(key, []).append(run)
     groups = dict(sorted(groups.items()))
     for key, members in groups.items():
@@ -326,46 +392,86 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
-    """``{tag: {step: value}}`` of the ``CURVES`` tags in a run's TensorBoard events (none for a
-    run folder without them: it still has its row in the tables)."""
-    if not (run_dir / "tensorboard").is_dir():
-        return {}
-    events = EventAccumulator(str(run_dir / "tensorboard"), size_guidance={"scalars": 0})
+    """``{tag: {step: value}}`` of the training loss and the extrapolation MSEs (overall and
+    per operation) in a run's TensorBoard events, which lie in the run's folder (in its
+    ``tensorboard/`` for runs of versions before 0.2); none for a run without them: it still
+    has its row in the tables."""
+    legacy = run_dir / "tensorboard"
+    events = EventAccumulator(
+        str(legacy if legacy.is_dir() else run_dir), size_guidance={"scalars": 0}
+    )
     events.Reload()
-    tags = set(events.Tags().get("scalars", []))
     return {
         tag: {event.step: event.value for event in events.Scalars(tag)}
-        for tag in CURVES
-        if tag in tags
+        for tag in events.Tags().get("scalars", [])
+        if tag in (TRAIN_LOSS, EXTRAP_MSE) or tag.startswith(EXTRAP_MSE_OF)
     }
 
 
-def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> Figure:
-    """Per curve a panel; per group the median over runs and the 25–75% band, log scale."""
-    figure, axes = plt.subplots(1, len(CURVES), figsize=(6 * len(CURVES), 4.2))
+def _steps_per_epoch(run: dict[str, Any]) -> float:
+    return run["steps"] / run["epochs"] if run.get("epochs") else 1.0
+
+
+def _plot_median_band(
+    axis: Any, groups: dict[str, list[dict[str, Any]]], curves: dict[str, list[dict]], tag: str
+) -> None:
+    """Per group the median over its runs and the 25–75% band, against epochs, log scale."""
+    for key, members in groups.items():
+        series = [
+            (curve[tag], _steps_per_epoch(run))
+            for run, curve in zip(members, curves[key], strict=True)
+            if curve.get(tag)
+        ]
+        if not series:
+            continue
+        steps = sorted(set.intersection(*(set(points) for points, _ in series)))
+        values = np.array([[points[step] for step in steps] for points, _ in series], dtype=float)
+        values[~np.isfinite(values)] = np.nan
+        epochs = np.array(steps) / series[0][1]
+        low, high = np.nanpercentile(values, [25, 75], axis=0)
+        (line,) = axis.plot(epochs, np.nanmedian(values, axis=0), label=f"{key} (n={len(series)})")
+        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+    axis.set_yscale("log")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("MSE")
+    if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
+        axis.legend(fontsize="small")
+
+
+def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Figure]:
+    """The article's two figures, training loss and test loss (the extrapolation MSE) per group
+    over epochs, and the test loss of each operation: median over runs, interquartile band."""
     curves = {
-        key: [loss_curves(Path(run["run_dir"])) for run in members]
-        for key, members in groups.items()
+        key: [loss_curves(Path(run["run_dir"])) for run in runs] for key, runs in groups.items()
     }
-    for axis, (tag, title) in zip(axes, CURVES.items(), strict=True):
-        for key, per_run in curves.items():
-            series = [run[tag] for run in per_run if run.get(tag)]
-            if not series:
-                continue
-            steps = sorted(set.intersection(*(set(s) for s in series)))
-            values = np.array([[s[step] for step in steps] for s in series], dtype=float)
-            values[~np.isfinite(values)] = np.nan
-            median = np.nanmedian(values, axis=0)
-            low, high = np.nanpercentile(values, [25, 75], axis=0)
-            (line,) = axis.plot(steps, median, label=f"{key} (n={len(series)})")
-            axis.fill_between(steps, low, high, color=line.get_color(), alpha=0.2)
-        axis.set_yscale("log")
-        axis.set_xlabel("step")
+    operations = sorted(
+        {
+            tag.removeprefix(EXTRAP_MSE_OF)
+            for per_run in curves.values()
+            for curve in per_run
+            for tag in curve
+            if tag.startswith(EXTRAP_MSE_OF)
+        }
+    )
+    figures = {}
+    for name, tag, title in (
+        ("training_loss", TRAIN_LOSS, "Training loss"),
+        ("test_loss", EXTRAP_MSE, "Test loss (extrapolation MSE)"),
+    ):
+        figure, axis = plt.subplots(figsize=(8, 5))
+        _plot_median_band(axis, groups, curves, tag)
         axis.set_title(title)
-        if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
-            axis.legend(fontsize="small")
+        figure.tight_layout()
+        figures[name] = figure
+    figure, axes = plt.subplots(
+        1, max(1, len(operations)), figsize=(5 * max(1, len(operations)), 4.2), squeeze=False
+    )
+    for axis, operation in zip(axes[0], operations, strict=False):
+        _plot_median_band(axis, groups, curves, f"{EXTRAP_MSE_OF}{operation}")
+        axis.set_title(f"Test loss of the {operation} outputs")
     figure.tight_layout()
-    return figure
+    figures["test_loss_by_operation"] = figure
+    return figures
 
 
 def plot_success(rows: list[dict[str, Any]]) -> Figure:
@@ -398,19 +504,22 @@ def plot_success(rows: list[dict[str, Any]]) -> Figure:
 
 
 def write_report(
-    paths: list[Path], group_by: Sequence[str] = ("model",)
-) -> tuple[Path, list[dict[str, Any]]]:
-    """Write report.md, report.csv, curves.png and success.png into ``paths[0]``."""
+    paths: list[Path], group_by: Sequence[str] | None = None
+) -> tuple[Path, list[dict[str, Any]], list[str]]:
+    """Write report.md, report.csv and the figures (PNG, and in ``report_tensorboard/``) into
+    ``paths[0]``; rows by ``group_by``, by default the model and every swept field. Returns the
+    report's path, its rows and the fields that name them."""
     for path in paths:
         if not path.is_dir():
             raise ReportError(f"{path}: no such folder")
     runs = load_runs(paths)
     if not runs:
         raise ReportError(f"no metrics.json under {', '.join(map(str, paths))}")
+    group_by = list(group_by or default_group_by(runs))
     rows = summary_rows(runs, group_by)
     out = paths[0]
     write_csv(rows, out / "report.csv")
-    figures = {"curves": plot_curves(group_runs(runs, group_by)), "success": plot_success(rows)}
+    figures = {**plot_curves(group_runs(runs, group_by)), "success": plot_success(rows)}
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
         [
@@ -432,7 +541,10 @@ def write_report(
             markdown_table(rows, group_by),
             "Final metrics, median over the runs that finished:",
             median_table(group_runs(runs, group_by), group_by),
-            "![Loss curves: median over seeds, interquartile band](curves.png)",
+            "Curves: median over seeds with the interquartile band.",
+            "![Training loss per group over epochs](training_loss.png)",
+            "![Test (extrapolation) loss per group over epochs](test_loss.png)",
+            "![Test loss of each operation's outputs](test_loss_by_operation.png)",
             "![Success rates with 95% Wilson intervals](success.png)",
         ]
     )
@@ -448,25 +560,29 @@ def write_report(
         for name, figure in figures.items():
             figure.savefig(out / f"{name}.png", dpi=120)
             writer.add_figure(f"report/{name}", figure, close=True)
-    return report, rows
+    return report, rows, group_by
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument(
-        "--group-by", default="model", help="comma-separated labels that name a row"
+        "--group-by",
+        default=None,
+        help="comma-separated labels or config fields that name a row (default: model and "
+        "every field the sweep varied, e.g. optimizer.lr)",
     )
     args = parser.parse_args(argv)
     try:
-        report, rows = write_report(args.paths, args.group_by.split(","))
+        report, rows, group_by = write_report(
+            args.paths, args.group_by.split(",") if args.group_by else None
+        )
     except ReportError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
-    group_by = args.group_by.split(",")
     print(markdown_table(rows, group_by))
     print("\nFinal metrics, median over the runs that finished:\n")
     print(median_table(group_runs(load_runs(args.paths), group_by), group_by))
-    print(f"\nReport: {report} (with report.csv, curves.png, success.png)")
+    print(f"\nReport: {report} (with report.csv and the figures beside it)")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 from torch import Tensor, nn
+from torch.utils.tensorboard import SummaryWriter
 
 from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
+from nalu.heatmap import unit_matrices, weight_figure
 from nalu.metrics import group_by_operation
 from nalu.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.record import (
@@ -25,10 +27,6 @@ from nalu.record import (
     write_json_atomic,
 )
 
-HEATMAP_PIXELS_PER_WEIGHT = 8
-# Config sections that say where and how a run is written, not what it trains: not HParams.
-HPARAMS_LEFT_OUT = ("callbacks", "logger", "paths", "hydra")
-
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``; lists and None become strings for TensorBoard."""
@@ -42,35 +40,6 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = str(value)
     return flat
-
-
-def weight_heatmap(weight: Tensor) -> Tensor:
-    """``[3, H, W]`` RGB image of a ``[out, in]`` matrix: red positive, blue negative, white 0.
-
-    Values are scaled by the largest magnitude when it exceeds 1, so {-1, 0, 1} weights keep
-    their full colour; every weight is a square of ``HEATMAP_PIXELS_PER_WEIGHT`` pixels.
-    """
-    w = weight.detach().float().cpu()
-    w = w / max(1.0, w.abs().max().item()) if torch.isfinite(w).all() else torch.zeros_like(w)
-    positive, negative = w.clamp(min=0), (-w).clamp(min=0)
-    image = torch.stack([1 - negative, 1 - positive - negative, 1 - positive])
-    scale = HEATMAP_PIXELS_PER_WEIGHT
-    return image.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2).clamp(0, 1)
-
-
-def named_weight_matrices(network: nn.Module, prefix: str = "") -> dict[str, Tensor]:
-    """The matrices worth looking at: each unit's effective weights and each linear layer's.
-
-    A unit's ``effective_weights()`` speaks for everything inside it (a NALU's NACs).
-    """
-    if hasattr(network, "effective_weights"):
-        return {f"{prefix}{name}": w for name, w in network.effective_weights().items()}
-    if isinstance(network, nn.Linear):
-        return {f"{prefix}weight": network.weight}
-    matrices: dict[str, Tensor] = {}
-    for child_name, child in network.named_children():
-        matrices.update(named_weight_matrices(child, f"{prefix}{child_name}."))
-    return matrices
 
 
 def newest_checkpoint(trainer: L.Trainer) -> str | None:
@@ -141,9 +110,35 @@ def log_final_results(
             ),
             step,
         )
-    settings = {k: v for k, v in hyperparameters.items() if k not in HPARAMS_LEFT_OUT}
-    tensorboard.log_hyperparams({**labels, **flatten_config(settings)}, metrics=headline, step=step)
+    hparams = flatten_config({**labels, **hyperparameters})
+    tensorboard.log_hyperparams(hparams, metrics=headline, step=step)
     tensorboard.experiment.flush()
+
+
+def log_weight_figures(
+    experiment: SummaryWriter,
+    network: nn.Module,
+    problem: ArithmeticProblem,
+    formulas: list[dict[str, Any]],
+    step: int,
+) -> None:
+    """A heatmap figure per unit, ``weights/<unit>``; the last unit's rows are the outputs,
+    labelled with their true and read-back formulas."""
+    units = unit_matrices(network)
+    recovered = sum(f["recovered"] for f in formulas)
+    for k, (path, matrices) in enumerate(units.items()):
+        is_output_unit = k == len(units) - 1
+        title = f"{path}: {type(network.get_submodule('' if path == 'network' else path)).__name__}"
+        if is_output_unit and formulas:
+            title += f" · {recovered}/{len(formulas)} outputs read back as the truth"
+        figure = weight_figure(
+            title,
+            matrices,
+            truths=[str(f) for f in problem.exact_formulas()] if is_output_unit else [],
+            learned=[(f["learned"], f["recovered"]) for f in formulas] if is_output_unit else None,
+            input_name="x" if k == 0 else "h",
+        )
+        experiment.add_figure(f"weights/{path}", figure, step, close=True)
 
 
 class RunRecorder(L.Callback):
@@ -201,7 +196,7 @@ class RunRecorder(L.Callback):
             return _tensorboard(trainer)
         return TensorBoardLogger(
             save_dir=self.member_dir(member),
-            name="tensorboard",
+            name="",
             version="",
             default_hp_metric=False,
         )
@@ -239,8 +234,7 @@ class RunRecorder(L.Callback):
                             experiment.add_scalar(tag, values[member], step)
             if diverged_at >= 0:
                 experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
-            for name, weight in named_weight_matrices(network).items():
-                experiment.add_image(f"weights/{name}", weight_heatmap(weight), trainer.global_step)
+            log_weight_figures(experiment, network, problem, formulas, trainer.global_step)
             log_final_results(
                 tensorboard,
                 metrics,

@@ -28,6 +28,7 @@ from nalu.cli import (
 )
 from nalu.errors import ConfigError, Diverged, Interrupted
 from nalu.record import INTERP_MSE
+from nalu.resolvers import NOT_HYPERPARAMETERS, SWEPT_FIELDS_VARIABLE, job_overrides
 from nalu.validation import check_command_line, validate_config
 
 if TYPE_CHECKING:
@@ -39,13 +40,6 @@ if TYPE_CHECKING:
     from nalu.module import ArithmeticModule
 
 log = logging.getLogger(__name__)
-
-# `${stdout_is_terminal:}` in a config: progress bars only where someone watches them.
-OmegaConf.register_new_resolver("stdout_is_terminal", sys.stdout.isatty, replace=True)
-# `${len:${.operations}}`: a problem with one output per operation sizes the network from it.
-OmegaConf.register_new_resolver("len", len, replace=True)
-# `${pid:}`: this process's id, unique among the runs going on at once.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 
 
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -119,7 +113,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             {**run_labels(member, data.problem), "population": cfg.population}
             for member, data in zip(members, member_data, strict=True)
         ],
-        hyperparameters=[OmegaConf.to_container(member, resolve=True) for member in members],
+        hyperparameters=[run_hyperparameters(member) for member in members],
     )
     interrupt = StopAtEpochEndOnInterrupt()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -190,6 +184,34 @@ def run_labels(cfg: DictConfig, problem: "ArithmeticProblem") -> dict[str, Any]:
     }
 
 
+def run_hyperparameters(cfg: DictConfig) -> dict[str, Any]:
+    """What the HParams tab shows of a run: its config choices (model, optimizer, experiment,
+    ...), every field the command line set or swept, the seed and the population size."""
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    chosen = {
+        group: option
+        for group, option in choices.items()
+        if option is not None and not group.startswith(NOT_HYPERPARAMETERS)
+    }
+    overridden = {
+        field: OmegaConf.select(cfg, field, default=value)
+        for field, value in job_overrides().items()
+        if field not in choices
+    }
+    values = {**chosen, **overridden, "seed": cfg.seed, "population": cfg.population}
+    return {name: _hparam_value(value) for name, value in values.items()}
+
+
+def _hparam_value(value: Any) -> int | float | str:
+    """A number as itself; a bool (which TensorBoard would show as 0.0000), a list or None as
+    the text the command line would take."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, int | float | str) else str(value)
+
+
 def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     """The final metrics and where the run is, once per run (also when DDP runs several ranks)."""
     from lightning.pytorch.utilities import rank_zero_only
@@ -201,7 +223,7 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
         print(f"Success rates: {output_dir / 'report.md'}")
     else:
         print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
-    print(f"TensorBoard run: {output_dir / 'tensorboard'}  (make tensorboard)")
+    print(f"TensorBoard run: {output_dir}  (make tensorboard)")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
@@ -225,11 +247,27 @@ def hydra_main(cfg: DictConfig) -> float:
     return metrics.get(INTERP_MSE, float("nan"))
 
 
-def main() -> None:
+def swept_on_command_line(arguments: list[str]) -> list[str]:
+    """The fields that ``arguments`` sweep (``field=a,b``, ``field=range(...)``, ...)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
     try:
-        check_command_line(sys.argv[1:], CONFIG_DIR)
+        overrides = OverridesParser.create().parse_overrides(
+            [arg for arg in arguments if not arg.startswith("-")]
+        )
+    except HydraException:
+        return []
+    return [o.key_or_group for o in overrides if o.is_sweep_override()]
+
+
+def main() -> None:
+    arguments = sys.argv[1:]
+    try:
+        check_command_line(arguments, CONFIG_DIR)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
+    os.environ[SWEPT_FIELDS_VARIABLE] = ",".join(swept_on_command_line(arguments))
     hydra_main()
 
 

@@ -1,0 +1,197 @@
+"""What a researcher reads: TensorBoard over HTTP as a user starts it, sweep reports, weight
+heatmaps, the console scripts' completion and evaluate's result file."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY, run_cli
+
+from nalu.heatmap import unit_matrices, weight_figure
+from nalu.record import HPARAMS_METRICS
+from nalu.units import NeuralAdditionUnit, NeuralMultiplicationUnit
+
+BIN = Path(sys.executable).parent
+LEARNING_RATES = ("0.001", "0.01")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def tensorboard_json(base: str, route: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        base + route, data=data, headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture(scope="module")
+def two_job_sweep(tmp_path_factory) -> Path:
+    """``-m model=nalu optimizer.lr=0.001,0.01``: 3 epochs of 4 steps, validated after each."""
+    workdir = tmp_path_factory.mktemp("sweep")
+    sweep_dir = workdir / "sweep"
+    result = run_cli(
+        [
+            "-m",
+            *TINY,
+            "trainer.max_epochs=3",
+            "model=nalu",
+            f"optimizer.lr={','.join(LEARNING_RATES)}",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=workdir,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return sweep_dir
+
+
+@pytest.mark.slow
+def test_job_folders_are_named_by_model_swept_values_and_seed(two_job_sweep):
+    names = sorted(path.name for path in two_job_sweep.iterdir() if path.is_dir())
+    assert names == [f"{k}_nalu_optimizer.lr={lr}_seed0" for k, lr in enumerate(LEARNING_RATES)]
+
+
+@pytest.mark.slow
+def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_job_sweep):
+    port = free_port()
+    # Started as a user starts it: default flags (TensorBoard's fast loader, where present).
+    address = ["--host", "127.0.0.1", "--port", str(port)]
+    server = subprocess.Popen(
+        [BIN / "tensorboard", "--logdir", str(two_job_sweep), *address],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    expected_runs = sorted(
+        f"{k}_nalu_optimizer.lr={lr}_seed0" for k, lr in enumerate(LEARNING_RATES)
+    )
+    try:
+        deadline = time.monotonic() + 90
+        tags: dict = {}
+        while sorted(tags) != expected_runs:
+            assert time.monotonic() < deadline, f"TensorBoard listed {sorted(tags)}"
+            assert server.poll() is None, "TensorBoard exited"
+            time.sleep(1)
+            try:
+                tags = tensorboard_json(base, "/scalars/tags")
+            except OSError:  # not listening yet
+                continue
+        time.sleep(2)  # let it finish reading the runs' files
+        for run in expected_runs:
+            quoted = urllib.parse.quote(run)
+            assert not any(tag == "epoch" for tag in tags[run])
+            # 4 optimizer steps per epoch, a validation after each of the 3 epochs.
+            for tag in ("train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"):
+                points = tensorboard_json(base, f"/scalars/scalars?run={quoted}&tag={tag}")
+                assert [step for _, step, _ in points] == [4, 8, 12], (run, tag)
+            images = tensorboard_json(base, "/images/tags")[run]
+            # The NALU's one unit: one figure, a panel per matrix (W_add, W_mul).
+            assert list(images) == ["weights/network"]
+            (image,) = tensorboard_json(
+                base, f"/images/images?run={quoted}&tag=weights/network&sample=0"
+            )
+            with urllib.request.urlopen(f"{base}/images/individualImage?{image['query']}") as png:
+                header = png.read(24)
+            assert header.startswith(b"\x89PNG")
+            assert int.from_bytes(header[16:20], "big") >= 600  # width: a figure, not a thumbnail
+
+        experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
+        metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
+        assert metric_tags == {f"final/{name}" for name in HPARAMS_METRICS}
+        hparams = {info["name"] for info in experiment["hparamInfos"]}
+        assert {"model", "seed", "optimizer", "optimizer.lr", "data"} <= hparams
+        assert not any(name.startswith(("callbacks", "logger", "paths")) for name in hparams)
+        request = {
+            "experimentName": "",
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
+            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "final/extrap/mse"}}],
+            "startIndex": 0,
+            "sliceSize": 10,
+        }
+        groups = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
+        assert sorted(group["hparams"]["optimizer.lr"] for group in groups) == [0.001, 0.01]
+        assert {group["hparams"]["model"] for group in groups} == {"nalu"}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_the_report_of_a_learning_rate_sweep_has_a_row_per_rate(two_job_sweep):
+    result = run_cli([str(two_job_sweep)], cwd=two_job_sweep, module="nalu.report")
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| nalu / ")]
+    groups = sorted({row.split(" | ")[0] for row in rows})
+    assert groups == ["| nalu / 0.001", "| nalu / 0.01"]
+    assert "| model / optimizer.lr | op |" in result.stdout
+    for figure in ("training_loss", "test_loss", "test_loss_by_operation", "success"):
+        assert (two_job_sweep / f"{figure}.png").stat().st_size > 10_000, figure
+
+
+def test_heatmap_labels_each_output_with_its_true_and_learned_formula():
+    network = torch.nn.Sequential(NeuralAdditionUnit(4, 2), NeuralMultiplicationUnit(2, 1))
+    units = unit_matrices(network)
+    assert {path: list(matrices) for path, matrices in units.items()} == {"0": ["W"], "1": ["W"]}
+    hidden = weight_figure("0: NAU", units["0"], truths=[], input_name="x")
+    (axis, _colour_bar) = hidden.axes
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["h0", "h1"]
+    assert [t.get_text() for t in axis.get_xticklabels()] == ["x0", "x1", "x2", "x3"]
+    output = weight_figure(
+        "1: NMU", units["1"], truths=["x0 × x1"], learned=[("x0 × x1", True)], input_name="h"
+    )
+    axis, colour_bar = output.axes
+    assert [t.get_text() for t in axis.get_yticklabels()] == ["y0 = x0 × x1"]
+    (learned_side,) = axis.child_axes
+    assert [t.get_text() for t in learned_side.get_yticklabels()] == ["✓ x0 × x1"]
+    assert colour_bar.get_label() == "<colorbar>"
+    assert colour_bar.get_ylim() == (-1.0, 1.0)  # {-1, 0, 1} weights in full colour
+
+
+@pytest.mark.slow
+def test_console_scripts_complete_hydra_options_in_bash():
+    env = {**os.environ, "COMP_LINE": "nalu-train model=nm"}
+    result = subprocess.run(
+        [BIN / "nalu-train", "-sc", "query=bash"], env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert {"model=nmu", "model=nmru"} <= set(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_evaluate_reads_the_problem_from_the_run_and_writes_its_json(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = run_cli([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    checkpoint = f"ckpt_path={run_dir}/checkpoints/last.ckpt"
+    result = run_cli([checkpoint], cwd=tmp_path, module="nalu.evaluate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (evaluation,) = run_dir.glob("evaluate/*/evaluation.json")
+    metrics = json.loads(evaluation.read_text())["metrics"]
+    recorded = json.loads((run_dir / "metrics.json").read_text())["metrics"]
+    assert metrics["extrap/mse"] == pytest.approx(recorded["extrap/mse"], rel=1e-6)
+
+    wider = run_cli(
+        [checkpoint, "data.extrap_range=[-500,500]"], cwd=tmp_path, module="nalu.evaluate"
+    )
+    assert wider.returncode == 0, wider.stderr[-2000:]
+    assert len(list(run_dir.glob("evaluate/*/evaluation.json"))) == 2
+
+    for bad in (["seed=1"], ["experiment=article"], ["data=static_arithmetic"]):
+        refused = run_cli([checkpoint, *bad], cwd=tmp_path, module="nalu.evaluate")
+        assert refused.returncode == 2, (bad, refused.stderr[-2000:])
+        (line,) = refused.stderr.strip().splitlines()
+        assert line.startswith(f"error: {bad[0].split('=')[0]}"), line
+        assert len(list(run_dir.glob("evaluate/*"))) == 2, bad  # no folder left behind

@@ -1,0 +1,60 @@
+"""The package as a user installs it: a wheel (not an editable checkout) with its console
+scripts and its configs inside."""
+
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
+    wheels = tmp_path / "wheels"
+    build = ["wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(wheels)]
+    subprocess.run(
+        [sys.executable, "-m", "pip", *build],
+        check=True,
+        capture_output=True,
+    )
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    (wheel,) = wheels.glob("nalu-*.whl")
+    subprocess.run(
+        [venv / "bin" / "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+        capture_output=True,
+    )
+    # The dependencies come from this environment, appended after the fresh one's own
+    # site-packages (a .pth line adds a path without running this environment's .pth files,
+    # so its editable nalu stays out of sight).
+    (fresh_site,) = (venv / "lib").glob("python3*/site-packages")
+    (fresh_site / "dependencies.pth").write_text("\n".join(site.getsitepackages()) + "\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    result = subprocess.run(
+        [venv / "bin" / "nalu-train", *TINY, "trainer.max_epochs=1"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run_dir,) = (workdir / "outputs" / "runs").iterdir()
+    assert (run_dir / "metrics.json").is_file()
+    located = subprocess.run(
+        [venv / "bin" / "python", "-c", "import nalu.cli; print(nalu.cli.CONFIG_DIR)"],
+        cwd=workdir,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert Path(located.stdout.strip()).is_relative_to(fresh_site)
