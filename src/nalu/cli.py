@@ -46,6 +46,8 @@ class _DropNotices(logging.Filter):
 
 
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNotices())
+# Optuna's storage layer announces each of its database plugins as it loads.
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def checked(section: str, build: Callable[[], T]) -> T:

@@ -7,8 +7,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
@@ -26,6 +28,7 @@ from nalu.record import (
     finite_median,
     write_json_atomic,
 )
+from nalu.resolvers import swept_fields
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -110,9 +113,32 @@ def log_final_results(
             ),
             step,
         )
+    tensorboard.log_metrics(headline, step=step)
     hparams = flatten_config({**labels, **hyperparameters})
-    tensorboard.log_hyperparams(hparams, metrics=headline, step=step)
+    log_hparams(
+        tensorboard.experiment, hparams, headline, leading=["model", *swept_fields(), "seed"]
+    )
     tensorboard.experiment.flush()
+
+
+def log_hparams(
+    writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[str, float], leading: list[str]
+) -> None:
+    """The run's HParams entry, with the ``leading`` hyperparameters first in the tab's list.
+
+    TensorBoard's HParams tab shows the hyperparameters that differ between runs first, the
+    rest by name, and ticks the first few; a run cannot know what differs, but it knows what
+    tells it apart (its model, its swept fields, its seed), so those are marked as differing.
+    """
+    experiment, session_start, session_end = hparams_summary(hparams, metrics)
+    (value,) = experiment.value
+    content = HParamsPluginData.FromString(value.metadata.plugin_data.content)
+    for info in content.experiment.hparam_infos:
+        info.differs = info.name in leading
+    value.metadata.plugin_data.content = content.SerializeToString()
+    file_writer = writer._get_file_writer()
+    for summary in (experiment, session_start, session_end):
+        file_writer.add_summary(summary)
 
 
 def log_weight_figures(
