@@ -50,7 +50,8 @@ def stops_with(arguments, capsys) -> str:
 
 
 def test_no_runs_is_one_clear_line(tmp_path, capsys):
-    assert stops_with([str(tmp_path)], capsys) == f"error: no metrics.json under {tmp_path}"
+    line = stops_with([str(tmp_path)], capsys)
+    assert line == f"error: no readable metrics.json under {tmp_path}"
 
 
 @pytest.mark.parametrize(

@@ -1,19 +1,23 @@
 """What every entry point (train, evaluate, report, bench) shares: the exit-code policy, one-line
 errors, the config directory and Lightning's console set-up."""
 
+import errno
 import logging
 import os
 import sys
 import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from hydra.errors import InstantiationException
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 import nalu.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from nalu.errors import ConfigError, InvalidArgument
+from nalu.record import METRICS_FILE, STATUS_DIVERGED, STATUS_FINISHED, RunRecord
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback
@@ -32,6 +36,10 @@ T = TypeVar("T")
 EXIT_CONFIG_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130
+# A result could not be written (a full disk, a read-only folder): sysexits.h's EX_IOERR.
+EXIT_OUTPUT_ERROR = 74
+# A sweep in which a job failed (each said why in its line; the summary counts them).
+EXIT_JOBS_FAILED = 1
 # NALU_VERBOSE=1 shows the traceback behind a one-line error.
 VERBOSE = os.environ.get("NALU_VERBOSE", "") not in ("", "0")
 
@@ -67,6 +75,78 @@ def fail(error: BaseException, message: str, exit_code: int) -> NoReturn:
         raise error
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(exit_code)
+
+
+def output_error_message(error: OSError) -> str:
+    """One line for a result that could not be written: which file, and why."""
+    path = error.filename2 or error.filename  # a rename's target, else the file
+    where = f"{path}: " if path else ""
+    return f"{where}{error.strerror or error}; results are written whole or not at all"
+
+
+def check_output_folder(folder: Path, field: str) -> None:
+    """Refuse, before any work, an output folder that cannot be made: under a file, on a
+    read-only file system or without permission (``OSError``, which ``output_error_message``
+    reads)."""
+    ancestor = folder.absolute()
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, f"{field}: {ancestor} is a file", str(folder))
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise PermissionError(
+            errno.EACCES, f"{field}: {ancestor} is read-only or not writable", str(folder)
+        )
+
+
+@dataclass(frozen=True)
+class SweepCounts:
+    """A sweep's jobs by how they ended."""
+
+    jobs: int
+    finished: int
+    diverged: int
+
+    @property
+    def failed(self) -> int:
+        return self.jobs - self.finished - self.diverged
+
+
+def count_jobs(sweep_dir: Path) -> SweepCounts:
+    """The jobs of a sweep folder (each has its ``.hydra``): finished where a run of it (itself
+    or a population member) finished, diverged where all diverged, failed where none wrote its
+    metrics.json."""
+    finished = diverged = jobs = 0
+    for job in sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()):
+        jobs += 1
+        statuses = set()
+        for metrics in job.rglob(METRICS_FILE):
+            try:
+                statuses.add(RunRecord.read(metrics.parent).status)
+            except (OSError, ValueError, TypeError, AttributeError):
+                continue
+        finished += STATUS_FINISHED in statuses
+        diverged += statuses == {STATUS_DIVERGED}
+    return SweepCounts(jobs, finished, diverged)
+
+
+class MultirunSummary(Callback):
+    """Ends a multirun with one line counting its jobs, finished, diverged and failed
+    (``hydra.callbacks`` in ``conf/hydra/default.yaml``); ``last`` keeps the counts, from
+    which ``nalu-train`` takes its exit code."""
+
+    last: SweepCounts | None = None
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        counts = count_jobs(sweep_dir)
+        MultirunSummary.last = counts
+        print(
+            f"multirun: {counts.jobs} jobs in {sweep_dir}: {counts.finished} finished, "
+            f"{counts.diverged} diverged, {counts.failed} failed"
+        )
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

@@ -2,6 +2,25 @@
 
 from typing import Any
 
+# Values longer than this are cut in the middle in messages (a list of 3000 names, 10**400).
+MAX_SHOWN_CHARACTERS = 60
+
+
+def cut(text: str) -> str:
+    """``text``, cut in the middle beyond ``MAX_SHOWN_CHARACTERS``."""
+    if len(text) <= MAX_SHOWN_CHARACTERS:
+        return text
+    half = (MAX_SHOWN_CHARACTERS - 5) // 2
+    return f"{text[:half]} ... {text[-half:]}"
+
+
+def shorten(value: Any) -> str:
+    """``repr(value)``, cut in the middle beyond ``MAX_SHOWN_CHARACTERS``."""
+    try:
+        return cut(repr(value))
+    except ValueError:  # an int too long to print (Python's limit on digits)
+        return f"<an integer of {value.bit_length()} bits>"
+
 
 class InvalidArgument(ValueError):
     """A constructor argument is out of its allowed range.
@@ -14,7 +33,7 @@ class InvalidArgument(ValueError):
         self.name = name
         self.value = value
         self.allowed = allowed
-        super().__init__(f"{name}={value!r}: {allowed}")
+        super().__init__(f"{name}={shorten(value)}: {allowed}")
 
 
 class ConfigError(Exception):

@@ -6,10 +6,10 @@ import pickle
 import shutil
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import hydra
-import lightning as L
-import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
@@ -18,25 +18,33 @@ from omegaconf import DictConfig, OmegaConf
 from nalu.cli import (
     CONFIG_DIR,
     EXIT_CONFIG_ERROR,
+    EXIT_OUTPUT_ERROR,
     checked,
     fail,
     format_metrics,
     ignore_known_warnings,
+    output_error_message,
     progress_bar,
 )
-from nalu.data import EVALUATION_SPLITS, ArithmeticDataModule
-from nalu.errors import ConfigError
-from nalu.module import ArithmeticModule
+from nalu.errors import ConfigError, shorten
 from nalu.record import OWN_BEST, write_json_atomic
+from nalu.rules import PROBLEM_FIELDS
 from nalu.validation import check_group_choices
+
+if TYPE_CHECKING:
+    from nalu.data import ArithmeticDataModule
+    from nalu.module import ArithmeticModule
 
 EVALUATION_FILE = "evaluation.json"
 # The config groups evaluate composes; a model, optimizer or experiment is the checkpoint's own.
 EVALUATE_GROUPS = ("data", "trainer", "paths", "hydra")
 
 
-def load_checkpoint(ckpt_path: str | Path) -> ArithmeticModule:
+def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
     """The module saved by ``nalu.train``; a missing or foreign file is a ``ConfigError``."""
+    # Torch and Lightning load only once the command line is known to be good.
+    from nalu.module import ArithmeticModule
+
     path = Path(ckpt_path)
     if not path.is_file():
         raise ConfigError(f"ckpt_path={str(path)!r}: no such file")
@@ -57,8 +65,8 @@ def load_checkpoint(ckpt_path: str | Path) -> ArithmeticModule:
 
 def check_same_problem(
     ckpt_path: str | Path,
-    module: ArithmeticModule,
-    data: ArithmeticDataModule,
+    module: "ArithmeticModule",
+    data: "ArithmeticDataModule",
     overrides: list[str] | None = None,
 ) -> None:
     """Refuse data whose problem differs from the one the checkpoint learned, naming the
@@ -69,7 +77,13 @@ def check_same_problem(
     """
     problem_json = Path(ckpt_path).resolve().parent.parent / "problem.json"
     if problem_json.is_file():
-        trained = [out["formula"] for out in json.loads(problem_json.read_text())["outputs"]]
+        try:
+            trained = [out["formula"] for out in json.loads(problem_json.read_text())["outputs"]]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(
+                f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
+                "problem cannot be checked; restore it from the run or move the checkpoint out"
+            ) from error
         same = trained == [output["formula"] for output in data.problem.to_dict()["outputs"]]
     else:
         trained = list(module.hparams.output_operations[0])
@@ -88,39 +102,64 @@ def run_dir_of(ckpt_path: str | Path) -> Path:
     return Path(ckpt_path).resolve().parent.parent
 
 
-def evaluation_data(cfg: DictConfig) -> tuple[DictConfig, list[str]]:
+def evaluation_data(
+    ckpt_path: str | Path, overrides: list[str], default: DictConfig | None
+) -> tuple[DictConfig | None, list[str]]:
     """The data config of the evaluation: the checkpoint's run's own (from its
-    ``.hydra/config.yaml``) with the command line's ``seed`` and ``data.*`` values on top, so
-    that only what should change is typed; ``cfg.data`` for a checkpoint outside a run folder.
-    Also returns the command line's overrides that change the run's data, as typed.
-    """
-    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    parsed = OverridesParser.create().parse_overrides(task)
-    data_overrides = [
-        (text, o) for text, o in zip(task, parsed, strict=True)
-        if o.key_or_group == "seed" or o.key_or_group.startswith("data")
-    ]  # fmt: skip
-    saved = run_dir_of(cfg.ckpt_path) / ".hydra" / "config.yaml"
+    ``.hydra/config.yaml``) with the command line's ``seed`` and ``data.*`` ``overrides`` on
+    top, so that only what should change is typed; ``default`` for a checkpoint outside a run
+    folder. Also returns the overrides that change the run's data, as typed."""
+    saved = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
     if not saved.is_file():
-        return cfg.data, []  # what the run had is not known
-    run_cfg = OmegaConf.load(saved)
+        return default, []  # what the run had is not known
+    try:
+        run_cfg = OmegaConf.load(saved)
+    except (OSError, ValueError, yaml.YAMLError) as error:
+        raise ConfigError(f"{saved}: unreadable ({type(error).__name__})") from error
     changed = []
-    for text, override in data_overrides:
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    for text, override in zip(overrides, parsed, strict=True):
         field = override.key_or_group
         if field == "data":
             raise ConfigError(
                 f"{text}: the checkpoint's run fixes the problem ({saved}); "
                 "change its sets with data.<field>=..."
             )
+        if field != "seed" and not field.startswith("data."):
+            continue
         if OmegaConf.select(run_cfg, field, default=None) != override.value():
             changed.append(text)
         OmegaConf.update(run_cfg, field, override.value(), force_add=override.is_add())
     return run_cfg.data, changed
 
 
+def check_same_problem_fields(ckpt_path: str | Path, overrides: list[str]) -> None:
+    """Refuse, before torch loads, overrides that change a field of the run's problem (its
+    seed, sizes, operations); ``check_same_problem`` compares the formulas themselves."""
+    data, changed = evaluation_data(ckpt_path, overrides, None)
+    if data is None or not changed:
+        return
+    saved = OmegaConf.load(run_dir_of(ckpt_path) / ".hydra" / "config.yaml").data
+    before = OmegaConf.to_container(saved, resolve=True)
+    after = OmegaConf.to_container(data, resolve=True)
+    differing = [field for field in PROBLEM_FIELDS if before.get(field) != after.get(field)]
+    if differing:
+        field = differing[0]
+        raise ConfigError(
+            f"{' '.join(changed)}: these sets pose another problem than the checkpoint learned "
+            f"(data.{field}={shorten(after.get(field))}, the run's {shorten(before.get(field))}); "
+            "keep the run's seed, data.problem_seed, in_features, out_features and operations"
+        )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint's network on the evaluation sets of its run's problem (see
     ``evaluation_data``); return the metrics."""
+    import lightning as L
+    import torch
+
+    from nalu.data import EVALUATION_SPLITS, ArithmeticDataModule
+
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
     module = load_checkpoint(cfg.ckpt_path)
@@ -129,7 +168,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             f"ckpt_path={cfg.ckpt_path!r}: holds a population of {module.population}; "
             "evaluate takes a single run's checkpoint (population=1)"
         )
-    data_cfg, typed = evaluation_data(cfg)
+    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    data_cfg, typed = evaluation_data(cfg.ckpt_path, task, cfg.data)
     datamodule: ArithmeticDataModule = checked("data", lambda: instantiate(data_cfg))
     check_same_problem(cfg.ckpt_path, module, datamodule, typed)
     # Success is judged against the near-perfect model on *these* sets, and the MSE at
@@ -162,7 +202,10 @@ def hydra_main(cfg: DictConfig) -> None:
         shutil.rmtree(output_dir, ignore_errors=True)
         fail(error, str(error), EXIT_CONFIG_ERROR)
     result = output_dir / EVALUATION_FILE
-    write_json_atomic(result, {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics})
+    try:
+        write_json_atomic(result, {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics})
+    except OSError as error:
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     print(f"\nMetrics of {cfg.ckpt_path} ({result}):\n{format_metrics(metrics)}")
 
 
@@ -185,6 +228,7 @@ def check_arguments(arguments: list[str]) -> None:
         raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
     if not Path(paths[-1]).is_file():
         raise ConfigError(f"ckpt_path={paths[-1]!r}: no such file")
+    check_same_problem_fields(paths[-1], overrides)
 
 
 def main() -> None:

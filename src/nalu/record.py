@@ -12,9 +12,10 @@ import math
 import os
 import statistics
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 METRICS_FILE = "metrics.json"
 STATUS_FINISHED = "finished"
@@ -62,17 +63,25 @@ def finite_median(values: list[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to a temporary file beside ``path`` and rename it: no reader sees half.
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Let ``write`` fill a temporary file beside ``path``, then rename it to ``path``: no reader
+    sees half a file, and a failure (a full disk) leaves the old file and no temporary one.
     The file gets the mode any new file gets under the process's umask (0644 under 022), not
     the temporary file's private 0600, so that others on a shared machine can read results."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=path.parent, prefix=f".{path.name}.", delete=False, encoding="utf-8"
-    ) as handle:
-        handle.write(text)
-    os.chmod(handle.name, 0o666 & ~current_umask())
-    os.replace(handle.name, path)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+        os.chmod(temporary, 0o666 & ~current_umask())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    write_atomic(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def current_umask() -> int:

@@ -16,20 +16,18 @@ import json
 import logging
 import math
 import statistics
+import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
-import matplotlib.pyplot as plt
 import numpy as np
 import yaml
-from matplotlib.figure import Figure
 from omegaconf import OmegaConf
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from torch.utils.tensorboard import SummaryWriter
 
-from nalu.cli import EXIT_CONFIG_ERROR, fail
+from nalu.cli import EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
 from nalu.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
@@ -48,6 +46,9 @@ from nalu.record import (
     write_text_atomic,
 )
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
 # Two-sided 95%: the standard normal's 0.975 quantile.
 Z_95 = 1.959963984540054
 # problem.json keys that vary from seed to seed within one problem family.
@@ -61,15 +62,23 @@ class ReportError(Exception):
     """The runs cannot be reported; the message is one line."""
 
 
-def load_runs(paths: list[Path]) -> list[dict[str, Any]]:
-    """Every ``metrics.json`` under ``paths``, each with its folder as ``run_dir`` and its
-    command line's ``overrides`` (``{field: value}``)."""
+def load_runs(paths: list[Path], unreadable: list[Path] | None = None) -> list[dict[str, Any]]:
+    """Every readable ``metrics.json`` under ``paths``, each with its folder as ``run_dir`` and
+    its command line's ``overrides`` (``{field: value}``). An unreadable one (not JSON, not a
+    run's record, a folder) is left out with a warning line and added to ``unreadable``."""
     runs = []
     for root in paths:
         for metrics_file in sorted(Path(root).rglob(METRICS_FILE)):
-            run = asdict(RunRecord.read(metrics_file.parent))
+            try:
+                run = asdict(RunRecord.read(metrics_file.parent))
+                run["overrides"] = run_overrides(metrics_file.parent)
+            except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as e:
+                reason = " ".join(str(e).split())[:120]
+                print(f"warning: {metrics_file}: unreadable, left out ({reason})", file=sys.stderr)
+                if unreadable is not None:
+                    unreadable.append(metrics_file)
+                continue
             run["run_dir"] = str(metrics_file.parent)
-            run["overrides"] = run_overrides(metrics_file.parent)
             runs.append(run)
     return runs
 
@@ -396,6 +405,9 @@ def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     per operation) in a run's TensorBoard events, which lie in the run's folder (in its
     ``tensorboard/`` for runs of versions before 0.2); none for a run without them: it still
     has its row in the tables."""
+    # The plotting and event-reading libraries load only once there is a report to draw.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     legacy = run_dir / "tensorboard"
     events = EventAccumulator(
         str(legacy if legacy.is_dir() else run_dir), size_guidance={"scalars": 0}
@@ -427,20 +439,29 @@ def _plot_median_band(
         steps = sorted(set.intersection(*(set(points) for points, _ in series)))
         values = np.array([[points[step] for step in steps] for points, _ in series], dtype=float)
         values[~np.isfinite(values)] = np.nan
+        values[values <= 0] = np.nan  # a log scale shows neither
+        if not np.isfinite(values).any():
+            continue  # every run of the group diverged before its first point
         epochs = np.array(steps) / series[0][1]
-        low, high = np.nanpercentile(values, [25, 75], axis=0)
-        (line,) = axis.plot(epochs, np.nanmedian(values, axis=0), label=f"{key} (n={len(series)})")
+        with warnings.catch_warnings():  # steps at which every run had diverged: NaN
+            warnings.simplefilter("ignore", RuntimeWarning)
+            low, high = np.nanpercentile(values, [25, 75], axis=0)
+            median = np.nanmedian(values, axis=0)
+        (line,) = axis.plot(epochs, median, label=f"{key} (n={len(series)})")
         axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
-    axis.set_yscale("log")
+    if axis.lines:
+        axis.set_yscale("log")
     axis.set_xlabel("epoch")
     axis.set_ylabel("MSE")
     if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
         axis.legend(fontsize="small")
 
 
-def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Figure]:
+def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     """The article's two figures, training loss and test loss (the extrapolation MSE) per group
     over epochs, and the test loss of each operation: median over runs, interquartile band."""
+    import matplotlib.pyplot as plt
+
     curves = {
         key: [loss_curves(Path(run["run_dir"])) for run in runs] for key, runs in groups.items()
     }
@@ -474,8 +495,10 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, Figure]:
     return figures
 
 
-def plot_success(rows: list[dict[str, Any]]) -> Figure:
+def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     """Success rate per group and operation with its 95% Wilson interval as error bars."""
+    import matplotlib.pyplot as plt
+
     groups = list(dict.fromkeys(row["group"] for row in rows))
     operations = list(dict.fromkeys(row["operation"] for row in rows))
     width = 0.8 / len(operations)
@@ -503,18 +526,26 @@ def plot_success(rows: list[dict[str, Any]]) -> Figure:
     return figure
 
 
-def write_report(
-    paths: list[Path], group_by: Sequence[str] | None = None
-) -> tuple[Path, list[dict[str, Any]], list[str]]:
+class Report(NamedTuple):
+    """A written report: its file, its rows, the fields that name them and the runs read."""
+
+    path: Path
+    rows: list[dict[str, Any]]
+    group_by: list[str]
+    runs: list[dict[str, Any]]
+
+
+def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Report:
     """Write report.md, report.csv and the figures (PNG, and in ``report_tensorboard/``) into
-    ``paths[0]``; rows by ``group_by``, by default the model and every swept field. Returns the
-    report's path, its rows and the fields that name them."""
+    ``paths[0]``; rows by ``group_by``, by default the model and every swept field."""
     for path in paths:
         if not path.is_dir():
             raise ReportError(f"{path}: no such folder")
-    runs = load_runs(paths)
+    unreadable: list[Path] = []
+    runs = load_runs(paths, unreadable)
     if not runs:
-        raise ReportError(f"no metrics.json under {', '.join(map(str, paths))}")
+        found = f" ({len(unreadable)} unreadable)" if unreadable else ""
+        raise ReportError(f"no readable metrics.json under {', '.join(map(str, paths))}{found}")
     group_by = list(group_by or default_group_by(runs))
     rows = summary_rows(runs, group_by)
     out = paths[0]
@@ -523,7 +554,8 @@ def write_report(
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
         [
-            f"# Report: {len(runs)} runs under {', '.join(map(str, paths))}",
+            f"# Report: {len(runs)} runs under {', '.join(map(str, paths))}"
+            + (f" ({len(unreadable)} unreadable runs left out)" if unreadable else ""),
             "Problem: " + "; ".join(f"`{p}`" for p in problems),
             "An output is solved when its extrapolation MSE is below the near-perfect model's "
             "(Madsen & Johansen 2020, sec. 4.1: the model that picks its operands with "
@@ -555,16 +587,26 @@ def write_report(
     board = out / "report_tensorboard"
     for events in board.glob("events.out.tfevents.*"):
         events.unlink()
+    from torch.utils.tensorboard import SummaryWriter
+
     with SummaryWriter(str(board)) as writer:
         writer.add_text("report/table", markdown_table(rows, group_by))
         for name, figure in figures.items():
             figure.savefig(out / f"{name}.png", dpi=120)
             writer.add_figure(f"report/{name}", figure, close=True)
-    return report, rows, group_by
+    return Report(report, rows, group_by, runs)
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments as one line (argparse prints the usage too), with the same exit code as
+    any other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(ReportError(message), f"{message} (see nalu-report --help)", EXIT_CONFIG_ERROR)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = _OneLineParser(prog="nalu-report", description=__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument(
         "--group-by",
@@ -574,15 +616,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
     try:
-        report, rows, group_by = write_report(
-            args.paths, args.group_by.split(",") if args.group_by else None
-        )
+        report = write_report(args.paths, args.group_by.split(",") if args.group_by else None)
     except ReportError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
-    print(markdown_table(rows, group_by))
+    except OSError as error:
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
+    print(markdown_table(report.rows, report.group_by))
     print("\nFinal metrics, median over the runs that finished:\n")
-    print(median_table(group_runs(load_runs(args.paths), group_by), group_by))
-    print(f"\nReport: {report} (with report.csv and the figures beside it)")
+    print(median_table(group_runs(report.runs, report.group_by), report.group_by))
+    print(f"\nReport: {report.path} (with report.csv and the figures beside it)")
 
 
 if __name__ == "__main__":

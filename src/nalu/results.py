@@ -1,5 +1,6 @@
 """What a run leaves on disk and in TensorBoard: problem.json, metrics.json, formulas, heatmaps."""
 
+import errno
 import math
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
@@ -20,12 +22,14 @@ from nalu.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.record import (
     FINAL_PREFIX,
     HPARAMS_METRICS,
+    METRICS_FILE,
     RECOVERED_FRACTION,
     SPARSITY_ERROR,
     STATUS_DIVERGED,
     STATUS_FINISHED,
     RunRecord,
     finite_median,
+    write_atomic,
     write_json_atomic,
 )
 from nalu.resolvers import swept_fields
@@ -43,6 +47,17 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = str(value)
     return flat
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written whole or not at all: into a temporary file in the checkpoint's own
+    folder, then renamed (``write_atomic``). Lightning's own writer opens the final path
+    directly, so a full disk leaves a truncated checkpoint that a resume would then read."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None
+    ) -> None:
+        write_atomic(Path(path), lambda handle: torch.save(checkpoint, handle))
 
 
 def newest_checkpoint(trainer: L.Trainer) -> str | None:
@@ -210,6 +225,10 @@ class RunRecorder(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.
         if trainer.is_global_zero:
+            for member in range(self.population):
+                # Found now, not after training: a folder where the results file goes.
+                if (results := self.member_dir(member) / METRICS_FILE).is_dir():
+                    raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(results))
             for member, problem in enumerate(self.problems):
                 write_json_atomic(self.member_dir(member) / "problem.json", problem.to_dict())
         # At S > 1 each member's TensorBoard run is written whole after the test.

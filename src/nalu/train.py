@@ -20,16 +20,23 @@ from nalu.cli import (
     EXIT_CONFIG_ERROR,
     EXIT_DIVERGED,
     EXIT_INTERRUPTED,
+    EXIT_JOBS_FAILED,
+    EXIT_OUTPUT_ERROR,
+    VERBOSE,
+    MultirunSummary,
+    check_output_folder,
     checked,
     fail,
     format_metrics,
     ignore_known_warnings,
+    output_error_message,
     progress_bar,
 )
-from nalu.errors import ConfigError, Diverged, Interrupted
+from nalu.errors import ConfigError, Diverged, Interrupted, shorten
 from nalu.record import INTERP_MSE
 from nalu.resolvers import NOT_HYPERPARAMETERS, SWEPT_FIELDS_VARIABLE, job_overrides
-from nalu.validation import check_command_line, validate_config
+from nalu.rules import PROBLEM_FIELDS
+from nalu.validation import check_command_line, single_run_config, validate_config
 
 if TYPE_CHECKING:
     import lightning as L
@@ -99,7 +106,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     import lightning as L
 
     from nalu.interrupt import StopAtEpochEndOnInterrupt
-    from nalu.results import RunRecorder, newest_checkpoint
+    from nalu.results import AtomicCheckpointIO, RunRecorder, newest_checkpoint
 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -120,7 +127,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     callbacks += [*progress_bar(cfg.trainer), interrupt, recorder]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = checked(
-        "trainer", lambda: instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
+        "trainer",
+        lambda: instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+        ),
     )
     if cfg.population > 1 and trainer.world_size > 1:
         raise ConfigError(
@@ -169,6 +179,48 @@ def check_checkpoint(path: str, module: "nn.Module") -> None:
         raise ConfigError(
             f"ckpt_path={path!r}: its weights are not this model's; resume with the config"
             " that wrote it (same model, data sizes and population)"
+        )
+
+
+def check_resume(cfg: DictConfig) -> None:
+    """Refuse, in one line and before any folder is made, a ``ckpt_path`` that is unreadable or
+    was written by another model, other seeds or another problem (read from the checkpoint's
+    run folder, where it has one): resuming it would train something else than this run."""
+    import torch
+
+    path = str(cfg.ckpt_path)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+        saved_seeds, saved_network = list(saved["seeds"]), saved["network"]
+    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
+        raise ConfigError(
+            f"ckpt_path={path!r}: not a readable checkpoint of nalu.train ({type(error).__name__})"
+        ) from error
+    seeds = [cfg.seed + k for k in range(cfg.population)]
+    if saved_seeds != seeds:
+        raise ConfigError(
+            f"ckpt_path={path!r}: written by seeds {shorten(saved_seeds)}, but this run has "
+            f"{shorten(seeds)}; resume with the seed and population that wrote it"
+        )
+    if saved_network != OmegaConf.to_container(cfg.model, resolve=True):
+        raise ConfigError(
+            f"ckpt_path={path!r}: holds another model ({saved_network.get('_target_')}); resume "
+            "with the model config that wrote it"
+        )
+    saved_config = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
+    if not saved_config.is_file():
+        return
+    try:
+        saved_data = OmegaConf.to_container(OmegaConf.load(saved_config).data, resolve=True)
+    except (OSError, ValueError, AttributeError) as error:
+        raise ConfigError(f"{saved_config}: unreadable ({type(error).__name__})") from error
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    changed = [f for f in PROBLEM_FIELDS if saved_data.get(f) != data.get(f)]
+    if changed:
+        raise ConfigError(
+            f"ckpt_path={path!r}: written for another problem (data.{changed[0]}="
+            f"{shorten(saved_data.get(changed[0]))}, here {shorten(data.get(changed[0]))}); resume "
+            "with the data config that wrote it"
         )
 
 
@@ -230,12 +282,34 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
 def hydra_main(cfg: DictConfig) -> float:
     ignore_known_warnings()
     output_dir = Path(cfg.paths.output_dir)
+    if HydraConfig.get().mode == RunMode.MULTIRUN and not VERBOSE:
+        # A sweep's job that fails says so in one line and the other jobs go on; the sweep
+        # ends with a count of its jobs (``MultirunSummary``) and a non-zero exit.
+        try:
+            return run_job(cfg, output_dir)
+        except SystemExit as stop:  # its one line is printed
+            if stop.code == EXIT_INTERRUPTED:
+                raise  # Ctrl-C stops the sweep
+            log.error(f"{output_dir}: job failed (exit code {stop.code})")
+        except Exception as error:
+            log.error(
+                f"{output_dir}: job failed: {type(error).__name__}: {' '.join(str(error).split())}"
+            )
+        return float("nan")
+    return run_job(cfg, output_dir)
+
+
+def run_job(cfg: DictConfig, output_dir: Path) -> float:
+    """Train ``cfg``, print its summary and return the interpolation MSE (what a sweeper
+    minimises); bad input, faults, divergence and Ctrl-C end in one line and their exit code."""
     try:
         metrics = train(cfg)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     except Interrupted as interrupted:
         fail(interrupted, f"{output_dir}: {interrupted}", EXIT_INTERRUPTED)
+    except OSError as error:
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     except Diverged as diverged:
         message = f"{output_dir}: {diverged}; its metrics.json names the last good checkpoint"
         if HydraConfig.get().mode == RunMode.MULTIRUN:
@@ -245,6 +319,18 @@ def hydra_main(cfg: DictConfig) -> float:
         fail(diverged, message, EXIT_DIVERGED)
     print_summary(output_dir, metrics)
     return metrics.get(INTERP_MSE, float("nan"))
+
+
+def output_folder(arguments: list[str]) -> tuple[Path, str]:
+    """The folder a command line writes into, as far as it is known before Hydra resolves it
+    (the part before any ``${...}``), and the field that sets it."""
+    multirun = "-m" in arguments or "--multirun" in arguments
+    field = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for name in (field, "paths.log_dir"):
+        given = [arg.split("=", 1)[1] for arg in arguments if arg.startswith(f"{name}=")]
+        if given:
+            return Path(given[-1].split("${", 1)[0] or "."), name
+    return Path("outputs"), "paths.log_dir"
 
 
 def swept_on_command_line(arguments: list[str]) -> list[str]:
@@ -267,8 +353,19 @@ def main() -> None:
         check_command_line(arguments, CONFIG_DIR)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
+    try:
+        if (cfg := single_run_config(arguments, CONFIG_DIR)) is not None and cfg.get("ckpt_path"):
+            check_resume(cfg)
+    except ConfigError as error:
+        fail(error, str(error), EXIT_CONFIG_ERROR)
+    try:
+        check_output_folder(*output_folder(arguments))
+    except OSError as error:
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     os.environ[SWEPT_FIELDS_VARIABLE] = ",".join(swept_on_command_line(arguments))
     hydra_main()
+    if MultirunSummary.last is not None and MultirunSummary.last.failed:
+        sys.exit(EXIT_JOBS_FAILED)
 
 
 if __name__ == "__main__":

@@ -1,15 +1,14 @@
 """Checks of a run's config that need neither torch nor Lightning, so bad input fails in a blink.
 
-``check_command_line`` composes the config exactly as Hydra will (every group choice of a sweep)
-and ``validate_config`` checks each user-facing field against ``FIELD_RULES``. Constructors keep
-their own checks for library users; these run first so that the command line need not import
-torch (seconds) to say that a number is out of range.
+``check_command_line`` composes the config exactly as Hydra will, for every job of a sweep, and
+``validate_config`` checks each user-facing field against ``FIELD_RULES`` (the rules of
+``nalu.rules``, which the constructors call too) and the rules that tie fields together
+(``cross_field_rules``), before any folder is made and before torch loads.
 """
 
 import difflib
 import itertools
 import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,52 +19,32 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nalu.errors import ConfigError, InvalidArgument
-from nalu.value_range import value_intervals
+from nalu.errors import ConfigError, InvalidArgument, cut, shorten
+from nalu.rules import (
+    MAX_SET_VALUES,
+    MAX_TARGET_MAGNITUDE,
+    MYSTERY_OPERATIONS,
+    STATIC_OPERATIONS,
+    Rule,
+    accelerator,
+    boolean,
+    devices,
+    integer_at_least,
+    is_integer,
+    is_number,
+    largest_magnitude,
+    non_negative_number,
+    operations,
+    optional,
+    positive_number,
+    seed,
+    target_magnitude,
+)
+from nalu.value_range import value_intervals, without_band
 
-# torch.manual_seed and Lightning's seed_everything take seeds in this range; Lightning replaces
-# an out-of-range seed by a random one with only a warning, so the run would not be reproducible.
-MAX_SEED = 2**32 - 1
-
-Rule = Callable[[str, Any], None]
-
-
-def _is_integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def integer_at_least(minimum: int) -> Rule:
-    allowed = "must be a positive integer" if minimum == 1 else f"must be an integer >= {minimum}"
-
-    def rule(name: str, value: Any) -> None:
-        if not (_is_integer(value) and value >= minimum):
-            raise InvalidArgument(name, value, allowed)
-
-    return rule
-
-
-def seed(name: str, value: Any) -> None:
-    if not (_is_integer(value) and 0 <= value <= MAX_SEED):
-        raise InvalidArgument(name, value, f"must be an integer in [0, {MAX_SEED}]")
-
-
-def positive_number(name: str, value: Any) -> None:
-    if not (_is_number(value) and value > 0):
-        raise InvalidArgument(name, value, "must be a finite number > 0")
-
-
-def non_negative_number(name: str, value: Any) -> None:
-    if not (_is_number(value) and value >= 0):
-        raise InvalidArgument(name, value, "must be a finite number >= 0")
-
-
-def boolean(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise InvalidArgument(name, value, "must be true or false")
+SPLITS = ("train", "interp", "extrap")
+# More combinations than this in a sweep are checked one swept field at a time.
+MAX_CHECKED_COMBINATIONS = 4096
 
 
 def value_range(name: str, value: Any) -> None:
@@ -76,17 +55,9 @@ def adam_betas(name: str, value: Any) -> None:
     if not (
         isinstance(value, list | tuple)
         and len(value) == 2
-        and all(_is_number(beta) and 0 <= beta < 1 for beta in value)
+        and all(is_number(beta) and 0 <= beta < 1 for beta in value)
     ):
         raise InvalidArgument(name, value, "must be [beta1, beta2], each in [0, 1)")
-
-
-def optional(rule: Rule) -> Rule:
-    def optional_rule(name: str, value: Any) -> None:
-        if value is not None:
-            rule(name, value)
-
-    return optional_rule
 
 
 def existing_file(name: str, value: Any) -> None:
@@ -125,6 +96,8 @@ FIELD_RULES: dict[str, Rule] = {
     "trainer.check_val_every_n_epoch": optional(integer_at_least(1)),
     "trainer.log_every_n_steps": integer_at_least(1),
     "trainer.deterministic": boolean,
+    "trainer.devices": devices,
+    "trainer.accelerator": accelerator,
 }
 
 # A network's sizes must be the problem's: model field -> data field.
@@ -159,9 +132,89 @@ def validate_config(cfg: DictConfig) -> None:
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
         if model_value is not _ABSENT and model_value != data_value:
             raise ConfigError(
-                f"{model_key}={model_value!r}: must equal {data_key}={data_value!r}, "
-                "the problem's size"
+                f"{model_key}={shorten(model_value)}: must equal {data_key}="
+                f"{shorten(data_value)}, the problem's size"
             )
+    cross_field_rules(cfg)
+
+
+def _get(cfg: DictConfig, key: str) -> Any:
+    """The field's value, None where the config lacks it."""
+    value = _value(cfg, key)
+    return None if value is _ABSENT else value
+
+
+def cross_field_rules(cfg: DictConfig) -> None:
+    """The rules that tie fields together: the operations of the problem family, a batch no
+    larger than the training set, sets that fit in memory, denominators that the ranges allow,
+    targets whose squared errors are finite in float32, and a population in one process."""
+    if _get(cfg, "data") is not None:
+        _data_rules(cfg)
+    population, trainer_devices = _get(cfg, "population"), _get(cfg, "trainer.devices")
+    several = (is_integer(trainer_devices) and trainer_devices != 1) or (
+        isinstance(trainer_devices, list) and len(trainer_devices) > 1
+    )
+    if population is not None and population > 1 and several:
+        raise ConfigError(
+            f"trainer.devices={shorten(trainer_devices)}: a population (population={population}) "
+            "trains in one process; use trainer.devices=1, or a sweep for several devices"
+        )
+    if _get(cfg, "trainer.accelerator") in ("gpu", "cuda"):
+        import torch  # only for a run that asks for a GPU
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"trainer.accelerator={cfg.trainer.accelerator}: no GPU is visible here "
+                "(torch.cuda.is_available() is False); use trainer.accelerator=cpu or auto"
+            )
+
+
+def _data_rules(cfg: DictConfig) -> None:
+    static = "Static" in str(_get(cfg, "data._target_"))
+    chosen: list[str] = []
+    if (value := _value(cfg, "data.operations")) is not _ABSENT:
+        allowed = STATIC_OPERATIONS if static else MYSTERY_OPERATIONS
+        _apply(operations(allowed), "data.operations", value)
+        chosen = value
+    batch_size, train_size = _get(cfg, "data.batch_size"), _get(cfg, "data.train_size")
+    if batch_size is not None and train_size is not None and batch_size > train_size:
+        raise ConfigError(
+            f"data.batch_size={batch_size}: must be at most data.train_size={train_size}"
+        )
+    in_features = _get(cfg, "data.in_features") or 1
+    for split in SPLITS:
+        size = _get(cfg, f"data.{split}_size") or 1
+        if size * in_features > MAX_SET_VALUES:
+            raise ConfigError(
+                f"data.in_features={shorten(in_features)}: with data.{split}_size={size} the set "
+                f"would hold more than {MAX_SET_VALUES:.3g} values (8 GiB); keep "
+                f"{split}_size × in_features within that"
+            )
+    denominator = _get(cfg, "data.min_abs_denominator")
+    operand_scale = 1
+    if static and _get(cfg, "data.subset_ratio") is not None:
+        operand_scale = max(1, math.floor(_get(cfg, "data.subset_ratio") * in_features))
+    for split in SPLITS:
+        field = f"data.{split}_range"
+        if (value := _get(cfg, field)) is None:
+            continue
+        intervals = value_intervals(field, value)
+        if denominator is not None and "div" in chosen and not without_band(intervals, denominator):
+            raise ConfigError(
+                f"data.min_abs_denominator={denominator}: leaves no denominator value in "
+                f"{field}={shorten(value)}; it must be below the range's largest magnitude"
+            )
+        operand = largest_magnitude(intervals) * operand_scale
+        for operation in chosen:
+            if operation == "div" and denominator is None:
+                continue  # a sum as denominator: bounded by its own problem
+            bound = target_magnitude(operation, operand, denominator or 1.0)
+            if not bound < MAX_TARGET_MAGNITUDE:
+                raise ConfigError(
+                    f"{field}={shorten(value)}: {operation} targets reach {bound:.3g}; keep "
+                    f"|target| < {MAX_TARGET_MAGNITUDE:g}, so that squared errors are finite "
+                    "in float32"
+                )
 
 
 def check_group_choices(overrides: list[str], config_dir: Path) -> None:
@@ -198,10 +251,10 @@ def _composition_error(error: Exception, override: str | None) -> ConfigError:
     return ConfigError(" ".join(str(error).splitlines()[:2]))
 
 
-def _compose(overrides: list[str], config_dir: Path) -> DictConfig:
+def _compose(overrides: list[str], config_dir: Path, config_name: str = "train") -> DictConfig:
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
         try:
-            return compose("train", overrides=overrides)
+            return compose(config_name, overrides=overrides)
         except (HydraException, OmegaConfBaseException) as error:
             cause = error.__cause__
             full_key = getattr(cause, "full_key", None)
@@ -212,16 +265,64 @@ def _compose(overrides: list[str], config_dir: Path) -> DictConfig:
             raise _composition_error(error, culprit) from error
 
 
+# Hydra's flags that show something instead of running a job: left to Hydra.
+SHOWING_FLAGS = (
+    "--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i",
+    "--shell-completion", "-sc", "--experimental-rerun",
+)  # fmt: skip
+CONFIG_NAME_FLAGS = ("--config-name", "-cn")
+CONFIG_DIR_FLAGS = ("--config-path", "-cp", "--config-dir", "-cd")
+
+
+def _split_flags(arguments: list[str]) -> tuple[dict[str, str], list[str]]:
+    """``({flag: value}, overrides)``: Hydra's flags (``--config-name x``, ``-cn=x``, ``-m``)
+    apart from the overrides."""
+    flags: dict[str, str] = {}
+    overrides: list[str] = []
+    waiting: str | None = None
+    for argument in arguments:
+        if waiting is not None:
+            flags[waiting], waiting = argument, None
+        elif argument.startswith("-"):
+            flag, sep, value = argument.partition("=")
+            if flag in (*CONFIG_NAME_FLAGS, *CONFIG_DIR_FLAGS) and not sep:
+                waiting = flag
+            else:
+                flags[flag] = value
+        else:
+            overrides.append(argument)
+    return flags, overrides
+
+
+def single_run_config(arguments: list[str], config_dir: Path) -> DictConfig | None:
+    """The config a command line that ``check_command_line`` passed runs, for the checks that
+    need torch (a checkpoint's contents); None for a sweep or a command that runs nothing."""
+    flags, overrides = _split_flags(arguments)
+    if "-m" in flags or "--multirun" in flags or any(f in SHOWING_FLAGS for f in flags):
+        return None
+    if any(flag in CONFIG_DIR_FLAGS for flag in flags):
+        return None
+    config_name = next((flags[f] for f in CONFIG_NAME_FLAGS if f in flags), "train")
+    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    return _compose(own, config_dir, config_name)
+
+
 def check_command_line(arguments: list[str], config_dir: Path) -> None:
     """Compose and validate every configuration a command line would run, before Hydra runs it.
 
-    A sweep composes once per combination of swept group options, and each swept field value is
-    checked on that config, so a sweep with one bad job fails before its first job starts.
-    Hydra's own flags (``--cfg``, ``--help``, ...) are left to Hydra.
+    A sweep composes once per combination of swept group options and checks every combination
+    of swept field values on it (one swept field at a time beyond ``MAX_CHECKED_COMBINATIONS``),
+    so a sweep with one bad job fails before its first job starts. ``--config-name`` is
+    honoured; Hydra's flags that only show something (``--cfg``, ``--help``, ...) and another
+    config directory are left to Hydra.
     """
-    if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in arguments):
+    flags, overrides = _split_flags(arguments)
+    if any(flag in SHOWING_FLAGS or flag in CONFIG_DIR_FLAGS for flag in flags):
         return
-    overrides = [arg for arg in arguments if not arg.startswith("-")]
+    config_name = next((flags[f] for f in CONFIG_NAME_FLAGS if f in flags), "train")
+    if not (config_dir / f"{config_name}.yaml").is_file():
+        names = sorted(path.stem for path in config_dir.glob("*.yaml"))
+        raise ConfigError(f"--config-name={config_name}: no such primary config; choose {names}")
     check_group_choices(overrides, config_dir)
     parser = OverridesParser.create()
     parsed = []
@@ -231,11 +332,11 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
         except HydraException as error:
             reason = str(error).splitlines()[1:2] or ["unreadable"]
             raise ConfigError(
-                f"{text}: not an override like field=value (Hydra: {reason[0]})"
+                f"{cut(text)}: not an override like field=value (Hydra: {reason[0]})"
             ) from error
     fixed: list[str] = []
     group_sweeps: list[list[str]] = []
-    field_sweeps: list[tuple[str, list[Any]]] = []
+    field_sweeps: list[tuple[str, bool, list[Any]]] = []
     for override, text in zip(parsed, overrides, strict=True):
         key = override.get_key_element()
         if key.lstrip("+~").startswith("hydra"):
@@ -254,19 +355,29 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
             values = list(override.sweep_iterator())
         except HydraException:
             continue  # glob(), interval(): only Hydra's sweeper expands them; checked per job
-        if (config_dir / override.key_or_group).is_dir():
+        if group:
             group_sweeps.append([f"{key}={option}" for option in options])
         else:
             fixed.append(f"{key}={options[0]}")
-            field_sweeps.append((override.key_or_group, values))
+            field_sweeps.append((override.key_or_group, override.is_add(), values))
     for groups in itertools.product(*group_sweeps):
-        cfg = _compose([*fixed, *groups], config_dir)
+        cfg = _compose([*fixed, *groups], config_dir, config_name)
         validate_config(cfg)
-        for key, values in field_sweeps:
-            for value in values:
+        for combination in _field_combinations(field_sweeps):
+            variant = cfg.copy()
+            for key, is_add, value in combination:
                 if key in FIELD_RULES:
                     _apply(FIELD_RULES[key], key, value)
-                if key in {*MATCHING_FIELDS, *MATCHING_FIELDS.values()}:
-                    variant = cfg.copy()
-                    OmegaConf.update(variant, key, value)
-                    validate_config(variant)
+                OmegaConf.update(variant, key, value, force_add=is_add)
+            validate_config(variant)
+
+
+def _field_combinations(
+    field_sweeps: list[tuple[str, bool, list[Any]]],
+) -> list[list[tuple[str, bool, Any]]]:
+    """Every combination of the swept fields' values, or each value of each field alone where
+    the combinations are too many to check in a blink."""
+    choices = [[(key, is_add, value) for value in values] for key, is_add, values in field_sweeps]
+    if math.prod(len(c) for c in choices) <= MAX_CHECKED_COMBINATIONS:
+        return [list(combination) for combination in itertools.product(*choices)]
+    return [[choice] for field in choices for choice in field]

@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nalu import rules
 from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.errors import InvalidArgument
 from nalu.value_range import Intervals, value_intervals
@@ -144,9 +145,8 @@ class EpochStepSampler(Sampler[tuple[int, int]]):
 
 
 def _check_positive(name: str, value: int) -> int:
-    if int(value) != value or int(value) < 1:
-        raise InvalidArgument(name, value, "must be a positive integer")
-    return int(value)
+    rules.integer_at_least(1)(name, value)
+    return value
 
 
 class ProblemDataModule(L.LightningDataModule):

@@ -12,6 +12,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from nalu import rules
 from nalu.errors import InvalidArgument
 from nalu.formula import Formula, Variable, power_product, weighted_sum
 from nalu.value_range import Intervals, value_intervals, without_band
@@ -130,19 +131,6 @@ def near_perfect_mse(
     return (near - exact).square().mean(dim=0)
 
 
-def check_operations(operations: tuple[str, ...], allowed: dict[str, Any]) -> None:
-    """At least one operation, each known, none repeated; else an ``InvalidArgument``."""
-    if not operations:
-        raise InvalidArgument("operations", [], f"name at least one of {list(allowed)}")
-    for name in operations:
-        if name not in allowed:
-            raise InvalidArgument(
-                "operations", list(operations), f"{name!r} is not one of {list(allowed)}"
-            )
-    if len(set(operations)) != len(operations):
-        raise InvalidArgument("operations", list(operations), "must not repeat a name")
-
-
 @dataclass(frozen=True)
 class MysteryArithmeticProblem:
     """``out_features`` outputs, each ``x[left] <op> x[right]`` over ``in_features`` inputs.
@@ -169,7 +157,7 @@ class MysteryArithmeticProblem:
             )
         if int(self.out_features) < 1:
             raise InvalidArgument("out_features", self.out_features, "must be an integer >= 1")
-        check_operations(self.operations, OPERATIONS)
+        rules.operations(rules.MYSTERY_OPERATIONS)("operations", self.operations)
         if not self.min_abs_denominator > 0:
             raise InvalidArgument("min_abs_denominator", self.min_abs_denominator, "must be > 0")
         generator = torch.Generator().manual_seed(int(self.problem_seed))
@@ -302,7 +290,7 @@ class StaticArithmeticProblem:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "operations", tuple(self.operations))
-        check_operations(self.operations, STATIC_OPERATIONS)
+        rules.operations(rules.STATIC_OPERATIONS)("operations", self.operations)
         if not 0 < self.subset_ratio <= 0.5:
             raise InvalidArgument("subset_ratio", self.subset_ratio, "must be in (0, 0.5]")
         if not 0 <= self.overlap_ratio < 1:
