@@ -273,6 +273,7 @@ def test_static_experiment_trains_a_stack_and_reads_it_back(tmp_path):
         "data.in_features=12",
         "data.operations=[add,mul]",
         "data.train_size=64",
+        "data.batch_size=16",
         "data.interp_size=64",
         "data.extrap_size=64",
         "trainer.max_epochs=2",

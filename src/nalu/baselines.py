@@ -6,7 +6,7 @@ from itertools import pairwise
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nalu.errors import InvalidArgument
+from nalu import rules
 
 
 class ArticleBaseline(nn.Module):
@@ -47,15 +47,9 @@ class MLP(nn.Module):
         activation: str = "ReLU",
     ) -> None:
         super().__init__()
-        activation_class = getattr(nn, activation, None)
-        if not (isinstance(activation_class, type) and issubclass(activation_class, nn.Module)):
-            raise InvalidArgument(
-                "activation", activation, "must name a torch.nn activation such as ReLU, Tanh, GELU"
-            )
-        if any(int(size) < 1 for size in hidden_features):
-            raise InvalidArgument(
-                "hidden_features", list(hidden_features), "every size must be a positive integer"
-            )
+        rules.torch_activation("activation", activation)
+        rules.layer_sizes("hidden_features", list(hidden_features))
+        activation_class = getattr(nn, activation)
         self.in_features = in_features
         self.out_features = out_features
         self.activation = activation

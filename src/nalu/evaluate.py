@@ -29,7 +29,7 @@ from nalu.cli import (
 from nalu.errors import ConfigError, shorten
 from nalu.record import OWN_BEST, write_json_atomic
 from nalu.rules import PROBLEM_FIELDS
-from nalu.validation import check_group_choices
+from nalu.validation import check_group_choices, compose_checked
 
 if TYPE_CHECKING:
     from nalu.data import ArithmeticDataModule
@@ -228,7 +228,17 @@ def check_arguments(arguments: list[str]) -> None:
         raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
     if not Path(paths[-1]).is_file():
         raise ConfigError(f"ckpt_path={paths[-1]!r}: no such file")
+    compose_checked(overrides, CONFIG_DIR, "evaluate")
     check_same_problem_fields(paths[-1], overrides)
+    problem_json = run_dir_of(paths[-1]) / "problem.json"
+    if problem_json.is_file():
+        try:
+            json.loads(problem_json.read_text(encoding="utf-8"))["outputs"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(
+                f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
+                "problem cannot be checked; restore it from the run or move the checkpoint out"
+            ) from error
 
 
 def main() -> None:

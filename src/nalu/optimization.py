@@ -7,6 +7,7 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from nalu import rules
 from nalu.errors import InvalidArgument
 
 if TYPE_CHECKING:
@@ -25,10 +26,8 @@ class LinearDecay(LambdaLR):
     def __init__(
         self, optimizer: Optimizer, total_steps: int, start: float = 0.5, end_factor: float = 0.0
     ) -> None:
-        if not 0 <= start < 1:
-            raise InvalidArgument("start", start, "must be in [0, 1)")
-        if not 0 <= end_factor <= 1:
-            raise InvalidArgument("end_factor", end_factor, "must be in [0, 1]")
+        rules.fraction_below_one("start", start)
+        rules.fraction("end_factor", end_factor)
         decay_from = start * total_steps
         decay_steps = max(1.0, total_steps - decay_from)
 

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from nalu import rules
 from nalu.errors import InvalidArgument
 
 
@@ -24,8 +25,7 @@ class RegularizerSchedule:
     end: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.scale < 0:
-            raise InvalidArgument("scale", self.scale, "must be >= 0")
+        rules.non_negative_number("scale", self.scale)
         if not 0 <= self.start <= self.end <= 1:
             allowed = (
                 "must satisfy 0 <= start <= end <= 1, fractions of the run's steps "

@@ -62,10 +62,10 @@ class ReportError(Exception):
     """The runs cannot be reported; the message is one line."""
 
 
-def load_runs(paths: list[Path], unreadable: list[Path] | None = None) -> list[dict[str, Any]]:
+def load_runs(paths: list[Path], unreadable: list[str] | None = None) -> list[dict[str, Any]]:
     """Every readable ``metrics.json`` under ``paths``, each with its folder as ``run_dir`` and
     its command line's ``overrides`` (``{field: value}``). An unreadable one (not JSON, not a
-    run's record, a folder) is left out with a warning line and added to ``unreadable``."""
+    run's record, a folder) is left out, and ``path (why)`` added to ``unreadable``."""
     runs = []
     for root in paths:
         for metrics_file in sorted(Path(root).rglob(METRICS_FILE)):
@@ -73,10 +73,9 @@ def load_runs(paths: list[Path], unreadable: list[Path] | None = None) -> list[d
                 run = asdict(RunRecord.read(metrics_file.parent))
                 run["overrides"] = run_overrides(metrics_file.parent)
             except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as e:
-                reason = " ".join(str(e).split())[:120]
-                print(f"warning: {metrics_file}: unreadable, left out ({reason})", file=sys.stderr)
                 if unreadable is not None:
-                    unreadable.append(metrics_file)
+                    reason = " ".join(f"{type(e).__name__}: {e}".split())[:100]
+                    unreadable.append(f"{metrics_file} ({reason})")
                 continue
             run["run_dir"] = str(metrics_file.parent)
             runs.append(run)
@@ -541,11 +540,13 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     for path in paths:
         if not path.is_dir():
             raise ReportError(f"{path}: no such folder")
-    unreadable: list[Path] = []
+    unreadable: list[str] = []
     runs = load_runs(paths, unreadable)
     if not runs:
-        found = f" ({len(unreadable)} unreadable)" if unreadable else ""
+        found = f" ({len(unreadable)} unreadable: {unreadable[0]})" if unreadable else ""
         raise ReportError(f"no readable metrics.json under {', '.join(map(str, paths))}{found}")
+    for entry in unreadable:
+        print(f"warning: {entry}: unreadable, left out of the report", file=sys.stderr)
     group_by = list(group_by or default_group_by(runs))
     rows = summary_rows(runs, group_by)
     out = paths[0]

@@ -100,6 +100,67 @@ def operations(allowed: Sequence[str]) -> Rule:
     return rule
 
 
+def fraction(name: str, value: Any) -> None:
+    """A share of something, in [0, 1]."""
+    if not (is_number(value) and 0 <= value <= 1):
+        raise InvalidArgument(name, value, "must be a number in [0, 1]")
+
+
+def fraction_below_one(name: str, value: Any) -> None:
+    if not (is_number(value) and 0 <= value < 1):
+        raise InvalidArgument(name, value, "must be a number in [0, 1)")
+
+
+def unit_interval_pair(name: str, value: Any) -> None:
+    """``[low, high]`` with 0 <= low <= high <= 1 (an NMU weight's range)."""
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(map(is_number, value))
+        and 0 <= value[0] <= value[1] <= 1
+    ):
+        raise InvalidArgument(name, value, "must be [low, high] in [0, 1]")
+
+
+def positive_pair(name: str, value: Any) -> None:
+    """``[low, high]`` with 0 < low <= high (noise that never flips or zeroes a factor)."""
+    if not (
+        isinstance(value, list | tuple)
+        and len(value) == 2
+        and all(map(is_number, value))
+        and 0 < value[0] <= value[1]
+    ):
+        raise InvalidArgument(name, value, "must be [low, high] with 0 < low <= high")
+
+
+def subset_ratio(name: str, value: Any) -> None:
+    """The static task's |A| / in_features: two subsets must fit, overlapping or not."""
+    if not (is_number(value) and 0 < value <= 0.5):
+        raise InvalidArgument(name, value, "must be in (0, 0.5]")
+
+
+def overlap_ratio(name: str, value: Any) -> None:
+    """The static task's |A ∩ B| / |A|: below 1, or A and B would be the same sum."""
+    if not (is_number(value) and 0 <= value < 1):
+        raise InvalidArgument(name, value, "must be in [0, 1)")
+
+
+def torch_activation(name: str, value: Any) -> None:
+    """The name of a ``torch.nn`` activation module (imports torch: for the MLPs' field only)."""
+    from torch import nn
+
+    found = getattr(nn, value, None) if isinstance(value, str) else None
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise InvalidArgument(
+            name, value, "must name a torch.nn activation such as ReLU, Tanh, GELU"
+        )
+
+
+def layer_sizes(name: str, value: Any) -> None:
+    if not (isinstance(value, list | tuple) and all(is_integer(v) and v >= 1 for v in value)):
+        raise InvalidArgument(name, value, "must be a list of positive integers, e.g. [64, 64]")
+
+
 def devices(name: str, value: Any) -> None:
     """Lightning's ``devices``: a count, -1 or "auto" for all, or a list of device indices."""
     if value == "auto" or (is_integer(value) and (value >= 1 or value == -1)):
@@ -110,6 +171,25 @@ def devices(name: str, value: Any) -> None:
 
 
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+# Lightning's precision settings.
+PRECISIONS = (64, 32, 16, "64", "32", "16", "64-true", "32-true", "16-true", "bf16-true",
+              "16-mixed", "bf16-mixed", "bf16", "transformer-engine")  # fmt: skip
+CLIP_ALGORITHMS = ("norm", "value")
+
+
+def precision(name: str, value: Any) -> None:
+    if value not in PRECISIONS:
+        raise InvalidArgument(name, value, f"must be one of {list(PRECISIONS[3:])}")
+
+
+def clip_algorithm(name: str, value: Any) -> None:
+    if value is not None and value not in CLIP_ALGORITHMS:
+        raise InvalidArgument(name, value, f"must be one of {list(CLIP_ALGORITHMS)}")
+
+
+def max_steps(name: str, value: Any) -> None:
+    if not (is_integer(value) and (value >= 1 or value == -1)):
+        raise InvalidArgument(name, value, "must be a positive integer, or -1 for no limit")
 
 
 def accelerator(name: str, value: Any) -> None:

@@ -202,10 +202,22 @@ def check_resume(cfg: DictConfig) -> None:
             f"ckpt_path={path!r}: written by seeds {shorten(saved_seeds)}, but this run has "
             f"{shorten(seeds)}; resume with the seed and population that wrote it"
         )
-    if saved_network != OmegaConf.to_container(cfg.model, resolve=True):
+    network = OmegaConf.to_container(cfg.model, resolve=True)
+    if saved_network != network:
+        target = saved_network.get("_target_")
+        if target == network.get("_target_"):
+            field = next(
+                k for k in {**saved_network, **network} if saved_network.get(k) != network.get(k)
+            )
+            what = (
+                f"{target} with model.{field}={shorten(saved_network.get(field))}, "
+                f"here {shorten(network.get(field))}"
+            )
+        else:
+            what = str(target)
         raise ConfigError(
-            f"ckpt_path={path!r}: holds another model ({saved_network.get('_target_')}); resume "
-            "with the model config that wrote it"
+            f"ckpt_path={path!r}: holds another model ({what}); resume with the model config "
+            "that wrote it"
         )
     saved_config = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
     if not saved_config.is_file():

@@ -28,17 +28,28 @@ from nalu.rules import (
     Rule,
     accelerator,
     boolean,
+    clip_algorithm,
     devices,
+    fraction,
+    fraction_below_one,
     integer_at_least,
     is_integer,
     is_number,
     largest_magnitude,
+    layer_sizes,
+    max_steps,
     non_negative_number,
     operations,
     optional,
+    overlap_ratio,
     positive_number,
+    positive_pair,
+    precision,
     seed,
+    subset_ratio,
     target_magnitude,
+    torch_activation,
+    unit_interval_pair,
 )
 from nalu.value_range import value_intervals, without_band
 
@@ -73,6 +84,10 @@ FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
     "regularizer.scale": non_negative_number,
+    "regularizer.start": fraction,
+    "regularizer.end": fraction,
+    "lr_schedule.start": fraction_below_one,
+    "lr_schedule.end_factor": fraction,
     "ckpt_path": optional(existing_file),
     "data.in_features": integer_at_least(2),
     "data.out_features": integer_at_least(1),
@@ -84,9 +99,16 @@ FIELD_RULES: dict[str, Rule] = {
     "data.batch_size": integer_at_least(1),
     "data.eval_batch_size": optional(integer_at_least(1)),
     "data.resample": boolean,
+    "data.subset_ratio": subset_ratio,
+    "data.overlap_ratio": overlap_ratio,
     "model.eps": positive_number,
     "model.shared_weights": boolean,
     "model.gate_bias": boolean,
+    "model.activation": torch_activation,
+    "model.init_range": unit_interval_pair,
+    "model.noise_range": optional(positive_pair),
+    "model.restarts": integer_at_least(1),
+    "model.hidden_features": layer_sizes,
     "optimizer.lr": positive_number,
     "optimizer.eps": positive_number,
     "optimizer.momentum": non_negative_number,
@@ -98,6 +120,10 @@ FIELD_RULES: dict[str, Rule] = {
     "trainer.deterministic": boolean,
     "trainer.devices": devices,
     "trainer.accelerator": accelerator,
+    "trainer.max_steps": max_steps,
+    "trainer.precision": precision,
+    "trainer.gradient_clip_val": optional(non_negative_number),
+    "trainer.gradient_clip_algorithm": clip_algorithm,
 }
 
 # A network's sizes must be the problem's: model field -> data field.
@@ -147,7 +173,11 @@ def _get(cfg: DictConfig, key: str) -> Any:
 def cross_field_rules(cfg: DictConfig) -> None:
     """The rules that tie fields together: the operations of the problem family, a batch no
     larger than the training set, sets that fit in memory, denominators that the ranges allow,
-    targets whose squared errors are finite in float32, and a population in one process."""
+    targets whose squared errors are finite in float32, a regulariser that starts before it
+    ends, and a population in one process."""
+    start, end = _get(cfg, "regularizer.start"), _get(cfg, "regularizer.end")
+    if start is not None and end is not None and start > end:
+        raise ConfigError(f"regularizer.start={start}: must be at most regularizer.end={end}")
     if _get(cfg, "data") is not None:
         _data_rules(cfg)
     population, trainer_devices = _get(cfg, "population"), _get(cfg, "trainer.devices")
@@ -193,7 +223,13 @@ def _data_rules(cfg: DictConfig) -> None:
     denominator = _get(cfg, "data.min_abs_denominator")
     operand_scale = 1
     if static and _get(cfg, "data.subset_ratio") is not None:
-        operand_scale = max(1, math.floor(_get(cfg, "data.subset_ratio") * in_features))
+        subset = math.floor(_get(cfg, "data.subset_ratio") * in_features)
+        if subset < 1:
+            raise ConfigError(
+                f"data.in_features={shorten(in_features)}: leaves an empty subset at "
+                f"data.subset_ratio={_get(cfg, 'data.subset_ratio')}; raise either"
+            )
+        operand_scale = subset
     for split in SPLITS:
         field = f"data.{split}_range"
         if (value := _get(cfg, field)) is None:
@@ -249,6 +285,15 @@ def _composition_error(error: Exception, override: str | None) -> ConfigError:
             f"{override}: {where} has no field {field!r}{hint} (+{override} adds a new field)"
         )
     return ConfigError(" ".join(str(error).splitlines()[:2]))
+
+
+def compose_checked(overrides: list[str], config_dir: Path, config_name: str) -> DictConfig:
+    """``config_name`` composed with ``overrides`` (Hydra's own left out) and validated: one
+    line for an unknown field or a bad value."""
+    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
+    cfg = _compose(own, config_dir, config_name)
+    validate_config(cfg)
+    return cfg
 
 
 def _compose(overrides: list[str], config_dir: Path, config_name: str = "train") -> DictConfig:

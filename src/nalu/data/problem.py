@@ -291,10 +291,8 @@ class StaticArithmeticProblem:
     def __post_init__(self) -> None:
         object.__setattr__(self, "operations", tuple(self.operations))
         rules.operations(rules.STATIC_OPERATIONS)("operations", self.operations)
-        if not 0 < self.subset_ratio <= 0.5:
-            raise InvalidArgument("subset_ratio", self.subset_ratio, "must be in (0, 0.5]")
-        if not 0 <= self.overlap_ratio < 1:
-            raise InvalidArgument("overlap_ratio", self.overlap_ratio, "must be in [0, 1)")
+        rules.subset_ratio("subset_ratio", self.subset_ratio)
+        rules.overlap_ratio("overlap_ratio", self.overlap_ratio)
         subset_size = int(self.subset_ratio * int(self.in_features))
         if subset_size < 1:
             raise InvalidArgument(

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nalu.errors import InvalidArgument
+from nalu import rules
 from nalu.units.nau import sparsity_penalty
 
 
@@ -30,9 +30,8 @@ def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
 
 def unit_interval_range(field: str, bounds: Sequence[float]) -> tuple[float, float]:
     """``[low, high]`` with 0 <= low <= high <= 1, else ``InvalidArgument`` naming ``field``."""
+    rules.unit_interval_pair(field, list(bounds))
     low, high = bounds
-    if not 0.0 <= low <= high <= 1.0:
-        raise InvalidArgument(field, list(bounds), "must be [low, high] in [0, 1]")
     return (float(low), float(high))
 
 
@@ -40,11 +39,8 @@ def positive_noise_range(bounds: Sequence[float] | None) -> tuple[float, float] 
     """``[low, high]`` with 0 < low <= high (noise that never flips or zeroes a factor)."""
     if bounds is None:
         return None
+    rules.positive_pair("noise_range", list(bounds))
     low, high = bounds
-    if not 0.0 < low <= high:
-        raise InvalidArgument(
-            "noise_range", list(bounds), "must be [low, high] with 0 < low <= high"
-        )
     return (float(low), float(high))
 
 

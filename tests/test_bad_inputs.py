@@ -1,0 +1,434 @@
+"""Bad input to every command, each answered as the README promises: exit code 2, exactly one
+line on stderr naming the field, no traceback, no new folder, in under 3 seconds."""
+
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TINY, run_cli
+
+from nalu.cli import EXIT_CONFIG_ERROR
+from nalu.train import CONFIG_DIR
+from nalu.value_range import RANGE_RULE
+
+MYSTERY = ["add", "sub", "mul", "div"]
+MAX_SECONDS = 3.0
+
+# nalu-train: (arguments, the whole error line after "error: ")
+TRAIN = [
+    (
+        ["model=foo"],
+        "model=foo: unknown model; choose one of "
+        f"{sorted(path.stem for path in (CONFIG_DIR / 'model').glob('*.yaml'))}",
+    ),
+    (
+        ["optimizer=adamw"],
+        "optimizer=adamw: unknown optimizer; choose one of ['adam', 'rmsprop', 'sgd']",
+    ),
+    (
+        ["data.operations=[add,pow]"],
+        "data.operations=['add', 'pow']: 'pow' is not one of ['add', 'sub', 'mul', 'div']",
+    ),
+    (["data.in_features=1"], "data.in_features=1: must be an integer >= 2"),
+    (
+        ["data.train_range=[10,-10]"],
+        f"data.train_range=[10, -10]: {RANGE_RULE}",
+    ),
+    (
+        ["data.interp_range=[0,inf]"],
+        f"data.interp_range=[0, inf]: {RANGE_RULE}",
+    ),
+    (
+        ["data.extrap_range=[[-6,-1],[-2,6]]"],
+        f"data.extrap_range=[[-6, -1], [-2, 6]]: {RANGE_RULE}",
+    ),
+    (["data.train_size=0"], "data.train_size=0: must be a positive integer"),
+    (
+        ["lr_schedule=null"],
+        "lr_schedule=null: a config group is dropped with ~lr_schedule, not set to null",
+    ),
+    (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be a positive integer"),
+    (["data.min_abs_denominator=0"], "data.min_abs_denominator=0: must be a finite number > 0"),
+    (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),
+    (["data.problem_seed=1.5"], "data.problem_seed=1.5: must be an integer in [0, 4294967295]"),
+    (
+        ["model=mlp", "model.activation=Relu"],
+        "model.activation='Relu': must name a torch.nn activation such as ReLU, Tanh, GELU",
+    ),
+    (["model.eps=0"], "model.eps=0: must be a finite number > 0"),
+    (["model.gate_bias=maybe"], "model.gate_bias='maybe': must be true or false"),
+    (
+        ["model.in_features=5"],
+        "model.in_features=5: must equal data.in_features=100, the problem's size",
+    ),
+    (["optimizer.lr=-1"], "optimizer.lr=-1: must be a finite number > 0"),
+    (["optimizer.lr=nan"], "optimizer.lr=nan: must be a finite number > 0"),
+    (
+        ["optimizer=sgd", "optimizer.momentum=-0.5"],
+        "optimizer.momentum=-0.5: must be a finite number >= 0",
+    ),
+    (
+        ["+optimizer.betas=[0.9,1.5]"],
+        "optimizer.betas=[0.9, 1.5]: must be [beta1, beta2], each in [0, 1)",
+    ),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be a positive integer"),
+    (["trainer.max_epochs=ten"], "trainer.max_epochs='ten': must be a positive integer"),
+    (
+        ["trainer.max_epoch=3"],
+        "trainer.max_epoch=3: trainer has no field 'max_epoch'; did you mean max_epochs? "
+        "(+trainer.max_epoch=3 adds a new field)",
+    ),
+    (["foo=1"], "foo=1: the config has no field 'foo' (+foo=1 adds a new field)"),
+    (
+        ["data.in_features"],
+        "data.in_features: not an override like field=value (Hydra: missing EQUAL at '<EOF>')",
+    ),
+    (["ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
+    (["optimizer.lr=???"], "optimizer.lr: Missing mandatory value: optimizer.lr"),
+    # A sweep is checked whole before its first job starts.
+    (["-m", "seed=0,1", "optimizer.lr=1e-3,-2"], "optimizer.lr=-2: must be a finite number > 0"),
+    (
+        ["-m", "model=nac,nalu", "model.eps=1e-7"],
+        "model.eps=1e-7: model has no field 'eps' (+model.eps=1e-7 adds a new field)",
+    ),
+    (["data.operations=[Add]"], f"data.operations=['Add']: 'Add' is not one of {MYSTERY}"),
+    (["data.operations=[]"], f"data.operations=[]: name at least one of {MYSTERY}"),
+    (
+        ["data.operations=null"],
+        "data.operations=None: must be a list of operations, e.g. ['add', 'sub']",
+    ),
+    (
+        ['data.operations="[add]"'],
+        "data.operations='[add]': must be a list of operations, e.g. ['add', 'sub']",
+    ),
+    (["data.operations=[add,add]"], "data.operations=['add', 'add']: must not repeat an operation"),
+    (
+        ["data.operations=[" + ",".join(["add"] * 3000) + "]"],
+        "data.operations=['add', 'add', 'add', 'add' ... 'add', 'add', 'add', 'add']: must not "
+        "repeat an operation",
+    ),
+    (
+        ["data=static_arithmetic", "data.operations=[cube]"],
+        "data.operations=['cube']: 'cube' is not one of "
+        "['add', 'sub', 'mul', 'div', 'square', 'sqrt']",
+    ),
+    (
+        ["data.operations=[div]", "data.min_abs_denominator=50"],
+        "data.min_abs_denominator=50: leaves no denominator value in "
+        "data.train_range=[-10.0, 10.0]; it must be below the range's largest magnitude",
+    ),
+    (
+        ["experiment=article_division", "data.min_abs_denominator=100"],
+        "data.min_abs_denominator=100: leaves no denominator value in "
+        "data.train_range=[-10.0, 10.0]; it must be below the range's largest magnitude",
+    ),
+    (["data.min_abs_denominator=-1"], "data.min_abs_denominator=-1: must be a finite number > 0"),
+    (
+        ["trainer.devices=abc"],
+        "trainer.devices='abc': must be a count >= 1, -1 or \"auto\" (all), or [indices]",
+    ),
+    (
+        ["trainer.devices=0"],
+        'trainer.devices=0: must be a count >= 1, -1 or "auto" (all), or [indices]',
+    ),
+    (
+        ["trainer.accelerator=quantum"],
+        "trainer.accelerator='quantum': must be one of "
+        "['auto', 'cpu', 'gpu', 'cuda', 'mps', 'tpu']",
+    ),
+    (
+        ["population=3", "trainer.devices=2"],
+        "trainer.devices=2: a population (population=3) trains in one process; use "
+        "trainer.devices=1, or a sweep for several devices",
+    ),
+    (["population=0"], "population=0: must be a positive integer"),
+    (["population=many"], "population='many': must be a positive integer"),
+    (
+        ["data.in_features=1000000000"],
+        "data.in_features=1000000000: with data.train_size=1000 the set would hold more than "
+        "2.15e+09 values (8 GiB); keep train_size × in_features within that",
+    ),
+    (
+        ["data.in_features=1" + "0" * 400],
+        "data.in_features=100000000000000000000000000 ... 000000000000000000000000000: with "
+        "data.train_size=1000 the set would hold more than 2.15e+09 values (8 GiB); keep "
+        "train_size × in_features within that",
+    ),
+    (
+        ["optimizer.lr=1" + "0" * 400],
+        "optimizer.lr=100000000000000000000000000 ... 000000000000000000000000000: must be a "
+        "finite number > 0",
+    ),
+    (
+        ["data.batch_size=5000", "data.train_size=64"],
+        "data.batch_size=5000: must be at most data.train_size=64",
+    ),
+    (
+        ["data.operations=[mul]", "data.extrap_range=[-1e30,1e30]"],
+        "data.extrap_range=[-1e+30, 1e+30]: mul targets reach 1e+60; keep |target| < 1e+18, so "
+        "that squared errors are finite in float32",
+    ),
+    (
+        ["data.operations=[add]", "data.train_range=[-1e308,1e308]"],
+        f"data.train_range=[-1e+308, 1e+308]: {RANGE_RULE}",
+    ),
+    (["data.extrap_range=[]"], f"data.extrap_range=[]: {RANGE_RULE}"),
+    (["data.train_range=[1,1]"], f"data.train_range=[1, 1]: {RANGE_RULE}"),
+    (["data.train_range=wide"], f"data.train_range='wide': {RANGE_RULE}"),
+    (["data.interp_size=0"], "data.interp_size=0: must be a positive integer"),
+    (["data.train_size=ten"], "data.train_size='ten': must be a positive integer"),
+    (["data.batch_size=0"], "data.batch_size=0: must be a positive integer"),
+    (["data.resample=yes"], "data.resample='yes': must be true or false"),
+    (["seed=4294967296"], "seed=4294967296: must be an integer in [0, 4294967295]"),
+    (["data.train_seed=-3"], "data.train_seed=-3: must be an integer in [0, 4294967295]"),
+    (["regularizer.scale=-1"], "regularizer.scale=-1: must be a finite number >= 0"),
+    (["+optimizer.weight_decay=-1"], "optimizer.weight_decay=-1: must be a finite number >= 0"),
+    (
+        ["model=mlp", "model.hidden_features=[64,0]"],
+        "model.hidden_features=[64, 0]: must be a list of positive integers, e.g. [64, 64]",
+    ),
+    (["optimizer.lr=0"], "optimizer.lr=0: must be a finite number > 0"),
+    (
+        ["trainer.check_val_every_n_epoch=0"],
+        "trainer.check_val_every_n_epoch=0: must be a positive integer",
+    ),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps=0: must be a positive integer"),
+    (
+        ["trainer.deterministic=sometimes"],
+        "trainer.deterministic='sometimes': must be true or false",
+    ),
+    (
+        ["data=static_arithmetic", "data.subset_ratio=0.9"],
+        "data.subset_ratio=0.9: must be in (0, 0.5]",
+    ),
+    (
+        ["data=static_arithmetic", "data.overlap_ratio=1"],
+        "data.overlap_ratio=1: must be in [0, 1)",
+    ),
+    (
+        ["data=static_arithmetic", "data.in_features=3", "data.subset_ratio=0.25"],
+        "data.in_features=3: leaves an empty subset at data.subset_ratio=0.25; raise either",
+    ),
+    (
+        ["experiment=nosuch"],
+        "experiment=nosuch: unknown experiment; choose one of "
+        f"{sorted(path.stem for path in (CONFIG_DIR / 'experiment').glob('*.yaml'))}",
+    ),
+    (
+        ["--config-name=nosuch"],
+        "--config-name=nosuch: no such primary config; choose ['evaluate', 'train']",
+    ),
+    (
+        ["-m", "data.operations=[add],[pow]", "seed=0,1"],
+        f"data.operations=['pow']: 'pow' is not one of {MYSTERY}",
+    ),
+    (
+        ["-m", "seed=0,1", "data.operations=[add],[pow]"],
+        f"data.operations=['pow']: 'pow' is not one of {MYSTERY}",
+    ),
+    (
+        ["-m", "data.batch_size=16,5000", "data.train_size=64"],
+        "data.batch_size=5000: must be at most data.train_size=64",
+    ),
+    (
+        ["-m", "data.train_size=64,32", "data.batch_size=48"],
+        "data.batch_size=48: must be at most data.train_size=32",
+    ),
+    (
+        ["ckpt_path={text_file}"],
+        "ckpt_path='{text_file}': not a readable checkpoint of nalu.train (",
+    ),
+    (
+        ["ckpt_path={empty_file}"],
+        "ckpt_path='{empty_file}': not a readable checkpoint of nalu.train (",
+    ),
+    (
+        ["ckpt_path={truncated}"],
+        "ckpt_path='{truncated}': not a readable checkpoint of nalu.train (",
+    ),
+    (
+        [*TINY, "seed=7", "ckpt_path={checkpoint}"],
+        "ckpt_path='{checkpoint}': written by seeds [0], but this run has [7]; resume with the "
+        "seed and population that wrote it",
+    ),
+    (
+        [*TINY, "model=nac", "ckpt_path={checkpoint}"],
+        "ckpt_path='{checkpoint}': holds another model (nalu.units.NeuralArithmeticLogicUnit); "
+        "resume with the model config that wrote it",
+    ),
+    (
+        ["data.in_features=7", *TINY[1:], "ckpt_path={checkpoint}"],
+        "ckpt_path='{checkpoint}': holds another model (nalu.units.NeuralArithmeticLogicUnit "
+        "with model.in_features=6, here 7); resume with the model config that wrote it",
+    ),
+    (
+        [*TINY, "population=2", "ckpt_path={checkpoint}"],
+        "ckpt_path='{checkpoint}': written by seeds [0], but this run has [0, 1]; resume with "
+        "the seed and population that wrote it",
+    ),
+    (
+        ["+trainer.max_steps=0"],
+        "trainer.max_steps=0: must be a positive integer, or -1 for no limit",
+    ),
+    (
+        ["+trainer.precision=77"],
+        "trainer.precision=77: must be one of ['64', '32', '16', '64-true', '32-true', '16-true', "
+        "'bf16-true', '16-mixed', 'bf16-mixed', 'bf16', 'transformer-engine']",
+    ),
+    (
+        ["+trainer.gradient_clip_algorithm=sideways"],
+        "trainer.gradient_clip_algorithm='sideways': must be one of ['norm', 'value']",
+    ),
+    (
+        ["+trainer.gradient_clip_val=-1"],
+        "trainer.gradient_clip_val=-1: must be a finite number >= 0",
+    ),
+    (
+        ["lr_schedule=linear_decay", "lr_schedule.start=2"],
+        "lr_schedule.start=2: must be a number in [0, 1)",
+    ),
+    (
+        ["model=nau", "regularizer.start=0.8", "regularizer.end=0.2"],
+        "regularizer.start=0.8: must be at most regularizer.end=0.2",
+    ),
+    (
+        ["model=nmu", "model.init_range=[2,3]"],
+        "model.init_range=[2, 3]: must be [low, high] in [0, 1]",
+    ),
+    (
+        ["model=nmu", "model.noise_range=[0,5]"],
+        "model.noise_range=[0, 5]: must be [low, high] with 0 < low <= high",
+    ),
+    (["model=select", "model.restarts=0"], "model.restarts=0: must be a positive integer"),
+    (
+        [*TINY, "data.operations=[add]", "ckpt_path={checkpoint}"],
+        "ckpt_path='{checkpoint}': written for another problem (data.operations=['add', 'sub', "
+        "'mul'], here ['add']); resume with the data config that wrote it",
+    ),
+]
+
+# nalu-evaluate
+EVALUATE = [
+    ([], "ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt"),
+    (["ckpt_path=nope.ckpt"], "ckpt_path='nope.ckpt': no such file"),
+    (
+        ["ckpt_path={checkpoint}", "experiment=article"],
+        "experiment=article: evaluate takes the model and problem from the checkpoint's run; it "
+        "composes only data, trainer, paths, hydra (data.<field>=... changes the sets)",
+    ),
+    (
+        ["ckpt_path={checkpoint}", "model=nac"],
+        "model=nac: evaluate takes the model and problem from the checkpoint's run; it composes "
+        "only data, trainer, paths, hydra (data.<field>=... changes the sets)",
+    ),
+    (
+        ["ckpt_path={checkpoint}", "data=static_arithmetic"],
+        "data=static_arithmetic: the checkpoint's run fixes the problem ({run}/.hydra/config.yaml);"
+        " change its sets with data.<field>=...",
+    ),
+    (
+        ["ckpt_path={checkpoint}", "seed=3"],
+        "seed=3: these sets pose another problem than the checkpoint learned "
+        "(data.problem_seed=3, the run's 0); keep the run's seed, data.problem_seed, "
+        "in_features, out_features and operations",
+    ),
+    (
+        ["ckpt_path={checkpoint}", "data.in_features=7"],
+        "data.in_features=7: these sets pose another problem than the checkpoint learned "
+        "(data.in_features=7, the run's 6); keep the run's seed, data.problem_seed, "
+        "in_features, out_features and operations",
+    ),
+    (
+        ["ckpt_path={checkpoint}", "optimizer.lr=0.1"],
+        "Could not override 'optimizer.lr'. To append to your config use +optimizer.lr=0.1",
+    ),
+    (
+        ["ckpt_path={checkpoint}", "data.extrap_range=[5,1]"],
+        f"data.extrap_range=[5, 1]: {RANGE_RULE}",
+    ),
+    (
+        ["ckpt_path={broken_checkpoint}"],
+        "{broken_run}/problem.json: unreadable (JSONDecodeError), so the checkpoint's problem "
+        "cannot be checked; restore it from the run or move the checkpoint out",
+    ),
+]
+
+# nalu-report
+REPORT = [
+    ([], "the following arguments are required: paths (see nalu-report --help)"),
+    (["--bogus", "x"], "unrecognized arguments: --bogus (see nalu-report --help)"),
+    (["nope"], "nope: no such folder"),
+    (["{empty_dir}"], "no readable metrics.json under {empty_dir}"),
+    (
+        ["{corrupt_dir}"],
+        "no readable metrics.json under {corrupt_dir} (1 unreadable: "
+        "{corrupt_dir}/metrics.json (JSONDecodeError: ",
+    ),
+    (
+        ["{run}", "--group-by", "model,nosuchfield"],
+        "--group-by model,nosuchfield: no run has the field 'nosuchfield'; choose a label or "
+        "config field, e.g. ",
+    ),
+]
+
+CASES = [
+    *(("nalu.train", arguments, message) for arguments, message in TRAIN),
+    *(("nalu.evaluate", arguments, message) for arguments, message in EVALUATE),
+    *(("nalu.report", arguments, message) for arguments, message in REPORT),
+]
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory) -> dict[str, str]:
+    """A finished TINY run (NALU, seed 0), its checkpoint, a copy of it with a corrupt
+    problem.json, and files that are no checkpoint or no report."""
+    root = tmp_path_factory.mktemp("inputs")
+    run = root / "run"
+    result = run_cli([*TINY, f"hydra.run.dir={run}"], cwd=root)
+    assert result.returncode == 0, result.stderr[-2000:]
+    checkpoint = run / "checkpoints" / "last.ckpt"
+    broken = root / "broken"
+    (broken / "checkpoints").mkdir(parents=True)
+    (broken / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (broken / "problem.json").write_text('{"outputs": [')
+    (root / "text.ckpt").write_text("not a checkpoint\n")
+    (root / "empty.ckpt").write_bytes(b"")
+    (root / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:1000])
+    (root / "empty_dir").mkdir()
+    (root / "corrupt_dir").mkdir()
+    (root / "corrupt_dir" / "metrics.json").write_text("{not json")
+    return {
+        "run": str(run),
+        "checkpoint": str(checkpoint),
+        "broken_run": str(broken),
+        "broken_checkpoint": str(broken / "checkpoints" / "last.ckpt"),
+        "text_file": str(root / "text.ckpt"),
+        "empty_file": str(root / "empty.ckpt"),
+        "truncated": str(root / "truncated.ckpt"),
+        "empty_dir": str(root / "empty_dir"),
+        "corrupt_dir": str(root / "corrupt_dir"),
+    }
+
+
+def test_there_are_at_least_sixty_bad_inputs():
+    assert len(CASES) >= 60
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "arguments", "message"),
+    CASES,
+    ids=[f"{module.split('.')[1]}: {' '.join(arguments)[:60]}" for module, arguments, _ in CASES],
+)
+def test_bad_input_is_one_line_naming_the_field(module, arguments, message, files, tmp_path):
+    arguments = [argument.format(**files) for argument in arguments]
+    started = time.monotonic()
+    result = run_cli(arguments, cwd=tmp_path, module=module)
+    seconds = time.monotonic() - started
+    assert result.returncode == EXIT_CONFIG_ERROR, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message.format(**files)}"), line
+    assert list(tmp_path.iterdir()) == []  # no outputs/ folder, nothing else
+    assert not (Path(files["run"]) / "evaluate").exists()  # evaluate writes inside the run
+    assert seconds < MAX_SECONDS, f"{seconds:.1f} s"

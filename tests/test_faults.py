@@ -1,0 +1,133 @@
+"""Faults a run survives: a full disk, a folder in a result's place, an output under a file,
+runs started at once, a failed sweep job, a population that diverges whole, corrupt runs."""
+
+import errno
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import TINY, compose_config, run_cli
+
+from nalu.cli import EXIT_DIVERGED, EXIT_JOBS_FAILED, EXIT_OUTPUT_ERROR
+from nalu.record import RunRecord
+from nalu.report import main as report_main
+from nalu.train import train
+
+
+def test_a_full_disk_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
+    real_save = torch.save
+    calls = []
+
+    def save_until_the_disk_is_full(obj, handle, *args, **kwargs):
+        calls.append(1)
+        if len(calls) < 3:
+            return real_save(obj, handle, *args, **kwargs)
+        handle.write(b"\x80" * 4096)  # part of a checkpoint, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(OSError, match="No space left on device"):
+        train(compose_config([*TINY, "trainer.max_epochs=3"], tmp_path))
+    monkeypatch.undo()
+    checkpoints = sorted((tmp_path / "checkpoints").iterdir())
+    assert [path.name for path in checkpoints if path.name.startswith(".")] == []  # no temp file
+    assert checkpoints  # the checkpoints written before the disk filled
+    for path in checkpoints:
+        assert torch.load(path, map_location="cpu", weights_only=True)["state_dict"], path
+
+
+@pytest.mark.slow
+def test_a_folder_in_place_of_the_results_file_stops_before_training(tmp_path):
+    run_dir = tmp_path / "run"
+    (run_dir / "metrics.json").mkdir(parents=True)
+    result = run_cli([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == EXIT_OUTPUT_ERROR
+    assert result.stderr.strip().splitlines() == [
+        f"error: {run_dir}/metrics.json: a folder is in the way; results are written whole or "
+        "not at all"
+    ]
+    assert not (run_dir / "checkpoints").exists()
+
+
+@pytest.mark.slow
+def test_an_output_folder_under_a_file_is_refused_before_any_work(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file\n")
+    result = run_cli([*TINY, f"hydra.run.dir={tmp_path}/notes.txt/run"], cwd=tmp_path)
+    assert result.returncode == EXIT_OUTPUT_ERROR
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {tmp_path}/notes.txt/run: hydra.run.dir: ")
+    assert "is a file" in line
+
+
+@pytest.mark.slow
+def test_a_sweep_whose_last_job_is_bad_starts_no_job(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = run_cli(
+        ["-m", *TINY, "seed=0,1", "data.operations=[add],[pow]", f"hydra.sweep.dir={sweep_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "'pow' is not one of" in result.stderr
+    assert not sweep_dir.exists()
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_write_two_folders(tmp_path):
+    env_command = [sys.executable, "-m", "nalu.train", *TINY]
+    runs = [
+        subprocess.Popen([*env_command, f"seed={seed}"], cwd=tmp_path, stderr=subprocess.PIPE)
+        for seed in (0, 1)
+    ]
+    for run in runs:
+        _, stderr = run.communicate(timeout=300)
+        assert run.returncode == 0, stderr.decode()[-2000:]
+    folders = sorted((tmp_path / "outputs" / "runs").iterdir())
+    assert len(folders) == 2
+    seeds = sorted(json.loads((f / "metrics.json").read_text())["labels"]["seed"] for f in folders)
+    assert seeds == [0, 1]
+
+
+@pytest.mark.slow
+def test_a_sweep_with_a_failed_job_goes_on_and_ends_with_a_summary(tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    (sweep_dir / "1_nalu_seed1" / "metrics.json").mkdir(parents=True)  # job 1 cannot write
+    result = run_cli(["-m", *TINY, "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    assert result.returncode == EXIT_JOBS_FAILED, result.stderr[-2000:]
+    console = result.stdout + result.stderr
+    assert "Traceback" not in console
+    assert f"{sweep_dir}/1_nalu_seed1: job failed (exit code {EXIT_OUTPUT_ERROR})" in console
+    assert f"multirun: 3 jobs in {sweep_dir}: 2 finished, 0 diverged, 1 failed" in console
+    assert (sweep_dir / "2_nalu_seed2" / "metrics.json").is_file()  # the sweep went on
+
+
+@pytest.mark.slow
+def test_a_population_whose_members_all_diverge_exits_with_the_diverged_code(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli(
+        [*TINY, "population=3", "model=mlp", "optimizer.lr=1e30", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+    )
+    assert result.returncode == EXIT_DIVERGED
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "diverged at step" in line
+    statuses = {RunRecord.read(path.parent).status for path in run_dir.rglob("metrics.json")}
+    assert statuses == {"diverged"}
+
+
+def test_a_report_over_a_corrupt_run_still_writes(tmp_path, capsys):
+    good = tmp_path / "good"
+    good.mkdir()
+    RunRecord("finished", {"model": "nac", "seed": 0}, 2, 8, {"extrap/mse": 1.0}).write(good)
+    for name, content in {"corrupt": "{not json", "empty": "{}", "list": "[1, 2]"}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(content)
+    (tmp_path / "folder" / "metrics.json").mkdir(parents=True)
+    report_main([str(tmp_path)])
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(warnings) == 4
+    assert all(w.startswith("warning: ") and "unreadable, left out" in w for w in warnings)
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith(f"# Report: 1 runs under {tmp_path} (4 unreadable runs left out)")
+    assert "| nac | all | 1 |" in report
