@@ -301,6 +301,15 @@ TRAIN = [
     ),
     (["model=select", "model.restarts=0"], "model.restarts=0: must be a positive integer"),
     (
+        ["+model.foo=1"],
+        "+model.foo: nalu.units.NeuralArithmeticLogicUnit takes no argument 'foo'; it takes "
+        "['in_features', 'out_features', 'shared_weights', 'gate_bias', 'eps']",
+    ),
+    (
+        ["+data.foo=1"],
+        "+data.foo: nalu.data.ArithmeticDataModule takes no argument 'foo'; it takes [",
+    ),
+    (
         [*TINY, "data.operations=[add]", "ckpt_path={checkpoint}"],
         "ckpt_path='{checkpoint}': written for another problem (data.operations=['add', 'sub', "
         "'mul'], here ['add']); resume with the data config that wrote it",
@@ -311,6 +320,10 @@ TRAIN = [
 EVALUATE = [
     ([], "ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt"),
     (["ckpt_path=nope.ckpt"], "ckpt_path='nope.ckpt': no such file"),
+    (
+        ["-m", "ckpt_path={checkpoint}"],
+        "-m: evaluate tests one checkpoint; run it once per checkpoint",
+    ),
     (
         ["ckpt_path={checkpoint}", "experiment=article"],
         "experiment=article: evaluate takes the model and problem from the checkpoint's run; it "

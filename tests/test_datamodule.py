@@ -1,10 +1,14 @@
 import lightning as L
 import pytest
 import torch
+from hydra.utils import get_method
+from omegaconf import OmegaConf
 
+from nalu.cli import CONFIG_DIR
 from nalu.data import ArithmeticDataModule
 from nalu.data.datamodule import EpochBatchSampler
 from nalu.errors import InvalidArgument
+from nalu.validation import constructor_arguments
 
 
 def make(**kwargs) -> ArithmeticDataModule:
@@ -129,3 +133,11 @@ def test_resampled_batches_are_fresh_every_step_and_fixed_by_seeds_epoch_and_ste
     x, y = make(resample=True).resampled_batches()[(0, 0)]
     assert torch.equal(x, first[0])
     assert torch.equal(y, make().problem.targets(x))
+
+
+@pytest.mark.parametrize("name", ["mystery", "static_arithmetic"])
+def test_each_data_config_lists_every_argument_of_its_data_module(name):
+    # The command line checks a field added to `data` against its config (nalu.validation).
+    config = OmegaConf.load(CONFIG_DIR / "data" / f"{name}.yaml")
+    arguments = constructor_arguments(get_method(config._target_))
+    assert set(config) - {"_target_"} == set(arguments) - {"problem"}  # `problem`: built inside

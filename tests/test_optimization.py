@@ -59,5 +59,7 @@ def test_the_schedule_is_stepped_after_every_optimizer_step(population, tiny_ove
 
 def test_a_bad_schedule_names_the_field(tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "lr_schedule=linear_decay", "lr_schedule.start=1.5"]
-    with pytest.raises(ConfigError, match=r"^lr_schedule\.start=1\.5: must be in \[0, 1\)$"):
+    with pytest.raises(
+        ConfigError, match=r"^lr_schedule\.start=1\.5: must be a number in \[0, 1\)$"
+    ):
         train(compose_config(overrides, tmp_path))

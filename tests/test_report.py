@@ -5,11 +5,13 @@ import os
 import stat
 
 import pytest
+import yaml
 from conftest import TINY, compose_config
 
 from nalu.cli import EXIT_CONFIG_ERROR
 from nalu.record import RunRecord
 from nalu.report import (
+    default_group_by,
     group_runs,
     load_runs,
     main,
@@ -232,3 +234,20 @@ def test_metrics_json_is_strict_json_even_when_a_metric_overflows(tmp_path):
     }
     read = RunRecord.read(tmp_path).metrics
     assert math.isnan(read["extrap/mse"]) and read["interp/mse"] == 0.5
+
+
+def test_swept_values_group_as_hydra_reads_them_in_numeric_order(tmp_path):
+    for name, lr in [("a", "1e-3"), ("b", "0.001"), ("c", "10"), ("d", "5")]:
+        write_run(tmp_path / name, "nac", 0, {"extrap/mse": 1.0})
+        (tmp_path / name / ".hydra").mkdir()
+        overrides = [f"optimizer.lr={lr}", f"paths.log_dir=/tmp/{name}", "seed=0"]
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    runs = load_runs([tmp_path])
+    assert default_group_by(runs) == ["model", "optimizer.lr"]  # not paths.*, not seed
+    groups = group_runs(runs, default_group_by(runs))
+    assert {key: len(members) for key, members in groups.items()} == {
+        "nac / 0.001": 2,
+        "nac / 5": 1,
+        "nac / 10": 1,
+    }
+    assert list(groups) == ["nac / 0.001", "nac / 5", "nac / 10"]

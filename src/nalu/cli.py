@@ -20,7 +20,7 @@ from nalu.errors import ConfigError, InvalidArgument
 from nalu.record import METRICS_FILE, STATUS_DIVERGED, STATUS_FINISHED, RunRecord
 
 if TYPE_CHECKING:
-    from lightning.pytorch.callbacks import Callback
+    from lightning.pytorch.callbacks import Callback as LightningCallback
 
 # An installed package carries its configs as nalu/conf; a source checkout (editable install)
 # keeps them at the repository's top, conf/.
@@ -137,6 +137,9 @@ class MultirunSummary(Callback):
 
     last: SweepCounts | None = None
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        MultirunSummary.last = None
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():
@@ -186,7 +189,7 @@ def ignore_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
-def progress_bar(trainer_cfg: DictConfig) -> list["Callback"]:
+def progress_bar(trainer_cfg: DictConfig) -> list["LightningCallback"]:
     """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a terminal).
 
     Lightning refuses a progress bar callback on a trainer without one, hence a list to add.

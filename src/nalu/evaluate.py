@@ -19,6 +19,7 @@ from nalu.cli import (
     CONFIG_DIR,
     EXIT_CONFIG_ERROR,
     EXIT_OUTPUT_ERROR,
+    check_output_folder,
     checked,
     fail,
     format_metrics,
@@ -28,8 +29,9 @@ from nalu.cli import (
 )
 from nalu.errors import ConfigError, shorten
 from nalu.record import OWN_BEST, write_json_atomic
+from nalu.resolvers import evaluation_dir
 from nalu.rules import PROBLEM_FIELDS
-from nalu.validation import check_group_choices, compose_checked
+from nalu.validation import check_group_choices, compose_checked, validate_config
 
 if TYPE_CHECKING:
     from nalu.data import ArithmeticDataModule
@@ -108,7 +110,7 @@ def evaluation_data(
     """The data config of the evaluation: the checkpoint's run's own (from its
     ``.hydra/config.yaml``) with the command line's ``seed`` and ``data.*`` ``overrides`` on
     top, so that only what should change is typed; ``default`` for a checkpoint outside a run
-    folder. Also returns the overrides that change the run's data, as typed."""
+    folder. Also returns the overrides that change a field of the run's problem, as typed."""
     saved = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
     if not saved.is_file():
         return default, []  # what the run had is not known
@@ -127,7 +129,8 @@ def evaluation_data(
             )
         if field != "seed" and not field.startswith("data."):
             continue
-        if OmegaConf.select(run_cfg, field, default=None) != override.value():
+        problem_field = field == "seed" or field.removeprefix("data.") in PROBLEM_FIELDS
+        if problem_field and OmegaConf.select(run_cfg, field, default=None) != override.value():
             changed.append(text)
         OmegaConf.update(run_cfg, field, override.value(), force_add=override.is_add())
     return run_cfg.data, changed
@@ -198,9 +201,11 @@ def hydra_main(cfg: DictConfig) -> None:
     try:
         metrics = evaluate(cfg)
     except ConfigError as error:
-        # The folder Hydra made for this evaluation holds nothing worth keeping.
-        shutil.rmtree(output_dir, ignore_errors=True)
+        discard_if_empty(output_dir)
         fail(error, str(error), EXIT_CONFIG_ERROR)
+    except OSError as error:
+        discard_if_empty(output_dir)
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     result = output_dir / EVALUATION_FILE
     try:
         write_json_atomic(result, {"ckpt_path": str(cfg.ckpt_path), "metrics": metrics})
@@ -209,26 +214,43 @@ def hydra_main(cfg: DictConfig) -> None:
     print(f"\nMetrics of {cfg.ckpt_path} ({result}):\n{format_metrics(metrics)}")
 
 
+def discard_if_empty(output_dir: Path) -> None:
+    """Remove the folder Hydra made for an evaluation that stopped, when it holds nothing but
+    Hydra's own files (never a folder with results in it, such as a run's)."""
+    if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= {".hydra", "evaluate.log"}:
+        shutil.rmtree(output_dir, ignore_errors=True)
+
+
 def check_arguments(arguments: list[str]) -> None:
-    """Before Hydra makes a folder: the checkpoint is named and exists, and every group chosen
-    is one that evaluate composes (the model and the rest are the checkpoint's)."""
-    overrides = [arg for arg in arguments if not arg.startswith("-")]
-    if any(arg.startswith("-") and arg not in ("-m", "--multirun") for arg in arguments):
+    """Before Hydra makes a folder: the checkpoint is named and exists, every group chosen is
+    one that evaluate composes (the model and the rest are the checkpoint's), every data field
+    holds on the run's own data, and the evaluation's folder can be written."""
+    if "-m" in arguments or "--multirun" in arguments:
+        raise ConfigError("-m: evaluate tests one checkpoint; run it once per checkpoint")
+    if any(arg.startswith("-") for arg in arguments):
         return  # --help, --cfg, -sc ...: Hydra's own
+    overrides = list(arguments)
     for override in overrides:
         group = override.lstrip("+~").partition("=")[0]
-        if (CONFIG_DIR / group).is_dir() and group not in EVALUATE_GROUPS:
+        allowed = group in EVALUATE_GROUPS or group.startswith("hydra")
+        if (CONFIG_DIR / group).is_dir() and not allowed:
             raise ConfigError(
                 f"{override}: evaluate takes the model and problem from the checkpoint's run; "
                 f"it composes only {', '.join(EVALUATE_GROUPS)} (data.<field>=... changes the sets)"
             )
     check_group_choices(overrides, CONFIG_DIR)
-    paths = [arg.partition("=")[2] for arg in overrides if arg.startswith("ckpt_path=")]
+    paths = [
+        arg.partition("=")[2] for arg in overrides if arg.lstrip("+~").startswith("ckpt_path=")
+    ]
     if not paths:
         raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
     if not Path(paths[-1]).is_file():
         raise ConfigError(f"ckpt_path={paths[-1]!r}: no such file")
-    compose_checked(overrides, CONFIG_DIR, "evaluate")
+    composed = compose_checked(overrides, CONFIG_DIR, "evaluate", validate=False)
+    data, _ = evaluation_data(paths[-1], overrides, None)
+    # The run's own data with the overrides on top, or (outside a run folder) this config's.
+    own_data = composed.data if data is None else data
+    validate_config(OmegaConf.create({"data": OmegaConf.to_container(own_data, resolve=True)}))
     check_same_problem_fields(paths[-1], overrides)
     problem_json = run_dir_of(paths[-1]) / "problem.json"
     if problem_json.is_file():
@@ -239,6 +261,8 @@ def check_arguments(arguments: list[str]) -> None:
                 f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
                 "problem cannot be checked; restore it from the run or move the checkpoint out"
             ) from error
+    folder = Path(evaluation_dir(paths[-1]))
+    check_output_folder(folder, "the evaluation's folder")
 
 
 def main() -> None:
@@ -246,6 +270,8 @@ def main() -> None:
         check_arguments(sys.argv[1:])
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
+    except OSError as error:
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     hydra_main()
 
 

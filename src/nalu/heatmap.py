@@ -12,6 +12,10 @@ from torch import Tensor, nn
 MAX_COLUMN_TICKS = 25
 # Row labels longer than this are cut (a stack's learned formula can run to 100 terms).
 MAX_LABEL_CHARACTERS = 48
+# Rows labelled one by one at most; a taller matrix (an MLP's hidden layer) gets a tick every
+# few rows, and its panel a height of at most MAX_PANEL_INCHES.
+MAX_ROW_LABELS = 64
+MAX_PANEL_INCHES = 12.0
 
 
 def unit_matrices(network: nn.Module, prefix: str = "") -> dict[str, dict[str, Tensor]]:
@@ -47,7 +51,10 @@ def weight_figure(
     ``learned[j]``: the read-back formula, ✓ where it is the truth. Other rows are hidden units;
     columns are inputs ``x_i`` (``h_i`` for a unit that reads an earlier unit's outputs).
     """
-    heights = [max(1.2, 0.32 * matrix.shape[0] + 0.9) for matrix in matrices.values()]
+    heights = [
+        min(MAX_PANEL_INCHES, max(1.2, 0.32 * matrix.shape[0] + 0.9))
+        for matrix in matrices.values()
+    ]
     columns = max(matrix.shape[1] for matrix in matrices.values())
     label_width = 3.2 if learned else 1.2
     figure = Figure(
@@ -75,8 +82,9 @@ def weight_figure(
             if is_output_panel
             else [f"h{j}" for j in range(rows)]
         )
-        axis.set_yticks(range(rows), labels, fontsize=8)
-        if is_output_panel and learned:
+        row_step = max(1, -(-rows // MAX_ROW_LABELS))
+        axis.set_yticks(range(0, rows, row_step), labels[::row_step], fontsize=8)
+        if is_output_panel and learned and row_step == 1:
             right = axis.secondary_yaxis("right")
             right.set_yticks(
                 range(rows),

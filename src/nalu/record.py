@@ -75,6 +75,11 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
             write(handle)
         os.chmod(temporary, 0o666 & ~current_umask())
         os.replace(temporary, path)
+    except OSError as error:
+        Path(temporary).unlink(missing_ok=True)
+        if error.filename is None:  # a write that failed (a full disk) names no file: this one
+            raise OSError(error.errno, error.strerror or str(error), str(path)) from error
+        raise
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise

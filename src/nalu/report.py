@@ -12,6 +12,7 @@ seeds with the interquartile band) and of the success rates.
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import math
@@ -25,7 +26,10 @@ from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
 import numpy as np
 import yaml
-from omegaconf import OmegaConf
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nalu.cli import EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
 from nalu.record import (
@@ -45,6 +49,7 @@ from nalu.record import (
     metric_name,
     write_text_atomic,
 )
+from nalu.resolvers import NOT_HYPERPARAMETERS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -55,7 +60,6 @@ Z_95 = 1.959963984540054
 PER_SEED_PROBLEM_KEYS = ("problem_seed", "outputs", "subset_a", "subset_b")
 # TensorBoard's event reader logs an INFO line per file it finishes; a report reads hundreds.
 logging.getLogger("tensorboard").setLevel(logging.WARNING)
-CURVES = {TRAIN_LOSS: "training loss", EXTRAP_MSE: "test (extrapolation) MSE"}
 
 
 class ReportError(Exception):
@@ -90,18 +94,33 @@ def _hydra_dir(run_dir: Path) -> Path:
     return run_dir / ".hydra"
 
 
-def run_overrides(run_dir: Path) -> dict[str, str]:
-    """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``), Hydra's own
-    fields left out; empty for a run written without Hydra."""
+def run_overrides(run_dir: Path) -> dict[str, Any]:
+    """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``), values as
+    Hydra reads them (``1e-3`` and ``0.001`` alike), where and how the run was written left
+    out; empty for a run written without Hydra."""
     path = _hydra_dir(run_dir) / "overrides.yaml"
     if not path.is_file():
         return {}
+    texts = [str(text) for text in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
     overrides = {}
-    for override in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
-        field, _, value = str(override).lstrip("+~").partition("=")
-        if not field.startswith("hydra"):
+    for text in texts:
+        try:
+            (override,) = OverridesParser.create().parse_overrides([text])
+            field, value = override.key_or_group, override.value()
+        except HydraException:  # kept as text
+            field, _, value = text.lstrip("+~").partition("=")
+        if not field.startswith(NOT_HYPERPARAMETERS) and field != "ckpt_path":
             overrides[field] = value
     return overrides
+
+
+@functools.cache
+def _saved_config(path: Path) -> DictConfig | None:
+    """A run's ``.hydra/config.yaml``, read once; None where it is missing or unreadable."""
+    try:
+        return OmegaConf.load(path) if path.is_file() else None
+    except (OSError, ValueError, yaml.YAMLError, OmegaConfBaseException):
+        return None
 
 
 def run_value(run: dict[str, Any], field: str) -> Any:
@@ -111,11 +130,14 @@ def run_value(run: dict[str, Any], field: str) -> Any:
         return run["labels"][field]
     if field in run.get("overrides", {}):
         return run["overrides"][field]
-    config = _hydra_dir(Path(run["run_dir"])) / "config.yaml"
-    if config.is_file():
-        value = OmegaConf.select(OmegaConf.load(config), field, default=None)
+    config = _saved_config(_hydra_dir(Path(run["run_dir"])) / "config.yaml")
+    if config is None:
+        return None
+    try:
+        value = OmegaConf.select(config, field, default=None)
         return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    return None
+    except OmegaConfBaseException:  # an interpolation that cannot resolve out of its run
+        return None
 
 
 def swept_fields(runs: list[dict[str, Any]]) -> list[str]:
@@ -129,6 +151,13 @@ def swept_fields(runs: list[dict[str, Any]]) -> list[str]:
         and not field.endswith("_seed")
         and len({str(run_value(run, field)) for run in runs}) > 1
     ]
+
+
+def _ordered(value: Any) -> tuple[int, float, str]:
+    """Rows in numeric order where the values are numbers (5 before 10), else by text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, float(value), "")
+    return (1, 0.0, str(value))
 
 
 def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
@@ -222,12 +251,13 @@ def group_runs(
                 f"label or config field, e.g. {', '.join(known)}"
             )
     groups: dict[str, list[dict[str, Any]]] = {}
+    order: dict[str, tuple] = {}
     for run in runs:
-        key = " / ".join(
-            "–" if (value := run_value(run, field)) is None else str(value) for field in group_by
-        )
+        values = [run_value(run, field) for field in group_by]
+        key = " / ".join("–" if value is None else str(value) for value in values)
         groups.setdefault(key, []).append(run)
-    groups = dict(sorted(groups.items()))
+        order[key] = tuple(_ordered(value) for value in values)
+    groups = dict(sorted(groups.items(), key=lambda item: order[item[0]]))
     for key, members in groups.items():
         problems = sorted({problem_identity(run) for run in members})
         if len(problems) > 1:

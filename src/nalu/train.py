@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nalu.cli import (
     CONFIG_DIR,
@@ -36,7 +38,12 @@ from nalu.errors import ConfigError, Diverged, Interrupted, shorten
 from nalu.record import INTERP_MSE
 from nalu.resolvers import NOT_HYPERPARAMETERS, SWEPT_FIELDS_VARIABLE, job_overrides
 from nalu.rules import PROBLEM_FIELDS
-from nalu.validation import check_command_line, single_run_config, validate_config
+from nalu.validation import (
+    SHOWING_FLAGS,
+    check_command_line,
+    single_run_config,
+    validate_config,
+)
 
 if TYPE_CHECKING:
     import lightning as L
@@ -47,6 +54,9 @@ if TYPE_CHECKING:
     from nalu.module import ArithmeticModule
 
 log = logging.getLogger(__name__)
+# What a failed or diverged job of a sweep returns to the sweeper, which minimises the
+# interpolation MSE: the worst value (Optuna would keep a NaN trial as its best).
+FAILED_OBJECTIVE = float("inf")
 
 
 def member_config(cfg: DictConfig, seed: int) -> DictConfig:
@@ -224,7 +234,7 @@ def check_resume(cfg: DictConfig) -> None:
         return
     try:
         saved_data = OmegaConf.to_container(OmegaConf.load(saved_config).data, resolve=True)
-    except (OSError, ValueError, AttributeError) as error:
+    except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
         raise ConfigError(f"{saved_config}: unreadable ({type(error).__name__})") from error
     data = OmegaConf.to_container(cfg.data, resolve=True)
     changed = [f for f in PROBLEM_FIELDS if saved_data.get(f) != data.get(f)]
@@ -327,7 +337,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # One diverged job must not end the sweep: the other jobs go on.
             log.warning(message)
-            return float("nan")
+            return FAILED_OBJECTIVE
         fail(diverged, message, EXIT_DIVERGED)
     print_summary(output_dir, metrics)
     return metrics.get(INTERP_MSE, float("nan"))
@@ -371,10 +381,12 @@ def main() -> None:
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     try:
-        check_output_folder(*output_folder(arguments))
+        if not any(arg.split("=")[0] in SHOWING_FLAGS for arg in arguments):
+            check_output_folder(*output_folder(arguments))
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     os.environ[SWEPT_FIELDS_VARIABLE] = ",".join(swept_on_command_line(arguments))
+    MultirunSummary.last = None
     hydra_main()
     if MultirunSummary.last is not None and MultirunSummary.last.failed:
         sys.exit(EXIT_JOBS_FAILED)

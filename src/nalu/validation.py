@@ -55,7 +55,7 @@ from nalu.value_range import value_intervals, without_band
 
 SPLITS = ("train", "interp", "extrap")
 # More combinations than this in a sweep are checked one swept field at a time.
-MAX_CHECKED_COMBINATIONS = 4096
+MAX_CHECKED_COMBINATIONS = 256
 
 
 def value_range(name: str, value: Any) -> None:
@@ -287,12 +287,15 @@ def _composition_error(error: Exception, override: str | None) -> ConfigError:
     return ConfigError(" ".join(str(error).splitlines()[:2]))
 
 
-def compose_checked(overrides: list[str], config_dir: Path, config_name: str) -> DictConfig:
-    """``config_name`` composed with ``overrides`` (Hydra's own left out) and validated: one
-    line for an unknown field or a bad value."""
+def compose_checked(
+    overrides: list[str], config_dir: Path, config_name: str, validate: bool = True
+) -> DictConfig:
+    """``config_name`` composed with ``overrides`` (Hydra's own left out) and, if ``validate``,
+    validated: one line for an unknown field or a bad value."""
     own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
     cfg = _compose(own, config_dir, config_name)
-    validate_config(cfg)
+    if validate:
+        validate_config(cfg)
     return cfg
 
 
@@ -405,9 +408,13 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
         else:
             fixed.append(f"{key}={options[0]}")
             field_sweeps.append((override.key_or_group, override.is_add(), values))
+    added = [
+        o.key_or_group for o in parsed if o.is_add() and not o.key_or_group.startswith("hydra")
+    ]
     for groups in itertools.product(*group_sweeps):
         cfg = _compose([*fixed, *groups], config_dir, config_name)
         validate_config(cfg)
+        check_added_fields(cfg, added)
         for combination in _field_combinations(field_sweeps):
             variant = cfg.copy()
             for key, is_add, value in combination:
@@ -415,6 +422,49 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
                     _apply(FIELD_RULES[key], key, value)
                 OmegaConf.update(variant, key, value, force_add=is_add)
             validate_config(variant)
+
+
+def check_added_fields(cfg: DictConfig, added: list[str]) -> None:
+    """A field added with ``+section.field=...`` to a section that builds an object
+    (``_target_``) must be an argument of that object's constructor: checked here, not after
+    the run's folder is made. The data configs list every argument of their data module (a
+    test holds them to it), so a data field is checked against its config: importing a data
+    module loads Lightning (seconds). Other targets are checked by their signature."""
+    from hydra.utils import get_method
+
+    for key in added:
+        section, _, field = key.rpartition(".")
+        target = _get(cfg, f"{section}._target_") if section else None
+        if target is None:
+            continue
+        if section == "data":
+            known = [name for name in cfg.data if name != "_target_" and name != field]
+        else:
+            try:
+                known = constructor_arguments(get_method(str(target)))
+            except (ImportError, ValueError, TypeError):
+                continue  # the constructor itself will say what is wrong
+        if known is not None and field not in known:
+            raise ConfigError(f"+{key}: {target} takes no argument {field!r}; it takes {known}")
+
+
+def constructor_arguments(target: Any) -> list[str] | None:
+    """The keyword arguments ``target`` accepts, following a class's ``**kwargs`` up to the
+    ``__init__`` of its bases that receive them; None where any name is accepted."""
+    import inspect
+
+    functions = (
+        [cls.__dict__["__init__"] for cls in target.__mro__ if "__init__" in cls.__dict__]
+        if inspect.isclass(target)
+        else [target]
+    )
+    names: list[str] = []
+    for function in functions:
+        parameters = inspect.signature(function).parameters.values()
+        names += [p.name for p in parameters if p.name != "self" and p.kind is not p.VAR_KEYWORD]
+        if not any(p.kind is p.VAR_KEYWORD for p in parameters):
+            return names
+    return None
 
 
 def _field_combinations(
