@@ -19,9 +19,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.cli import EXIT_DIVERGED, EXIT_INTERRUPTED
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
 from nalu.errors import ConfigError, Diverged
-from nalu.module import ArithmeticModule
 from nalu.report import group_runs, load_runs, median_table
-from nalu.train import check_checkpoint, train
+from nalu.train import check_resume, train
 
 
 class PoisonParameterAt(L.Callback):
@@ -192,25 +191,23 @@ def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path
 
 
 def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):
-    train(compose_config([*TINY, "model=nac"], tmp_path))
-    last = tmp_path / "checkpoints" / "last.ckpt"
+    train(compose_config([*TINY, "model=nac"], tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes(last.read_bytes()[:1000])  # what a kill mid-write would leave
-    nac = ArithmeticModule.load_from_checkpoint(last)
-    with pytest.raises(ConfigError, match=r"not a readable Lightning checkpoint \(RuntimeError\)"):
-        check_checkpoint(str(truncated), nac)
-    nalu = ArithmeticModule(
-        network={
-            "_target_": "nalu.units.NeuralArithmeticLogicUnit",
-            "in_features": 6,
-            "out_features": 4,
-        },
-        optimizer=nac.hparams.optimizer,
-        output_operations=nac.hparams.output_operations,
-    )
-    with pytest.raises(ConfigError, match="its weights are not this model's"):
-        check_checkpoint(str(last), nalu)
-    check_checkpoint(str(last), nac)
+
+    def resume(path, *overrides: str) -> None:
+        check_resume(compose_config([*TINY, *overrides, f"ckpt_path={path}"], tmp_path / "new"))
+
+    with pytest.raises(ConfigError, match=r"not a readable checkpoint of nalu\.train"):
+        resume(truncated, "model=nac")
+    with pytest.raises(
+        ConfigError, match=r"holds another model \(nalu\.units\.NeuralAccumulator\)"
+    ):
+        resume(last, "model=nalu")
+    with pytest.raises(ConfigError, match=r"written by seeds \[0\], but this run has \[3\]"):
+        resume(last, "model=nac", "seed=3")
+    resume(last, "model=nac")
 
 
 @st.composite

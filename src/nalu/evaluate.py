@@ -136,10 +136,12 @@ def evaluation_data(
     return run_cfg.data, changed
 
 
-def check_same_problem_fields(ckpt_path: str | Path, overrides: list[str]) -> None:
-    """Refuse, before torch loads, overrides that change a field of the run's problem (its
-    seed, sizes, operations); ``check_same_problem`` compares the formulas themselves."""
-    data, changed = evaluation_data(ckpt_path, overrides, None)
+def check_same_problem_fields(
+    ckpt_path: str | Path, data: DictConfig | None, changed: list[str]
+) -> None:
+    """Refuse, before torch loads, overrides (``changed``, which made ``data`` of the run's
+    data: ``evaluation_data``) that change a field of the run's problem (its seed, sizes,
+    operations); ``check_same_problem`` compares the formulas themselves."""
     if data is None or not changed:
         return
     saved = OmegaConf.load(run_dir_of(ckpt_path) / ".hydra" / "config.yaml").data
@@ -247,11 +249,11 @@ def check_arguments(arguments: list[str]) -> None:
     if not Path(paths[-1]).is_file():
         raise ConfigError(f"ckpt_path={paths[-1]!r}: no such file")
     composed = compose_checked(overrides, CONFIG_DIR, "evaluate", validate=False)
-    data, _ = evaluation_data(paths[-1], overrides, None)
+    data, changed = evaluation_data(paths[-1], overrides, None)
     # The run's own data with the overrides on top, or (outside a run folder) this config's.
     own_data = composed.data if data is None else data
     validate_config(OmegaConf.create({"data": OmegaConf.to_container(own_data, resolve=True)}))
-    check_same_problem_fields(paths[-1], overrides)
+    check_same_problem_fields(paths[-1], data, changed)
     problem_json = run_dir_of(paths[-1]) / "problem.json"
     if problem_json.is_file():
         try:

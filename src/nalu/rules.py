@@ -111,25 +111,19 @@ def fraction_below_one(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must be a number in [0, 1)")
 
 
+def is_number_pair(value: Any) -> bool:
+    return isinstance(value, list | tuple) and len(value) == 2 and all(map(is_number, value))
+
+
 def unit_interval_pair(name: str, value: Any) -> None:
     """``[low, high]`` with 0 <= low <= high <= 1 (an NMU weight's range)."""
-    if not (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(map(is_number, value))
-        and 0 <= value[0] <= value[1] <= 1
-    ):
+    if not (is_number_pair(value) and 0 <= value[0] <= value[1] <= 1):
         raise InvalidArgument(name, value, "must be [low, high] in [0, 1]")
 
 
 def positive_pair(name: str, value: Any) -> None:
     """``[low, high]`` with 0 < low <= high (noise that never flips or zeroes a factor)."""
-    if not (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(map(is_number, value))
-        and 0 < value[0] <= value[1]
-    ):
+    if not (is_number_pair(value) and 0 < value[0] <= value[1]):
         raise InvalidArgument(name, value, "must be [low, high] with 0 < low <= high")
 
 

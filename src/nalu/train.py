@@ -118,11 +118,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from nalu.interrupt import StopAtEpochEndOnInterrupt
     from nalu.results import AtomicCheckpointIO, RunRecorder, newest_checkpoint
 
+    if cfg.get("ckpt_path") is not None:
+        check_resume(cfg)  # also before Hydra's folder on the command line (``main``)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     members, member_data, datamodule, module = build_run(cfg)
-    if cfg.get("ckpt_path") is not None:
-        check_checkpoint(cfg.ckpt_path, module)
     recorder = RunRecorder(
         output_dir=output_dir,
         problems=[data.problem for data in member_data],
@@ -171,25 +171,6 @@ def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
     optimizer = checked("optimizer", lambda: build_optimizer(cfg.optimizer, network))
     if cfg.get("lr_schedule") is not None:
         checked("lr_schedule", lambda: instantiate(cfg.lr_schedule)(optimizer, total_steps=1))
-
-
-def check_checkpoint(path: str, module: "nn.Module") -> None:
-    """Refuse, in one line, a checkpoint that is unreadable or holds another network's weights."""
-    import torch
-
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        saved = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items()}
-    except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
-        raise ConfigError(
-            f"ckpt_path={path!r}: not a readable Lightning checkpoint ({type(error).__name__})"
-        ) from error
-    expected = {name: tuple(value.shape) for name, value in module.state_dict().items()}
-    if saved != expected:
-        raise ConfigError(
-            f"ckpt_path={path!r}: its weights are not this model's; resume with the config"
-            " that wrote it (same model, data sizes and population)"
-        )
 
 
 def check_resume(cfg: DictConfig) -> None:

@@ -34,7 +34,7 @@ from nalu.rules import (
     fraction_below_one,
     integer_at_least,
     is_integer,
-    is_number,
+    is_number_pair,
     largest_magnitude,
     layer_sizes,
     max_steps,
@@ -63,11 +63,7 @@ def value_range(name: str, value: Any) -> None:
 
 
 def adam_betas(name: str, value: Any) -> None:
-    if not (
-        isinstance(value, list | tuple)
-        and len(value) == 2
-        and all(is_number(beta) and 0 <= beta < 1 for beta in value)
-    ):
+    if not (is_number_pair(value) and all(0 <= beta < 1 for beta in value)):
         raise InvalidArgument(name, value, "must be [beta1, beta2], each in [0, 1)")
 
 
