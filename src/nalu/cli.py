@@ -137,9 +137,6 @@ class MultirunSummary(Callback):
 
     last: SweepCounts | None = None
 
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        MultirunSummary.last = None
-
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
         if not sweep_dir.is_dir():

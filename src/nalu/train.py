@@ -367,7 +367,7 @@ def main() -> None:
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     os.environ[SWEPT_FIELDS_VARIABLE] = ",".join(swept_on_command_line(arguments))
-    MultirunSummary.last = None
+    MultirunSummary.last = None  # counts of an earlier sweep in this process are not this one's
     hydra_main()
     if MultirunSummary.last is not None and MultirunSummary.last.failed:
         sys.exit(EXIT_JOBS_FAILED)
