@@ -41,13 +41,17 @@ def compose_config(
 
 
 def run_cli(
-    args: Sequence[str], cwd: Path, timeout: float = 300, module: str = "nalu.train"
+    args: Sequence[str],
+    cwd: Path,
+    timeout: float = 300,
+    module: str = "nalu.train",
+    python_options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
     """``python -m nalu.train ARGS`` (or another ``module``) in a subprocess, as a user would
-    type it."""
+    type it; ``python_options`` go to the interpreter (``-X importtime``)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(
-        [sys.executable, "-m", module, *args],
+        [sys.executable, *python_options, "-m", module, *args],
         cwd=cwd,
         env=env,
         capture_output=True,

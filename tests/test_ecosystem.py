@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nalu.data.datamodule import EpochBatchSampler
+from nalu.data.batches import FixedBatches, order_key
+from nalu.data.datamodule import ShardBatchSampler
 from nalu.errors import ConfigError
 from nalu.evaluate import evaluate, load_checkpoint
 from nalu.train import CONFIG_DIR, progress_bar, train
@@ -32,30 +33,40 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 # --- Data parallelism: every process reads its own shard -------------------------------------
 
 
-def shards(num_samples: int, num_replicas: int, even_shards: bool) -> list[list[int]]:
+def evaluation_shards(num_samples: int, num_replicas: int) -> list[list[int]]:
     def shard(rank: int) -> list[int]:
-        sampler = EpochBatchSampler(
-            num_samples, 4, True, seed=7, num_replicas=num_replicas, rank=rank,
-            even_shards=even_shards,
-        )  # fmt: skip
-        sampler.set_epoch(3)
+        sampler = ShardBatchSampler(num_samples, 4, num_replicas=num_replicas, rank=rank)
         assert len(sampler) == len(list(sampler))
         return torch.cat(list(sampler)).tolist()
 
     return [shard(rank) for rank in range(num_replicas)]
 
 
+def training_shards(num_samples: int, num_replicas: int) -> list[list[int]]:
+    """The sample indices each process trains on in epoch 3, batch after batch."""
+    samples = torch.arange(num_samples, dtype=torch.float32).view(1, -1, 1)
+    keys = order_key(7).view(1)
+
+    def shard(rank: int) -> list[int]:
+        stream = FixedBatches(samples, samples, 4, keys, num_replicas=num_replicas, rank=rank)
+        batches = [stream.batches(3, step, 1)[0] for step in range(stream.steps_per_epoch)]
+        assert len(batches) == stream.steps_per_epoch
+        return torch.cat([x.flatten() for x in batches]).int().tolist()
+
+    return [shard(rank) for rank in range(num_replicas)]
+
+
 def test_evaluation_shards_cover_every_sample_once():
-    parts = shards(11, 3, even_shards=False)
+    parts = evaluation_shards(11, 3)
     assert [len(part) for part in parts] == [4, 4, 3]
     assert sorted(i for part in parts for i in part) == list(range(11))
 
 
 def test_training_shards_are_equal_disjoint_slices_of_the_epochs_permutation():
-    parts = shards(11, 3, even_shards=True)
+    parts = training_shards(11, 3)
     assert [len(part) for part in parts] == [3, 3, 3]  # the same number of steps on every rank
     assert len({i for part in parts for i in part}) == 9
-    (whole,) = shards(11, 1, even_shards=True)
+    (whole,) = training_shards(11, 1)
     assert parts[1] == whole[1:9:3]  # the single-process order, dealt round-robin
 
 

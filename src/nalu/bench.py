@@ -6,24 +6,31 @@
     ``single_with_validation_vs_plain``: the same with the article's validation every epoch
     (1000 + 1000 samples, metrics, a checkpoint), which the plain loop does not do.
 (b) ``population_speedup``: S sequential plain runs (one run's time times S) over one
-    population of S members (``nalu.train.build_run`` with ``population=S``), per optimizer step.
+    population of S members (``nalu.train.build_run`` with ``population=S``), per optimizer step;
+    ``handwritten_population_speedup``: the same for the S members written by hand
+    (``nalu.handwritten.article_population_loop``), what plain PyTorch reaches here.
 (c) ``peak_fraction``: the largest population's matrix-multiply FLOP/s (counted by torch's
     ``FlopCounterMode`` over one step, forward and backward) over the machine's peak, measured by a
     large batched matmul here and now (the best of 5, so its spread is the population's).
     Elementwise work is not counted, so this is a lower bound.
+(d) ``versus_handwritten``: the population step of ``experiment=static_nau_nmu`` (S = 50) and of
+    ``experiment=solve`` (S = 25), as their configs train (compiled where they say so), over the
+    same training written by hand in ``nalu.handwritten`` (stacked weights and ``bmm``, one fused
+    Adam, fresh batches for all members at once): eager, and compiled as the project is.
 
 Every ratio is the median of ``--repeats`` (default 5) repeats, with their min and max; a repeat
-pairs one plain loop with one project measurement, taken one after the other (plain, project,
-plain, project, ...), so that the machine's drift reaches both sides of a pair alike. The first
-pair of each ratio is a warm-up and is not counted. Defaults: ``--epochs 10`` for the single runs
-and the plain loops, max(2, 10 · epochs / max(S, 10)) epochs for a population of S (a step's
-time is steady after the first epoch); sizes 1, 10, 100 and 1000. A few minutes on two CPU
-cores, about one of them building the 1000 members (once; every repeat refits them).
+pairs one plain measurement with one project measurement, taken one after the other (plain,
+project, plain, project, ...), so that the machine's drift reaches both sides of a pair alike.
+The first pair of each ratio is a warm-up and is not counted, and within each measurement the
+first epoch is (compilation, first allocations). Defaults: ``--epochs 10`` for the single runs and
+the plain loops, max(2, 10 · epochs / max(S, 10)) epochs for a population of S (a step's time is
+steady after the first epoch), 2 epochs for (d); sizes 1, 10, 100 and 1000.
 
 Writes ``outputs/bench/bench.json``; every figure is a ratio of times measured in this process.
 """
 
 import argparse
+import functools
 import itertools
 import platform
 import resource
@@ -39,64 +46,50 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from nalu.cli import CONFIG_DIR, ignore_known_warnings
-from nalu.data.datamodule import epoch_order
+from nalu import handwritten
+from nalu.cli import CONFIG_DIR, ignore_known_warnings, keep_freed_memory
+from nalu.data.batches import step_batches
 from nalu.record import write_json_atomic
 from nalu.train import build_run, train
 
 DEFAULT_SIZES = (1, 10, 100, 1000)
 DEFAULT_REPEATS = 5
+# (d): the experiments, their population sizes and the hand-written loop of each.
+HANDWRITTEN = {
+    "static_nau_nmu": (50, handwritten.static_population_loop),
+    "solve": (25, handwritten.solve_population_loop),
+}
 
 
 class FitTimer(L.Callback):
-    """Seconds per optimizer step of ``trainer.fit``'s training, from its first to its last batch.
+    """Seconds per optimizer step of ``trainer.fit``'s training after its first epoch (the
+    first epoch waits for compilation and first allocations), of every epoch if there is one.
 
     A class attribute: ``nalu.train.train`` instantiates the callback from the config, out of
     the caller's reach."""
 
     step_seconds: float = float("nan")
 
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == min(1, trainer.max_epochs - 1):
+            _synchronize(pl_module.device.type)
+            self._start, self._first_step = time.perf_counter(), trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         _synchronize(pl_module.device.type)
-        FitTimer.step_seconds = (time.perf_counter() - self._start) / trainer.global_step
+        steps = trainer.global_step - self._first_step
+        FitTimer.step_seconds = (time.perf_counter() - self._start) / steps
 
 
-def article_config(output_dir: Path, overrides: list[str]) -> DictConfig:
+def experiment_config(experiment: str, output_dir: Path, overrides: list[str]) -> DictConfig:
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=article", *overrides])
+        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides])
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
-
-
-def plain_loop(cfg: DictConfig, epochs: int, device: str = "cpu") -> float:
-    """The single run as hand-written PyTorch: seconds per optimizer step over ``epochs``."""
-    L.seed_everything(cfg.seed, verbose=False)
-    data = instantiate(cfg.data)
-    data.setup("fit")
-    inputs = data.datasets["train"].inputs.to(device)
-    targets = data.datasets["train"].targets.to(device)
-    network = instantiate(cfg.model).to(device)
-    optimizer = instantiate(cfg.optimizer)(network.parameters())
-    steps = 0
-    start = time.perf_counter()
-    for epoch in range(epochs):
-        order = epoch_order(len(inputs), cfg.data.shuffle_seed, epoch).to(device)
-        for batch in order.split(cfg.data.batch_size):
-            loss = F.mse_loss(network(inputs[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            steps += 1
-    _synchronize(device)
-    return (time.perf_counter() - start) / steps
 
 
 def _synchronize(device: str) -> None:
@@ -116,18 +109,18 @@ def project_single_run(cfg: DictConfig) -> float:
 
 class Population:
     """The population that ``nalu.train.build_run`` builds from ``cfg``, built once (a thousand
-    members take a minute) and fitted for ``epochs`` as often as it is timed."""
+    members take a minute) and fitted for ``epochs`` as often as it is timed, on the GPU if
+    there is one."""
 
     def __init__(self, cfg: DictConfig, epochs: int) -> None:
         _, _, self.datamodule, self.module = build_run(cfg)
         self.epochs = epochs
-        self.check_val_every_n_epoch = cfg.trainer.check_val_every_n_epoch
         # Every fit starts from the members' initialisation: the repeats time the same steps,
         # and no member trains long enough to diverge.
         self.initial = {name: t.clone() for name, t in self.module.state_dict().items()}
 
     def step_seconds(self) -> float:
-        """Seconds per optimizer step of a ``trainer.fit`` (validation as the config says)."""
+        """Seconds per optimizer step of a ``trainer.fit`` without validation."""
         self.module.load_state_dict(self.initial)
         trainer = L.Trainer(
             max_epochs=self.epochs,
@@ -137,7 +130,7 @@ class Population:
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            check_val_every_n_epoch=self.check_val_every_n_epoch,
+            check_val_every_n_epoch=self.epochs + 1,
             callbacks=[FitTimer()],
         )
         trainer.fit(self.module, datamodule=self.datamodule)
@@ -146,7 +139,7 @@ class Population:
     def step_flops(self, device: str) -> int:
         """Matrix-multiply FLOPs of one optimizer step: the forward and backward of one batch."""
         self.datamodule.setup("fit")
-        x, y = next(iter(self.datamodule.train_dataloader()))
+        x, y = next(step_batches(next(iter(self.datamodule.train_dataloader()))))
         # Lightning leaves a fitted module on the CPU; count where it trained.
         module = self.module.to(device)
         with FlopCounterMode(display=False) as counter:
@@ -154,12 +147,11 @@ class Population:
         return counter.get_total_flops()
 
 
-def interleaved(
-    plain: Callable[[], float], project: Callable[[], float], repeats: int
-) -> list[tuple[float, float]]:
-    """``repeats`` pairs of (plain, project) times, measured alternately after one uncounted
-    warm-up pair (first-call allocations, kernel selection, Lightning's first imports)."""
-    return [(plain(), project()) for _ in range(repeats + 1)][1:]
+def interleaved(*measures: Callable[[], float], repeats: int) -> list[tuple[float, ...]]:
+    """``repeats`` tuples of times, one of each measure, taken in turn (plain, project, plain,
+    project, ...) after one uncounted warm-up tuple (first-call allocations, kernel selection,
+    Lightning's first imports)."""
+    return [tuple(measure() for measure in measures) for _ in range(repeats + 1)][1:]
 
 
 def spread(ratios: list[float]) -> dict[str, float]:
@@ -186,18 +178,59 @@ def _timed(function: Any, device: str) -> float:
 
 def measure_population(
     cfg: DictConfig, epochs: int, plain: Callable[[], float], repeats: int, device: str
-) -> tuple[list[tuple[float, float]], int]:
-    """(plain, population) seconds per step of each repeat, and the FLOPs of one population
-    step. The population is freed on return, before the next (larger) one is built."""
+) -> tuple[list[tuple[float, ...]], int]:
+    """(plain run, population, hand-written population) seconds per step of each repeat, and
+    the FLOPs of one population step. The population is freed on return, before the next
+    (larger) one is built."""
     population = Population(cfg, epochs)
-    pairs = interleaved(plain, population.step_seconds, repeats)
-    return pairs, population.step_flops(device)
+    by_hand = functools.partial(
+        handwritten.article_population_loop, cfg, cfg.population, epochs, device
+    )
+    triples = interleaved(plain, population.step_seconds, by_hand, repeats=repeats)
+    return triples, population.step_flops(device)
 
 
-def run(sizes: list[int], epochs: int, repeats: int, output: Path) -> dict[str, Any]:
-    """Measure (a) on the CPU, as ``make train`` runs, and (b), (c) on the GPU if there is one
-    (the populations' accelerator and the plain loop's device alike)."""
+def versus_handwritten(
+    work: Path, repeats: int, populations: dict[str, int], overrides: list[str], device: str
+) -> dict[str, dict[str, Any]]:
+    """(d): per experiment, the project's population step over the hand-written loop's, eager
+    and compiled as the project's config says (against the faster of the two when both run)."""
+    figures: dict[str, dict[str, Any]] = {}
+    epochs = 2
+    for experiment, (default_size, loop) in HANDWRITTEN.items():
+        size = populations.get(experiment, default_size)
+        cfg = experiment_config(
+            experiment,
+            work / experiment,
+            [f"population={size}", f"trainer.max_epochs={epochs}", *overrides],
+        )
+        compiled = bool(cfg.get("compile", False))
+        population = Population(cfg, epochs)
+        sides = {"eager": False, **({"compiled": True} if compiled else {})}
+        entry: dict[str, Any] = {"population": size, "compile": compiled}
+        for side, compile_loop in sides.items():
+            plain = functools.partial(loop, cfg, size, epochs, device, compiled=compile_loop)
+            pairs = interleaved(plain, population.step_seconds, repeats=repeats)
+            entry[side] = spread([project / hand for hand, project in pairs])
+            entry[f"{side}_step_ms"] = 1e3 * statistics.median(hand for hand, _ in pairs)
+            entry["project_step_ms"] = 1e3 * statistics.median(project for _, project in pairs)
+        figures[f"{experiment} S={size}"] = entry
+        print(f"  {experiment} S={size}: {entry['project_step_ms']:.2f} ms/step", file=sys.stderr)
+    return figures
+
+
+def run(
+    sizes: list[int],
+    epochs: int,
+    repeats: int,
+    output: Path,
+    populations: dict[str, int] | None = None,
+    overrides: list[str] | None = None,
+) -> dict[str, Any]:
+    """Measure (a) on the CPU, as ``make train`` runs, and (b), (c), (d) on the GPU if there is
+    one (the populations' accelerator and the plain loops' device alike)."""
     ignore_known_warnings()
+    keep_freed_memory()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = f", {torch.cuda.get_device_name()}" if device == "cuda" else ""
     figures: dict[str, Any] = {
@@ -208,54 +241,67 @@ def run(sizes: list[int], epochs: int, repeats: int, output: Path) -> dict[str, 
     }
     no_validation = f"trainer.check_val_every_n_epoch={epochs + 1}"
     with tempfile.TemporaryDirectory(prefix="nalu-bench-") as work:
-        plain_cfg = article_config(Path(work) / "plain", [f"trainer.max_epochs={epochs}"])
+        plain_cfg = experiment_config(
+            "article", Path(work) / "plain", [f"trainer.max_epochs={epochs}"]
+        )
         # Each single run writes its checkpoints and TensorBoard run to a folder of its own.
         runs = itertools.count()
 
         def single_run(*overrides: str) -> Callable[[], float]:
             return lambda: project_single_run(
-                article_config(
-                    Path(work) / f"single{next(runs)}", [f"trainer.max_epochs={epochs}", *overrides]
+                experiment_config(
+                    "article",
+                    Path(work) / f"single{next(runs)}",
+                    [f"trainer.max_epochs={epochs}", *overrides],
                 )
             )
 
         def cpu_plain() -> float:
-            return plain_loop(plain_cfg, epochs)
+            return handwritten.article_single_loop(plain_cfg, epochs)
 
         for name, project in (
             ("single_vs_plain", single_run(no_validation)),
             ("single_with_validation_vs_plain", single_run()),
         ):
-            pairs = interleaved(cpu_plain, project, repeats)
+            pairs = interleaved(cpu_plain, project, repeats=repeats)
             figures[name] = spread([single / plain for plain, single in pairs])
 
         def device_plain() -> float:
-            return plain_loop(plain_cfg, epochs, device)
+            return handwritten.article_single_loop(plain_cfg, epochs, device)
 
         plain_steps: list[float] = []
         population_steps: dict[int, list[float]] = {}
         flops: dict[int, int] = {}
         speedups: dict[int, dict[str, float]] = {}
+        handwritten_speedups: dict[int, dict[str, float]] = {}
         for size in sizes:
             # Fewer epochs for large populations: a step's time is steady after the first epoch.
             population_epochs = max(2, epochs * 10 // max(size, 10))
-            cfg = article_config(
+            cfg = experiment_config(
+                "article",
                 Path(work) / f"population{size}",
-                [f"population={size}", f"trainer.check_val_every_n_epoch={population_epochs + 1}"],
+                [f"population={size}", f"trainer.max_epochs={population_epochs}"],
             )
-            pairs, flops[size] = measure_population(
+            triples, flops[size] = measure_population(
                 cfg, population_epochs, device_plain, repeats, device
             )
-            plain_steps += [plain for plain, _ in pairs]
-            population_steps[size] = [step for _, step in pairs]
+            plain_steps += [plain for plain, _, _ in triples]
+            population_steps[size] = [step for _, step, _ in triples]
             median = statistics.median(population_steps[size])
             print(f"  population {size:>6}: {1e3 * median:8.2f} ms/step", file=sys.stderr)
-            speedups[size] = spread([size * plain / step for plain, step in pairs])
+            speedups[size] = spread([size * plain / step for plain, step, _ in triples])
+            handwritten_speedups[size] = spread(
+                [size * plain / by_hand for plain, _, by_hand in triples]
+            )
+        figures["versus_handwritten"] = versus_handwritten(
+            Path(work), repeats, populations or {}, overrides or [], device
+        )
     peak = matmul_peak(device)
     largest = max(sizes)
     figures |= {
         "plain_step_ms": 1e3 * statistics.median(plain_steps),
         "population_speedup": speedups,
+        "handwritten_population_speedup": handwritten_speedups,
         "population_step_ms": {s: 1e3 * statistics.median(t) for s, t in population_steps.items()},
         "population_flops_per_s": {
             s: flops[s] / statistics.median(t) for s, t in population_steps.items()
@@ -290,15 +336,29 @@ def table(figures: dict[str, Any]) -> str:
     ]
     for size, speedup in figures["population_speedup"].items():
         step = figures["population_step_ms"][size]
+        by_hand = figures["handwritten_population_speedup"][size]
         rows.append(
             f"| (b) population S={size}: speedup over {size} plain runs ({step:.1f} ms/step)"
             f" | {_cell(speedup, '.1f', 'x')} |"
+        )
+        rows.append(
+            f"| (b) the hand-written batched loop of S={size}: speedup over {size} plain runs"
+            f" | {_cell(by_hand, '.1f', 'x')} |"
         )
     rows.append(
         f"| (c) population S={figures['peak_fraction_population']}: fraction of matmul peak"
         f" ({figures['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s) | "
         f"{_cell(figures['peak_fraction'], '.1%')} |"
     )
+    for name, entry in figures["versus_handwritten"].items():
+        mode = "compiled" if entry["compile"] else "eager"
+        for side in ("eager", "compiled"):
+            if side in entry:
+                rows.append(
+                    f"| (d) {name} ({mode}, {entry['project_step_ms']:.1f} ms/step) / the"
+                    f" hand-written loop, {side} ({entry[f'{side}_step_ms']:.1f} ms/step) | "
+                    f"{_cell(entry[side], '.2f')} |"
+                )
     rows.append(f"| peak memory of the process (GiB) | {figures['max_rss_gib']:.2f} |")
     return "\n".join(rows)
 
@@ -320,9 +380,23 @@ def main(argv: list[str] | None = None) -> None:
         default=DEFAULT_REPEATS,
         help="measurements of each ratio, after a warm-up; the median and range are reported",
     )
+    for experiment, (size, _) in HANDWRITTEN.items():
+        parser.add_argument(
+            f"--{experiment.replace('_', '-')}-population",
+            type=_positive,
+            default=size,
+            help=f"(d): the population of experiment={experiment}",
+        )
+    parser.add_argument(
+        "--overrides",
+        nargs="*",
+        default=[],
+        help="(d): Hydra overrides of both experiments, e.g. data.train_size=1280 compile=false",
+    )
     parser.add_argument("--output", type=Path, default=Path("outputs/bench/bench.json"))
     args = parser.parse_args(argv)
-    figures = run(args.sizes, args.epochs, args.repeats, args.output)
+    populations = {e: getattr(args, f"{e}_population") for e in HANDWRITTEN}
+    figures = run(args.sizes, args.epochs, args.repeats, args.output, populations, args.overrides)
     print(table(figures))
     print(f"\n{args.output}")
 

@@ -1,6 +1,7 @@
 """What every entry point (train, evaluate, report, bench) shares: the exit-code policy, one-line
 errors, the config directory and Lightning's console set-up."""
 
+import ctypes
 import errno
 import logging
 import os
@@ -168,6 +169,25 @@ def format_metrics(metrics: dict[str, float]) -> str:
         )
         lines.append(f"  {measure:<{width}}{cells}".rstrip())
     return "\n".join(lines)
+
+
+# glibc's mallopt parameters (malloc.h): M_TRIM_THRESHOLD and M_MMAP_THRESHOLD.
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+
+
+def keep_freed_memory() -> None:
+    """Let glibc's malloc keep freed blocks of up to 32 MiB for reuse instead of returning each
+    to the system: every training step allocates the same large temporaries (a population's
+    batches and activations), and a block that the system hands back anew is page-faulted in
+    again, which doubled the step of a 50-member population on two CPU cores. The process's
+    memory stays what its largest step needs. Nothing happens where the C library is not glibc.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed threshold
+    except (OSError, AttributeError):
+        return
 
 
 def ignore_known_warnings() -> None:

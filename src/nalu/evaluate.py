@@ -24,6 +24,7 @@ from nalu.cli import (
     fail,
     format_metrics,
     ignore_known_warnings,
+    keep_freed_memory,
     output_error_message,
     progress_bar,
 )
@@ -274,6 +275,7 @@ def main() -> None:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
+    keep_freed_memory()
     hydra_main()
 
 

@@ -1,5 +1,8 @@
 """The LightningModule that trains S ≥ 1 members of any network on their arithmetic problems."""
 
+import functools
+import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -7,17 +10,24 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.optim import Optimizer
 
-from nalu.data.datamodule import EVALUATION_SPLITS
+from nalu.data.batches import step_batches
+from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.errors import Diverged, InvalidArgument
 from nalu.metrics import MemberOutputMSE
 from nalu.optimization import configure_optimization
 from nalu.record import OUTPUT_COUNT, OWN_BEST, OWN_BEST_SOLVED_FRACTION
 from nalu.regularizer import RegularizerSchedule, network_regularization
 from nalu.units.selection import best_candidates
+
+log = logging.getLogger(__name__)
+
+# The hooks Lightning calls around each optimizer step of manual optimization.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 # The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
 # shows their medians over the members, with every other metric).
@@ -69,7 +79,7 @@ def check_candidates_at_the_top(network: nn.Module) -> None:
 
 class MemberObjective(nn.Module):
     """One member's training terms on a batch, each a scalar: the MSE of its answers, the fit
-    the optimizer minimises, and the units' regularisation (0 when no unit has one).
+    the optimizer minimises, and the units' regularisation (left out when no unit has one).
 
     The fit is the MSE, or for a network with candidates the sum of every candidate's own MSE:
     each head learns every output as if it were trained alone."""
@@ -79,7 +89,7 @@ class MemberObjective(nn.Module):
         self.network = network
         self.has_regularization = network_regularization(network) is not None
 
-    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
         if offers_candidates(self.network):
             candidates = self.network.candidates(x)  # [B, C, out]
             mse = F.mse_loss(self.network.chosen(candidates.detach()), y)
@@ -88,7 +98,7 @@ class MemberObjective(nn.Module):
         else:
             mse = fit = F.mse_loss(self.network(x), y)
         if not self.has_regularization:
-            return mse, fit, mse.new_zeros(())
+            return mse, fit
         return mse, fit, network_regularization(self.network)
 
 
@@ -106,10 +116,36 @@ class MemberEvaluation(nn.Module):
         return self.network(x).unsqueeze(-2)
 
 
-def median_of_living(values: Tensor, alive: Tensor) -> float:
-    """The median of ``values`` ``[S]`` over the members still training (NaN-free), or NaN."""
-    living = values[alive & ~values.isnan()]
-    return float(living.median()) if living.numel() else float("nan")
+def living_median(values: Tensor, alive: Tensor) -> Tensor:
+    """The median of ``values`` ``[..., S]`` over the members still training (NaN-free), NaN
+    where there are none; on the values' device, so that reading it is the caller's choice."""
+    return torch.where(alive, values, float("nan")).nanmedian(dim=-1).values
+
+
+def living_medians(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]:
+    """``living_median`` of each ``[S]`` tensor of ``values``, read in one transfer."""
+    if not values:
+        return {}
+    medians = living_median(torch.stack([v.float() for v in values.values()]), alive)
+    return dict(zip(values, medians.tolist(), strict=True))
+
+
+def member_terms(objective: nn.Module, population: int) -> Callable[..., tuple[Tensor, ...]]:
+    """``(x, y) -> (mse, fit[, regularization])``, each ``[S]`` (scalars at S = 1): ``objective`` (a
+    ``MemberObjective``) for every member, through ``vmap`` over the stacked parameters at
+    S > 1 (``ArithmeticModule._for_each_member``'s rule), as one function ``torch.compile``
+    can trace."""
+    network = objective.network
+
+    def terms(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        if population == 1:
+            return objective(x, y)
+        state = {f"network.{n}": t for n, t in network.named_parameters()}
+        state.update((f"network.{n}", t) for n, t in network.named_buffers())
+        run = vmap(lambda s, args: functional_call(objective, s, args), randomness="different")
+        return run(state, (x, y))
+
+    return terms
 
 
 class ArithmeticModule(L.LightningModule):
@@ -119,26 +155,35 @@ class ArithmeticModule(L.LightningModule):
 
     Where S lives: at S = 1 ``network`` is the plain network and batches are ``[B, in]``; at
     S > 1 every parameter is stacked ``[S, ...]`` under the network's own names and batches are
-    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` runs
-    the members, ``_member_mask`` and ``member_network`` pick them out; nothing else knows).
+    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` and
+    ``member_terms`` run the members, ``_member_mask`` and ``member_network`` pick them out).
     Each member's gradient is its own and the optimizers update every element independently,
     so members never mix.
 
-    One training batch is one optimizer step (Lightning's automatic optimization, so
-    ``max_steps``, gradient clipping, schedulers and callbacks work as usual). The objective is
-    the MSE plus the ``regularizer`` schedule's weight times the units' ``regularization()``;
-    units with ``clamp_parameters()`` are clamped after every step.
+    Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
+    ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps
+    in one call, so Lightning's loop runs once per chunk while everything else holds per step:
+    ``global_step`` counts optimizer steps and ``trainer.max_steps`` stops at its step,
+    ``gradient_clip_val``/``gradient_clip_algorithm`` clip every step (per member by norm), the
+    learning-rate schedule and the regulariser's ramp advance every step, and every logged step
+    is an optimizer step. The objective is the MSE plus the ``regularizer`` schedule's weight
+    times the units' ``regularization()``; units with ``clamp_parameters()`` are clamped after
+    every step. No step reads a value back from the device: losses, divergence and curves stay
+    there until the end of the chunk (the all-diverged check and the batch losses) or of the
+    epoch. ``compile=True`` runs each step's forward, loss and backward through
+    ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
 
     What a run is judged by, per member, in one place (Madsen & Johansen 2020, sec. 4.1):
     - best epoch: the validation with the lowest interpolation MSE so far; its parameters,
       training loss and first-solved steps are kept, and the test loop runs on them;
     - solved at step: per output, the first validation whose extrapolation MSE is below the
       output's threshold, counting validations up to the best one;
-    - divergence: a member whose objective turns non-finite (checked every step) or whose
-      parameters are non-finite at the end of an epoch (before its validation) is frozen from
-      then on (it leaves the summed loss) and is judged at its best validation before; when
-      every member has diverged, training stops with ``Diverged`` before the parameters reach a
-      checkpoint.
+    - divergence: a member whose objective turns non-finite (at any step, found at the chunk's
+      end) or whose parameters are non-finite at the end of an epoch (before its validation)
+      leaves the loss sums from that step and is frozen from the chunk's end (its gradients are
+      zeroed; a member's gradients never reach another's) and is judged at its best validation
+      before; when every member has diverged, training stops with ``Diverged`` at the end of
+      the chunk, before the parameters reach a checkpoint.
     All of it is module state, so it travels with the checkpoint and a killed run resumes.
 
     ``network`` and ``optimizer`` are Hydra configs (``{"_target_": ...}``, what the command
@@ -157,10 +202,16 @@ class ArithmeticModule(L.LightningModule):
         seeds: Sequence[int] = (0,),
         regularizer: dict[str, Any] | None = None,
         lr_schedule: dict[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        chunk_steps: int = 32,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         given = {"network": network, "optimizer": optimizer}
         self.save_hyperparameters(ignore=[name for name, v in given.items() if not is_config(v)])
+        # Several optimizer steps per training_step: the module takes them itself.
+        self.automatic_optimization = False
         self.optimizer_factory = optimizer
         self.regularizer = RegularizerSchedule(**(regularizer or {}))
         if isinstance(network, nn.Module):
@@ -184,6 +235,12 @@ class ArithmeticModule(L.LightningModule):
             "evaluation": MemberEvaluation(self.network),
         }
         self.has_regularization = self._objective["member"].has_regularization
+        # The step's and the evaluation's functions, and their compiled forms (``setup``).
+        self._eager: dict[str, Callable[..., Any]] = {
+            "terms": member_terms(self._objective["member"], len(seeds)),
+            "answers": self._member_answers,
+        }
+        self._compiled: dict[str, Callable[..., Any]] = {}
         # Each output judged at its own best validation too, where outputs are models of their
         # own: in a stack they share layers, and mixing epochs would make a network never run.
         self.judges_each_output = getattr(self.network, "independent_outputs", False)
@@ -212,11 +269,20 @@ class ArithmeticModule(L.LightningModule):
         # models so): its lowest interpolation MSE and the extrapolation MSE at that validation.
         self.register_buffer("own_best_interp_mse", torch.full((size, outputs), float("inf")))
         self.register_buffer("own_best_extrap_mse", torch.full((size, outputs), float("nan")))
+        # The objective that made each member diverge, for the message of a single run.
+        self.register_buffer("diverged_loss", torch.full((size,), float("nan")), persistent=False)
         self.best_parameters = {n: p.detach().clone() for n, p in self.network.named_parameters()}
         # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
         self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
         # Per member, the final metrics of the test loop: {name: [S]}.
         self.final_metrics: dict[str, Tensor] = {}
+        # Each step of the chunk so far: (step, batch size, mse [S], objective [S]).
+        self._chunk_steps: list[tuple[int, int, Tensor, Tensor]] = []
+        # Whether a member is known to have diverged (its gradients are then zeroed each step).
+        self._some_diverged = False
+        # How each step calls backward and the optimizer (``setup``): Lightning's way until then.
+        self._direct_steps = False
+        self._step_hooks: dict[str, list[Callable[..., None]]] = {}
         self._reset_epoch_sums()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -255,11 +321,64 @@ class ArithmeticModule(L.LightningModule):
             return flags.reshape((1,) * like.dim())
         return flags.view(-1, *[1] * (like.dim() - 1))
 
+    def setup(self, stage: str) -> None:
+        """Ask a ``TrainingDataModule`` for chunks of steps (one step per batch under data
+        parallelism, where each step's gradients are averaged across processes), and compile
+        the step when asked to."""
+        if stage != "fit":
+            return
+        data = self.trainer.datamodule
+        one_process = self.trainer.world_size == 1
+        if isinstance(data, TrainingDataModule):
+            data.chunk_steps = self.hparams.chunk_steps if one_process else 1
+        if self.hparams.compile and one_process:
+            self._compiled = {
+                # One batch size in training; the evaluation's last chunk may be smaller.
+                "terms": torch.compile(self._eager["terms"], dynamic=False),
+                "answers": torch.compile(self._eager["answers"]),
+            }
+        # Lightning's wrappers around a backward pass and an optimizer step cost more than a
+        # small network's step; where they add nothing (one process, a precision that neither
+        # scales the loss nor wraps the step) the module calls torch itself, and the hooks
+        # that callbacks or a subclass define.
+        plugin = type(self.trainer.precision_plugin)
+        self._direct_steps = (
+            one_process
+            and plugin.backward is Precision.backward
+            and plugin.optimizer_step is Precision.optimizer_step
+        )
+        self._step_hooks = {name: self._defined_hooks(name) for name in STEP_HOOKS}
+
+    def _defined_hooks(self, name: str) -> list[Callable[..., None]]:
+        """The callbacks' and this module's hooks called ``name`` that are not Lightning's
+        empty defaults, in Lightning's order (callbacks first), each to call with the hook's
+        own arguments."""
+        hooks: list[Callable[..., None]] = [
+            functools.partial(getattr(callback, name), self.trainer, self)
+            for callback in self.trainer.callbacks
+            if getattr(type(callback), name) is not getattr(L.Callback, name)
+        ]
+        if getattr(type(self), name) is not getattr(L.LightningModule, name):
+            hooks.append(getattr(self, name))
+        return hooks
+
+    def _planned_steps(self) -> int:
+        """The run's optimizer steps: epochs × a ``TrainingDataModule``'s steps per epoch (its
+        batches per epoch count chunks), else Lightning's count of batches; at most
+        ``trainer.max_steps``."""
+        trainer = self.trainer
+        data = trainer.datamodule
+        if not isinstance(data, TrainingDataModule):
+            return int(trainer.estimated_stepping_batches)
+        epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+        steps = data.stream.steps_per_epoch * epochs
+        if trainer.max_steps != -1:
+            steps = min(steps, trainer.max_steps)
+        return int(steps)
+
     def on_fit_start(self) -> None:
-        """Count the run's optimizer steps (the regulariser's schedule is in fractions of them)
-        and measure each evaluation set's per-output MSE at initialisation, once per run: a
+        """Measure each evaluation set's per-output MSE at initialisation, once per run: a
         resumed run has it from its checkpoint, so its normalised error keeps the same base."""
-        self.planned_steps = int(self.trainer.estimated_stepping_batches)
         self.best_parameters = {n: t.to(self.device) for n, t in self.best_parameters.items()}
         if self.trainer.datamodule is None:
             return  # dataloaders passed to fit() directly: no evaluation sets to measure on
@@ -288,32 +407,127 @@ class ArithmeticModule(L.LightningModule):
         self._scale_sum = 0.0
         self._loss_samples = self._steps = 0
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One optimizer step per batch of ``batch`` (an ordinary ``(x, y)`` or a ``Chunk``),
+        none beyond ``trainer.max_steps``."""
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        max_steps = self.trainer.max_steps
+        for x, y in step_batches(batch):
+            if 0 <= max_steps <= self.global_step:
+                break
+            self._optimizer_step(optimizer, scheduler, x, y)
+        self._end_chunk()
+
+    def _optimizer_step(self, optimizer: Any, scheduler: Any, x: Tensor, y: Tensor) -> None:
+        """One optimizer step of every member on its batch; what it measured waits on the
+        device for the end of the chunk (``_end_chunk``)."""
         step = self.global_step + 1  # the optimizer step this batch is for
-        terms = self._for_each_member(self._objective["member"], x, y)
-        mse, fit, regularization = (term.reshape(self.population) for term in terms)
-        scale = self.regularizer(step - 1, self.planned_steps)
-        objective = fit + scale * regularization if self.has_regularization else fit
-        finite = self._on_every_process(torch.isfinite(objective))
-        self.diverged_at_step.masked_fill_(self.alive & ~finite, step)
-        self.alive &= finite
-        if not self.alive.any():
-            # Raised before this step's update: the parameters stay the last good ones.
-            reason = f"train loss is {objective[0].item()}" if self.population == 1 else ""
-            raise Diverged(step, reason or "every member's train loss is not finite")
-        samples = x.shape[-2]
-        self._loss_sum += torch.where(self.alive, mse.detach(), 0.0) * samples
-        self._loss_samples += samples
-        self._steps += 1
+        mse, objective, *regularization = self._run("terms", x, y)
+        scale = 0.0
         if self.has_regularization:
-            self._regularization_sum += regularization.detach()
+            scale = self.regularizer(step - 1, self.planned_steps)
+            objective = objective + scale * regularization[0]
+        optimizer.zero_grad()
+        # A member's objective reaches only its own gradients: a non-finite one spoils no
+        # other member's, and the member is frozen from the chunk's end on.
+        self._backward(objective.sum() if objective.dim() else objective)
+        if self._some_diverged:
+            self._zero_diverged_gradients()
+        self._clip_gradients(optimizer)
+        self._step(optimizer)
+        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
+        for unit in self._clamped_units:
+            unit.clamp_parameters()
+        if scheduler is not None:
+            scheduler.step()
+        self._chunk_steps.append((step, x.shape[-2], mse.detach(), objective.detach()))
+        if self.has_regularization:
+            self._regularization_sum += regularization[0].detach()
             self._scale_sum += scale
-        if step % self.trainer.log_every_n_steps == 0:
-            self._log_to_loggers(
-                {"train/batch_loss": median_of_living(mse.detach(), self.alive)}, 1
-            )
-        return torch.where(self.alive, objective, 0.0).sum()
+        self._steps += 1
+
+    def _backward(self, loss: Tensor) -> None:
+        """``manual_backward``, or its hooks and ``loss.backward()`` (see ``setup``)."""
+        if not self._direct_steps:
+            self.manual_backward(loss)
+            return
+        for hook in self._step_hooks["on_before_backward"]:
+            hook(loss)
+        loss.backward()
+        for hook in self._step_hooks["on_after_backward"]:
+            hook()
+
+    def _step(self, optimizer: Any) -> None:
+        """``optimizer.step()`` of the ``LightningOptimizer``, or its hooks, the torch
+        optimizer's step and Lightning's count of optimizer steps (``global_step``) around it:
+        the calls the manual optimization loop makes (see ``setup``)."""
+        if not self._direct_steps:
+            optimizer.step()
+            return
+        for hook in self._step_hooks["on_before_optimizer_step"]:
+            hook(optimizer)
+        optimizer._on_before_step()
+        optimizer.optimizer.step()
+        optimizer._on_after_step()
+
+    def _run(self, name: str, *inputs: Tensor) -> Any:
+        """The step's (``"terms"``) or the evaluation's (``"answers"``) function, compiled if
+        asked; a compiler that fails (no C++ compiler, an operation it cannot trace) leaves the
+        run to go on eagerly, with one warning."""
+        if name in self._compiled:
+            try:
+                return self._compiled[name](*inputs)
+            except Exception as error:
+                lines = str(error).strip().splitlines() or [""]
+                log.warning(
+                    "torch.compile failed (%s: %s); training without it",
+                    type(error).__name__,
+                    lines[0],
+                )
+                self._compiled = {}
+        return self._eager[name](*inputs)
+
+    def _end_chunk(self) -> None:
+        """After a chunk's steps: each member whose objective turned non-finite diverges at the
+        first such step (it counted in no loss from then on), the epoch's loss sums and the
+        batch losses to log are taken, all on the device, then read in one transfer: when no
+        member is left, training stops before the parameters reach a checkpoint."""
+        if not self._chunk_steps:
+            return
+        steps, samples, mse, objective = zip(*self._chunk_steps, strict=True)
+        self._chunk_steps = []
+        members = (len(steps), self.population)
+        mse, objective = torch.stack(mse).view(members), torch.stack(objective).view(members)
+        finite = self._on_every_process(torch.isfinite(objective))
+        # Training at step k: alive before the chunk, every objective finite up to k.
+        training = self.alive & finite.cumprod(dim=0).bool()
+        first_bad = (~finite).int().argmax(dim=0)  # [S]: the first non-finite step's index
+        diverging = self.alive & ~training[-1]
+        step_of = torch.tensor(steps, device=self.device)
+        self.diverged_at_step = torch.where(diverging, step_of[first_bad], self.diverged_at_step)
+        self.diverged_loss = torch.where(
+            diverging, objective.gather(0, first_bad.unsqueeze(0)).squeeze(0), self.diverged_loss
+        )
+        self.alive = training[-1]
+        weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
+        self._loss_sum += torch.where(training, mse * weights, 0.0).sum(dim=0)
+        self._loss_samples += sum(samples)
+        logged = [k for k, step in enumerate(steps) if step % self.trainer.log_every_n_steps == 0]
+        alive = torch.stack([self.alive.any(), self.alive.all()]).float()
+        any_alive, all_alive, *losses = torch.cat(
+            [alive, living_median(mse[logged], training[logged])]
+        ).tolist()
+        self._some_diverged = not all_alive
+        for k, loss in zip(logged, losses, strict=True):
+            self._log_to_loggers({"train/batch_loss": loss}, steps[k])
+        if not any_alive:
+            step = int(self.diverged_at_step.max())
+            if self.population == 1:
+                reason = f"train loss is {float(self.diverged_loss[0])}"
+            else:
+                reason = "every member's train loss is not finite"
+            raise Diverged(step, reason)
 
     def _on_every_process(self, flags: Tensor) -> Tensor:
         """``flags`` that hold on every process of a distributed run: each decides alike."""
@@ -322,40 +536,31 @@ class ArithmeticModule(L.LightningModule):
         held = self.trainer.strategy.reduce(flags.float(), reduce_op="sum")
         return held == self.trainer.world_size
 
-    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        """Diverged members get no update: their gradients (NaN through a masked loss) become
-        0 before clipping, which would otherwise spread them over the others' norm."""
-        if self.population == 1:
-            return
+    def _zero_diverged_gradients(self) -> None:
+        """Diverged members get no update from their gradients (NaN through a masked loss):
+        they become 0 before clipping."""
         for parameter in self.network.parameters():
             if parameter.grad is not None:
                 mask = self._member_mask(self.alive, parameter)
                 parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
 
-    def configure_gradient_clipping(
-        self,
-        optimizer: Optimizer,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """The trainer's clipping, per member: a member's gradient norm is its own (at S = 1,
-        Lightning's clipping itself; by value it is element-wise anyway)."""
-        by_norm = gradient_clip_algorithm in (None, "norm")  # Lightning's default is "norm"
-        if self.population == 1 or not by_norm or not gradient_clip_val:
-            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+    def _clip_gradients(self, optimizer: Any) -> None:
+        """``gradient_clip_val``/``gradient_clip_algorithm``, per member: a member's gradient
+        norm is its own (at S = 1, Lightning's clipping itself; by value it is element-wise
+        anyway)."""
+        value, algorithm = self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm
+        if not value:
+            return
+        by_norm = algorithm in (None, "norm")  # Lightning's default is "norm"
+        if self.population == 1 or not by_norm:
+            self.clip_gradients(optimizer, value, algorithm or "norm")
             return
         gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
         squares = sum(g.reshape(self.population, -1).square().sum(dim=1) for g in gradients)
         # torch.nn.utils.clip_grad_norm_'s factor, one per member.
-        factor = (gradient_clip_val / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        factor = (value / (squares.sqrt() + 1e-6)).clamp(max=1.0)
         for gradient in gradients:
             gradient.mul_(factor.view(-1, *[1] * (gradient.dim() - 1)))
-
-    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
-        super().optimizer_step(*args, **kwargs)
-        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
-        for unit in self._clamped_units:
-            unit.clamp_parameters()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.is_last_batch:
@@ -378,19 +583,19 @@ class ArithmeticModule(L.LightningModule):
         self.last_train_loss = torch.where(self.alive, loss, self.last_train_loss)
         self._loss_samples = 0
         self.curves["train/loss"].append((self.global_step, loss.cpu()))
-        median = median_of_living(loss, self.alive)
-        self.log("train/loss", median, prog_bar=True, logger=False)
-        values = {"train/loss": median}
+        per_member = {"train/loss": loss}
         if self.has_regularization:
-            regularization = self._regularization_sum / self._steps
-            values["train/regularization"] = median_of_living(regularization, self.alive)
+            per_member["train/regularization"] = self._regularization_sum / self._steps
+        values = living_medians(per_member, self.alive)
+        self.log("train/loss", values["train/loss"], prog_bar=True, logger=False)
+        if self.has_regularization:
             values["train/regularizer_scale"] = self._scale_sum / self._steps
         if self.population > 1:
             values["population/alive_fraction"] = float(self.alive.float().mean())
-        self._log_to_loggers(values)
+        self._log_to_loggers(values, self.global_step)
 
     def _check_parameters(self) -> None:
-        """A member with a non-finite parameter diverges here (once per epoch: one host sync);
+        """A member with a non-finite parameter diverges here (once per epoch: one host read);
         when every member has, training stops before a checkpoint can keep the parameters."""
         names, parameters = zip(*self.network.named_parameters(), strict=True)
         finite = self._on_every_process(
@@ -408,19 +613,21 @@ class ArithmeticModule(L.LightningModule):
             culprit = names[int((~finite.all(dim=1)).nonzero()[0])]
             raise Diverged(self.global_step, f"parameter network.{culprit} is not finite")
 
-    def _log_to_loggers(self, values: dict[str, float], ahead: int = 0) -> None:
-        """Straight to the loggers at the optimizer step (``ahead`` steps on, for a value of the
-        step being taken): curves stay on one increasing x-axis, and a ``self.log`` call
-        costs more than a small network's step."""
+    def _log_to_loggers(self, values: dict[str, float], step: int) -> None:
+        """Straight to the loggers at optimizer step ``step``: curves stay on one increasing
+        x-axis, and a ``self.log`` call costs more than a small network's step."""
         if self.trainer.sanity_checking:
             return
         for logger in self.loggers:
-            logger.log_metrics(values, step=self.global_step + ahead)
+            logger.log_metrics(values, step=step)
+
+    def _member_answers(self, x: Tensor) -> Tensor:
+        """Every member's candidate answers ``[S, B, C, out]`` (``MemberEvaluation``)."""
+        return self._for_each_member(self._objective["evaluation"], x)
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch
-        answers = self._for_each_member(self._objective["evaluation"], x)
-        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(answers, y)
+        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self._run("answers", x), y)
 
     def _evaluated(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
         """What the evaluation sets measured since the last call (the metrics are reset): per
@@ -475,14 +682,15 @@ class ArithmeticModule(L.LightningModule):
         step = self.global_step
         for split in EVALUATION_SPLITS:
             self.curves[f"{split}/mse"].append((step, values[split]["mse"].cpu()))
-        medians = {
-            f"{split}/{name}": median_of_living(value, self.alive)
+        per_member = {
+            f"{split}/{name}": value
             for split, metrics in values.items()
             for name, value in metrics.items()
         }
+        medians = living_medians(per_member, self.alive)
         # ModelCheckpoint monitors it; the progress bar shows it.
         self.log("interp/mse", medians["interp/mse"], prog_bar=True, logger=False)
-        self._log_to_loggers(medians)
+        self._log_to_loggers(medians, step)
 
     def _judge(self, step: int, interp_mse: Tensor, per_output: dict[str, Tensor]) -> None:
         """The one rule for the best epoch and the solved-at step (see the class), applied to
@@ -510,10 +718,14 @@ class ArithmeticModule(L.LightningModule):
             best = self.best_parameters[name].to(parameter.device)
             self.best_parameters[name] = torch.where(mask, parameter.detach(), best)
 
+    def on_train_start(self) -> None:
+        self._some_diverged = not bool(self.alive.all())  # a resumed run's diverged members
+
     @torch.no_grad()
     def on_test_start(self) -> None:
-        """Test every member at its best validation (members never validated: as they are)."""
-        validated = self.best_interp_mse.isfinite()
+        """Test every member at its best validation (members never validated: as they are, or
+        as they started if they diverged)."""
+        validated = self.best_interp_mse.isfinite() | ~self.alive
         for name, parameter in self.network.named_parameters():
             mask = self._member_mask(validated, parameter)
             best = self.best_parameters[name].to(parameter.device)
@@ -589,4 +801,7 @@ class ArithmeticModule(L.LightningModule):
             }
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
-        return configure_optimization(self)
+        """The optimizer and its learning-rate schedule over the run's optimizer steps (the
+        regulariser's ramp is in fractions of them too)."""
+        self.planned_steps = self._planned_steps()
+        return configure_optimization(self, self.planned_steps)

@@ -66,17 +66,16 @@ def build_optimizer(optimizer: Any, network: nn.Module) -> Optimizer:
     return factory(parameter_groups(network, getattr(factory, "keywords", {}).get("lr")))
 
 
-def configure_optimization(module: "L.LightningModule") -> Optimizer | dict[str, Any]:
+def configure_optimization(
+    module: "L.LightningModule", total_steps: int
+) -> Optimizer | dict[str, Any]:
     """``configure_optimizers``' answer for a module with a ``network``, an
     ``optimizer_factory`` and the ``lr_schedule`` config (or None) in its hyperparameters: the
-    optimizer, with its schedule when there is one.
-
-    The schedule spans the run's optimizer steps (one per training batch) and Lightning steps it
-    after each of them.
+    optimizer, with its schedule over the run's ``total_steps`` optimizer steps when there is
+    one (the module steps it after each optimizer step).
     """
     optimizer = build_optimizer(module.optimizer_factory, module.network)
     if module.hparams.lr_schedule is None:
         return optimizer
-    total_steps = int(module.trainer.estimated_stepping_batches)
     scheduler = instantiate(module.hparams.lr_schedule)(optimizer, total_steps=total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
+from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
 from nalu.heatmap import unit_matrices, weight_figure
@@ -254,7 +255,8 @@ class RunRecorder(L.Callback):
             tag: [(step, values.tolist()) for step, values in points]
             for tag, points in pl_module.curves.items()
         }
-        typical_inputs = next(iter(trainer.datamodule.train_dataloader()))[0]
+        first_item = next(iter(trainer.datamodule.train_dataloader()))
+        typical_inputs, _ = next(step_batches(first_item))
         self.member_metrics = []
         for member, problem in enumerate(self.problems):
             metrics = {name: v[member] for name, v in final.items() if not math.isnan(v[member])}

@@ -31,6 +31,7 @@ from nalu.cli import (
     fail,
     format_metrics,
     ignore_known_warnings,
+    keep_freed_memory,
     output_error_message,
     progress_bar,
 )
@@ -98,6 +99,10 @@ def build_run(
             seeds=[member.seed for member in members],
             regularizer=regularizer,
             lr_schedule=_container(cfg.get("lr_schedule")),
+            # The module clips every one of its optimizer steps itself (several per batch).
+            gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
+            gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
+            compile=cfg.get("compile", False),
         ),
     )
     check_optimization(cfg, module.network)
@@ -139,7 +144,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = checked(
         "trainer",
         lambda: instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()]
+            cfg.trainer,
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+            gradient_clip_val=None,  # the module's (``build_run``)
+            gradient_clip_algorithm=None,
         ),
     )
     if cfg.population > 1 and trainer.world_size > 1:
@@ -368,6 +378,7 @@ def main() -> None:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     os.environ[SWEPT_FIELDS_VARIABLE] = ",".join(swept_on_command_line(arguments))
     MultirunSummary.last = None  # counts of an earlier sweep in this process are not this one's
+    keep_freed_memory()
     hydra_main()
     if MultirunSummary.last is not None and MultirunSummary.last.failed:
         sys.exit(EXIT_JOBS_FAILED)

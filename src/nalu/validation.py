@@ -79,6 +79,7 @@ _ABSENT = object()
 FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
+    "compile": boolean,
     "regularizer.scale": non_negative_number,
     "regularizer.start": fraction,
     "regularizer.end": fraction,

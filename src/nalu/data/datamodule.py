@@ -1,6 +1,5 @@
 """In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
 
-import hashlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -10,9 +9,17 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nalu import rules
+from nalu.data.batches import (
+    FixedBatches,
+    FreshBatches,
+    TrainingStream,
+    fresh_key,
+    order_key,
+    training_loader,
+)
 from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.errors import InvalidArgument
-from nalu.value_range import Intervals, value_intervals
+from nalu.value_range import value_intervals
 
 # The evaluation sets in the order of the validation and test dataloaders.
 EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")
@@ -32,116 +39,65 @@ class TensorPairs(Dataset):
         return self.inputs[index], self.targets[index]
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int) -> Tensor:
-    """The permutation of a training set that one (seed, epoch) always gets."""
-    # torch seeds from the low 32 bits only; a prime stride keeps (seed, epoch) distinct.
-    mixed = (seed * 1_000_003 + epoch) % 2**32
-    return torch.randperm(num_samples, generator=torch.Generator().manual_seed(mixed))
-
-
-class EpochBatchSampler(Sampler[Tensor]):
-    """Yields index tensors of ``batch_size``: slices of a permutation fixed by (seed, epoch).
-
-    Lightning calls ``set_epoch`` before every epoch, so a resumed run sees the same batches.
-    The last batch may be smaller, as with ``DataLoader(drop_last=False)``.
-
-    Under data parallelism each of ``num_replicas`` processes takes every ``num_replicas``-th
-    index of the same permutation, from ``rank`` on, so the shards never overlap. With
-    ``even_shards`` the permutation's last ``num_samples % num_replicas`` indices are left out,
-    so that every process runs the same number of training steps (their gradients are averaged
-    at each step); an evaluation set keeps every sample, each counted once.
-    """
+class ShardBatchSampler(Sampler[Tensor]):
+    """Yields index tensors of ``batch_size`` over an evaluation set of ``num_samples``, in order
+    (the last batch may be smaller). Under data parallelism each of ``num_replicas`` processes
+    takes every ``num_replicas``-th sample from ``rank`` on, so each sample is counted once."""
 
     def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        shuffle: bool,
-        seed: int = 0,
-        num_replicas: int = 1,
-        rank: int = 0,
-        even_shards: bool = False,
+        self, num_samples: int, batch_size: int, num_replicas: int = 1, rank: int = 0
     ) -> None:
         self.num_samples = num_samples
         self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
         self.num_replicas = num_replicas
         self.rank = rank
-        self.even_shards = even_shards
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def _shard_size(self) -> int:
-        if self.even_shards:
-            return self.num_samples // self.num_replicas
-        return len(range(self.rank, self.num_samples, self.num_replicas))
 
     def __len__(self) -> int:
-        return -(-self._shard_size() // self.batch_size)
+        shard = len(range(self.rank, self.num_samples, self.num_replicas))
+        return -(-shard // self.batch_size)
 
     def __iter__(self) -> Iterator[Tensor]:
-        order = (
-            epoch_order(self.num_samples, self.seed, self.epoch)
-            if self.shuffle
-            else torch.arange(self.num_samples)
-        )
-        shard = order[self.rank :: self.num_replicas][: self._shard_size()]
+        shard = torch.arange(self.num_samples)[self.rank :: self.num_replicas]
         yield from shard.split(self.batch_size)
 
 
-def batch_seed(*parts: int) -> int:
-    """A 32-bit seed that ``parts`` (seeds, epoch, step) fix, distinct for distinct ``parts``
-    in practice: a hash, since simple arithmetic mixes collide across (seed, epoch, step)."""
-    digest = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "little")
+def trainer_shard(trainer: "L.Trainer | None") -> tuple[int, int]:
+    """``(num_replicas, rank)`` of this process: ``(1, 0)`` without a trainer."""
+    return (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
 
 
-class ResampledBatches(Dataset):
-    """Fresh training batches: item ``(epoch, step)`` is ``batch_size`` samples drawn from the
-    training distribution with a generator that ``seeds``, the epoch and the step fix. A run's
-    batches are reproducible, and a resumed run draws what the uninterrupted one would."""
-
-    def __init__(
-        self,
-        problem: ArithmeticProblem,
-        value_range: Intervals,
-        batch_size: int,
-        seeds: Sequence[int],
-    ) -> None:
-        self.problem = problem
-        self.value_range = value_range
-        self.batch_size = batch_size
-        self.seeds = tuple(int(seed) for seed in seeds)
-
-    def __getitem__(self, index: tuple[int, int]) -> tuple[Tensor, Tensor]:
-        generator = torch.Generator().manual_seed(batch_seed(*self.seeds, *index))
-        x = self.problem.sample_inputs(self.batch_size, self.value_range, generator)
-        return x, self.problem.targets(x)
+def trainer_device(trainer: "L.Trainer | None") -> torch.device | None:
+    """The device a trainer trains on, where the sets and batches are made (None: the CPU)."""
+    return trainer.strategy.root_device if trainer is not None else None
 
 
-class EpochStepSampler(Sampler[tuple[int, int]]):
-    """Yields ``(epoch, step)`` for each of an epoch's ``steps`` (this process's share under
-    data parallelism: every ``num_replicas``-th step from ``rank`` on). Lightning calls
-    ``set_epoch`` before every epoch."""
+class TrainingDataModule(L.LightningDataModule):
+    """A data module whose training batches come from a ``TrainingStream`` of its members
+    (``training_stream()``, made once the sets are): ordinary ``(x, y)`` batches, or with
+    ``chunk_steps`` above 1 ``Chunk``s of that many steps' batches, which a training module that
+    takes several optimizer steps per call asks for (``nalu.module.ArithmeticModule`` does)."""
 
-    def __init__(self, steps: int, num_replicas: int = 1, rank: int = 0) -> None:
-        self.steps = steps
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.epoch = 0
+    # Batches of the one member without a member dimension ([B, in], not [1, B, in]).
+    single_member = True
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def __init__(self) -> None:
+        super().__init__()
+        self.chunk_steps = 1
+        self._stream: TrainingStream | None = None
 
-    def __len__(self) -> int:
-        return self.steps // self.num_replicas
+    def training_stream(self) -> TrainingStream:
+        raise NotImplementedError
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        shares = range(self.rank, len(self) * self.num_replicas, self.num_replicas)
-        yield from ((self.epoch, step) for step in shares)
+    @property
+    def stream(self) -> TrainingStream:
+        """``training_stream()``, made on first use (after ``setup``, with the trainer's device
+        and this process's share of the steps)."""
+        if self._stream is None:
+            self._stream = self.training_stream()
+        return self._stream
+
+    def train_dataloader(self) -> DataLoader:
+        return training_loader(self.stream, self.chunk_steps, single=self.single_member)
 
 
 def _check_positive(name: str, value: int) -> int:
@@ -149,7 +105,7 @@ def _check_positive(name: str, value: int) -> int:
     return value
 
 
-class ProblemDataModule(L.LightningDataModule):
+class ProblemDataModule(TrainingDataModule):
     """Train (shuffled batches), interpolation and extrapolation sets of one problem.
 
     The interpolation set is the validation loop; validation and test both evaluate the
@@ -159,7 +115,11 @@ class ProblemDataModule(L.LightningDataModule):
     ``resample=True`` replaces the fixed training set by a fresh batch from the training
     distribution at every step, as the papers train (Madsen & Johansen 2020; Mistry et al.
     2021); an epoch is then ``train_size`` samples' worth of steps, and the batches are fixed by
-    ``train_seed``, ``shuffle_seed``, the epoch and the step (``ResampledBatches``).
+    ``train_seed``, ``shuffle_seed``, the epoch and the step (``nalu.data.batches``).
+
+    Training batches are ``(x, y)``, ``[batch_size, in]`` and ``[batch_size, out]`` (this
+    process's shard under data parallelism), or ``Chunk``s of them (``TrainingDataModule``).
+    With a trainer attached the sets live on its device and the batches are made there.
     """
 
     def __init__(
@@ -210,57 +170,48 @@ class ProblemDataModule(L.LightningDataModule):
         return self.problem.success_threshold(self.ranges["extrap"]).tolist()
 
     def setup(self, stage: str | None = None) -> None:
+        """The fixed sets, on the trainer's device."""
         if self.datasets:
             return
+        device = trainer_device(self.trainer)
         for split in self.sizes:
             if split == "train" and self.resample:
                 continue  # drawn step by step
             generator = torch.Generator().manual_seed(int(self.seeds[split]))
             x = self.problem.sample_inputs(self.sizes[split], self.ranges[split], generator)
-            self.datasets[split] = TensorPairs(x, self.problem.targets(x))
+            self.datasets[split] = TensorPairs(x.to(device), self.problem.targets(x).to(device))
 
-    def _sampler(self, split: str, batch_size: int, shuffle: bool) -> EpochBatchSampler:
-        # Each process of a distributed run reads its own shard (the trainer's config turns off
-        # Lightning's DistributedSampler, which cannot split batches that are already formed).
-        trainer = self.trainer
-        return EpochBatchSampler(
-            len(self.datasets[split]),
-            batch_size,
-            shuffle,
-            seed=self.shuffle_seed,
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-            even_shards=split == "train",
-        )
-
-    def resampled_batches(self) -> ResampledBatches:
-        """The fresh training batches of ``resample=True``, by ``(epoch, step)``."""
-        seeds = (self.seeds["train"], self.shuffle_seed)
-        return ResampledBatches(self.problem, self.ranges["train"], self.batch_size, seeds)
-
-    def resampled_steps(self) -> EpochStepSampler:
-        """The ``(epoch, step)`` of every training step of ``resample=True``."""
-        trainer = self.trainer
-        return EpochStepSampler(
-            -(-self.sizes["train"] // self.batch_size),
-            num_replicas=trainer.world_size if trainer is not None else 1,
-            rank=trainer.global_rank if trainer is not None else 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        """Batches ``(x, y)``, ``[batch_size, in]`` and ``[batch_size, out]``: slices of the
-        training set in an order fixed by ``shuffle_seed`` and the epoch, or fresh samples with
-        ``resample`` (this process's shard under data parallelism)."""
+    def training_stream(self) -> TrainingStream:
+        """The training batches of this process, as a stream of one member: fresh batches fixed
+        by ``train_seed``, ``shuffle_seed``, the epoch and the step with ``resample``, else the
+        training set in an order fixed by ``shuffle_seed`` and the epoch."""
+        replicas, rank = trainer_shard(self.trainer)
+        device = trainer_device(self.trainer)
         if self.resample:
-            return DataLoader(
-                self.resampled_batches(), sampler=self.resampled_steps(), batch_size=None
+            return FreshBatches(
+                [self.problem],
+                self.ranges["train"],
+                self.batch_size,
+                fresh_key(self.seeds["train"], self.shuffle_seed, device).view(1),
+                steps=-(-self.sizes["train"] // self.batch_size),
+                num_replicas=replicas,
+                rank=rank,
             )
-        return self._loader("train", self.batch_size, shuffle=True)
+        train = self.datasets["train"]
+        return FixedBatches(
+            train.inputs.unsqueeze(0),
+            train.targets.unsqueeze(0),
+            self.batch_size,
+            order_key(self.shuffle_seed, device).view(1),
+            num_replicas=replicas,
+            rank=rank,
+        )
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool = False) -> DataLoader:
+    def _loader(self, split: str, batch_size: int) -> DataLoader:
         # batch_size=None: the sampler already yields whole batches of indices, and the dataset
         # slices its tensors with them; no per-sample __getitem__ and no collate.
-        sampler = self._sampler(split, batch_size, shuffle)
+        replicas, rank = trainer_shard(self.trainer)
+        sampler = ShardBatchSampler(len(self.datasets[split]), batch_size, replicas, rank)
         return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
 
     def _evaluation_loaders(self) -> list[DataLoader]:

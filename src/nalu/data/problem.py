@@ -5,6 +5,7 @@ arithmetic task of Trask et al. (2018) and Madsen & Johansen (2020) joins two ov
 """
 
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -23,19 +24,57 @@ SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
 
 
-def uniform_on(
-    intervals: Intervals, shape: tuple[int, ...], generator: torch.Generator, dtype: torch.dtype
-) -> Tensor:
-    """Samples uniform on the union of ``intervals``, by inverse CDF in one draw: u uniform on
-    [0, total length), then placed in the interval whose cumulative length it falls in."""
-    lengths = torch.tensor([high - low for low, high in intervals], dtype=dtype)
-    u = lengths.sum() * torch.rand(shape, generator=generator, dtype=dtype)
-    if len(intervals) == 1:
-        return intervals[0][0] + u
-    ends = lengths.cumsum(0)
-    index = torch.searchsorted(ends, u, right=True).clamp(max=len(intervals) - 1)
-    starts = torch.tensor([low for low, _ in intervals], dtype=dtype)
-    return starts[index] + (u - (ends - lengths)[index])
+@dataclass(frozen=True)
+class ColumnRanges:
+    """Per input column, the intervals its values are uniform on, as tensors: ``starts`` and
+    ``offsets`` ``[..., in, M]`` (each interval's low end, and where it begins in the column's
+    total length: 0, then the cumulative lengths; +inf pads a column with fewer intervals) and
+    ``totals`` ``[..., in]``. Leading dimensions stack the columns of several problems."""
+
+    starts: Tensor
+    offsets: Tensor
+    totals: Tensor
+
+    @classmethod
+    def of(cls, columns: Sequence[Intervals], dtype: torch.dtype = torch.float32) -> "ColumnRanges":
+        """The table of one problem's columns, ``columns[i]`` the intervals of input ``i``."""
+        width = max(len(intervals) for intervals in columns)
+        padding = [(0.0, 0.0)] * width
+        bounds = torch.tensor([(list(c) + padding)[:width] for c in columns], dtype=dtype)
+        starts, lengths = bounds[..., 0], bounds[..., 1] - bounds[..., 0]
+        offsets = lengths.cumsum(-1) - lengths
+        count = torch.tensor([len(intervals) for intervals in columns]).unsqueeze(1)
+        offsets = offsets.masked_fill(torch.arange(width) >= count, math.inf)
+        return cls(starts, offsets, lengths.sum(-1))
+
+    @classmethod
+    def stack(cls, tables: Sequence["ColumnRanges"]) -> "ColumnRanges":
+        """``[len(tables), in, M]``: the tables side by side, padded to the widest."""
+        width = max(table.starts.shape[-1] for table in tables)
+
+        def padded(tensor: Tensor, value: float) -> Tensor:
+            return torch.nn.functional.pad(tensor, (0, width - tensor.shape[-1]), value=value)
+
+        return cls(
+            torch.stack([padded(t.starts, 0.0) for t in tables]),
+            torch.stack([padded(t.offsets, math.inf) for t in tables]),
+            torch.stack([t.totals for t in tables]),
+        )
+
+    def to(self, device: torch.device | str | None) -> "ColumnRanges":
+        return ColumnRanges(self.starts.to(device), self.offsets.to(device), self.totals.to(device))
+
+    def place(self, u: Tensor) -> Tensor:
+        """Uniforms ``u`` on [0, 1), ``[..., in]`` (broadcasting with the table's leading
+        dimensions), as values uniform on each column's intervals: by inverse CDF, u times the
+        column's total length, then placed in the interval whose stretch it falls in."""
+        position = self.totals * u
+        value = self.starts[..., 0] + position
+        for k in range(1, self.starts.shape[-1]):
+            offset = self.offsets[..., k]
+            inside = self.starts[..., k] + (position - offset)
+            value = torch.where(position >= offset, inside, value)
+        return value
 
 
 @dataclass(frozen=True)
@@ -88,6 +127,10 @@ class ArithmeticProblem(Protocol):
         dtype: torch.dtype = torch.float32,
     ) -> Tensor: ...
 
+    def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]: ...
+
+    def operand_masks(self) -> Tensor: ...
+
     def targets(self, x: Tensor) -> Tensor: ...
 
     def formulas(self) -> list[str]: ...
@@ -99,36 +142,64 @@ class ArithmeticProblem(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-def _apply_operations(
-    operations: dict[str, Operation], names: Sequence[str], a: Tensor, b: Tensor
+# Every operation by its code, the index that ``operation_codes`` gives (the static task's
+# list, whose first four are the mystery problem's).
+OPERATION_CODES: dict[str, int] = {name: code for code, name in enumerate(STATIC_OPERATIONS)}
+
+
+def operation_codes(names: Sequence[str]) -> Tensor:
+    """``[len(names)]`` int64: each output's operation as its code in ``OPERATION_CODES``."""
+    return torch.tensor([OPERATION_CODES[name] for name in names])
+
+
+def operand_matrix(operand_masks: Tensor) -> Tensor:
+    """``[..., in, 2 · out]``: the ``[..., 2, out, in]`` operand masks (rows A_j and B_j, the
+    inputs summed into output j's operands a and b) as one matrix, a's columns then b's."""
+    return operand_masks.flatten(-3, -2).mT
+
+
+def operation_targets(
+    x: Tensor, operands: Tensor, codes: Tensor, present: Sequence[int] | None = None
 ) -> Tensor:
-    """``[..., out]`` results of each output's operation on its operands ``a`` and ``b``."""
-    return torch.stack(
-        [operations[name].apply(a[..., j], b[..., j]) for j, name in enumerate(names)], dim=-1
-    )
+    """``[..., out]``: each output's operation on its operands a = x · A_j and b = x · B_j.
+
+    ``x`` is ``[..., in]``, ``operands`` the ``operand_matrix`` ``[..., in, 2 · out]`` and
+    ``codes`` ``[..., out]`` the operations; both broadcast with ``x``'s leading dimensions, so
+    that one call serves a population of problems. ``present`` lists the codes that occur (read
+    from ``codes`` if not given, which a tensor on a GPU waits for)."""
+    a, b = (x @ operands.to(x.dtype)).chunk(2, dim=-1)
+    y = torch.zeros_like(a)
+    for code in codes.unique().tolist() if present is None else present:
+        name = list(OPERATION_CODES)[code]
+        y = torch.where(codes == code, STATIC_OPERATIONS[name].apply(a, b), y)
+    return y
 
 
 def near_perfect_mse(
-    problem: ArithmeticProblem,
-    operations: dict[str, Operation],
-    operand_masks: Tensor,
-    value_range: Sequence[float] | Intervals,
+    problem: ArithmeticProblem, value_range: Sequence[float] | Intervals
 ) -> Tensor:
     """``[out_features]`` MSE of the near-perfect model of Madsen & Johansen 2020, sec. 4.1.
 
-    ``operand_masks`` is ``[2, out, in]``: 1 where an input belongs to an output's operand. The
-    model selects each operand with weight 1 − ε on it and ε off it (a = (1 − ε)·Σ_in x +
-    ε·Σ_out x, likewise b), then applies the exact operation, on a fixed-seed sample of
-    ``value_range`` in double precision.
+    The model selects each operand with weight 1 − ε on its inputs (``operand_masks``) and ε
+    on every other input (a = (1 − ε)·Σ_in x + ε·Σ_out x, likewise b), then applies the exact
+    operation, on a fixed-seed sample of ``value_range`` in double precision.
     """
     generator = torch.Generator().manual_seed(SUCCESS_SEED)
     x = problem.sample_inputs(SUCCESS_SAMPLES, value_range, generator, dtype=torch.float64)
-    masks = operand_masks.double()
+    masks = problem.operand_masks().double()
     perturbed = (1 - SUCCESS_EPSILON) * masks + SUCCESS_EPSILON * (1 - masks)
-    names = problem.output_operations
-    exact = _apply_operations(operations, names, x @ masks[0].T, x @ masks[1].T)
-    near = _apply_operations(operations, names, x @ perturbed[0].T, x @ perturbed[1].T)
+    codes = operation_codes(problem.output_operations)
+    exact = operation_targets(x, operand_matrix(masks), codes)
+    near = operation_targets(x, operand_matrix(perturbed), codes)
     return (near - exact).square().mean(dim=0)
+
+
+def sample_columns(
+    columns: Sequence[Intervals], size: int, generator: torch.Generator, dtype: torch.dtype
+) -> Tensor:
+    """``[size, len(columns)]`` values, column ``i`` uniform on the intervals ``columns[i]``."""
+    u = torch.rand((size, len(columns)), generator=generator, dtype=dtype)
+    return ColumnRanges.of(columns, dtype).place(u)
 
 
 @dataclass(frozen=True)
@@ -181,23 +252,14 @@ class MysteryArithmeticProblem:
         mask[self.right_index[is_division]] = True
         return mask
 
-    def sample_inputs(
-        self,
-        size: int,
-        value_range: Sequence[float] | Intervals,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        """``[size, in_features]`` inputs uniform on ``value_range``, denominators kept off zero.
-
-        A denominator is uniform on the range without (-d, d), d = ``min_abs_denominator``:
-        the distribution that resampling until ``|x| >= d`` gives, drawn by inverse CDF in one go.
-        """
+    def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]:
+        """Each input's intervals: ``value_range``, and for a denominator the range without
+        (-d, d), d = ``min_abs_denominator``: the distribution that resampling until
+        ``|x| >= d`` gives, drawn by inverse CDF in one go."""
         value_range = value_intervals("value_range", value_range)
-        x = uniform_on(value_range, (size, self.in_features), generator, dtype)
-        columns = self.denominator_mask.nonzero().flatten()
-        if columns.numel() == 0:
-            return x
+        denominators = self.denominator_mask.tolist()
+        if not any(denominators):
+            return [value_range] * self.in_features
         d = self.min_abs_denominator
         denominator_range = without_band(value_range, d)
         if not denominator_range:
@@ -205,18 +267,32 @@ class MysteryArithmeticProblem:
             raise InvalidArgument(
                 "min_abs_denominator", d, f"leaves no denominator value in {shown}"
             )
-        x[:, columns] = uniform_on(denominator_range, (size, columns.numel()), generator, dtype)
-        return x
+        return [denominator_range if divides else value_range for divides in denominators]
+
+    def sample_inputs(
+        self,
+        size: int,
+        value_range: Sequence[float] | Intervals,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """``[size, in_features]`` inputs uniform on ``value_range``, denominators kept off zero
+        (``column_intervals``)."""
+        return sample_columns(self.column_intervals(value_range), size, generator, dtype)
+
+    def operand_masks(self) -> Tensor:
+        """``[2, out, in]``: row j of the first holds output j's left input, of the second its
+        right input."""
+        masks = torch.zeros(2, self.out_features, self.in_features)
+        outputs = torch.arange(self.out_features)
+        masks[0, outputs, self.left_index] = 1
+        masks[1, outputs, self.right_index] = 1
+        return masks
 
     def targets(self, x: Tensor) -> Tensor:
         """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
-        left = x[..., self.left_index]
-        right = x[..., self.right_index]
-        y = torch.empty_like(left)
-        for k, name in enumerate(self.operations):
-            selected = self.operation_index == k
-            y[..., selected] = OPERATIONS[name].apply(left[..., selected], right[..., selected])
-        return y
+        operands = operand_matrix(self.operand_masks())
+        return operation_targets(x, operands, operation_codes(self.output_operations))
 
     def _output_terms(self) -> list[tuple[int, int, str]]:
         return list(
@@ -244,11 +320,7 @@ class MysteryArithmeticProblem:
 
     def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
         """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
-        masks = torch.zeros(2, self.out_features, self.in_features)
-        outputs = torch.arange(self.out_features)
-        masks[0, outputs, self.left_index] = 1
-        masks[1, outputs, self.right_index] = 1
-        return near_perfect_mse(self, OPERATIONS, masks, value_range).float()
+        return near_perfect_mse(self, value_range).float()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings and every output's formula."""
@@ -325,16 +397,20 @@ class StaticArithmeticProblem:
         dtype: torch.dtype = torch.float32,
     ) -> Tensor:
         """``[size, in_features]`` inputs uniform on ``value_range``."""
-        value_range = value_intervals("value_range", value_range)
-        return uniform_on(value_range, (size, self.in_features), generator, dtype)
+        return sample_columns(self.column_intervals(value_range), size, generator, dtype)
 
-    def _operand_masks(self) -> Tensor:
+    def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]:
+        """Every input's intervals: ``value_range``."""
+        return [value_intervals("value_range", value_range)] * self.in_features
+
+    def operand_masks(self) -> Tensor:
+        """``[2, out, in]``: every output's a and b, the subsets A and B."""
         return self.subsets[:, None, :].expand(2, self.out_features, self.in_features)
 
     def targets(self, x: Tensor) -> Tensor:
         """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
-        masks = self._operand_masks().to(x.dtype)
-        return _apply_operations(STATIC_OPERATIONS, self.operations, x @ masks[0].T, x @ masks[1].T)
+        operands = operand_matrix(self.operand_masks())
+        return operation_targets(x, operands, operation_codes(self.operations))
 
     def _subset_formulas(self) -> tuple[Formula, Formula]:
         a, b = (
@@ -361,7 +437,7 @@ class StaticArithmeticProblem:
 
     def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
         """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
-        return near_perfect_mse(self, STATIC_OPERATIONS, self._operand_masks(), value_range).float()
+        return near_perfect_mse(self, value_range).float()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings, the two subsets and every output's formula."""

@@ -1,0 +1,303 @@
+"""Training batches of S ≥ 1 members, made on the device that trains them, a chunk of steps at a
+time: every member's batch is a pure function of its seeds, the epoch and the step.
+
+A stream yields ``[K, S, B, ...]`` tensors for K consecutive steps of this process: fresh samples
+(``FreshBatches``) or slices of a fixed training set in an epoch's order (``FixedBatches``), both
+drawn with the counter-based generator of ``nalu.data.counter_random``, so member ``k`` sees the
+batches of the single run with its seeds whatever S is, and a resumed run sees those of the
+uninterrupted one. ``training_loader`` turns a stream into what Lightning iterates: ordinary
+``(x, y)`` batches, or ``Chunk``s of K steps for a training module that takes several optimizer
+steps per call (``nalu.module.ArithmeticModule``).
+"""
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from nalu.data.counter_random import Streams, fold_key, root_key, stream_permutation
+from nalu.data.problem import (
+    ArithmeticProblem,
+    ColumnRanges,
+    operand_matrix,
+    operation_codes,
+    operation_targets,
+)
+from nalu.value_range import Intervals
+
+# What names each kind of stream, so that a fixed set's order and a fresh batch never share bits.
+ORDER_STREAM = 1
+FRESH_STREAM = 2
+# Batches are made at most this many input values at a time (2 MiB of float32, over the steps
+# and members): larger blocks leave the CPU's caches, and each value then costs several times.
+CHUNK_VALUES = 2**19
+
+
+def step_batches(item: Any) -> Iterator[tuple[Tensor, Tensor]]:
+    """The ``(x, y)`` of each optimizer step in an item of a training loader: a ``Chunk``'s
+    steps in order, or the one ordinary batch."""
+    if isinstance(item, Chunk):
+        yield from item
+    else:
+        x, y = item
+        yield x, y
+
+
+class TrainingStream(Protocol):
+    """The training batches of S members on one process, step by step. The first
+    ``full_steps`` of an epoch's ``steps_per_epoch`` have batches of the full size, the rest (a
+    fixed set's last batch) smaller."""
+
+    steps_per_epoch: int
+    full_steps: int
+    # Input values of one step over all members: how many steps' batches are made at once.
+    values_per_step: int
+
+    def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
+        """Steps ``start .. start + count - 1`` of ``epoch``, all of one batch size (on the
+        same side of ``full_steps``): ``[count, S, B, in]`` inputs, ``[count, S, B, out]``
+        targets."""
+        ...
+
+
+def epoch_orders(keys: Tensor, epoch: int, size: int) -> Tensor:
+    """``[*keys.shape, size]``: the order of a training set of ``size`` samples in ``epoch``, for
+    each member's order key (``order_key``)."""
+    return stream_permutation(fold_key(keys, epoch), size)
+
+
+def order_key(shuffle_seed: int, device: torch.device | str | None = None) -> Tensor:
+    """The key of the batch order that ``shuffle_seed`` fixes."""
+    return root_key(ORDER_STREAM, shuffle_seed, device=device)
+
+
+def fresh_key(
+    train_seed: int, shuffle_seed: int, device: torch.device | str | None = None
+) -> Tensor:
+    """The key of the fresh batches that ``train_seed`` and ``shuffle_seed`` fix."""
+    return root_key(FRESH_STREAM, train_seed, shuffle_seed, device=device)
+
+
+class MemberProblems:
+    """S problems as tensors on one device: each member's inputs drawn from uniforms on its own
+    columns' intervals and its targets, for all members in one tensor expression."""
+
+    def __init__(
+        self,
+        problems: Sequence[ArithmeticProblem],
+        value_range: Intervals,
+        device: torch.device | str | None = None,
+    ) -> None:
+        tables = [ColumnRanges.of(p.column_intervals(value_range)) for p in problems]
+        stacked = ColumnRanges.stack(tables)
+        # [S, 1, in, ...]: a batch axis between the members and the columns.
+        self.columns = ColumnRanges(
+            stacked.starts.unsqueeze(1), stacked.offsets.unsqueeze(1), stacked.totals.unsqueeze(1)
+        ).to(device)
+        masks = torch.stack([p.operand_masks() for p in problems])
+        self.operands = operand_matrix(masks).contiguous().to(device)  # [S, in, 2 · out]
+        codes = torch.stack([operation_codes(p.output_operations) for p in problems])
+        self.present = sorted(set(codes.flatten().tolist()))
+        self.codes = codes.unsqueeze(1).to(device)  # [S, 1, out]
+        self.in_features = problems[0].in_features
+
+    def inputs(self, uniforms: Tensor) -> Tensor:
+        """``[..., S, B, in]`` uniforms on [0, 1) placed on each member's columns."""
+        return self.columns.place(uniforms)
+
+    def targets(self, x: Tensor) -> Tensor:
+        """``[..., S, B, out]`` targets of ``[..., S, B, in]`` inputs."""
+        return operation_targets(x, self.operands, self.codes, self.present)
+
+
+class FreshBatches:
+    """A fresh batch at every step, as the papers train (Madsen & Johansen 2020; Mistry et al.
+    2021): member ``k``'s batch of ``(epoch, step)`` is ``batch_size`` samples of ``value_range``
+    from the stream that its ``keys[k]`` (``fresh_key``), the epoch and the step name.
+
+    An epoch is ``steps`` steps; under data parallelism this process takes every
+    ``num_replicas``-th of them from ``rank`` on (the same steps' batches, split among the
+    processes)."""
+
+    def __init__(
+        self,
+        problems: Sequence[ArithmeticProblem],
+        value_range: Intervals,
+        batch_size: int,
+        keys: Tensor,
+        steps: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.problems = MemberProblems(problems, value_range, keys.device)
+        self.keys = keys
+        self.batch_size = batch_size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.steps_per_epoch = self.full_steps = steps // num_replicas
+        self.values_per_step = len(keys) * batch_size * self.problems.in_features
+        self._streams: tuple[int, Streams] | None = None
+
+    def _epoch_streams(self, epoch: int) -> Streams:
+        """``[steps, S]``: every member's stream of each of the epoch's steps this process
+        takes, derived once per epoch."""
+        if self._streams is None or self._streams[0] != epoch:
+            local = torch.arange(self.steps_per_epoch, dtype=torch.int32, device=self.keys.device)
+            steps = local * self.num_replicas + self.rank
+            keys = fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1))
+            self._streams = (epoch, Streams.of(keys))
+        return self._streams[1]
+
+    def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
+        streams = self._epoch_streams(epoch)[start : start + count]  # [K, S]
+        shape = (count, len(self.keys), self.batch_size, self.problems.in_features)
+        uniforms = streams.uniform(math.prod(shape[2:])).view(shape)
+        x = self.problems.inputs(uniforms)
+        return x, self.problems.targets(x)
+
+
+class FixedBatches:
+    """Batches of a fixed training set per member, ``inputs`` ``[S, N, in]`` and ``targets``
+    ``[S, N, out]``, in an order per member and epoch (``epoch_orders`` of ``keys[k]``,
+    ``order_key``). The last batch of an epoch may be smaller, as with
+    ``DataLoader(drop_last=False)``.
+
+    Under data parallelism each of ``num_replicas`` processes takes every ``num_replicas``-th
+    sample of the epoch's order from ``rank`` on, the last ``N % num_replicas`` left out, so
+    that every process takes as many steps (their gradients are averaged at each step).
+
+    Inputs that all members share (an expanded ``[S, N, in]``, as ``stack_members`` makes for
+    one data seed) are gathered from their one copy."""
+
+    def __init__(
+        self,
+        inputs: Tensor,
+        targets: Tensor,
+        batch_size: int,
+        keys: Tensor,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        self.inputs = inputs
+        self.targets = targets
+        self.batch_size = batch_size
+        self.keys = keys
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.size = inputs.shape[1]
+        self.shard = self.size // num_replicas
+        self.steps_per_epoch = -(-self.shard // batch_size)
+        self.full_steps = self.shard // batch_size
+        self.values_per_step = len(keys) * batch_size * inputs.shape[-1]
+        self._order: tuple[int, Tensor] | None = None
+
+    def _flat_order(self, epoch: int) -> Tensor:
+        """``[S, shard]``: this process's samples of each member in ``epoch``, as rows of the
+        flattened sets (member ``k``'s sample ``i`` is row ``k · N + i``), cached per epoch."""
+        if self._order is None or self._order[0] != epoch:
+            order = epoch_orders(self.keys, epoch, self.size)
+            order = order[:, self.rank :: self.num_replicas][:, : self.shard]
+            offsets = torch.arange(len(self.keys), device=order.device).unsqueeze(1) * self.size
+            self._order = (epoch, order + offsets)
+        return self._order[1]
+
+    @staticmethod
+    def _gather(values: Tensor, rows: Tensor) -> Tensor:
+        """``values`` ``[S, N, d]`` at the flattened ``rows``; shared values from their one copy."""
+        if values.stride(0) == 0:
+            return values[0].index_select(0, rows.flatten() % values.shape[1])
+        return values.reshape(-1, values.shape[-1]).index_select(0, rows.flatten())
+
+    def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
+        order = self._flat_order(epoch)
+        size = min(self.batch_size, self.shard - start * self.batch_size)
+        first = start * self.batch_size
+        rows = order[:, first : first + count * size].view(len(self.keys), count, size)
+        rows = rows.transpose(0, 1)  # [K, S, B]
+        x = self._gather(self.inputs, rows).view(*rows.shape, -1)
+        y = self._gather(self.targets, rows).view(*rows.shape, -1)
+        return x, y
+
+
+class Chunk:
+    """``steps`` consecutive training steps of ``epoch`` from ``start`` on: iterating yields
+    each step's ``(x, y)``, made when it is reached, a few steps' at a time (at most
+    ``CHUNK_VALUES`` input values, which keeps the tensors of the generator in the CPU's caches,
+    and never the full batches with a smaller last one).
+    ``single``: batches ``[B, ...]`` of the stream's one member, not ``[1, B, ...]``.
+
+    Neither a tensor nor a collection of tensors: Lightning hands it to the training step as it
+    is (the batches are made on the stream's device)."""
+
+    __slots__ = ("epoch", "single", "start", "steps", "stream")
+
+    def __init__(
+        self, stream: TrainingStream, epoch: int, start: int, steps: int, single: bool
+    ) -> None:
+        self.stream = stream
+        self.epoch = epoch
+        self.start = start
+        self.steps = steps
+        self.single = single
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        block = max(1, CHUNK_VALUES // self.stream.values_per_step)
+        first, end = self.start, self.start + self.steps
+        while first < end:
+            # A block never spans the last, smaller batch and the full ones before it.
+            count = min(block, end - first)
+            if first < self.stream.full_steps:
+                count = min(count, self.stream.full_steps - first)
+            x, y = self.stream.batches(self.epoch, first, count)
+            first += count
+            if self.single:
+                x, y = x.squeeze(1), y.squeeze(1)
+            yield from zip(x.unbind(), y.unbind(), strict=True)
+
+
+class _StreamItems(Dataset):
+    """Item ``(epoch, start, count)``: a ``Chunk``, or with ``chunked=False`` the one ordinary
+    batch of step ``start``."""
+
+    def __init__(self, stream: TrainingStream, chunked: bool, single: bool) -> None:
+        self.stream = stream
+        self.chunked = chunked
+        self.single = single
+
+    def __getitem__(self, index: tuple[int, int, int]) -> Any:
+        chunk = Chunk(self.stream, *index, single=self.single)
+        return chunk if self.chunked else next(iter(chunk))
+
+
+class _ChunkSampler(Sampler[tuple[int, int, int]]):
+    """Yields ``(epoch, first step, steps)`` of each chunk of an epoch; Lightning calls
+    ``set_epoch`` before every epoch."""
+
+    def __init__(self, plan: list[tuple[int, int]]) -> None:
+        self.chunks = plan
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
+        yield from ((self.epoch, start, count) for start, count in self.chunks)
+
+
+def training_loader(stream: TrainingStream, chunk_steps: int, single: bool) -> DataLoader:
+    """What Lightning iterates over for ``stream``: ordinary ``(x, y)`` batches at
+    ``chunk_steps=1``, else ``Chunk``s of up to ``chunk_steps`` steps. ``single``: batches
+    ``[B, ...]`` of the stream's one member, not ``[1, B, ...]``."""
+    steps = stream.steps_per_epoch
+    plan = [(start, min(chunk_steps, steps - start)) for start in range(0, steps, chunk_steps)]
+    items = _StreamItems(stream, chunked=chunk_steps > 1, single=single)
+    return DataLoader(items, sampler=_ChunkSampler(plan), batch_size=None)

@@ -1,0 +1,338 @@
+"""The strongest plain PyTorch we can write for the project's standard trainings: the yardstick
+that ``nalu.bench`` measures the project's own step against.
+
+Each loop trains what a config describes, written by hand: no Lightning, no ``vmap``, no
+bookkeeping; a population's weights are ``[S, out, in]`` tensors multiplied with ``bmm``, the
+units' maths written out (Madsen & Johansen 2020's NAU and NMU, Mistry et al. 2021's NMRU over
+``[x, 1/x]``), one fused Adam over every member, fresh batches drawn for all members at once
+with the counter-based generator (``nalu.data.counter_random``, the fastest way we know to draw
+them here: an eager hash beats ``torch.rand``'s Mersenne Twister on a CPU). ``compiled=True``
+runs each step's forward, loss and backward through ``torch.compile``, as the project does with
+``compile=true``. Each loop returns its seconds per optimizer step after a first epoch of
+warm-up.
+"""
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+from torch import Tensor, nn
+
+from nalu.data.batches import epoch_orders, fresh_key, order_key
+from nalu.data.counter_random import Streams, fold_key
+from nalu.data.problem import (
+    ColumnRanges,
+    MysteryArithmeticProblem,
+    StaticArithmeticProblem,
+    operand_matrix,
+)
+from nalu.value_range import value_intervals
+
+Step = Callable[[int, int], None]
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step: Step, epochs: int, steps_per_epoch: int, device: torch.device) -> float:
+    """Seconds per call of ``step(epoch, step)`` over ``epochs``, the first one uncounted (but
+    for a single epoch)."""
+    first = min(1, epochs - 1)
+    start = 0.0
+    for epoch in range(epochs):
+        if epoch == first:
+            _synchronize(device)
+            start = time.perf_counter()
+        for index in range(steps_per_epoch):
+            step(epoch, index)
+    _synchronize(device)
+    return (time.perf_counter() - start) / ((epochs - first) * steps_per_epoch)
+
+
+def _sparsity(weight: Tensor) -> Tensor:
+    """Madsen & Johansen 2020, R_sparse = mean(min(|W|, 1 − |W|)), per member ``[S]``."""
+    magnitude = weight.abs()
+    return torch.minimum(magnitude, 1 - magnitude).mean(dim=(-2, -1))
+
+
+def _nmu(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
+    """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji), as sign · exp(Σ log|·|):
+    weight ``[S, out, in]``, x ``[S, B, in]`` -> ``[S, B, out]``."""
+    factors = weight.unsqueeze(1) * x.unsqueeze(-2) + (1 - weight.unsqueeze(1))
+    sign = torch.sign(factors.detach()).prod(dim=-1)
+    tiny = torch.finfo(factors.dtype).tiny
+    log_magnitude = factors.abs().clamp_min(tiny).log().sum(dim=-1)
+    return sign * log_magnitude.clamp(max=max_log_magnitude).exp()
+
+
+def _ramp(scale: float, start: float, end: float, step: int, total: int) -> float:
+    """Madsen & Johansen 2020's λ: 0 until ``start``, ``scale`` from ``end``, linear between."""
+    return scale * min(1.0, max(0.0, (step - start * total) / max((end - start) * total, 1e-9)))
+
+
+def _linear_decay(optimizer: torch.optim.Optimizer, start: float, total: int) -> Callable:
+    """The learning rate held until ``start`` of ``total`` steps, then linearly to 0."""
+    decay_from = start * total
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda step: 1.0 - min(1.0, max(0.0, (step - decay_from) / max(1.0, total - decay_from))),
+    )
+
+
+def article_single_loop(cfg: DictConfig, epochs: int, device: str = "cpu") -> float:
+    """The article's single run (``experiment=article``: the NALU on its fixed training set,
+    shuffled every epoch) as a plain loop: the network and optimizer from the config, the
+    batches of the run's order."""
+    torch.manual_seed(cfg.seed)
+    from hydra.utils import instantiate
+
+    data = instantiate(cfg.data)
+    data.setup("fit")
+    inputs = data.datasets["train"].inputs.to(device)
+    targets = data.datasets["train"].targets.to(device)
+    network = instantiate(cfg.model).to(device)
+    optimizer = instantiate(cfg.optimizer)(network.parameters())
+    batch_size = cfg.data.batch_size
+    key = order_key(cfg.data.shuffle_seed, device)
+    orders: dict[int, list[Tensor]] = {}
+
+    def step(epoch: int, index: int) -> None:
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = list(epoch_orders(key, epoch, len(inputs)).split(batch_size))
+        batch = orders[epoch][index]
+        loss = F.mse_loss(network(inputs[batch]), targets[batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    steps = -(-len(inputs) // batch_size)
+    return timed_steps(step, epochs, steps, torch.device(device))
+
+
+def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
+    """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂)."""
+    return torch.tanh(weight_hat) * torch.sigmoid(gate_hat)
+
+
+def article_population_loop(
+    cfg: DictConfig, population: int, epochs: int, device: str = "cpu"
+) -> float:
+    """``experiment=article`` for ``population`` seeds by hand: the article's NALU (two NACs
+    and a gate, Trask et al. 2018, sec. 2) with weights ``[S, out, in]``, each member on its own
+    problem's fixed training set in its own order (the training inputs, one data seed, held
+    once), one fused Adam."""
+    from hydra.utils import instantiate
+
+    where = torch.device(device)
+    seeds = [cfg.seed + k for k in range(population)]
+    sets = []
+    for seed in seeds:
+        data = instantiate(cfg.data, problem_seed=seed, shuffle_seed=seed)
+        data.setup("fit")
+        sets.append(data.datasets["train"])
+    inputs = sets[0].inputs.to(where)  # the same for every member: one train_seed, no division
+    targets = torch.stack([s.targets for s in sets]).to(where).flatten(0, 1)
+    size, in_features = inputs.shape
+    out_features = cfg.data.out_features
+    bound = math.sqrt(6 / (in_features + out_features))  # Xavier-uniform, as the units
+    shape = (population, out_features, in_features)
+    weights = [nn.Parameter(torch.empty(shape).uniform_(-bound, bound).to(where)) for _ in range(5)]
+    add_weight, add_gate, mul_weight, mul_gate, gate = weights
+    optimizer = torch.optim.Adam(weights, lr=cfg.optimizer.lr, fused=True)
+    keys = torch.stack([order_key(seed) for seed in seeds]).to(where)
+    offsets = torch.arange(population, device=where).unsqueeze(1) * size
+    batch_size, eps = cfg.data.batch_size, cfg.model.get("eps", 1e-7)
+    orders: dict[int, list[Tensor]] = {}
+
+    def step(epoch: int, index: int) -> None:
+        if epoch not in orders:
+            orders.clear()
+            orders[epoch] = list(epoch_orders(keys, epoch, size).split(batch_size, dim=1))
+        rows = orders[epoch][index]  # [S, B]
+        x = inputs.index_select(0, rows.flatten()).view(*rows.shape, in_features)
+        y = targets.index_select(0, (rows + offsets).flatten()).view(*rows.shape, out_features)
+        additive = torch.bmm(x, _nac_weight(add_weight, add_gate).mT)
+        log_x = torch.log(x.abs() + eps)
+        multiplicative = torch.exp(torch.bmm(log_x, _nac_weight(mul_weight, mul_gate).mT))
+        g = torch.sigmoid(torch.bmm(x, gate.mT))
+        output = g * additive + (1 - g) * multiplicative
+        loss = (output - y).square().mean(dim=(1, 2)).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    steps = -(-size // batch_size)
+    return timed_steps(step, epochs, steps, where)
+
+
+class _FreshInputs:
+    """``[S, B, in]`` fresh inputs of every member for ``(epoch, step)``, each member's stream
+    that the project's run would draw (``nalu.data.batches.FreshBatches``), the epoch's streams
+    derived once."""
+
+    def __init__(self, keys: Tensor, batch_size: int, steps: int, columns: ColumnRanges) -> None:
+        self.keys, self.batch_size, self.steps, self.columns = keys, batch_size, steps, columns
+        self.epoch, self.streams = -1, Streams.of(keys)
+
+    def __call__(self, epoch: int, step: int) -> Tensor:
+        if epoch != self.epoch:
+            steps = torch.arange(self.steps, dtype=torch.int32, device=self.keys.device)
+            self.epoch, self.streams = (
+                epoch,
+                Streams.of(fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1))),
+            )
+        members, _, in_features = self.columns.totals.shape
+        uniforms = self.streams[step].uniform(self.batch_size * in_features)
+        return self.columns.place(uniforms.view(members, self.batch_size, in_features))
+
+
+def _member_columns(problems: list, value_range: list, device: torch.device) -> ColumnRanges:
+    intervals = value_intervals("train_range", value_range)
+    table = ColumnRanges.stack([ColumnRanges.of(p.column_intervals(intervals)) for p in problems])
+    return ColumnRanges(
+        table.starts.unsqueeze(1), table.offsets.unsqueeze(1), table.totals.unsqueeze(1)
+    ).to(device)
+
+
+def static_population_loop(
+    cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
+) -> float:
+    """``experiment=static_nau_nmu`` for ``population`` seeds by hand: NAU (in → 2) then NMU
+    (2 → 1) weights ``[S, ...]``, a fresh batch of U[train_range] every step, λ's ramp, the
+    learning rate's decay and the clamps."""
+    where = torch.device(device)
+    data, nau, nmu = cfg.data, cfg.model._args_[0], cfg.model._args_[1]
+    seeds = [cfg.seed + k for k in range(population)]
+    problems = [
+        StaticArithmeticProblem(
+            data.in_features, tuple(data.operations), data.subset_ratio, data.overlap_ratio, seed
+        )
+        for seed in seeds
+    ]
+    columns = _member_columns(problems, data.train_range, where)
+    operands = torch.stack([operand_matrix(p.operand_masks()) for p in problems]).to(where)
+    keys = torch.stack([fresh_key(data.train_seed, seed) for seed in seeds]).to(where)
+    bound = math.sqrt(6 / (nau.in_features + nau.out_features))  # Xavier-uniform, clamped
+    hidden = torch.empty(population, nau.out_features, nau.in_features).uniform_(-bound, bound)
+    hidden = nn.Parameter(hidden.clamp(-1, 1).to(where))
+    output = torch.empty(population, nmu.out_features, nmu.in_features).uniform_(*nmu.init_range)
+    output = nn.Parameter(output.to(where))
+    optimizer = torch.optim.Adam([hidden, output], lr=cfg.optimizer.lr, fused=True)
+    steps_per_epoch = -(-data.train_size // data.batch_size)
+    total = steps_per_epoch * cfg.trainer.max_epochs
+    schedule = _linear_decay(optimizer, cfg.lr_schedule.start, total)
+    regularizer = cfg.regularizer
+
+    def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
+        z = _nmu(output, torch.bmm(x, hidden.mT), nmu.max_log_magnitude)
+        mse = (z - y).square().mean(dim=(1, 2))
+        return (mse + scale * (_sparsity(hidden) + _sparsity(output))).sum()
+
+    loss_of = torch.compile(objective, dynamic=False) if compiled else objective
+    fresh_inputs = _FreshInputs(keys, data.batch_size, steps_per_epoch, columns)
+    taken = 0
+
+    def step(epoch: int, index: int) -> None:
+        nonlocal taken
+        x = fresh_inputs(epoch, index)
+        a, b = torch.bmm(x, operands).chunk(2, dim=-1)
+        scale = _ramp(regularizer.scale, regularizer.start, regularizer.end, taken, total)
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(x, a * b, torch.tensor(scale, device=where)).backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            hidden.clamp_(-1, 1)
+            output.clamp_(0, 1)
+        taken += 1
+
+    return timed_steps(step, epochs, steps_per_epoch, where)
+
+
+def solve_population_loop(
+    cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
+) -> float:
+    """``experiment=solve`` for ``population`` seeds by hand: per member an NAU, an NMU and an
+    NMRU head (signed factors over ``[x, 1/x]``), each fitting every output on its own (the
+    sum of the heads' MSEs), at their learning-rate scales, a fresh batch every step with the
+    denominators kept off zero, λ's ramp, the learning rate's decay and the clamps."""
+    where = torch.device(device)
+    data, heads = cfg.data, cfg.model.heads
+    seeds = [cfg.seed + k for k in range(population)]
+    problems = [
+        MysteryArithmeticProblem(
+            data.in_features, data.out_features, tuple(data.operations), seed,
+            data.min_abs_denominator,
+        )
+        for seed in seeds
+    ]  # fmt: skip
+    columns = _member_columns(problems, data.train_range, where)
+    left = torch.stack([p.left_index for p in problems]).to(where).unsqueeze(1)
+    right = torch.stack([p.right_index for p in problems]).to(where).unsqueeze(1)
+    names = [p.output_operations for p in problems]
+    is_div, is_mul, is_sub = (
+        torch.tensor([[name == op for name in row] for row in names], device=where).unsqueeze(1)
+        for op in ("div", "mul", "sub")
+    )
+    keys = torch.stack([fresh_key(data.train_seed, seed) for seed in seeds]).to(where)
+    shape = (population, data.out_features, data.in_features)
+    bound = math.sqrt(6 / (data.in_features + data.out_features))
+    nau = nn.Parameter(torch.empty(shape).uniform_(-bound, bound).clamp(-1, 1).to(where))
+    nmu = nn.Parameter(torch.empty(shape).uniform_(*heads.nmu.init_range).to(where))
+    wide = (population, data.out_features, 2 * data.in_features)
+    nmru = nn.Parameter(torch.empty(wide).uniform_(*heads.nmru.init_range).to(where))
+    rates = cfg.model.learning_rate_scales
+    groups = [
+        {"params": [nau], "lr": cfg.optimizer.lr * rates.get("nau", 1.0)},
+        {"params": [nmu], "lr": cfg.optimizer.lr * rates.get("nmu", 1.0)},
+        {"params": [nmru], "lr": cfg.optimizer.lr * rates.get("nmru", 1.0)},
+    ]
+    optimizer = torch.optim.Adam(groups, lr=cfg.optimizer.lr, fused=True)
+    steps_per_epoch = -(-data.train_size // data.batch_size)
+    total = steps_per_epoch * cfg.trainer.max_epochs
+    schedule = _linear_decay(optimizer, cfg.lr_schedule.start, total)
+    regularizer = cfg.regularizer
+    floor = heads.nmru.reciprocal_floor
+
+    def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
+        reciprocal = x / x.square().clamp_min(floor * floor)
+        candidates = torch.stack(
+            [
+                torch.bmm(x, nau.mT),
+                _nmu(nmu, x, heads.nmu.max_log_magnitude),
+                _nmu(nmru, torch.cat([x, reciprocal], dim=-1), heads.nmru.max_log_magnitude),
+            ]
+        )  # [3, S, B, out]
+        fit = (candidates - y).square().mean(dim=(2, 3)).sum(dim=0)
+        sparsity = _sparsity(nau) + _sparsity(nmu) + _sparsity(nmru)
+        return (fit + scale * sparsity).sum()
+
+    loss_of = torch.compile(objective, dynamic=False) if compiled else objective
+    fresh_inputs = _FreshInputs(keys, data.batch_size, steps_per_epoch, columns)
+    taken = 0
+
+    def step(epoch: int, index: int) -> None:
+        nonlocal taken
+        x = fresh_inputs(epoch, index)
+        size = (population, data.batch_size, data.out_features)
+        a, b = x.gather(-1, left.expand(size)), x.gather(-1, right.expand(size))
+        y = torch.where(is_sub, a - b, a + b)
+        y = torch.where(is_div, a / b, torch.where(is_mul, a * b, y))
+        scale = _ramp(regularizer.scale, regularizer.start, regularizer.end, taken, total)
+        optimizer.zero_grad(set_to_none=True)
+        loss_of(x, y, torch.tensor(scale, device=where)).backward()
+        optimizer.step()
+        schedule.step()
+        with torch.no_grad():
+            nau.clamp_(-1, 1)
+            nmu.clamp_(0, 1)
+            nmru.clamp_(0, 1)
+        taken += 1
+
+    return timed_steps(step, epochs, steps_per_epoch, where)

@@ -1,0 +1,102 @@
+"""Several optimizer steps per training_step call (a chunk of batches), and everything that must
+still hold step by step: max_steps, the learning-rate schedule, the regulariser's ramp, the
+logged steps, the step hooks, and a compiler that fails."""
+
+import json
+import logging
+from typing import ClassVar
+
+import lightning as L
+import pytest
+import torch
+from conftest import TINY, compose_config
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from nalu.train import train
+
+# TINY: 64 samples in batches of 16, 4 optimizer steps per epoch, one chunk each.
+STEPS_PER_EPOCH = 4
+
+
+class RecordSteps(L.Callback):
+    """What each optimizer step saw: its step, the learning rate and whether backward ran."""
+
+    steps: ClassVar[list[tuple[int, float]]] = []
+    backward_passes = 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        RecordSteps.steps, RecordSteps.backward_passes = [], 0
+
+    def on_after_backward(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        RecordSteps.backward_passes += 1
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        RecordSteps.steps.append((trainer.global_step + 1, optimizer.param_groups[0]["lr"]))
+
+
+def scalars(run_dir, tag: str) -> dict[int, float]:
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    return {event.step: event.value for event in events.Scalars(tag)}
+
+
+def test_max_steps_stops_at_its_step_inside_a_chunk(tmp_path):
+    overrides = [*TINY, "model=nac", "trainer.max_epochs=3", "+trainer.max_steps=6"]
+    train(compose_config(overrides, tmp_path))
+    record = json.loads((tmp_path / "metrics.json").read_text())
+    assert record["steps"] == 6
+    # The second epoch, cut short after its second step, still has its training loss.
+    assert sorted(scalars(tmp_path, "train/loss")) == [4, 6]
+
+
+def test_each_step_has_its_own_learning_rate_and_hooks(tmp_path):
+    overrides = [*TINY, "model=nac", "lr_schedule=linear_decay", "optimizer.lr=0.1"]
+    overrides += [f"+callbacks.record._target_={__name__}.RecordSteps"]
+    train(compose_config(overrides, tmp_path))
+    # 8 steps; the rate holds until 70% of them (5.6), then falls linearly to 0 at step 8: the
+    # step k update uses the factor of k - 1 steps taken, 1 - (k - 1 - 5.6) / 2.4 past 5.6.
+    expected = [0.1] * 6 + [0.1 * (1 - 0.4 / 2.4), 0.1 * (1 - 1.4 / 2.4)]
+    assert [step for step, _ in RecordSteps.steps] == list(range(1, 9))
+    assert [lr for _, lr in RecordSteps.steps] == pytest.approx(expected)
+    assert RecordSteps.backward_passes == 8
+
+
+def test_the_regulariser_ramps_step_by_step_and_batch_losses_are_logged_at_their_steps(
+    tmp_path,
+):
+    overrides = [*TINY, "model=nau", "regularizer.scale=1", "trainer.log_every_n_steps=3"]
+    train(compose_config(overrides, tmp_path))
+    # λ(t) = clamp((t - 2.4) / 3.2, 0, 1) at steps taken t = 0..7 (30% to 70% of 8): 0, 0, 0,
+    # 0.1875, then 0.5, 0.8125, 1, 1; each epoch logs the mean of its four.
+    ramp = scalars(tmp_path, "train/regularizer_scale")
+    assert ramp == pytest.approx({4: 0.1875 / 4, 8: (0.5 + 0.8125 + 1 + 1) / 4})
+    assert sorted(scalars(tmp_path, "train/batch_loss")) == [3, 6]
+
+
+def test_a_failing_compiler_leaves_the_run_eager_with_one_warning(tmp_path, monkeypatch, caplog):
+    def broken_compile(function, **options):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\nmore detail")
+
+        return compiled
+
+    overrides = [*TINY, "model=nmu", "trainer.max_epochs=1"]
+    eager = train(compose_config(overrides, tmp_path / "eager"))
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    with caplog.at_level(logging.WARNING, logger="nalu.module"):
+        compiled = train(compose_config([*overrides, "compile=true"], tmp_path / "compiled"))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nalu.module"]
+    assert warnings == [
+        "torch.compile failed (RuntimeError: no C++ compiler found); training without it"
+    ]
+    assert compiled == eager
+
+
+@pytest.mark.slow
+def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
+    overrides = [*TINY, "model=nau_nmu", "population=2"]
+    eager = train(compose_config(overrides, tmp_path / "eager"))
+    compiled = train(compose_config([*overrides, "compile=true"], tmp_path / "compiled"))
+    assert compiled.keys() == eager.keys()
+    for name, value in eager.items():
+        assert compiled[name] == pytest.approx(value, rel=1e-3, abs=1e-6), name
