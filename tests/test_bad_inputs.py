@@ -273,6 +273,11 @@ TRAIN = [
         "trainer.max_steps=0: must be a positive integer, or -1 for no limit",
     ),
     (
+        ["+trainer.accumulate_grad_batches=4"],
+        "trainer.accumulate_grad_batches=4: must be 1: each optimizer step takes one batch "
+        "(raise data.batch_size)",
+    ),
+    (
         ["+trainer.precision=77"],
         "trainer.precision=77: must be one of ['64', '32', '16', '64-true', '32-true', '16-true', "
         "'bf16-true', '16-mixed', 'bf16-mixed', 'bf16', 'transformer-engine']",

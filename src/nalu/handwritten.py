@@ -200,6 +200,40 @@ def _member_columns(problems: list, value_range: list, device: torch.device) -> 
     ).to(device)
 
 
+class _Recipe:
+    """A step of the NAU/NMU recipe given its batch: λ's ramp (``cfg.regularizer``), one Adam
+    step, the learning rate's decay (``cfg.lr_schedule``) and the weights' clamps."""
+
+    def __init__(
+        self,
+        cfg: DictConfig,
+        objective: Callable[[Tensor, Tensor, Tensor], Tensor],
+        optimizer: torch.optim.Optimizer,
+        clamps: list[tuple[Tensor, float, float]],
+        compiled: bool,
+    ) -> None:
+        self.steps_per_epoch = -(-cfg.data.train_size // cfg.data.batch_size)
+        self.total = self.steps_per_epoch * cfg.trainer.max_epochs
+        self.regularizer = cfg.regularizer
+        self.optimizer = optimizer
+        self.schedule = _linear_decay(optimizer, cfg.lr_schedule.start, self.total)
+        self.clamps = clamps
+        self.loss_of = torch.compile(objective, dynamic=False) if compiled else objective
+        self.taken = 0
+
+    def __call__(self, x: Tensor, y: Tensor) -> None:
+        ramp = self.regularizer
+        scale = _ramp(ramp.scale, ramp.start, ramp.end, self.taken, self.total)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss_of(x, y, torch.tensor(scale, device=x.device)).backward()
+        self.optimizer.step()
+        self.schedule.step()
+        with torch.no_grad():
+            for weight, low, high in self.clamps:
+                weight.clamp_(low, high)
+        self.taken += 1
+
+
 def static_population_loop(
     cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
 ) -> float:
@@ -224,35 +258,21 @@ def static_population_loop(
     output = torch.empty(population, nmu.out_features, nmu.in_features).uniform_(*nmu.init_range)
     output = nn.Parameter(output.to(where))
     optimizer = torch.optim.Adam([hidden, output], lr=cfg.optimizer.lr, fused=True)
-    steps_per_epoch = -(-data.train_size // data.batch_size)
-    total = steps_per_epoch * cfg.trainer.max_epochs
-    schedule = _linear_decay(optimizer, cfg.lr_schedule.start, total)
-    regularizer = cfg.regularizer
 
     def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
         z = _nmu(output, torch.bmm(x, hidden.mT), nmu.max_log_magnitude)
         mse = (z - y).square().mean(dim=(1, 2))
         return (mse + scale * (_sparsity(hidden) + _sparsity(output))).sum()
 
-    loss_of = torch.compile(objective, dynamic=False) if compiled else objective
-    fresh_inputs = _FreshInputs(keys, data.batch_size, steps_per_epoch, columns)
-    taken = 0
+    recipe = _Recipe(cfg, objective, optimizer, [(hidden, -1, 1), (output, 0, 1)], compiled)
+    fresh_inputs = _FreshInputs(keys, data.batch_size, recipe.steps_per_epoch, columns)
 
     def step(epoch: int, index: int) -> None:
-        nonlocal taken
         x = fresh_inputs(epoch, index)
         a, b = torch.bmm(x, operands).chunk(2, dim=-1)
-        scale = _ramp(regularizer.scale, regularizer.start, regularizer.end, taken, total)
-        optimizer.zero_grad(set_to_none=True)
-        loss_of(x, a * b, torch.tensor(scale, device=where)).backward()
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            hidden.clamp_(-1, 1)
-            output.clamp_(0, 1)
-        taken += 1
+        recipe(x, a * b)
 
-    return timed_steps(step, epochs, steps_per_epoch, where)
+    return timed_steps(step, epochs, recipe.steps_per_epoch, where)
 
 
 def solve_population_loop(
@@ -294,10 +314,6 @@ def solve_population_loop(
         {"params": [nmru], "lr": cfg.optimizer.lr * rates.get("nmru", 1.0)},
     ]
     optimizer = torch.optim.Adam(groups, lr=cfg.optimizer.lr, fused=True)
-    steps_per_epoch = -(-data.train_size // data.batch_size)
-    total = steps_per_epoch * cfg.trainer.max_epochs
-    schedule = _linear_decay(optimizer, cfg.lr_schedule.start, total)
-    regularizer = cfg.regularizer
     floor = heads.nmru.reciprocal_floor
 
     def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
@@ -313,26 +329,15 @@ def solve_population_loop(
         sparsity = _sparsity(nau) + _sparsity(nmu) + _sparsity(nmru)
         return (fit + scale * sparsity).sum()
 
-    loss_of = torch.compile(objective, dynamic=False) if compiled else objective
-    fresh_inputs = _FreshInputs(keys, data.batch_size, steps_per_epoch, columns)
-    taken = 0
+    clamps = [(nau, -1, 1), (nmu, 0, 1), (nmru, 0, 1)]
+    recipe = _Recipe(cfg, objective, optimizer, clamps, compiled)
+    fresh_inputs = _FreshInputs(keys, data.batch_size, recipe.steps_per_epoch, columns)
 
     def step(epoch: int, index: int) -> None:
-        nonlocal taken
         x = fresh_inputs(epoch, index)
         size = (population, data.batch_size, data.out_features)
         a, b = x.gather(-1, left.expand(size)), x.gather(-1, right.expand(size))
         y = torch.where(is_sub, a - b, a + b)
-        y = torch.where(is_div, a / b, torch.where(is_mul, a * b, y))
-        scale = _ramp(regularizer.scale, regularizer.start, regularizer.end, taken, total)
-        optimizer.zero_grad(set_to_none=True)
-        loss_of(x, y, torch.tensor(scale, device=where)).backward()
-        optimizer.step()
-        schedule.step()
-        with torch.no_grad():
-            nau.clamp_(-1, 1)
-            nmu.clamp_(0, 1)
-            nmru.clamp_(0, 1)
-        taken += 1
+        recipe(x, torch.where(is_div, a / b, torch.where(is_mul, a * b, y)))
 
-    return timed_steps(step, epochs, steps_per_epoch, where)
+    return timed_steps(step, epochs, recipe.steps_per_epoch, where)

@@ -1,8 +1,13 @@
 """Weight heatmaps as figures: a unit's matrices, one panel each, with a colour bar and every
 row labelled (an output with its true and learned formula, or a hidden unit)."""
 
+import multiprocessing
+import os
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 
+import numpy as np
 import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -92,3 +97,40 @@ def weight_figure(
                 fontsize=8,
             )
     return figure
+
+
+@dataclass(frozen=True)
+class Heatmap:
+    """A ``weight_figure`` to render, and its TensorBoard tag."""
+
+    tag: str
+    title: str
+    matrices: dict[str, Tensor]
+    truths: Sequence[str]
+    learned: Sequence[tuple[str, bool]] | None = None
+    input_name: str = "x"
+
+
+# Fewer figures than this render in the calling process: a worker process starts in seconds.
+PARALLEL_HEATMAPS = 6
+
+
+def render_heatmap(heatmap: Heatmap) -> np.ndarray:
+    """The figure as ``[3, height, width]`` uint8 RGB, what TensorBoard's ``add_image`` takes."""
+    figure = weight_figure(
+        heatmap.title, heatmap.matrices, heatmap.truths, heatmap.learned, heatmap.input_name
+    )
+    figure.canvas.draw()
+    return np.asarray(figure.canvas.buffer_rgba())[..., :3].transpose(2, 0, 1).copy()
+
+
+def render_heatmaps(heatmaps: Sequence[Heatmap]) -> list[np.ndarray]:
+    """Every figure rendered (``render_heatmap``), in order: a population's dozens of figures in
+    a process per CPU (matplotlib draws in Python, one figure a second or two), fewer here."""
+    workers = min(len(os.sched_getaffinity(0)), len(heatmaps))
+    if len(heatmaps) < PARALLEL_HEATMAPS or workers < 2:
+        return [render_heatmap(heatmap) for heatmap in heatmaps]
+    # Spawned, not forked: a fork of a process whose OpenMP threads are running can hang.
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        return list(pool.map(render_heatmap, heatmaps))

@@ -17,7 +17,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
 from nalu.errors import Diverged
-from nalu.heatmap import unit_matrices, weight_figure
+from nalu.heatmap import Heatmap, render_heatmaps, unit_matrices
 from nalu.metrics import group_by_operation
 from nalu.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.record import (
@@ -157,30 +157,32 @@ def log_hparams(
         file_writer.add_summary(summary)
 
 
-def log_weight_figures(
-    experiment: SummaryWriter,
-    network: nn.Module,
-    problem: ArithmeticProblem,
-    formulas: list[dict[str, Any]],
-    step: int,
-) -> None:
-    """A heatmap figure per unit, ``weights/<unit>``; the last unit's rows are the outputs,
-    labelled with their true and read-back formulas."""
+def weight_heatmaps(
+    network: nn.Module, problem: ArithmeticProblem, formulas: list[dict[str, Any]]
+) -> list[Heatmap]:
+    """A heatmap figure per unit, ``weights/<unit>``, to render; the last unit's rows are the
+    outputs, labelled with their true and read-back formulas."""
     units = unit_matrices(network)
     recovered = sum(f["recovered"] for f in formulas)
+    heatmaps = []
     for k, (path, matrices) in enumerate(units.items()):
         is_output_unit = k == len(units) - 1
         title = f"{path}: {type(network.get_submodule('' if path == 'network' else path)).__name__}"
         if is_output_unit and formulas:
             title += f" · {recovered}/{len(formulas)} outputs read back as the truth"
-        figure = weight_figure(
-            title,
-            matrices,
-            truths=[str(f) for f in problem.exact_formulas()] if is_output_unit else [],
-            learned=[(f["learned"], f["recovered"]) for f in formulas] if is_output_unit else None,
-            input_name="x" if k == 0 else "h",
+        heatmaps.append(
+            Heatmap(
+                f"weights/{path}",
+                title,
+                {name: matrix.detach().cpu() for name, matrix in matrices.items()},
+                truths=[str(f) for f in problem.exact_formulas()] if is_output_unit else [],
+                learned=[(f["learned"], f["recovered"]) for f in formulas]
+                if is_output_unit
+                else None,
+                input_name="x" if k == 0 else "h",
+            )
         )
-        experiment.add_figure(f"weights/{path}", figure, step, close=True)
+    return heatmaps
 
 
 class RunRecorder(L.Callback):
@@ -258,6 +260,8 @@ class RunRecorder(L.Callback):
         first_item = next(iter(trainer.datamodule.train_dataloader()))
         typical_inputs, _ = next(step_batches(first_item))
         self.member_metrics = []
+        written: list[tuple[int, list[dict[str, Any]], TensorBoardLogger]] = []
+        heatmaps: list[list[Heatmap]] = []
         for member, problem in enumerate(self.problems):
             metrics = {name: v[member] for name, v in final.items() if not math.isnan(v[member])}
             member_inputs = typical_inputs if self.population == 1 else typical_inputs[member]
@@ -268,23 +272,29 @@ class RunRecorder(L.Callback):
             metrics = dict(sorted({**metrics, **readback}.items()))
             self._record(trainer, pl_module, member, metrics, formulas)
             self.member_metrics.append(metrics)
-            diverged_at = int(pl_module.diverged_at_step[member])
             tensorboard = self._member_tensorboard(trainer, member)
-            if tensorboard is None:
-                continue
+            if tensorboard is not None:
+                written.append((member, formulas, tensorboard))
+                heatmaps.append(weight_heatmaps(network, problem, formulas))
+        # Every member's figures at once: in parallel where there are many and several CPUs.
+        images = iter(render_heatmaps([heatmap for unit in heatmaps for heatmap in unit]))
+        for (member, formulas, tensorboard), unit in zip(written, heatmaps, strict=True):
             experiment = tensorboard.experiment
             if self.population > 1:
+                problem = self.problems[member]
                 experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
                 for tag, points in curves.items():
                     for step, values in points:
                         if not math.isnan(values[member]):  # a diverged member's epochs
                             experiment.add_scalar(tag, values[member], step)
+            diverged_at = int(pl_module.diverged_at_step[member])
             if diverged_at >= 0:
                 experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
-            log_weight_figures(experiment, network, problem, formulas, trainer.global_step)
+            for heatmap in unit:
+                experiment.add_image(heatmap.tag, next(images), trainer.global_step)
             log_final_results(
                 tensorboard,
-                metrics,
+                self.member_metrics[member],
                 formulas,
                 self.labels[member],
                 self.hyperparameters[member],

@@ -181,6 +181,14 @@ def clip_algorithm(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, f"must be one of {list(CLIP_ALGORITHMS)}")
 
 
+def one_batch_per_step(name: str, value: Any) -> None:
+    """Gradient accumulation: the training module takes one optimizer step per batch."""
+    if value != 1:
+        raise InvalidArgument(
+            name, value, "must be 1: each optimizer step takes one batch (raise data.batch_size)"
+        )
+
+
 def max_steps(name: str, value: Any) -> None:
     if not (is_integer(value) and (value >= 1 or value == -1)):
         raise InvalidArgument(name, value, "must be a positive integer, or -1 for no limit")

@@ -194,16 +194,29 @@ def near_perfect_mse(
     return (near - exact).square().mean(dim=0)
 
 
-def sample_columns(
-    columns: Sequence[Intervals], size: int, generator: torch.Generator, dtype: torch.dtype
-) -> Tensor:
-    """``[size, len(columns)]`` values, column ``i`` uniform on the intervals ``columns[i]``."""
-    u = torch.rand((size, len(columns)), generator=generator, dtype=dtype)
-    return ColumnRanges.of(columns, dtype).place(u)
+class ColumnSampling:
+    """A problem's ``sample_inputs`` from its ``column_intervals``: each input uniform on its
+    own intervals (a denominator's keep clear of zero)."""
+
+    def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]:
+        raise NotImplementedError
+
+    def sample_inputs(
+        self,
+        size: int,
+        value_range: Sequence[float] | Intervals,
+        generator: torch.Generator,
+        dtype: torch.dtype = torch.float32,
+    ) -> Tensor:
+        """``[size, in_features]`` inputs, input ``i`` uniform on the ``i``-th of
+        ``column_intervals(value_range)``, from one draw of ``generator``."""
+        columns = self.column_intervals(value_range)
+        u = torch.rand((size, len(columns)), generator=generator, dtype=dtype)
+        return ColumnRanges.of(columns, dtype).place(u)
 
 
 @dataclass(frozen=True)
-class MysteryArithmeticProblem:
+class MysteryArithmeticProblem(ColumnSampling):
     """``out_features`` outputs, each ``x[left] <op> x[right]`` over ``in_features`` inputs.
 
     The pairs and operations are drawn once from ``problem_seed``; every tensor here has the
@@ -269,17 +282,6 @@ class MysteryArithmeticProblem:
             )
         return [denominator_range if divides else value_range for divides in denominators]
 
-    def sample_inputs(
-        self,
-        size: int,
-        value_range: Sequence[float] | Intervals,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        """``[size, in_features]`` inputs uniform on ``value_range``, denominators kept off zero
-        (``column_intervals``)."""
-        return sample_columns(self.column_intervals(value_range), size, generator, dtype)
-
     def operand_masks(self) -> Tensor:
         """``[2, out, in]``: row j of the first holds output j's left input, of the second its
         right input."""
@@ -344,7 +346,7 @@ class MysteryArithmeticProblem:
 
 
 @dataclass(frozen=True)
-class StaticArithmeticProblem:
+class StaticArithmeticProblem(ColumnSampling):
     """The static arithmetic task (Trask et al. 2018; Madsen & Johansen 2020, sec. 4.1).
 
     Two overlapping subsets of the ``in_features`` inputs are summed, a = Σ_A x and b = Σ_B x,
@@ -388,16 +390,6 @@ class StaticArithmeticProblem:
     @property
     def output_operations(self) -> list[str]:
         return list(self.operations)
-
-    def sample_inputs(
-        self,
-        size: int,
-        value_range: Sequence[float] | Intervals,
-        generator: torch.Generator,
-        dtype: torch.dtype = torch.float32,
-    ) -> Tensor:
-        """``[size, in_features]`` inputs uniform on ``value_range``."""
-        return sample_columns(self.column_intervals(value_range), size, generator, dtype)
 
     def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]:
         """Every input's intervals: ``value_range``."""
