@@ -145,6 +145,7 @@ TRAIN = [
     ),
     (["population=0"], "population=0: must be a positive integer"),
     (["population=many"], "population='many': must be a positive integer"),
+    (["heatmaps=-1"], "heatmaps=-1: must be an integer >= 0"),
     (
         ["data.in_features=1000000000"],
         "data.in_features=1000000000: with data.train_size=1000 the set would hold more than "

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import compose_config, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.data.batches import epoch_orders, order_key
 from nalu.module import ArithmeticModule
@@ -94,7 +95,8 @@ def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path
 
 
 def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
-    medians = train(compose_config([*tiny_overrides, "model=nac", "population=3"], tmp_path))
+    overrides = [*tiny_overrides, "model=nac", "population=3", "heatmaps=2"]
+    medians = train(compose_config(overrides, tmp_path))
     runs = load_runs([tmp_path])
     assert sorted(run["labels"]["seed"] for run in runs) == [0, 1, 2]
     all_ops = next(row for row in summary_rows(runs) if row["operation"] == "all")
@@ -104,6 +106,10 @@ def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
     assert (tmp_path / "report.md").is_file()
     for run in runs:
         assert loss_curves(Path(run["run_dir"]))["train/loss"].keys() == {4, 8}
+        events = EventAccumulator(run["run_dir"], size_guidance={"images": 0}).Reload()
+        # heatmaps=2: the first two members' weights are drawn, the third's are not.
+        drawn = ["weights/network"] if run["labels"]["seed"] < 2 else []
+        assert events.Tags()["images"] == drawn
 
 
 @pytest.mark.parametrize(

@@ -3,8 +3,7 @@ row labelled (an output with its true and learned formula, or a hidden unit)."""
 
 import multiprocessing
 import os
-from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,13 +123,15 @@ def render_heatmap(heatmap: Heatmap) -> np.ndarray:
     return np.asarray(figure.canvas.buffer_rgba())[..., :3].transpose(2, 0, 1).copy()
 
 
-def render_heatmaps(heatmaps: Sequence[Heatmap]) -> list[np.ndarray]:
-    """Every figure rendered (``render_heatmap``), in order: a population's dozens of figures in
-    a process per CPU (matplotlib draws in Python, one figure a second or two), fewer here."""
+def render_heatmaps(heatmaps: Sequence[Heatmap]) -> Iterator[np.ndarray]:
+    """Every figure rendered (``render_heatmap``), in order, as the caller takes them: a
+    population's dozens of figures in a process per CPU (matplotlib draws in Python, one figure a
+    second or two), fewer here. Figures come one by one (each a few MB as pixels), so that a
+    thousand members' never sit in memory at once."""
     workers = min(len(os.sched_getaffinity(0)), len(heatmaps))
     if len(heatmaps) < PARALLEL_HEATMAPS or workers < 2:
-        return [render_heatmap(heatmap) for heatmap in heatmaps]
+        yield from map(render_heatmap, heatmaps)
+        return
     # Spawned, not forked: a fork of a process whose OpenMP threads are running can hang.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        return list(pool.map(render_heatmap, heatmaps))
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(render_heatmap, heatmaps)

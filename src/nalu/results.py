@@ -191,7 +191,8 @@ class RunRecorder(L.Callback):
     Member ``k``'s folder is the run's own at S = 1, and ``members/<k>_<model>_seed<seed>/`` at
     S > 1, where a sweep's job would be, so ``nalu.report`` reads members as runs. Each gets
     problem.json when fitting starts and, after the test loop, metrics.json (a ``RunRecord``)
-    and its TensorBoard entries: formulas, weight heatmaps, the final metrics and HParams. At
+    and its TensorBoard entries: formulas, weight heatmaps (for the first ``heatmaps`` members;
+    None: all), the final metrics and HParams. At
     S = 1 they go into the run's own TensorBoard run beside its curves; at S > 1 each member
     gets a TensorBoard run with its own curves, and the run's own shows the medians.
     ``labels`` and ``hyperparameters`` are per member; ``final_metrics`` is what the run
@@ -204,8 +205,10 @@ class RunRecorder(L.Callback):
         problems: list[ArithmeticProblem],
         labels: list[dict[str, Any]],
         hyperparameters: list[dict[str, Any]],
+        heatmaps: int | None = None,
     ) -> None:
         self.output_dir = Path(output_dir)
+        self.heatmaps = len(problems) if heatmaps is None else heatmaps
         self.problems = problems
         self.labels = labels
         self.hyperparameters = hyperparameters
@@ -275,7 +278,8 @@ class RunRecorder(L.Callback):
             tensorboard = self._member_tensorboard(trainer, member)
             if tensorboard is not None:
                 written.append((member, formulas, tensorboard))
-                heatmaps.append(weight_heatmaps(network, problem, formulas))
+                drawn = member < self.heatmaps
+                heatmaps.append(weight_heatmaps(network, problem, formulas) if drawn else [])
         # Every member's figures at once: in parallel where there are many and several CPUs.
         images = iter(render_heatmaps([heatmap for unit in heatmaps for heatmap in unit]))
         for (member, formulas, tensorboard), unit in zip(written, heatmaps, strict=True):

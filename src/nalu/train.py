@@ -136,6 +136,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             for member, data in zip(members, member_data, strict=True)
         ],
         hyperparameters=[run_hyperparameters(member) for member in members],
+        heatmaps=cfg.get("heatmaps"),
     )
     interrupt = StopAtEpochEndOnInterrupt()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]

@@ -81,6 +81,7 @@ FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
     "compile": boolean,
+    "heatmaps": optional(integer_at_least(0)),
     "regularizer.scale": non_negative_number,
     "regularizer.start": fraction,
     "regularizer.end": fraction,
