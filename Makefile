@@ -7,13 +7,16 @@ TORCH_SPEC ?=
 SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
 SOLVE_DIR ?= outputs/solve/$(shell date +%Y-%m-%d_%H-%M-%S)
+BENCH_DIR ?= outputs/multirun/nalm-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?=
 ARGS ?=
+# The units of make benchmark (conf/nalm), unless UNITS names some of them.
+NALM_UNITS := nac,nalu,inalu,nau,nmu,npu,realnpu,nmru
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
 
 .DEFAULT_GOAL := help
-.PHONY: help install train sweep units solve bench report tensorboard test lint format clean
+.PHONY: help install train sweep units solve benchmark bench report tensorboard test lint format clean
 
 help: ## List the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -41,6 +44,12 @@ units: $(VENV)/.installed ## Every unit on the article's problem with division u
 
 solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report
 	$(PYTHON) -m nalu.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
+
+benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations × 9 ranges × SEEDS seeds (25) in BENCH_DIR, then the report
+	$(PYTHON) -m nalu.train -m experiment=nalm_single_module \
+		nalm=$(if $(filter command line environment,$(origin UNITS)),$(UNITS),$(NALM_UNITS)) \
+		population=$(or $(SEEDS),25) hydra.sweep.dir=$(BENCH_DIR) $(ARGS)
+	$(PYTHON) -m nalu.report $(BENCH_DIR)
 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
 	$(PYTHON) -m nalu.bench $(ARGS)

@@ -124,7 +124,7 @@ def test_problems_targets_come_from_their_operand_masks():
 def fresh_stream(seeds: list[int]) -> FreshBatches:
     problems = [MysteryArithmeticProblem(6, 4, ("add", "div"), s, 1.0) for s in seeds]
     keys = torch.stack([fresh_key(1, seed) for seed in seeds])
-    return FreshBatches(problems, ((-10.0, 10.0),), 16, keys, steps=8)
+    return FreshBatches(problems, [((-10.0, 10.0),)] * len(seeds), 16, keys, steps=8)
 
 
 def test_fresh_batches_are_a_function_of_seeds_epoch_and_step_alone():

@@ -161,8 +161,11 @@ def _ordered(value: Any) -> tuple[int, float, str]:
 
 
 def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
-    """A row per model and per combination of swept values."""
-    return ["model", *(field for field in swept_fields(runs) if field != "model")]
+    """A row per model, per cell of a population's ``problems`` axes and per combination of
+    swept values."""
+    axes = dict.fromkeys(a for run in runs for a in run.get("labels", {}).get("problem_axes", {}))
+    swept = (field for field in swept_fields(runs) if field != "model" and field not in axes)
+    return ["model", *axes, *swept]
 
 
 def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]) -> str:
@@ -256,7 +259,14 @@ def group_runs(
         values = [run_value(run, field) for field in group_by]
         key = " / ".join("–" if value is None else str(value) for value in values)
         groups.setdefault(key, []).append(run)
-        order[key] = tuple(_ordered(value) for value in values)
+        axes = run.get("labels", {}).get("problem_axes", {})
+        order[key] = tuple(
+            # A population's problem cells in the order its config lists them.
+            (0, float(axes[field].index(value)), "")
+            if value in axes.get(field, [])
+            else _ordered(value)
+            for field, value in zip(group_by, values, strict=True)
+        )
     groups = dict(sorted(groups.items(), key=lambda item: order[item[0]]))
     for key, members in groups.items():
         problems = sorted({problem_identity(run) for run in members})

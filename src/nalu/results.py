@@ -189,10 +189,10 @@ class RunRecorder(L.Callback):
     """Writes the results of every member of a run, S >= 1, in one schema.
 
     Member ``k``'s folder is the run's own at S = 1, and ``members/<k>_<model>_seed<seed>/`` at
-    S > 1, where a sweep's job would be, so ``nalu.report`` reads members as runs. Each gets
-    problem.json when fitting starts and, after the test loop, metrics.json (a ``RunRecord``)
-    and its TensorBoard entries: formulas, weight heatmaps (for the first ``heatmaps`` members;
-    None: all), the final metrics and HParams. At
+    S > 1 (its ``problems`` cell's labels before the seed), where a sweep's job would be, so
+    ``nalu.report`` reads members as runs. Each gets problem.json when fitting starts and, after
+    the test loop, metrics.json (a ``RunRecord``) and its TensorBoard entries: formulas, weight
+    heatmaps (of the first ``heatmaps`` members; None: all), the final metrics and HParams. At
     S = 1 they go into the run's own TensorBoard run beside its curves; at S > 1 each member
     gets a TensorBoard run with its own curves, and the run's own shows the medians.
     ``labels`` and ``hyperparameters`` are per member; ``final_metrics`` is what the run
@@ -226,7 +226,9 @@ class RunRecorder(L.Callback):
         if self.population == 1:
             return self.output_dir
         labels = self.labels[member]
-        return self.output_dir / "members" / f"{member}_{labels['model']}_seed{labels['seed']}"
+        cell = [labels[axis] for axis in labels.get("problem_axes", {})]
+        name = "_".join([str(member), labels["model"], *cell, f"seed{labels['seed']}"])
+        return self.output_dir / "members" / name
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.

@@ -42,6 +42,7 @@ from nalu.rules import PROBLEM_FIELDS
 from nalu.validation import (
     SHOWING_FLAGS,
     check_command_line,
+    check_problem_cell,
     single_run_config,
     validate_config,
 )
@@ -60,12 +61,52 @@ log = logging.getLogger(__name__)
 FAILED_OBJECTIVE = float("inf")
 
 
-def member_config(cfg: DictConfig, seed: int) -> DictConfig:
-    """The config of the single run with ``seed``: every ``${seed}`` (the problem, the batch
-    order) now resolves to it."""
+def member_config(cfg: DictConfig, seed: int, problem: DictConfig | None = None) -> DictConfig:
+    """The config of the single run with ``seed`` (every ``${seed}``, the problem's and the
+    batch order's, now resolves to it) and the fields that a ``problems`` cell sets."""
     member = copy.deepcopy(cfg)
     member.seed = seed
-    return member
+    return member if problem is None else OmegaConf.merge(member, problem)
+
+
+def problem_cells(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig | None]]:
+    """Every combination of the ``problems`` axes, in order (the last axis varies fastest):
+    its labels ``{axis: label}`` and the fields it sets, merged; one cell without labels when
+    the config has no axes."""
+    axes = cfg.get("problems") or {}
+    cells: list[tuple[dict[str, str], DictConfig | None]] = [({}, None)]
+    for axis, options in axes.items():
+        if not OmegaConf.is_dict(options) or not options:
+            raise ConfigError(
+                f"problems.{axis}={shorten(options)}: must map each label to the fields it sets,"
+                " e.g. problems.operation.add.data.operations=[add]"
+            )
+        cells = [
+            # As plain configs: the run's struct flag would refuse a field the first cell lacks.
+            (
+                {**labels, axis: str(label)},
+                OmegaConf.merge(fields or {}, OmegaConf.to_container(part)),
+            )
+            for labels, fields in cells
+            for label, part in options.items()
+        ]
+    return cells
+
+
+def member_configs(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig]]:
+    """The members of a run: per ``problems`` cell, ``population`` seeds from ``seed`` on, each
+    the config of its single run (``member_config``) with its cell's labels."""
+    members = []
+    for labels, fields in problem_cells(cfg):
+        try:
+            cell = [member_config(cfg, cfg.seed + k, fields) for k in range(cfg.population)]
+        except OmegaConfBaseException as error:  # a field that the run's config does not have
+            where = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
+            raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from error
+        if fields is not None:
+            check_problem_cell(cfg, cell[0], labels)
+        members += [(labels, member) for member in cell]
+    return members
 
 
 def _container(node: DictConfig | None) -> dict[str, Any] | None:
@@ -75,20 +116,23 @@ def _container(node: DictConfig | None) -> dict[str, Any] | None:
 def build_run(
     cfg: DictConfig,
 ) -> tuple[
-    list[DictConfig], list["ProblemDataModule"], "L.LightningDataModule", "ArithmeticModule"
+    list[tuple[dict[str, str], DictConfig]],
+    list["ProblemDataModule"],
+    "L.LightningDataModule",
+    "ArithmeticModule",
 ]:
-    """The members' configs and data modules (member ``k`` is the single run with seed
-    ``seed + k``), the run's data module and its training module."""
+    """The members (``member_configs``: each the single run of its seed and ``problems``
+    cell) and their data modules, the run's data module and its training module."""
     from nalu.data.population import PopulationDataModule
     from nalu.module import ArithmeticModule
     from nalu.regularizer import RegularizerSchedule
 
     regularizer = _container(cfg.get("regularizer"))
     checked("regularizer", lambda: RegularizerSchedule(**(regularizer or {})))
-    members = [member_config(cfg, cfg.seed + k) for k in range(cfg.population)]
-    member_data = [checked("data", lambda m=m: instantiate(m.data)) for m in members]
+    members = member_configs(cfg)
+    member_data = [checked("data", lambda m=m: instantiate(m.data)) for _, m in members]
     # S = 1 trains on the problem's own data module: ordinary [B, in] batches.
-    datamodule = member_data[0] if cfg.population == 1 else PopulationDataModule(member_data)
+    datamodule = member_data[0] if len(members) == 1 else PopulationDataModule(member_data)
     module = checked(
         "model",
         lambda: ArithmeticModule(
@@ -96,7 +140,7 @@ def build_run(
             optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
             output_operations=[data.problem.output_operations for data in member_data],
             success_threshold=[data.success_threshold() for data in member_data],
-            seeds=[member.seed for member in members],
+            seeds=[member.seed for _, member in members],
             regularizer=regularizer,
             lr_schedule=_container(cfg.get("lr_schedule")),
             # The module clips every one of its optimizer steps itself (several per batch).
@@ -132,10 +176,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         output_dir=output_dir,
         problems=[data.problem for data in member_data],
         labels=[
-            {**run_labels(member, data.problem), "population": cfg.population}
-            for member, data in zip(members, member_data, strict=True)
+            {
+                **run_labels(member, data.problem),
+                **cell_labels(cfg, cell),
+                "population": cfg.population,
+            }
+            for (cell, member), data in zip(members, member_data, strict=True)
         ],
-        hyperparameters=[run_hyperparameters(member) for member in members],
+        hyperparameters=[{**run_hyperparameters(member), **cell} for cell, member in members],
         heatmaps=cfg.get("heatmaps"),
     )
     interrupt = StopAtEpochEndOnInterrupt()
@@ -153,7 +201,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             gradient_clip_algorithm=None,
         ),
     )
-    if cfg.population > 1 and trainer.world_size > 1:
+    if len(members) > 1 and trainer.world_size > 1:
         raise ConfigError(
             f"trainer.devices={cfg.trainer.get('devices')}: a population trains in one process;"
             " use trainer.devices=1 (or a sweep for several machines)"
@@ -167,7 +215,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if interrupt.interrupted:
         raise Interrupted(trainer.current_epoch, newest_checkpoint(trainer) or "")
     trainer.test(module, datamodule=datamodule, verbose=False)
-    if cfg.population > 1:
+    if len(members) > 1:
         from nalu.report import write_report
 
         write_report([output_dir])
@@ -198,7 +246,7 @@ def check_resume(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path={path!r}: not a readable checkpoint of nalu.train ({type(error).__name__})"
         ) from error
-    seeds = [cfg.seed + k for k in range(cfg.population)]
+    seeds = [member.seed for _, member in member_configs(cfg)]
     if saved_seeds != seeds:
         raise ConfigError(
             f"ckpt_path={path!r}: written by seeds {shorten(saved_seeds)}, but this run has "
@@ -248,6 +296,14 @@ def run_labels(cfg: DictConfig, problem: "ArithmeticProblem") -> dict[str, Any]:
         "operations": list(cfg.data.operations),
         "problem_seed": cfg.data.problem_seed,
     }
+
+
+def cell_labels(cfg: DictConfig, cell: dict[str, str]) -> dict[str, Any]:
+    """A ``problems`` cell's labels, and every axis's labels in order (``problem_axes``):
+    reports group members by the axes, in the config's order."""
+    if not cell:
+        return {}
+    return {**cell, "problem_axes": {axis: [str(k) for k in cfg.problems[axis]] for axis in cell}}
 
 
 def run_hyperparameters(cfg: DictConfig) -> dict[str, Any]:

@@ -164,6 +164,35 @@ def validate_config(cfg: DictConfig) -> None:
     cross_field_rules(cfg)
 
 
+# What every member of a population shares, whatever its ``problems`` cell: one network and
+# batches of one shape.
+SHARED_MEMBER_FIELDS = (
+    "data._target_",
+    "data.in_features",
+    "data.out_features",
+    "data.batch_size",
+    "data.resample",
+    *(f"data.{split}_size" for split in ("train", "interp", "extrap")),
+)
+
+
+def check_problem_cell(cfg: DictConfig, member: DictConfig, labels: dict[str, str]) -> None:
+    """A ``problems`` cell's first member (``member``, the run's config with the cell's fields)
+    follows every rule and shares ``SHARED_MEMBER_FIELDS`` with the run; else a ``ConfigError``
+    that names the cell."""
+    cell = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
+    try:
+        validate_config(member)
+    except ConfigError as error:
+        raise ConfigError(f"{cell}: {error}") from error
+    for key in SHARED_MEMBER_FIELDS:
+        if (mine := _value(member, key)) != (run := _value(cfg, key)):
+            raise ConfigError(
+                f"{cell}: sets {key}={shorten(mine)}, but the run has {shorten(run)}; the members "
+                "of a population share one network and one batch shape"
+            )
+
+
 def _get(cfg: DictConfig, key: str) -> Any:
     """The field's value, None where the config lacks it."""
     value = _value(cfg, key)

@@ -83,15 +83,19 @@ def fresh_key(
 
 class MemberProblems:
     """S problems as tensors on one device: each member's inputs drawn from uniforms on its own
-    columns' intervals and its targets, for all members in one tensor expression."""
+    columns' intervals (its problem's, in its own ``value_ranges[k]``) and its targets, for all
+    members in one tensor expression."""
 
     def __init__(
         self,
         problems: Sequence[ArithmeticProblem],
-        value_range: Intervals,
+        value_ranges: Sequence[Intervals],
         device: torch.device | str | None = None,
     ) -> None:
-        tables = [ColumnRanges.of(p.column_intervals(value_range)) for p in problems]
+        tables = [
+            ColumnRanges.of(problem.column_intervals(value_range))
+            for problem, value_range in zip(problems, value_ranges, strict=True)
+        ]
         stacked = ColumnRanges.stack(tables)
         # [S, 1, in, ...]: a batch axis between the members and the columns.
         self.columns = ColumnRanges(
@@ -115,8 +119,9 @@ class MemberProblems:
 
 class FreshBatches:
     """A fresh batch at every step, as the papers train (Madsen & Johansen 2020; Mistry et al.
-    2021): member ``k``'s batch of ``(epoch, step)`` is ``batch_size`` samples of ``value_range``
-    from the stream that its ``keys[k]`` (``fresh_key``), the epoch and the step name.
+    2021): member ``k``'s batch of ``(epoch, step)`` is ``batch_size`` samples of its own
+    ``value_ranges[k]`` from the stream that its ``keys[k]`` (``fresh_key``), the epoch and the
+    step name.
 
     An epoch is ``steps`` steps; under data parallelism this process takes every
     ``num_replicas``-th of them from ``rank`` on (the same steps' batches, split among the
@@ -125,14 +130,14 @@ class FreshBatches:
     def __init__(
         self,
         problems: Sequence[ArithmeticProblem],
-        value_range: Intervals,
+        value_ranges: Sequence[Intervals],
         batch_size: int,
         keys: Tensor,
         steps: int,
         num_replicas: int = 1,
         rank: int = 0,
     ) -> None:
-        self.problems = MemberProblems(problems, value_range, keys.device)
+        self.problems = MemberProblems(problems, value_ranges, keys.device)
         self.keys = keys
         self.batch_size = batch_size
         self.num_replicas = num_replicas

@@ -190,7 +190,7 @@ class ProblemDataModule(TrainingDataModule):
         if self.resample:
             return FreshBatches(
                 [self.problem],
-                self.ranges["train"],
+                [self.ranges["train"]],
                 self.batch_size,
                 fresh_key(self.seeds["train"], self.shuffle_seed, device).view(1),
                 steps=-(-self.sizes["train"] // self.batch_size),

@@ -107,7 +107,7 @@ class PopulationDataModule(TrainingDataModule):
             keys = [fresh_key(m.seeds["train"], m.shuffle_seed) for m in self.members]
             return FreshBatches(
                 [member.problem for member in self.members],
-                first.ranges["train"],
+                [member.ranges["train"] for member in self.members],
                 self.batch_size,
                 torch.stack(keys).to(device),
                 steps=-(-self.sizes["train"] // self.batch_size),

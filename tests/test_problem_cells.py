@@ -1,0 +1,168 @@
+"""Populations whose members differ in problem: the ``problems`` axes of
+``experiment=nalm_single_module`` (operation × range), a small grid of them."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config
+from omegaconf import open_dict
+
+from nalu.data.problem import SUCCESS_EPSILON
+from nalu.errors import ConfigError
+from nalu.train import build_run, train
+
+SMALL = [
+    "experiment=nalm_single_module",
+    "data.train_size=256",
+    "data.interp_size=200",
+    "data.extrap_size=200",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+]
+# Cell-major, the last axis fastest, 3 seeds each.
+GRID = [(op, low_range) for op in ("sub", "mul") for low_range in ("m20_m10", "1_2")]
+RANGES = {"m20_m10": ((-20, -10), (-40, -20)), "1_2": ((1, 2), (2, 6))}
+
+
+def grid_config(tmp_path: Path, overrides: list[str] = ()):
+    cfg = compose_config([*SMALL, "population=3", *overrides], tmp_path)
+    with open_dict(cfg):
+        cfg.problems.operation = {op: {"data": {"operations": [op]}} for op in ("sub", "mul")}
+        for label in list(cfg.problems.range):
+            if label not in RANGES:
+                del cfg.problems.range[label]
+    return cfg
+
+
+def test_members_draw_batches_and_sets_from_their_own_ranges(tmp_path):
+    members, _, data, _ = build_run(grid_config(tmp_path))
+    assert [(cell["operation"], cell["range"]) for cell, _ in members] == [
+        cell for cell in GRID for _ in range(3)
+    ]
+    assert [member.seed for _, member in members] == [0, 1, 2] * 4
+    data.setup("fit")
+    x, y = data.training_stream().batches(epoch=1, start=0, count=1)
+    assert x.shape == (1, 12, 128, 2) and y.shape == (1, 12, 128, 1)
+    for k, (cell, _) in enumerate(members):
+        (low, high), (extrap_low, extrap_high) = RANGES[cell["range"]]
+        assert low <= x[0, k].min() and x[0, k].max() < high, cell
+        # Both operands drawn from the whole range: the batch is not a corner of it.
+        assert x[0, k].max() - x[0, k].min() > 0.9 * (high - low), cell
+        a, b = (x[0, k, :, i] for i in member_operands(data, k))
+        expected = a - b if cell["operation"] == "sub" else a * b
+        torch.testing.assert_close(y[0, k, :, 0], expected)
+        interp, extrap = data.inputs["interp"][k], data.inputs["extrap"][k]
+        assert low <= interp.min() and interp.max() < high, cell
+        assert extrap_low <= extrap.min() and extrap.max() < extrap_high, cell
+
+
+def member_operands(data, k: int) -> tuple[int, int]:
+    """The inputs that member ``k``'s a and b are."""
+    problem = data.members[k].problem.to_dict()
+    return problem["subset_a"][0], problem["subset_b"][0]
+
+
+def test_thresholds_follow_each_members_range(tmp_path):
+    cfg = grid_config(tmp_path)
+    with open_dict(cfg):
+        del cfg.problems.operation["mul"]
+        cfg.problems.range["m2_2"] = {
+            "data": {
+                "train_range": [-2, 2],
+                "interp_range": [-2, 2],
+                "extrap_range": [[-6, -2], [2, 6]],
+            }
+        }
+    _, member_data, _, module = build_run(cfg)
+    # a − b of the near-perfect model is (1 − 2ε)(a − b): its MSE is 4ε² E[(a − b)²], and for
+    # a, b independent on the extrapolation range E[(a − b)²] = 2 Var x + 2 (E x)² − 2 (E x)².
+    by_hand = {
+        "m20_m10": 4 * SUCCESS_EPSILON**2 * 2 * 20**2 / 12,  # U[-40, -20]: Var = 20² / 12
+        "1_2": 4 * SUCCESS_EPSILON**2 * 2 * 4**2 / 12,  # U[2, 6]
+        "m2_2": 4 * SUCCESS_EPSILON**2 * 2 * (6**3 - 2**3) / 12,  # E x² on ±U[2, 6], E x = 0
+    }
+    thresholds = module.metrics["extrap"].success_threshold
+    for k, data in enumerate(member_data):
+        label = ["m20_m10", "1_2", "m2_2"][k // 3]
+        assert data.success_threshold()[0] == pytest.approx(by_hand[label], rel=0.05), label
+        assert thresholds[k, 0].item() == pytest.approx(by_hand[label], rel=0.05), label
+
+
+def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
+    population = tmp_path / "population"
+    train(grid_config(population, ["model=nmu", "seed=4"]))
+    member = json.loads(
+        (population / "members" / "10_nmu_mul_1_2_seed5" / "metrics.json").read_text()
+    )
+    assert (member["labels"]["operation"], member["labels"]["range"]) == ("mul", "1_2")
+    report = (population / "report.md").read_text().splitlines()
+    rows = [line.split(" | ")[0] for line in report if line.startswith("| nmu / ")]
+    # A row per cell, in the config's order (not the labels' alphabetical one).
+    assert list(dict.fromkeys(rows)) == [
+        f"| nmu / {cell}" for cell in ("sub / m20_m10", "sub / 1_2", "mul / m20_m10", "mul / 1_2")
+    ]
+    single = compose_config(
+        [
+            *SMALL,
+            "model=nmu",
+            "seed=5",
+            "population=1",
+            "~problems",
+            "data.operations=[mul]",
+            "data.train_range=[1,2]",
+            "data.interp_range=[1,2]",
+            "data.extrap_range=[2,6]",
+        ],
+        tmp_path / "single",
+    )
+    metrics = train(single)
+    assert member["metrics"].keys() == metrics.keys()
+    for name, value in metrics.items():
+        assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+@pytest.mark.parametrize(
+    ("cell", "message"),
+    [
+        (
+            {"data": {"in_features": 3}},
+            "problems.operation.odd: sets data.in_features=3, but the run has 2; the members of a "
+            "population share one network and one batch shape",
+        ),
+        (
+            {"data": {"train_range": [2, 1]}},
+            "problems.operation.odd: data.train_range=[2, 1]:",
+        ),
+        ({"data": {"no_such_field": 1}}, "problems.operation.odd: Key 'no_such_field' is not in"),
+    ],
+)
+def test_a_bad_cell_is_one_error_naming_it(tmp_path, cell, message):
+    cfg = compose_config([*SMALL, "population=1"], tmp_path)
+    with open_dict(cfg):
+        cfg.problems = {"operation": {"odd": cell}}
+    with pytest.raises(ConfigError) as error:
+        build_run(cfg)
+    assert str(error.value).startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "operations"),
+    [
+        ("nac", ["add", "sub"]),
+        ("nalu", ["add", "sub", "mul", "div"]),
+        ("inalu", ["add", "sub", "mul", "div"]),
+        ("nau", ["add", "sub"]),
+        ("nmu", ["mul"]),
+        ("npu", ["mul", "div"]),
+        ("realnpu", ["mul", "div"]),
+        ("nmru", ["mul", "div"]),
+    ],
+)
+def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, recipe, operations):
+    cfg = compose_config([*SMALL, f"nalm={recipe}", "population=1"], tmp_path)
+    members, _, _, module = build_run(cfg)
+    assert list(dict.fromkeys(cell["operation"] for cell, _ in members)) == operations
+    assert len(members) == 9 * len(operations)
+    assert module.network.in_features == 2
