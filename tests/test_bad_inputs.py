@@ -209,6 +209,14 @@ TRAIN = [
         "data.overlap_ratio=1: must be in [0, 1)",
     ),
     (
+        ["data=static_arithmetic", "data.near_perfect=primer"],
+        "data.near_perfect='primer': must be one of ['madsen_johansen', 'mistry']",
+    ),
+    (
+        ["data=static_arithmetic", "data.near_perfect=mistry", "data.operations=[mul,sqrt]"],
+        "data.near_perfect='mistry': defines + − × ÷ only, not ['sqrt']; use madsen_johansen",
+    ),
+    (
         ["data=static_arithmetic", "data.in_features=3", "data.subset_ratio=0.25"],
         "data.in_features=3: leaves an empty subset at data.subset_ratio=0.25; raise either",
     ),

@@ -9,8 +9,15 @@ import torch
 from conftest import compose_config
 from omegaconf import open_dict
 
-from nalu.data.problem import SUCCESS_EPSILON
+from nalu.data.problem import SUCCESS_EPSILON, StaticArithmeticProblem
 from nalu.errors import ConfigError
+from nalu.report import (
+    default_group_by,
+    group_runs,
+    load_runs,
+    plot_success_by_cell,
+    summary_rows,
+)
 from nalu.train import build_run, train
 
 SMALL = [
@@ -76,18 +83,46 @@ def test_thresholds_follow_each_members_range(tmp_path):
             }
         }
     _, member_data, _, module = build_run(cfg)
-    # a − b of the near-perfect model is (1 − 2ε)(a − b): its MSE is 4ε² E[(a − b)²], and for
-    # a, b independent on the extrapolation range E[(a − b)²] = 2 Var x + 2 (E x)² − 2 (E x)².
+    # Mistry et al.'s near-perfect a − b is a − b − ε(|a| + |b|): its MSE is ε² E[(|a| + |b|)²],
+    # and for |a|, |b| independent and uniform on [l, h], E[(|a| + |b|)²] = 2 Var + (2 E)².
     by_hand = {
-        "m20_m10": 4 * SUCCESS_EPSILON**2 * 2 * 20**2 / 12,  # U[-40, -20]: Var = 20² / 12
-        "1_2": 4 * SUCCESS_EPSILON**2 * 2 * 4**2 / 12,  # U[2, 6]
-        "m2_2": 4 * SUCCESS_EPSILON**2 * 2 * (6**3 - 2**3) / 12,  # E x² on ±U[2, 6], E x = 0
+        "m20_m10": SUCCESS_EPSILON**2 * (2 * 20**2 / 12 + 60**2),  # |x| on U[20, 40]
+        "1_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # U[2, 6]
+        "m2_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # |x| on U[2, 6] again
     }
     thresholds = module.metrics["extrap"].success_threshold
     for k, data in enumerate(member_data):
         label = ["m20_m10", "1_2", "m2_2"][k // 3]
-        assert data.success_threshold()[0] == pytest.approx(by_hand[label], rel=0.05), label
-        assert thresholds[k, 0].item() == pytest.approx(by_hand[label], rel=0.05), label
+        assert data.success_threshold()[0] == pytest.approx(by_hand[label], rel=0.02), label
+        assert thresholds[k, 0].item() == pytest.approx(by_hand[label], rel=0.02), label
+
+
+@pytest.mark.parametrize(
+    ("operation", "by_hand"),
+    [
+        # ε² E[(|a| + |b|)²] on U[2, 6]
+        ("add", SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2)),
+        # ((1 − ε)² − 1)² E[a²] E[b²], E[x²] on U[2, 6] = (6³ − 2³) / 12
+        ("mul", (2 * SUCCESS_EPSILON - SUCCESS_EPSILON**2) ** 2 * (208 / 12) ** 2),
+        # (2ε / (1 + ε))² E[a²] E[1 / b²], E[1 / x²] on U[2, 6] = (1/2 − 1/6) / 4
+        ("div", (2 * SUCCESS_EPSILON / (1 + SUCCESS_EPSILON)) ** 2 * (208 / 12) / 12),
+    ],
+)
+def test_the_primers_threshold_by_hand(operation, by_hand):
+    problem = StaticArithmeticProblem(
+        in_features=2, operations=(operation,), subset_ratio=0.5, overlap_ratio=0.0
+    )
+    primer = StaticArithmeticProblem(
+        in_features=2,
+        operations=(operation,),
+        subset_ratio=0.5,
+        overlap_ratio=0.0,
+        near_perfect="mistry",
+    )
+    assert primer.success_threshold([2, 6])[0].item() == pytest.approx(by_hand, rel=0.03)
+    if operation == "add":
+        # Madsen & Johansen's model, its weights off by ε, is exact on a + b with two inputs.
+        assert problem.success_threshold([2, 6])[0].item() == pytest.approx(0, abs=1e-20)
 
 
 def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
@@ -103,6 +138,8 @@ def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
     assert list(dict.fromkeys(rows)) == [
         f"| nmu / {cell}" for cell in ("sub / m20_m10", "sub / 1_2", "mul / m20_m10", "mul / 1_2")
     ]
+    assert "(success_by_cell.png)" in (population / "report.md").read_text()
+    assert (population / "success_by_cell.png").stat().st_size > 10_000
     single = compose_config(
         [
             *SMALL,
@@ -166,3 +203,21 @@ def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, re
     assert list(dict.fromkeys(cell["operation"] for cell, _ in members)) == operations
     assert len(members) == 9 * len(operations)
     assert module.network.in_features == 2
+
+
+def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_path):
+    population = tmp_path / "population"
+    train(grid_config(population, ["model=nmu", "trainer.max_epochs=1"]))
+    runs = load_runs([population])
+    group_by = default_group_by(runs)
+    rows = summary_rows(runs, group_by)
+    figure = plot_success_by_cell(rows, group_runs(runs, group_by), group_by)
+    assert [panel.get_title() for panel in figure.axes] == ["sub", "mul"]
+    for panel in figure.axes:
+        assert [tick.get_text() for tick in panel.get_xticklabels()] == ["m20_m10", "1_2"]
+        [points] = panel.containers  # one unit: one line of points with interval bars
+        line = points.lines[0]
+        expected = [row["success_rate"] for row in rows if row["operation"] == panel.get_title()]
+        assert list(line.get_xdata()) == [0, 1]
+        assert list(line.get_ydata()) == expected
+        assert panel.get_legend().get_texts()[0].get_text() == "nmu"

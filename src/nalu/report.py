@@ -565,6 +565,67 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     return figure
 
 
+def plot_success_by_cell(
+    rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]
+) -> "Figure | None":
+    """The primer's figure (Mistry et al. 2022, fig. 3): success rate per problem cell along the
+    population's first ``problems`` axis other than the operation, one panel per operation and a
+    line per value of the other row fields (the unit), with 95% Wilson intervals; None where
+    the runs have no such axis."""
+    import matplotlib.pyplot as plt
+
+    axes = dict.fromkeys(
+        axis
+        for members in groups.values()
+        for run in members
+        for axis in run.get("labels", {}).get("problem_axes", {})
+    )
+    along = next((axis for axis in axes if axis != "operation" and axis in group_by), None)
+    if along is None:
+        return None
+    cells = list(
+        dict.fromkeys(
+            label
+            for members in groups.values()
+            for label in members[0]["labels"]["problem_axes"][along]
+        )
+    )
+    line_fields = [field for field in group_by if field not in axes]
+    operations = list(dict.fromkeys(r["operation"] for r in rows if r["operation"] != "all"))
+    figure, panels = plt.subplots(
+        1, len(operations), figsize=(4.5 * len(operations), 4.2), sharey=True, squeeze=False
+    )
+    for panel, operation in zip(panels[0], operations, strict=True):
+        lines: dict[str, list[tuple[int, dict[str, Any]]]] = {}
+        for row in rows:
+            if row["operation"] != operation:
+                continue
+            first = groups[row["group"]][0]
+            line = " / ".join(str(run_value(first, field)) for field in line_fields) or "runs"
+            lines.setdefault(line, []).append((cells.index(run_value(first, along)), row))
+        for k, (line, points) in enumerate(lines.items()):
+            points.sort(key=lambda point: point[0])
+            # Lines side by side within a cell, so that their interval bars do not hide others.
+            x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.06
+            rates = np.array([row["success_rate"] for _, row in points])
+            errors = np.array(
+                [
+                    [row["success_rate"] - row["success_low"] for _, row in points],
+                    [row["success_high"] - row["success_rate"] for _, row in points],
+                ]
+            )
+            panel.errorbar(x, rates, yerr=errors, marker="o", ms=4, capsize=3, label=line)
+        panel.set_title(operation)
+        panel.set_xticks(np.arange(len(cells)))
+        panel.set_xticklabels(cells, rotation=45, ha="right", fontsize="small")
+        panel.set_xlabel(along)
+        panel.set_ylim(-0.03, 1.05)
+        panel.legend(fontsize="small")
+    panels[0][0].set_ylabel("success rate (95% Wilson CI)")
+    figure.tight_layout()
+    return figure
+
+
 class Report(NamedTuple):
     """A written report: its file, its rows, the fields that name them and the runs read."""
 
@@ -591,7 +652,11 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     rows = summary_rows(runs, group_by)
     out = paths[0]
     write_csv(rows, out / "report.csv")
-    figures = {**plot_curves(group_runs(runs, group_by)), "success": plot_success(rows)}
+    groups = group_runs(runs, group_by)
+    figures = {**plot_curves(groups), "success": plot_success(rows)}
+    by_cell = plot_success_by_cell(rows, groups, group_by)
+    if by_cell is not None:
+        figures["success_by_cell"] = by_cell
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
         [
@@ -613,13 +678,18 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             "solved, over the runs that solved them all.",
             markdown_table(rows, group_by),
             "Final metrics, median over the runs that finished:",
-            median_table(group_runs(runs, group_by), group_by),
+            median_table(groups, group_by),
             "Curves: median over seeds with the interquartile band.",
             "![Training loss per group over epochs](training_loss.png)",
             "![Test (extrapolation) loss per group over epochs](test_loss.png)",
             "![Test loss of each operation's outputs](test_loss_by_operation.png)",
             "![Success rates with 95% Wilson intervals](success.png)",
         ]
+        + (
+            ["![Success rate per problem cell, a panel per operation](success_by_cell.png)"]
+            if by_cell is not None
+            else []
+        )
     )
     report = out / "report.md"
     write_text_atomic(report, text + "\n")

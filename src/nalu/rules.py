@@ -18,6 +18,9 @@ MAX_SEED = 2**32 - 1
 # The operations of each problem family, by name.
 MYSTERY_OPERATIONS = ("add", "sub", "mul", "div")
 STATIC_OPERATIONS = ("add", "sub", "mul", "div", "square", "sqrt")
+# Whose near-perfect model sets the success threshold: Madsen & Johansen 2020 (its weights off
+# by ε) or Mistry et al. 2022 (its output off by ε, for + − × ÷).
+NEAR_PERFECT_MODELS = ("madsen_johansen", "mistry")
 # The data fields that define a problem (the rest say how its sets are drawn).
 PROBLEM_FIELDS = (
     "_target_", "problem_seed", "in_features", "out_features", "operations", "subset_ratio",
@@ -192,6 +195,20 @@ def one_batch_per_step(name: str, value: Any) -> None:
 def max_steps(name: str, value: Any) -> None:
     if not (is_integer(value) and (value >= 1 or value == -1)):
         raise InvalidArgument(name, value, "must be a positive integer, or -1 for no limit")
+
+
+def near_perfect(name: str, value: Any) -> None:
+    if value not in NEAR_PERFECT_MODELS:
+        raise InvalidArgument(name, value, f"must be one of {list(NEAR_PERFECT_MODELS)}")
+
+
+def near_perfect_operations(name: str, value: Any, chosen: Sequence[str]) -> None:
+    """Mistry et al.'s near-perfect model is defined for + − × ÷ only."""
+    undefined = [operation for operation in chosen if operation not in MYSTERY_OPERATIONS]
+    if value == "mistry" and undefined:
+        raise InvalidArgument(
+            name, value, f"defines + − × ÷ only, not {undefined}; use madsen_johansen"
+        )
 
 
 def accelerator(name: str, value: Any) -> None:

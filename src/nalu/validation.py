@@ -7,6 +7,7 @@
 """
 
 import difflib
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -38,6 +39,8 @@ from nalu.rules import (
     largest_magnitude,
     layer_sizes,
     max_steps,
+    near_perfect,
+    near_perfect_operations,
     non_negative_number,
     one_batch_per_step,
     operations,
@@ -100,6 +103,7 @@ FIELD_RULES: dict[str, Rule] = {
     "data.resample": boolean,
     "data.subset_ratio": subset_ratio,
     "data.overlap_ratio": overlap_ratio,
+    "data.near_perfect": near_perfect,
     "model.eps": positive_number,
     "model.shared_weights": boolean,
     "model.gate_bias": boolean,
@@ -235,6 +239,10 @@ def _data_rules(cfg: DictConfig) -> None:
         allowed = STATIC_OPERATIONS if static else MYSTERY_OPERATIONS
         _apply(operations(allowed), "data.operations", value)
         chosen = value
+    if static and (model := _value(cfg, "data.near_perfect")) is not _ABSENT:
+        _apply(
+            functools.partial(near_perfect_operations, chosen=chosen), "data.near_perfect", model
+        )
     batch_size, train_size = _get(cfg, "data.batch_size"), _get(cfg, "data.train_size")
     if batch_size is not None and train_size is not None and batch_size > train_size:
         raise ConfigError(

@@ -266,6 +266,7 @@ class StaticArithmeticDataModule(ProblemDataModule):
         subset_ratio: float = 0.25,
         overlap_ratio: float = 0.5,
         problem_seed: int = 0,
+        near_perfect: str = "madsen_johansen",
         train_range: Sequence[float] = (1.0, 2.0),
         interp_range: Sequence[float] = (1.0, 2.0),
         extrap_range: Sequence[float] = (2.0, 6.0),
@@ -277,6 +278,7 @@ class StaticArithmeticDataModule(ProblemDataModule):
             subset_ratio=subset_ratio,
             overlap_ratio=overlap_ratio,
             problem_seed=problem_seed,
+            near_perfect=near_perfect,
         )
         if out_features is not None and out_features != problem.out_features:
             raise InvalidArgument(

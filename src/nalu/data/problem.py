@@ -98,6 +98,15 @@ OPERATIONS: dict[str, Operation] = {
     )
 }
 
+# Mistry et al. 2022, sec. 6.5 (their threshold script): the near-perfect output of each
+# operation, off by ε in the direction that lowers it.
+MISTRY_NEAR_PERFECT: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
+    "add": lambda a, b, eps: a + b - eps * (a.abs() + b.abs()),
+    "sub": lambda a, b, eps: a - b - eps * (a.abs() + b.abs()),
+    "mul": lambda a, b, eps: (1 - eps) ** 2 * a * b,
+    "div": lambda a, b, eps: (1 - eps) / (1 + eps) * a / b,
+}
+
 # The static task's unary operations act on the first sum only (Madsen & Johansen 2020, sec. 4.1).
 STATIC_OPERATIONS: dict[str, Operation] = {
     **OPERATIONS,
@@ -176,21 +185,33 @@ def operation_targets(
 
 
 def near_perfect_mse(
-    problem: ArithmeticProblem, value_range: Sequence[float] | Intervals
+    problem: ArithmeticProblem,
+    value_range: Sequence[float] | Intervals,
+    model: str = "madsen_johansen",
 ) -> Tensor:
-    """``[out_features]`` MSE of the near-perfect model of Madsen & Johansen 2020, sec. 4.1.
+    """``[out_features]`` MSE of a near-perfect model, on a fixed-seed sample of ``value_range``
+    in double precision.
 
-    The model selects each operand with weight 1 − ε on its inputs (``operand_masks``) and ε
-    on every other input (a = (1 − ε)·Σ_in x + ε·Σ_out x, likewise b), then applies the exact
-    operation, on a fixed-seed sample of ``value_range`` in double precision.
+    ``madsen_johansen`` (Madsen & Johansen 2020, sec. 4.1): the model selects each operand with
+    weight 1 − ε on its inputs (``operand_masks``) and ε on every other input (a = (1 − ε)·Σ_in
+    x + ε·Σ_out x, likewise b), then applies the exact operation; with no other input, as in a
+    sum of two inputs, + comes out exact. ``mistry`` (Mistry et al. 2022, sec. 6.5): the
+    output itself is off by ε (``MISTRY_NEAR_PERFECT``).
     """
     generator = torch.Generator().manual_seed(SUCCESS_SEED)
     x = problem.sample_inputs(SUCCESS_SAMPLES, value_range, generator, dtype=torch.float64)
     masks = problem.operand_masks().double()
-    perturbed = (1 - SUCCESS_EPSILON) * masks + SUCCESS_EPSILON * (1 - masks)
     codes = operation_codes(problem.output_operations)
     exact = operation_targets(x, operand_matrix(masks), codes)
-    near = operation_targets(x, operand_matrix(perturbed), codes)
+    if model == "mistry":
+        a, b = (x @ operand_matrix(masks)).chunk(2, dim=-1)
+        near = torch.zeros_like(exact)
+        for code in codes.unique().tolist():
+            perturbed = MISTRY_NEAR_PERFECT[list(OPERATION_CODES)[code]](a, b, SUCCESS_EPSILON)
+            near = torch.where(codes == code, perturbed, near)
+    else:
+        perturbed = (1 - SUCCESS_EPSILON) * masks + SUCCESS_EPSILON * (1 - masks)
+        near = operation_targets(x, operand_matrix(perturbed), codes)
     return (near - exact).square().mean(dim=0)
 
 
@@ -352,7 +373,8 @@ class StaticArithmeticProblem(ColumnSampling):
     Two overlapping subsets of the ``in_features`` inputs are summed, a = Σ_A x and b = Σ_B x,
     with |A| = |B| = ⌊subset_ratio · in_features⌋ and |A ∩ B| = ⌊overlap_ratio · |A|⌋, drawn once
     from ``problem_seed``. Output k is a ∘_k b for the k-th name in ``operations``; ``square``
-    and ``sqrt`` act on a alone.
+    and ``sqrt`` act on a alone. ``near_perfect`` names the near-perfect model behind the
+    success threshold (``near_perfect_mse``).
     """
 
     in_features: int = 100
@@ -360,6 +382,7 @@ class StaticArithmeticProblem(ColumnSampling):
     subset_ratio: float = 0.25
     overlap_ratio: float = 0.5
     problem_seed: int = 0
+    near_perfect: str = "madsen_johansen"
     subsets: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -367,6 +390,8 @@ class StaticArithmeticProblem(ColumnSampling):
         rules.operations(rules.STATIC_OPERATIONS)("operations", self.operations)
         rules.subset_ratio("subset_ratio", self.subset_ratio)
         rules.overlap_ratio("overlap_ratio", self.overlap_ratio)
+        rules.near_perfect("near_perfect", self.near_perfect)
+        rules.near_perfect_operations("near_perfect", self.near_perfect, self.operations)
         subset_size = int(self.subset_ratio * int(self.in_features))
         if subset_size < 1:
             raise InvalidArgument(
@@ -429,7 +454,7 @@ class StaticArithmeticProblem(ColumnSampling):
 
     def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
         """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
-        return near_perfect_mse(self, value_range).float()
+        return near_perfect_mse(self, value_range, self.near_perfect).float()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings, the two subsets and every output's formula."""
@@ -442,6 +467,7 @@ class StaticArithmeticProblem(ColumnSampling):
             "problem_seed": self.problem_seed,
             "subset_ratio": self.subset_ratio,
             "overlap_ratio": self.overlap_ratio,
+            "near_perfect": self.near_perfect,
             "subset_a": a,
             "subset_b": b,
             "outputs": [
