@@ -1,16 +1,20 @@
 """The real command line, as a user types it (bad command lines: test_config_errors.py)."""
 
 import json
+import logging
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+import nalu.progress
 from nalu.cli import format_metrics
 from nalu.report import group_runs, load_runs, median_table
+from nalu.train import train
 
 
 @pytest.mark.slow
@@ -51,6 +55,20 @@ def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp
     assert "logging interval" not in console
     log = (tmp_path / "run" / "train.log").read_text()
     assert log.count("`Trainer.fit` stopped") == 1  # the run's log file keeps the line
+    # Output to a pipe draws no progress bar; the last progress line says where training ended.
+    [line] = [line for line in console.splitlines() if "nalu.progress" in line]
+    assert re.search(r"- step 4/4 \(100%\) · epoch 1/1 · 0:00:\d\d elapsed · interp/mse \S+$", line)
+
+
+def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monkeypatch, caplog):
+    monkeypatch.setattr(nalu.progress, "INTERVAL_S", 0.0)  # a line after every training chunk
+    caplog.set_level(logging.INFO, logger="nalu.progress")
+    train(compose_config([*TINY, "trainer.max_epochs=3"], tmp_path))
+    lines = [record.getMessage() for record in caplog.records if record.name == "nalu.progress"]
+    steps = [int(re.match(r"step (\d+)/12 ", line)[1]) for line in lines]
+    assert steps[-1] == 12 and steps == sorted(steps) and len(set(steps)) >= 3, lines
+    assert any(re.search(r"elapsed, about 0:00:\d\d left", line) for line in lines[:-1]), lines
+    assert lines[-1].startswith("step 12/12 (100%) · epoch 3/3 · ")
 
 
 def test_final_metrics_print_as_one_table_of_measures_by_operation():

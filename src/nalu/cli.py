@@ -206,11 +206,14 @@ def ignore_known_warnings() -> None:
     warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
-def progress_bar(trainer_cfg: DictConfig) -> list["LightningCallback"]:
-    """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a terminal).
+def progress_callbacks(trainer_cfg: DictConfig) -> list["LightningCallback"]:
+    """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a
+    terminal), else a progress line every 30 s (``nalu.progress``).
 
     Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
     """
     from lightning.pytorch.callbacks import RichProgressBar
 
-    return [RichProgressBar()] if trainer_cfg.get("enable_progress_bar", True) else []
+    from nalu.progress import ProgressLines
+
+    return [RichProgressBar() if trainer_cfg.get("enable_progress_bar", True) else ProgressLines()]

@@ -26,7 +26,7 @@ from nalu.cli import (
     ignore_known_warnings,
     keep_freed_memory,
     output_error_message,
-    progress_bar,
+    progress_callbacks,
 )
 from nalu.errors import ConfigError, shorten
 from nalu.record import OWN_BEST, write_json_atomic
@@ -185,7 +185,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     for metric in module.metrics.values():
         metric.initial_mse.fill_(float("nan"))
     trainer: L.Trainer = checked(
-        "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_bar(cfg.trainer))
+        "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_callbacks(cfg.trainer))
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
     # The metrics of these sets only: not the training run's loss, solved-at steps or its

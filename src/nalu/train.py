@@ -33,7 +33,7 @@ from nalu.cli import (
     ignore_known_warnings,
     keep_freed_memory,
     output_error_message,
-    progress_bar,
+    progress_callbacks,
 )
 from nalu.errors import ConfigError, Diverged, Interrupted, shorten
 from nalu.record import INTERP_MSE
@@ -188,7 +188,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     )
     interrupt = StopAtEpochEndOnInterrupt()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
-    callbacks += [*progress_bar(cfg.trainer), interrupt, recorder]
+    callbacks += [*progress_callbacks(cfg.trainer), interrupt, recorder]
     loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
     trainer: L.Trainer = checked(
         "trainer",

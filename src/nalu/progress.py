@@ -1,0 +1,65 @@
+"""Progress on a console without a progress bar (output to a file or a pipe): a line at least
+every ``INTERVAL_S`` seconds of training, so that a long run in a log says how far it is."""
+
+import logging
+import time
+from datetime import timedelta
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+# Seconds of training between two lines.
+INTERVAL_S = 30.0
+
+
+def _duration(seconds: float) -> str:
+    return str(timedelta(seconds=round(seconds)))
+
+
+class ProgressLines(L.Callback):
+    """Logs ``step 12000/50000 (24%) · epoch 12/50 · 0:01:02 elapsed, about 0:03:16 left ·
+    interp/mse 0.0012`` after a training chunk once ``INTERVAL_S`` seconds have passed since the
+    last line, and a last line when training ends."""
+
+    def __init__(self) -> None:
+        self.started = self.last = 0.0
+        self.first_step = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.started = self.last = time.monotonic()
+        self.first_step = trainer.global_step  # a resumed run counts its speed from here
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        if time.monotonic() - self.last >= INTERVAL_S:
+            self._line(trainer, pl_module)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._line(trainer, pl_module)
+
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.monotonic()
+        self.last = now
+        step, planned = trainer.global_step, max(getattr(pl_module, "planned_steps", 1), 1)
+        elapsed = now - self.started
+        epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
+        # The epoch under way; after the last one Lightning's counter has moved past it.
+        epoch = (
+            trainer.current_epoch + 1 if epochs is None else min(trainer.current_epoch + 1, epochs)
+        )
+        parts = [
+            f"step {step}/{planned} ({step / planned:.0%})",
+            f"epoch {epoch}" + ("" if epochs is None else f"/{epochs}"),
+        ]
+        done = step - self.first_step
+        if done > 0 and step < planned:
+            left = elapsed / done * (planned - step)
+            parts.append(f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
+        else:
+            parts.append(f"{_duration(elapsed)} elapsed")
+        mse = trainer.callback_metrics.get("interp/mse")
+        if mse is not None:
+            parts.append(f"interp/mse {float(mse):.4g}")
+        log.info(" · ".join(parts))
