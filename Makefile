@@ -10,9 +10,8 @@ SOLVE_DIR ?= outputs/solve/$(shell date +%Y-%m-%d_%H-%M-%S)
 BENCH_DIR ?= outputs/multirun/nalm-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?=
+OPS ?=
 ARGS ?=
-# The units of make benchmark (conf/nalm), unless UNITS names some of them.
-NALM_UNITS := nac,nalu,inalu,nau,nmu,npu,realnpu,nmru
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
 
 .DEFAULT_GOAL := help
@@ -45,11 +44,10 @@ units: $(VENV)/.installed ## Every unit on the article's problem with division u
 solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report
 	$(PYTHON) -m nalu.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
 
-benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations × 9 ranges × SEEDS seeds (25) in BENCH_DIR, then the report
-	$(PYTHON) -m nalu.train -m experiment=nalm_single_module \
-		nalm=$(if $(filter command line environment,$(origin UNITS)),$(UNITS),$(NALM_UNITS)) \
-		population=$(or $(SEEDS),25) hydra.sweep.dir=$(BENCH_DIR) $(ARGS)
-	$(PYTHON) -m nalu.report $(BENCH_DIR)
+benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations (OPS=) × 9 ranges × SEEDS seeds (25) in BENCH_DIR, then the report; rerun with the same BENCH_DIR to resume
+	$(PYTHON) -m nalu.nalm_benchmark $(BENCH_DIR) --seeds $(or $(SEEDS),25) \
+		$(if $(filter command line environment,$(origin UNITS)),--units $(UNITS)) \
+		$(if $(OPS),--ops $(OPS)) $(ARGS)
 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
 	$(PYTHON) -m nalu.bench $(ARGS)

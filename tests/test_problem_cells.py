@@ -29,8 +29,8 @@ SMALL = [
     "trainer.enable_progress_bar=false",
 ]
 # Cell-major, the last axis fastest, 3 seeds each.
-GRID = [(op, low_range) for op in ("sub", "mul") for low_range in ("m20_m10", "1_2")]
-RANGES = {"m20_m10": ((-20, -10), (-40, -20)), "1_2": ((1, 2), (2, 6))}
+GRID = [(op, low_range) for op in ("sub", "mul") for low_range in ("U_m20_m10", "U_1_2")]
+RANGES = {"U_m20_m10": ((-20, -10), (-40, -20)), "U_1_2": ((1, 2), (2, 6))}
 
 
 def grid_config(tmp_path: Path, overrides: list[str] = ()):
@@ -75,7 +75,7 @@ def test_thresholds_follow_each_members_range(tmp_path):
     cfg = grid_config(tmp_path)
     with open_dict(cfg):
         del cfg.problems.operation["mul"]
-        cfg.problems.range["m2_2"] = {
+        cfg.problems.range["U_m2_2"] = {
             "data": {
                 "train_range": [-2, 2],
                 "interp_range": [-2, 2],
@@ -86,13 +86,13 @@ def test_thresholds_follow_each_members_range(tmp_path):
     # Mistry et al.'s near-perfect a − b is a − b − ε(|a| + |b|): its MSE is ε² E[(|a| + |b|)²],
     # and for |a|, |b| independent and uniform on [l, h], E[(|a| + |b|)²] = 2 Var + (2 E)².
     by_hand = {
-        "m20_m10": SUCCESS_EPSILON**2 * (2 * 20**2 / 12 + 60**2),  # |x| on U[20, 40]
-        "1_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # U[2, 6]
-        "m2_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # |x| on U[2, 6] again
+        "U_m20_m10": SUCCESS_EPSILON**2 * (2 * 20**2 / 12 + 60**2),  # |x| on U[20, 40]
+        "U_1_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # U[2, 6]
+        "U_m2_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # |x| on U[2, 6] again
     }
     thresholds = module.metrics["extrap"].success_threshold
     for k, data in enumerate(member_data):
-        label = ["m20_m10", "1_2", "m2_2"][k // 3]
+        label = ["U_m20_m10", "U_1_2", "U_m2_2"][k // 3]
         assert data.success_threshold()[0] == pytest.approx(by_hand[label], rel=0.02), label
         assert thresholds[k, 0].item() == pytest.approx(by_hand[label], rel=0.02), label
 
@@ -131,12 +131,13 @@ def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
     member = json.loads(
         (population / "members" / "10_nmu_mul_1_2_seed5" / "metrics.json").read_text()
     )
-    assert (member["labels"]["operation"], member["labels"]["range"]) == ("mul", "1_2")
+    assert (member["labels"]["operation"], member["labels"]["range"]) == ("mul", "U_1_2")
     report = (population / "report.md").read_text().splitlines()
     rows = [line.split(" | ")[0] for line in report if line.startswith("| nmu / ")]
     # A row per cell, in the config's order (not the labels' alphabetical one).
     assert list(dict.fromkeys(rows)) == [
-        f"| nmu / {cell}" for cell in ("sub / m20_m10", "sub / 1_2", "mul / m20_m10", "mul / 1_2")
+        f"| nmu / {cell}"
+        for cell in ("sub / U_m20_m10", "sub / U_1_2", "mul / U_m20_m10", "mul / U_1_2")
     ]
     assert "(success_by_cell.png)" in (population / "report.md").read_text()
     assert (population / "success_by_cell.png").stat().st_size > 10_000
@@ -214,7 +215,7 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
     figure = plot_success_by_cell(rows, group_runs(runs, group_by), group_by)
     assert [panel.get_title() for panel in figure.axes] == ["sub", "mul"]
     for panel in figure.axes:
-        assert [tick.get_text() for tick in panel.get_xticklabels()] == ["m20_m10", "1_2"]
+        assert [tick.get_text() for tick in panel.get_xticklabels()] == ["U_m20_m10", "U_1_2"]
         [points] = panel.containers  # one unit: one line of points with interval bars
         line = points.lines[0]
         expected = [row["success_rate"] for row in rows if row["operation"] == panel.get_title()]

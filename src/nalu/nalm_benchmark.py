@@ -1,0 +1,159 @@
+"""``python -m nalu.nalm_benchmark DIR``: the single module arithmetic task of Mistry, Farrahi &
+Hare (2022, sec. 6.5) for every unit of ``conf/nalm``, as ``make benchmark`` runs it.
+
+Per unit one population (``experiment=nalm_single_module nalm=<unit>``: the unit's operations ×
+the 9 ranges × ``--seeds`` seeds) trains in ``DIR/<unit>``, one unit after the other, each in its
+own ``nalu-train`` process; then one report over them all (``DIR/report.md``, with the per-range
+figure). Run again on the same ``DIR``, it keeps the units that finished and resumes a killed one
+from its ``last.ckpt``; ``DIR/benchmark.json`` holds the settings, so that a second call with
+others is refused instead of mixing two benchmarks in one report.
+"""
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+from nalu.cli import CONFIG_DIR, EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
+from nalu.record import write_json_atomic, write_text_atomic
+from nalu.rules import MYSTERY_OPERATIONS
+
+SETTINGS_FILE = "benchmark.json"
+# A population writes its report when it ends: the mark of a unit that finished.
+FINISHED_MARK = "report.md"
+# The report's rows: a unit (its config group, nalm=, names the model too) × operation × range.
+GROUP_BY = ("model", "operation", "range")
+
+
+class BenchmarkError(Exception):
+    """Bad arguments or a folder that holds another benchmark."""
+
+
+def all_units() -> list[str]:
+    """The units with a recipe in ``conf/nalm``."""
+    return sorted(path.stem for path in (CONFIG_DIR / "nalm").glob("*.yaml"))
+
+
+def unit_operations(unit: str) -> list[str]:
+    """The operations the unit's recipe runs it on (its ``problems.operation`` cells)."""
+    from omegaconf import OmegaConf
+
+    recipe = OmegaConf.load(CONFIG_DIR / "nalm" / f"{unit}.yaml")
+    return list(recipe.problems.operation)
+
+
+def unit_overrides(unit: str, seeds: int, operations: list[str] | None) -> list[str] | None:
+    """``nalu-train`` overrides of one unit's population: the operations outside
+    ``operations`` removed; None where none of the unit's operations is asked for."""
+    own = unit_operations(unit)
+    dropped = [op for op in own if operations is not None and op not in operations]
+    if len(dropped) == len(own):
+        return None
+    return [
+        "experiment=nalm_single_module",
+        f"nalm={unit}",
+        f"population={seeds}",
+        *(f"~problems.operation.{op}" for op in dropped),
+    ]
+
+
+def check_settings(out: Path, settings: dict) -> None:
+    """Write ``benchmark.json``, or check that the one there holds the same settings."""
+    path = out / SETTINGS_FILE
+    if path.is_file():
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        if saved != settings:
+            changed = [f"{key}={saved.get(key)} (now {settings.get(key)})" for key in settings]
+            raise BenchmarkError(
+                f"{out} holds a benchmark of other settings: {', '.join(changed)}; choose "
+                "another folder (BENCH_DIR=) or repeat its settings to resume it"
+            )
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(path, settings)
+
+
+def run_benchmark(
+    out: Path,
+    units: list[str],
+    seeds: int,
+    operations: list[str] | None,
+    extra: list[str],
+) -> int:
+    """Train each unit's population in ``out/<unit>`` (keeping finished ones, resuming killed
+    ones), then write the report; the exit code of the first unit that failed, else 0."""
+    unknown = [unit for unit in units if unit not in all_units()]
+    if unknown:
+        raise BenchmarkError(f"units={','.join(units)}: {unknown} not in conf/nalm {all_units()}")
+    check_settings(
+        out, {"units": units, "seeds": seeds, "operations": operations, "overrides": extra}
+    )
+    for k, unit in enumerate(units, start=1):
+        run_dir = out / unit
+        overrides = unit_overrides(unit, seeds, operations)
+        head = f"[{k}/{len(units)}] {unit}"
+        if overrides is None:
+            print(f"{head}: none of its operations {unit_operations(unit)} asked for, skipped")
+            continue
+        if (run_dir / FINISHED_MARK).is_file():
+            print(f"{head}: finished, kept ({run_dir})")
+            continue
+        last = run_dir / "checkpoints" / "last.ckpt"
+        resume = [f"ckpt_path={last}"] if last.is_file() else []
+        print(f"{head}: {'resumed from ' + str(last) if resume else 'training'} in {run_dir}")
+        sys.stdout.flush()
+        command = [sys.executable, "-m", "nalu.train", *overrides, f"hydra.run.dir={run_dir}"]
+        code = subprocess.call([*command, *resume, *extra])
+        if code != 0:
+            print(
+                f"benchmark stopped at {unit}; `make benchmark BENCH_DIR={out}` (same settings) "
+                "resumes it",
+                file=sys.stderr,
+            )
+            return code
+    from nalu.published import comparison_table
+    from nalu.report import group_runs, write_report
+
+    report = write_report([out], GROUP_BY)
+    published = comparison_table(report.rows, group_runs(report.runs, report.group_by))
+    write_text_atomic(
+        report.path, report.path.read_text(encoding="utf-8") + "\n" + published + "\n"
+    )
+    print(published)
+    print(f"\nReport: {report.path} (with report.csv and success_by_cell.png beside it)")
+    return 0
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        fail(BenchmarkError(message), f"{message} (see --help)", EXIT_CONFIG_ERROR)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _OneLineParser(prog="python -m nalu.nalm_benchmark", description=__doc__)
+    parser.add_argument("dir", type=Path, help="the benchmark's folder")
+    parser.add_argument("--units", default=None, help="comma-separated units (default: all)")
+    parser.add_argument("--seeds", type=int, default=25, help="seeds per cell (default 25)")
+    parser.add_argument("--ops", default=None, help="comma-separated operations (default: all)")
+    parser.add_argument("overrides", nargs="*", help="more nalu-train overrides for every unit")
+    args = parser.parse_intermixed_args(argv)
+    units = args.units.split(",") if args.units else all_units()
+    operations = args.ops.split(",") if args.ops else None
+    if args.seeds < 1:
+        parser.error(f"--seeds={args.seeds}: must be a positive integer")
+    unknown = [op for op in operations or [] if op not in MYSTERY_OPERATIONS]
+    if unknown:
+        parser.error(f"--ops={args.ops}: {unknown} not among {list(MYSTERY_OPERATIONS)}")
+    try:
+        code = run_benchmark(args.dir, units, args.seeds, operations, args.overrides)
+    except BenchmarkError as error:
+        fail(error, str(error), EXIT_CONFIG_ERROR)
+    except OSError as error:
+        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

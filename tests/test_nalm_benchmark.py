@@ -1,0 +1,96 @@
+"""``make benchmark`` (``python -m nalu.nalm_benchmark``) on a small grid: the units' populations,
+the operations asked for, one report, and a second call that keeps what finished, resumes what
+was killed and refuses other settings."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nalu.nalm_benchmark import unit_operations
+
+SMALL = [
+    "data.train_size=256",
+    "data.interp_size=200",
+    "data.extrap_size=200",
+    "trainer.max_epochs=2",
+    *(
+        f"~problems.range.{label}"
+        for label in (
+            "U_m20_m10",
+            "U_m2_m1",
+            "U_m1p2_m1p1",
+            "U_m0p2_m0p1",
+            "U_m2_2",
+            "U_0p1_0p2",
+            "U_1p1_1p2",
+        )
+    ),
+]
+
+
+def benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "nalu.nalm_benchmark", str(out), *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
+    out = tmp_path / "bench"
+    args = ["--units", "nau,nmu,npu", "--seeds", "2", "--ops", "sub,mul", *SMALL]
+    first = benchmark(out, *args)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "[1/3] nau: training in" in first.stdout
+    # npu runs on × and ÷: × asked for; nau on + and −: − asked for.
+    members = sorted(path.name for path in out.glob("*/members/*"))
+    assert members == sorted(
+        f"{k}_{unit}_{op}_{cell}_seed{seed}"
+        for unit, op in (("nau", "sub"), ("nmu", "mul"), ("npu", "mul"))
+        for k, (cell, seed) in enumerate(
+            (cell, seed) for cell in ("U_1_2", "U_10_20") for seed in (0, 1)
+        )
+    )
+    report = (out / "report.md").read_text()
+    for row in ("| nau / sub / U_1_2 | sub | 2 |", "| npu / mul / U_10_20 | mul | 2 |"):
+        assert row in report
+    assert (out / "success_by_cell.png").is_file()
+
+    # A population killed after its last epoch's checkpoint but before its report: resumed.
+    (out / "nmu" / "report.md").unlink()
+    again = benchmark(out, *args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"[1/3] nau: finished, kept ({out / 'nau'})" in again.stdout
+    assert f"[2/3] nmu: resumed from {out / 'nmu' / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    assert (out / "nmu" / "report.md").is_file()
+
+    other = benchmark(out, *args[: -len(SMALL)], "--seeds", "3")
+    assert other.returncode == 2
+    assert other.stderr.startswith(f"error: {out} holds a benchmark of other settings: ")
+    assert "seeds=2 (now 3)" in other.stderr
+
+
+def test_each_unit_runs_on_the_operations_of_its_recipe():
+    assert unit_operations("nau") == ["add", "sub"]
+    assert unit_operations("nmu") == ["mul"]
+    assert unit_operations("nmru") == ["mul", "div"]
+    assert unit_operations("nalu") == ["add", "sub", "mul", "div"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--units", "nau,foo"], "['foo'] not in conf/nalm"),
+        (["--ops", "add,pow"], "--ops=add,pow: ['pow'] not among ['add', 'sub', 'mul', 'div']"),
+        (["--seeds", "0"], "--seeds=0: must be a positive integer"),
+    ],
+)
+def test_bad_arguments_are_one_line(tmp_path, args, message):
+    result = benchmark(tmp_path / "bench", *args)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and message in line
