@@ -209,6 +209,10 @@ TRAIN = [
         "data.overlap_ratio=1: must be in [0, 1)",
     ),
     (
+        ["model=gnalu", "model.base=1"],
+        "model.base=1: must be a finite number > 1 (a logarithm's base)",
+    ),
+    (
         ["data=static_arithmetic", "data.near_perfect=primer"],
         "data.near_perfect='primer': must be one of ['madsen_johansen', 'mistry']",
     ),

@@ -60,13 +60,16 @@ def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
         assert row in report
     assert (out / "success_by_cell.png").is_file()
 
-    # A population killed after its last epoch's checkpoint but before its report: resumed.
+    # A population killed after its last epoch's checkpoint but before its report: resumed; a
+    # unit added to the list: trained beside the others.
     (out / "nmu" / "report.md").unlink()
-    again = benchmark(out, *args)
+    again = benchmark(out, *[arg.replace("nau,nmu,npu", "nau,nmu,npu,nac") for arg in args])
     assert again.returncode == 0, again.stderr[-3000:]
-    assert f"[1/3] nau: finished, kept ({out / 'nau'})" in again.stdout
-    assert f"[2/3] nmu: resumed from {out / 'nmu' / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    assert f"[1/4] nau: finished, kept ({out / 'nau'})" in again.stdout
+    assert f"[2/4] nmu: resumed from {out / 'nmu' / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    assert f"[4/4] nac: training in {out / 'nac'}" in again.stdout
     assert (out / "nmu" / "report.md").is_file()
+    assert "| nac / sub / U_10_20 | sub | 2 |" in (out / "report.md").read_text()
 
     other = benchmark(out, *args[: -len(SMALL)], "--seeds", "3")
     assert other.returncode == 2

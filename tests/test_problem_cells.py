@@ -189,7 +189,9 @@ def test_a_bad_cell_is_one_error_naming_it(tmp_path, cell, message):
     ("recipe", "operations"),
     [
         ("nac", ["add", "sub"]),
+        ("nac_mul", ["mul", "div"]),
         ("nalu", ["add", "sub", "mul", "div"]),
+        ("gnalu", ["add", "sub", "mul", "div"]),
         ("inalu", ["add", "sub", "mul", "div"]),
         ("nau", ["add", "sub"]),
         ("nmu", ["mul"]),

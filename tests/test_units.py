@@ -5,7 +5,12 @@ import torch
 
 from nalu.baselines import MLP, ArticleBaseline
 from nalu.errors import InvalidArgument
-from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+from nalu.units import (
+    GOLDEN_RATIO,
+    MultiplicativeNeuralAccumulator,
+    NeuralAccumulator,
+    NeuralArithmeticLogicUnit,
+)
 
 ATANH_HALF = math.atanh(0.5)
 
@@ -31,6 +36,40 @@ def test_nac_with_saturated_weights_adds_and_subtracts_exactly():
     set_nac(nac, [[20, 20, -20], [20, -20, 0]], [[20, 20, -20], [20, 20, -20]])
     x = torch.tensor([[1.5, -2.0, 2.5]])
     assert nac(x).flatten().tolist() == pytest.approx([-0.5, 3.5], abs=1e-6)
+
+
+def test_golden_ratio_nac_takes_tanh_and_sigmoid_in_base_phi():
+    nac = NeuralAccumulator(2, 1, base=GOLDEN_RATIO)
+    # tanh_φ(z) = (φ^2z − 1)/(φ^2z + 1), σ_φ(z) = 1/(1 + φ^−z), φ² = 2.618034:
+    # tanh_φ(1) = 1.618034/3.618034 = 0.447214, σ_φ(2) = 1/(1 + 1/2.618034) = 0.723607.
+    set_nac(nac, [[1.0, -1.0]], [[2.0, 0.0]])
+    assert nac.weight.flatten().tolist() == pytest.approx(
+        [0.447214 * 0.723607, -0.447214 * 0.5], rel=1e-5
+    )
+
+
+def test_nac_mul_multiplies_and_divides_magnitudes():
+    nac_mul = MultiplicativeNeuralAccumulator(3, 2, eps=0.0)
+    set_nac(nac_mul.nac, [[20, 20, -20], [20, -20, 0]], [[20, 20, -20], [20, 20, -20]])
+    x = torch.tensor([[1.5, -2.0, 2.5]])
+    # W ≈ (1, 1, 0) and (1, −1, 0): |1.5|·|−2| = 3, |1.5| / |−2| = 0.75 (the sign is lost).
+    assert nac_mul(x).flatten().tolist() == pytest.approx([3.0, 0.75], rel=1e-5)
+
+
+def test_golden_ratio_nalu_gate_is_sigmoid_in_base_phi():
+    nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=True, eps=0.0, base=GOLDEN_RATIO)
+    # W = (1, 1): in base φ the latent weights saturate later (σ_φ(20) = 1 − 7e-5).
+    set_nac(nalu.add_nac, [[50.0, 50.0]], [[50.0, 50.0]])
+    with torch.no_grad():
+        nalu.gate_weight.copy_(torch.tensor([[1.0, 0.0]]))
+    # x = (2, 4): g = σ_φ(2) = 0.723607, a = 6, m = 8 (the log path is base-free):
+    # 0.723607·6 + 0.276393·8 = 6.552786.
+    assert nalu(torch.tensor([[2.0, 4.0]])).item() == pytest.approx(6.552786, rel=1e-5)
+
+
+def test_a_base_at_or_below_one_is_refused():
+    with pytest.raises(InvalidArgument, match=r"base=1: must be a finite number > 1"):
+        NeuralAccumulator(2, 1, base=1)
 
 
 def make_nalu(shared: bool, gate_bias: bool) -> NeuralArithmeticLogicUnit:

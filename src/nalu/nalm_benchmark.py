@@ -5,8 +5,9 @@ Per unit one population (``experiment=nalm_single_module nalm=<unit>``: the unit
 the 9 ranges × ``--seeds`` seeds) trains in ``DIR/<unit>``, one unit after the other, each in its
 own ``nalu-train`` process; then one report over them all (``DIR/report.md``, with the per-range
 figure). Run again on the same ``DIR``, it keeps the units that finished and resumes a killed one
-from its ``last.ckpt``; ``DIR/benchmark.json`` holds the settings, so that a second call with
-others is refused instead of mixing two benchmarks in one report.
+from its ``last.ckpt``, and trains the units it did not have; ``DIR/benchmark.json`` holds the
+seeds, operations and overrides, so that a second call with others is refused instead of mixing
+two benchmarks in one report.
 """
 
 import argparse
@@ -60,12 +61,17 @@ def unit_overrides(unit: str, seeds: int, operations: list[str] | None) -> list[
 
 
 def check_settings(out: Path, settings: dict) -> None:
-    """Write ``benchmark.json``, or check that the one there holds the same settings."""
+    """Write ``benchmark.json``, or check that the one there holds the same settings (the
+    units may differ: a second call may add units to a benchmark)."""
     path = out / SETTINGS_FILE
     if path.is_file():
         saved = json.loads(path.read_text(encoding="utf-8"))
-        if saved != settings:
-            changed = [f"{key}={saved.get(key)} (now {settings.get(key)})" for key in settings]
+        changed = [
+            f"{key}={saved.get(key)} (now {value})"
+            for key, value in settings.items()
+            if saved.get(key) != value
+        ]
+        if changed:
             raise BenchmarkError(
                 f"{out} holds a benchmark of other settings: {', '.join(changed)}; choose "
                 "another folder (BENCH_DIR=) or repeat its settings to resume it"
@@ -87,9 +93,7 @@ def run_benchmark(
     unknown = [unit for unit in units if unit not in all_units()]
     if unknown:
         raise BenchmarkError(f"units={','.join(units)}: {unknown} not in conf/nalm {all_units()}")
-    check_settings(
-        out, {"units": units, "seeds": seeds, "operations": operations, "overrides": extra}
-    )
+    check_settings(out, {"seeds": seeds, "operations": operations, "overrides": extra})
     for k, unit in enumerate(units, start=1):
         run_dir = out / unit
         overrides = unit_overrides(unit, seeds, operations)

@@ -19,6 +19,7 @@ from nalu.formula import Formula, Magnitude, Variable, power_product, weighted_s
 from nalu.units import (
     GatedAdditionMultiplicationUnit,
     ImprovedNeuralArithmeticLogicUnit,
+    MultiplicativeNeuralAccumulator,
     NeuralAccumulator,
     NeuralAdditionUnit,
     NeuralArithmeticLogicUnit,
@@ -78,7 +79,7 @@ def rounded_product(weight: Tensor, inputs: list[Formula]) -> list[Formula]:
 def _nalu_gate(unit: nn.Module, x: Tensor) -> Tensor:
     """``[batch, out]``: the NALU's gate σ(G x + b) on typical inputs (Trask et al. 2018)."""
     with torch.no_grad():
-        return torch.sigmoid(nn.functional.linear(x, unit.gate_weight, unit.gate_bias))
+        return unit.gate(x)
 
 
 def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
@@ -99,13 +100,18 @@ def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
     return weights.get("W_add", weights.get("W")), weights.get("W_mul", weights.get("W"))
 
 
+def magnitude_product(weight: Tensor, inputs: list[Formula], x: Tensor) -> list[Formula]:
+    """Row j -> ``Π_i |input_i| ^ round(W_ji)``: a log path, exp(W log |x|), multiplies |x_i|,
+    the same as x_i only where the inputs ``x`` are positive."""
+    positive = (x > 0).all(dim=0).tolist()
+    magnitudes = [f if p else Magnitude(f) for f, p in zip(inputs, positive, strict=True)]
+    return rounded_product(weight, magnitudes)
+
+
 def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
     additive_weight, multiplicative_weight = _nalu_paths(unit)
     sums = rounded_sum(additive_weight, inputs)
-    # The log path multiplies |x_i|: the same as x_i only where the inputs are positive.
-    positive = (x > 0).all(dim=0).tolist()
-    magnitudes = [f if p else Magnitude(f) for f, p in zip(inputs, positive, strict=True)]
-    products = rounded_product(multiplicative_weight, magnitudes)
+    products = magnitude_product(multiplicative_weight, inputs, x)
     additive = _nalu_additive(unit, x).tolist()
     return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
 
@@ -121,6 +127,14 @@ LINEAR_READER = UnitReader(
     read=lambda unit, inputs, x: rounded_sum(unit.weight, inputs),
 )
 register_reader(NeuralAccumulator, LINEAR_READER)
+
+register_reader(
+    MultiplicativeNeuralAccumulator,
+    UnitReader(
+        weights=lambda unit, x: [unit.weight],
+        read=lambda unit, inputs, x: magnitude_product(unit.weight, inputs, x),
+    ),
+)
 register_reader(NeuralAdditionUnit, LINEAR_READER)
 register_reader(
     NeuralArithmeticLogicUnit,

@@ -67,6 +67,11 @@ def positive_number(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must be a finite number > 0")
 
 
+def logarithm_base(name: str, value: Any) -> None:
+    if not (is_number(value) and value > 1):
+        raise InvalidArgument(name, value, "must be a finite number > 1 (a logarithm's base)")
+
+
 def non_negative_number(name: str, value: Any) -> None:
     if not (is_number(value) and value >= 0):
         raise InvalidArgument(name, value, "must be a finite number >= 0")

@@ -2,7 +2,7 @@
 
 from nalu.units.gated import GatedAdditionMultiplicationUnit
 from nalu.units.inalu import ImprovedNeuralArithmeticLogicUnit
-from nalu.units.nac import NeuralAccumulator
+from nalu.units.nac import GOLDEN_RATIO, MultiplicativeNeuralAccumulator, NeuralAccumulator
 from nalu.units.nalu import NeuralArithmeticLogicUnit
 from nalu.units.nau import NeuralAdditionUnit
 from nalu.units.nmru import NeuralMultiplicativeReciprocalUnit
@@ -11,8 +11,10 @@ from nalu.units.npu import NeuralPowerUnit
 from nalu.units.selection import PerOutputSelection
 
 __all__ = [
+    "GOLDEN_RATIO",
     "GatedAdditionMultiplicationUnit",
     "ImprovedNeuralArithmeticLogicUnit",
+    "MultiplicativeNeuralAccumulator",
     "NeuralAccumulator",
     "NeuralAdditionUnit",
     "NeuralArithmeticLogicUnit",

@@ -1,24 +1,36 @@
-"""The Neural Accumulator (Trask et al. 2018, "Neural Arithmetic Logic Units")."""
+"""The Neural Accumulator and its multiplicative form (Trask et al. 2018, "Neural Arithmetic
+Logic Units")."""
+
+import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nalu import rules
+
+# The golden ratio, the base of the G-NALU's sigmoid and tanh (Mistry et al. 2022, sec. 4.3).
+GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
 
 
 class NeuralAccumulator(nn.Module):
     """y = W x with W = tanh(Ŵ) ⊙ σ(M̂), which biases W toward {-1, 0, 1}.
 
     Weights are ``[out_features, in_features]`` like ``nn.Linear``; there is no bias, so the
-    unit can only add and subtract its inputs.
+    unit can only add and subtract its inputs. ``base`` replaces e in tanh and σ: σ_b(z) =
+    1 / (1 + b^−z) = σ(z ln b), tanh_b(z) = tanh(z ln b); the G-NALU's NAC takes the golden
+    ratio, whose flatter curves keep gradients alive longer.
     """
 
     # Output j depends on row j of every parameter only: each output is a model of its own.
     independent_outputs = True
 
-    def __init__(self, in_features: int, out_features: int) -> None:
+    def __init__(self, in_features: int, out_features: int, base: float = math.e) -> None:
         super().__init__()
+        rules.logarithm_base("base", base)
         self.in_features = in_features
         self.out_features = out_features
+        self.base = base
         self.weight_hat = nn.Parameter(torch.empty(out_features, in_features))
         self.gate_hat = nn.Parameter(torch.empty(out_features, in_features))
         self.reset_parameters()
@@ -30,8 +42,10 @@ class NeuralAccumulator(nn.Module):
 
     @property
     def weight(self) -> Tensor:
-        # Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂).
-        return torch.tanh(self.weight_hat) * torch.sigmoid(self.gate_hat)
+        # Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂); in base b (Mistry et al. 2022, sec. 4.3)
+        # tanh_b(z) = tanh(z ln b), σ_b(z) = σ(z ln b).
+        scale = math.log(self.base)
+        return torch.tanh(scale * self.weight_hat) * torch.sigmoid(scale * self.gate_hat)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.linear(x, self.weight)
@@ -41,4 +55,39 @@ class NeuralAccumulator(nn.Module):
         return {"W": self.weight}
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}"
+        base = "" if self.base == math.e else f", base={self.base:.6g}"
+        return f"in_features={self.in_features}, out_features={self.out_features}{base}"
+
+
+class MultiplicativeNeuralAccumulator(nn.Module):
+    """NAC•: y = exp(W log(|x| + ε)) with the NAC's W = tanh(Ŵ) ⊙ σ(M̂), products and
+    quotients of the inputs' magnitudes (Trask et al. 2018, sec. 2: the NALU's multiplicative
+    path on its own; Madsen & Johansen 2020 name it NAC•).
+    """
+
+    independent_outputs = True
+
+    def __init__(self, in_features: int, out_features: int, eps: float = 1e-7) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.eps = eps
+        self.nac = NeuralAccumulator(in_features, out_features)
+
+    def reset_parameters(self) -> None:
+        self.nac.reset_parameters()
+
+    @property
+    def weight(self) -> Tensor:
+        return self.nac.weight
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Trask et al. 2018, sec. 2: m = exp(W log(|x| + ε)).
+        return torch.exp(self.nac(torch.log(torch.abs(x) + self.eps)))
+
+    def effective_weights(self) -> dict[str, Tensor]:
+        """The matrices that define the arithmetic, by name, for heatmaps and read-back."""
+        return {"W": self.weight}
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, eps={self.eps}"

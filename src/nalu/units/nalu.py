@@ -1,4 +1,7 @@
-"""The Neural Arithmetic Logic Unit (Trask et al. 2018), in its paper and article variants."""
+"""The Neural Arithmetic Logic Unit (Trask et al. 2018), in its paper and article variants, and
+the golden-ratio NALU (G-NALU, Mistry et al. 2022)."""
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +17,9 @@ class NeuralArithmeticLogicUnit(nn.Module):
 
     ``shared_weights=True`` is the paper's unit: one NAC weight serves both paths
     (W_a = W_m). ``shared_weights=False`` is the article's: two independent NACs.
-    ``gate_bias`` adds a learned bias to the gate (off in the paper).
+    ``gate_bias`` adds a learned bias to the gate (off in the paper). ``base`` replaces e in the
+    gate's σ and the NACs' tanh and σ (the G-NALU's golden ratio, Mistry et al. 2022, sec. 4.3);
+    the log path is unchanged, since b^(W log_b(|x| + ε)) = exp(W log(|x| + ε)).
     """
 
     # Output j depends on row j of every parameter only: each output is a model of its own.
@@ -27,14 +32,18 @@ class NeuralArithmeticLogicUnit(nn.Module):
         shared_weights: bool = False,
         gate_bias: bool = False,
         eps: float = 1e-7,
+        base: float = math.e,
     ) -> None:
         super().__init__()
         self.in_features = in_features
         self.out_features = out_features
         self.shared_weights = shared_weights
         self.eps = eps
-        self.add_nac = NeuralAccumulator(in_features, out_features)
-        self.mul_nac = None if shared_weights else NeuralAccumulator(in_features, out_features)
+        self.base = base
+        self.add_nac = NeuralAccumulator(in_features, out_features, base)
+        self.mul_nac = (
+            None if shared_weights else NeuralAccumulator(in_features, out_features, base)
+        )
         self.gate_weight = nn.Parameter(torch.empty(out_features, in_features))
         self.gate_bias = nn.Parameter(torch.empty(out_features)) if gate_bias else None
         self.reset_parameters()
@@ -51,11 +60,15 @@ class NeuralArithmeticLogicUnit(nn.Module):
     def _multiplicative_nac(self) -> NeuralAccumulator:
         return self.add_nac if self.mul_nac is None else self.mul_nac
 
+    def gate(self, x: Tensor) -> Tensor:
+        """``[batch, out]``: g = σ_b(G x [+ b]) = σ(ln b · (G x [+ b]))."""
+        return torch.sigmoid(math.log(self.base) * F.linear(x, self.gate_weight, self.gate_bias))
+
     def forward(self, x: Tensor) -> Tensor:
         # Trask et al. 2018, sec. 2: a = W x, m = exp(W log(|x| + ε)), g = σ(G x), y = ga + (1-g)m.
         additive = self.add_nac(x)
         multiplicative = torch.exp(self._multiplicative_nac(torch.log(torch.abs(x) + self.eps)))
-        gate = torch.sigmoid(F.linear(x, self.gate_weight, self.gate_bias))
+        gate = self.gate(x)
         return gate * additive + (1 - gate) * multiplicative
 
     def effective_weights(self) -> dict[str, Tensor]:
@@ -71,5 +84,5 @@ class NeuralArithmeticLogicUnit(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"shared_weights={self.shared_weights}, gate_bias={self.gate_bias is not None}, "
-            f"eps={self.eps}"
+            f"eps={self.eps}" + ("" if self.base == math.e else f", base={self.base:.6g}")
         )
