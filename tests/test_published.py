@@ -1,0 +1,44 @@
+"""The published rates beside ours: the cells compared, their Wilson intervals, the verdict."""
+
+import pytest
+
+from nalu.published import comparison_rows, comparison_table
+
+
+def row_and_group(unit: str, operation: str, cell: str, solved: int, runs: int = 25):
+    key = f"{unit} / {operation} / {cell}"
+    row = {
+        "group": key,
+        "operation": operation,
+        "success_rate": solved / runs,
+        "success_low": 0.0,
+        "success_high": 1.0,
+    }
+    run = {"labels": {"model": unit, "operation": operation, "range": cell}}
+    return row, {key: [run]}
+
+
+def test_ours_is_inside_their_interval_or_not():
+    inside, inside_group = row_and_group("nmu", "mul", "U_m2_m1", 18)  # 72%
+    outside, outside_group = row_and_group("nmu", "mul", "U_1_2", 20)  # 80%
+    unpublished, unpublished_group = row_and_group("npu", "mul", "U_1_2", 25)
+    compared = comparison_rows(
+        [inside, outside, unpublished], {**inside_group, **outside_group, **unpublished_group}
+    )
+    assert [(c["cell"], c["inside"]) for c in compared] == [("U_m2_m1", True), ("U_1_2", False)]
+    # Theirs on U[-2, -1]: 20/25, Wilson 95% [60.9%, 91.1%]; on U[1, 2]: 25/25, [86.7%, 100%].
+    assert (compared[0]["theirs"], compared[0]["their_low"]) == (
+        0.8,
+        pytest.approx(0.609, abs=1e-3),
+    )
+    assert compared[0]["their_high"] == pytest.approx(0.911, abs=1e-3)
+    assert compared[1]["their_low"] == pytest.approx(0.867, abs=1e-3)
+
+
+def test_the_table_gives_the_context_rates_with_our_mean_over_ranges():
+    first, first_group = row_and_group("nmru", "div", "U_1_2", 25)
+    second, second_group = row_and_group("nmru", "div", "U_10_20", 20)
+    table = comparison_table([first, second], {**first_group, **second_group})
+    assert "no published cell was run" in table
+    assert "- nmru div: theirs 91.6% (" in table and "ours 90.0% over 2 ranges." in table
+    assert "- realnpu div: theirs 85.3% (" in table and "not run." in table
