@@ -12,10 +12,12 @@ from omegaconf import open_dict
 from nalu.data.problem import SUCCESS_EPSILON, StaticArithmeticProblem
 from nalu.errors import ConfigError
 from nalu.report import (
+    cell_series,
     default_group_by,
     group_runs,
     load_runs,
     plot_success_by_cell,
+    success_by_cell_table,
     summary_rows,
 )
 from nalu.train import build_run, train
@@ -214,7 +216,8 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
     runs = load_runs([population])
     group_by = default_group_by(runs)
     rows = summary_rows(runs, group_by)
-    figure = plot_success_by_cell(rows, group_runs(runs, group_by), group_by)
+    along = cell_series(rows, group_runs(runs, group_by), group_by)
+    figure = plot_success_by_cell(along)
     assert [panel.get_title() for panel in figure.axes] == ["sub", "mul"]
     for panel in figure.axes:
         assert [tick.get_text() for tick in panel.get_xticklabels()] == ["U_m20_m10", "U_1_2"]
@@ -224,3 +227,14 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
         assert list(line.get_xdata()) == [0, 1]
         assert list(line.get_ydata()) == expected
         assert panel.get_legend().get_texts()[0].get_text() == "nmu"
+    solved = {
+        (row["operation"], row["group"].split(" / ")[-1]): f"{row['solved']}/3"
+        for row in rows
+        if row["operation"] != "all"
+    }
+    assert success_by_cell_table(along).splitlines() == [
+        "| unit | op | U_m20_m10 | U_1_2 |",
+        "|---|---|---:|---:|",
+        f"| nmu | sub | {solved['sub', 'U_m20_m10']} | {solved['sub', 'U_1_2']} |",
+        f"| nmu | mul | {solved['mul', 'U_m20_m10']} | {solved['mul', 'U_1_2']} |",
+    ]

@@ -565,15 +565,20 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     return figure
 
 
-def plot_success_by_cell(
-    rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]
-) -> "Figure | None":
-    """The primer's figure (Mistry et al. 2022, fig. 3): success rate per problem cell along the
-    population's first ``problems`` axis other than the operation, one panel per operation and a
-    line per value of the other row fields (the unit), with 95% Wilson intervals; None where
-    the runs have no such axis."""
-    import matplotlib.pyplot as plt
+class CellSeries(NamedTuple):
+    """Report rows along a ``problems`` axis: per operation, per line (the other row fields, the
+    unit) the ``(cell index, row)`` points, in the axis's config order."""
 
+    axis: str
+    cells: list[str]
+    series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]]
+
+
+def cell_series(
+    rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]
+) -> CellSeries | None:
+    """The rows along the population's first ``problems`` axis other than the operation (the
+    primer's ranges); None where the runs have no such axis."""
     axes = dict.fromkeys(
         axis
         for members in groups.values()
@@ -591,20 +596,32 @@ def plot_success_by_cell(
         )
     )
     line_fields = [field for field in group_by if field not in axes]
-    operations = list(dict.fromkeys(r["operation"] for r in rows if r["operation"] != "all"))
+    series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
+    for row in rows:
+        if row["operation"] == "all":
+            continue
+        first = groups[row["group"]][0]
+        line = " / ".join(str(run_value(first, field)) for field in line_fields) or "runs"
+        points = series.setdefault(row["operation"], {}).setdefault(line, [])
+        points.append((cells.index(run_value(first, along)), row))
+    for lines in series.values():
+        for points in lines.values():
+            points.sort(key=lambda point: point[0])
+    return CellSeries(along, cells, series)
+
+
+def plot_success_by_cell(along: CellSeries) -> "Figure":
+    """The primer's figure (Mistry et al. 2022, fig. 3): success rate per problem cell, one
+    panel per operation and a line per unit, with 95% Wilson intervals."""
+    import matplotlib.pyplot as plt
+
+    operations = list(along.series)
     figure, panels = plt.subplots(
         1, len(operations), figsize=(4.5 * len(operations), 4.2), sharey=True, squeeze=False
     )
     for panel, operation in zip(panels[0], operations, strict=True):
-        lines: dict[str, list[tuple[int, dict[str, Any]]]] = {}
-        for row in rows:
-            if row["operation"] != operation:
-                continue
-            first = groups[row["group"]][0]
-            line = " / ".join(str(run_value(first, field)) for field in line_fields) or "runs"
-            lines.setdefault(line, []).append((cells.index(run_value(first, along)), row))
+        lines = along.series[operation]
         for k, (line, points) in enumerate(lines.items()):
-            points.sort(key=lambda point: point[0])
             # Lines side by side within a cell, so that their interval bars do not hide others.
             x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.06
             rates = np.array([row["success_rate"] for _, row in points])
@@ -616,14 +633,30 @@ def plot_success_by_cell(
             )
             panel.errorbar(x, rates, yerr=errors, marker="o", ms=4, capsize=3, label=line)
         panel.set_title(operation)
-        panel.set_xticks(np.arange(len(cells)))
-        panel.set_xticklabels(cells, rotation=45, ha="right", fontsize="small")
-        panel.set_xlabel(along)
+        panel.set_xticks(np.arange(len(along.cells)))
+        panel.set_xticklabels(along.cells, rotation=45, ha="right", fontsize="small")
+        panel.set_xlabel(along.axis)
         panel.set_ylim(-0.03, 1.05)
         panel.legend(fontsize="small")
     panels[0][0].set_ylabel("success rate (95% Wilson CI)")
     figure.tight_layout()
     return figure
+
+
+def success_by_cell_table(along: CellSeries) -> str:
+    """The figure's numbers as a Markdown table: a row per unit and operation, a column per
+    cell, each the runs solved out of the runs."""
+    lines = [
+        "| unit | op | " + " | ".join(along.cells) + " |",
+        "|---|---|" + "---:|" * len(along.cells),
+    ]
+    for operation, series in along.series.items():
+        for line, points in series.items():
+            solved = dict.fromkeys(range(len(along.cells)), "–")
+            for cell, row in points:
+                solved[cell] = f"{row['solved']}/{row['runs']}"
+            lines.append(f"| {line} | {operation} | " + " | ".join(solved.values()) + " |")
+    return "\n".join(lines)
 
 
 class Report(NamedTuple):
@@ -654,9 +687,9 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     write_csv(rows, out / "report.csv")
     groups = group_runs(runs, group_by)
     figures = {**plot_curves(groups), "success": plot_success(rows)}
-    by_cell = plot_success_by_cell(rows, groups, group_by)
-    if by_cell is not None:
-        figures["success_by_cell"] = by_cell
+    along = cell_series(rows, groups, group_by)
+    if along is not None:
+        figures["success_by_cell"] = plot_success_by_cell(along)
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
         [
@@ -686,8 +719,12 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             "![Success rates with 95% Wilson intervals](success.png)",
         ]
         + (
-            ["![Success rate per problem cell, a panel per operation](success_by_cell.png)"]
-            if by_cell is not None
+            [
+                f"Runs solved per {along.axis}:",
+                success_by_cell_table(along),
+                "![Success rate per problem cell, a panel per operation](success_by_cell.png)",
+            ]
+            if along is not None
             else []
         )
     )
