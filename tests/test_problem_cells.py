@@ -226,7 +226,8 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
         expected = [row["success_rate"] for row in rows if row["operation"] == panel.get_title()]
         assert list(line.get_xdata()) == [0, 1]
         assert list(line.get_ydata()) == expected
-        assert panel.get_legend().get_texts()[0].get_text() == "nmu"
+    [legend] = figure.legends  # one legend for the panels: a unit has one colour in all
+    assert [text.get_text() for text in legend.get_texts()] == ["nmu"]
     solved = {
         (row["operation"], row["group"].split(" / ")[-1]): f"{row['solved']}/3"
         for row in rows

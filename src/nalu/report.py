@@ -612,18 +612,23 @@ def cell_series(
 
 def plot_success_by_cell(along: CellSeries) -> "Figure":
     """The primer's figure (Mistry et al. 2022, fig. 3): success rate per problem cell, one
-    panel per operation and a line per unit, with 95% Wilson intervals."""
+    panel per operation and a line per unit (one colour each across the panels, one legend),
+    with 95% Wilson intervals."""
     import matplotlib.pyplot as plt
 
     operations = list(along.series)
+    names = list(dict.fromkeys(line for lines in along.series.values() for line in lines))
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    columns = min(2, len(operations))
+    rows = math.ceil(len(operations) / columns)
     figure, panels = plt.subplots(
-        1, len(operations), figsize=(4.5 * len(operations), 4.2), sharey=True, squeeze=False
+        rows, columns, figsize=(6.5 * columns, 3.8 * rows + 0.8), sharey=True, squeeze=False
     )
-    for panel, operation in zip(panels[0], operations, strict=True):
+    for panel, operation in zip(panels.flat, operations, strict=False):
         lines = along.series[operation]
         for k, (line, points) in enumerate(lines.items()):
             # Lines side by side within a cell, so that their interval bars do not hide others.
-            x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.06
+            x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.05
             rates = np.array([row["success_rate"] for _, row in points])
             errors = np.array(
                 [
@@ -631,15 +636,26 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
                     [row["success_high"] - row["success_rate"] for _, row in points],
                 ]
             )
-            panel.errorbar(x, rates, yerr=errors, marker="o", ms=4, capsize=3, label=line)
+            colour = colours[names.index(line) % len(colours)]
+            panel.errorbar(
+                x, rates, yerr=errors, marker="o", ms=4, capsize=3, label=line, color=colour
+            )
         panel.set_title(operation)
         panel.set_xticks(np.arange(len(along.cells)))
-        panel.set_xticklabels(along.cells, rotation=45, ha="right", fontsize="small")
-        panel.set_xlabel(along.axis)
+        panel.set_xticklabels(along.cells, rotation=30, ha="right", fontsize="small")
         panel.set_ylim(-0.03, 1.05)
-        panel.legend(fontsize="small")
-    panels[0][0].set_ylabel("success rate (95% Wilson CI)")
-    figure.tight_layout()
+        panel.set_ylabel("success rate (95% Wilson CI)")
+    for panel in list(panels.flat)[len(operations) :]:
+        panel.set_visible(False)
+    handles = {
+        text: handle
+        for panel in panels.flat
+        for handle, text in zip(*panel.get_legend_handles_labels(), strict=True)
+    }
+    figure.legend(
+        [handles[name] for name in names], names, loc="lower center", ncol=min(len(names), 10)
+    )
+    figure.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
     return figure
 
 
