@@ -323,7 +323,7 @@ TRAIN = [
     (
         ["+model.foo=1"],
         "+model.foo: nalu.units.NeuralArithmeticLogicUnit takes no argument 'foo'; it takes "
-        "['in_features', 'out_features', 'shared_weights', 'gate_bias', 'eps']",
+        "['in_features', 'out_features', 'shared_weights', 'gate_bias', 'eps', 'base']",
     ),
     (
         ["+data.foo=1"],

@@ -15,7 +15,8 @@ from nalu.data.batches import FixedBatches, order_key
 from nalu.data.datamodule import ShardBatchSampler
 from nalu.errors import ConfigError
 from nalu.evaluate import evaluate, load_checkpoint
-from nalu.train import CONFIG_DIR, progress_bar, train
+from nalu.progress import ProgressLines
+from nalu.train import CONFIG_DIR, progress_callbacks, train
 from nalu.validation import check_group_choices
 
 # The evaluation sets of the TINY runs, for `nalu.evaluate`.
@@ -102,10 +103,12 @@ def test_plugin_options_are_known_and_typos_stop_with_one_line():
         check_group_choices(["hydra/launcher=jobli"], CONFIG_DIR)
 
 
-def test_rich_progress_bar_only_where_enabled(tmp_path):
+def test_rich_progress_bar_only_where_enabled_else_progress_lines(tmp_path):
     # Under pytest stdout is not a terminal, so the default config turns the bar off.
-    assert progress_bar(compose_config([], tmp_path).trainer) == []
-    (bar,) = progress_bar(compose_config(["trainer.enable_progress_bar=true"], tmp_path).trainer)
+    (lines,) = progress_callbacks(compose_config([], tmp_path).trainer)
+    assert isinstance(lines, ProgressLines)
+    enabled = compose_config(["trainer.enable_progress_bar=true"], tmp_path).trainer
+    (bar,) = progress_callbacks(enabled)
     assert isinstance(bar, RichProgressBar)
 
 

@@ -131,7 +131,7 @@ def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
     population = tmp_path / "population"
     train(grid_config(population, ["model=nmu", "seed=4"]))
     member = json.loads(
-        (population / "members" / "10_nmu_mul_1_2_seed5" / "metrics.json").read_text()
+        (population / "members" / "10_nmu_mul_U_1_2_seed5" / "metrics.json").read_text()
     )
     assert (member["labels"]["operation"], member["labels"]["range"]) == ("mul", "U_1_2")
     report = (population / "report.md").read_text().splitlines()
