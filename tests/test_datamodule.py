@@ -1,3 +1,5 @@
+import logging
+
 import lightning as L
 import pytest
 import torch
@@ -8,6 +10,7 @@ from nalu.cli import CONFIG_DIR
 from nalu.data import ArithmeticDataModule
 from nalu.data.batches import epoch_orders, order_key
 from nalu.errors import InvalidArgument
+from nalu.progress import ProgressLines
 from nalu.validation import constructor_arguments
 
 
@@ -87,7 +90,7 @@ def test_bad_arguments_name_the_field(kwargs, field):
     assert error.value.name == field
 
 
-def test_a_users_own_lightning_module_trains_on_the_datamodule():
+def test_a_users_own_lightning_module_trains_on_the_datamodule(caplog):
     class Linear(L.LightningModule):
         def __init__(self) -> None:
             super().__init__()
@@ -104,14 +107,22 @@ def test_a_users_own_lightning_module_trains_on_the_datamodule():
         in_features=4, out_features=3, operations=("add", "sub"), train_size=100, batch_size=32
     )
     trainer = L.Trainer(
-        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        callbacks=[ProgressLines()],
     )
+    caplog.set_level(logging.INFO, logger="nalu.progress")
     module = Linear()
     before = module.layer.weight.detach().clone()
     trainer.fit(module, datamodule=datamodule)
     # 100 samples in batches of 32: 4 optimizer steps per epoch, the last batch of 4.
     assert trainer.global_step == 8
     assert not torch.equal(module.layer.weight, before)
+    # Its progress counts its batches: it has no planned optimizer steps of its own.
+    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.progress"]
+    assert line.startswith("step 8/8 (100%) · epoch 2/2 · ")
 
 
 def test_resampled_batches_are_fresh_every_step_and_fixed_by_seeds_epoch_and_step():

@@ -2,6 +2,7 @@
 every ``INTERVAL_S`` seconds of training, so that a long run in a log says how far it is."""
 
 import logging
+import math
 import time
 from datetime import timedelta
 from typing import Any
@@ -42,7 +43,10 @@ class ProgressLines(L.Callback):
     def _line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = time.monotonic()
         self.last = now
-        step, planned = trainer.global_step, max(getattr(pl_module, "planned_steps", 1), 1)
+        step = trainer.global_step
+        # The project's module counts its optimizer steps; a user's own module, its batches.
+        planned = getattr(pl_module, "planned_steps", None) or trainer.estimated_stepping_batches
+        planned = int(planned) if math.isfinite(planned) and planned >= 1 else None
         elapsed = now - self.started
         epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
         # The epoch under way; after the last one Lightning's counter has moved past it.
@@ -50,11 +54,11 @@ class ProgressLines(L.Callback):
             trainer.current_epoch + 1 if epochs is None else min(trainer.current_epoch + 1, epochs)
         )
         parts = [
-            f"step {step}/{planned} ({step / planned:.0%})",
+            f"step {step}" + ("" if planned is None else f"/{planned} ({step / planned:.0%})"),
             f"epoch {epoch}" + ("" if epochs is None else f"/{epochs}"),
         ]
         done = step - self.first_step
-        if done > 0 and step < planned:
+        if done > 0 and planned is not None and step < planned:
             left = elapsed / done * (planned - step)
             parts.append(f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
         else:

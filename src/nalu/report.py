@@ -534,6 +534,17 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     return figures
 
 
+def interval_error_bars(rows: list[dict[str, Any]]) -> np.ndarray:
+    """``[2, rows]``: how far each row's Wilson interval reaches below and above its success
+    rate, as matplotlib's ``errorbar`` takes them."""
+    return np.array(
+        [
+            [row["success_rate"] - row["success_low"] for row in rows],
+            [row["success_high"] - row["success_rate"] for row in rows],
+        ]
+    )
+
+
 def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     """Success rate per group and operation with its 95% Wilson interval as error bars."""
     import matplotlib.pyplot as plt
@@ -547,12 +558,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         offset = (k - (len(operations) - 1) / 2) * width
         positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
         rates = np.array([r["success_rate"] for r in chosen])
-        errors = np.array(
-            [
-                [r["success_rate"] - r["success_low"] for r in chosen],
-                [r["success_high"] - r["success_rate"] for r in chosen],
-            ]
-        )
+        errors = interval_error_bars(chosen)
         axis.bar(positions, rates, width, label=operation)
         # A point and the interval also show a rate of 0, which has no visible bar.
         axis.errorbar(positions, rates, yerr=errors, fmt="o", capsize=3, color="black", ms=3)
@@ -630,12 +636,7 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
             # Lines side by side within a cell, so that their interval bars do not hide others.
             x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.05
             rates = np.array([row["success_rate"] for _, row in points])
-            errors = np.array(
-                [
-                    [row["success_rate"] - row["success_low"] for _, row in points],
-                    [row["success_high"] - row["success_rate"] for _, row in points],
-                ]
-            )
+            errors = interval_error_bars([row for _, row in points])
             colour = colours[names.index(line) % len(colours)]
             panel.errorbar(
                 x, rates, yerr=errors, marker="o", ms=4, capsize=3, label=line, color=colour

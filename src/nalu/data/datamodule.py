@@ -1,5 +1,6 @@
 """In-memory train / interpolation / extrapolation sets for an arithmetic problem."""
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -71,7 +72,7 @@ def trainer_device(trainer: "L.Trainer | None") -> torch.device | None:
     return trainer.strategy.root_device if trainer is not None else None
 
 
-class TrainingDataModule(L.LightningDataModule):
+class TrainingDataModule(L.LightningDataModule, ABC):
     """A data module whose training batches come from a ``TrainingStream`` of its members
     (``training_stream()``, made once the sets are): ordinary ``(x, y)`` batches, or with
     ``chunk_steps`` above 1 ``Chunk``s of that many steps' batches, which a training module that
@@ -85,8 +86,9 @@ class TrainingDataModule(L.LightningDataModule):
         self.chunk_steps = 1
         self._stream: TrainingStream | None = None
 
+    @abstractmethod
     def training_stream(self) -> TrainingStream:
-        raise NotImplementedError
+        """The members' training batches, made once the sets are (``stream`` caches it)."""
 
     @property
     def stream(self) -> TrainingStream:

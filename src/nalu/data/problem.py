@@ -6,6 +6,7 @@ arithmetic task of Trask et al. (2018) and Madsen & Johansen (2020) joins two ov
 
 import json
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -215,12 +216,13 @@ def near_perfect_mse(
     return (near - exact).square().mean(dim=0)
 
 
-class ColumnSampling:
+class ColumnSampling(ABC):
     """A problem's ``sample_inputs`` from its ``column_intervals``: each input uniform on its
     own intervals (a denominator's keep clear of zero)."""
 
+    @abstractmethod
     def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]:
-        raise NotImplementedError
+        """Per input column, the intervals its values are uniform on."""
 
     def sample_inputs(
         self,
