@@ -74,6 +74,10 @@ TRAIN = [
         "optimizer.betas=[0.9, 1.5]: must be [beta1, beta2], each in [0, 1)",
     ),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0: must be a positive integer"),
+    (
+        ["callbacks.last_checkpoint.every_s=-1"],
+        "callbacks.last_checkpoint.every_s=-1: must be a finite number >= 0",
+    ),
     (["trainer.max_epochs=ten"], "trainer.max_epochs='ten': must be a positive integer"),
     (
         ["trainer.max_epoch=3"],

@@ -54,6 +54,7 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     # TINY has 4 steps per epoch: checkpoints after steps 4 and 8, then the poison.
     overrides = [
         *TINY,
+        "callbacks.last_checkpoint.every_s=0",
         "model=nac",
         "trainer.max_epochs=4",
         f"+callbacks.poison._target_={__name__}.PoisonParameterAt",
@@ -117,9 +118,11 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
     assert "| mlp | 3 | 1 |" in report.stdout
 
 
-# Long enough epochs (64 steps) that the kill lands mid-run, after the first checkpoint.
+# Long enough epochs (64 steps) that the kill lands mid-run, after the first checkpoint, which
+# is written after every epoch.
 RESUMABLE = [
     *TINY,
+    "callbacks.last_checkpoint.every_s=0",
     "data.train_size=1024",
     "trainer.max_epochs=4",
     "trainer.deterministic=true",

@@ -144,6 +144,53 @@ def test_last_checkpoint_holds_the_last_epoch_and_the_best_is_kept_apart(tiny_ov
     assert best["global_step"] == 4
 
 
+class LastCheckpointAtEpochStart(L.Callback):
+    """Records, as each epoch starts, the optimizer step that ``last.ckpt`` then holds (None
+    before the first save); optionally asks training to stop after epoch ``stop_after``."""
+
+    seen: list[int | None] = []
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        LastCheckpointAtEpochStart.seen = []
+        self.stop_after = stop_after
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        last = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        saved = torch.load(last, weights_only=True)["global_step"] if last.exists() else None
+        LastCheckpointAtEpochStart.seen.append(saved)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.stop_after:
+            trainer.should_stop = True
+
+
+@pytest.mark.parametrize(
+    ("every_s", "stop_after", "seen", "final_step"),
+    [
+        # Every epoch.
+        (0, None, [None, 4, 8], 12),
+        # Not within the interval, but always at the end of training...
+        (3600, None, [None, None, None], 12),
+        # ... and when training is asked to stop (as Ctrl-C asks).
+        (3600, 0, [None], 4),
+    ],
+)
+def test_last_checkpoint_is_written_at_most_every_interval_and_at_the_end(
+    every_s, stop_after, seen, final_step, tiny_overrides, tmp_path
+):
+    overrides = [
+        *tiny_overrides,
+        "trainer.max_epochs=3",
+        f"callbacks.last_checkpoint.every_s={every_s}",
+        f"+callbacks.probe._target_={__name__}.LastCheckpointAtEpochStart",
+        f"+callbacks.probe.stop_after={'null' if stop_after is None else stop_after}",
+    ]
+    train(compose_config(overrides, tmp_path))
+    assert LastCheckpointAtEpochStart.seen == seen
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == final_step
+
+
 def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
     def first_update(*clipping: str) -> torch.Tensor:
         overrides = [*tiny_overrides, "model=nac", "optimizer=sgd", "optimizer.lr=1.0"]

@@ -120,6 +120,7 @@ FIELD_RULES: dict[str, Rule] = {
     "optimizer.weight_decay": non_negative_number,
     "optimizer.betas": adam_betas,
     "trainer.max_epochs": integer_at_least(1),
+    "callbacks.last_checkpoint.every_s": non_negative_number,
     "trainer.check_val_every_n_epoch": optional(integer_at_least(1)),
     "trainer.log_every_n_steps": integer_at_least(1),
     "trainer.deterministic": boolean,
