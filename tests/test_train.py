@@ -1,6 +1,7 @@
 import functools
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import pytest
@@ -148,7 +149,7 @@ class LastCheckpointAtEpochStart(L.Callback):
     """Records, as each epoch starts, the optimizer step that ``last.ckpt`` then holds (None
     before the first save); optionally asks training to stop after epoch ``stop_after``."""
 
-    seen: list[int | None] = []
+    seen: ClassVar[list[int | None]] = []
 
     def __init__(self, stop_after: int | None = None) -> None:
         LastCheckpointAtEpochStart.seen = []

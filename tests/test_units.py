@@ -11,6 +11,7 @@ from nalu.units import (
     NeuralAccumulator,
     NeuralArithmeticLogicUnit,
 )
+from nalu.units.linear import linear
 
 ATANH_HALF = math.atanh(0.5)
 
@@ -165,3 +166,18 @@ def test_article_baseline_cannot_output_negatives_but_mlp_can():
 def test_mlp_rejects_unknown_activation():
     with pytest.raises(InvalidArgument, match="activation='Relu'"):
         MLP(3, 1, activation="Relu")
+
+
+def test_linear_is_x_times_w_transposed_plus_bias_for_any_batch_shape():
+    weight = torch.tensor([[1.0, 2.0], [-1.0, 0.5]])  # [out=2, in=2]
+    bias = torch.tensor([10.0, -10.0])
+    # [1, 2]: 1·1 + 2·2 + 10 = 15, −1·1 + 0.5·2 − 10 = −10; [4, −2]: 0 + 10, −5 − 10.
+    x = torch.tensor([[1.0, 2.0], [4.0, -2.0]])
+    expected = torch.tensor([[15.0, -10.0], [10.0, -15.0]])
+    assert linear(x, weight, bias).tolist() == expected.tolist()
+    assert linear(x[0], weight, bias).tolist() == expected[0].tolist()
+    assert linear(x.expand(3, 2, 2), weight).tolist() == [(expected - bias).tolist()] * 3
+    # Members' own weights under vmap, as a population runs them.
+    members = torch.stack([weight, 2 * weight])
+    batched = torch.func.vmap(linear)(x.expand(2, 2, 2), members)
+    assert batched.tolist() == [(expected - bias).tolist(), (2 * (expected - bias)).tolist()]

@@ -115,6 +115,12 @@ def article_single_loop(cfg: DictConfig, epochs: int, device: str = "cpu") -> fl
     return timed_steps(step, epochs, steps, torch.device(device))
 
 
+def _bmm_linear(x: Tensor, weight: Tensor) -> Tensor:
+    """Every member's x Wᵀ, ``[S, B, in]`` by ``[S, out, in]``, as (W xᵀ)ᵀ: the CPU's ``bmm``
+    runs this layout about twice as fast (see ``nalu.units.linear``)."""
+    return torch.bmm(weight, x.mT).mT
+
+
 def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
     """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂)."""
     return torch.tanh(weight_hat) * torch.sigmoid(gate_hat)
@@ -157,10 +163,10 @@ def article_population_loop(
         rows = orders[epoch][index]  # [S, B]
         x = inputs.index_select(0, rows.flatten()).view(*rows.shape, in_features)
         y = targets.index_select(0, (rows + offsets).flatten()).view(*rows.shape, out_features)
-        additive = torch.bmm(x, _nac_weight(add_weight, add_gate).mT)
+        additive = _bmm_linear(x, _nac_weight(add_weight, add_gate))
         log_x = torch.log(x.abs() + eps)
-        multiplicative = torch.exp(torch.bmm(log_x, _nac_weight(mul_weight, mul_gate).mT))
-        g = torch.sigmoid(torch.bmm(x, gate.mT))
+        multiplicative = torch.exp(_bmm_linear(log_x, _nac_weight(mul_weight, mul_gate)))
+        g = torch.sigmoid(_bmm_linear(x, gate))
         output = g * additive + (1 - g) * multiplicative
         loss = (output - y).square().mean(dim=(1, 2)).sum()
         optimizer.zero_grad(set_to_none=True)
@@ -260,7 +266,7 @@ def static_population_loop(
     optimizer = torch.optim.Adam([hidden, output], lr=cfg.optimizer.lr, fused=True)
 
     def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
-        z = _nmu(output, torch.bmm(x, hidden.mT), nmu.max_log_magnitude)
+        z = _nmu(output, _bmm_linear(x, hidden), nmu.max_log_magnitude)
         mse = (z - y).square().mean(dim=(1, 2))
         return (mse + scale * (_sparsity(hidden) + _sparsity(output))).sum()
 
@@ -320,7 +326,7 @@ def solve_population_loop(
         reciprocal = x / x.square().clamp_min(floor * floor)
         candidates = torch.stack(
             [
-                torch.bmm(x, nau.mT),
+                _bmm_linear(x, nau),
                 _nmu(nmu, x, heads.nmu.max_log_magnitude),
                 _nmu(nmru, torch.cat([x, reciprocal], dim=-1), heads.nmru.max_log_magnitude),
             ]

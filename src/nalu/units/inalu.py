@@ -2,9 +2,9 @@
 Arithmetic Logic Unit"), the article's "mechanism to adjust the output based on the signs"."""
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nalu.units.linear import linear
 from nalu.units.nac import NeuralAccumulator
 
 
@@ -56,7 +56,7 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
     def _gate(self, x: Tensor) -> Tensor:
         if self.input_independent_gate:
             return torch.sigmoid(self.gate_weight)
-        return torch.sigmoid(F.linear(x, self.gate_weight))
+        return torch.sigmoid(linear(x, self.gate_weight))
 
     def forward(self, x: Tensor) -> Tensor:
         additive = self.add_nac(x)

@@ -4,10 +4,10 @@ Logic Units")."""
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nalu import rules
+from nalu.units.linear import linear
 
 # The golden ratio, the base of the G-NALU's sigmoid and tanh (Mistry et al. 2022, sec. 4.3).
 GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
@@ -48,7 +48,7 @@ class NeuralAccumulator(nn.Module):
         return torch.tanh(scale * self.weight_hat) * torch.sigmoid(scale * self.gate_hat)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight)
+        return linear(x, self.weight)
 
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name, for heatmaps and read-back."""

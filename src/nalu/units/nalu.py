@@ -4,9 +4,9 @@ the golden-ratio NALU (G-NALU, Mistry et al. 2022)."""
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nalu.units.linear import linear
 from nalu.units.nac import NeuralAccumulator
 
 
@@ -62,7 +62,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
 
     def gate(self, x: Tensor) -> Tensor:
         """``[batch, out]``: g = σ_b(G x [+ b]) = σ(ln b · (G x [+ b]))."""
-        return torch.sigmoid(math.log(self.base) * F.linear(x, self.gate_weight, self.gate_bias))
+        return torch.sigmoid(math.log(self.base) * linear(x, self.gate_weight, self.gate_bias))
 
     def forward(self, x: Tensor) -> Tensor:
         # Trask et al. 2018, sec. 2: a = W x, m = exp(W log(|x| + ε)), g = σ(G x), y = ga + (1-g)m.

@@ -1,8 +1,9 @@
 """The Neural Addition Unit (Madsen & Johansen 2020, "Neural Arithmetic Units")."""
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nalu.units.linear import linear
 
 
 def sparsity_penalty(weight: Tensor) -> Tensor:
@@ -35,7 +36,7 @@ class NeuralAdditionUnit(nn.Module):
         self.clamp_parameters()  # Xavier's bound exceeds 1 when fan_in + fan_out < 6
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.weight)
+        return linear(x, self.weight)
 
     @torch.no_grad()
     def clamp_parameters(self) -> None:

@@ -4,8 +4,9 @@ quotients and powers through a complex-valued log space."""
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nalu.units.linear import linear
 
 
 class NeuralPowerUnit(nn.Module):
@@ -46,11 +47,11 @@ class NeuralPowerUnit(nn.Module):
         relevance = self.gate.clamp(0.0, 1.0)
         log_radius = torch.log(relevance * (x.abs() + self.eps) + 1 - relevance)
         phase = relevance * math.pi * (x < 0).to(x.dtype)
-        magnitude = F.linear(log_radius, self.weight)
-        angle = F.linear(phase, self.weight)
+        magnitude = linear(log_radius, self.weight)
+        angle = linear(phase, self.weight)
         if self.weight_imag is not None:
-            magnitude = magnitude - F.linear(phase, self.weight_imag)
-            angle = angle + F.linear(log_radius, self.weight_imag)
+            magnitude = magnitude - linear(phase, self.weight_imag)
+            angle = angle + linear(log_radius, self.weight_imag)
         return torch.exp(magnitude) * torch.cos(angle)
 
     def effective_weights(self) -> dict[str, Tensor]:
