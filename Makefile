@@ -36,9 +36,9 @@ sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one m
 		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(SWEEP_DIR)
 
-units: $(VENV)/.installed ## Every unit on the article's problem with division under make solve's recipe, SEEDS seeds (20) each as one population, then the report
+units: $(VENV)/.installed ## Every unit on the article's problem with division under make solve's recipe in one round (most units have no outputs of their own to restart), SEEDS seeds (20) each as one population, then the report
 	$(PYTHON) -m nalu.train -m experiment=solve model=$(UNITS) population=$(or $(SEEDS),20) \
-		hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
+		rounds=1 trainer.max_epochs=30 hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
 	$(PYTHON) -m nalu.report $(UNITS_DIR)
 
 solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report

@@ -18,8 +18,14 @@ from nalu.formula import Variable, power_product, weighted_sum
 from nalu.metrics import MemberOutputMSE, group_by_operation
 from nalu.module import ArithmeticModule
 from nalu.readback import read_back, sparsity_error, unsaturated_gates
+from nalu.results import read_back_metrics
 from nalu.train import train
-from nalu.units import NeuralAccumulator, NeuralArithmeticLogicUnit
+from nalu.units import (
+    NeuralAccumulator,
+    NeuralAdditionUnit,
+    NeuralArithmeticLogicUnit,
+    NeuralMultiplicationUnit,
+)
 
 SATURATED = 20.0  # tanh(20) and σ(20) are exactly 1 in float32
 
@@ -157,14 +163,40 @@ def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     )
 
 
-def test_almost_exact_nac_is_recovered_but_not_solved():
+def test_almost_exact_nac_rounds_to_the_truth_but_is_neither_solved_nor_recovered():
     problem = MysteryArithmeticProblem(8, 2, operations=("add",), problem_seed=1)
     nac = exact_nac_for(problem)
     with torch.no_grad():
         nac.weight_hat[0, problem.left_index[0]] = math.atanh(0.99)
     assert read_back(nac, torch.ones(4, 8)) == problem.exact_formulas()
-    assert solved_outputs(extrapolation_metric(problem, nac)).tolist() == [[False, True]]
+    (solved,) = solved_outputs(extrapolation_metric(problem, nac))
+    assert solved.tolist() == [False, True]
     assert sparsity_error(nac, torch.ones(4, 8)).tolist() == pytest.approx([0.01, 0.0], abs=1e-6)
+    metrics, formulas = read_back_metrics(nac, problem, torch.ones(4, 8), solved)
+    assert [f["recovered"] for f in formulas] == [False, True]
+    assert formulas[0]["learned"] == f"≈ {problem.exact_formulas()[0]} (weights not exact)"
+    assert formulas[1]["learned"] == str(problem.exact_formulas()[1])
+    assert metrics["recovered_fraction"] == 0.5
+
+
+@pytest.mark.parametrize(
+    ("unit", "scale"),
+    [(NeuralAdditionUnit, 0.6), (NeuralMultiplicationUnit, 0.51)],
+)
+def test_rows_at_a_fraction_of_the_exact_weights_are_not_recovered(unit, scale):
+    operation = "add" if unit is NeuralAdditionUnit else "mul"
+    problem = MysteryArithmeticProblem(6, 2, operations=(operation,), problem_seed=2)
+    network = unit(6, 2)
+    exact = torch.zeros(2, 6)
+    exact[torch.arange(2), problem.left_index] = 1.0
+    exact[torch.arange(2), problem.right_index] = 1.0
+    with torch.no_grad():
+        network.weight.copy_(exact * torch.tensor([[scale], [1.0]]))
+    (solved,) = solved_outputs(extrapolation_metric(problem, network))
+    assert solved.tolist() == [False, True]
+    metrics, formulas = read_back_metrics(network, problem, torch.rand(16, 6) + 1, solved)
+    assert [f["recovered"] for f in formulas] == [False, True]
+    assert metrics["recovered_fraction"] == 0.5
 
 
 @pytest.mark.parametrize("shared", [False, True])
@@ -369,6 +401,13 @@ def test_solved_at_step_counts_validations_up_to_the_best_one_only():
     assert module.best_interp_mse.tolist() == [3.0]
     assert module.best_train_loss.tolist() == [6.0]  # the training loss of the best epoch
     # Output 1 was first solved after the best validation, so at the best it was not.
+    assert module.solved_at_step.tolist() == [[4, -1]]
+
+
+def test_an_output_unsolved_at_the_best_validation_has_no_solved_at_step():
+    module = two_output_module()
+    judge(module, 4, [5.0, 5.0], [0.5, 0.5])  # both solved (threshold 1)
+    judge(module, 8, [3.0, 3.0], [0.5, 2.0])  # the best: output 1 no longer solved
     assert module.solved_at_step.tolist() == [[4, -1]]
 
 

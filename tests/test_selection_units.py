@@ -203,6 +203,25 @@ def test_a_selection_run_chooses_the_head_that_computes_each_output(tmp_path):
     assert metrics["recovered_fraction"] == 1.0
 
 
+def test_a_run_stops_once_every_output_is_solved_on_validation_data(tmp_path):
+    # 200 steps an epoch; the run above solves everything within its 6 epochs.
+    overrides = [
+        *TINY,
+        "model=select",
+        "data.operations=[add,mul,div]",
+        "data.min_abs_denominator=1",
+        "data.resample=true",
+        "data.train_size=3200",
+        "trainer.max_epochs=40",
+        "optimizer.lr=0.05",
+        "lr_schedule=linear_decay",
+    ]
+    stopped = train(compose_config([*overrides, "stop_when_solved=true"], tmp_path / "stopped"))
+    steps = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["steps"]
+    assert steps % 200 == 0 and steps < 40 * 200
+    assert stopped["extrap/own_best_solved_fraction"] == 1.0
+
+
 def test_each_head_learns_at_its_own_rate():
     unit = PerOutputSelection(
         3,
@@ -224,7 +243,11 @@ def test_the_solve_experiment_is_the_recipe_make_solve_runs(tmp_path):
     assert cfg.model.heads.nmru.sign_retrieval is False
     assert list(cfg.data.operations) == ["add", "sub", "mul", "div"]
     assert (cfg.data.resample, cfg.data.batch_size, cfg.data.train_size) == (True, 128, 12800)
-    assert (cfg.regularizer.scale, cfg.trainer.max_epochs) == (10.0, 30)
+    # A round of 30 epochs per 50 inputs, rounded up.
+    assert (cfg.regularizer.scale, cfg.rounds, cfg.trainer.max_epochs) == (10.0, 2, 60)
+    wider = compose_config(["experiment=solve", "data.in_features=301"], tmp_path)
+    assert (wider.rounds, wider.trainer.max_epochs) == (7, 210)
+    assert cfg.stop_when_solved
     assert cfg.lr_schedule._target_ == "nalu.optimization.LinearDecay"
     tiny = [*TINY, "experiment=solve", "population=2", "trainer.max_epochs=1", "data.train_size=64"]
     train(compose_config(tiny, tmp_path / "run"))
@@ -232,6 +255,26 @@ def test_the_solve_experiment_is_the_recipe_make_solve_runs(tmp_path):
         (tmp_path / "run" / "members" / "1_select_seed1" / "metrics.json").read_text()
     )
     assert {"extrap/own_best_solved_fraction_div", "output_count_div"} <= set(record["metrics"])
+
+
+@pytest.mark.slow
+def test_the_solve_recipe_learns_every_output_of_a_small_problem(tmp_path):
+    # 12 inputs: one round of 3,000 steps.
+    overrides = [
+        "experiment=solve",
+        "data.in_features=12",
+        "data.out_features=8",
+        "population=2",
+        "compile=false",
+        "trainer.enable_progress_bar=false",
+    ]
+    cfg = compose_config(overrides, tmp_path)
+    assert (cfg.rounds, cfg.trainer.max_epochs) == (1, 30)
+    metrics = train(cfg)
+    for member in (tmp_path / "members").iterdir():
+        record = json.loads((member / "metrics.json").read_text())
+        assert record["metrics"]["extrap/own_best_solved_fraction"] == 1.0
+    assert metrics["extrap/solved_fraction"] == 1.0
 
 
 def test_the_static_anchor_samples_the_signed_union_and_trains(tmp_path):

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vmap
 from torch.optim import Optimizer
 
+from nalu import rules
 from nalu.data.batches import step_batches
 from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.errors import Diverged, InvalidArgument
@@ -176,8 +177,10 @@ class ArithmeticModule(L.LightningModule):
     What a run is judged by, per member, in one place (Madsen & Johansen 2020, sec. 4.1):
     - best epoch: the validation with the lowest interpolation MSE so far; its parameters,
       training loss and first-solved steps are kept, and the test loop runs on them;
-    - solved at step: per output, the first validation whose extrapolation MSE is below the
-      output's threshold, counting validations up to the best one;
+    - solved at step: per output solved at the best validation, the first validation whose
+      extrapolation MSE is below the output's threshold;
+    - stopping when solved (``stop_when_solved``): at the first validation where every living
+      member's every output has an interpolation MSE below ``validation_threshold``;
     - divergence: a member whose objective turns non-finite (at any step, found at the chunk's
       end) or whose parameters are non-finite at the end of an epoch (before its validation)
       leaves the loss sums from that step and is frozen from the chunk's end (its gradients are
@@ -200,6 +203,9 @@ class ArithmeticModule(L.LightningModule):
         output_operations: Sequence[Sequence[str]],
         success_threshold: Sequence[Sequence[float]] | None = None,
         seeds: Sequence[int] = (0,),
+        validation_threshold: Sequence[Sequence[float]] | None = None,
+        stop_when_solved: bool = False,
+        rounds: int = 1,
         regularizer: dict[str, Any] | None = None,
         lr_schedule: dict[str, Any] | None = None,
         gradient_clip_val: float | None = None,
@@ -260,6 +266,26 @@ class ArithmeticModule(L.LightningModule):
         size, outputs = len(seeds), len(output_operations[0])
         self.register_buffer("alive", torch.ones(size, dtype=torch.bool))
         self.register_buffer("diverged_at_step", torch.full((size,), -1))
+        for name, asked in (("stop_when_solved", stop_when_solved), ("rounds", rounds > 1)):
+            if asked and validation_threshold is None:
+                raise InvalidArgument(name, True, "needs validation_threshold (interpolation MSEs)")
+        rules.integer_at_least(1)("rounds", rounds)
+        if rounds > 1 and not (is_config(network) and self.judges_each_output):
+            raise InvalidArgument(
+                "rounds",
+                rounds,
+                "needs a network config whose outputs are models of their own (a weight row "
+                "each: select, nau, nmu, nmru, ...), whose rows a new round re-initialises",
+            )
+        threshold = torch.full((size, outputs), float("nan"))
+        if validation_threshold is not None:
+            threshold = torch.as_tensor(validation_threshold, dtype=torch.float32)
+        self.register_buffer("validation_threshold", threshold, persistent=False)
+        self.stop_when_solved = stop_when_solved
+        # Outputs solved on the interpolation set at the end of a round (``rounds``): their
+        # weight rows no longer change.
+        self.register_buffer("settled_outputs", torch.zeros((size, outputs), dtype=torch.bool))
+        self._any_settled = False
         self.register_buffer("first_solved_step", torch.full((size, outputs), -1))
         self.register_buffer("solved_at_step", torch.full((size, outputs), -1))
         self.register_buffer("best_interp_mse", torch.full((size,), float("inf")))
@@ -276,6 +302,7 @@ class ArithmeticModule(L.LightningModule):
         self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
         # Per member, the final metrics of the test loop: {name: [S]}.
         self.final_metrics: dict[str, Tensor] = {}
+        self.final_solved = torch.zeros((size, outputs), dtype=torch.bool)
         # Each step of the chunk so far: (step, batch size, mse [S], objective [S]).
         self._chunk_steps: list[tuple[int, int, Tensor, Tensor]] = []
         # Whether a member is known to have diverged (its gradients are then zeroed each step).
@@ -426,7 +453,7 @@ class ArithmeticModule(L.LightningModule):
         mse, objective, *regularization = self._run("terms", x, y)
         scale = 0.0
         if self.has_regularization:
-            scale = self.regularizer(step - 1, self.planned_steps)
+            scale = self.regularizer((step - 1) % self.round_steps, self.round_steps)
             objective = objective + scale * regularization[0]
         optimizer.zero_grad()
         # A member's objective reaches only its own gradients: a non-finite one spoils no
@@ -434,6 +461,8 @@ class ArithmeticModule(L.LightningModule):
         self._backward(objective.sum() if objective.dim() else objective)
         if self._some_diverged:
             self._zero_diverged_gradients()
+        if self._any_settled:
+            self._zero_settled_gradients()
         self._clip_gradients(optimizer)
         self._step(optimizer)
         # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
@@ -543,6 +572,20 @@ class ArithmeticModule(L.LightningModule):
             if parameter.grad is not None:
                 mask = self._member_mask(self.alive, parameter)
                 parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
+
+    def _row_mask(self, flags: Tensor, like: Tensor) -> Tensor:
+        """``[S, out]`` flags shaped to select output rows of a parameter like ``like``
+        (``[S, out, ...]``, or ``[out, ...]`` at S = 1: the first dimension of an independent
+        output unit's parameters is the output's)."""
+        if self.population == 1:
+            return flags[0].view(-1, *[1] * (like.dim() - 1))
+        return flags.view(*flags.shape, *[1] * (like.dim() - 2))
+
+    def _zero_settled_gradients(self) -> None:
+        """Settled outputs' rows get no update (their first moments are 0 too)."""
+        for parameter in self.network.parameters():
+            if parameter.grad is not None:
+                parameter.grad.masked_fill_(self._row_mask(self.settled_outputs, parameter), 0.0)
 
     def _clip_gradients(self, optimizer: Any) -> None:
         """``gradient_clip_val``/``gradient_clip_algorithm``, per member: a member's gradient
@@ -707,18 +750,100 @@ class ArithmeticModule(L.LightningModule):
             better, per_output["extrap"], self.own_best_extrap_mse
         )
         self.first_solved_step.masked_fill_(newly_solved, step)
+        if self.stop_when_solved:
+            self._stop_if_solved(step, per_output["interp"])
         improved = self.alive & (interp_mse < self.best_interp_mse)
         self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)
         self.best_train_loss = torch.where(improved, self.last_train_loss, self.best_train_loss)
+        # Madsen & Johansen give the step only to outputs solved at the best validation.
         self.solved_at_step = torch.where(
-            improved.unsqueeze(1), self.first_solved_step, self.solved_at_step
+            improved.unsqueeze(1),
+            torch.where(solved, self.first_solved_step, -1),
+            self.solved_at_step,
         )
         for name, parameter in self.network.named_parameters():
             mask = self._member_mask(improved, parameter)
             best = self.best_parameters[name].to(parameter.device)
             self.best_parameters[name] = torch.where(mask, parameter.detach(), best)
+        if self.hparams.rounds > 1 and not self.trainer.should_stop:
+            self._start_round(step, per_output["interp"])
+
+    @property
+    def round_steps(self) -> int:
+        """The optimizer steps of a round: the run's, divided by ``rounds``."""
+        return max(1, self.planned_steps // self.hparams.rounds)
+
+    def _start_round(self, step: int, interp_per_output: Tensor) -> None:
+        """At the end of every round but the last: each living member's outputs solved on the
+        interpolation set are settled (their rows keep their weights from now on), and every
+        other output starts over: its row of every parameter re-initialised from the member's
+        seed for the round, and the optimizer, the learning-rate schedule and the
+        regulariser's ramp start again as at step 0. Validation data alone decides."""
+        if step % self.round_steps or step >= self.planned_steps:
+            return
+        living = self.alive.unsqueeze(1)
+        self.settled_outputs |= (interp_per_output < self.validation_threshold) & living
+        restarted = ~self.settled_outputs & living
+        self._any_settled = bool(self.settled_outputs.any())
+        round_index = step // self.round_steps
+        fresh = self._fresh_parameters(round_index)
+        optimizer = self.optimizers().optimizer
+        with torch.no_grad():
+            for name, parameter in self.network.named_parameters():
+                rows = self._row_mask(restarted, parameter)
+                parameter.copy_(torch.where(rows, fresh[name].to(parameter), parameter))
+                # Every live row is now settled or new: Adam's moments and step count start
+                # from 0 (a settled row's zero moments and zero gradients leave it still).
+                for value in optimizer.state.get(parameter, {}).values():
+                    if isinstance(value, Tensor):
+                        value.zero_()
+        if (scheduler := self.lr_schedulers()) is not None:
+            # From the learning rates it started with, as at step 0 (closed-form and chained
+            # schedulers alike).
+            for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base_lr
+            scheduler.last_epoch = -1
+            scheduler.step()
+        log.info(
+            "step %d: round %d of %d: %d outputs settled, %d start over",
+            step,
+            round_index + 1,
+            self.hparams.rounds,
+            int(self.settled_outputs.sum()),
+            int(restarted.sum()),
+        )
+
+    def _fresh_parameters(self, round_index: int) -> dict[str, Tensor]:
+        """Every member's network as its seed for round ``round_index`` initialises it:
+        seed + round · 2³², which no member's own seed (< 2³²) is."""
+        members = [
+            build_network(self.hparams.network, seed + round_index * 2**32)
+            for seed in self.hparams.seeds
+        ]
+        return {
+            name: torch.stack([m.get_parameter(name).detach() for m in members])
+            if self.population > 1
+            else members[0].get_parameter(name).detach()
+            for name, _ in self.network.named_parameters()
+        }
+
+    def _stop_if_solved(self, step: int, interp_per_output: Tensor) -> None:
+        """Stop training once every living member has solved every output on the
+        interpolation (validation) set: its MSE below the near-perfect model's there (Madsen
+        & Johansen's rule, on validation data only). Each member is still judged at its best
+        validation; the test set decides nothing here."""
+        solved = (interp_per_output < self.validation_threshold).all(dim=1)
+        if not bool((solved | ~self.alive).all()):
+            return
+        self.trainer.should_stop = True
+        log.info(
+            "step %d: every output of every member is solved on the interpolation set; "
+            "training stops here (stop_when_solved)",
+            step,
+        )
 
     def on_train_start(self) -> None:
+        self._any_settled = bool(self.settled_outputs.any())  # a resumed run's
         self._some_diverged = not bool(self.alive.all())  # a resumed run's diverged members
 
     @torch.no_grad()
@@ -765,6 +890,8 @@ class ArithmeticModule(L.LightningModule):
         validated = self.best_interp_mse.isfinite()
         metrics["train/loss"] = torch.where(validated, self.best_train_loss, self.last_train_loss)
         self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
+        # [S, out]: each output solved at the best validation (what the test just measured).
+        self.final_solved = (per_output["extrap"] < extrap.success_threshold).cpu()
 
     def member_network(self, member: int) -> nn.Module:
         """Member ``member`` as a plain network with its current parameters."""
@@ -804,4 +931,4 @@ class ArithmeticModule(L.LightningModule):
         """The optimizer and its learning-rate schedule over the run's optimizer steps (the
         regulariser's ramp is in fractions of them too)."""
         self.planned_steps = self._planned_steps()
-        return configure_optimization(self, self.planned_steps)
+        return configure_optimization(self, self.round_steps)

@@ -113,11 +113,14 @@ def _tensorboard(trainer: L.Trainer) -> TensorBoardLogger | None:
 
 
 def read_back_metrics(
-    network: nn.Module, problem: ArithmeticProblem, typical_inputs: Tensor
+    network: nn.Module, problem: ArithmeticProblem, typical_inputs: Tensor, solved: Tensor
 ) -> tuple[dict[str, float], list[dict[str, Any]]]:
     """Recovered fraction and sparsity error (overall and per operation) and, per output, the
     learned formula beside the true one; nothing for networks without a reader. An output is
-    recovered when its formula is the true one and its gates (if any) are saturated."""
+    recovered when its weights compute the truth: its formula read with weights rounded to
+    integers is the true one, its gates (if any) are saturated, and it is ``solved`` (``[out]``,
+    its extrapolation error below the near-perfect model's). A formula that only rounds to the
+    truth reads ``≈ formula (weights not exact)``."""
     learned = read_back(network, typical_inputs)
     sparsity = sparsity_error(network, typical_inputs)
     if learned is None or sparsity is None:
@@ -125,7 +128,7 @@ def read_back_metrics(
     truth = problem.exact_formulas()
     operations = problem.output_operations
     same = torch.tensor([a == b for a, b in zip(learned, truth, strict=True)])
-    recovered = same & ~unsaturated_gates(network, typical_inputs)
+    recovered = same & ~unsaturated_gates(network, typical_inputs) & solved.cpu()
     metrics = {
         f"{RECOVERED_FRACTION}{k}": float(v)
         for k, v in group_by_operation(recovered.float(), operations).items()
@@ -135,8 +138,15 @@ def read_back_metrics(
         for k, v in group_by_operation(sparsity, operations, reduce=torch.max).items()
     )
     outputs = [
-        {"output": j, "truth": str(t), "learned": str(lrn), "recovered": bool(r)}
-        for j, (t, lrn, r) in enumerate(zip(truth, learned, recovered.tolist(), strict=True))
+        {
+            "output": j,
+            "truth": str(t),
+            "learned": str(lrn) if r or not rounds else f"≈ {lrn} (weights not exact)",
+            "recovered": r,
+        }
+        for j, (t, lrn, r, rounds) in enumerate(
+            zip(truth, learned, recovered.tolist(), same.tolist(), strict=True)
+        )
     ]
     return metrics, outputs
 
@@ -309,7 +319,7 @@ class RunRecorder(L.Callback):
             member_inputs = typical_inputs if self.population == 1 else typical_inputs[member]
             network = pl_module.member_network(member)
             readback, formulas = read_back_metrics(
-                network, problem, member_inputs.to(pl_module.device)
+                network, problem, member_inputs.to(pl_module.device), pl_module.final_solved[member]
             )
             metrics = dict(sorted({**metrics, **readback}.items()))
             self._record(trainer, pl_module, member, metrics, formulas)

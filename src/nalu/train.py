@@ -141,6 +141,9 @@ def build_run(
             output_operations=[data.problem.output_operations for data in member_data],
             success_threshold=[data.success_threshold() for data in member_data],
             seeds=[member.seed for _, member in members],
+            validation_threshold=[data.success_threshold("interp") for data in member_data],
+            stop_when_solved=cfg.get("stop_when_solved", False),
+            rounds=cfg.get("rounds", 1),
             regularizer=regularizer,
             lr_schedule=_container(cfg.get("lr_schedule")),
             # The module clips every one of its optimizer steps itself (several per batch).

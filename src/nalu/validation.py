@@ -85,6 +85,8 @@ FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
     "compile": boolean,
+    "stop_when_solved": boolean,
+    "rounds": integer_at_least(1),
     "heatmaps": optional(integer_at_least(0)),
     "regularizer.scale": non_negative_number,
     "regularizer.start": fraction,
@@ -210,12 +212,21 @@ def cross_field_rules(cfg: DictConfig) -> None:
     """The rules that tie fields together: the operations of the problem family, a batch no
     larger than the training set, sets that fit in memory, denominators that the ranges allow,
     targets whose squared errors are finite in float32, a regulariser that starts before it
-    ends, and a population in one process."""
+    ends, rounds that each end with a validation, and a population in one process."""
     start, end = _get(cfg, "regularizer.start"), _get(cfg, "regularizer.end")
     if start is not None and end is not None and start > end:
         raise ConfigError(f"regularizer.start={start}: must be at most regularizer.end={end}")
     if _get(cfg, "data") is not None:
         _data_rules(cfg)
+    rounds, epochs = _get(cfg, "rounds"), _get(cfg, "trainer.max_epochs")
+    validate_every = _get(cfg, "trainer.check_val_every_n_epoch") or 1
+    several_rounds = rounds is not None and rounds > 1 and epochs is not None
+    if several_rounds and (epochs % rounds or (epochs // rounds) % validate_every):
+        raise ConfigError(
+            f"rounds={rounds}: must divide trainer.max_epochs={epochs} into rounds of a "
+            f"whole number of validations (every {validate_every} epochs), so that each "
+            "round ends with one"
+        )
     population, trainer_devices = _get(cfg, "population"), _get(cfg, "trainer.devices")
     several = (is_integer(trainer_devices) and trainer_devices != 1) or (
         isinstance(trainer_devices, list) and len(trainer_devices) > 1

@@ -167,9 +167,9 @@ class ProblemDataModule(TrainingDataModule):
                 1, value_range, torch.Generator().manual_seed(self.seeds[split])
             )
 
-    def success_threshold(self) -> list[float]:
-        """Per output, the extrapolation MSE below which it counts as solved."""
-        return self.problem.success_threshold(self.ranges["extrap"]).tolist()
+    def success_threshold(self, split: str = "extrap") -> list[float]:
+        """Per output, the MSE on ``split``'s range below which it counts as solved."""
+        return self.problem.success_threshold(self.ranges[split]).tolist()
 
     def setup(self, stage: str | None = None) -> None:
         """The fixed sets, on the trainer's device."""
