@@ -15,6 +15,7 @@ import pytest
 import torch
 from conftest import TINY, run_cli
 
+from nalu.cli import quote_paths
 from nalu.heatmap import unit_matrices, weight_figure
 from nalu.record import HPARAMS_METRICS
 from nalu.units import NeuralAdditionUnit, NeuralMultiplicationUnit
@@ -171,6 +172,26 @@ def test_console_scripts_complete_hydra_options_in_bash():
     )
     assert result.returncode == 0, result.stderr
     assert {"model=nmu", "model=nmru"} <= set(result.stdout.split())
+
+
+@pytest.mark.slow
+def test_evaluate_takes_a_sweep_jobs_checkpoint_as_documented(two_job_sweep, tmp_path):
+    job = next(path for path in two_job_sweep.iterdir() if "optimizer.lr=" in path.name)
+    checkpoint = job / "checkpoints" / "last.ckpt"
+    result = run_cli([f"ckpt_path={checkpoint}"], cwd=tmp_path, module="nalu.evaluate")
+    assert result.returncode == 0, result.stderr[-2000:]
+    (evaluation,) = job.glob("evaluate/*/evaluation.json")
+    assert json.loads(evaluation.read_text())["ckpt_path"] == str(checkpoint)
+
+
+def test_path_values_are_quoted_for_hydra_and_nothing_else_is():
+    arguments = ["ckpt_path=/runs/1_nac_lr=0.1,x/it's.ckpt", "seed=1", "ckpt_path=null"]
+    assert quote_paths(arguments) == [
+        "ckpt_path='/runs/1_nac_lr=0.1,x/it\\'s.ckpt'",
+        "seed=1",
+        "ckpt_path=null",
+    ]
+    assert quote_paths(["ckpt_path='/a=b'"]) == ["ckpt_path='/a=b'"]
 
 
 @pytest.mark.slow

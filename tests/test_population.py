@@ -12,7 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nalu.data.batches import epoch_orders, order_key
 from nalu.module import ArithmeticModule
-from nalu.report import load_runs, loss_curves, summary_rows
+from nalu.record import EXTRAP_MSE_OF
+from nalu.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
 from nalu.train import build_run, train
 
 
@@ -167,3 +168,23 @@ def test_gradient_clipping_by_norm_is_per_member(tiny_overrides, tmp_path):
     member = _metrics(tmp_path / "population" / "members" / "1_nac_seed1" / "metrics.json")
     for name, value in single.items():
         assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+
+
+def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it(
+    tiny_overrides, tmp_path
+):
+    overrides = [*tiny_overrides, "model=nac", "population=2", "trainer.max_epochs=3"]
+    train(compose_config(overrides, tmp_path))
+    for member in sorted((tmp_path / "members").iterdir()):
+        problem = json.loads((member / "problem.json").read_text())
+        operations = {output["operation"] for output in problem["outputs"]}
+        curves = loss_curves(member)
+        # One point per validation (every epoch of 4 steps) for each operation it has.
+        for operation in operations:
+            assert sorted(curves[f"{EXTRAP_MSE_OF}{operation}"]) == [4, 8, 12]
+        drawn = {tag.removeprefix(EXTRAP_MSE_OF) for tag in curves if tag.startswith(EXTRAP_MSE_OF)}
+        assert drawn == operations
+    runs = load_runs([tmp_path])
+    figure = plot_curves(group_runs(runs, ["model"]))["test_loss_by_operation"]
+    drawn = [line for axis in figure.axes for line in axis.get_lines() if len(line.get_xdata())]
+    assert len(drawn) >= len(figure.axes) >= 2

@@ -59,6 +59,25 @@ logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropNotice
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
+# Fields whose values are paths: a sweep job's folder holds Hydra's `=` (`lr=0.1_seed0`).
+PATH_FIELDS = ("ckpt_path",)
+
+
+def quote_paths(arguments: list[str]) -> list[str]:
+    """``ckpt_path=<path>`` with the path quoted for Hydra's grammar, which would otherwise
+    refuse the ``=`` and ``,`` of a sweep job's folder name; values already quoted (or
+    interpolations) are left as they are."""
+    quoted = []
+    for argument in arguments:
+        key, equals, value = argument.partition("=")
+        plain = value not in ("", "null") and value[0] not in "'\"$"
+        if equals and key.lstrip("+~") in PATH_FIELDS and plain:
+            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+            argument = f"{key}='{escaped}'"
+        quoted.append(argument)
+    return quoted
+
+
 def checked(section: str, build: Callable[[], T]) -> T:
     """Run ``build`` and turn a bad argument into a one-line ``ConfigError`` naming the field."""
     try:

@@ -27,6 +27,7 @@ from nalu.cli import (
     keep_freed_memory,
     output_error_message,
     progress_callbacks,
+    quote_paths,
 )
 from nalu.errors import ConfigError, shorten
 from nalu.record import OWN_BEST, write_json_atomic
@@ -242,9 +243,8 @@ def check_arguments(arguments: list[str]) -> None:
                 f"it composes only {', '.join(EVALUATE_GROUPS)} (data.<field>=... changes the sets)"
             )
     check_group_choices(overrides, CONFIG_DIR)
-    paths = [
-        arg.partition("=")[2] for arg in overrides if arg.lstrip("+~").startswith("ckpt_path=")
-    ]
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    paths = [str(override.value()) for override in parsed if override.key_or_group == "ckpt_path"]
     if not paths:
         raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
     if not Path(paths[-1]).is_file():
@@ -269,6 +269,7 @@ def check_arguments(arguments: list[str]) -> None:
 
 
 def main() -> None:
+    sys.argv[1:] = quote_paths(sys.argv[1:])
     try:
         check_arguments(sys.argv[1:])
     except ConfigError as error:

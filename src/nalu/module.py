@@ -21,7 +21,7 @@ from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.errors import Diverged, InvalidArgument
 from nalu.metrics import MemberOutputMSE
 from nalu.optimization import configure_optimization
-from nalu.record import OUTPUT_COUNT, OWN_BEST, OWN_BEST_SOLVED_FRACTION
+from nalu.record import EXTRAP_MSE_OF, OUTPUT_COUNT, OWN_BEST, OWN_BEST_SOLVED_FRACTION
 from nalu.regularizer import RegularizerSchedule, network_regularization
 from nalu.units.selection import best_candidates
 
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 # The hooks Lightning calls around each optimizer step of manual optimization.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
-# The per-member curves kept for each member's own TensorBoard run (the run's own TensorBoard
-# shows their medians over the members, with every other metric).
+# The per-member curves kept for each member's own TensorBoard run, with each operation's
+# extrapolation MSE (the run's own TensorBoard shows their medians over the members, with
+# every other metric).
 MEMBER_CURVES = ("train/loss", "interp/mse", "extrap/mse")
 
 
@@ -725,6 +726,10 @@ class ArithmeticModule(L.LightningModule):
         step = self.global_step
         for split in EVALUATION_SPLITS:
             self.curves[f"{split}/mse"].append((step, values[split]["mse"].cpu()))
+        # Each operation's test loss too (NaN for a member without it: not written).
+        for name, value in values["extrap"].items():
+            if f"extrap/{name}".startswith(EXTRAP_MSE_OF):
+                self.curves.setdefault(f"extrap/{name}", []).append((step, value.cpu()))
         per_member = {
             f"{split}/{name}": value
             for split, metrics in values.items()

@@ -34,6 +34,7 @@ from nalu.cli import (
     keep_freed_memory,
     output_error_message,
     progress_callbacks,
+    quote_paths,
 )
 from nalu.errors import ConfigError, Diverged, Interrupted, shorten
 from nalu.record import INTERP_MSE
@@ -421,7 +422,7 @@ def swept_on_command_line(arguments: list[str]) -> list[str]:
 
 
 def main() -> None:
-    arguments = sys.argv[1:]
+    sys.argv[1:] = arguments = quote_paths(sys.argv[1:])
     try:
         check_command_line(arguments, CONFIG_DIR)
     except ConfigError as error:
