@@ -57,7 +57,11 @@ def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp
     assert log.count("`Trainer.fit` stopped") == 1  # the run's log file keeps the line
     # Output to a pipe draws no progress bar; the last progress line says where training ended.
     [line] = [line for line in console.splitlines() if "nalu.progress" in line]
-    assert re.search(r"- step 4/4 \(100%\) · epoch 1/1 · 0:00:\d\d elapsed · interp/mse \S+$", line)
+    assert re.search(
+        r"- step 4/4 \(100%\) · epoch 1/1 · \d+ steps/s · 0:00:\d\d elapsed · "
+        r"interp/mse (\S+) \(best \1\)$",
+        line,
+    )
 
 
 def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monkeypatch, caplog):
@@ -69,6 +73,11 @@ def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monke
     assert steps[-1] == 12 and steps == sorted(steps) and len(set(steps)) >= 3, lines
     assert any(re.search(r"elapsed, about 0:00:\d\d left", line) for line in lines[:-1]), lines
     assert lines[-1].startswith("step 12/12 (100%) · epoch 3/3 · ")
+    # The best interpolation MSE so far is the least of the lines' current ones.
+    validated = [line for line in lines if "interp/mse" in line]  # after the first validation
+    current = [float(re.search(r"interp/mse (\S+) ", line)[1]) for line in validated]
+    best = [float(re.search(r"\(best (\S+)\)$", line)[1]) for line in validated]
+    assert len(validated) >= 2 and best == [min(current[: k + 1]) for k in range(len(best))]
 
 
 def test_final_metrics_print_as_one_table_of_measures_by_operation():
