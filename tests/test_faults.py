@@ -100,6 +100,14 @@ def test_a_sweep_with_a_failed_job_goes_on_and_ends_with_a_summary(tmp_path):
     assert f"{sweep_dir}/1_nalu_seed1: job failed (exit code {EXIT_OUTPUT_ERROR})" in console
     assert f"multirun: 3 jobs in {sweep_dir}: 2 finished, 0 diverged, 1 failed" in console
     assert (sweep_dir / "2_nalu_seed2" / "metrics.json").is_file()  # the sweep went on
+    # The finished job of the lower validation MSE, and the report's command.
+    validation = {
+        job: json.loads((sweep_dir / job / "metrics.json").read_text())["metrics"]["interp/mse"]
+        for job in ("0_nalu_seed0", "2_nalu_seed2")
+    }
+    best = min(validation, key=validation.get)
+    assert f"best on the validation set: {best} (interp/mse {validation[best]:.4g})" in console
+    assert result.stdout.rstrip().endswith(f"report: nalu-report {sweep_dir}")
 
 
 @pytest.mark.slow

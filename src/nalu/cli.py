@@ -4,6 +4,7 @@ errors, the config directory and Lightning's console set-up."""
 import ctypes
 import errno
 import logging
+import math
 import os
 import sys
 import warnings
@@ -126,6 +127,8 @@ class SweepCounts:
     jobs: int
     finished: int
     diverged: int
+    # The finished job of the lowest interpolation (validation) MSE, and that MSE.
+    best: tuple[Path, float] | None = None
 
     @property
     def failed(self) -> int:
@@ -137,23 +140,30 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
     or a population member) finished, diverged where all diverged, failed where none wrote its
     metrics.json."""
     finished = diverged = jobs = 0
+    best: tuple[Path, float] | None = None
     for job in sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()):
         jobs += 1
         statuses = set()
         for metrics in job.rglob(METRICS_FILE):
             try:
-                statuses.add(RunRecord.read(metrics.parent).status)
+                record = RunRecord.read(metrics.parent)
             except (OSError, ValueError, TypeError, AttributeError):
                 continue
+            statuses.add(record.status)
+            # A job's own record (at S > 1, the members' median): the run a user would pick.
+            mse = record.metrics.get("interp/mse", math.nan) if metrics.parent == job else math.nan
+            if record.status == STATUS_FINISHED and (best is None or mse < best[1]):
+                best = (job, mse) if math.isfinite(mse) else best
         finished += STATUS_FINISHED in statuses
         diverged += statuses == {STATUS_DIVERGED}
-    return SweepCounts(jobs, finished, diverged)
+    return SweepCounts(jobs, finished, diverged, best)
 
 
 class MultirunSummary(Callback):
-    """Ends a multirun with one line counting its jobs, finished, diverged and failed
-    (``hydra.callbacks`` in ``conf/hydra/default.yaml``); ``last`` keeps the counts, from
-    which ``nalu-train`` takes its exit code."""
+    """Ends a multirun with a line counting its jobs, finished, diverged and failed, the job
+    of the lowest interpolation MSE (the validation set: never the test set) and the report's
+    command (``hydra.callbacks`` in ``conf/hydra/default.yaml``); ``last`` keeps the counts,
+    from which ``nalu-train`` takes its exit code."""
 
     last: SweepCounts | None = None
 
@@ -167,6 +177,10 @@ class MultirunSummary(Callback):
             f"multirun: {counts.jobs} jobs in {sweep_dir}: {counts.finished} finished, "
             f"{counts.diverged} diverged, {counts.failed} failed"
         )
+        if counts.best is not None:
+            job, mse = counts.best
+            print(f"best on the validation set: {job.name} (interp/mse {mse:.4g})")
+        print(f"report: nalu-report {sweep_dir}")
 
 
 def format_metrics(metrics: dict[str, float]) -> str:
