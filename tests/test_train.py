@@ -77,6 +77,7 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
     assert metric_tags == {f"final/{name}" for name in HPARAMS_METRICS}
     assert {"final/interp/mse", "final/extrap/mse", "final/extrap/solved_fraction"} <= metric_tags
     assert {"final/extrap/normalized_error_add", "final/sparsity_error"} <= set(tags["scalars"])
+    assert not any(tag.startswith("final/output_count") for tag in tags["scalars"])
     readback = events.Tensors("readback/formulas/text_summary")[0].tensor_proto.string_val[0]
     assert b"y0: learned " in readback
     assert "hp_metric" not in tags["scalars"]

@@ -27,6 +27,7 @@ from nalu.record import (
     FINAL_PREFIX,
     HPARAMS_METRICS,
     METRICS_FILE,
+    OUTPUT_COUNT,
     RECOVERED_FRACTION,
     SPARSITY_ERROR,
     STATUS_DIVERGED,
@@ -159,14 +160,15 @@ def log_final_results(
     hyperparameters: dict[str, Any],
     step: int,
 ) -> None:
-    """Every final metric and the read-back formulas, under ``final/`` (the curves of the same
-    names are the run as it trained), and the HParams entry: the run's labels and settings
-    beside the headline metrics."""
+    """Every final metric but the output counts and the read-back formulas, under ``final/``
+    (the curves of the same names are the run as it trained), and the HParams entry: the run's
+    labels and settings beside the headline metrics."""
     headline = {
         f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
     }
     for name, value in metrics.items():
-        if f"{FINAL_PREFIX}{name}" not in headline:
+        # Output counts are bookkeeping for reports (metrics.json), not a chart to read.
+        if f"{FINAL_PREFIX}{name}" not in headline and not name.startswith(OUTPUT_COUNT):
             tensorboard.experiment.add_scalar(f"{FINAL_PREFIX}{name}", value, step)
     if formulas:
         tensorboard.experiment.add_text(
