@@ -16,6 +16,7 @@ from nalu.report import (
     load_runs,
     main,
     median_table,
+    plot_success,
     summary_rows,
     wilson_interval,
 )
@@ -251,3 +252,18 @@ def test_swept_values_group_as_hydra_reads_them_in_numeric_order(tmp_path):
         "nac / 10": 1,
     }
     assert list(groups) == ["nac / 0.001", "nac / 5", "nac / 10"]
+
+
+def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
+    rows = [
+        {"group": "nac", "operation": op, "success_rate": rate, "success_low": low,
+         "success_high": high}
+        for op, rate, low, high in (("add", 0.5, 0.2, 0.8), ("mul", 0.0, 0.0, 0.3))
+    ]  # fmt: skip
+    figure = plot_success(rows)
+    (axis,) = figure.axes
+    assert axis.get_title() == "Runs solved per operation (every output), 95% Wilson intervals"
+    assert [bar.get_height() for bar in axis.patches] == [0.5, 0.0]
+    # Each operation's interval: from the rate down to its low end and up to its high end.
+    spans = [segment[:, 1].tolist() for line in axis.collections for segment in line.get_segments()]
+    assert sorted(spans) == [[0.0, 0.3], [0.2, 0.8]]

@@ -566,6 +566,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     axis.set_xticklabels(groups, rotation=20, ha="right")
     axis.set_ylim(0, 1.05)
     axis.set_ylabel("success rate (95% Wilson CI)")
+    axis.set_title("Runs solved per operation (every output), 95% Wilson intervals")
     axis.legend(fontsize="small")
     figure.tight_layout()
     return figure
