@@ -16,7 +16,7 @@ import torch
 from conftest import TINY, run_cli
 
 from nalu.cli import quote_paths
-from nalu.heatmap import unit_matrices, weight_figure
+from nalu.heatmap import Heatmap, render_heatmap, unit_matrices, weight_figure
 from nalu.record import HPARAMS_METRICS
 from nalu.units import NeuralAdditionUnit, NeuralMultiplicationUnit
 
@@ -162,6 +162,14 @@ def test_heatmap_labels_each_output_with_its_true_and_learned_formula():
     assert [t.get_text() for t in learned_side.get_yticklabels()] == ["✓ x0 × x1"]
     assert colour_bar.get_label() == "<colorbar>"
     assert colour_bar.get_ylim() == (-1.0, 1.0)  # {-1, 0, 1} weights in full colour
+
+
+def test_a_wide_heatmap_fits_a_1600_pixel_window():
+    nac = NeuralAdditionUnit(300, 20)
+    truths = [f"x{j} + x{j + 1}" for j in range(20)]
+    learned = [(truth, True) for truth in truths]
+    image = render_heatmap(Heatmap("weights/network", "NAU", {"W": nac.weight}, truths, learned))
+    assert image.shape[0] == 3 and image.shape[2] <= 1500
 
 
 @pytest.mark.slow

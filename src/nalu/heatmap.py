@@ -20,6 +20,9 @@ MAX_LABEL_CHARACTERS = 48
 # few rows, and its panel a height of at most MAX_PANEL_INCHES.
 MAX_ROW_LABELS = 64
 MAX_PANEL_INCHES = 12.0
+# At matplotlib's 100 dpi: 1,500 px, so that the colour bar and the read-back column stay in a
+# 1,600-px browser window beside TensorBoard's margins.
+MAX_FIGURE_INCHES = 15.0
 
 
 def unit_matrices(network: nn.Module, prefix: str = "") -> dict[str, dict[str, Tensor]]:
@@ -62,7 +65,7 @@ def weight_figure(
     columns = max(matrix.shape[1] for matrix in matrices.values())
     label_width = 3.2 if learned else 1.2
     figure = Figure(
-        figsize=(min(18.0, 4.0 + label_width + 0.11 * columns), sum(heights) + 0.8),
+        figsize=(min(MAX_FIGURE_INCHES, 4.0 + label_width + 0.11 * columns), sum(heights) + 0.8),
         layout="constrained",
     )
     FigureCanvasAgg(figure)
