@@ -30,6 +30,8 @@ install: $(VENV)/.installed ## Create or update the virtual environment in .venv
 
 train: $(VENV)/.installed ## Train the NALU on the article's problem (extra Hydra overrides: ARGS="...")
 	$(PYTHON) -m nalu.train experiment=article $(ARGS)
+	@echo "The article's setup: its NALU extrapolates few or no outputs exactly (solved fractions near 0),"
+	@echo "which is the article's finding, not a fault; make solve learns + − × ÷ (README: Which unit should I use?)."
 
 sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one multirun, then its report
 	$(PYTHON) -m nalu.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \
