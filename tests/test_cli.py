@@ -1,11 +1,7 @@
 """The real command line, as a user types it (bad command lines: test_config_errors.py)."""
 
-import json
 import logging
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 from conftest import TINY, compose_config, run_cli
@@ -102,21 +98,3 @@ def test_final_metrics_print_as_one_table_of_measures_by_operation():
         "  extrap/solved_fraction" + " " * 24 + "  " + "0.5".rjust(10),
         "  train/loss" + " " * 12 + "  " + "0.25".rjust(10),
     ]
-
-
-def test_two_runs_started_together_write_two_folders(tmp_path):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    runs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "nalu.train", *TINY, "trainer.max_epochs=1", f"seed={seed}"],
-            cwd=tmp_path,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for seed in (0, 1)
-    ]
-    assert [run.wait(timeout=300) for run in runs] == [0, 0]
-    folders = sorted((tmp_path / "outputs" / "runs").iterdir())
-    seeds = [json.loads((f / "metrics.json").read_text())["labels"]["seed"] for f in folders]
-    assert sorted(seeds) == [0, 1]

@@ -37,7 +37,8 @@ MEMBER_CURVES = ("train/loss", "interp/mse", "extrap/mse")
 
 
 def is_config(value: Any) -> bool:
-    """Whether ``value`` is a Hydra config (a mapping with ``_target_``), not a plain object."""
+    """Whether ``value`` is a Hydra config (a mapping, such as ``{"_target_": ...}``), not a plain
+    object such as a built ``nn.Module``."""
     return isinstance(value, Mapping)
 
 

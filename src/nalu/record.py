@@ -116,10 +116,6 @@ class RunRecord:
     reason: str | None = None
     last_good_checkpoint: str | None = None
 
-    @property
-    def diverged(self) -> bool:
-        return self.status == STATUS_DIVERGED
-
     def to_json(self) -> str:
         """Strict JSON: a metric that is not finite (an overflowing extrapolation MSE, say) is
         ``null``, since ``NaN`` and ``Infinity`` are no JSON tokens; ``from_json`` reads it back

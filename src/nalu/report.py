@@ -441,16 +441,12 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     """``{tag: {step: value}}`` of the training loss and the extrapolation MSEs (overall and
-    per operation) in a run's TensorBoard events, which lie in the run's folder (in its
-    ``tensorboard/`` for runs of versions before 0.2); none for a run without them: it still
-    has its row in the tables."""
+    per operation) in a run's TensorBoard events, which lie in the run's folder; none for a
+    run without them: it still has its row in the tables."""
     # The plotting and event-reading libraries load only once there is a report to draw.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    legacy = run_dir / "tensorboard"
-    events = EventAccumulator(
-        str(legacy if legacy.is_dir() else run_dir), size_guidance={"scalars": 0}
-    )
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
     events.Reload()
     return {
         tag: {event.step: event.value for event in events.Scalars(tag)}
