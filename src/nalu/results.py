@@ -11,7 +11,6 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -37,7 +36,6 @@ from nalu.record import (
     write_atomic,
     write_json_atomic,
 )
-from nalu.resolvers import swept_fields
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -179,30 +177,19 @@ def log_final_results(
             step,
         )
     tensorboard.log_metrics(headline, step=step)
-    hparams = flatten_config({**labels, **hyperparameters})
-    log_hparams(
-        tensorboard.experiment, hparams, headline, leading=["model", *swept_fields(), "seed"]
-    )
+    log_hparams(tensorboard.experiment, flatten_config({**labels, **hyperparameters}), headline)
     tensorboard.experiment.flush()
 
 
-def log_hparams(
-    writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[str, float], leading: list[str]
-) -> None:
-    """The run's HParams entry, with the ``leading`` hyperparameters first in the tab's list.
-
-    TensorBoard's HParams tab shows the hyperparameters that differ between runs first, the
-    rest by name, and ticks the first few; a run cannot know what differs, but it knows what
-    tells it apart (its model, its swept fields, its seed), so those are marked as differing.
-    """
-    experiment, session_start, session_end = hparams_summary(hparams, metrics)
-    (value,) = experiment.value
-    content = HParamsPluginData.FromString(value.metadata.plugin_data.content)
-    for info in content.experiment.hparam_infos:
-        info.differs = info.name in leading
-    value.metadata.plugin_data.content = content.SerializeToString()
+def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+    """The run's HParams session: its settings and its headline metrics, and no experiment
+    summary. TensorBoard then builds the HParams table from every run's session it is shown
+    (every hyperparameter of every run, those with more than one value marked as differing);
+    with an experiment summary per run it would take the first one it finds for all of them,
+    and the fields that only other runs have (a sweep's beside a population's) would vanish."""
+    _, session_start, session_end = hparams_summary(hparams, metrics)
     file_writer = writer._get_file_writer()
-    for summary in (experiment, session_start, session_end):
+    for summary in (session_start, session_end):
         file_writer.add_summary(summary)
 
 
