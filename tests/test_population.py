@@ -188,3 +188,5 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
     figure = plot_curves(group_runs(runs, ["model"]))["test_loss_by_operation"]
     drawn = [line for axis in figure.axes for line in axis.get_lines() if len(line.get_xdata())]
     assert len(drawn) >= len(figure.axes) >= 2
+    for axis in figure.axes:  # whole epochs only, no 2.5
+        assert all(float(tick).is_integer() for tick in axis.get_xticks())

@@ -487,6 +487,7 @@ def _plot_median_band(
     if axis.lines:
         axis.set_yscale("log")
     axis.set_xlabel("epoch")
+    axis.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no 2.5
     axis.set_ylabel("MSE")
     if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
         axis.legend(fontsize="small")
