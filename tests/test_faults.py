@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import TINY, compose_config, run_cli
 
-from nalu.cli import EXIT_DIVERGED, EXIT_JOBS_FAILED, EXIT_OUTPUT_ERROR
+from nalu.cli import EXIT_DIVERGED, EXIT_JOBS_FAILED, EXIT_OUTPUT_ERROR, count_jobs
 from nalu.record import RunRecord
 from nalu.report import main as report_main
 from nalu.train import train
@@ -139,3 +139,22 @@ def test_a_report_over_a_corrupt_run_still_writes(tmp_path, capsys):
     report = (tmp_path / "report.md").read_text()
     assert report.startswith(f"# Report: 1 runs under {tmp_path} (4 unreadable runs left out)")
     assert "| nac | all | 1 |" in report
+
+
+def test_a_sweeps_best_job_is_ranked_by_validation_mse_a_populations_by_its_members_median(
+    tmp_path,
+):
+    def job(name: str, *runs: tuple[str, str, float]) -> None:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        for folder, status, mse in runs:
+            metrics = {"interp/mse": mse, "extrap/mse": 0.0}  # the test set never ranks
+            RunRecord(status, {}, 1, 4, metrics).write(tmp_path / name / folder)
+
+    job("0_single", (".", "finished", 0.5))
+    # Members at 0.1, 0.4 and 0.9: median 0.4 (a diverged member's MSE does not count).
+    members = [(f"members/{k}", "finished", mse) for k, mse in enumerate((0.1, 0.4, 0.9))]
+    job("1_population", *members, ("members/3", "diverged", 0.0))
+    job("2_failed")
+    counts = count_jobs(tmp_path)
+    assert (counts.jobs, counts.finished, counts.diverged, counts.failed) == (3, 2, 0, 1)
+    assert counts.best == (tmp_path / "1_population", 0.4)

@@ -19,7 +19,13 @@ from omegaconf import DictConfig
 
 import nalu.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from nalu.errors import ConfigError, InvalidArgument
-from nalu.record import METRICS_FILE, STATUS_DIVERGED, STATUS_FINISHED, RunRecord
+from nalu.record import (
+    METRICS_FILE,
+    STATUS_DIVERGED,
+    STATUS_FINISHED,
+    RunRecord,
+    finite_median,
+)
 
 if TYPE_CHECKING:
     from lightning.pytorch.callbacks import Callback as LightningCallback
@@ -127,7 +133,8 @@ class SweepCounts:
     jobs: int
     finished: int
     diverged: int
-    # The finished job of the lowest interpolation (validation) MSE, and that MSE.
+    # The finished job of the lowest interpolation (validation) MSE (at S > 1 its members'
+    # median), and that MSE.
     best: tuple[Path, float] | None = None
 
     @property
@@ -144,16 +151,19 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
     for job in sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()):
         jobs += 1
         statuses = set()
+        validation = []  # the finished runs' interpolation MSEs: one, or a population's members
         for metrics in job.rglob(METRICS_FILE):
             try:
                 record = RunRecord.read(metrics.parent)
             except (OSError, ValueError, TypeError, AttributeError):
                 continue
             statuses.add(record.status)
-            # A job's own record (at S > 1, the members' median): the run a user would pick.
-            mse = record.metrics.get("interp/mse", math.nan) if metrics.parent == job else math.nan
-            if record.status == STATUS_FINISHED and (best is None or mse < best[1]):
-                best = (job, mse) if math.isfinite(mse) else best
+            if record.status == STATUS_FINISHED:
+                validation.append(record.metrics.get("interp/mse", math.nan))
+        # A population is ranked by its members' median, as its own TensorBoard run shows it.
+        mse = finite_median(validation)
+        if math.isfinite(mse) and (best is None or mse < best[1]):
+            best = (job, mse)
         finished += STATUS_FINISHED in statuses
         diverged += statuses == {STATUS_DIVERGED}
     return SweepCounts(jobs, finished, diverged, best)

@@ -243,19 +243,19 @@ def check_arguments(arguments: list[str]) -> None:
                 f"it composes only {', '.join(EVALUATE_GROUPS)} (data.<field>=... changes the sets)"
             )
     check_group_choices(overrides, CONFIG_DIR)
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    paths = [str(override.value()) for override in parsed if override.key_or_group == "ckpt_path"]
-    if not paths:
-        raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
-    if not Path(paths[-1]).is_file():
-        raise ConfigError(f"ckpt_path={paths[-1]!r}: no such file")
     composed = compose_checked(overrides, CONFIG_DIR, "evaluate", validate=False)
-    data, changed = evaluation_data(paths[-1], overrides, None)
+    # As Hydra reads it: a quoted path (a sweep job's `=`) without its quotes.
+    ckpt_path = composed.get("ckpt_path")
+    if not ckpt_path:
+        raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
+    if not Path(ckpt_path).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file")
+    data, changed = evaluation_data(ckpt_path, overrides, None)
     # The run's own data with the overrides on top, or (outside a run folder) this config's.
     own_data = composed.data if data is None else data
     validate_config(OmegaConf.create({"data": OmegaConf.to_container(own_data, resolve=True)}))
-    check_same_problem_fields(paths[-1], data, changed)
-    problem_json = run_dir_of(paths[-1]) / "problem.json"
+    check_same_problem_fields(ckpt_path, data, changed)
+    problem_json = run_dir_of(ckpt_path) / "problem.json"
     if problem_json.is_file():
         try:
             json.loads(problem_json.read_text(encoding="utf-8"))["outputs"]
@@ -264,7 +264,7 @@ def check_arguments(arguments: list[str]) -> None:
                 f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
                 "problem cannot be checked; restore it from the run or move the checkpoint out"
             ) from error
-    folder = Path(evaluation_dir(paths[-1]))
+    folder = Path(evaluation_dir(ckpt_path))
     check_output_folder(folder, "the evaluation's folder")
 
 

@@ -268,10 +268,10 @@ class ArithmeticModule(L.LightningModule):
         size, outputs = len(seeds), len(output_operations[0])
         self.register_buffer("alive", torch.ones(size, dtype=torch.bool))
         self.register_buffer("diverged_at_step", torch.full((size,), -1))
-        for name, asked in (("stop_when_solved", stop_when_solved), ("rounds", rounds > 1)):
-            if asked and validation_threshold is None:
-                raise InvalidArgument(name, True, "needs validation_threshold (interpolation MSEs)")
         rules.integer_at_least(1)("rounds", rounds)
+        for name, on in (("stop_when_solved", stop_when_solved), ("rounds", rounds > 1)):
+            if on and validation_threshold is None:
+                raise InvalidArgument(name, True, "needs validation_threshold (interpolation MSEs)")
         if rounds > 1 and not (is_config(network) and self.judges_each_output):
             raise InvalidArgument(
                 "rounds",
@@ -283,7 +283,6 @@ class ArithmeticModule(L.LightningModule):
         if validation_threshold is not None:
             threshold = torch.as_tensor(validation_threshold, dtype=torch.float32)
         self.register_buffer("validation_threshold", threshold, persistent=False)
-        self.stop_when_solved = stop_when_solved
         # Outputs solved on the interpolation set at the end of a round (``rounds``): their
         # weight rows no longer change.
         self.register_buffer("settled_outputs", torch.zeros((size, outputs), dtype=torch.bool))
@@ -756,7 +755,7 @@ class ArithmeticModule(L.LightningModule):
             better, per_output["extrap"], self.own_best_extrap_mse
         )
         self.first_solved_step.masked_fill_(newly_solved, step)
-        if self.stop_when_solved:
+        if self.hparams.stop_when_solved:
             self._stop_if_solved(step, per_output["interp"])
         improved = self.alive & (interp_mse < self.best_interp_mse)
         self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)

@@ -76,7 +76,7 @@ OmegaConf.register_new_resolver("len", len, replace=True)
 OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
 # `${run_name:${seed},${population}}`: the run and job folders' names.
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
-# `${ceil_div:${data.in_features},100}`, `${mul:30,${rounds}}`: a recipe sized by its problem.
+# `${ceil_div:${data.in_features},50}`, `${mul:30,${rounds}}`: a recipe sized by its problem.
 OmegaConf.register_new_resolver("ceil_div", lambda a, b: -(-int(a) // int(b)), replace=True)
 OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 # `${evaluation_dir:${ckpt_path}}`: an evaluation's folder.

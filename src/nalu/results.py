@@ -140,10 +140,10 @@ def read_back_metrics(
         {
             "output": j,
             "truth": str(t),
-            "learned": str(lrn) if r or not rounds else f"≈ {lrn} (weights not exact)",
+            "learned": str(lrn) if r or not rounded else f"≈ {lrn} (weights not exact)",
             "recovered": r,
         }
-        for j, (t, lrn, r, rounds) in enumerate(
+        for j, (t, lrn, r, rounded) in enumerate(
             zip(truth, learned, recovered.tolist(), same.tolist(), strict=True)
         )
     ]
