@@ -20,6 +20,7 @@ from nalu.units import (
     NeuralPowerUnit,
 )
 from nalu.units.nau import sparsity_penalty
+from nalu.units.nmu import nmu_factors, nmu_product, signed_product
 
 # The article's example: output x0·x1 of x = (1.5, −2, 2.5) is −3.
 ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
@@ -51,6 +52,42 @@ def test_nmu_multiplies_with_signs(weight, expected):
     nmu = NeuralMultiplicationUnit(3, 1)
     set_(nmu.weight, [weight])
     assert nmu(ARTICLE_X).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_nmu_gradients_match_hand_computed_values():
+    nmu = NeuralMultiplicationUnit(3, 1)
+    set_(nmu.weight, [[0.5, 1.0, 0.0]])
+    x = ARTICLE_X.clone().requires_grad_()
+    # Factors f = (1.25, −2, 1), z = −2.5; ∂z/∂W_i = z (x_i − 1) / f_i, ∂z/∂x_i = z W_i / f_i.
+    nmu(x).sum().backward()
+    assert nmu.weight.grad.tolist() == [pytest.approx([-1.0, -3.75, -3.75])]
+    assert x.grad.tolist() == [pytest.approx([-1.0, 1.25, 0.0])]
+
+
+def test_nmu_values_and_gradients_are_those_of_the_signed_product_of_its_factors():
+    torch.manual_seed(0)  # in float64: the two differ by rounding alone
+    weight = torch.rand(4, 3, 30, dtype=torch.float64)
+    weight[:, 0] = 1.0  # output 0 multiplies all 30 inputs: |z| far above e^20, clipped
+    weight[:, 1, 0] = 1.0
+    x = torch.empty(4, 8, 30, dtype=torch.float64).uniform_(-10, 10)
+    x[:, :2, 0] = 0.0  # an exact zero factor of outputs 0 and 1 in the first two samples
+    grad_z = torch.randn(4, 8, 3, dtype=torch.float64)
+
+    def run(product):
+        w, inputs = weight.clone().requires_grad_(), x.clone().requires_grad_()
+        z = torch.func.vmap(product)(w, inputs)
+        return (z, *torch.autograd.grad(z, (w, inputs), grad_z))
+
+    def reference(w, inputs):
+        return signed_product(nmu_factors(w, inputs), dim=-1, max_log_magnitude=20.0)
+
+    expected = run(reference)
+    for got, want in zip(
+        run(lambda w, inputs: nmu_product(w, inputs, 20.0)), expected, strict=True
+    ):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    z = expected[0]
+    assert (z[:, :2, :2] == 0).all() and (z[:, 2:, 0].abs() == math.exp(20)).all()
 
 
 def test_nmu_zero_factor_gives_zero_and_finite_gradient():

@@ -1,6 +1,7 @@
 """The Neural Multiplication Unit (Madsen & Johansen 2020, "Neural Arithmetic Units")."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +27,52 @@ def signed_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
     # The sign has no gradient: detached, its product costs no backward pass.
     sign = torch.sign(terms.detach()).prod(dim)
     return sign * magnitude_product(terms.abs(), dim, max_log_magnitude)
+
+
+class _NMUProduct(torch.autograd.Function):
+    """z = ``signed_product(nmu_factors(W, x))`` with the same values and gradients, computed
+    without keeping the ``[..., out, in]`` factors for the backward pass: it recomputes them
+    there from W and x. Writing and rereading them cost more than the arithmetic (about half the
+    time of a compiled step of ``experiment=solve``), and the sign as the parity of negative
+    factors fuses into one loop under ``torch.compile`` where a product of signs does not."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(weight: Tensor, x: Tensor, max_log_magnitude: float) -> tuple[Tensor, Tensor]:
+        factors = torch.addcmul(1 - weight, weight, x.unsqueeze(-2))
+        negative = (factors < 0).sum(-1)
+        sign = torch.where((factors == 0).any(-1), 0.0, 1.0 - 2.0 * (negative % 2))
+        tiny = torch.finfo(factors.dtype).tiny
+        log_magnitude = factors.abs_().clamp_min_(tiny).log_().sum(-1)
+        return sign * log_magnitude.clamp(max=max_log_magnitude).exp(), log_magnitude
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+        weight, x, ctx.max_log_magnitude = inputs
+        ctx.save_for_backward(weight, x, *output)
+        ctx.mark_non_differentiable(output[1])
+
+    @staticmethod
+    def backward(ctx: Any, grad_z: Tensor, _: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
+        weight, x, z, log_magnitude = ctx.saved_tensors
+        factors = torch.addcmul(1 - weight, weight, x.unsqueeze(-2))
+        # ∂z_j/∂f_ji = z_j / f_ji, zero where the log was clipped (|f| < tiny, log|z| > max).
+        tiny = torch.finfo(factors.dtype).tiny
+        live = grad_z * z * (log_magnitude <= ctx.max_log_magnitude)
+        per_factor = torch.where(factors.abs() >= tiny, factors, torch.inf).reciprocal_()
+        per_factor.mul_(live.unsqueeze(-1))
+        grad_x = (per_factor * weight).sum(-2) if ctx.needs_input_grad[1] else None
+        grad_weight = None
+        if ctx.needs_input_grad[0]:  # ∂f_ji/∂W_ji = x_i − 1
+            grad_weight = per_factor.mul_((x - 1).unsqueeze(-2)).sum_to_size(weight.shape)
+        return grad_weight, grad_x, None
+
+
+def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
+    """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji) for x ``[..., in]`` and W
+    ``[out, in]``: ``signed_product`` of ``nmu_factors``, in less time and memory."""
+    return _NMUProduct.apply(weight, x, max_log_magnitude)[0]
 
 
 def unit_interval_range(field: str, bounds: Sequence[float]) -> tuple[float, float]:
@@ -101,9 +148,10 @@ class NeuralMultiplicationUnit(nn.Module):
         nn.init.uniform_(self.weight, *self.init_range)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Madsen & Johansen 2020, NMU_j: factors [batch, out, in] = W_ij x_i + 1 − W_ij.
-        factors = nmu_factors(self.weight, x, self.noise_range if self.training else None)
-        return signed_product(factors, dim=-1, max_log_magnitude=self.max_log_magnitude)
+        if self.training and self.noise_range is not None:
+            factors = nmu_factors(self.weight, x, self.noise_range)
+            return signed_product(factors, dim=-1, max_log_magnitude=self.max_log_magnitude)
+        return nmu_product(self.weight, x, self.max_log_magnitude)
 
     @torch.no_grad()
     def clamp_parameters(self) -> None:
