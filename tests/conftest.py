@@ -1,5 +1,7 @@
-"""Shared helpers: compose the real configs and run the real CLI."""
+"""Shared helpers: compose the real configs, run the real CLI, read what a run wrote, set a
+unit's parameters by hand."""
 
+import json
 import os
 import subprocess
 import sys
@@ -7,11 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from nalu.train import CONFIG_DIR
+
+# Every model config, as `model=<name>` takes it.
+MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
 
 # A problem small enough that two epochs take well under a second.
 TINY = [
@@ -74,3 +80,14 @@ def named_metrics(metric) -> dict:
 def solved_outputs(metric):
     """``[S, out]`` bool: the outputs of a one-candidate ``MemberOutputMSE`` below threshold."""
     return metric.measured()["candidate_mse"][:, 0] < metric.success_threshold
+
+
+def read_metrics(run_dir: Path) -> dict:
+    """The ``metrics.json`` a run wrote."""
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def set_(parameter: torch.nn.Parameter, values) -> None:
+    """Set a parameter to hand-chosen values."""
+    with torch.no_grad():
+        parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))

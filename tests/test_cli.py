@@ -8,7 +8,7 @@ from conftest import TINY, compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import nalu.progress
-from nalu.cli import format_metrics
+from nalu.cli import CONFIG_DIR, format_metrics
 from nalu.report import group_runs, load_runs, median_table
 from nalu.train import train
 
@@ -43,6 +43,7 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
     assert "| nac | 2 | 0 |" in table and "| nalu | 2 | 0 |" in table
 
 
+@pytest.mark.slow
 def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp_path):
     result = run_cli([*TINY, "trainer.max_epochs=1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -98,3 +99,20 @@ def test_final_metrics_print_as_one_table_of_measures_by_operation():
         "  extrap/solved_fraction" + " " * 24 + "  " + "0.5".rjust(10),
         "  train/loss" + " " * 12 + "  " + "0.25".rjust(10),
     ]
+
+
+@pytest.mark.slow
+def test_help_pages_say_what_each_command_does_and_take_only_its_groups(tmp_path):
+    train_help = run_cli(["--help"], cwd=tmp_path).stdout
+    assert train_help.startswith("nalu-train: train neural arithmetic units")
+    assert "nalu-train experiment=solve population=25" in train_help
+    assert "model: article_vanilla, gnalu," in train_help  # the groups, from the config tree
+    evaluate_help = run_cli(["--help"], cwd=tmp_path, module="nalu.evaluate").stdout
+    assert evaluate_help.startswith("nalu-evaluate: test a trained run's checkpoint")
+    groups = evaluate_help.split("== Configuration groups (group=option) ==\n")[1].split("\n\n")[0]
+    # Exactly the groups evaluate composes, each with every option the config tree holds.
+    listed = {line.split(":")[0]: line.split(":")[1].split("(")[0] for line in groups.splitlines()}
+    assert set(listed) == {"data", "trainer"}
+    for group, options in listed.items():
+        on_disk = sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
+        assert [option.strip() for option in options.split(",")] == on_disk

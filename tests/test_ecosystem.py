@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from conftest import TINY, compose_config, run_cli
+from conftest import TINY, compose_config, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -21,10 +21,6 @@ from nalu.validation import check_group_choices
 
 # The evaluation sets of the TINY runs, for `nalu.evaluate`.
 TINY_DATA = [override for override in TINY if override.startswith("data.")]
-
-
-def read_metrics(run_dir: Path) -> dict:
-    return json.loads((run_dir / "metrics.json").read_text())
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -245,6 +241,35 @@ def test_evaluate_reproduces_the_runs_extrapolation_error_and_widens_the_range(t
     assert wider["extrap/mse"] > 4 * same["extrap/mse"]  # multiplication grows quadratically
     with pytest.raises(ConfigError, match=r"^data: these sets pose another problem"):
         evaluated("seed=1")
+
+
+@pytest.mark.slow
+def test_evaluate_lifts_the_log_magnitude_cap_where_exact_products_exceed_it(tmp_path, capsys):
+    run = tmp_path / "run"
+    train(compose_config([*TINY, "model=nmu", "data.operations=[mul]"], run))
+    checkpoint = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
+    problem = json.loads((run / "problem.json").read_text())
+    exact = torch.zeros(4, 6)  # W_ji = 1 on each output's two inputs: y_j = x_left × x_right
+    for output in problem["outputs"]:
+        exact[output["output"], [output["left"], output["right"]]] = 1.0
+    # The weights the test loop takes: the best epoch's, kept beside the last ones.
+    checkpoint["state_dict"]["network.weight"] = exact
+    checkpoint["members"]["best_parameters"]["weight"] = exact
+    exact_path = tmp_path / "exact.ckpt"
+    torch.save(checkpoint, exact_path)
+    cfg = compose_config(
+        [*TINY_DATA, "data.operations=[mul]", f"ckpt_path={exact_path}",
+         "data.extrap_range=[-1e5,1e5]"],
+        tmp_path / "evaluate",
+        config_name="evaluate",
+    )  # fmt: skip
+    metrics = evaluate(cfg)
+    # Products up to 1e10 lie beyond e^20 ≈ 4.9e8: clipped, the exact weights would miss them.
+    assert metrics["extrap/solved_fraction"] == 1.0
+    assert metrics["extrap/relative_error"] < 1e-4
+    assert "beyond the units' cap e^20 = 4.85e+08 (max_log_magnitude): raised to" in (
+        capsys.readouterr().out
+    )
 
 
 @pytest.mark.parametrize(

@@ -49,6 +49,9 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (workdir / "outputs" / "runs").iterdir()
     assert (run_dir / "metrics.json").is_file()
+    # Outside a checkout the run names a command that serves it there, not a make target.
+    assert f"TensorBoard: tensorboard --logdir {run_dir}\n" in result.stdout
+    assert "make " not in result.stdout
     located = subprocess.run(
         [venv / "bin" / "python", "-c", "import nalu.cli; print(nalu.cli.CONFIG_DIR)"],
         cwd=workdir,

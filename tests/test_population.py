@@ -5,9 +5,10 @@ import math
 from pathlib import Path
 
 import lightning as L
+import numpy as np
 import pytest
 import torch
-from conftest import compose_config, run_cli
+from conftest import compose_config, read_metrics, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.data.batches import epoch_orders, order_key
@@ -17,16 +18,12 @@ from nalu.report import group_runs, load_runs, loss_curves, plot_curves, summary
 from nalu.train import build_run, train
 
 
-def _metrics(path: Path) -> dict:
-    return json.loads(path.read_text())
-
-
 def test_a_single_run_equals_the_same_seeds_member_of_a_population(tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "model=nau_nmu", "trainer.max_epochs=3"]
     single = train(compose_config([*overrides, "seed=3"], tmp_path / "single"))
     train(compose_config([*overrides, "seed=1", "population=3"], tmp_path / "population"))
-    member = _metrics(tmp_path / "population" / "members" / "2_nau_nmu_seed3" / "metrics.json")
-    recorded = _metrics(tmp_path / "single" / "metrics.json")
+    member = read_metrics(tmp_path / "population" / "members" / "2_nau_nmu_seed3")
+    recorded = read_metrics(tmp_path / "single")
     assert member["status"] == recorded["status"] == "finished"
     assert (member["epochs"], member["steps"]) == (recorded["epochs"], recorded["steps"]) == (3, 12)
     assert member["labels"]["seed"] == member["labels"]["problem_seed"] == 3
@@ -83,15 +80,15 @@ def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path
     poison = [f"+callbacks.poison._target_={__name__}._PoisonMember", "+callbacks.poison.member=1"]
     poisoned = train(compose_config([*overrides, *poison], tmp_path / "poisoned"))
     steps_per_epoch = 64 // 16
-    record = _metrics(tmp_path / "poisoned" / "members" / "1_nalu_seed1" / "metrics.json")
+    record = read_metrics(tmp_path / "poisoned" / "members" / "1_nalu_seed1")
     assert (record["status"], record["diverged_at_step"]) == ("diverged", steps_per_epoch + 1)
     # Judged at its last good validation (epoch 0), with finite metrics.
     assert math.isfinite(record["metrics"]["interp/mse"])
     for member in (0, 2):
-        name = f"{member}_nalu_seed{member}/metrics.json"
-        kept = _metrics(tmp_path / "poisoned" / "members" / name)
+        name = f"{member}_nalu_seed{member}"
+        kept = read_metrics(tmp_path / "poisoned" / "members" / name)
         assert kept["status"] == "finished"
-        assert kept["metrics"] == _metrics(tmp_path / "healthy" / "members" / name)["metrics"]
+        assert kept["metrics"] == read_metrics(tmp_path / "healthy" / "members" / name)["metrics"]
     assert poisoned != healthy  # the medians are over the finished members only
 
 
@@ -113,6 +110,7 @@ def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
         assert events.Tags()["images"] == drawn
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -165,7 +163,7 @@ def test_gradient_clipping_by_norm_is_per_member(tiny_overrides, tmp_path):
     overrides += ["+trainer.gradient_clip_val=0.01", "optimizer=sgd", "optimizer.lr=1.0"]
     single = train(compose_config([*overrides, "seed=1"], tmp_path / "single"))
     train(compose_config([*overrides, "population=2"], tmp_path / "population"))
-    member = _metrics(tmp_path / "population" / "members" / "1_nac_seed1" / "metrics.json")
+    member = read_metrics(tmp_path / "population" / "members" / "1_nac_seed1")
     for name, value in single.items():
         assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
@@ -185,7 +183,11 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
         drawn = {tag.removeprefix(EXTRAP_MSE_OF) for tag in curves if tag.startswith(EXTRAP_MSE_OF)}
         assert drawn == operations
     runs = load_runs([tmp_path])
-    figure = plot_curves(group_runs(runs, ["model"]))["test_loss_by_operation"]
+    figures = plot_curves(group_runs(runs, ["model"]))
+    for name in ("validation_loss", "test_relative_error"):  # a median over the two members
+        (line,) = figures[name].axes[0].get_lines()
+        assert list(line.get_xdata()) == [1, 2, 3] and np.isfinite(line.get_ydata()).all(), name
+    figure = figures["test_loss_by_operation"]
     drawn = [line for axis in figure.axes for line in axis.get_lines() if len(line.get_xdata())]
     assert len(drawn) >= len(figure.axes) >= 2
     for axis in figure.axes:  # whole epochs only, no 2.5

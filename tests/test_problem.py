@@ -79,7 +79,9 @@ def test_impossible_denominator_range_is_a_clear_error():
 def test_formulas_and_json_describe_the_problem():
     problem = MysteryArithmeticProblem(100, 3, operations=("mul",), problem_seed=0)
     left, right = problem.left_index[0].item(), problem.right_index[0].item()
-    assert problem.formulas()[0] == f"y0 = x{left} × x{right}"
+    # Written as the heatmaps and read-back write it: a product's factors in input order.
+    formula = f"y0 = x{min(left, right)} × x{max(left, right)}"
+    assert problem.formulas()[0] == formula
     described = json.loads(problem.to_json())
     assert described["in_features"] == 100
     assert described["outputs"][0] == {
@@ -87,7 +89,7 @@ def test_formulas_and_json_describe_the_problem():
         "left": left,
         "right": right,
         "operation": "mul",
-        "formula": f"y0 = x{left} × x{right}",
+        "formula": formula,
     }
 
 
@@ -131,3 +133,21 @@ def test_value_ranges_are_checked_where_they_are_read():
     for bad in ([2, 1], [[2, 6], [-6, -2]], [[-6, 2], [1, 6]], [], "1,2", [1, float("inf")]):
         with pytest.raises(InvalidArgument, match="extrap_range"):
             value_intervals("extrap_range", bad)
+
+
+def test_each_formula_reads_as_the_operation_writes_it_in_one_text_everywhere():
+    problem = MysteryArithmeticProblem(50, 40, operations=("add", "sub", "mul", "div"))
+    lefts, rights = problem.left_index.tolist(), problem.right_index.tolist()
+    for j, (name, left, right) in enumerate(
+        zip(problem.output_operations, lefts, rights, strict=True)
+    ):
+        low, high = sorted((left, right))
+        expected = {
+            "add": f"x{low} + x{high}",
+            "sub": f"x{left} - x{right}",
+            "mul": f"x{low} × x{high}",
+            "div": f"x{left} ÷ x{right}",
+        }[name]
+        # The Text tab's problem/formulas and the heatmaps' truths (str of the exact formula).
+        assert problem.formulas()[j] == f"y{j} = {expected}"
+        assert str(problem.exact_formulas()[j]) == expected

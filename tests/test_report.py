@@ -2,6 +2,7 @@ import csv
 import json
 import math
 import os
+import re
 import stat
 
 import pytest
@@ -149,13 +150,20 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
     assert "| 0/2 = 0% [0%, 66%] |" in row
     for figure in (
         "training_loss.png",
+        "validation_loss.png",
         "test_loss.png",
+        "test_relative_error.png",
         "test_loss_by_operation.png",
         "success.png",
     ):
         assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))
-    assert "| nac | all | 2 |" in capsys.readouterr().out
+    console = capsys.readouterr().out
+    # Aligned columns that fit a terminal, not raw Markdown; report.md has every column.
+    tables = console.split("Report:")[0]
+    assert "|" not in tables
+    assert max(len(line) for line in tables.splitlines()) <= 110
+    assert re.search(r"^nac +all +2 +0 +\d+/\d+ = ", console, re.MULTILINE)
 
 
 def test_rates_count_the_runs_and_outputs_that_have_the_operation(tmp_path):

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import TINY, compose_config
+from conftest import TINY, compose_config, set_
 from hydra.utils import instantiate
 
 from nalu.errors import InvalidArgument
@@ -23,11 +23,6 @@ from nalu.units import (
 from nalu.units.nmru import bounded_reciprocal
 
 X = torch.tensor([[1.5, -2.0, 2.5]])
-
-
-def set_(parameter: torch.nn.Parameter, values) -> None:
-    with torch.no_grad():
-        parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
 
 
 def test_bounded_reciprocal_is_one_over_x_from_the_floor_on_and_bounded_below():

@@ -3,7 +3,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, set_
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -25,11 +25,6 @@ from nalu.units.nmu import nmu_factors, nmu_product, signed_product
 # The article's example: output x0·x1 of x = (1.5, −2, 2.5) is −3.
 ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
 ATANH_HALF = math.atanh(0.5)
-
-
-def set_(parameter: torch.nn.Parameter, values) -> None:
-    with torch.no_grad():
-        parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
 
 
 def test_nau_is_w_x():

@@ -6,20 +6,17 @@ from typing import ClassVar
 import lightning as L
 import pytest
 import torch
-from conftest import compose_config
+from conftest import MODEL_CONFIGS, compose_config
 from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from nalu.cli import CONFIG_DIR
 from nalu.data import ArithmeticDataModule
 from nalu.errors import InvalidArgument
 from nalu.module import ArithmeticModule
 from nalu.record import HPARAMS_METRICS
 from nalu.train import build_run, train
 from nalu.units import NeuralAdditionUnit
-
-MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
 
 
 def load_events(run_dir: Path) -> EventAccumulator:
@@ -77,9 +74,17 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
         events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     )
     assert session.session_start_info.hparams["model"].string_value == "nalu_shared"
-    assert {f"final/{name}" for name in HPARAMS_METRICS} <= set(tags["scalars"])
-    assert {"final/extrap/normalized_error_add", "final/sparsity_error"} <= set(tags["scalars"])
-    assert not any(tag.startswith("final/output_count") for tag in tags["scalars"])
+    # The headline final metrics are scalars (HParams' columns); every final metric is a row of
+    # one Text table, not a one-point chart, and output counts are in neither.
+    final_scalars = {tag for tag in tags["scalars"] if tag.startswith("final/")}
+    assert final_scalars == {f"final/{name}" for name in HPARAMS_METRICS}
+    assert "final/extrap/relative_error" in final_scalars
+    table = events.Tensors("final/metrics/text_summary")[0].tensor_proto.string_val[0].decode()
+    cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in table.splitlines()]
+    rows = dict(cells[2:])
+    assert float(rows["extrap/mse"]) == pytest.approx(metrics["extrap/mse"], rel=1e-5)
+    assert {"extrap/normalized_error_add", "sparsity_error"} <= set(rows)
+    assert not any(name.startswith("output_count") for name in rows)
     readback = events.Tensors("readback/formulas/text_summary")[0].tensor_proto.string_val[0]
     assert b"y0: learned " in readback
     assert "hp_metric" not in tags["scalars"]

@@ -2,6 +2,7 @@
 run's problem (or on wider ranges of it) and writes ``evaluation.json``."""
 
 import json
+import math
 import pickle
 import shutil
 import sys
@@ -36,6 +37,8 @@ from nalu.rules import PROBLEM_FIELDS
 from nalu.validation import check_group_choices, compose_checked, validate_config
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from nalu.data import ArithmeticDataModule
     from nalu.module import ArithmeticModule
 
@@ -159,6 +162,25 @@ def check_same_problem_fields(
         )
 
 
+def lift_log_magnitude_caps(network: "nn.Module", largest_target: float) -> str | None:
+    """Raise the units' cap on log|z| (``max_log_magnitude``, which keeps training's products
+    and losses finite) to log of the largest target + 1 where it is lower, so that exact
+    weights compute these sets' products exactly; the line that says so, or None."""
+    units = [unit for unit in network.modules() if hasattr(unit, "max_log_magnitude")]
+    if not units or largest_target <= 0:
+        return None
+    needed = math.log(largest_target) + 1.0
+    lowest = min(unit.max_log_magnitude for unit in units)
+    if needed <= lowest:
+        return None
+    for unit in units:
+        unit.max_log_magnitude = max(unit.max_log_magnitude, needed)
+    return (
+        f"Targets reach |y| = {largest_target:.3g} beyond the units' cap e^{lowest:g} = "
+        f"{math.exp(lowest):.3g} (max_log_magnitude): raised to {needed:.3g} for this evaluation."
+    )
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test the checkpoint's network on the evaluation sets of its run's problem (see
     ``evaluation_data``); return the metrics."""
@@ -188,6 +210,12 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer: L.Trainer = checked(
         "trainer", lambda: instantiate(cfg.trainer, callbacks=progress_callbacks(cfg.trainer))
     )
+    datamodule.trainer = trainer  # the sets are made on its device
+    datamodule.setup("test")
+    targets = [datamodule.datasets[split].targets for split in EVALUATION_SPLITS]
+    lifted = lift_log_magnitude_caps(module.network, max(float(t.abs().max()) for t in targets))
+    if lifted:
+        print(lifted)
     trainer.test(module, datamodule=datamodule, verbose=False)
     # The metrics of these sets only: not the training run's loss, solved-at steps or its
     # outputs judged at their own best epochs (measured on the training run's sets).

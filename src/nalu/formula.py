@@ -24,7 +24,9 @@ class Sum:
         if not self.terms:
             return "0"
         text = ""
-        for k, (term, weight) in enumerate(self.terms):
+        # Positive terms first, so a difference reads ``x7 - x2`` as the problem writes it.
+        ordered = sorted(self.terms, key=lambda pair: pair[1] < 0)
+        for k, (term, weight) in enumerate(ordered):
             sign = "-" if weight < 0 else "+"
             scale = "" if abs(weight) == 1 else f"{abs(weight):g}·"
             body = f"({term})" if isinstance(term, Sum) else str(term)

@@ -21,7 +21,13 @@ from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.errors import Diverged, InvalidArgument
 from nalu.metrics import MemberOutputMSE
 from nalu.optimization import configure_optimization
-from nalu.record import EXTRAP_MSE_OF, OUTPUT_COUNT, OWN_BEST, OWN_BEST_SOLVED_FRACTION
+from nalu.record import (
+    EXTRAP_MSE_OF,
+    EXTRAP_RELATIVE_ERROR,
+    OUTPUT_COUNT,
+    OWN_BEST,
+    OWN_BEST_SOLVED_FRACTION,
+)
 from nalu.regularizer import RegularizerSchedule, network_regularization
 from nalu.units.selection import best_candidates
 
@@ -31,8 +37,8 @@ log = logging.getLogger(__name__)
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 # The per-member curves kept for each member's own TensorBoard run, with each operation's
-# extrapolation MSE (the run's own TensorBoard shows their medians over the members, with
-# every other metric).
+# extrapolation MSE and the extrapolation relative error (the run's own TensorBoard shows their
+# medians over the members, with every other metric).
 MEMBER_CURVES = ("train/loss", "interp/mse", "extrap/mse")
 
 
@@ -726,10 +732,12 @@ class ArithmeticModule(L.LightningModule):
         step = self.global_step
         for split in EVALUATION_SPLITS:
             self.curves[f"{split}/mse"].append((step, values[split]["mse"].cpu()))
-        # Each operation's test loss too (NaN for a member without it: not written).
+        # Each operation's test loss and the relative error too (NaN for a member without it:
+        # not written).
         for name, value in values["extrap"].items():
-            if f"extrap/{name}".startswith(EXTRAP_MSE_OF):
-                self.curves.setdefault(f"extrap/{name}", []).append((step, value.cpu()))
+            tag = f"extrap/{name}"
+            if tag.startswith(EXTRAP_MSE_OF) or tag == EXTRAP_RELATIVE_ERROR:
+                self.curves.setdefault(tag, []).append((step, value.cpu()))
         per_member = {
             f"{split}/{name}": value
             for split, metrics in values.items()

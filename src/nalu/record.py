@@ -32,6 +32,7 @@ def metric_name(split: str, measure: str, suffix: str = "") -> str:
 INTERP_MSE = metric_name("interp", "mse")
 EXTRAP_MSE = metric_name("extrap", "mse")
 EXTRAP_NORMALIZED_ERROR = metric_name("extrap", "normalized_error")
+EXTRAP_RELATIVE_ERROR = metric_name("extrap", "relative_error")
 EXTRAP_SOLVED_FRACTION = metric_name("extrap", "solved_fraction")
 EXTRAP_MSE_OF = metric_name("extrap", "mse", "_")  # + an operation: extrap/mse_mul
 SOLVED_AT_STEP = "solved_at_step"
@@ -49,8 +50,10 @@ HPARAMS_METRICS = (
     TRAIN_LOSS,
     INTERP_MSE,
     EXTRAP_MSE,
+    EXTRAP_RELATIVE_ERROR,
     EXTRAP_NORMALIZED_ERROR,
     EXTRAP_SOLVED_FRACTION,
+    metric_name("extrap", OWN_BEST_SOLVED_FRACTION),
     RECOVERED_FRACTION,
 )
 # In TensorBoard the final metrics (the test at the best epoch) are apart from the curves.

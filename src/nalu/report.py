@@ -35,7 +35,9 @@ from nalu.cli import EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_me
 from nalu.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
+    EXTRAP_RELATIVE_ERROR,
     HEADLINE_METRICS,
+    INTERP_MSE,
     METRICS_FILE,
     OUTPUT_COUNT,
     OWN_BEST_SOLVED_FRACTION,
@@ -330,9 +332,7 @@ def summary_rows(
                     "output_success_rate": outputs_solved / outputs if outputs else math.nan,
                     "output_success_low": output_low if outputs else math.nan,
                     "output_success_high": output_high if outputs else math.nan,
-                    "extrap_relative_error": median_of(
-                        metric_name("extrap", "relative_error", suffix)
-                    ),
+                    "extrap_relative_error": median_of(f"{EXTRAP_RELATIVE_ERROR}{suffix}"),
                     "extrap_mse": median_of(metric_name("extrap", "mse", suffix)),
                     "extrap_normalized_error": median_of(
                         metric_name("extrap", "normalized_error", suffix)
@@ -440,9 +440,10 @@ def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
 
 
 def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
-    """``{tag: {step: value}}`` of the training loss and the extrapolation MSEs (overall and
-    per operation) in a run's TensorBoard events, which lie in the run's folder; none for a
-    run without them: it still has its row in the tables."""
+    """``{tag: {step: value}}`` of the training loss, the validation (interpolation) MSE, the
+    extrapolation MSEs (overall and per operation) and relative error in a run's TensorBoard
+    events, which lie in the run's folder; none for a run without them: it still has its row in
+    the tables."""
     # The plotting and event-reading libraries load only once there is a report to draw.
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -451,7 +452,8 @@ def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     return {
         tag: {event.step: event.value for event in events.Scalars(tag)}
         for tag in events.Tags().get("scalars", [])
-        if tag in (TRAIN_LOSS, EXTRAP_MSE) or tag.startswith(EXTRAP_MSE_OF)
+        if tag in (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE, EXTRAP_RELATIVE_ERROR)
+        or tag.startswith(EXTRAP_MSE_OF)
     }
 
 
@@ -460,7 +462,11 @@ def _steps_per_epoch(run: dict[str, Any]) -> float:
 
 
 def _plot_median_band(
-    axis: Any, groups: dict[str, list[dict[str, Any]]], curves: dict[str, list[dict]], tag: str
+    axis: Any,
+    groups: dict[str, list[dict[str, Any]]],
+    curves: dict[str, list[dict]],
+    tag: str,
+    ylabel: str = "MSE",
 ) -> None:
     """Per group the median over its runs and the 25–75% band, against epochs, log scale."""
     for key, members in groups.items():
@@ -488,14 +494,15 @@ def _plot_median_band(
         axis.set_yscale("log")
     axis.set_xlabel("epoch")
     axis.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no 2.5
-    axis.set_ylabel("MSE")
+    axis.set_ylabel(ylabel)
     if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
         axis.legend(fontsize="small")
 
 
 def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     """The article's two figures, training loss and test loss (the extrapolation MSE) per group
-    over epochs, and the test loss of each operation: median over runs, interquartile band."""
+    over epochs, the validation loss (interpolation MSE), the test relative error and the test
+    loss of each operation: median over runs, interquartile band."""
     import matplotlib.pyplot as plt
 
     curves = {
@@ -511,12 +518,19 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
         }
     )
     figures = {}
-    for name, tag, title in (
-        ("training_loss", TRAIN_LOSS, "Training loss"),
-        ("test_loss", EXTRAP_MSE, "Test loss (extrapolation MSE)"),
+    for name, tag, title, ylabel in (
+        ("training_loss", TRAIN_LOSS, "Training loss", "MSE"),
+        ("validation_loss", INTERP_MSE, "Validation loss (interpolation MSE)", "MSE"),
+        ("test_loss", EXTRAP_MSE, "Test loss (extrapolation MSE)", "MSE"),
+        (
+            "test_relative_error",
+            EXTRAP_RELATIVE_ERROR,
+            "Test relative error (extrapolation MSE / mean square of the targets)",
+            "relative error (%)",
+        ),
     ):
         figure, axis = plt.subplots(figsize=(8, 5))
-        _plot_median_band(axis, groups, curves, tag)
+        _plot_median_band(axis, groups, curves, tag, ylabel)
         axis.set_title(title)
         figure.tight_layout()
         figures[name] = figure
@@ -729,7 +743,9 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             median_table(groups, group_by),
             "Curves: median over seeds with the interquartile band.",
             "![Training loss per group over epochs](training_loss.png)",
+            "![Validation (interpolation) loss per group over epochs](validation_loss.png)",
             "![Test (extrapolation) loss per group over epochs](test_loss.png)",
+            "![Test relative error per group over epochs](test_relative_error.png)",
             "![Test loss of each operation's outputs](test_loss_by_operation.png)",
             "![Success rates with 95% Wilson intervals](success.png)",
         ]
@@ -760,6 +776,31 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     return Report(report, rows, group_by, runs)
 
 
+# The success table's columns that the console shows (report.md has every one): group, op,
+# runs, diverged, outputs and runs solved, extrap MSE, solved at step.
+CONSOLE_COLUMNS = (0, 1, 2, 3, 4, 5, 6, 11)
+
+
+def console_table(
+    markdown: str, text_columns: int = 1, columns: Sequence[int] | None = None
+) -> str:
+    """A Markdown table as aligned plain-text columns for a terminal: the first
+    ``text_columns`` (of those kept) left-aligned, the numbers right-aligned; only ``columns``
+    (indices; None: every one)."""
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines()]
+    header, body = rows[0], rows[2:]  # rows[1] is the alignment row
+    keep = range(len(header)) if columns is None else columns
+    table = [[row[k] for k in keep] for row in [header, *body]]
+    widths = [max(len(row[k]) for row in table) for k in range(len(keep))]
+    return "\n".join(
+        "  ".join(
+            cell.ljust(width) if k < text_columns else cell.rjust(width)
+            for k, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+        for row in table
+    )
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """Bad arguments as one line (argparse prints the usage too), with the same exit code as
     any other bad input."""
@@ -784,10 +825,11 @@ def main(argv: list[str] | None = None) -> None:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
-    print(markdown_table(report.rows, report.group_by))
+    rates = markdown_table(report.rows, report.group_by)
+    print(console_table(rates, text_columns=2, columns=CONSOLE_COLUMNS))
     print("\nFinal metrics, median over the runs that finished:\n")
-    print(median_table(group_runs(report.runs, report.group_by), report.group_by))
-    print(f"\nReport: {report.path} (with report.csv and the figures beside it)")
+    print(console_table(median_table(group_runs(report.runs, report.group_by), report.group_by)))
+    print(f"\nReport: {report.path} (every column, report.csv and the figures beside it)")
 
 
 if __name__ == "__main__":

@@ -150,6 +150,26 @@ def read_back_metrics(
     return metrics, outputs
 
 
+def log_final_metrics(
+    tensorboard: TensorBoardLogger, metrics: dict[str, float], step: int
+) -> dict[str, float]:
+    """The headline final metrics as ``final/`` scalars (the HParams table's metric columns;
+    the curves of the same names are the run as it trained) and every final metric but the
+    output counts as one Text table, ``final/metrics`` (one-point charts would bury the
+    curves); returns the headline."""
+    headline = {
+        f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
+    }
+    # Output counts are bookkeeping for reports (metrics.json), not a figure to read.
+    rows = [f"| {name} | {value:.6g} |" for name, value in sorted(metrics.items())]
+    table = [row for row in rows if not row.startswith(f"| {OUTPUT_COUNT}")]
+    tensorboard.experiment.add_text(
+        f"{FINAL_PREFIX}metrics", "\n".join(["| metric | value |", "|---|---:|", *table]), step
+    )
+    tensorboard.log_metrics(headline, step=step)
+    return headline
+
+
 def log_final_results(
     tensorboard: TensorBoardLogger,
     metrics: dict[str, float],
@@ -158,16 +178,9 @@ def log_final_results(
     hyperparameters: dict[str, Any],
     step: int,
 ) -> None:
-    """Every final metric but the output counts and the read-back formulas, under ``final/``
-    (the curves of the same names are the run as it trained), and the HParams entry: the run's
-    labels and settings beside the headline metrics."""
-    headline = {
-        f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
-    }
-    for name, value in metrics.items():
-        # Output counts are bookkeeping for reports (metrics.json), not a chart to read.
-        if f"{FINAL_PREFIX}{name}" not in headline and not name.startswith(OUTPUT_COUNT):
-            tensorboard.experiment.add_scalar(f"{FINAL_PREFIX}{name}", value, step)
+    """The final metrics (``log_final_metrics``), the read-back formulas, and the HParams
+    entry: the run's labels and settings beside the headline metrics."""
+    headline = log_final_metrics(tensorboard, metrics, step)
     if formulas:
         tensorboard.experiment.add_text(
             "readback/formulas",
@@ -176,7 +189,6 @@ def log_final_results(
             ),
             step,
         )
-    tensorboard.log_metrics(headline, step=step)
     log_hparams(tensorboard.experiment, flatten_config({**labels, **hyperparameters}), headline)
     tensorboard.experiment.flush()
 
@@ -346,8 +358,7 @@ class RunRecorder(L.Callback):
                 experiment.close()
         self.final_metrics = self._summary((pl_module.diverged_at_step < 0).tolist())
         if self.population > 1 and (tensorboard := _tensorboard(trainer)) is not None:
-            medians = {f"{FINAL_PREFIX}{name}": v for name, v in self.final_metrics.items()}
-            tensorboard.log_metrics(medians, step=trainer.global_step)
+            log_final_metrics(tensorboard, self.final_metrics, trainer.global_step)
 
     def _record(
         self,

@@ -5,6 +5,7 @@ import copy
 import logging
 import os
 import pickle
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -349,7 +350,8 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
         print(f"Success rates: {output_dir / 'report.md'}")
     else:
         print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
-    print(f"TensorBoard run: {output_dir}  (make tensorboard)")
+    # The command that serves it from any folder (a wheel installed elsewhere has no Makefile).
+    print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(output_dir))}")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -330,11 +330,9 @@ class MysteryArithmeticProblem(ColumnSampling):
         )
 
     def formulas(self) -> list[str]:
-        """Each output as a formula, e.g. ``y3 = x12 × x47``."""
-        return [
-            f"y{j} = x{left} {OPERATIONS[name].symbol} x{right}"
-            for j, (left, right, name) in enumerate(self._output_terms())
-        ]
+        """Each output as a formula, e.g. ``y3 = x12 × x47``: its canonical formula's text, as
+        the heatmaps and the read-back write it (a sum or product in input order)."""
+        return [f"y{j} = {formula}" for j, formula in enumerate(self.exact_formulas())]
 
     def exact_formulas(self) -> list[Formula]:
         """Each output's formula in canonical form, to compare with a read-back."""
