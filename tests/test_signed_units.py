@@ -20,7 +20,7 @@ from nalu.units import (
     NeuralPowerUnit,
 )
 from nalu.units.nau import sparsity_penalty
-from nalu.units.nmu import nmu_factors, nmu_product, signed_product
+from nalu.units.nmu import NMUProduct, nmu_factors, signed_product
 
 # The article's example: output x0·x1 of x = (1.5, −2, 2.5) is −3.
 ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
@@ -59,7 +59,7 @@ def test_nmu_gradients_match_hand_computed_values():
     assert x.grad.tolist() == [pytest.approx([-1.0, 1.25, 0.0])]
 
 
-def test_nmu_values_and_gradients_are_those_of_the_signed_product_of_its_factors():
+def test_compiled_nmu_product_has_the_values_and_gradients_of_the_signed_product():
     torch.manual_seed(0)  # in float64: the two differ by rounding alone
     weight = torch.rand(4, 3, 30, dtype=torch.float64)
     weight[:, 0] = 1.0  # output 0 multiplies all 30 inputs: |z| far above e^20, clipped
@@ -78,7 +78,7 @@ def test_nmu_values_and_gradients_are_those_of_the_signed_product_of_its_factors
 
     expected = run(reference)
     for got, want in zip(
-        run(lambda w, inputs: nmu_product(w, inputs, 20.0)), expected, strict=True
+        run(lambda w, inputs: NMUProduct.apply(w, inputs, 20.0)[0]), expected, strict=True
     ):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     z = expected[0]
