@@ -192,3 +192,14 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
     assert len(drawn) >= len(figure.axes) >= 2
     for axis in figure.axes:  # whole epochs only, no 2.5
         assert all(float(tick).is_integer() for tick in axis.get_xticks())
+
+
+def test_a_populations_own_run_is_a_named_folder_beside_its_members(tiny_overrides, tmp_path):
+    train(compose_config([*tiny_overrides, "model=nac", "population=2"], tmp_path))
+    # Served from the population's folder, no run is named "." (events in the folder itself).
+    assert not list(tmp_path.glob("events.out.tfevents.*"))
+    medians = EventAccumulator(str(tmp_path / "population")).Reload()
+    assert [event.step for event in medians.Scalars("train/loss")] == [4, 8]  # TINY: 4 steps
+    assert "population/alive_fraction" in medians.Tags()["scalars"]
+    for member in (tmp_path / "members").iterdir():
+        assert EventAccumulator(str(member)).Reload().Scalars("train/loss")

@@ -81,3 +81,7 @@ OmegaConf.register_new_resolver("ceil_div", lambda a, b: -(-int(a) // int(b)), r
 OmegaConf.register_new_resolver("mul", lambda a, b: a * b, replace=True)
 # `${evaluation_dir:${ckpt_path}}`: an evaluation's folder.
 OmegaConf.register_new_resolver("evaluation_dir", evaluation_dir, replace=True)
+# The sub-folder of a population's own TensorBoard run; a single run's events are its folder's.
+OmegaConf.register_new_resolver(
+    "population_run", lambda population: "population" if int(population) > 1 else None, replace=True
+)
