@@ -32,7 +32,7 @@ from nalu.cli import (
 )
 from nalu.errors import ConfigError, shorten
 from nalu.record import OWN_BEST, write_json_atomic
-from nalu.resolvers import evaluation_dir
+from nalu.resolvers import evaluation_dir, run_dir_of
 from nalu.rules import PROBLEM_FIELDS
 from nalu.validation import check_group_choices, compose_checked, validate_config
 
@@ -82,7 +82,7 @@ def check_same_problem(
     A run folder's ``problem.json`` (beside ``checkpoints/``) names every output's formula; a
     checkpoint elsewhere is checked on the operation of each output only.
     """
-    problem_json = Path(ckpt_path).resolve().parent.parent / "problem.json"
+    problem_json = run_dir_of(ckpt_path) / "problem.json"
     if problem_json.is_file():
         try:
             trained = [out["formula"] for out in json.loads(problem_json.read_text())["outputs"]]
@@ -102,11 +102,6 @@ def check_same_problem(
             f"{culprits}: these sets pose another problem than the checkpoint learned ({where}); "
             "keep the run's seed, data.problem_seed, in_features, out_features and operations"
         )
-
-
-def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The run folder of a checkpoint that ``nalu.train`` wrote: ``<run>/checkpoints/x.ckpt``."""
-    return Path(ckpt_path).resolve().parent.parent
 
 
 def evaluation_data(

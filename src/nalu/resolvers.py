@@ -60,12 +60,18 @@ def run_name(seed: int, population: int) -> str:
     return "".join(c if c.isprintable() and c not in "/\\ " else "-" for c in name)
 
 
+def run_dir_of(ckpt_path: str | Path) -> Path:
+    """The run folder of a checkpoint that ``nalu.train`` wrote: ``<run>/checkpoints/x.ckpt``."""
+    return Path(ckpt_path).resolve().parent.parent
+
+
 def evaluation_dir(ckpt_path: str) -> str:
     """Where an evaluation of ``ckpt_path`` is written: inside the checkpoint's run folder
     (``<run>/checkpoints/x.ckpt``), or beside a checkpoint kept elsewhere."""
-    checkpoint = Path(ckpt_path).resolve()
-    run_dir = checkpoint.parent.parent
-    return str(run_dir if (run_dir / "problem.json").is_file() else checkpoint.parent)
+    run_dir = run_dir_of(ckpt_path)
+    return str(
+        run_dir if (run_dir / "problem.json").is_file() else Path(ckpt_path).resolve().parent
+    )
 
 
 # Progress bars only where someone watches them.

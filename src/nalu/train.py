@@ -39,7 +39,7 @@ from nalu.cli import (
 )
 from nalu.errors import ConfigError, Diverged, Interrupted, shorten
 from nalu.record import INTERP_MSE
-from nalu.resolvers import NOT_HYPERPARAMETERS, SWEPT_FIELDS_VARIABLE, job_overrides
+from nalu.resolvers import NOT_HYPERPARAMETERS, SWEPT_FIELDS_VARIABLE, job_overrides, run_dir_of
 from nalu.rules import PROBLEM_FIELDS
 from nalu.validation import (
     SHOWING_FLAGS,
@@ -274,7 +274,7 @@ def check_resume(cfg: DictConfig) -> None:
             f"ckpt_path={path!r}: holds another model ({what}); resume with the model config "
             "that wrote it"
         )
-    saved_config = Path(path).resolve().parent.parent / ".hydra" / "config.yaml"
+    saved_config = run_dir_of(path) / ".hydra" / "config.yaml"
     if not saved_config.is_file():
         return
     try:
