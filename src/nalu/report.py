@@ -332,7 +332,9 @@ def summary_rows(
                     "output_success_rate": outputs_solved / outputs if outputs else math.nan,
                     "output_success_low": output_low if outputs else math.nan,
                     "output_success_high": output_high if outputs else math.nan,
-                    "extrap_relative_error": median_of(f"{EXTRAP_RELATIVE_ERROR}{suffix}"),
+                    "extrap_relative_error": median_of(
+                        metric_name("extrap", "relative_error", suffix)
+                    ),
                     "extrap_mse": median_of(metric_name("extrap", "mse", suffix)),
                     "extrap_normalized_error": median_of(
                         metric_name("extrap", "normalized_error", suffix)
@@ -776,20 +778,17 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     return Report(report, rows, group_by, runs)
 
 
-# The success table's columns that the console shows (report.md has every one): group, op,
-# runs, diverged, outputs and runs solved, extrap MSE, solved at step.
-CONSOLE_COLUMNS = (0, 1, 2, 3, 4, 5, 6, 11)
+# The success table's columns that the console leaves out (report.md has every one), so that
+# a row fits a terminal.
+CONSOLE_HIDDEN = ("extrap rel. error", "extrap NE", "interp NE", "recovered", "sparsity")
 
 
-def console_table(
-    markdown: str, text_columns: int = 1, columns: Sequence[int] | None = None
-) -> str:
+def console_table(markdown: str, text_columns: int = 1, hidden: Sequence[str] = ()) -> str:
     """A Markdown table as aligned plain-text columns for a terminal: the first
-    ``text_columns`` (of those kept) left-aligned, the numbers right-aligned; only ``columns``
-    (indices; None: every one)."""
+    ``text_columns`` left-aligned, the numbers right-aligned, without the ``hidden`` ones."""
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in markdown.splitlines()]
     header, body = rows[0], rows[2:]  # rows[1] is the alignment row
-    keep = range(len(header)) if columns is None else columns
+    keep = [k for k, name in enumerate(header) if name not in hidden]
     table = [[row[k] for k in keep] for row in [header, *body]]
     widths = [max(len(row[k]) for row in table) for k in range(len(keep))]
     return "\n".join(
@@ -826,7 +825,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     rates = markdown_table(report.rows, report.group_by)
-    print(console_table(rates, text_columns=2, columns=CONSOLE_COLUMNS))
+    print(console_table(rates, text_columns=2, hidden=CONSOLE_HIDDEN))
     print("\nFinal metrics, median over the runs that finished:\n")
     print(console_table(median_table(group_runs(report.runs, report.group_by), report.group_by)))
     print(f"\nReport: {report.path} (every column, report.csv and the figures beside it)")

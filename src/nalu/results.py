@@ -161,10 +161,13 @@ def log_final_metrics(
         f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
     }
     # Output counts are bookkeeping for reports (metrics.json), not a figure to read.
-    rows = [f"| {name} | {value:.6g} |" for name, value in sorted(metrics.items())]
-    table = [row for row in rows if not row.startswith(f"| {OUTPUT_COUNT}")]
+    rows = [
+        f"| {name} | {value:.6g} |"
+        for name, value in sorted(metrics.items())
+        if not name.startswith(OUTPUT_COUNT)
+    ]
     tensorboard.experiment.add_text(
-        f"{FINAL_PREFIX}metrics", "\n".join(["| metric | value |", "|---|---:|", *table]), step
+        f"{FINAL_PREFIX}metrics", "\n".join(["| metric | value |", "|---|---:|", *rows]), step
     )
     tensorboard.log_metrics(headline, step=step)
     return headline
