@@ -127,9 +127,22 @@ def test_the_primers_threshold_by_hand(operation, by_hand):
         assert problem.success_threshold([2, 6])[0].item() == pytest.approx(0, abs=1e-20)
 
 
+def test_each_member_follows_its_cells_regularizer_schedule(tmp_path):
+    cfg = grid_config(tmp_path, ["model=nmu"])
+    with open_dict(cfg):
+        cfg.problems.operation.mul.regularizer = {"scale": 10.0, "start": 0.0, "end": 0.5}
+    _, _, _, module = build_run(cfg)
+    # The recipe's λ 0 → 0.01 over 40%–70% of the steps on −, 0 → 10 over 0%–50% on ×.
+    assert module.regularizer(55, 100).tolist() == pytest.approx([0.005] * 6 + [10.0] * 6)
+    assert module.regularizer(25, 100).tolist() == pytest.approx([0.0] * 6 + [5.0] * 6)
+
+
 def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
     population = tmp_path / "population"
-    train(grid_config(population, ["model=nmu", "seed=4"]))
+    cfg = grid_config(population, ["model=nmu", "seed=4"])
+    with open_dict(cfg):
+        cfg.problems.operation.mul.regularizer = {"scale": 10.0, "start": 0.0, "end": 0.5}
+    train(cfg)
     member = json.loads(
         (population / "members" / "10_nmu_mul_U_1_2_seed5" / "metrics.json").read_text()
     )
@@ -154,6 +167,9 @@ def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
             "data.train_range=[1,2]",
             "data.interp_range=[1,2]",
             "data.extrap_range=[2,6]",
+            "regularizer.scale=10",
+            "regularizer.start=0",
+            "regularizer.end=0.5",
         ],
         tmp_path / "single",
     )
@@ -176,6 +192,15 @@ def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
             "problems.operation.odd: data.train_range=[2, 1]:",
         ),
         ({"data": {"no_such_field": 1}}, "problems.operation.odd: Key 'no_such_field' is not in"),
+        (
+            {"optimizer": {"lr": 0.1}},
+            "problems.operation.odd: sets optimizer, but a cell may set only data and "
+            "regularizer: the members of a population share the rest",
+        ),
+        (
+            {"regularizer": {"growth": 10}},
+            "problems.operation.odd: regularizer.initial=0.0: must be > 0 for λ to grow ×10",
+        ),
     ],
 )
 def test_a_bad_cell_is_one_error_naming_it(tmp_path, cell, message):

@@ -7,7 +7,7 @@ from conftest import compose_config, set_
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from nalu.errors import ConfigError
+from nalu.errors import ConfigError, InvalidArgument
 from nalu.module import ArithmeticModule, MemberObjective
 from nalu.regularizer import RegularizerSchedule
 from nalu.train import train
@@ -251,6 +251,51 @@ def test_regularizer_schedule_with_start_equal_to_end_is_a_step():
     schedule = RegularizerSchedule(scale=1.5, start=0.5, end=0.5)
     assert (schedule(4, total_steps=10), schedule(5, total_steps=10)) == (0.0, 1.5)
     assert RegularizerSchedule()(10**6, total_steps=10**6) == 0.0  # the default is off
+
+
+@pytest.mark.parametrize(
+    ("step", "expected"),
+    [(0, 1e-7), (9_999, 1e-7), (10_000, 1e-6), (19_999, 1e-6), (20_000, 1e-5), (49_999, 1e-5)],
+)
+def test_regularizer_schedule_grows_tenfold_at_a_time_as_heims_beta(step, expected):
+    # Mistry et al.'s NPU runs: β = 1e-7, ×10 at step 10,000 and at 20,000 of 50,000.
+    schedule = RegularizerSchedule(scale=1e-5, start=0.2, end=0.4, initial=1e-7, growth=10)
+    assert schedule(step, total_steps=50_000) == pytest.approx(expected, rel=1e-9)
+
+
+def test_regularizer_schedule_jumps_are_evenly_spaced_from_start_to_end():
+    # 1 → 8 by ×2: three jumps, at steps 10, 15 and 20 of 100.
+    schedule = RegularizerSchedule(scale=8.0, start=0.1, end=0.2, initial=1.0, growth=2)
+    assert [schedule(step, 100) for step in (9, 10, 14, 15, 19, 20)] == [1, 2, 2, 4, 4, 8]
+
+
+def test_linear_regularizer_schedule_starts_from_initial():
+    schedule = RegularizerSchedule(scale=3.0, start=0.0, end=0.5, initial=1.0)
+    assert [schedule(step, 10) for step in (0, 1, 5)] == pytest.approx([1.0, 1.4, 3.0])
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"growth": 1}, "growth=1: must be null (a linear ramp) or a number > 1"),
+        ({"initial": 2.0}, "initial=2.0: must be at most scale=1.0"),
+        ({"growth": 10}, "initial=0.0: must be > 0 for λ to grow ×10 at a time up to scale"),
+        ({"start": 0.6, "end": 0.2}, "start=0.6: must be at most end=0.2"),
+    ],
+)
+def test_a_bad_regularizer_schedule_says_which_field_and_why(fields, message):
+    with pytest.raises(InvalidArgument) as error:
+        RegularizerSchedule(**{"scale": 1.0, **fields})
+    assert str(error.value) == message
+
+
+def test_npu_regularization_is_the_l1_norm_of_its_parameters():
+    npu = NeuralPowerUnit(2, 1)
+    set_(npu.weight, [[0.5, -1.5]])
+    set_(npu.weight_imag, [[-0.25, 0.0]])
+    set_(npu.gate, [0.75, -0.5])
+    # |0.5| + |−1.5| + |−0.25| + |0.75| + |−0.5| (Heim et al. 2020's L1 penalty)
+    assert npu.regularization().item() == pytest.approx(3.5)
 
 
 def test_member_objective_is_the_mse_and_the_units_regularization():

@@ -28,7 +28,7 @@ from nalu.record import (
     OWN_BEST,
     OWN_BEST_SOLVED_FRACTION,
 )
-from nalu.regularizer import RegularizerSchedule, network_regularization
+from nalu.regularizer import MemberSchedules, RegularizerSchedule, network_regularization
 from nalu.units.selection import best_candidates
 
 log = logging.getLogger(__name__)
@@ -170,17 +170,17 @@ class ArithmeticModule(L.LightningModule):
     so members never mix.
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
-    ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps
-    in one call, so Lightning's loop runs once per chunk while everything else holds per step:
+    ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
+    one call, so Lightning's loop runs once per chunk while everything else holds per step:
     ``global_step`` counts optimizer steps and ``trainer.max_steps`` stops at its step,
     ``gradient_clip_val``/``gradient_clip_algorithm`` clip every step (per member by norm), the
-    learning-rate schedule and the regulariser's ramp advance every step, and every logged step
-    is an optimizer step. The objective is the MSE plus the ``regularizer`` schedule's weight
-    times the units' ``regularization()``; units with ``clamp_parameters()`` are clamped after
-    every step. No step reads a value back from the device: losses, divergence and curves stay
-    there until the end of the chunk (the all-diverged check and the batch losses) or of the
-    epoch. ``compile=True`` runs each step's forward, loss and backward through
-    ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
+    learning-rate schedule and the regulariser's ramp advance every step, and every logged step is
+    an optimizer step. The objective is the MSE plus the ``regularizer`` schedule's weight (one
+    schedule, or one per member) times the units' ``regularization()``; units with
+    ``clamp_parameters()`` are clamped after every step. No step reads a value back from the device:
+    losses, divergence and curves stay there until the end of the chunk (the all-diverged check and
+    the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
+    through ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
 
     What a run is judged by, per member, in one place (Madsen & Johansen 2020, sec. 4.1):
     - best epoch: the validation with the lowest interpolation MSE so far; its parameters,
@@ -214,7 +214,7 @@ class ArithmeticModule(L.LightningModule):
         validation_threshold: Sequence[Sequence[float]] | None = None,
         stop_when_solved: bool = False,
         rounds: int = 1,
-        regularizer: dict[str, Any] | None = None,
+        regularizer: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
         lr_schedule: dict[str, Any] | None = None,
         gradient_clip_val: float | None = None,
         gradient_clip_algorithm: str | None = None,
@@ -227,7 +227,12 @@ class ArithmeticModule(L.LightningModule):
         # Several optimizer steps per training_step: the module takes them itself.
         self.automatic_optimization = False
         self.optimizer_factory = optimizer
-        self.regularizer = RegularizerSchedule(**(regularizer or {}))
+        schedules = (
+            [regularizer]
+            if regularizer is None or isinstance(regularizer, Mapping)
+            else regularizer
+        )
+        self.regularizer = MemberSchedules([RegularizerSchedule(**(r or {})) for r in schedules])
         if isinstance(network, nn.Module):
             if len(seeds) > 1:
                 raise InvalidArgument(
@@ -438,7 +443,7 @@ class ArithmeticModule(L.LightningModule):
         """The epoch's per-member sums of the training loss and regularisation."""
         self._loss_sum = torch.zeros(self.population, device=self.device)
         self._regularization_sum = torch.zeros(self.population, device=self.device)
-        self._scale_sum = 0.0
+        self._scale_sum = torch.zeros(self.population, device=self.device)
         self._loss_samples = self._steps = 0
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -460,7 +465,7 @@ class ArithmeticModule(L.LightningModule):
         mse, objective, *regularization = self._run("terms", x, y)
         scale = 0.0
         if self.has_regularization:
-            scale = self.regularizer((step - 1) % self.round_steps, self.round_steps)
+            scale = self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
             objective = objective + scale * regularization[0]
         optimizer.zero_grad()
         # A member's objective reaches only its own gradients: a non-finite one spoils no
@@ -636,10 +641,9 @@ class ArithmeticModule(L.LightningModule):
         per_member = {"train/loss": loss}
         if self.has_regularization:
             per_member["train/regularization"] = self._regularization_sum / self._steps
+            per_member["train/regularizer_scale"] = self._scale_sum / self._steps
         values = living_medians(per_member, self.alive)
         self.log("train/loss", values["train/loss"], prog_bar=True, logger=False)
-        if self.has_regularization:
-            values["train/regularizer_scale"] = self._scale_sum / self._steps
         if self.population > 1:
             values["population/alive_fraction"] = float(self.alive.float().mean())
         self._log_to_loggers(values, self.global_step)

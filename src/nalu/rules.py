@@ -235,3 +235,33 @@ def target_magnitude(operation: str, operand: float, min_abs_denominator: float)
         "div": operand / min_abs_denominator,
         "sqrt": math.sqrt(operand),
     }[operation]
+
+
+def regularizer_schedule(
+    scale: Any, start: Any, end: Any, initial: Any = 0.0, growth: Any = None, section: str = ""
+) -> None:
+    """The fields of a regulariser's schedule (``nalu.regularizer.RegularizerSchedule``), alone
+    and together: λ goes from ``initial`` at ``start`` to ``scale`` at ``end``, linearly or by
+    jumps of ×``growth``. ``section`` prefixes the names (``regularizer.``)."""
+    non_negative_number(f"{section}scale", scale)
+    fraction(f"{section}start", start)
+    fraction(f"{section}end", end)
+    non_negative_number(f"{section}initial", initial)
+    if start > end:
+        raise InvalidArgument(f"{section}start", start, f"must be at most {section}end={end}")
+    if initial > scale:
+        raise InvalidArgument(
+            f"{section}initial", initial, f"must be at most {section}scale={scale}"
+        )
+    if growth is None:
+        return
+    if not (is_number(growth) and growth > 1):
+        raise InvalidArgument(
+            f"{section}growth", growth, "must be null (a linear ramp) or a number > 1"
+        )
+    if initial == 0:
+        raise InvalidArgument(
+            f"{section}initial",
+            initial,
+            f"must be > 0 for λ to grow ×{growth} at a time up to {section}scale",
+        )

@@ -106,7 +106,7 @@ def member_configs(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig]]:
             where = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
             raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from error
         if fields is not None:
-            check_problem_cell(cfg, cell[0], labels)
+            check_problem_cell(cfg, cell[0], labels, fields)
         members += [(labels, member) for member in cell]
     return members
 
@@ -129,9 +129,12 @@ def build_run(
     from nalu.module import ArithmeticModule
     from nalu.regularizer import RegularizerSchedule
 
-    regularizer = _container(cfg.get("regularizer"))
-    checked("regularizer", lambda: RegularizerSchedule(**(regularizer or {})))
     members = member_configs(cfg)
+    # Each member's schedule: a population's ``problems`` cells may set their own.
+    schedules = [_container(member.get("regularizer")) for _, member in members]
+    for schedule in schedules:
+        checked("regularizer", lambda s=schedule: RegularizerSchedule(**(s or {})))
+    regularizer = schedules[0] if all(s == schedules[0] for s in schedules) else schedules
     member_data = [checked("data", lambda m=m: instantiate(m.data)) for _, m in members]
     # S = 1 trains on the problem's own data module: ordinary [B, in] batches.
     datamodule = member_data[0] if len(members) == 1 else PopulationDataModule(member_data)

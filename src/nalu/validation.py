@@ -50,6 +50,7 @@ from nalu.rules import (
     positive_number,
     positive_pair,
     precision,
+    regularizer_schedule,
     seed,
     subset_ratio,
     target_magnitude,
@@ -91,6 +92,7 @@ FIELD_RULES: dict[str, Rule] = {
     "regularizer.scale": non_negative_number,
     "regularizer.start": fraction,
     "regularizer.end": fraction,
+    "regularizer.initial": non_negative_number,
     "lr_schedule.start": fraction_below_one,
     "lr_schedule.end_factor": fraction,
     "ckpt_path": optional(existing_file),
@@ -173,6 +175,9 @@ def validate_config(cfg: DictConfig) -> None:
     cross_field_rules(cfg)
 
 
+# What a ``problems`` cell may set for its members: their problem and their regulariser's
+# schedule (the step's weight per member); the network, optimizer and trainer are the run's.
+CELL_SECTIONS = ("data", "regularizer")
 # What every member of a population shares, whatever its ``problems`` cell: one network and
 # batches of one shape.
 SHARED_MEMBER_FIELDS = (
@@ -185,11 +190,19 @@ SHARED_MEMBER_FIELDS = (
 )
 
 
-def check_problem_cell(cfg: DictConfig, member: DictConfig, labels: dict[str, str]) -> None:
-    """A ``problems`` cell's first member (``member``, the run's config with the cell's fields)
-    follows every rule and shares ``SHARED_MEMBER_FIELDS`` with the run; else a ``ConfigError``
-    that names the cell."""
+def check_problem_cell(
+    cfg: DictConfig, member: DictConfig, labels: dict[str, str], fields: DictConfig
+) -> None:
+    """A ``problems`` cell's first member (``member``, the run's config with the cell's
+    ``fields``) follows every rule, sets only ``CELL_SECTIONS`` and shares
+    ``SHARED_MEMBER_FIELDS`` with the run; else a ``ConfigError`` that names the cell."""
     cell = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
+    other = [section for section in fields if section not in CELL_SECTIONS]
+    if other:
+        raise ConfigError(
+            f"{cell}: sets {', '.join(other)}, but a cell may set only "
+            f"{' and '.join(CELL_SECTIONS)}: the members of a population share the rest"
+        )
     try:
         validate_config(member)
     except ConfigError as error:
@@ -211,11 +224,16 @@ def _get(cfg: DictConfig, key: str) -> Any:
 def cross_field_rules(cfg: DictConfig) -> None:
     """The rules that tie fields together: the operations of the problem family, a batch no
     larger than the training set, sets that fit in memory, denominators that the ranges allow,
-    targets whose squared errors are finite in float32, a regulariser that starts before it
-    ends, rounds that each end with a validation, and a population in one process."""
-    start, end = _get(cfg, "regularizer.start"), _get(cfg, "regularizer.end")
-    if start is not None and end is not None and start > end:
-        raise ConfigError(f"regularizer.start={start}: must be at most regularizer.end={end}")
+    targets whose squared errors are finite in float32, a regulariser's schedule (its own rules),
+    rounds that each end with a validation, and a population in one process."""
+    regularizer = _get(cfg, "regularizer")
+    if regularizer:
+        try:
+            regularizer_schedule(**regularizer, section="regularizer.")
+        except InvalidArgument as error:
+            raise ConfigError(str(error)) from error
+        except TypeError as error:  # a field the schedule does not have
+            raise ConfigError(f"regularizer: {error}") from error
     if _get(cfg, "data") is not None:
         _data_rules(cfg)
     rounds, epochs = _get(cfg, "rounds"), _get(cfg, "trainer.max_epochs")

@@ -54,6 +54,11 @@ class NeuralPowerUnit(nn.Module):
             angle = angle + linear(log_radius, self.weight_imag)
         return torch.exp(magnitude) * torch.cos(angle)
 
+    def regularization(self) -> Tensor:
+        """Σ|θ| over the weights and gates: Heim et al.'s (2020) L1 penalty, which drives unused
+        weights and gates to 0 (the training loss weighs it by β, ``conf/regularizer/growing``)."""
+        return torch.stack([parameter.abs().sum() for parameter in self.parameters()]).sum()
+
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name; the gate as a [1, in] row."""
         weights = (
