@@ -62,7 +62,9 @@ def test_a_new_round_restarts_only_the_outputs_unsolved_on_validation_data(tmp_p
     assert seen["settled"] == [op in ("add", "sub") for op in operations]
     assert any(seen["settled"]) and not all(seen["settled"])
     settled = torch.tensor(seen["settled"])
-    fresh = build_network(cfg.model, cfg.seed + 2**32).weight.detach()
+    fresh = build_network(cfg.model, cfg.seed, draw=1).weight.detach()
+    # A new initialisation: not the run's first one again.
+    assert not torch.equal(fresh, build_network(cfg.model, cfg.seed).weight.detach())
     assert torch.equal(seen["after"][settled], seen["before"][settled])
     assert torch.equal(seen["after"][~settled], fresh[~settled])
     # Adam and the learning rate as at step 0; settled rows then never move again.

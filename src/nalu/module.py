@@ -17,6 +17,7 @@ from torch.optim import Optimizer
 
 from nalu import rules
 from nalu.data.batches import step_batches
+from nalu.data.counter_random import root_key
 from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.errors import Diverged, InvalidArgument
 from nalu.metrics import MemberOutputMSE
@@ -29,6 +30,7 @@ from nalu.record import (
     OWN_BEST_SOLVED_FRACTION,
 )
 from nalu.regularizer import MemberSchedules, RegularizerSchedule, network_regularization
+from nalu.stalls import StallRule
 from nalu.units.selection import best_candidates
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,13 @@ def is_config(value: Any) -> bool:
     return isinstance(value, Mapping)
 
 
-def build_network(network: dict[str, Any], seed: int) -> nn.Module:
-    """The network that ``seed`` initialises, without touching the caller's random state."""
+def build_network(network: dict[str, Any], seed: int, draw: int = 0) -> nn.Module:
+    """The network that ``seed`` initialises, without touching the caller's random state; its
+    ``draw``-th new initialisation for ``draw`` > 0 (a restart), from a seed that mixes the two
+    (torch's CPU generator keeps only a seed's low 32 bits, so ``seed + draw · 2³²`` would
+    repeat the first)."""
+    if draw:
+        seed = int(root_key(seed, draw)) & 0xFFFFFFFF
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return instantiate(network)
@@ -214,6 +221,7 @@ class ArithmeticModule(L.LightningModule):
         validation_threshold: Sequence[Sequence[float]] | None = None,
         stop_when_solved: bool = False,
         rounds: int = 1,
+        stall_restart: dict[str, Any] | None = None,
         regularizer: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
         lr_schedule: dict[str, Any] | None = None,
         gradient_clip_val: float | None = None,
@@ -290,6 +298,14 @@ class ArithmeticModule(L.LightningModule):
                 "needs a network config whose outputs are models of their own (a weight row "
                 "each: select, nau, nmu, nmru, ...), whose rows a new round re-initialises",
             )
+        self.stall_rule = None if stall_restart is None else StallRule(**stall_restart)
+        if self.stall_rule is not None and not is_config(network):
+            raise InvalidArgument(
+                "stall_restart", stall_restart, "needs the network's config, to re-initialise it"
+            )
+        # Per member: the validation from which its stall is judged, and its restarts so far.
+        self.register_buffer("stall_since", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("stall_restarts", torch.zeros(size, dtype=torch.long))
         threshold = torch.full((size, outputs), float("nan"))
         if validation_threshold is not None:
             threshold = torch.as_tensor(validation_threshold, dtype=torch.float32)
@@ -747,6 +763,8 @@ class ArithmeticModule(L.LightningModule):
             for split, metrics in values.items()
             for name, value in metrics.items()
         }
+        if self.stall_rule is not None and step < self.planned_steps:
+            self._restart_stalled(step)
         medians = living_medians(per_member, self.alive)
         # ModelCheckpoint monitors it; the progress bar shows it.
         self.log("interp/mse", medians["interp/mse"], prog_bar=True, logger=False)
@@ -831,10 +849,10 @@ class ArithmeticModule(L.LightningModule):
         )
 
     def _fresh_parameters(self, round_index: int) -> dict[str, Tensor]:
-        """Every member's network as its seed for round ``round_index`` initialises it:
-        seed + round · 2³², which no member's own seed (< 2³²) is."""
+        """Every member's network as its seed initialises it for round ``round_index``
+        (``build_network``'s draw ``round_index``)."""
         members = [
-            build_network(self.hparams.network, seed + round_index * 2**32)
+            build_network(self.hparams.network, seed, draw=round_index)
             for seed in self.hparams.seeds
         ]
         return {
@@ -843,6 +861,27 @@ class ArithmeticModule(L.LightningModule):
             else members[0].get_parameter(name).detach()
             for name, _ in self.network.named_parameters()
         }
+
+    def _restart_stalled(self, step: int) -> None:
+        """Each living member whose interpolation MSE has stalled (``stall_restart``, the
+        iNALU's rule) starts over: every parameter re-initialised from its seed for its n-th
+        restart (``build_network``'s draw rounds − 1 + n, no round's), Adam's moments kept as
+        in Mistry et al.'s benchmark; its stall is judged again from the next validation."""
+        history = torch.stack([values for _, values in self.curves["interp/mse"]])
+        stalled = self.stall_rule(history.to(self.device), self.stall_since) & self.alive
+        members = stalled.nonzero().flatten().tolist()
+        if not members:
+            return
+        self.stall_restarts += stalled
+        self.stall_since.masked_fill_(stalled, history.shape[0])
+        with torch.no_grad():
+            for member in members:
+                draw = self.hparams.rounds - 1 + int(self.stall_restarts[member])
+                fresh = build_network(self.hparams.network, self.hparams.seeds[member], draw)
+                for name, parameter in self.network.named_parameters():
+                    target = parameter[member] if self.population > 1 else parameter
+                    target.copy_(fresh.get_parameter(name))
+        log.info("step %d: %d members stalled and start over (stall_restart)", step, len(members))
 
     def _stop_if_solved(self, step: int, interp_per_output: Tensor) -> None:
         """Stop training once every living member has solved every output on the

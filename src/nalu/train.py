@@ -149,6 +149,7 @@ def build_run(
             validation_threshold=[data.success_threshold("interp") for data in member_data],
             stop_when_solved=cfg.get("stop_when_solved", False),
             rounds=cfg.get("rounds", 1),
+            stall_restart=_container(cfg.get("stall_restart")),
             regularizer=regularizer,
             lr_schedule=_container(cfg.get("lr_schedule")),
             # The module clips every one of its optimizer steps itself (several per batch).

@@ -89,6 +89,8 @@ FIELD_RULES: dict[str, Rule] = {
     "stop_when_solved": boolean,
     "rounds": integer_at_least(1),
     "heatmaps": optional(integer_at_least(0)),
+    "stall_restart.validations": integer_at_least(2),
+    "stall_restart.loss_above": non_negative_number,
     "regularizer.scale": non_negative_number,
     "regularizer.start": fraction,
     "regularizer.end": fraction,
