@@ -14,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from nalu.train import CONFIG_DIR
+from nalu.cli.train import CONFIG_DIR
 
 # Every model config, as `model=<name>` takes it.
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -50,10 +50,10 @@ def run_cli(
     args: Sequence[str],
     cwd: Path,
     timeout: float = 300,
-    module: str = "nalu.train",
+    module: str = "nalu.cli.train",
     python_options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m nalu.train ARGS`` (or another ``module``) in a subprocess, as a user would
+    """``python -m nalu.cli.train ARGS`` (or another ``module``) in a subprocess, as a user would
     type it; ``python_options`` go to the interpreter (``-X importtime``)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(

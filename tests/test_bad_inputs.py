@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import TINY, run_cli
 
-from nalu.cli import EXIT_CONFIG_ERROR
-from nalu.train import CONFIG_DIR
-from nalu.value_range import RANGE_RULE
+from nalu.cli.common import EXIT_CONFIG_ERROR
+from nalu.cli.train import CONFIG_DIR
+from nalu.config.value_range import RANGE_RULE
 
 MYSTERY = ["add", "sub", "mul", "div"]
 # What only torch can check: a checkpoint's contents, a GPU's presence, the MLP's torch.nn
@@ -255,15 +255,15 @@ TRAIN = [
     ),
     (
         ["ckpt_path={text_file}"],
-        "ckpt_path='{text_file}': not a readable checkpoint of nalu.train (",
+        "ckpt_path='{text_file}': not a readable checkpoint of nalu-train (",
     ),
     (
         ["ckpt_path={empty_file}"],
-        "ckpt_path='{empty_file}': not a readable checkpoint of nalu.train (",
+        "ckpt_path='{empty_file}': not a readable checkpoint of nalu-train (",
     ),
     (
         ["ckpt_path={truncated}"],
-        "ckpt_path='{truncated}': not a readable checkpoint of nalu.train (",
+        "ckpt_path='{truncated}': not a readable checkpoint of nalu-train (",
     ),
     (
         [*TINY, "seed=7", "ckpt_path={checkpoint}"],
@@ -409,9 +409,9 @@ REPORT = [
 ]
 
 CASES = [
-    *(("nalu.train", arguments, message) for arguments, message in TRAIN),
-    *(("nalu.evaluate", arguments, message) for arguments, message in EVALUATE),
-    *(("nalu.report", arguments, message) for arguments, message in REPORT),
+    *(("nalu.cli.train", arguments, message) for arguments, message in TRAIN),
+    *(("nalu.cli.evaluate", arguments, message) for arguments, message in EVALUATE),
+    *(("nalu.cli.report", arguments, message) for arguments, message in REPORT),
 ]
 
 
@@ -455,7 +455,7 @@ def test_there_are_at_least_sixty_bad_inputs():
 @pytest.mark.parametrize(
     ("module", "arguments", "message"),
     CASES,
-    ids=[f"{module.split('.')[1]}: {' '.join(arguments)[:60]}" for module, arguments, _ in CASES],
+    ids=[f"{module.split('.')[-1]}: {' '.join(arguments)[:60]}" for module, arguments, _ in CASES],
 )
 def test_bad_input_is_one_line_naming_the_field(module, arguments, message, files, tmp_path):
     needs_torch = any(word in argument for argument in arguments for word in NEEDS_TORCH)

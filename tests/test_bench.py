@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nalu import bench
+from nalu.cli import bench
 
 
 def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path, capsys):

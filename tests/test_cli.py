@@ -7,10 +7,10 @@ import pytest
 from conftest import TINY, compose_config, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import nalu.progress
-from nalu.cli import CONFIG_DIR, format_metrics
-from nalu.report import group_runs, load_runs, median_table
-from nalu.train import train
+import nalu.training.progress
+from nalu.cli.common import CONFIG_DIR, format_metrics
+from nalu.cli.train import train
+from nalu.results.report import group_runs, load_runs, median_table
 
 
 @pytest.mark.slow
@@ -53,7 +53,7 @@ def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp
     log = (tmp_path / "run" / "train.log").read_text()
     assert log.count("`Trainer.fit` stopped") == 1  # the run's log file keeps the line
     # Output to a pipe draws no progress bar; the last progress line says where training ended.
-    [line] = [line for line in console.splitlines() if "nalu.progress" in line]
+    [line] = [line for line in console.splitlines() if "nalu.training.progress" in line]
     assert re.search(
         r"- step 4/4 \(100%\) · epoch 1/1 · \d+ steps/s · 0:00:\d\d elapsed · "
         r"interp/mse (\S+) \(best \1\)$",
@@ -62,10 +62,13 @@ def test_the_console_prints_each_line_once_and_no_advice_that_does_not_apply(tmp
 
 
 def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monkeypatch, caplog):
-    monkeypatch.setattr(nalu.progress, "INTERVAL_S", 0.0)  # a line after every training chunk
-    caplog.set_level(logging.INFO, logger="nalu.progress")
+    # A line after every training chunk.
+    monkeypatch.setattr(nalu.training.progress, "INTERVAL_S", 0.0)
+    caplog.set_level(logging.INFO, logger="nalu.training.progress")
     train(compose_config([*TINY, "trainer.max_epochs=3"], tmp_path))
-    lines = [record.getMessage() for record in caplog.records if record.name == "nalu.progress"]
+    lines = [
+        record.getMessage() for record in caplog.records if record.name == "nalu.training.progress"
+    ]
     steps = [int(re.match(r"step (\d+)/12 ", line)[1]) for line in lines]
     assert steps[-1] == 12 and steps == sorted(steps) and len(set(steps)) >= 3, lines
     assert any(re.search(r"elapsed, about 0:00:\d\d left", line) for line in lines[:-1]), lines
@@ -107,7 +110,7 @@ def test_help_pages_say_what_each_command_does_and_take_only_its_groups(tmp_path
     assert train_help.startswith("nalu-train: train neural arithmetic units")
     assert "nalu-train experiment=solve population=25" in train_help
     assert "model: article_vanilla, gnalu," in train_help  # the groups, from the config tree
-    evaluate_help = run_cli(["--help"], cwd=tmp_path, module="nalu.evaluate").stdout
+    evaluate_help = run_cli(["--help"], cwd=tmp_path, module="nalu.cli.evaluate").stdout
     assert evaluate_help.startswith("nalu-evaluate: test a trained run's checkpoint")
     groups = evaluate_help.split("== Configuration groups (group=option) ==\n")[1].split("\n\n")[0]
     # Exactly the groups evaluate composes, each with every option the config tree holds.

@@ -3,9 +3,9 @@
 import pytest
 from conftest import run_cli
 
-from nalu.errors import ConfigError
-from nalu.train import CONFIG_DIR
-from nalu.validation import check_command_line
+from nalu.cli.train import CONFIG_DIR
+from nalu.config.errors import ConfigError
+from nalu.config.validation import check_command_line
 
 
 @pytest.mark.slow

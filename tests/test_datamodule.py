@@ -6,12 +6,12 @@ import torch
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
-from nalu.cli import CONFIG_DIR
+from nalu.cli.common import CONFIG_DIR
+from nalu.config.errors import InvalidArgument
+from nalu.config.validation import constructor_arguments
 from nalu.data import ArithmeticDataModule
 from nalu.data.batches import epoch_orders, order_key
-from nalu.errors import InvalidArgument
-from nalu.progress import ProgressLines
-from nalu.validation import constructor_arguments
+from nalu.training.progress import ProgressLines
 
 
 def make(**kwargs) -> ArithmeticDataModule:
@@ -113,7 +113,7 @@ def test_a_users_own_lightning_module_trains_on_the_datamodule(caplog):
         enable_progress_bar=False,
         callbacks=[ProgressLines()],
     )
-    caplog.set_level(logging.INFO, logger="nalu.progress")
+    caplog.set_level(logging.INFO, logger="nalu.training.progress")
     module = Linear()
     before = module.layer.weight.detach().clone()
     trainer.fit(module, datamodule=datamodule)
@@ -121,7 +121,7 @@ def test_a_users_own_lightning_module_trains_on_the_datamodule(caplog):
     assert trainer.global_step == 8
     assert not torch.equal(module.layer.weight, before)
     # Its progress counts its batches: it has no planned optimizer steps of its own.
-    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.progress"]
+    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
     assert line.startswith("step 8/8 (100%) · epoch 2/2 · ")
 
 
@@ -148,7 +148,7 @@ def test_resampled_batches_are_fresh_every_step_and_fixed_by_seeds_epoch_and_ste
 
 @pytest.mark.parametrize("name", ["mystery", "static_arithmetic"])
 def test_each_data_config_lists_every_argument_of_its_data_module(name):
-    # The command line checks a field added to `data` against its config (nalu.validation).
+    # The command line checks a field added to `data` against its config (nalu.config.validation).
     config = OmegaConf.load(CONFIG_DIR / "data" / f"{name}.yaml")
     arguments = constructor_arguments(get_method(config._target_))
     assert set(config) - {"_target_"} == set(arguments) - {"problem"}  # `problem`: built inside

@@ -11,15 +11,15 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nalu.cli.evaluate import evaluate, load_checkpoint
+from nalu.cli.train import CONFIG_DIR, progress_callbacks, train
+from nalu.config.errors import ConfigError
+from nalu.config.validation import check_group_choices
 from nalu.data.batches import FixedBatches, order_key
 from nalu.data.datamodule import ShardBatchSampler
-from nalu.errors import ConfigError
-from nalu.evaluate import evaluate, load_checkpoint
-from nalu.progress import ProgressLines
-from nalu.train import CONFIG_DIR, progress_callbacks, train
-from nalu.validation import check_group_choices
+from nalu.training.progress import ProgressLines
 
-# The evaluation sets of the TINY runs, for `nalu.evaluate`.
+# The evaluation sets of the TINY runs, for `nalu.cli.evaluate`.
 TINY_DATA = [override for override in TINY if override.startswith("data.")]
 
 
@@ -276,8 +276,8 @@ def test_evaluate_lifts_the_log_magnitude_cap_where_exact_products_exceed_it(tmp
     ("content", "message"),
     [
         (None, "ckpt_path='{path}': no such file"),
-        (b"", "ckpt_path='{path}': not a checkpoint written by nalu.train"),
-        (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu.train"),
+        (b"", "ckpt_path='{path}': not a checkpoint written by nalu.cli.train"),
+        (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu.cli.train"),
     ],
     ids=["missing", "empty", "text"],
 )
@@ -296,12 +296,12 @@ def test_evaluate_cli_with_a_bad_checkpoint_stops_with_one_line(tmp_path):
     result = run_cli(
         ["ckpt_path=notes.txt", f"hydra.run.dir={tmp_path}/eval"],
         cwd=tmp_path,
-        module="nalu.evaluate",
+        module="nalu.cli.evaluate",
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.strip().splitlines() == [
-        "error: ckpt_path='notes.txt': not a checkpoint written by nalu.train"
+        "error: ckpt_path='notes.txt': not a checkpoint written by nalu.cli.train"
     ]
 
 

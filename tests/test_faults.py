@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import TINY, compose_config, run_cli
 
-from nalu.cli import EXIT_DIVERGED, EXIT_JOBS_FAILED, EXIT_OUTPUT_ERROR, count_jobs
-from nalu.record import RunRecord
-from nalu.report import main as report_main
-from nalu.train import train
+from nalu.cli.common import EXIT_DIVERGED, EXIT_JOBS_FAILED, EXIT_OUTPUT_ERROR, count_jobs
+from nalu.cli.report import main as report_main
+from nalu.cli.train import train
+from nalu.results.record import RunRecord
 
 
 def test_a_full_disk_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
@@ -75,7 +75,7 @@ def test_a_sweep_whose_last_job_is_bad_starts_no_job(tmp_path):
 
 @pytest.mark.slow
 def test_two_runs_started_together_write_two_folders(tmp_path):
-    env_command = [sys.executable, "-m", "nalu.train", *TINY]
+    env_command = [sys.executable, "-m", "nalu.cli.train", *TINY]
     runs = [
         subprocess.Popen([*env_command, f"seed={seed}"], cwd=tmp_path, stderr=subprocess.PIPE)
         for seed in (0, 1)

@@ -7,19 +7,19 @@ import torch
 from conftest import TINY, compose_config, named_metrics, solved_outputs
 from torch import nn
 
+from nalu.cli.train import train
+from nalu.config.errors import InvalidArgument
 from nalu.data import (
     ArithmeticDataModule,
     MysteryArithmeticProblem,
     StaticArithmeticDataModule,
     StaticArithmeticProblem,
 )
-from nalu.errors import InvalidArgument
-from nalu.formula import Variable, power_product, weighted_sum
-from nalu.metrics import MemberOutputMSE, group_by_operation
-from nalu.module import ArithmeticModule
-from nalu.readback import read_back, sparsity_error, unsaturated_gates
-from nalu.results import read_back_metrics
-from nalu.train import train
+from nalu.data.formula import Variable, power_product, weighted_sum
+from nalu.results.metrics import MemberOutputMSE, group_by_operation
+from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
+from nalu.results.recorder import read_back_metrics
+from nalu.training.module import ArithmeticModule
 from nalu.units import (
     NeuralAccumulator,
     NeuralAdditionUnit,
@@ -329,8 +329,8 @@ def test_static_outputs_must_match_the_operations():
 
 
 def test_nau_nmu_and_gated_units_read_back_as_sums_and_products():
-    from nalu.formula import Variable, power_product, weighted_sum
-    from nalu.readback import read_back
+    from nalu.data.formula import Variable, power_product, weighted_sum
+    from nalu.results.readback import read_back
     from nalu.units import (
         GatedAdditionMultiplicationUnit,
         NeuralAdditionUnit,
@@ -356,8 +356,8 @@ def test_nau_nmu_and_gated_units_read_back_as_sums_and_products():
 
 
 def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
-    from nalu.formula import Magnitude, Variable, power_product
-    from nalu.readback import read_back
+    from nalu.data.formula import Magnitude, Variable, power_product
+    from nalu.results.readback import read_back
     from nalu.units import NeuralArithmeticLogicUnit
 
     nalu = NeuralArithmeticLogicUnit(3, 1, shared_weights=True)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import named_metrics
 
-from nalu.metrics import MemberOutputMSE, OutputGroups
+from nalu.results.metrics import MemberOutputMSE, OutputGroups
 
 
 def test_mse_per_operation_matches_hand_computed_values():

@@ -10,10 +10,10 @@ from conftest import MODEL_CONFIGS, compose_config
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from nalu.module import build_network
-from nalu.readback import READERS, read_back
-from nalu.regularizer import network_regularization
-from nalu.train import train
+from nalu.cli.train import train
+from nalu.results.readback import READERS, read_back
+from nalu.training.module import build_network
+from nalu.units.contract import regularized_units
 
 # The article's problem with division, inputs and targets as large as its extrapolation set.
 SIGNED = ["experiment=article_division", "data.in_features=50", "data.out_features=8"]
@@ -46,7 +46,7 @@ def test_forward_and_gradients_are_finite_at_init_on_signed_inputs(model, tmp_pa
 def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
     network, cfg = network_config(model, tmp_path)
     built = build_network(network, 0)
-    if network_regularization(built) is not None:
+    if regularized_units(built):
         assert cfg.regularizer.scale > 0, "a unit with regularization() must turn it on"
     if not any(hasattr(module, "clamp_parameters") for module in built.modules()):
         return  # nothing to clamp: the regulariser's check is the whole test

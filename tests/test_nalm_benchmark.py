@@ -1,6 +1,6 @@
-"""``make benchmark`` (``python -m nalu.nalm_benchmark``) on a small grid: the units' populations,
-the operations asked for, one report, and a second call that keeps what finished, resumes what
-was killed and refuses other settings."""
+"""``make benchmark`` (``python -m nalu.cli.nalm_benchmark``) on a small grid: the units'
+populations, the operations asked for, one report, and a second call that keeps what finished,
+resumes what was killed and refuses other settings."""
 
 import subprocess
 import sys
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from nalu.nalm_benchmark import unit_operations
+from nalu.cli.nalm_benchmark import unit_operations
 
 SMALL = [
     "data.train_size=256",
@@ -32,7 +32,7 @@ SMALL = [
 
 def benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nalu.nalm_benchmark", str(out), *args],
+        [sys.executable, "-m", "nalu.cli.nalm_benchmark", str(out), *args],
         capture_output=True,
         text=True,
         timeout=600,

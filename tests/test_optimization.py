@@ -6,9 +6,9 @@ import pytest
 import torch
 from conftest import compose_config
 
-from nalu.errors import ConfigError
-from nalu.optimization import LinearDecay
-from nalu.train import train
+from nalu.cli.train import train
+from nalu.config.errors import ConfigError
+from nalu.training.optimization import LinearDecay
 
 
 def _decay(total_steps: int, **settings: float) -> LinearDecay:

@@ -12,7 +12,7 @@ import torch
 from conftest import TINY, compose_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nalu.train import train
+from nalu.cli.train import train
 
 # TINY: 64 samples in batches of 16, 4 optimizer steps per epoch, one chunk each.
 STEPS_PER_EPOCH = 4
@@ -83,9 +83,9 @@ def test_a_failing_compiler_leaves_the_run_eager_with_one_warning(tmp_path, monk
     overrides = [*TINY, "model=nmu", "trainer.max_epochs=1"]
     eager = train(compose_config(overrides, tmp_path / "eager"))
     monkeypatch.setattr(torch, "compile", broken_compile)
-    with caplog.at_level(logging.WARNING, logger="nalu.module"):
+    with caplog.at_level(logging.WARNING, logger="nalu.training.module"):
         compiled = train(compose_config([*overrides, "compile=true"], tmp_path / "compiled"))
-    warnings = [r.getMessage() for r in caplog.records if r.name == "nalu.module"]
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nalu.training.module"]
     assert warnings == [
         "torch.compile failed (RuntimeError: no C++ compiler found); training without it"
     ]

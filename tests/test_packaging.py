@@ -53,7 +53,11 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
     assert f"TensorBoard: tensorboard --logdir {run_dir}\n" in result.stdout
     assert "make " not in result.stdout
     located = subprocess.run(
-        [venv / "bin" / "python", "-c", "import nalu.cli; print(nalu.cli.CONFIG_DIR)"],
+        [
+            venv / "bin" / "python",
+            "-c",
+            "import nalu.cli.common; print(nalu.cli.common.CONFIG_DIR)",
+        ],
         cwd=workdir,
         env=env,
         capture_output=True,
@@ -61,3 +65,19 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
         check=True,
     )
     assert Path(located.stdout.strip()).is_relative_to(fresh_site)
+
+
+def test_units_and_problems_import_without_lightning():
+    # A notebook or script that only builds units and problems pays for torch alone.
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, nalu.units, nalu.data; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'hydra')))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "[]"

@@ -11,11 +11,11 @@ import torch
 from conftest import compose_config, read_metrics, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from nalu.cli.train import build_run, train
 from nalu.data.batches import epoch_orders, order_key
-from nalu.module import ArithmeticModule
-from nalu.record import EXTRAP_MSE_OF
-from nalu.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
-from nalu.train import build_run, train
+from nalu.results.record import EXTRAP_MSE_OF
+from nalu.results.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
+from nalu.training.module import ArithmeticModule
 
 
 def test_a_single_run_equals_the_same_seeds_member_of_a_population(tiny_overrides, tmp_path):

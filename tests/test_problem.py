@@ -4,9 +4,9 @@ import operator
 import pytest
 import torch
 
+from nalu.config.errors import InvalidArgument
+from nalu.config.value_range import value_intervals
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.errors import InvalidArgument
-from nalu.value_range import value_intervals
 
 PYTHON_OPERATORS = {
     "add": operator.add,

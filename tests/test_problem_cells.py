@@ -9,9 +9,10 @@ import torch
 from conftest import compose_config
 from omegaconf import open_dict
 
+from nalu.cli.train import build_run, train
+from nalu.config.errors import ConfigError
 from nalu.data.problem import SUCCESS_EPSILON, StaticArithmeticProblem
-from nalu.errors import ConfigError
-from nalu.report import (
+from nalu.results.report import (
     cell_series,
     default_group_by,
     group_runs,
@@ -20,7 +21,6 @@ from nalu.report import (
     success_by_cell_table,
     summary_rows,
 )
-from nalu.train import build_run, train
 
 SMALL = [
     "experiment=nalm_single_module",

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nalu.published import comparison_rows, comparison_table
+from nalu.results.published import comparison_rows, comparison_table
 
 
 def row_and_group(unit: str, operation: str, cell: str, solved: int, runs: int = 25):

@@ -17,11 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nalu.cli import EXIT_DIVERGED, EXIT_INTERRUPTED
+from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED
+from nalu.cli.train import check_resume, train
+from nalu.config.errors import ConfigError, Diverged
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
-from nalu.errors import ConfigError, Diverged
-from nalu.report import group_runs, load_runs, median_table
-from nalu.train import check_resume, train
+from nalu.results.report import group_runs, load_runs, median_table
 
 
 class PoisonParameterAt(L.Callback):
@@ -108,7 +108,7 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
     ]
     assert "| mlp | 3 | 1 |" in median_table(group_runs(runs, ["model"]), ["model"])
     report = subprocess.run(
-        [sys.executable, "-m", "nalu.report", str(sweep_dir), "--group-by", "model"],
+        [sys.executable, "-m", "nalu.cli.report", str(sweep_dir), "--group-by", "model"],
         capture_output=True,
         text=True,
     )
@@ -130,7 +130,7 @@ RESUMABLE = [
 
 def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "nalu.train", *arguments, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nalu.cli.train", *arguments, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,

@@ -9,19 +9,19 @@ import pytest
 import yaml
 from conftest import TINY, compose_config
 
-from nalu.cli import EXIT_CONFIG_ERROR
-from nalu.record import RunRecord
-from nalu.report import (
+from nalu.cli.common import EXIT_CONFIG_ERROR
+from nalu.cli.report import main
+from nalu.cli.train import train
+from nalu.results.record import RunRecord
+from nalu.results.report import (
     default_group_by,
     group_runs,
     load_runs,
-    main,
     median_table,
     plot_success,
     summary_rows,
     wilson_interval,
 )
-from nalu.train import train
 
 
 def write_run(folder, model, seed, metrics):
@@ -45,7 +45,7 @@ def test_table_gives_the_median_over_seeds_per_model(tmp_path):
 
 
 def stops_with(arguments, capsys) -> str:
-    """The one line ``nalu.report`` prints before it exits with the bad-input code."""
+    """The one line ``nalu-report`` prints before it exits with the bad-input code."""
     with pytest.raises(SystemExit) as stop:
         main(arguments)
     assert stop.value.code == EXIT_CONFIG_ERROR

@@ -8,10 +8,10 @@ import pytest
 import torch
 from conftest import TINY, compose_config
 
-from nalu.errors import ConfigError, InvalidArgument
-from nalu.module import ArithmeticModule, build_network
-from nalu.train import train
-from nalu.validation import validate_config
+from nalu.cli.train import train
+from nalu.config.errors import ConfigError, InvalidArgument
+from nalu.config.validation import validate_config
+from nalu.training.module import ArithmeticModule, build_network
 
 # 200 steps an epoch of fresh batches; an NAU at 0.05 learns this problem's difference within
 # one epoch and never a product.
@@ -87,7 +87,7 @@ def test_rounds_must_end_with_a_validation_and_need_outputs_of_their_own(tmp_pat
         validate_config(compose_config([*ROUNDS, "trainer.check_val_every_n_epoch=2"], tmp_path))
     with pytest.raises(InvalidArgument, match="rounds=2: needs a network config whose outputs"):
         ArithmeticModule(
-            {"_target_": "nalu.baselines.MLP", "in_features": 2, "out_features": 1},
+            {"_target_": "nalu.units.baselines.MLP", "in_features": 2, "out_features": 1},
             {"_target_": "torch.optim.Adam", "_partial_": True},
             [["add"]],
             validation_threshold=[[1e-3]],

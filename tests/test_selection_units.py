@@ -8,12 +8,12 @@ import torch
 from conftest import TINY, compose_config, set_
 from hydra.utils import instantiate
 
-from nalu.errors import InvalidArgument
-from nalu.formula import Variable, power_product, weighted_sum
-from nalu.module import ArithmeticModule, MemberObjective
-from nalu.optimization import parameter_groups
-from nalu.readback import read_back, sparsity_error, unsaturated_gates
-from nalu.train import train
+from nalu.cli.train import train
+from nalu.config.errors import InvalidArgument
+from nalu.data.formula import Variable, power_product, weighted_sum
+from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
+from nalu.training.module import ArithmeticModule, MemberObjective
+from nalu.training.optimization import parameter_groups
 from nalu.units import (
     NeuralAdditionUnit,
     NeuralMultiplicationUnit,
@@ -234,7 +234,7 @@ def test_the_solve_experiment_is_the_recipe_make_solve_runs(tmp_path):
     wider = compose_config(["experiment=solve", "data.in_features=301"], tmp_path)
     assert (wider.rounds, wider.trainer.max_epochs) == (7, 210)
     assert cfg.stop_when_solved
-    assert cfg.lr_schedule._target_ == "nalu.optimization.LinearDecay"
+    assert cfg.lr_schedule._target_ == "nalu.training.optimization.LinearDecay"
     tiny = [*TINY, "experiment=solve", "population=2", "trainer.max_epochs=1", "data.train_size=64"]
     train(compose_config(tiny, tmp_path / "run"))
     record = json.loads(

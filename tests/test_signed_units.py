@@ -7,10 +7,10 @@ from conftest import compose_config, set_
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from torch.utils.data import DataLoader, TensorDataset
 
-from nalu.errors import ConfigError, InvalidArgument
-from nalu.module import ArithmeticModule, MemberObjective
-from nalu.regularizer import RegularizerSchedule
-from nalu.train import train
+from nalu.cli.train import train
+from nalu.config.errors import ConfigError, InvalidArgument
+from nalu.training.module import ArithmeticModule, MemberObjective
+from nalu.training.regularizer import RegularizerSchedule
 from nalu.units import (
     GatedAdditionMultiplicationUnit,
     ImprovedNeuralArithmeticLogicUnit,

@@ -4,9 +4,9 @@ stalled member's parameters starting over from its seed for that restart."""
 import pytest
 import torch
 
-from nalu.errors import InvalidArgument
-from nalu.module import ArithmeticModule, build_network
-from nalu.stalls import StallRule
+from nalu.config.errors import InvalidArgument
+from nalu.training.module import ArithmeticModule, build_network
+from nalu.training.stalls import StallRule
 
 NAN = float("nan")
 NAU = {"_target_": "nalu.units.NeuralAdditionUnit", "in_features": 3, "out_features": 1}

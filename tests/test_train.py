@@ -11,11 +11,11 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
+from nalu.cli.train import build_run, train
+from nalu.config.errors import InvalidArgument
 from nalu.data import ArithmeticDataModule
-from nalu.errors import InvalidArgument
-from nalu.module import ArithmeticModule
-from nalu.record import HPARAMS_METRICS
-from nalu.train import build_run, train
+from nalu.results.record import HPARAMS_METRICS
+from nalu.training.module import ArithmeticModule
 from nalu.units import NeuralAdditionUnit
 
 
@@ -208,7 +208,7 @@ def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
         L.seed_everything(cfg.seed, verbose=False)
         _, _, data, module = build_run(cfg)
         before = [p.detach().clone() for p in module.parameters()]
-        # As nalu.train builds the trainer: the module clips each of its steps itself.
+        # As nalu.cli.train builds the trainer: the module clips each of its steps itself.
         trainer = instantiate(
             cfg.trainer,
             logger=False,

@@ -3,14 +3,14 @@ import math
 import pytest
 import torch
 
-from nalu.baselines import MLP, ArticleBaseline
-from nalu.errors import InvalidArgument
+from nalu.config.errors import InvalidArgument
 from nalu.units import (
     GOLDEN_RATIO,
     MultiplicativeNeuralAccumulator,
     NeuralAccumulator,
     NeuralArithmeticLogicUnit,
 )
+from nalu.units.baselines import MLP, ArticleBaseline
 from nalu.units.linear import linear
 
 ATANH_HALF = math.atanh(0.5)

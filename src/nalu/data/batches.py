@@ -7,7 +7,7 @@ drawn with the counter-based generator of ``nalu.data.counter_random``, so membe
 batches of the single run with its seeds whatever S is, and a resumed run sees those of the
 uninterrupted one. ``training_loader`` turns a stream into what Lightning iterates: ordinary
 ``(x, y)`` batches, or ``Chunk``s of K steps for a training module that takes several optimizer
-steps per call (``nalu.module.ArithmeticModule``).
+steps per call (``nalu.training.module.ArithmeticModule``).
 """
 
 import math
@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from nalu.config.value_range import Intervals
 from nalu.data.counter_random import Streams, fold_key, root_key, stream_permutation
 from nalu.data.problem import (
     ArithmeticProblem,
@@ -26,7 +27,6 @@ from nalu.data.problem import (
     operation_codes,
     operation_targets,
 )
-from nalu.value_range import Intervals
 
 # What names each kind of stream, so that a fixed set's order and a fresh batch never share bits.
 ORDER_STREAM = 1

@@ -9,7 +9,9 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from nalu import rules
+from nalu.config import rules
+from nalu.config.errors import InvalidArgument
+from nalu.config.value_range import value_intervals
 from nalu.data.batches import (
     FixedBatches,
     FreshBatches,
@@ -19,8 +21,6 @@ from nalu.data.batches import (
     training_loader,
 )
 from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.errors import InvalidArgument
-from nalu.value_range import value_intervals
 
 # The evaluation sets in the order of the validation and test dataloaders.
 EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")
@@ -76,7 +76,7 @@ class TrainingDataModule(L.LightningDataModule, ABC):
     """A data module whose training batches come from a ``TrainingStream`` of its members
     (``training_stream()``, made once the sets are): ordinary ``(x, y)`` batches, or with
     ``chunk_steps`` above 1 ``Chunk``s of that many steps' batches, which a training module that
-    takes several optimizer steps per call asks for (``nalu.module.ArithmeticModule`` does)."""
+    takes several optimizer steps per call asks for (``ArithmeticModule`` does)."""
 
     # Batches of the one member without a member dimension ([B, in], not [1, B, in]).
     single_member = True

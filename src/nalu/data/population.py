@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
+from nalu.config.errors import InvalidArgument
 from nalu.data.batches import (
     FixedBatches,
     FreshBatches,
@@ -20,7 +21,6 @@ from nalu.data.datamodule import (
     TrainingDataModule,
     trainer_device,
 )
-from nalu.errors import InvalidArgument
 
 # An evaluation chunk holds at most this many input values over all members (64 MiB of float32),
 # so that S = 1000 members evaluate without a [S, 1000, in] activation of each layer at once.

@@ -14,10 +14,10 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from nalu import rules
-from nalu.errors import InvalidArgument
-from nalu.formula import Formula, Variable, power_product, weighted_sum
-from nalu.value_range import Intervals, value_intervals, without_band
+from nalu.config import rules
+from nalu.config.errors import InvalidArgument
+from nalu.config.value_range import Intervals, value_intervals, without_band
+from nalu.data.formula import Formula, Variable, power_product, weighted_sum
 
 # Madsen & Johansen 2020, sec. 4.1: the near-perfect model's weights are off by ε = 1e-5.
 SUCCESS_EPSILON = 1e-5

@@ -6,7 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from nalu import rules
+from nalu.config import rules
 from nalu.units.linear import linear
 
 # The golden ratio, the base of the G-NALU's sigmoid and tanh (Mistry et al. 2022, sec. 4.3).

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nalu.errors import InvalidArgument
+from nalu.config.errors import InvalidArgument
 from nalu.units.nmu import NeuralMultiplicationUnit, magnitude_product, nmu_factors
 
 

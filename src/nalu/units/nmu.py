@@ -6,7 +6,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from nalu import rules
+from nalu.config import rules
 from nalu.units.nau import sparsity_penalty
 
 

@@ -5,7 +5,8 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
-from nalu.errors import InvalidArgument
+from nalu.config.errors import InvalidArgument
+from nalu.units.contract import independent_outputs
 
 HeadFactory = Callable[[int, int], nn.Module]
 
@@ -79,11 +80,11 @@ class PerOutputSelection(nn.Module):
     @property
     def independent_outputs(self) -> bool:
         """Whether each output is a model of its own: so when every head's outputs are."""
-        return all(getattr(head, "independent_outputs", False) for head in self.heads)
+        return all(independent_outputs(head) for head in self.heads)
 
     def parameter_learning_rate_scales(self) -> dict[str, float]:
         """Per parameter name, the factor on the optimizer's learning rate: each head learns at
-        the rate that suits its unit (``nalu.optimization.parameter_groups`` reads it)."""
+        the rate that suits its unit (``nalu.training.optimization.parameter_groups`` reads it)."""
         return {
             f"heads.{h}.{name}": scale
             for h, (head, scale) in enumerate(

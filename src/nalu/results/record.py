@@ -1,8 +1,8 @@
 """One results schema: what a run leaves in ``metrics.json`` and the names of its metrics.
 
 A run (a single run, or each member of a population) is judged at its best interpolation
-epoch; ``RunRecord`` is written by ``nalu.results.RunRecorder`` and read by ``nalu.report`` and
-``nalu.evaluate``. Metric names are ``<split>/<measure><suffix>`` (``extrap/mse_mul``), or
+epoch; ``RunRecord`` is written by ``recorder.RunRecorder`` and read by ``report`` and
+``nalu.cli.evaluate``. Metric names are ``<split>/<measure><suffix>`` (``extrap/mse_mul``), or
 ``<measure><suffix>`` for measures over the whole run (``solved_at_step_add``); the suffix names
 an operation (``_mul``) or is empty for all outputs.
 """
@@ -21,13 +21,18 @@ METRICS_FILE = "metrics.json"
 STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
 
-TRAIN_LOSS = "train/loss"
-
 
 def metric_name(split: str, measure: str, suffix: str = "") -> str:
     """``metric_name("extrap", "mse", "_mul")`` -> ``"extrap/mse_mul"``."""
     return f"{split}/{measure}{suffix}"
 
+
+TRAIN_LOSS = metric_name("train", "loss")
+# Training's own curves: each step's loss, the units' regularisation and its weight λ.
+TRAIN_BATCH_LOSS = metric_name("train", "batch_loss")
+TRAIN_REGULARIZATION = metric_name("train", "regularization")
+TRAIN_REGULARIZER_SCALE = metric_name("train", "regularizer_scale")
+POPULATION_ALIVE_FRACTION = metric_name("population", "alive_fraction")
 
 INTERP_MSE = metric_name("interp", "mse")
 EXTRAP_MSE = metric_name("extrap", "mse")

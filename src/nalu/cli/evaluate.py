@@ -16,7 +16,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from nalu.cli import (
+from nalu.cli.common import (
     CONFIG_DIR,
     EXIT_CONFIG_ERROR,
     EXIT_OUTPUT_ERROR,
@@ -30,17 +30,17 @@ from nalu.cli import (
     progress_callbacks,
     quote_paths,
 )
-from nalu.errors import ConfigError, shorten
-from nalu.record import OWN_BEST, write_json_atomic
-from nalu.resolvers import evaluation_dir, run_dir_of
-from nalu.rules import PROBLEM_FIELDS
-from nalu.validation import check_group_choices, compose_checked, validate_config
+from nalu.config.errors import ConfigError, shorten
+from nalu.config.resolvers import evaluation_dir, run_dir_of
+from nalu.config.rules import PROBLEM_FIELDS
+from nalu.config.validation import check_group_choices, compose_checked, validate_config
+from nalu.results.record import OWN_BEST, write_json_atomic
 
 if TYPE_CHECKING:
     from torch import nn
 
     from nalu.data import ArithmeticDataModule
-    from nalu.module import ArithmeticModule
+    from nalu.training.module import ArithmeticModule
 
 EVALUATION_FILE = "evaluation.json"
 # The config groups evaluate composes; a model, optimizer or experiment is the checkpoint's own.
@@ -48,9 +48,9 @@ EVALUATE_GROUPS = ("data", "trainer", "paths", "hydra")
 
 
 def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
-    """The module saved by ``nalu.train``; a missing or foreign file is a ``ConfigError``."""
+    """The module saved by ``nalu.cli.train``; a missing or foreign file is a ``ConfigError``."""
     # Torch and Lightning load only once the command line is known to be good.
-    from nalu.module import ArithmeticModule
+    from nalu.training.module import ArithmeticModule
 
     path = Path(ckpt_path)
     if not path.is_file():
@@ -66,7 +66,7 @@ def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
         EOFError,
     ) as error:
         raise ConfigError(
-            f"ckpt_path={str(path)!r}: not a checkpoint written by nalu.train"
+            f"ckpt_path={str(path)!r}: not a checkpoint written by nalu.cli.train"
         ) from error
 
 
@@ -161,7 +161,9 @@ def lift_log_magnitude_caps(network: "nn.Module", largest_target: float) -> str 
     """Raise the units' cap on log|z| (``max_log_magnitude``, which keeps training's products
     and losses finite) to log of the largest target + 1 where it is lower, so that exact
     weights compute these sets' products exactly; the line that says so, or None."""
-    units = [unit for unit in network.modules() if hasattr(unit, "max_log_magnitude")]
+    from nalu.units.contract import log_magnitude_capped_units
+
+    units = log_magnitude_capped_units(network)
     if not units or largest_target <= 0:
         return None
     needed = math.log(largest_target) + 1.0

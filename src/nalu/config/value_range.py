@@ -7,7 +7,7 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
-from nalu.errors import InvalidArgument
+from nalu.config.errors import InvalidArgument
 
 # A value range: disjoint intervals [low, high] in increasing order, inputs uniform on their union;
 # the problems' methods also take a plain (low, high).

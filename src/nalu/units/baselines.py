@@ -6,7 +6,7 @@ from itertools import pairwise
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nalu import rules
+from nalu.config import rules
 
 
 class ArticleBaseline(nn.Module):

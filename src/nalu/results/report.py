@@ -1,5 +1,5 @@
-"""Reports over many runs: ``python -m nalu.report DIR [DIR ...]`` reads every metrics.json below
-and writes report.md, report.csv and PNG figures into the first DIR.
+"""Reports over many runs (``nalu-report``, ``nalu.cli.report``): every metrics.json below some
+folders, written as report.md, report.csv and PNG figures into the first.
 
 Per model (or any ``--group-by`` labels) and operation, two success rates with their 95%
 Wilson intervals (Madsen & Johansen 2020, sec. 4.1): per output (outputs × seeds), each output
@@ -10,7 +10,6 @@ Table 1), the exact-recovery rate and the diverged runs; figures of the loss cur
 seeds with the interquartile band) and of the success rates.
 """
 
-import argparse
 import csv
 import functools
 import json
@@ -22,7 +21,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import yaml
@@ -31,8 +30,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nalu.cli import EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
-from nalu.record import (
+from nalu.config.resolvers import NOT_HYPERPARAMETERS
+from nalu.results.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
     EXTRAP_RELATIVE_ERROR,
@@ -51,7 +50,6 @@ from nalu.record import (
     metric_name,
     write_text_atomic,
 )
-from nalu.resolvers import NOT_HYPERPARAMETERS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -798,38 +796,3 @@ def console_table(markdown: str, text_columns: int = 1, hidden: Sequence[str] = 
         ).rstrip()
         for row in table
     )
-
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Bad arguments as one line (argparse prints the usage too), with the same exit code as
-    any other bad input."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(ReportError(message), f"{message} (see nalu-report --help)", EXIT_CONFIG_ERROR)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = _OneLineParser(prog="nalu-report", description=__doc__)
-    parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
-    parser.add_argument(
-        "--group-by",
-        default=None,
-        help="comma-separated labels or config fields that name a row (default: model and "
-        "every field the sweep varied, e.g. optimizer.lr)",
-    )
-    args = parser.parse_args(argv)
-    try:
-        report = write_report(args.paths, args.group_by.split(",") if args.group_by else None)
-    except ReportError as error:
-        fail(error, str(error), EXIT_CONFIG_ERROR)
-    except OSError as error:
-        fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
-    rates = markdown_table(report.rows, report.group_by)
-    print(console_table(rates, text_columns=2, hidden=CONSOLE_HIDDEN))
-    print("\nFinal metrics, median over the runs that finished:\n")
-    print(console_table(median_table(group_runs(report.runs, report.group_by), report.group_by)))
-    print(f"\nReport: {report.path} (every column, report.csv and the figures beside it)")
-
-
-if __name__ == "__main__":
-    main()

@@ -5,9 +5,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from nalu import rules
+from nalu.config import rules
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,6 @@ class RegularizerSchedule:
         jumps = max(round(math.log(self.scale / self.initial, self.growth)), 1)
         spacing = (end - start) / max(jumps - 1, 1)
         return min(self.initial * self.growth ** (1 + (step - start) // spacing), self.scale)
-
-
-def network_regularization(network: nn.Module) -> Tensor | None:
-    """Σ of ``regularization()`` over every module that has one; None if none has."""
-    terms = [m.regularization() for m in network.modules() if hasattr(m, "regularization")]
-    return torch.stack(terms).sum() if terms else None
 
 
 class MemberSchedules:

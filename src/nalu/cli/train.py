@@ -1,4 +1,4 @@
-"""Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records a run of
+"""Hydra entry point: ``python -m nalu.cli.train [overrides]`` trains, tests and records a run of
 ``population`` ≥ 1 members."""
 
 import copy
@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nalu.cli import (
+from nalu.cli.common import (
     CONFIG_DIR,
     EXIT_CONFIG_ERROR,
     EXIT_DIVERGED,
@@ -37,17 +37,22 @@ from nalu.cli import (
     progress_callbacks,
     quote_paths,
 )
-from nalu.errors import ConfigError, Diverged, Interrupted, shorten
-from nalu.record import INTERP_MSE
-from nalu.resolvers import NOT_HYPERPARAMETERS, SWEPT_FIELDS_VARIABLE, job_overrides, run_dir_of
-from nalu.rules import PROBLEM_FIELDS
-from nalu.validation import (
+from nalu.config.errors import ConfigError, Diverged, Interrupted, shorten
+from nalu.config.resolvers import (
+    NOT_HYPERPARAMETERS,
+    SWEPT_FIELDS_VARIABLE,
+    job_overrides,
+    run_dir_of,
+)
+from nalu.config.rules import PROBLEM_FIELDS
+from nalu.config.validation import (
     SHOWING_FLAGS,
     check_command_line,
     check_problem_cell,
     single_run_config,
     validate_config,
 )
+from nalu.results.record import INTERP_MSE
 
 if TYPE_CHECKING:
     import lightning as L
@@ -55,7 +60,7 @@ if TYPE_CHECKING:
 
     from nalu.data.datamodule import ProblemDataModule
     from nalu.data.problem import ArithmeticProblem
-    from nalu.module import ArithmeticModule
+    from nalu.training.module import ArithmeticModule
 
 log = logging.getLogger(__name__)
 # What a failed or diverged job of a sweep returns to the sweeper, which minimises the
@@ -126,8 +131,8 @@ def build_run(
     """The members (``member_configs``: each the single run of its seed and ``problems``
     cell) and their data modules, the run's data module and its training module."""
     from nalu.data.population import PopulationDataModule
-    from nalu.module import ArithmeticModule
-    from nalu.regularizer import RegularizerSchedule
+    from nalu.training.module import ArithmeticModule
+    from nalu.training.regularizer import RegularizerSchedule
 
     members = member_configs(cfg)
     # Each member's schedule: a population's ``problems`` cells may set their own.
@@ -173,8 +178,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
     import lightning as L
 
-    from nalu.interrupt import StopAtEpochEndOnInterrupt
-    from nalu.results import AtomicCheckpointIO, RunRecorder, newest_checkpoint
+    from nalu.results.recorder import AtomicCheckpointIO, RunRecorder, newest_checkpoint
+    from nalu.training.interrupt import StopAtEpochEndOnInterrupt
 
     if cfg.get("ckpt_path") is not None:
         check_resume(cfg)  # also before Hydra's folder on the command line (``main``)
@@ -225,7 +230,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise Interrupted(trainer.current_epoch, newest_checkpoint(trainer) or "")
     trainer.test(module, datamodule=datamodule, verbose=False)
     if len(members) > 1:
-        from nalu.report import write_report
+        from nalu.results.report import write_report
 
         write_report([output_dir])
     return recorder.final_metrics
@@ -234,7 +239,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
     """Build the optimizer and the learning-rate schedule once, so a bad field fails before
     training, naming its section (the schedule's length is known only once fitting starts)."""
-    from nalu.optimization import build_optimizer
+    from nalu.training.optimization import build_optimizer
 
     optimizer = checked("optimizer", lambda: build_optimizer(cfg.optimizer, network))
     if cfg.get("lr_schedule") is not None:
@@ -253,7 +258,7 @@ def check_resume(cfg: DictConfig) -> None:
         saved_seeds, saved_network = list(saved["seeds"]), saved["network"]
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
         raise ConfigError(
-            f"ckpt_path={path!r}: not a readable checkpoint of nalu.train ({type(error).__name__})"
+            f"ckpt_path={path!r}: not a readable checkpoint of nalu-train ({type(error).__name__})"
         ) from error
     seeds = [member.seed for _, member in member_configs(cfg)]
     if saved_seeds != seeds:

@@ -1,4 +1,4 @@
-"""``python -m nalu.nalm_benchmark DIR``: the single module arithmetic task of Mistry, Farrahi &
+"""``python -m nalu.cli.nalm_benchmark DIR``: the single module arithmetic task of Mistry, Farrahi &
 Hare (2022, sec. 6.5) for every unit of ``conf/nalm``, as ``make benchmark`` runs it.
 
 Per unit one population (``experiment=nalm_single_module nalm=<unit>``: the unit's operations ×
@@ -17,9 +17,15 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from nalu.cli import CONFIG_DIR, EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
-from nalu.record import write_json_atomic, write_text_atomic
-from nalu.rules import MYSTERY_OPERATIONS
+from nalu.cli.common import (
+    CONFIG_DIR,
+    EXIT_CONFIG_ERROR,
+    EXIT_OUTPUT_ERROR,
+    fail,
+    output_error_message,
+)
+from nalu.config.rules import MYSTERY_OPERATIONS
+from nalu.results.record import write_json_atomic, write_text_atomic
 
 SETTINGS_FILE = "benchmark.json"
 # A population writes its report when it ends: the mark of a unit that finished.
@@ -108,7 +114,7 @@ def run_benchmark(
         resume = [f"ckpt_path={last}"] if last.is_file() else []
         print(f"{head}: {'resumed from ' + str(last) if resume else 'training'} in {run_dir}")
         sys.stdout.flush()
-        command = [sys.executable, "-m", "nalu.train", *overrides, f"hydra.run.dir={run_dir}"]
+        command = [sys.executable, "-m", "nalu.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
         code = subprocess.call([*command, *resume, *extra])
         if code != 0:
             print(
@@ -117,8 +123,8 @@ def run_benchmark(
                 file=sys.stderr,
             )
             return code
-    from nalu.published import comparison_table
-    from nalu.report import group_runs, write_report
+    from nalu.results.published import comparison_table
+    from nalu.results.report import group_runs, write_report
 
     report = write_report([out], GROUP_BY)
     published = comparison_table(report.rows, group_runs(report.runs, report.group_by))
@@ -136,7 +142,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _OneLineParser(prog="python -m nalu.nalm_benchmark", description=__doc__)
+    parser = _OneLineParser(prog="python -m nalu.cli.nalm_benchmark", description=__doc__)
     parser.add_argument("dir", type=Path, help="the benchmark's folder")
     parser.add_argument("--units", default=None, help="comma-separated units (default: all)")
     parser.add_argument("--seeds", type=int, default=25, help="seeds per cell (default 25)")

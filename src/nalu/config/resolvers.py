@@ -61,7 +61,7 @@ def run_name(seed: int, population: int) -> str:
 
 
 def run_dir_of(ckpt_path: str | Path) -> Path:
-    """The run folder of a checkpoint that ``nalu.train`` wrote: ``<run>/checkpoints/x.ckpt``."""
+    """The run folder of a checkpoint that ``nalu-train`` wrote: ``<run>/checkpoints/x.ckpt``."""
     return Path(ckpt_path).resolve().parent.parent
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from nalu.formula import Formula, Magnitude, Variable, power_product, weighted_sum
+from nalu.data.formula import Formula, Magnitude, Variable, power_product, weighted_sum
 from nalu.units import (
     GatedAdditionMultiplicationUnit,
     ImprovedNeuralArithmeticLogicUnit,

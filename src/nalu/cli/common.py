@@ -17,9 +17,11 @@ from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-import nalu.resolvers  # noqa: F401  (registers the resolvers the configs use)
-from nalu.errors import ConfigError, InvalidArgument
-from nalu.record import (
+import nalu.config.resolvers  # noqa: F401  (registers the resolvers the configs use)
+from nalu.config.errors import ConfigError, InvalidArgument
+from nalu.results.record import (
+    EXTRAP_MSE_OF,
+    INTERP_MSE,
     METRICS_FILE,
     STATUS_DIVERGED,
     STATUS_FINISHED,
@@ -32,11 +34,11 @@ if TYPE_CHECKING:
 
 # An installed package carries its configs as nalu/conf; a source checkout (editable install)
 # keeps them at the repository's top, conf/.
-_PACKAGED_CONFIG_DIR = Path(__file__).resolve().parent / "conf"
+_PACKAGED_CONFIG_DIR = Path(__file__).resolve().parents[1] / "conf"
 CONFIG_DIR = (
     _PACKAGED_CONFIG_DIR
     if _PACKAGED_CONFIG_DIR.is_dir()
-    else Path(__file__).resolve().parents[2] / "conf"
+    else Path(__file__).resolve().parents[3] / "conf"
 )
 T = TypeVar("T")
 # Exit codes: bad input, a run stopped by a non-finite loss, a run stopped by Ctrl-C (as a shell
@@ -159,7 +161,7 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
                 continue
             statuses.add(record.status)
             if record.status == STATUS_FINISHED:
-                validation.append(record.metrics.get("interp/mse", math.nan))
+                validation.append(record.metrics.get(INTERP_MSE, math.nan))
         # A population is ranked by its members' median, as its own TensorBoard run shows it.
         mse = finite_median(validation)
         if math.isfinite(mse) and (best is None or mse < best[1]):
@@ -196,7 +198,9 @@ class MultirunSummary(Callback):
 def format_metrics(metrics: dict[str, float]) -> str:
     """The final metrics as one table: a row per measure, a column for all outputs and one per
     operation (``extrap/mse_mul`` is row ``extrap/mse``, column ``mul``)."""
-    operations = [name.split("/mse_", 1)[1] for name in metrics if name.startswith("extrap/mse_")]
+    operations = [
+        name.removeprefix(EXTRAP_MSE_OF) for name in metrics if name.startswith(EXTRAP_MSE_OF)
+    ]
     rows: dict[str, dict[str, float]] = {}
     for name, value in metrics.items():
         column = next((op for op in operations if name.endswith(f"_{op}")), "all")
@@ -251,12 +255,12 @@ def ignore_known_warnings() -> None:
 
 def progress_callbacks(trainer_cfg: DictConfig) -> list["LightningCallback"]:
     """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a
-    terminal), else a progress line every 30 s (``nalu.progress``).
+    terminal), else a progress line every 30 s (``nalu.training.progress``).
 
     Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
     """
     from lightning.pytorch.callbacks import RichProgressBar
 
-    from nalu.progress import ProgressLines
+    from nalu.training.progress import ProgressLines
 
     return [RichProgressBar() if trainer_cfg.get("enable_progress_bar", True) else ProgressLines()]

@@ -1,5 +1,5 @@
 """The strongest plain PyTorch we can write for the project's standard trainings: the yardstick
-that ``nalu.bench`` measures the project's own step against.
+that ``nalu.cli.bench`` measures the project's own step against.
 
 Each loop trains what a config describes, written by hand: no Lightning, no ``vmap``, no
 bookkeeping; a population's weights are ``[S, out, in]`` tensors multiplied with ``bmm``, the
@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from nalu.config.value_range import value_intervals
 from nalu.data.batches import epoch_orders, fresh_key, order_key
 from nalu.data.counter_random import Streams, fold_key
 from nalu.data.problem import (
@@ -31,7 +32,6 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.units.nmu import nmu_product
-from nalu.value_range import value_intervals
 
 Step = Callable[[int, int], None]
 

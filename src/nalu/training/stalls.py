@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from nalu import rules
+from nalu.config import rules
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 ``check_command_line`` composes the config exactly as Hydra will, for every job of a sweep, and
 ``validate_config`` checks each user-facing field against ``FIELD_RULES`` (the rules of
-``nalu.rules``, which the constructors call too) and the rules that tie fields together
+``nalu.config.rules``, which the constructors call too) and the rules that tie fields together
 (``cross_field_rules``), before any folder is made and before torch loads.
 """
 
@@ -20,8 +20,8 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nalu.errors import ConfigError, InvalidArgument, cut, shorten
-from nalu.rules import (
+from nalu.config.errors import ConfigError, InvalidArgument, cut, shorten
+from nalu.config.rules import (
     MAX_SET_VALUES,
     MAX_TARGET_MAGNITUDE,
     MYSTERY_OPERATIONS,
@@ -57,7 +57,7 @@ from nalu.rules import (
     torch_activation,
     unit_interval_pair,
 )
-from nalu.value_range import value_intervals, without_band
+from nalu.config.value_range import value_intervals, without_band
 
 SPLITS = ("train", "interp", "extrap")
 # More combinations than this in a sweep are checked one swept field at a time.

@@ -9,7 +9,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from nalu.report import run_value, wilson_interval
+from nalu.results.report import run_value, wilson_interval
 
 # B. Mistry, "MCFC findings" (2023, notes/MCFC_findings.pdf in bmistry4/nalm-benchmark, figs. 1
 # and 2): the single module task of Mistry et al. 2022, sec. 6.5, 25 seeds; counts read off the

@@ -7,8 +7,9 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
-from nalu import rules
-from nalu.errors import InvalidArgument
+from nalu.config import rules
+from nalu.config.errors import InvalidArgument
+from nalu.units.contract import learning_rate_scales
 
 if TYPE_CHECKING:
     import lightning as L
@@ -42,11 +43,7 @@ def parameter_groups(network: nn.Module, lr: float | None) -> list[dict[str, Any
     """The network's parameters as optimizer groups: one per learning-rate factor that the
     network declares in ``parameter_learning_rate_scales()`` ({parameter name: factor}, as
     ``nalu.units.PerOutputSelection`` does), at ``lr`` times it; the rest at the optimizer's."""
-    declared = (
-        network.parameter_learning_rate_scales()
-        if hasattr(network, "parameter_learning_rate_scales")
-        else {}
-    )
+    declared = learning_rate_scales(network)
     if declared and lr is None:
         raise InvalidArgument("optimizer.lr", lr, "must be set when heads scale it")
     groups: dict[float, list[nn.Parameter]] = {}

@@ -1,14 +1,14 @@
 """The rules of the user-facing fields, in one place: the command-line check of a config
-(``nalu.validation``, before torch loads) and the constructors (problems, data modules) call the
-same functions. Torch-free. A rule raises ``InvalidArgument`` naming the field and what is
+(``nalu.config.validation``, before torch loads) and the constructors (problems, data modules)
+call the same functions. Torch-free. A rule raises ``InvalidArgument`` naming the field and what is
 allowed."""
 
 import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from nalu.errors import InvalidArgument
-from nalu.value_range import Intervals
+from nalu.config.errors import InvalidArgument
+from nalu.config.value_range import Intervals
 
 Rule = Callable[[str, Any], None]
 
@@ -240,8 +240,8 @@ def target_magnitude(operation: str, operand: float, min_abs_denominator: float)
 def regularizer_schedule(
     scale: Any, start: Any, end: Any, initial: Any = 0.0, growth: Any = None, section: str = ""
 ) -> None:
-    """The fields of a regulariser's schedule (``nalu.regularizer.RegularizerSchedule``), alone
-    and together: λ goes from ``initial`` at ``start`` to ``scale`` at ``end``, linearly or by
+    """The fields of a regulariser's schedule (``training.regularizer.RegularizerSchedule``),
+    alone and together: λ goes from ``initial`` at ``start`` to ``scale`` at ``end``, linearly or by
     jumps of ×``growth``. ``section`` prefixes the names (``regularizer.``)."""
     non_negative_number(f"{section}scale", scale)
     fraction(f"{section}start", start)

@@ -1,4 +1,4 @@
-"""``python -m nalu.bench``: the project's training speed as ratios measured in one process.
+"""``python -m nalu.cli.bench``: the project's training speed as ratios measured in one process.
 
 (a) ``single_vs_plain``: the training of a single run as ``make train`` runs it (Lightning,
     TensorBoard, checkpoints) over the same training written as a plain PyTorch loop (same
@@ -6,17 +6,19 @@
     ``single_with_validation_vs_plain``: the same with the article's validation every epoch
     (1000 + 1000 samples, metrics, a checkpoint), which the plain loop does not do.
 (b) ``population_speedup``: S sequential plain runs (one run's time times S) over one
-    population of S members (``nalu.train.build_run`` with ``population=S``), per optimizer step;
+    population of S members (``nalu.cli.train.build_run`` with ``population=S``), per
+    optimizer step;
     ``handwritten_population_speedup``: the same for the S members written by hand
-    (``nalu.handwritten.article_population_loop``), what plain PyTorch reaches here.
+    (``nalu.training.handwritten.article_population_loop``), what plain PyTorch reaches here.
 (c) ``peak_fraction``: the largest population's matrix-multiply FLOP/s (counted by torch's
     ``FlopCounterMode`` over one step, forward and backward) over the machine's peak, measured by a
     large batched matmul here and now (the best of 5, so its spread is the population's).
     Elementwise work is not counted, so this is a lower bound.
 (d) ``versus_handwritten``: the population step of ``experiment=static_nau_nmu`` (S = 50) and of
     ``experiment=solve`` (S = 25), as their configs train (compiled where they say so), over the
-    same training written by hand in ``nalu.handwritten`` (stacked weights and ``bmm``, one fused
-    Adam, fresh batches for all members at once): eager, and compiled as the project is.
+    same training written by hand in ``nalu.training.handwritten`` (stacked weights and
+    ``bmm``, one fused Adam, fresh batches for all members at once): eager, and compiled as the
+    project is.
 
 Every ratio is the median of ``--repeats`` (default 5) repeats, with their min and max; a repeat
 pairs one plain measurement with one project measurement, taken one after the other (plain,
@@ -49,11 +51,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from nalu import handwritten
-from nalu.cli import CONFIG_DIR, ignore_known_warnings, keep_freed_memory
+from nalu.cli.common import CONFIG_DIR, ignore_known_warnings, keep_freed_memory
+from nalu.cli.train import build_run, train
 from nalu.data.batches import step_batches
-from nalu.record import write_json_atomic
-from nalu.train import build_run, train
+from nalu.results.record import write_json_atomic
+from nalu.training import handwritten
 
 DEFAULT_SIZES = (1, 10, 100, 1000)
 DEFAULT_REPEATS = 5
@@ -68,7 +70,7 @@ class FitTimer(L.Callback):
     """Seconds per optimizer step of ``trainer.fit``'s training after its first epoch (the
     first epoch waits for compilation and first allocations), of every epoch if there is one.
 
-    A class attribute: ``nalu.train.train`` instantiates the callback from the config, out of
+    A class attribute: ``nalu.cli.train.train`` instantiates the callback from the config, out of
     the caller's reach."""
 
     step_seconds: float = float("nan")
@@ -98,7 +100,7 @@ def _synchronize(device: str) -> None:
 
 
 def project_single_run(cfg: DictConfig) -> float:
-    """Seconds per optimizer step of ``trainer.fit`` in ``nalu.train.train`` (the run
+    """Seconds per optimizer step of ``trainer.fit`` in ``nalu.cli.train.train`` (the run
     ``make train`` starts)."""
     with open_dict(cfg):
         cfg.callbacks.fit_timer = {"_target_": f"{__name__}.FitTimer"}
@@ -108,7 +110,7 @@ def project_single_run(cfg: DictConfig) -> float:
 
 
 class Population:
-    """The population that ``nalu.train.build_run`` builds from ``cfg``, built once (a thousand
+    """The population that ``nalu.cli.train.build_run`` builds from ``cfg``, built once (a thousand
     members take a minute) and fitted for ``epochs`` as often as it is timed, on the GPU if
     there is one."""
 

@@ -9,6 +9,8 @@ from typing import Any
 
 import lightning as L
 
+from nalu.results.record import INTERP_MSE
+
 log = logging.getLogger(__name__)
 # Seconds of training between two lines.
 INTERVAL_S = 30.0
@@ -67,8 +69,8 @@ class ProgressLines(L.Callback):
             parts.append(f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
         else:
             parts.append(f"{_duration(elapsed)} elapsed")
-        mse = trainer.callback_metrics.get("interp/mse")
+        mse = trainer.callback_metrics.get(INTERP_MSE)
         if mse is not None:
             self.best_mse = min(self.best_mse, float(mse))
-            parts.append(f"interp/mse {float(mse):.4g} (best {self.best_mse:.4g})")
+            parts.append(f"{INTERP_MSE} {float(mse):.4g} (best {self.best_mse:.4g})")
         log.info(" · ".join(parts))

@@ -15,14 +15,14 @@ from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
-from nalu import rules
+from nalu.config import rules
+from nalu.config.errors import Diverged
 from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
-from nalu.errors import Diverged
-from nalu.heatmap import Heatmap, render_heatmaps, unit_matrices
-from nalu.metrics import group_by_operation
-from nalu.readback import read_back, sparsity_error, unsaturated_gates
-from nalu.record import (
+from nalu.results.heatmap import Heatmap, render_heatmaps, unit_matrices
+from nalu.results.metrics import group_by_operation
+from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
+from nalu.results.record import (
     FINAL_PREFIX,
     HPARAMS_METRICS,
     METRICS_FILE,
@@ -241,8 +241,8 @@ class RunRecorder(L.Callback):
 
     Member ``k``'s folder is the run's own at S = 1, and ``members/<k>_<model>_seed<seed>/`` at
     S > 1 (its ``problems`` cell's labels before the seed), where a sweep's job would be, so
-    ``nalu.report`` reads members as runs. Each gets problem.json when fitting starts and, after
-    the test loop, metrics.json (a ``RunRecord``) and its TensorBoard entries: formulas, weight
+    ``report`` reads members as runs. Each gets problem.json when fitting starts and, after the
+    test loop, metrics.json (a ``RunRecord``) and its TensorBoard entries: formulas, weight
     heatmaps (of the first ``heatmaps`` members; None: all), the final metrics and HParams. At
     S = 1 they go into the run's own TensorBoard run beside its curves; at S > 1 each member
     gets a TensorBoard run with its own curves, and the run's own shows the medians.
@@ -405,7 +405,7 @@ class RunRecorder(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
     ) -> None:
         """Every member of a diverged run says so at once, with its step and the run's last good
-        checkpoint; the test that follows (``nalu.train``) adds the metrics of each member's
+        checkpoint; the test that follows (``nalu.cli.train``) adds the metrics of each member's
         last good validation."""
         if not isinstance(exception, Diverged):
             return

@@ -12,6 +12,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from torch import Tensor, nn
 
+from nalu.units.contract import effective_weights
+
 # Inputs labelled on the x axis at most; wider matrices get a tick every few inputs.
 MAX_COLUMN_TICKS = 25
 # Row labels longer than this are cut (a stack's learned formula can run to 100 terms).
@@ -28,8 +30,8 @@ MAX_FIGURE_INCHES = 15.0
 def unit_matrices(network: nn.Module, prefix: str = "") -> dict[str, dict[str, Tensor]]:
     """``{unit path: {matrix name: [rows, columns]}}``: each unit's ``effective_weights()``
     (which speak for everything inside it, e.g. a NALU's two NACs) and each linear layer's."""
-    if hasattr(network, "effective_weights"):
-        return {prefix or "network": dict(network.effective_weights())}
+    if (own := effective_weights(network)) is not None:
+        return {prefix or "network": own}
     if isinstance(network, nn.Linear):
         return {prefix or "network": {"weight": network.weight}}
     units: dict[str, dict[str, Tensor]] = {}

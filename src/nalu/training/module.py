@@ -1,0 +1,1005 @@
+"""The LightningModule that trains S ≥ 1 members of any network on their arithmetic problems."""
+
+import functools
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from lightning.pytorch.plugins.precision import Precision
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+from torch.optim import Optimizer
+
+from nalu.config import rules
+from nalu.config.errors import Diverged, InvalidArgument
+from nalu.data.batches import step_batches
+from nalu.data.counter_random import root_key
+from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
+from nalu.results.metrics import MemberOutputMSE
+from nalu.results.record import (
+    EXTRAP_MSE,
+    EXTRAP_MSE_OF,
+    EXTRAP_RELATIVE_ERROR,
+    INTERP_MSE,
+    OUTPUT_COUNT,
+    OWN_BEST,
+    OWN_BEST_SOLVED_FRACTION,
+    POPULATION_ALIVE_FRACTION,
+    SOLVED_AT_STEP,
+    TRAIN_BATCH_LOSS,
+    TRAIN_LOSS,
+    TRAIN_REGULARIZATION,
+    TRAIN_REGULARIZER_SCALE,
+    metric_name,
+)
+from nalu.training.optimization import configure_optimization
+from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
+from nalu.training.stalls import StallRule
+from nalu.units.contract import (
+    clamped_units,
+    independent_outputs,
+    offers_candidates,
+    regularized_units,
+    total_regularization,
+)
+from nalu.units.selection import best_candidates
+
+log = logging.getLogger(__name__)
+
+# The hooks Lightning calls around each optimizer step of manual optimization.
+STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
+
+# The per-member curves kept for each member's own TensorBoard run, with each operation's
+# extrapolation MSE and the extrapolation relative error (the run's own TensorBoard shows their
+# medians over the members, with every other metric).
+MEMBER_CURVES = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
+
+
+def is_config(value: Any) -> bool:
+    """Whether ``value`` is a Hydra config (a mapping, such as ``{"_target_": ...}``), not a plain
+    object such as a built ``nn.Module``."""
+    return isinstance(value, Mapping)
+
+
+def build_network(network: dict[str, Any], seed: int, draw: int = 0) -> nn.Module:
+    """The network that ``seed`` initialises, without touching the caller's random state; its
+    ``draw``-th new initialisation for ``draw`` > 0 (a restart), from a seed that mixes the two
+    (torch's CPU generator keeps only a seed's low 32 bits, so ``seed + draw · 2³²`` would
+    repeat the first)."""
+    if draw:
+        seed = int(root_key(seed, draw)) & 0xFFFFFFFF
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return instantiate(network)
+
+
+def stack_parameters(template: nn.Module, members: Sequence[nn.Module]) -> None:
+    """Replace every parameter and buffer of ``template`` by the members' values stacked
+    ``[S, ...]``, under the same name, so that a state dict reads like the network's."""
+    for name, _ in list(template.named_parameters()):
+        owner_name, _, attribute = name.rpartition(".")
+        stacked = torch.stack([m.get_parameter(name).detach() for m in members])
+        setattr(template.get_submodule(owner_name), attribute, nn.Parameter(stacked))
+    for name, _ in list(template.named_buffers()):
+        owner_name, _, attribute = name.rpartition(".")
+        stacked = torch.stack([m.get_buffer(name) for m in members])
+        template.get_submodule(owner_name).register_buffer(attribute, stacked)
+
+
+def check_candidates_at_the_top(network: nn.Module) -> None:
+    """A network with candidates answers the outputs itself: inside a stack its heads would
+    never be trained or chosen, so refuse it there."""
+    for name, module in network.named_modules():
+        if name and offers_candidates(module):
+            raise InvalidArgument(
+                "model",
+                f"{type(module).__name__} at {name}",
+                "a network that chooses among candidates must be the whole model, not a layer",
+            )
+
+
+class MemberObjective(nn.Module):
+    """One member's training terms on a batch, each a scalar: the MSE of its answers, the fit
+    the optimizer minimises, and the units' regularisation (left out when no unit has one).
+
+    The fit is the MSE, or for a network with candidates the sum of every candidate's own MSE:
+    each head learns every output as if it were trained alone."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        # Asked once: the step runs under vmap and torch.compile.
+        self.regularized = regularized_units(network)
+        self.has_regularization = bool(self.regularized)
+        self.offers_candidates = offers_candidates(network)
+
+    def forward(self, x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        if self.offers_candidates:
+            candidates = self.network.candidates(x)  # [B, C, out]
+            mse = F.mse_loss(self.network.chosen(candidates.detach()), y)
+            per_candidate = (candidates - y.unsqueeze(-2)).square().mean(dim=(0, 2))
+            fit = per_candidate.sum()
+        else:
+            mse = fit = F.mse_loss(self.network(x), y)
+        if not self.has_regularization:
+            return mse, fit
+        return mse, fit, total_regularization(self.regularized)
+
+
+class MemberEvaluation(nn.Module):
+    """One member's answers ``[B, C, out]`` for the evaluation metrics: every candidate's, or
+    the network's own as the one candidate."""
+
+    def __init__(self, network: nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.offers_candidates = offers_candidates(network)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.offers_candidates:
+            return self.network.candidates(x)
+        return self.network(x).unsqueeze(-2)
+
+
+def living_median(values: Tensor, alive: Tensor) -> Tensor:
+    """The median of ``values`` ``[..., S]`` over the members still training (NaN-free), NaN
+    where there are none; on the values' device, so that reading it is the caller's choice."""
+    return torch.where(alive, values, float("nan")).nanmedian(dim=-1).values
+
+
+def living_medians(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]:
+    """``living_median`` of each ``[S]`` tensor of ``values``, read in one transfer."""
+    if not values:
+        return {}
+    medians = living_median(torch.stack([v.float() for v in values.values()]), alive)
+    return dict(zip(values, medians.tolist(), strict=True))
+
+
+def member_terms(objective: nn.Module, population: int) -> Callable[..., tuple[Tensor, ...]]:
+    """``(x, y) -> (mse, fit[, regularization])``, each ``[S]`` (scalars at S = 1): ``objective`` (a
+    ``MemberObjective``) for every member, through ``vmap`` over the stacked parameters at
+    S > 1 (``ArithmeticModule._for_each_member``'s rule), as one function ``torch.compile``
+    can trace."""
+    network = objective.network
+
+    def terms(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
+        if population == 1:
+            return objective(x, y)
+        state = {f"network.{n}": t for n, t in network.named_parameters()}
+        state.update((f"network.{n}", t) for n, t in network.named_buffers())
+        run = vmap(lambda s, args: functional_call(objective, s, args), randomness="different")
+        return run(state, (x, y))
+
+    return terms
+
+
+class ArithmeticModule(L.LightningModule):
+    """MSE training of S ≥ 1 members: member ``k`` is the network that ``seeds[k]``
+    initialises, trained on its own problem (``output_operations[k]``, thresholds
+    ``success_threshold[k]``) with its own batches.
+
+    Where S lives: at S = 1 ``network`` is the plain network and batches are ``[B, in]``; at
+    S > 1 every parameter is stacked ``[S, ...]`` under the network's own names and batches are
+    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` and
+    ``member_terms`` run the members, ``_member_mask`` and ``member_network`` pick them out).
+    Each member's gradient is its own and the optimizers update every element independently,
+    so members never mix.
+
+    Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
+    ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
+    one call, so Lightning's loop runs once per chunk while everything else holds per step:
+    ``global_step`` counts optimizer steps and ``trainer.max_steps`` stops at its step,
+    ``gradient_clip_val``/``gradient_clip_algorithm`` clip every step (per member by norm), the
+    learning-rate schedule and the regulariser's ramp advance every step, and every logged step is
+    an optimizer step. The objective is the MSE plus the ``regularizer`` schedule's weight (one
+    schedule, or one per member) times the units' ``regularization()``; units with
+    ``clamp_parameters()`` are clamped after every step. No step reads a value back from the device:
+    losses, divergence and curves stay there until the end of the chunk (the all-diverged check and
+    the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
+    through ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
+
+    What a run is judged by, per member, in one place (Madsen & Johansen 2020, sec. 4.1):
+    - best epoch: the validation with the lowest interpolation MSE so far; its parameters,
+      training loss and first-solved steps are kept, and the test loop runs on them;
+    - solved at step: per output solved at the best validation, the first validation whose
+      extrapolation MSE is below the output's threshold;
+    - stopping when solved (``stop_when_solved``): at the first validation where every living
+      member's every output has an interpolation MSE below ``validation_threshold``;
+    - divergence: a member whose objective turns non-finite (at any step, found at the chunk's
+      end) or whose parameters are non-finite at the end of an epoch (before its validation)
+      leaves the loss sums from that step and is frozen from the chunk's end (its gradients are
+      zeroed; a member's gradients never reach another's) and is judged at its best validation
+      before; when every member has diverged, training stops with ``Diverged`` at the end of
+      the chunk, before the parameters reach a checkpoint.
+    All of it is module state, so it travels with the checkpoint and a killed run resumes.
+
+    ``network`` and ``optimizer`` are Hydra configs (``{"_target_": ...}``, what the command
+    line passes and the checkpoint records), or plain objects in a notebook: an ``nn.Module``
+    and an optimizer factory such as ``functools.partial(torch.optim.Adam, lr=1e-2)`` (the
+    checkpoint then does not record them: ``load_from_checkpoint(path, network=..., optimizer=...)``
+    gives them back). A population builds each member from its seed, so it needs the config.
+    """
+
+    def __init__(
+        self,
+        network: dict[str, Any] | nn.Module,
+        optimizer: dict[str, Any] | Callable[..., Optimizer],
+        output_operations: Sequence[Sequence[str]],
+        success_threshold: Sequence[Sequence[float]] | None = None,
+        seeds: Sequence[int] = (0,),
+        validation_threshold: Sequence[Sequence[float]] | None = None,
+        stop_when_solved: bool = False,
+        rounds: int = 1,
+        stall_restart: dict[str, Any] | None = None,
+        regularizer: dict[str, Any] | Sequence[dict[str, Any]] | None = None,
+        lr_schedule: dict[str, Any] | None = None,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+        chunk_steps: int = 32,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        given = {"network": network, "optimizer": optimizer}
+        self.save_hyperparameters(ignore=[name for name, v in given.items() if not is_config(v)])
+        # Several optimizer steps per training_step: the module takes them itself.
+        self.automatic_optimization = False
+        self.optimizer_factory = optimizer
+        schedules = (
+            [regularizer]
+            if regularizer is None or isinstance(regularizer, Mapping)
+            else regularizer
+        )
+        self.regularizer = MemberSchedules([RegularizerSchedule(**(r or {})) for r in schedules])
+        if isinstance(network, nn.Module):
+            if len(seeds) > 1:
+                raise InvalidArgument(
+                    "network",
+                    type(network).__name__,
+                    "a population builds each member from its seed: pass the network's config "
+                    "({'_target_': ...}), not a built module",
+                )
+            members = [network]
+        else:
+            members = [build_network(network, seed) for seed in seeds]
+        check_candidates_at_the_top(members[0])
+        if len(members) > 1:
+            stack_parameters(members[0], members)
+        self.network: nn.Module = members[0]
+        # Not a submodule: the network's parameters are registered once, as ``network.*``.
+        self._objective = {
+            "member": MemberObjective(self.network),
+            "evaluation": MemberEvaluation(self.network),
+        }
+        self.has_regularization = self._objective["member"].has_regularization
+        # The step's and the evaluation's functions, and their compiled forms (``setup``).
+        self._eager: dict[str, Callable[..., Any]] = {
+            "terms": member_terms(self._objective["member"], len(seeds)),
+            "answers": self._member_answers,
+        }
+        self._compiled: dict[str, Callable[..., Any]] = {}
+        # Each output judged at its own best validation too, where outputs are models of their
+        # own: in a stack they share layers, and mixing epochs would make a network never run.
+        self.judges_each_output = independent_outputs(self.network)
+        self._clamped_units = clamped_units(self.network)
+        self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
+        candidates = self.network.num_candidates if offers_candidates(self.network) else 1
+        self.metrics = nn.ModuleDict(
+            {
+                split: MemberOutputMSE(
+                    output_operations,
+                    success_threshold if split == "extrap" else None,
+                    candidates,
+                )
+                for split in EVALUATION_SPLITS
+            }
+        )
+        size, outputs = len(seeds), len(output_operations[0])
+        self.register_buffer("alive", torch.ones(size, dtype=torch.bool))
+        self.register_buffer("diverged_at_step", torch.full((size,), -1))
+        rules.integer_at_least(1)("rounds", rounds)
+        for name, on in (("stop_when_solved", stop_when_solved), ("rounds", rounds > 1)):
+            if on and validation_threshold is None:
+                raise InvalidArgument(name, True, "needs validation_threshold (interpolation MSEs)")
+        if rounds > 1 and not (is_config(network) and self.judges_each_output):
+            raise InvalidArgument(
+                "rounds",
+                rounds,
+                "needs a network config whose outputs are models of their own (a weight row "
+                "each: select, nau, nmu, nmru, ...), whose rows a new round re-initialises",
+            )
+        self.stall_rule = None if stall_restart is None else StallRule(**stall_restart)
+        if self.stall_rule is not None and not is_config(network):
+            raise InvalidArgument(
+                "stall_restart", stall_restart, "needs the network's config, to re-initialise it"
+            )
+        # Per member: the validation from which its stall is judged, and its restarts so far.
+        self.register_buffer("stall_since", torch.zeros(size, dtype=torch.long))
+        self.register_buffer("stall_restarts", torch.zeros(size, dtype=torch.long))
+        threshold = torch.full((size, outputs), float("nan"))
+        if validation_threshold is not None:
+            threshold = torch.as_tensor(validation_threshold, dtype=torch.float32)
+        self.register_buffer("validation_threshold", threshold, persistent=False)
+        # Outputs solved on the interpolation set at the end of a round (``rounds``): their
+        # weight rows no longer change.
+        self.register_buffer("settled_outputs", torch.zeros((size, outputs), dtype=torch.bool))
+        self._any_settled = False
+        self.register_buffer("first_solved_step", torch.full((size, outputs), -1))
+        self.register_buffer("solved_at_step", torch.full((size, outputs), -1))
+        self.register_buffer("best_interp_mse", torch.full((size,), float("inf")))
+        self.register_buffer("last_train_loss", torch.full((size,), float("nan")))
+        self.register_buffer("best_train_loss", torch.full((size,), float("nan")))
+        # Each output judged at its own best validation (Madsen & Johansen judge one-output
+        # models so): its lowest interpolation MSE and the extrapolation MSE at that validation.
+        self.register_buffer("own_best_interp_mse", torch.full((size, outputs), float("inf")))
+        self.register_buffer("own_best_extrap_mse", torch.full((size, outputs), float("nan")))
+        # The objective that made each member diverge, for the message of a single run.
+        self.register_buffer("diverged_loss", torch.full((size,), float("nan")), persistent=False)
+        self.best_parameters = {n: p.detach().clone() for n, p in self.network.named_parameters()}
+        # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
+        self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
+        # Per member, the final metrics of the test loop: {name: [S]}.
+        self.final_metrics: dict[str, Tensor] = {}
+        self.final_solved = torch.zeros((size, outputs), dtype=torch.bool)
+        # Each step of the chunk so far: (step, batch size, mse [S], objective [S]).
+        self._chunk_steps: list[tuple[int, int, Tensor, Tensor]] = []
+        # Whether a member is known to have diverged (its gradients are then zeroed each step).
+        self._some_diverged = False
+        # How each step calls backward and the optimizer (``setup``): Lightning's way until then.
+        self._direct_steps = False
+        self._step_hooks: dict[str, list[Callable[..., None]]] = {}
+        self._reset_epoch_sums()
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Lightning sets bookkeeping attributes around each of the ~15 hooks of every step;
+        # nn.Module's checks for parameters and submodules would cost a fifth of a small step.
+        if name in self.__dict__ and (value is None or isinstance(value, str | bool | int)):
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
+    @property
+    def population(self) -> int:
+        return len(self.hparams.seeds)
+
+    def _for_each_member(self, module: nn.Module, *inputs: Tensor) -> Any:
+        """``module`` (the network or a member's objective) run for every member: at S = 1
+        called directly on ``[B, ...]`` inputs; at S > 1 on ``[S, B, ...]`` through ``vmap`` over
+        the stacked parameters, its outputs gaining the leading member dimension."""
+        if self.population == 1:
+            return module(*inputs)
+        prefix = "" if module is self.network else "network."  # a wrapper's
+        state = {f"{prefix}{n}": t for n, t in self.network.named_parameters()}
+        state.update((f"{prefix}{n}", t) for n, t in self.network.named_buffers())
+        # "different": a stochastic unit's noise is each member's own.
+        run = vmap(lambda s, args: functional_call(module, s, args), randomness="different")
+        return run(state, inputs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x`` ``[B, in]`` (S = 1) or ``[S, B, in]`` -> outputs ``[B, out]`` or
+        ``[S, B, out]``."""
+        return self._for_each_member(self.network, x)
+
+    def _member_mask(self, flags: Tensor, like: Tensor) -> Tensor:
+        """``[S]`` flags shaped to select whole members of a parameter like ``like``."""
+        if self.population == 1:
+            return flags.reshape((1,) * like.dim())
+        return flags.view(-1, *[1] * (like.dim() - 1))
+
+    def setup(self, stage: str) -> None:
+        """Ask a ``TrainingDataModule`` for chunks of steps (one step per batch under data
+        parallelism, where each step's gradients are averaged across processes), and compile
+        the step when asked to."""
+        if stage != "fit":
+            return
+        data = self.trainer.datamodule
+        one_process = self.trainer.world_size == 1
+        if isinstance(data, TrainingDataModule):
+            data.chunk_steps = self.hparams.chunk_steps if one_process else 1
+        if self.hparams.compile and one_process:
+            self._compiled = {
+                # One batch size in training; the evaluation's last chunk may be smaller.
+                "terms": torch.compile(self._eager["terms"], dynamic=False),
+                "answers": torch.compile(self._eager["answers"]),
+            }
+        # Lightning's wrappers around a backward pass and an optimizer step cost more than a
+        # small network's step; where they add nothing (one process, a precision that neither
+        # scales the loss nor wraps the step) the module calls torch itself, and the hooks
+        # that callbacks or a subclass define.
+        plugin = type(self.trainer.precision_plugin)
+        self._direct_steps = (
+            one_process
+            and plugin.backward is Precision.backward
+            and plugin.optimizer_step is Precision.optimizer_step
+        )
+        self._step_hooks = {name: self._defined_hooks(name) for name in STEP_HOOKS}
+
+    def _defined_hooks(self, name: str) -> list[Callable[..., None]]:
+        """The callbacks' and this module's hooks called ``name`` that are not Lightning's
+        empty defaults, in Lightning's order (callbacks first), each to call with the hook's
+        own arguments."""
+        hooks: list[Callable[..., None]] = [
+            functools.partial(getattr(callback, name), self.trainer, self)
+            for callback in self.trainer.callbacks
+            if getattr(type(callback), name) is not getattr(L.Callback, name)
+        ]
+        if getattr(type(self), name) is not getattr(L.LightningModule, name):
+            hooks.append(getattr(self, name))
+        return hooks
+
+    def _planned_steps(self) -> int:
+        """The run's optimizer steps: epochs × a ``TrainingDataModule``'s steps per epoch (its
+        batches per epoch count chunks), else Lightning's count of batches; at most
+        ``trainer.max_steps``."""
+        trainer = self.trainer
+        data = trainer.datamodule
+        if not isinstance(data, TrainingDataModule):
+            return int(trainer.estimated_stepping_batches)
+        epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else math.inf
+        steps = data.stream.steps_per_epoch * epochs
+        if trainer.max_steps != -1:
+            steps = min(steps, trainer.max_steps)
+        return int(steps)
+
+    def on_fit_start(self) -> None:
+        """Measure each evaluation set's per-output MSE at initialisation, once per run: a
+        resumed run has it from its checkpoint, so its normalised error keeps the same base."""
+        self.best_parameters = {n: t.to(self.device) for n, t in self.best_parameters.items()}
+        if self.trainer.datamodule is None:
+            return  # dataloaders passed to fit() directly: no evaluation sets to measure on
+        with torch.no_grad():
+            if not self.metrics["extrap"].initial_mse.isnan().any():
+                return
+            training = self.training
+            self.eval()  # as validation measures: a stochastic unit's noise is for training only
+            loaders = self.trainer.datamodule.val_dataloader()
+            for dataloader_idx, loader in enumerate(loaders):
+                for x, y in loader:
+                    self._evaluation_step((x.to(self.device), y.to(self.device)), dataloader_idx)
+            self.train(training)
+            # Under DDP each process saw a shard: the baseline is the whole set's.
+            per_output, _, _ = self._evaluated()
+            for split, metric in self.metrics.items():
+                metric.initial_mse.copy_(per_output[split])
+
+    def on_train_epoch_start(self) -> None:
+        self._reset_epoch_sums()
+
+    def _reset_epoch_sums(self) -> None:
+        """The epoch's per-member sums of the training loss and regularisation."""
+        self._loss_sum = torch.zeros(self.population, device=self.device)
+        self._regularization_sum = torch.zeros(self.population, device=self.device)
+        self._scale_sum = torch.zeros(self.population, device=self.device)
+        self._loss_samples = self._steps = 0
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        """One optimizer step per batch of ``batch`` (an ordinary ``(x, y)`` or a ``Chunk``),
+        none beyond ``trainer.max_steps``."""
+        optimizer = self.optimizers()
+        scheduler = self.lr_schedulers()
+        max_steps = self.trainer.max_steps
+        for x, y in step_batches(batch):
+            if 0 <= max_steps <= self.global_step:
+                break
+            self._optimizer_step(optimizer, scheduler, x, y)
+        self._end_chunk()
+
+    def _optimizer_step(self, optimizer: Any, scheduler: Any, x: Tensor, y: Tensor) -> None:
+        """One optimizer step of every member on its batch; what it measured waits on the
+        device for the end of the chunk (``_end_chunk``)."""
+        step = self.global_step + 1  # the optimizer step this batch is for
+        mse, objective, *regularization = self._run("terms", x, y)
+        scale = 0.0
+        if self.has_regularization:
+            scale = self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
+            objective = objective + scale * regularization[0]
+        optimizer.zero_grad()
+        # A member's objective reaches only its own gradients: a non-finite one spoils no
+        # other member's, and the member is frozen from the chunk's end on.
+        self._backward(objective.sum() if objective.dim() else objective)
+        if self._some_diverged:
+            self._zero_diverged_gradients()
+        if self._any_settled:
+            self._zero_settled_gradients()
+        self._clip_gradients(optimizer)
+        self._step(optimizer)
+        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
+        for unit in self._clamped_units:
+            unit.clamp_parameters()
+        if scheduler is not None:
+            scheduler.step()
+        self._chunk_steps.append((step, x.shape[-2], mse.detach(), objective.detach()))
+        if self.has_regularization:
+            self._regularization_sum += regularization[0].detach()
+            self._scale_sum += scale
+        self._steps += 1
+
+    def _backward(self, loss: Tensor) -> None:
+        """``manual_backward``, or its hooks and ``loss.backward()`` (see ``setup``)."""
+        if not self._direct_steps:
+            self.manual_backward(loss)
+            return
+        for hook in self._step_hooks["on_before_backward"]:
+            hook(loss)
+        loss.backward()
+        for hook in self._step_hooks["on_after_backward"]:
+            hook()
+
+    def _step(self, optimizer: Any) -> None:
+        """``optimizer.step()`` of the ``LightningOptimizer``, or its hooks, the torch
+        optimizer's step and Lightning's count of optimizer steps (``global_step``) around it:
+        the calls the manual optimization loop makes (see ``setup``)."""
+        if not self._direct_steps:
+            optimizer.step()
+            return
+        for hook in self._step_hooks["on_before_optimizer_step"]:
+            hook(optimizer)
+        optimizer._on_before_step()
+        optimizer.optimizer.step()
+        optimizer._on_after_step()
+
+    def _run(self, name: str, *inputs: Tensor) -> Any:
+        """The step's (``"terms"``) or the evaluation's (``"answers"``) function, compiled if
+        asked; a compiler that fails (no C++ compiler, an operation it cannot trace) leaves the
+        run to go on eagerly, with one warning."""
+        if name in self._compiled:
+            try:
+                return self._compiled[name](*inputs)
+            except Exception as error:
+                lines = str(error).strip().splitlines() or [""]
+                log.warning(
+                    "torch.compile failed (%s: %s); training without it",
+                    type(error).__name__,
+                    lines[0],
+                )
+                self._compiled = {}
+        return self._eager[name](*inputs)
+
+    def _end_chunk(self) -> None:
+        """After a chunk's steps: each member whose objective turned non-finite diverges at the
+        first such step (it counted in no loss from then on), the epoch's loss sums and the
+        batch losses to log are taken, all on the device, then read in one transfer: when no
+        member is left, training stops before the parameters reach a checkpoint."""
+        if not self._chunk_steps:
+            return
+        steps, samples, mse, objective = zip(*self._chunk_steps, strict=True)
+        self._chunk_steps = []
+        members = (len(steps), self.population)
+        mse, objective = torch.stack(mse).view(members), torch.stack(objective).view(members)
+        finite = self._on_every_process(torch.isfinite(objective))
+        # Training at step k: alive before the chunk, every objective finite up to k.
+        training = self.alive & finite.cumprod(dim=0).bool()
+        first_bad = (~finite).int().argmax(dim=0)  # [S]: the first non-finite step's index
+        diverging = self.alive & ~training[-1]
+        step_of = torch.tensor(steps, device=self.device)
+        self.diverged_at_step = torch.where(diverging, step_of[first_bad], self.diverged_at_step)
+        self.diverged_loss = torch.where(
+            diverging, objective.gather(0, first_bad.unsqueeze(0)).squeeze(0), self.diverged_loss
+        )
+        self.alive = training[-1]
+        weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
+        self._loss_sum += torch.where(training, mse * weights, 0.0).sum(dim=0)
+        self._loss_samples += sum(samples)
+        logged = [k for k, step in enumerate(steps) if step % self.trainer.log_every_n_steps == 0]
+        alive = torch.stack([self.alive.any(), self.alive.all()]).float()
+        any_alive, all_alive, *losses = torch.cat(
+            [alive, living_median(mse[logged], training[logged])]
+        ).tolist()
+        self._some_diverged = not all_alive
+        for k, loss in zip(logged, losses, strict=True):
+            self._log_to_loggers({TRAIN_BATCH_LOSS: loss}, steps[k])
+        if not any_alive:
+            step = int(self.diverged_at_step.max())
+            if self.population == 1:
+                reason = f"train loss is {float(self.diverged_loss[0])}"
+            else:
+                reason = "every member's train loss is not finite"
+            raise Diverged(step, reason)
+
+    def _on_every_process(self, flags: Tensor) -> Tensor:
+        """``flags`` that hold on every process of a distributed run: each decides alike."""
+        if self.trainer.world_size == 1:
+            return flags
+        held = self.trainer.strategy.reduce(flags.float(), reduce_op="sum")
+        return held == self.trainer.world_size
+
+    def _zero_diverged_gradients(self) -> None:
+        """Diverged members get no update from their gradients (NaN through a masked loss):
+        they become 0 before clipping."""
+        for parameter in self.network.parameters():
+            if parameter.grad is not None:
+                mask = self._member_mask(self.alive, parameter)
+                parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
+
+    def _row_mask(self, flags: Tensor, like: Tensor) -> Tensor:
+        """``[S, out]`` flags shaped to select output rows of a parameter like ``like``
+        (``[S, out, ...]``, or ``[out, ...]`` at S = 1: the first dimension of an independent
+        output unit's parameters is the output's)."""
+        if self.population == 1:
+            return flags[0].view(-1, *[1] * (like.dim() - 1))
+        return flags.view(*flags.shape, *[1] * (like.dim() - 2))
+
+    def _zero_settled_gradients(self) -> None:
+        """Settled outputs' rows get no update (their first moments are 0 too)."""
+        for parameter in self.network.parameters():
+            if parameter.grad is not None:
+                parameter.grad.masked_fill_(self._row_mask(self.settled_outputs, parameter), 0.0)
+
+    def _clip_gradients(self, optimizer: Any) -> None:
+        """``gradient_clip_val``/``gradient_clip_algorithm``, per member: a member's gradient
+        norm is its own (at S = 1, Lightning's clipping itself; by value it is element-wise
+        anyway)."""
+        value, algorithm = self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm
+        if not value:
+            return
+        by_norm = algorithm in (None, "norm")  # Lightning's default is "norm"
+        if self.population == 1 or not by_norm:
+            self.clip_gradients(optimizer, value, algorithm or "norm")
+            return
+        gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
+        squares = sum(g.reshape(self.population, -1).square().sum(dim=1) for g in gradients)
+        # torch.nn.utils.clip_grad_norm_'s factor, one per member.
+        factor = (value / (squares.sqrt() + 1e-6)).clamp(max=1.0)
+        for gradient in gradients:
+            gradient.mul_(factor.view(-1, *[1] * (gradient.dim() - 1)))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if self.trainer.is_last_batch:
+            self._end_training_epoch()
+
+    def on_train_epoch_end(self) -> None:
+        self._end_training_epoch()  # an epoch cut short by max_steps
+
+    def _end_training_epoch(self) -> None:
+        """Before the epoch's validation and checkpoint: members whose parameters the epoch
+        left non-finite diverge, and each member's training loss of the epoch is kept."""
+        if self._loss_samples == 0:
+            return
+        self._check_parameters()
+        loss_sum, samples = self._loss_sum, torch.tensor(float(self._loss_samples))
+        if self.trainer.world_size > 1:  # the whole epoch's, over every process's shard
+            loss_sum = self.trainer.strategy.reduce(loss_sum, reduce_op="sum")
+            samples = self.trainer.strategy.reduce(samples.to(self.device), reduce_op="sum")
+        loss = torch.where(self.alive, loss_sum / samples.to(loss_sum.device), float("nan"))
+        self.last_train_loss = torch.where(self.alive, loss, self.last_train_loss)
+        self._loss_samples = 0
+        self.curves[TRAIN_LOSS].append((self.global_step, loss.cpu()))
+        per_member = {TRAIN_LOSS: loss}
+        if self.has_regularization:
+            per_member[TRAIN_REGULARIZATION] = self._regularization_sum / self._steps
+            per_member[TRAIN_REGULARIZER_SCALE] = self._scale_sum / self._steps
+        values = living_medians(per_member, self.alive)
+        self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
+        if self.population > 1:
+            values[POPULATION_ALIVE_FRACTION] = float(self.alive.float().mean())
+        self._log_to_loggers(values, self.global_step)
+
+    def _check_parameters(self) -> None:
+        """A member with a non-finite parameter diverges here (once per epoch: one host read);
+        when every member has, training stops before a checkpoint can keep the parameters."""
+        names, parameters = zip(*self.network.named_parameters(), strict=True)
+        finite = self._on_every_process(
+            torch.stack(
+                [
+                    torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
+                    for p in parameters
+                ]
+            )
+        )  # [parameters, S]
+        healthy = finite.all(dim=0)
+        self.diverged_at_step.masked_fill_(self.alive & ~healthy, self.global_step)
+        self.alive &= healthy
+        if not self.alive.any():
+            culprit = names[int((~finite.all(dim=1)).nonzero()[0])]
+            raise Diverged(self.global_step, f"parameter network.{culprit} is not finite")
+
+    def _log_to_loggers(self, values: dict[str, float], step: int) -> None:
+        """Straight to the loggers at optimizer step ``step``: curves stay on one increasing
+        x-axis, and a ``self.log`` call costs more than a small network's step."""
+        if self.trainer.sanity_checking:
+            return
+        for logger in self.loggers:
+            logger.log_metrics(values, step=step)
+
+    def _member_answers(self, x: Tensor) -> Tensor:
+        """Every member's candidate answers ``[S, B, C, out]`` (``MemberEvaluation``)."""
+        return self._for_each_member(self._objective["evaluation"], x)
+
+    def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
+        x, y = batch
+        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self._run("answers", x), y)
+
+    def _evaluated(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
+        """What the evaluation sets measured since the last call (the metrics are reset): per
+        set the ``[S, out]`` MSEs of the answering candidates and the targets' mean squares,
+        and the interpolation MSE of every candidate ``[S, C, out]``. Per output the candidate
+        of the lowest interpolation MSE answers (the one candidate of an ordinary network):
+        the extrapolation set never chooses."""
+        measured = {split: metric.measured() for split, metric in self.metrics.items()}
+        for metric in self.metrics.values():
+            metric.reset()
+        choice = best_candidates(measured["interp"]["candidate_mse"])  # [S, out]
+        per_output = {
+            split: values["candidate_mse"].gather(1, choice.unsqueeze(1)).squeeze(1)
+            for split, values in measured.items()
+        }
+        mean_squares = {split: values["target_mean_square"] for split, values in measured.items()}
+        return per_output, mean_squares, measured["interp"]["candidate_mse"]
+
+    def _select(self, interp_candidate_mse: Tensor) -> None:
+        """The network answers each output with the candidate ``_evaluated`` chose (by the same
+        rule, ``best_candidates``)."""
+        if offers_candidates(self.network):
+            self.network.select(interp_candidate_mse)
+
+    def _summaries(
+        self, per_output: dict[str, Tensor], mean_squares: dict[str, Tensor]
+    ) -> dict[str, dict[str, Tensor]]:
+        """``{split: {name: [S]}}``: each set's named metrics."""
+        return {
+            split: self.metrics[split].summary(per_output[split], mean_squares[split])
+            for split in EVALUATION_SPLITS
+        }
+
+    def validation_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluation_step(batch, dataloader_idx)
+
+    def test_step(
+        self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._evaluation_step(batch, dataloader_idx)
+
+    @torch.no_grad()
+    def on_validation_epoch_end(self) -> None:
+        per_output, mean_squares, interp_candidate_mse = self._evaluated()
+        if self.trainer.sanity_checking:
+            return
+        self._select(interp_candidate_mse)
+        values = self._summaries(per_output, mean_squares)
+        self._judge(self.global_step, values["interp"]["mse"], per_output)
+        step = self.global_step
+        for split in EVALUATION_SPLITS:
+            self.curves[metric_name(split, "mse")].append((step, values[split]["mse"].cpu()))
+        # Each operation's test loss and the relative error too (NaN for a member without it:
+        # not written).
+        for name, value in values["extrap"].items():
+            tag = metric_name("extrap", name)
+            if tag.startswith(EXTRAP_MSE_OF) or tag == EXTRAP_RELATIVE_ERROR:
+                self.curves.setdefault(tag, []).append((step, value.cpu()))
+        per_member = {
+            metric_name(split, name): value
+            for split, metrics in values.items()
+            for name, value in metrics.items()
+        }
+        if self.stall_rule is not None and step < self.planned_steps:
+            self._restart_stalled(step)
+        medians = living_medians(per_member, self.alive)
+        # ModelCheckpoint monitors it; the progress bar shows it.
+        self.log(INTERP_MSE, medians[INTERP_MSE], prog_bar=True, logger=False)
+        self._log_to_loggers(medians, step)
+
+    def _judge(self, step: int, interp_mse: Tensor, per_output: dict[str, Tensor]) -> None:
+        """The one rule for the best epoch and the solved-at step (see the class), applied to
+        the validation at optimizer step ``step``: ``interp_mse`` ``[S]`` and each set's
+        per-output MSEs ``[S, out]``."""
+        living = self.alive.unsqueeze(1)
+        solved = per_output["extrap"] < self.metrics["extrap"].success_threshold
+        newly_solved = solved & (self.first_solved_step < 0) & living
+        better = living & (per_output["interp"] < self.own_best_interp_mse)
+        self.own_best_interp_mse = torch.where(
+            better, per_output["interp"], self.own_best_interp_mse
+        )
+        self.own_best_extrap_mse = torch.where(
+            better, per_output["extrap"], self.own_best_extrap_mse
+        )
+        self.first_solved_step.masked_fill_(newly_solved, step)
+        if self.hparams.stop_when_solved:
+            self._stop_if_solved(step, per_output["interp"])
+        improved = self.alive & (interp_mse < self.best_interp_mse)
+        self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)
+        self.best_train_loss = torch.where(improved, self.last_train_loss, self.best_train_loss)
+        # Madsen & Johansen give the step only to outputs solved at the best validation.
+        self.solved_at_step = torch.where(
+            improved.unsqueeze(1),
+            torch.where(solved, self.first_solved_step, -1),
+            self.solved_at_step,
+        )
+        for name, parameter in self.network.named_parameters():
+            mask = self._member_mask(improved, parameter)
+            best = self.best_parameters[name].to(parameter.device)
+            self.best_parameters[name] = torch.where(mask, parameter.detach(), best)
+        if self.hparams.rounds > 1 and not self.trainer.should_stop:
+            self._start_round(step, per_output["interp"])
+
+    @property
+    def round_steps(self) -> int:
+        """The optimizer steps of a round: the run's, divided by ``rounds``."""
+        return max(1, self.planned_steps // self.hparams.rounds)
+
+    def _start_round(self, step: int, interp_per_output: Tensor) -> None:
+        """At the end of every round but the last: each living member's outputs solved on the
+        interpolation set are settled (their rows keep their weights from now on), and every
+        other output starts over: its row of every parameter re-initialised from the member's
+        seed for the round, and the optimizer, the learning-rate schedule and the
+        regulariser's ramp start again as at step 0. Validation data alone decides."""
+        if step % self.round_steps or step >= self.planned_steps:
+            return
+        living = self.alive.unsqueeze(1)
+        self.settled_outputs |= (interp_per_output < self.validation_threshold) & living
+        restarted = ~self.settled_outputs & living
+        self._any_settled = bool(self.settled_outputs.any())
+        round_index = step // self.round_steps
+        fresh = self._fresh_parameters(round_index)
+        optimizer = self.optimizers().optimizer
+        with torch.no_grad():
+            for name, parameter in self.network.named_parameters():
+                rows = self._row_mask(restarted, parameter)
+                parameter.copy_(torch.where(rows, fresh[name].to(parameter), parameter))
+                # Every live row is now settled or new: Adam's moments and step count start
+                # from 0 (a settled row's zero moments and zero gradients leave it still).
+                for value in optimizer.state.get(parameter, {}).values():
+                    if isinstance(value, Tensor):
+                        value.zero_()
+        if (scheduler := self.lr_schedulers()) is not None:
+            # From the learning rates it started with, as at step 0 (closed-form and chained
+            # schedulers alike).
+            for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
+                group["lr"] = base_lr
+            scheduler.last_epoch = -1
+            scheduler.step()
+        log.info(
+            "step %d: round %d of %d: %d outputs settled, %d start over",
+            step,
+            round_index + 1,
+            self.hparams.rounds,
+            int(self.settled_outputs.sum()),
+            int(restarted.sum()),
+        )
+
+    def _fresh_parameters(self, round_index: int) -> dict[str, Tensor]:
+        """Every member's network as its seed initialises it for round ``round_index``
+        (``build_network``'s draw ``round_index``)."""
+        members = [
+            build_network(self.hparams.network, seed, draw=round_index)
+            for seed in self.hparams.seeds
+        ]
+        return {
+            name: torch.stack([m.get_parameter(name).detach() for m in members])
+            if self.population > 1
+            else members[0].get_parameter(name).detach()
+            for name, _ in self.network.named_parameters()
+        }
+
+    def _restart_stalled(self, step: int) -> None:
+        """Each living member whose interpolation MSE has stalled (``stall_restart``, the
+        iNALU's rule) starts over: every parameter re-initialised from its seed for its n-th
+        restart (``build_network``'s draw rounds − 1 + n, no round's), Adam's moments kept as
+        in Mistry et al.'s benchmark; its stall is judged again from the next validation."""
+        history = torch.stack([values for _, values in self.curves[INTERP_MSE]])
+        stalled = self.stall_rule(history.to(self.device), self.stall_since) & self.alive
+        members = stalled.nonzero().flatten().tolist()
+        if not members:
+            return
+        self.stall_restarts += stalled
+        self.stall_since.masked_fill_(stalled, history.shape[0])
+        with torch.no_grad():
+            for member in members:
+                draw = self.hparams.rounds - 1 + int(self.stall_restarts[member])
+                fresh = build_network(self.hparams.network, self.hparams.seeds[member], draw)
+                for name, parameter in self.network.named_parameters():
+                    target = parameter[member] if self.population > 1 else parameter
+                    target.copy_(fresh.get_parameter(name))
+        log.info("step %d: %d members stalled and start over (stall_restart)", step, len(members))
+
+    def _stop_if_solved(self, step: int, interp_per_output: Tensor) -> None:
+        """Stop training once every living member has solved every output on the
+        interpolation (validation) set: its MSE below the near-perfect model's there (Madsen
+        & Johansen's rule, on validation data only). Each member is still judged at its best
+        validation; the test set decides nothing here."""
+        solved = (interp_per_output < self.validation_threshold).all(dim=1)
+        if not bool((solved | ~self.alive).all()):
+            return
+        self.trainer.should_stop = True
+        log.info(
+            "step %d: every output of every member is solved on the interpolation set; "
+            "training stops here (stop_when_solved)",
+            step,
+        )
+
+    def on_train_start(self) -> None:
+        self._any_settled = bool(self.settled_outputs.any())  # a resumed run's
+        self._some_diverged = not bool(self.alive.all())  # a resumed run's diverged members
+
+    @torch.no_grad()
+    def on_test_start(self) -> None:
+        """Test every member at its best validation (members never validated: as they are, or
+        as they started if they diverged)."""
+        validated = self.best_interp_mse.isfinite() | ~self.alive
+        for name, parameter in self.network.named_parameters():
+            mask = self._member_mask(validated, parameter)
+            best = self.best_parameters[name].to(parameter.device)
+            parameter.copy_(torch.where(mask, best, parameter))
+
+    @torch.no_grad()
+    def on_test_epoch_end(self) -> None:
+        """Every member's final metrics, ``{name: [S]}``: both sets, the solved-at steps and
+        the training loss of the best epoch (or of the last, if none was validated)."""
+        per_output, mean_squares, interp_candidate_mse = self._evaluated()
+        self._select(interp_candidate_mse)
+        metrics: dict[str, Tensor] = {
+            metric_name(split, name): value
+            for split, values in self._summaries(per_output, mean_squares).items()
+            for name, value in values.items()
+        }
+        extrap = self.metrics["extrap"]
+        groups = extrap.groups
+        own_best_mse = self.own_best_extrap_mse
+        # NaN where an output was never validated, so that its group says "unknown", not 0.
+        own_best_solved = torch.where(
+            own_best_mse.isnan(), float("nan"), (own_best_mse < extrap.success_threshold).float()
+        )
+        own_best = {
+            f"{OWN_BEST}_mse": groups.mean(own_best_mse),
+            OWN_BEST_SOLVED_FRACTION: groups.mean(own_best_solved),
+        }
+        for name, values in own_best.items() if self.judges_each_output else ():
+            metrics.update(
+                (metric_name("extrap", name, s), values[:, j])
+                for j, s in enumerate(groups.suffixes)
+            )
+        # NaN where a member lacks the operation, like its other metrics of that operation.
+        counts = torch.where(groups.present, groups.membership.sum(dim=1).float(), float("nan"))
+        metrics.update((f"{OUTPUT_COUNT}{s}", counts[:, j]) for j, s in enumerate(groups.suffixes))
+        steps = groups.last_step(self.solved_at_step)
+        metrics.update((f"{SOLVED_AT_STEP}{s}", steps[:, j]) for j, s in enumerate(groups.suffixes))
+        validated = self.best_interp_mse.isfinite()
+        metrics[TRAIN_LOSS] = torch.where(validated, self.best_train_loss, self.last_train_loss)
+        self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
+        # [S, out]: each output solved at the best validation (what the test just measured).
+        self.final_solved = (per_output["extrap"] < extrap.success_threshold).cpu()
+
+    def member_network(self, member: int) -> nn.Module:
+        """Member ``member`` as a plain network with its current parameters."""
+        if self.population == 1:
+            return self.network
+        network = build_network(self.hparams.network, self.hparams.seeds[member])
+        state = {name: t[member] for name, t in self.network.state_dict().items()}
+        network.load_state_dict(state)
+        return network.to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Each curve as two tensors (steps [n], values [n, S]): one tensor per point would make
+        # every epoch's checkpoint slower to write than the epoch.
+        checkpoint["members"] = {
+            "best_parameters": {n: t.cpu() for n, t in self.best_parameters.items()},
+            "curves": {
+                tag: (
+                    torch.tensor([step for step, _ in points], dtype=torch.long),
+                    torch.stack([values for _, values in points])
+                    if points
+                    else torch.empty(0, self.population),
+                )
+                for tag, points in self.curves.items()
+            },
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        members = checkpoint.get("members")
+        if members is not None:
+            self.best_parameters = members["best_parameters"]
+            self.curves = {
+                tag: list(zip(steps.tolist(), values.unbind(), strict=True))
+                for tag, (steps, values) in members["curves"].items()
+            }
+
+    def configure_optimizers(self) -> Optimizer | dict[str, Any]:
+        """The optimizer and its learning-rate schedule over the run's optimizer steps (the
+        regulariser's ramp is in fractions of them too)."""
+        self.planned_steps = self._planned_steps()
+        return configure_optimization(self, self.round_steps)
