@@ -200,7 +200,7 @@ def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):
     def resume(path, *overrides: str) -> None:
         check_resume(compose_config([*TINY, *overrides, f"ckpt_path={path}"], tmp_path / "new"))
 
-    with pytest.raises(ConfigError, match=r"not a readable checkpoint of nalu\.train"):
+    with pytest.raises(ConfigError, match=r"not a readable checkpoint of nalu-train"):
         resume(truncated, "model=nac")
     with pytest.raises(
         ConfigError, match=r"holds another model \(nalu\.units\.NeuralAccumulator\)"

@@ -28,6 +28,7 @@ from nalu.units import (
     NeuralPowerUnit,
     PerOutputSelection,
 )
+from nalu.units.baselines import MLP, ArticleBaseline
 
 # A gate counts as a choice of path only this close to 0 or 1: at extrapolation scale a leak of
 # 1% of a product of two inputs of 50 is an error of 25.
@@ -306,3 +307,6 @@ def _distance_to_integer(weight: Tensor) -> Tensor:
 # real and imaginary weights mix powers with cosines; neither rounds to one formula per output.
 register_reader(ImprovedNeuralArithmeticLogicUnit, None)
 register_reader(NeuralPowerUnit, None)
+# The baselines: ReLU layers compute no formula to read.
+register_reader(ArticleBaseline, None)
+register_reader(MLP, None)
