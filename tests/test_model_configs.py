@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from nalu.cli.train import train
 from nalu.results.readback import READERS, read_back
 from nalu.training.module import build_network
-from nalu.units.contract import regularized_units
+from nalu.units.contract import clamped_units, regularized_units
 
 # The article's problem with division, inputs and targets as large as its extrapolation set.
 SIGNED = ["experiment=article_division", "data.in_features=50", "data.out_features=8"]
@@ -48,7 +48,7 @@ def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
     built = build_network(network, 0)
     if regularized_units(built):
         assert cfg.regularizer.scale > 0, "a unit with regularization() must turn it on"
-    if not any(hasattr(module, "clamp_parameters") for module in built.modules()):
+    if not clamped_units(built):
         return  # nothing to clamp: the regulariser's check is the whole test
     overrides = [*tiny_overrides, f"model={model}", "optimizer.lr=0.5"]
     run_cfg = compose_config(overrides, tmp_path / "run")
@@ -64,9 +64,8 @@ def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
     )
     before = {name: p.detach().clone() for name, p in unit.named_parameters()}
     # A large learning rate overshoots; the clamp after every step kept each weight in range.
-    for module in unit.modules():
-        if hasattr(module, "clamp_parameters"):
-            module.clamp_parameters()
+    for module in clamped_units(unit):
+        module.clamp_parameters()
     for name, parameter in unit.named_parameters():
         assert torch.equal(parameter, before[name]), name
 
