@@ -32,7 +32,7 @@ from nalu.cli.common import (
 )
 from nalu.config.errors import ConfigError, shorten
 from nalu.config.resolvers import evaluation_dir, run_dir_of
-from nalu.config.rules import PROBLEM_FIELDS
+from nalu.config.rules import PROBLEM_FIELDS, problem_differences
 from nalu.config.validation import check_group_choices, compose_checked, validate_config
 from nalu.results.record import OWN_BEST, write_json_atomic
 
@@ -147,7 +147,7 @@ def check_same_problem_fields(
     saved = OmegaConf.load(run_dir_of(ckpt_path) / ".hydra" / "config.yaml").data
     before = OmegaConf.to_container(saved, resolve=True)
     after = OmegaConf.to_container(data, resolve=True)
-    differing = [field for field in PROBLEM_FIELDS if before.get(field) != after.get(field)]
+    differing = problem_differences(before, after)
     if differing:
         field = differing[0]
         raise ConfigError(

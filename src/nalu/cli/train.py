@@ -44,7 +44,7 @@ from nalu.config.resolvers import (
     job_overrides,
     run_dir_of,
 )
-from nalu.config.rules import PROBLEM_FIELDS
+from nalu.config.rules import problem_differences
 from nalu.config.validation import (
     SHOWING_FLAGS,
     check_command_line,
@@ -291,7 +291,7 @@ def check_resume(cfg: DictConfig) -> None:
     except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
         raise ConfigError(f"{saved_config}: unreadable ({type(error).__name__})") from error
     data = OmegaConf.to_container(cfg.data, resolve=True)
-    changed = [f for f in PROBLEM_FIELDS if saved_data.get(f) != data.get(f)]
+    changed = problem_differences(saved_data, data)
     if changed:
         raise ConfigError(
             f"ckpt_path={path!r}: written for another problem (data.{changed[0]}="

@@ -26,6 +26,14 @@ PROBLEM_FIELDS = (
     "_target_", "problem_seed", "in_features", "out_features", "operations", "subset_ratio",
     "overlap_ratio",
 )  # fmt: skip
+
+
+def problem_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The ``PROBLEM_FIELDS`` in which two data configs differ: none when they pose the same
+    problem (the rest of a data config says how its sets are drawn)."""
+    return [field for field in PROBLEM_FIELDS if before.get(field) != after.get(field)]
+
+
 # A set's samples × inputs: beyond this a set does not fit in memory (4 bytes a value: 8 GiB).
 MAX_SET_VALUES = 2**31
 # Targets and inputs stay below this magnitude, so that a squared error is finite in float32
