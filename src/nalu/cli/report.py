@@ -1,20 +1,12 @@
-"""Reports over many runs: ``nalu-report DIR [DIR ...]`` reads every metrics.json
-below and writes report.md, report.csv and PNG figures into the first DIR.
-
-Per model (or any ``--group-by`` labels) and operation, two success rates with their 95%
-Wilson intervals (Madsen & Johansen 2020, sec. 4.1): per output (outputs × seeds), each output
-judged at its own best interpolation epoch as Madsen & Johansen judge their one-output models,
-and per run (a run succeeds on an operation when every output of it is solved at the run's best
-epoch); the median extrapolation MSE, relative error and normalised error (Trask et al. 2018,
-Table 1), the exact-recovery rate and the diverged runs; figures of the loss curves (median over
-seeds with the interquartile band) and of the success rates.
-"""
+"""``nalu-report DIR [DIR ...]``: the report of every run below the folders, written into the
+first (what it holds: ``nalu.results.report``)."""
 
 import argparse
 from pathlib import Path
 from typing import NoReturn
 
 from nalu.cli.common import EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
+from nalu.results import report as reports
 from nalu.results.report import (
     CONSOLE_HIDDEN,
     ReportError,
@@ -35,7 +27,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _OneLineParser(prog="nalu-report", description=__doc__)
+    parser = _OneLineParser(prog="nalu-report", description=reports.__doc__)
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument(
         "--group-by",

@@ -1,5 +1,5 @@
-"""Reports over many runs (``nalu-report``, ``nalu.cli.report``): every metrics.json below some
-folders, written as report.md, report.csv and PNG figures into the first.
+"""Reports over many runs: every metrics.json below some folders, written as report.md,
+report.csv and PNG figures into the first.
 
 Per model (or any ``--group-by`` labels) and operation, two success rates with their 95%
 Wilson intervals (Madsen & Johansen 2020, sec. 4.1): per output (outputs × seeds), each output

@@ -895,7 +895,12 @@ class ArithmeticModule(L.LightningModule):
                 for name, parameter in self.network.named_parameters():
                     target = parameter[member] if self.population > 1 else parameter
                     target.copy_(fresh.get_parameter(name))
-        log.info("step %d: %d members stalled and start over (stall_restart)", step, len(members))
+        log.info(
+            "step %d: stalled, re-initialised (stall_restart): %d of %d members",
+            step,
+            len(members),
+            self.population,
+        )
 
     def _stop_if_solved(self, step: int, interp_per_output: Tensor) -> None:
         """Stop training once every living member has solved every output on the
