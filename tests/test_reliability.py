@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED
+from nalu.cli.evaluate import load_checkpoint
 from nalu.cli.train import check_resume, train
 from nalu.config.errors import ConfigError, Diverged
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
@@ -253,3 +254,18 @@ def test_any_problem_has_finite_targets_of_the_right_shape_from_distinct_inputs(
     assert (x >= low - slack).all() and (x <= high + slack).all()
     denominators = x[:, problem.denominator_mask].abs()
     assert (denominators >= problem.min_abs_denominator * (1 - 1e-5)).all()
+
+
+def test_a_checkpoint_whose_network_class_is_gone_is_refused_in_one_line(tmp_path):
+    # A checkpoint of another nalu version names a class this one does not have.
+    train(compose_config([*TINY, "model=mlp"], tmp_path / "run"))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    checkpoint = torch.load(last, weights_only=False)
+    checkpoint["hyper_parameters"]["network"]["_target_"] = "nalu.baselines.MLP"
+    torch.save(checkpoint, last)
+    with pytest.raises(ConfigError) as error:
+        load_checkpoint(last)
+    assert str(error.value) == (
+        f"ckpt_path={str(last)!r}: its network cannot be built here (Error locating target "
+        "'nalu.baselines.MLP'); evaluate it with the nalu version that wrote it"
+    )

@@ -13,6 +13,7 @@ import hydra
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -57,6 +58,11 @@ def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
         raise ConfigError(f"ckpt_path={str(path)!r}: no such file")
     try:
         return ArithmeticModule.load_from_checkpoint(path, map_location="cpu")
+    except InstantiationException as error:  # a network class that this nalu does not have
+        raise ConfigError(
+            f"ckpt_path={str(path)!r}: its network cannot be built here "
+            f"({str(error).split(',')[0]}); evaluate it with the nalu version that wrote it"
+        ) from error
     except (
         pickle.UnpicklingError,
         RuntimeError,
