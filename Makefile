@@ -29,34 +29,34 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create or update the virtual environment in .venv
 
 train: $(VENV)/.installed ## Train the NALU on the article's problem (extra Hydra overrides: ARGS="...")
-	$(PYTHON) -m nalu.cli.train experiment=article $(ARGS)
+	$(PYTHON) -m nalu.train experiment=article $(ARGS)
 	@echo "The article's setup: its NALU extrapolates few or no outputs exactly (solved fractions near 0),"
 	@echo "which is the article's finding, not a fault; make solve learns + − × ÷ (README: Which unit should I use?)."
 
 sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one multirun, then its report
-	$(PYTHON) -m nalu.cli.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \
+	$(PYTHON) -m nalu.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \
 		seed=0,1,2 hydra.sweep.dir=$(SWEEP_DIR) $(ARGS)
-	$(PYTHON) -m nalu.cli.report $(SWEEP_DIR)
+	$(PYTHON) -m nalu.report $(SWEEP_DIR)
 
 units: $(VENV)/.installed ## Every unit on the article's problem with division under make solve's recipe in one round (most units have no outputs of their own to restart), SEEDS seeds (20) each as one population, then the report
-	$(PYTHON) -m nalu.cli.train -m experiment=solve model=$(UNITS) population=$(or $(SEEDS),20) \
+	$(PYTHON) -m nalu.train -m experiment=solve model=$(UNITS) population=$(or $(SEEDS),20) \
 		rounds=1 trainer.max_epochs=30 hydra.sweep.dir=$(UNITS_DIR) $(ARGS)
-	$(PYTHON) -m nalu.cli.report $(UNITS_DIR)
+	$(PYTHON) -m nalu.report $(UNITS_DIR)
 
 solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report
-	$(PYTHON) -m nalu.cli.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
+	$(PYTHON) -m nalu.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
 
 benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations (OPS=) × 9 ranges × SEEDS seeds (25) in BENCH_DIR, then the report; rerun with the same BENCH_DIR to resume
-	$(PYTHON) -m nalu.cli.nalm_benchmark $(BENCH_DIR) --seeds $(or $(SEEDS),25) \
+	$(PYTHON) -m nalu.nalm_benchmark $(BENCH_DIR) --seeds $(or $(SEEDS),25) \
 		$(if $(filter command line environment,$(origin UNITS)),--units $(UNITS)) \
 		$(if $(OPS),--ops $(OPS)) $(ARGS)
 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
-	$(PYTHON) -m nalu.cli.bench $(ARGS)
+	$(PYTHON) -m nalu.bench $(ARGS)
 
 report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the latest)
 	$(if $(RUN),,$(error no sweep in outputs/multirun; name one with RUN=folder))
-	$(PYTHON) -m nalu.cli.report $(RUN)
+	$(PYTHON) -m nalu.report $(RUN)
 
 tensorboard: $(VENV)/.installed ## Serve every run and sweep in outputs/ on http://localhost:6006
 	$(VENV)/bin/tensorboard --logdir outputs/

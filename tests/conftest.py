@@ -50,10 +50,10 @@ def run_cli(
     args: Sequence[str],
     cwd: Path,
     timeout: float = 300,
-    module: str = "nalu.cli.train",
+    module: str = "nalu.train",
     python_options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m nalu.cli.train ARGS`` (or another ``module``) in a subprocess, as a user would
+    """``python -m nalu.train ARGS`` (or another ``module``) in a subprocess, as a user would
     type it; ``python_options`` go to the interpreter (``-X importtime``)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
     return subprocess.run(

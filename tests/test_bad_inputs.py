@@ -409,9 +409,9 @@ REPORT = [
 ]
 
 CASES = [
-    *(("nalu.cli.train", arguments, message) for arguments, message in TRAIN),
-    *(("nalu.cli.evaluate", arguments, message) for arguments, message in EVALUATE),
-    *(("nalu.cli.report", arguments, message) for arguments, message in REPORT),
+    *(("nalu.train", arguments, message) for arguments, message in TRAIN),
+    *(("nalu.evaluate", arguments, message) for arguments, message in EVALUATE),
+    *(("nalu.report", arguments, message) for arguments, message in REPORT),
 ]
 
 

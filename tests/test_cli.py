@@ -110,7 +110,7 @@ def test_help_pages_say_what_each_command_does_and_take_only_its_groups(tmp_path
     assert train_help.startswith("nalu-train: train neural arithmetic units")
     assert "nalu-train experiment=solve population=25" in train_help
     assert "model: article_vanilla, gnalu," in train_help  # the groups, from the config tree
-    evaluate_help = run_cli(["--help"], cwd=tmp_path, module="nalu.cli.evaluate").stdout
+    evaluate_help = run_cli(["--help"], cwd=tmp_path, module="nalu.evaluate").stdout
     assert evaluate_help.startswith("nalu-evaluate: test a trained run's checkpoint")
     groups = evaluate_help.split("== Configuration groups (group=option) ==\n")[1].split("\n\n")[0]
     # Exactly the groups evaluate composes, each with every option the config tree holds.
@@ -119,3 +119,20 @@ def test_help_pages_say_what_each_command_does_and_take_only_its_groups(tmp_path
     for group, options in listed.items():
         on_disk = sorted(path.stem for path in (CONFIG_DIR / group).glob("*.yaml"))
         assert [option.strip() for option in options.split(",")] == on_disk
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("module", "command"),
+    [
+        ("train", "nalu-train"),
+        ("evaluate", "nalu-evaluate"),
+        ("report", "nalu-report"),
+        ("bench", "nalu-bench"),
+        ("nalm_benchmark", "python -m nalu.nalm_benchmark"),
+    ],
+)
+def test_every_command_runs_as_python_dash_m_nalu_dot_its_name(module, command, tmp_path):
+    result = run_cli(["--help"], cwd=tmp_path, module=f"nalu.{module}")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert command in result.stdout.splitlines()[0]

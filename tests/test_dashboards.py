@@ -139,7 +139,7 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
 
 @pytest.mark.slow
 def test_the_report_of_a_learning_rate_sweep_has_a_row_per_rate(two_job_sweep):
-    result = run_cli([str(two_job_sweep)], cwd=two_job_sweep, module="nalu.cli.report")
+    result = run_cli([str(two_job_sweep)], cwd=two_job_sweep, module="nalu.report")
     assert result.returncode == 0, result.stderr[-2000:]
     rows = [line for line in result.stdout.splitlines() if line.startswith("nalu / ")]
     groups = sorted({re.split(r" {2,}", row)[0] for row in rows})
@@ -197,7 +197,7 @@ def test_console_scripts_complete_hydra_options_in_bash():
 def test_evaluate_takes_a_sweep_jobs_checkpoint_as_documented(two_job_sweep, tmp_path):
     job = next(path for path in two_job_sweep.iterdir() if "optimizer.lr=" in path.name)
     checkpoint = job / "checkpoints" / "last.ckpt"
-    result = run_cli([f"ckpt_path={checkpoint}"], cwd=tmp_path, module="nalu.cli.evaluate")
+    result = run_cli([f"ckpt_path={checkpoint}"], cwd=tmp_path, module="nalu.evaluate")
     assert result.returncode == 0, result.stderr[-2000:]
     (evaluation,) = job.glob("evaluate/*/evaluation.json")
     assert json.loads(evaluation.read_text())["ckpt_path"] == str(checkpoint)
@@ -269,7 +269,7 @@ def test_evaluate_reads_the_problem_from_the_run_and_writes_its_json(tmp_path):
     trained = run_cli([*TINY, f"hydra.run.dir={run_dir}"], cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr[-2000:]
     checkpoint = f"ckpt_path={run_dir}/checkpoints/last.ckpt"
-    result = run_cli([checkpoint], cwd=tmp_path, module="nalu.cli.evaluate")
+    result = run_cli([checkpoint], cwd=tmp_path, module="nalu.evaluate")
     assert result.returncode == 0, result.stderr[-2000:]
     (evaluation,) = run_dir.glob("evaluate/*/evaluation.json")
     metrics = json.loads(evaluation.read_text())["metrics"]
@@ -277,13 +277,13 @@ def test_evaluate_reads_the_problem_from_the_run_and_writes_its_json(tmp_path):
     assert metrics["extrap/mse"] == pytest.approx(recorded["extrap/mse"], rel=1e-6)
 
     wider = run_cli(
-        [checkpoint, "data.extrap_range=[-500,500]"], cwd=tmp_path, module="nalu.cli.evaluate"
+        [checkpoint, "data.extrap_range=[-500,500]"], cwd=tmp_path, module="nalu.evaluate"
     )
     assert wider.returncode == 0, wider.stderr[-2000:]
     assert len(list(run_dir.glob("evaluate/*/evaluation.json"))) == 2
 
     for bad in (["seed=1"], ["experiment=article"], ["data=static_arithmetic"]):
-        refused = run_cli([checkpoint, *bad], cwd=tmp_path, module="nalu.cli.evaluate")
+        refused = run_cli([checkpoint, *bad], cwd=tmp_path, module="nalu.evaluate")
         assert refused.returncode == 2, (bad, refused.stderr[-2000:])
         (line,) = refused.stderr.strip().splitlines()
         assert line.startswith(f"error: {bad[0].split('=')[0]}"), line

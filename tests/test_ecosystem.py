@@ -276,8 +276,8 @@ def test_evaluate_lifts_the_log_magnitude_cap_where_exact_products_exceed_it(tmp
     ("content", "message"),
     [
         (None, "ckpt_path='{path}': no such file"),
-        (b"", "ckpt_path='{path}': not a checkpoint written by nalu.cli.train"),
-        (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu.cli.train"),
+        (b"", "ckpt_path='{path}': not a checkpoint written by nalu-train"),
+        (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu-train"),
     ],
     ids=["missing", "empty", "text"],
 )
@@ -296,12 +296,12 @@ def test_evaluate_cli_with_a_bad_checkpoint_stops_with_one_line(tmp_path):
     result = run_cli(
         ["ckpt_path=notes.txt", f"hydra.run.dir={tmp_path}/eval"],
         cwd=tmp_path,
-        module="nalu.cli.evaluate",
+        module="nalu.evaluate",
     )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr + result.stdout
     assert result.stderr.strip().splitlines() == [
-        "error: ckpt_path='notes.txt': not a checkpoint written by nalu.cli.train"
+        "error: ckpt_path='notes.txt': not a checkpoint written by nalu-train"
     ]
 
 

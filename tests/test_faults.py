@@ -75,7 +75,7 @@ def test_a_sweep_whose_last_job_is_bad_starts_no_job(tmp_path):
 
 @pytest.mark.slow
 def test_two_runs_started_together_write_two_folders(tmp_path):
-    env_command = [sys.executable, "-m", "nalu.cli.train", *TINY]
+    env_command = [sys.executable, "-m", "nalu.train", *TINY]
     runs = [
         subprocess.Popen([*env_command, f"seed={seed}"], cwd=tmp_path, stderr=subprocess.PIPE)
         for seed in (0, 1)

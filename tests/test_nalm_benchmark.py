@@ -1,4 +1,4 @@
-"""``make benchmark`` (``python -m nalu.cli.nalm_benchmark``) on a small grid: the units'
+"""``make benchmark`` (``python -m nalu.nalm_benchmark``) on a small grid: the units'
 populations, the operations asked for, one report, and a second call that keeps what finished,
 resumes what was killed and refuses other settings."""
 
@@ -32,7 +32,7 @@ SMALL = [
 
 def benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "nalu.cli.nalm_benchmark", str(out), *args],
+        [sys.executable, "-m", "nalu.nalm_benchmark", str(out), *args],
         capture_output=True,
         text=True,
         timeout=600,

@@ -109,7 +109,7 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
     ]
     assert "| mlp | 3 | 1 |" in median_table(group_runs(runs, ["model"]), ["model"])
     report = subprocess.run(
-        [sys.executable, "-m", "nalu.cli.report", str(sweep_dir), "--group-by", "model"],
+        [sys.executable, "-m", "nalu.report", str(sweep_dir), "--group-by", "model"],
         capture_output=True,
         text=True,
     )
@@ -131,7 +131,7 @@ RESUMABLE = [
 
 def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "nalu.cli.train", *arguments, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nalu.train", *arguments, f"hydra.run.dir={run_dir}"],
         cwd=run_dir.parent,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,

@@ -1,4 +1,4 @@
-"""``python -m nalu.cli.bench``: the project's training speed as ratios measured in one process.
+"""``python -m nalu.bench``: the project's training speed as ratios measured in one process.
 
 (a) ``single_vs_plain``: the training of a single run as ``make train`` runs it (Lightning,
     TensorBoard, checkpoints) over the same training written as a plain PyTorch loop (same
@@ -374,7 +374,7 @@ def _positive(text: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="nalu-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=_positive, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument("--epochs", type=_positive, default=10, help="epochs of the single runs")
     parser.add_argument(

@@ -72,7 +72,7 @@ def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
         EOFError,
     ) as error:
         raise ConfigError(
-            f"ckpt_path={str(path)!r}: not a checkpoint written by nalu.cli.train"
+            f"ckpt_path={str(path)!r}: not a checkpoint written by nalu-train"
         ) from error
 
 

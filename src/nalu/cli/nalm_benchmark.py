@@ -1,4 +1,4 @@
-"""``python -m nalu.cli.nalm_benchmark DIR``: the single module arithmetic task of Mistry, Farrahi &
+"""``python -m nalu.nalm_benchmark DIR``: the single module arithmetic task of Mistry, Farrahi &
 Hare (2022, sec. 6.5) for every unit of ``conf/nalm``, as ``make benchmark`` runs it.
 
 Per unit one population (``experiment=nalm_single_module nalm=<unit>``: the unit's operations ×
@@ -114,7 +114,7 @@ def run_benchmark(
         resume = [f"ckpt_path={last}"] if last.is_file() else []
         print(f"{head}: {'resumed from ' + str(last) if resume else 'training'} in {run_dir}")
         sys.stdout.flush()
-        command = [sys.executable, "-m", "nalu.cli.train", *overrides, f"hydra.run.dir={run_dir}"]
+        command = [sys.executable, "-m", "nalu.train", *overrides, f"hydra.run.dir={run_dir}"]
         code = subprocess.call([*command, *resume, *extra])
         if code != 0:
             print(
@@ -142,7 +142,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _OneLineParser(prog="python -m nalu.cli.nalm_benchmark", description=__doc__)
+    parser = _OneLineParser(prog="python -m nalu.nalm_benchmark", description=__doc__)
     parser.add_argument("dir", type=Path, help="the benchmark's folder")
     parser.add_argument("--units", default=None, help="comma-separated units (default: all)")
     parser.add_argument("--seeds", type=int, default=25, help="seeds per cell (default 25)")

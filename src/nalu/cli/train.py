@@ -1,4 +1,4 @@
-"""Hydra entry point: ``python -m nalu.cli.train [overrides]`` trains, tests and records a run of
+"""Hydra entry point: ``python -m nalu.train [overrides]`` trains, tests and records a run of
 ``population`` ≥ 1 members."""
 
 import copy

@@ -473,7 +473,8 @@ class ArithmeticModule(L.LightningModule):
         """The epoch's per-member sums of the training loss and regularisation."""
         self._loss_sum = torch.zeros(self.population, device=self.device)
         self._regularization_sum = torch.zeros(self.population, device=self.device)
-        self._scale_sum = torch.zeros(self.population, device=self.device)
+        # A float while every member has the same λ (no device work per step), else ``[S]``.
+        self._scale_sum: float | Tensor = 0.0
         self._loss_samples = self._steps = 0
 
     def training_step(self, batch: Any, batch_idx: int) -> None:
@@ -671,9 +672,13 @@ class ArithmeticModule(L.LightningModule):
         per_member = {TRAIN_LOSS: loss}
         if self.has_regularization:
             per_member[TRAIN_REGULARIZATION] = self._regularization_sum / self._steps
-            per_member[TRAIN_REGULARIZER_SCALE] = self._scale_sum / self._steps
+        scale = self._scale_sum / self._steps
+        if self.has_regularization and isinstance(scale, Tensor):
+            per_member[TRAIN_REGULARIZER_SCALE] = scale
         values = living_medians(per_member, self.alive)
         self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
+        if self.has_regularization and not isinstance(scale, Tensor):
+            values[TRAIN_REGULARIZER_SCALE] = scale
         if self.population > 1:
             values[POPULATION_ALIVE_FRACTION] = float(self.alive.float().mean())
         self._log_to_loggers(values, self.global_step)

@@ -55,14 +55,20 @@ class MemberSchedules:
     def __init__(self, schedules: Sequence[RegularizerSchedule]) -> None:
         self.distinct = list(dict.fromkeys(schedules))
         self.index = torch.tensor([self.distinct.index(s) for s in schedules])
+        # λ of every step of a run for each distinct schedule, ``[steps, distinct]``, made once
+        # on the training device: a step then gathers its members' λ there, with no copy.
+        self._table = torch.empty(0)
+        self._table_for: tuple[int, torch.device | None] | None = None
 
     def __call__(
         self, step: int, total_steps: int, device: torch.device | None = None
     ) -> float | Tensor:
         """λ at optimizer step ``step`` (from 0) of ``total_steps``: a float, or ``[S]``."""
-        values = [schedule(step, total_steps) for schedule in self.distinct]
-        if len(values) == 1:
-            return values[0]
-        if self.index.device != device:
+        if len(self.distinct) == 1:
+            return self.distinct[0](step, total_steps)
+        if self._table_for != (total_steps, device):
+            rows = [[s(t, total_steps) for s in self.distinct] for t in range(total_steps)]
+            self._table = torch.tensor(rows, device=device)
+            self._table_for = (total_steps, device)
             self.index = self.index.to(device)
-        return torch.tensor(values, device=device)[self.index]
+        return self._table[step, self.index]
