@@ -12,6 +12,7 @@ UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu
 SEEDS ?=
 OPS ?=
 ARGS ?=
+TEST_WORKERS ?= auto
 RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
 
 .DEFAULT_GOAL := help
@@ -61,8 +62,8 @@ report: $(VENV)/.installed ## Write report.md, report.csv and figures for a swee
 tensorboard: $(VENV)/.installed ## Serve every run and sweep in outputs/ on http://localhost:6006
 	$(VENV)/bin/tensorboard --logdir outputs/
 
-test: $(VENV)/.installed ## Run the test suite (slow tests included; add ARGS="-m 'not slow'" to skip them)
-	$(PYTHON) -m pytest $(ARGS)
+test: $(VENV)/.installed ## Run the test suite on every core (TEST_WORKERS=auto; slow tests included, ARGS="-m 'not slow'" skips them)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) $(ARGS)
 
 lint: $(VENV)/.installed ## Check lint and formatting with ruff
 	$(VENV)/bin/ruff check src tests
