@@ -63,7 +63,7 @@ tensorboard: $(VENV)/.installed ## Serve every run and sweep in outputs/ on http
 	$(VENV)/bin/tensorboard --logdir outputs/
 
 test: $(VENV)/.installed ## Run the test suite on every core (TEST_WORKERS=auto; slow tests included, ARGS="-m 'not slow'" skips them)
-	$(PYTHON) -m pytest -n $(TEST_WORKERS) $(ARGS)
+	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)
 
 lint: $(VENV)/.installed ## Check lint and formatting with ruff
 	$(VENV)/bin/ruff check src tests

@@ -9,7 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-import torch
+
+# pytest-xdist (make test) runs a worker per core: each worker, and each command a test starts,
+# computes on one thread, or their thread pools would spin against each other on the same cores.
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+import torch  # after the thread count, which torch reads as it loads
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
