@@ -8,7 +8,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nalu.config.errors import InvalidArgument
-from nalu.config.value_range import Intervals
 
 Rule = Callable[[str, Any], None]
 
@@ -18,6 +17,11 @@ MAX_SEED = 2**32 - 1
 # The operations of each problem family, by name.
 MYSTERY_OPERATIONS = ("add", "sub", "mul", "div")
 STATIC_OPERATIONS = ("add", "sub", "mul", "div", "square", "sqrt")
+# The family of each data module, by its config's ``_target_``.
+DATA_OPERATIONS = {
+    "nalu.data.ArithmeticDataModule": MYSTERY_OPERATIONS,
+    "nalu.data.StaticArithmeticDataModule": STATIC_OPERATIONS,
+}
 # Whose near-perfect model sets the success threshold: Madsen & Johansen 2020 (its weights off
 # by ε) or Mistry et al. 2022 (its output off by ε, for + − × ÷).
 NEAR_PERFECT_MODELS = ("madsen_johansen", "mistry")
@@ -227,10 +231,6 @@ def near_perfect_operations(name: str, value: Any, chosen: Sequence[str]) -> Non
 def accelerator(name: str, value: Any) -> None:
     if value not in ACCELERATORS:
         raise InvalidArgument(name, value, f"must be one of {list(ACCELERATORS)}")
-
-
-def largest_magnitude(intervals: Intervals) -> float:
-    return max(max(abs(low), abs(high)) for low, high in intervals)
 
 
 def target_magnitude(operation: str, operand: float, min_abs_denominator: float) -> float:

@@ -22,10 +22,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import ConfigError, InvalidArgument, cut, shorten
 from nalu.config.rules import (
+    DATA_OPERATIONS,
     MAX_SET_VALUES,
     MAX_TARGET_MAGNITUDE,
-    MYSTERY_OPERATIONS,
-    STATIC_OPERATIONS,
     Rule,
     accelerator,
     boolean,
@@ -36,7 +35,6 @@ from nalu.config.rules import (
     integer_at_least,
     is_integer,
     is_number_pair,
-    largest_magnitude,
     layer_sizes,
     logarithm_base,
     max_steps,
@@ -57,7 +55,7 @@ from nalu.config.rules import (
     torch_activation,
     unit_interval_pair,
 )
-from nalu.config.value_range import value_intervals, without_band
+from nalu.config.value_range import largest_magnitude, value_intervals, without_band
 
 SPLITS = ("train", "interp", "extrap")
 # More combinations than this in a sweep are checked one swept field at a time.
@@ -267,13 +265,13 @@ def cross_field_rules(cfg: DictConfig) -> None:
 
 
 def _data_rules(cfg: DictConfig) -> None:
-    static = "Static" in str(_get(cfg, "data._target_"))
     chosen: list[str] = []
     if (value := _value(cfg, "data.operations")) is not _ABSENT:
-        allowed = STATIC_OPERATIONS if static else MYSTERY_OPERATIONS
-        _apply(operations(allowed), "data.operations", value)
+        allowed = DATA_OPERATIONS.get(_get(cfg, "data._target_"))
+        if allowed is not None:  # a data module of another family checks its own
+            _apply(operations(allowed), "data.operations", value)
         chosen = value
-    if static and (model := _value(cfg, "data.near_perfect")) is not _ABSENT:
+    if (model := _value(cfg, "data.near_perfect")) is not _ABSENT:
         _apply(
             functools.partial(near_perfect_operations, chosen=chosen), "data.near_perfect", model
         )
@@ -293,7 +291,7 @@ def _data_rules(cfg: DictConfig) -> None:
             )
     denominator = _get(cfg, "data.min_abs_denominator")
     operand_scale = 1
-    if static and _get(cfg, "data.subset_ratio") is not None:
+    if _get(cfg, "data.subset_ratio") is not None:
         subset = math.floor(_get(cfg, "data.subset_ratio") * in_features)
         if subset < 1:
             raise ConfigError(

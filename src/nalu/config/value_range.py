@@ -8,10 +8,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from nalu.config.errors import InvalidArgument
+from nalu.config.rules import is_number
 
 # A value range: disjoint intervals [low, high] in increasing order, inputs uniform on their union;
 # the problems' methods also take a plain (low, high).
 Intervals = tuple[tuple[float, float], ...]
+# A bound's largest magnitude: beyond it high − low and the samples overflow to inf.
+MAX_BOUND = 1e300
 RANGE_RULE = (
     "must be [low, high] with low < high, both finite, or a union [[low, high], ...] of such, "
     "in increasing order without overlap"
@@ -22,15 +25,15 @@ def value_intervals(name: str, value: Any) -> Intervals:
     """``[low, high]`` or a union ``[[-6, -2], [2, 6]]`` (Madsen & Johansen 2020's extrapolation
     range for signed inputs) as ``Intervals``, else an ``InvalidArgument`` naming ``name``."""
 
-    def is_number(item: Any) -> bool:
-        return isinstance(item, int | float) and not isinstance(item, bool) and abs(item) < 1e300
+    def is_bound(item: Any) -> bool:
+        return is_number(item) and abs(item) < MAX_BOUND
 
     def is_pair(item: Any) -> bool:
         return (
             isinstance(item, Sequence)
             and not isinstance(item, str)
             and len(item) == 2
-            and all(map(is_number, item))
+            and all(map(is_bound, item))
             and item[0] < item[1]
         )
 
@@ -45,6 +48,10 @@ def value_intervals(name: str, value: Any) -> Intervals:
         shown = value if not isinstance(value, Sequence) or isinstance(value, str) else list(value)
         raise InvalidArgument(name, shown, RANGE_RULE)
     return tuple((float(low), float(high)) for low, high in items)
+
+
+def largest_magnitude(intervals: Intervals) -> float:
+    return max(max(abs(low), abs(high)) for low, high in intervals)
 
 
 def without_band(intervals: Intervals, half_width: float) -> Intervals:
