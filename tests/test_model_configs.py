@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 
 from nalu.cli.train import train
 from nalu.results.readback import READERS, read_back
-from nalu.training.module import build_network
+from nalu.training.members import build_network
 from nalu.units.contract import clamped_units, regularized_units
 
 # The article's problem with division, inputs and targets as large as its extrapolation set.

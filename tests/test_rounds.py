@@ -11,7 +11,8 @@ from conftest import TINY, compose_config
 from nalu.cli.train import train
 from nalu.config.errors import ConfigError, InvalidArgument
 from nalu.config.validation import validate_config
-from nalu.training.module import ArithmeticModule, build_network
+from nalu.training.members import build_network
+from nalu.training.module import ArithmeticModule
 
 # 200 steps an epoch of fresh batches; an NAU at 0.05 learns this problem's difference within
 # one epoch and never a product.

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from nalu.config.errors import InvalidArgument
-from nalu.training.module import ArithmeticModule, build_network
+from nalu.training.members import build_network
+from nalu.training.module import ArithmeticModule
 from nalu.training.stalls import StallRule
 
 NAN = float("nan")

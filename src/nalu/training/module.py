@@ -9,16 +9,13 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
-from hydra.utils import instantiate
 from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 from torch.optim import Optimizer
 
 from nalu.config import rules
 from nalu.config.errors import Diverged, InvalidArgument
 from nalu.data.batches import step_batches
-from nalu.data.counter_random import root_key
 from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.results.metrics import MemberOutputMSE
 from nalu.results.record import (
@@ -37,6 +34,7 @@ from nalu.results.record import (
     TRAIN_REGULARIZER_SCALE,
     metric_name,
 )
+from nalu.training.members import Members
 from nalu.training.optimization import configure_optimization
 from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
 from nalu.training.stalls import StallRule
@@ -64,31 +62,6 @@ def is_config(value: Any) -> bool:
     """Whether ``value`` is a Hydra config (a mapping, such as ``{"_target_": ...}``), not a plain
     object such as a built ``nn.Module``."""
     return isinstance(value, Mapping)
-
-
-def build_network(network: dict[str, Any], seed: int, draw: int = 0) -> nn.Module:
-    """The network that ``seed`` initialises, without touching the caller's random state; its
-    ``draw``-th new initialisation for ``draw`` > 0 (a restart), from a seed that mixes the two
-    (torch's CPU generator keeps only a seed's low 32 bits, so ``seed + draw · 2³²`` would
-    repeat the first)."""
-    if draw:
-        seed = int(root_key(seed, draw)) & 0xFFFFFFFF
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return instantiate(network)
-
-
-def stack_parameters(template: nn.Module, members: Sequence[nn.Module]) -> None:
-    """Replace every parameter and buffer of ``template`` by the members' values stacked
-    ``[S, ...]``, under the same name, so that a state dict reads like the network's."""
-    for name, _ in list(template.named_parameters()):
-        owner_name, _, attribute = name.rpartition(".")
-        stacked = torch.stack([m.get_parameter(name).detach() for m in members])
-        setattr(template.get_submodule(owner_name), attribute, nn.Parameter(stacked))
-    for name, _ in list(template.named_buffers()):
-        owner_name, _, attribute = name.rpartition(".")
-        stacked = torch.stack([m.get_buffer(name) for m in members])
-        template.get_submodule(owner_name).register_buffer(attribute, stacked)
 
 
 def check_candidates_at_the_top(network: nn.Module) -> None:
@@ -160,35 +133,14 @@ def living_medians(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]
     return dict(zip(values, medians.tolist(), strict=True))
 
 
-def member_terms(objective: nn.Module, population: int) -> Callable[..., tuple[Tensor, ...]]:
-    """``(x, y) -> (mse, fit[, regularization])``, each ``[S]`` (scalars at S = 1): ``objective`` (a
-    ``MemberObjective``) for every member, through ``vmap`` over the stacked parameters at
-    S > 1 (``ArithmeticModule._for_each_member``'s rule), as one function ``torch.compile``
-    can trace."""
-    network = objective.network
-
-    def terms(x: Tensor, y: Tensor) -> tuple[Tensor, ...]:
-        if population == 1:
-            return objective(x, y)
-        state = {f"network.{n}": t for n, t in network.named_parameters()}
-        state.update((f"network.{n}", t) for n, t in network.named_buffers())
-        run = vmap(lambda s, args: functional_call(objective, s, args), randomness="different")
-        return run(state, (x, y))
-
-    return terms
-
-
 class ArithmeticModule(L.LightningModule):
     """MSE training of S ≥ 1 members: member ``k`` is the network that ``seeds[k]``
     initialises, trained on its own problem (``output_operations[k]``, thresholds
     ``success_threshold[k]``) with its own batches.
 
-    Where S lives: at S = 1 ``network`` is the plain network and batches are ``[B, in]``; at
-    S > 1 every parameter is stacked ``[S, ...]`` under the network's own names and batches are
-    ``[S, B, in]``, run through ``vmap`` over ``functional_call`` (``_for_each_member`` and
-    ``member_terms`` run the members, ``_member_mask`` and ``member_network`` pick them out).
-    Each member's gradient is its own and the optimizers update every element independently,
-    so members never mix.
+    Where S lives: ``members`` (``nalu.training.members.Members``) holds the network, the plain
+    one at S = 1 and every parameter stacked ``[S, ...]`` at S > 1, and is what runs, masks and
+    re-initialises members; nothing else here tells S = 1 from S > 1.
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
     ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
@@ -255,21 +207,9 @@ class ArithmeticModule(L.LightningModule):
             else regularizer
         )
         self.regularizer = MemberSchedules([RegularizerSchedule(**(r or {})) for r in schedules])
-        if isinstance(network, nn.Module):
-            if len(seeds) > 1:
-                raise InvalidArgument(
-                    "network",
-                    type(network).__name__,
-                    "a population builds each member from its seed: pass the network's config "
-                    "({'_target_': ...}), not a built module",
-                )
-            members = [network]
-        else:
-            members = [build_network(network, seed) for seed in seeds]
-        check_candidates_at_the_top(members[0])
-        if len(members) > 1:
-            stack_parameters(members[0], members)
-        self.network: nn.Module = members[0]
+        self.members = Members(network, seeds)
+        check_candidates_at_the_top(self.members.network)
+        self.network: nn.Module = self.members.network
         # Not a submodule: the network's parameters are registered once, as ``network.*``.
         self._objective = {
             "member": MemberObjective(self.network),
@@ -278,7 +218,7 @@ class ArithmeticModule(L.LightningModule):
         self.has_regularization = self._objective["member"].has_regularization
         # The step's and the evaluation's functions, and their compiled forms (``setup``).
         self._eager: dict[str, Callable[..., Any]] = {
-            "terms": member_terms(self._objective["member"], len(seeds)),
+            "terms": self.members.terms(self._objective["member"]),
             "answers": self._member_answers,
         }
         self._compiled: dict[str, Callable[..., Any]] = {}
@@ -364,31 +304,12 @@ class ArithmeticModule(L.LightningModule):
 
     @property
     def population(self) -> int:
-        return len(self.hparams.seeds)
-
-    def _for_each_member(self, module: nn.Module, *inputs: Tensor) -> Any:
-        """``module`` (the network or a member's objective) run for every member: at S = 1
-        called directly on ``[B, ...]`` inputs; at S > 1 on ``[S, B, ...]`` through ``vmap`` over
-        the stacked parameters, its outputs gaining the leading member dimension."""
-        if self.population == 1:
-            return module(*inputs)
-        prefix = "" if module is self.network else "network."  # a wrapper's
-        state = {f"{prefix}{n}": t for n, t in self.network.named_parameters()}
-        state.update((f"{prefix}{n}", t) for n, t in self.network.named_buffers())
-        # "different": a stochastic unit's noise is each member's own.
-        run = vmap(lambda s, args: functional_call(module, s, args), randomness="different")
-        return run(state, inputs)
+        return self.members.size
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``[B, in]`` (S = 1) or ``[S, B, in]`` -> outputs ``[B, out]`` or
         ``[S, B, out]``."""
-        return self._for_each_member(self.network, x)
-
-    def _member_mask(self, flags: Tensor, like: Tensor) -> Tensor:
-        """``[S]`` flags shaped to select whole members of a parameter like ``like``."""
-        if self.population == 1:
-            return flags.reshape((1,) * like.dim())
-        return flags.view(-1, *[1] * (like.dim() - 1))
+        return self.members.run(self.network, x)
 
     def setup(self, stage: str) -> None:
         """Ask a ``TrainingDataModule`` for chunks of steps (one step per batch under data
@@ -595,7 +516,7 @@ class ArithmeticModule(L.LightningModule):
             self._log_to_loggers({TRAIN_BATCH_LOSS: loss}, steps[k])
         if not any_alive:
             step = int(self.diverged_at_step.max())
-            if self.population == 1:
+            if not self.members.is_population:
                 reason = f"train loss is {float(self.diverged_loss[0])}"
             else:
                 reason = "every member's train loss is not finite"
@@ -613,22 +534,14 @@ class ArithmeticModule(L.LightningModule):
         they become 0 before clipping."""
         for parameter in self.network.parameters():
             if parameter.grad is not None:
-                mask = self._member_mask(self.alive, parameter)
+                mask = self.members.mask(self.alive, parameter)
                 parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
-
-    def _row_mask(self, flags: Tensor, like: Tensor) -> Tensor:
-        """``[S, out]`` flags shaped to select output rows of a parameter like ``like``
-        (``[S, out, ...]``, or ``[out, ...]`` at S = 1: the first dimension of an independent
-        output unit's parameters is the output's)."""
-        if self.population == 1:
-            return flags[0].view(-1, *[1] * (like.dim() - 1))
-        return flags.view(*flags.shape, *[1] * (like.dim() - 2))
 
     def _zero_settled_gradients(self) -> None:
         """Settled outputs' rows get no update (their first moments are 0 too)."""
         for parameter in self.network.parameters():
             if parameter.grad is not None:
-                parameter.grad.masked_fill_(self._row_mask(self.settled_outputs, parameter), 0.0)
+                parameter.grad.masked_fill_(self.members.rows(self.settled_outputs, parameter), 0.0)
 
     def _clip_gradients(self, optimizer: Any) -> None:
         """``gradient_clip_val``/``gradient_clip_algorithm``, per member: a member's gradient
@@ -638,15 +551,9 @@ class ArithmeticModule(L.LightningModule):
         if not value:
             return
         by_norm = algorithm in (None, "norm")  # Lightning's default is "norm"
-        if self.population == 1 or not by_norm:
-            self.clip_gradients(optimizer, value, algorithm or "norm")
-            return
         gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
-        squares = sum(g.reshape(self.population, -1).square().sum(dim=1) for g in gradients)
-        # torch.nn.utils.clip_grad_norm_'s factor, one per member.
-        factor = (value / (squares.sqrt() + 1e-6)).clamp(max=1.0)
-        for gradient in gradients:
-            gradient.mul_(factor.view(-1, *[1] * (gradient.dim() - 1)))
+        if not (by_norm and self.members.clip_norms(gradients, value)):
+            self.clip_gradients(optimizer, value, algorithm or "norm")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.is_last_batch:
@@ -679,7 +586,7 @@ class ArithmeticModule(L.LightningModule):
         self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
         if self.has_regularization and not isinstance(scale, Tensor):
             values[TRAIN_REGULARIZER_SCALE] = scale
-        if self.population > 1:
+        if self.members.is_population:
             values[POPULATION_ALIVE_FRACTION] = float(self.alive.float().mean())
         self._log_to_loggers(values, self.global_step)
 
@@ -689,10 +596,7 @@ class ArithmeticModule(L.LightningModule):
         names, parameters = zip(*self.network.named_parameters(), strict=True)
         finite = self._on_every_process(
             torch.stack(
-                [
-                    torch.isfinite(p.detach()).reshape(self.population, -1).all(dim=1)
-                    for p in parameters
-                ]
+                [self.members.per_member(torch.isfinite(p.detach())).all(dim=1) for p in parameters]
             )
         )  # [parameters, S]
         healthy = finite.all(dim=0)
@@ -712,7 +616,7 @@ class ArithmeticModule(L.LightningModule):
 
     def _member_answers(self, x: Tensor) -> Tensor:
         """Every member's candidate answers ``[S, B, C, out]`` (``MemberEvaluation``)."""
-        return self._for_each_member(self._objective["evaluation"], x)
+        return self.members.run(self._objective["evaluation"], x)
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch
@@ -816,7 +720,7 @@ class ArithmeticModule(L.LightningModule):
             self.solved_at_step,
         )
         for name, parameter in self.network.named_parameters():
-            mask = self._member_mask(improved, parameter)
+            mask = self.members.mask(improved, parameter)
             best = self.best_parameters[name].to(parameter.device)
             self.best_parameters[name] = torch.where(mask, parameter.detach(), best)
         if self.hparams.rounds > 1 and not self.trainer.should_stop:
@@ -840,11 +744,11 @@ class ArithmeticModule(L.LightningModule):
         restarted = ~self.settled_outputs & living
         self._any_settled = bool(self.settled_outputs.any())
         round_index = step // self.round_steps
-        fresh = self._fresh_parameters(round_index)
+        fresh = self.members.fresh(round_index)
         optimizer = self.optimizers().optimizer
         with torch.no_grad():
             for name, parameter in self.network.named_parameters():
-                rows = self._row_mask(restarted, parameter)
+                rows = self.members.rows(restarted, parameter)
                 parameter.copy_(torch.where(rows, fresh[name].to(parameter), parameter))
                 # Every live row is now settled or new: Adam's moments and step count start
                 # from 0 (a settled row's zero moments and zero gradients leave it still).
@@ -867,20 +771,6 @@ class ArithmeticModule(L.LightningModule):
             int(restarted.sum()),
         )
 
-    def _fresh_parameters(self, round_index: int) -> dict[str, Tensor]:
-        """Every member's network as its seed initialises it for round ``round_index``
-        (``build_network``'s draw ``round_index``)."""
-        members = [
-            build_network(self.hparams.network, seed, draw=round_index)
-            for seed in self.hparams.seeds
-        ]
-        return {
-            name: torch.stack([m.get_parameter(name).detach() for m in members])
-            if self.population > 1
-            else members[0].get_parameter(name).detach()
-            for name, _ in self.network.named_parameters()
-        }
-
     def _restart_stalled(self, step: int) -> None:
         """Each living member whose interpolation MSE has stalled (``stall_restart``, the
         iNALU's rule) starts over: every parameter re-initialised from its seed for its n-th
@@ -896,10 +786,9 @@ class ArithmeticModule(L.LightningModule):
         with torch.no_grad():
             for member in members:
                 draw = self.hparams.rounds - 1 + int(self.stall_restarts[member])
-                fresh = build_network(self.hparams.network, self.hparams.seeds[member], draw)
+                fresh = self.members.fresh_member(member, draw)
                 for name, parameter in self.network.named_parameters():
-                    target = parameter[member] if self.population > 1 else parameter
-                    target.copy_(fresh.get_parameter(name))
+                    self.members.of(parameter, member).copy_(fresh.get_parameter(name))
         log.info(
             "step %d: stalled, re-initialised (stall_restart): %d of %d members",
             step,
@@ -932,7 +821,7 @@ class ArithmeticModule(L.LightningModule):
         as they started if they diverged)."""
         validated = self.best_interp_mse.isfinite() | ~self.alive
         for name, parameter in self.network.named_parameters():
-            mask = self._member_mask(validated, parameter)
+            mask = self.members.mask(validated, parameter)
             best = self.best_parameters[name].to(parameter.device)
             parameter.copy_(torch.where(mask, best, parameter))
 
@@ -976,12 +865,7 @@ class ArithmeticModule(L.LightningModule):
 
     def member_network(self, member: int) -> nn.Module:
         """Member ``member`` as a plain network with its current parameters."""
-        if self.population == 1:
-            return self.network
-        network = build_network(self.hparams.network, self.hparams.seeds[member])
-        state = {name: t[member] for name, t in self.network.state_dict().items()}
-        network.load_state_dict(state)
-        return network.to(self.device)
+        return self.members.member_network(member, self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # Each curve as two tensors (steps [n], values [n, S]): one tensor per point would make
