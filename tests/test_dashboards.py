@@ -114,7 +114,7 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
 
         experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
         metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert {f"final/{name}" for name in HPARAMS_METRICS} <= metric_tags
+        assert {f"result/{name}" for name in HPARAMS_METRICS} <= metric_tags
         names = [info["name"] for info in experiment["hparamInfos"]]
         # What tells the runs apart leads the list, which the tab ticks from the top.
         differing = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
@@ -125,7 +125,7 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
         request = {
             "experimentName": "",
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
-            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "final/extrap/mse"}}],
+            "colParams": [{"hparam": "optimizer.lr"}, {"metric": {"tag": "result/extrap/mse"}}],
             "startIndex": 0,
             "sliceSize": 10,
         }

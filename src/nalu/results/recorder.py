@@ -153,9 +153,9 @@ def read_back_metrics(
 def log_final_metrics(
     tensorboard: TensorBoardLogger, metrics: dict[str, float], step: int
 ) -> dict[str, float]:
-    """The headline final metrics as ``final/`` scalars (the HParams table's metric columns;
+    """The headline final metrics as ``result/`` scalars (the HParams table's metric columns;
     the curves of the same names are the run as it trained) and every final metric but the
-    output counts as one Text table, ``final/metrics`` (one-point charts would bury the
+    output counts as one Text table, ``result/metrics`` (one-point charts would bury the
     curves); returns the headline."""
     headline = {
         f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
