@@ -192,6 +192,36 @@ def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path
     assert resumed == train(compose_config(arguments, tmp_path / "uninterrupted"))
 
 
+@pytest.mark.slow
+def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp_path):
+    sweep = tmp_path / "sweep"
+    log = tmp_path / "sweep.log"
+    arguments = ["-m", *RESUMABLE, "seed=3,4", f"hydra.sweep.dir={sweep}"]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nalu.train", *arguments],
+        cwd=tmp_path,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    deadline = time.monotonic() + 240
+    while process.poll() is None and time.monotonic() < deadline:
+        if any(path.stat().st_size > 0 for path in sweep.glob("*/checkpoints/last.ckpt")):
+            break
+        time.sleep(0.02)
+    (last,) = sweep.glob("*/checkpoints/last.ckpt")
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=120) == EXIT_INTERRUPTED
+    output = log.read_text()
+    assert "Traceback" not in output
+    assert "SIGTERM: stopping after this epoch" in output
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith(f"error: {last.parent.parent}: interrupted after epoch ")
+    assert last_line.endswith(f"ckpt_path={last}")
+    # The sweep stopped: its second job never started.
+    assert [path.name for path in sweep.iterdir() if path.is_dir()] == [last.parent.parent.name]
+
+
 def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):
     train(compose_config([*TINY, "model=nac"], tmp_path / "run"))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"

@@ -41,8 +41,8 @@ CONFIG_DIR = (
     else Path(__file__).resolve().parents[3] / "conf"
 )
 T = TypeVar("T")
-# Exit codes: bad input, a run stopped by a non-finite loss, a run stopped by Ctrl-C (as a shell
-# reports SIGINT).
+# Exit codes: bad input, a run stopped by a non-finite loss, a run stopped by Ctrl-C or SIGTERM
+# (as a shell reports SIGINT; last.ckpt resumes it).
 EXIT_CONFIG_ERROR = 2
 EXIT_DIVERGED = 3
 EXIT_INTERRUPTED = 130

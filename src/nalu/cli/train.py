@@ -172,7 +172,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     final metrics (at S > 1 their medians over the members).
 
     Raises ``ConfigError`` for a bad config, ``Diverged`` when every member met a non-finite
-    loss (metrics.json then says so) and ``Interrupted`` after a Ctrl-C (last.ckpt resumes).
+    loss (metrics.json then says so) and ``Interrupted`` after a Ctrl-C or SIGTERM (last.ckpt
+    resumes).
     """
     validate_config(cfg)
     # Torch and Lightning load only once the config is known to be good: seconds saved per typo.
@@ -374,7 +375,7 @@ def hydra_main(cfg: DictConfig) -> float:
             return run_job(cfg, output_dir)
         except SystemExit as stop:  # its one line is printed
             if stop.code == EXIT_INTERRUPTED:
-                raise  # Ctrl-C stops the sweep
+                raise  # Ctrl-C or SIGTERM stops the sweep
             log.error(f"{output_dir}: job failed (exit code {stop.code})")
         except Exception as error:
             log.error(
@@ -386,7 +387,8 @@ def hydra_main(cfg: DictConfig) -> float:
 
 def run_job(cfg: DictConfig, output_dir: Path) -> float:
     """Train ``cfg``, print its summary and return the interpolation MSE (what a sweeper
-    minimises); bad input, faults, divergence and Ctrl-C end in one line and their exit code."""
+    minimises); bad input, faults, divergence and Ctrl-C/SIGTERM end in one line and their exit
+    code."""
     try:
         metrics = train(cfg)
     except ConfigError as error:

@@ -52,7 +52,8 @@ class Diverged(Exception):
 
 
 class Interrupted(Exception):
-    """Training was stopped by Ctrl-C at the end of ``epoch``; ``checkpoint`` resumes it."""
+    """Training was stopped by Ctrl-C or SIGTERM at the end of ``epoch``; ``checkpoint``
+    resumes it."""
 
     def __init__(self, epoch: int, checkpoint: str) -> None:
         self.epoch = epoch

@@ -1,4 +1,4 @@
-"""Ctrl-C during training: finish the epoch, save last.ckpt, stop cleanly."""
+"""Ctrl-C or SIGTERM during training: finish the epoch, save last.ckpt, stop cleanly."""
 
 import signal
 import sys
@@ -8,11 +8,18 @@ from typing import Any
 
 import lightning as L
 
+# The signals that stop a run at its epoch's end: Ctrl-C, and the polite kill of ``kill`` and of
+# a cluster's scheduler at a job's time limit (Slurm sends SIGTERM, then SIGKILL).
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
+# What each does at once, with no handler of Lightning's or ours.
+AT_ONCE = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+
 
 class StopAtEpochEndOnInterrupt(L.Callback):
-    """The first Ctrl-C (SIGINT) lets the current epoch finish, so that ``last.ckpt`` is saved at
-    an epoch boundary that ``ckpt_path`` resumes exactly, then stops training; ``interrupted``
-    tells the caller. A second Ctrl-C interrupts at once, as Lightning does by default.
+    """The first Ctrl-C (SIGINT) or SIGTERM lets the current epoch finish, so that ``last.ckpt``
+    is saved at an epoch boundary that ``ckpt_path`` resumes exactly, then stops training;
+    ``interrupted`` tells the caller (a sweep stops too). The same signal again acts at once, as
+    it would with no handler: ``KeyboardInterrupt``, or the end of the process.
 
     Deferring keeps the interrupt out of a step's middle, where it could leave a network's
     parameters swapped out under ``vmap``.
@@ -20,19 +27,26 @@ class StopAtEpochEndOnInterrupt(L.Callback):
 
     def __init__(self) -> None:
         self.interrupted = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted:
+            signal.signal(signum, AT_ONCE[signal.Signals(signum)])
+            signal.raise_signal(signum)
+            return
         self.interrupted = True
-        signal.signal(signal.SIGINT, self._previous)
+        name = STOP_SIGNALS[signal.Signals(signum)]
         print(
-            "\nCtrl-C: stopping after this epoch and saving last.ckpt (Ctrl-C again: at once)",
+            f"\n{name}: stopping after this epoch and saving last.ckpt ({name} again: at once)",
             file=sys.stderr,
         )
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # After Lightning's own SIGTERM handler (set once fitting has begun), which would end
+        # the run at its next batch and leave a sweep going on with its next job.
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._request_stop)
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._request_stop)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Callbacks' hooks run before ModelCheckpoint's, which then saves this epoch's last.ckpt;
@@ -41,6 +55,7 @@ class StopAtEpochEndOnInterrupt(L.Callback):
             trainer.should_stop = True
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for signum, previous in self._previous.items():
+            if signal.getsignal(signum) == self._request_stop:  # not replaced since
+                signal.signal(signum, previous)
+        self._previous = {}
