@@ -199,6 +199,28 @@ def test_rows_at_a_fraction_of_the_exact_weights_are_not_recovered(unit, scale):
     assert metrics["recovered_fraction"] == 0.5
 
 
+@pytest.mark.parametrize("exact_gate", [False, True])
+def test_a_gate_at_0_995_is_not_recovered(exact_gate):
+    from nalu.units import GatedAdditionMultiplicationUnit
+
+    problem = MysteryArithmeticProblem(6, 2, operations=("add",), problem_seed=2)
+    network = GatedAdditionMultiplicationUnit(6, 2, exact_gate=exact_gate)
+    exact = torch.zeros(2, 6)
+    exact[torch.arange(2), problem.left_index] = 1.0
+    exact[torch.arange(2), problem.right_index] = 1.0
+    # g = 0.995 for output 0 (0.5% of the product path leaks in), g = 1 for output 1.
+    gate = torch.tensor([0.995, 1.0]) if exact_gate else torch.tensor([math.log(199), 30.0])
+    with torch.no_grad():
+        network.nau.weight.copy_(exact)
+        network.nmu.weight.copy_(exact)
+        network.gate_weight.copy_(gate)
+    (solved,) = solved_outputs(extrapolation_metric(problem, network))
+    assert solved.tolist() == [False, True]
+    metrics, formulas = read_back_metrics(network, problem, torch.rand(16, 6) + 1, solved)
+    assert [f["recovered"] for f in formulas] == [False, True]
+    assert metrics["recovered_fraction"] == 0.5
+
+
 @pytest.mark.parametrize("shared", [False, True])
 def test_nalu_reads_the_path_its_gate_opens(shared):
     nalu = NeuralArithmeticLogicUnit(3, 2, shared_weights=shared)
