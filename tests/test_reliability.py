@@ -130,8 +130,11 @@ RESUMABLE = [
 
 
 def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
+    """``python -m nalu.train ARGUMENTS`` in the background, its output in ``log``: a run in
+    ``run_dir``, or with ``-m`` a sweep there."""
+    folder = "hydra.sweep.dir" if "-m" in arguments else "hydra.run.dir"
     return subprocess.Popen(
-        [sys.executable, "-m", "nalu.train", *arguments, f"hydra.run.dir={run_dir}"],
+        [sys.executable, "-m", "nalu.train", *arguments, f"{folder}={run_dir}"],
         cwd=run_dir.parent,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
@@ -139,14 +142,18 @@ def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Pope
     )
 
 
-def wait_for_first_checkpoint(process: subprocess.Popen, run_dir: Path) -> Path:
-    last = run_dir / "checkpoints" / "last.ckpt"
+def wait_for_first_checkpoint(
+    process: subprocess.Popen, run_dir: Path, pattern: str = "checkpoints/last.ckpt"
+) -> Path:
+    """The first non-empty ``last.ckpt`` under ``run_dir`` (``pattern``: a sweep's jobs' are
+    ``*/checkpoints/last.ckpt``), once the process has written it."""
     deadline = time.monotonic() + 240
     while process.poll() is None and time.monotonic() < deadline:
-        if last.exists() and last.stat().st_size > 0:
-            break
+        written = [path for path in run_dir.glob(pattern) if path.stat().st_size > 0]
+        if written:
+            return written[0]
         time.sleep(0.02)
-    return last
+    return run_dir / pattern
 
 
 @pytest.mark.slow
@@ -195,24 +202,11 @@ def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path
 @pytest.mark.slow
 def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp_path):
     sweep = tmp_path / "sweep"
-    log = tmp_path / "sweep.log"
-    arguments = ["-m", *RESUMABLE, "seed=3,4", f"hydra.sweep.dir={sweep}"]
-    process = subprocess.Popen(
-        [sys.executable, "-m", "nalu.train", *arguments],
-        cwd=tmp_path,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline:
-        if any(path.stat().st_size > 0 for path in sweep.glob("*/checkpoints/last.ckpt")):
-            break
-        time.sleep(0.02)
-    (last,) = sweep.glob("*/checkpoints/last.ckpt")
+    process = start_run(["-m", *RESUMABLE, "seed=3,4"], sweep, tmp_path / "sweep.log")
+    last = wait_for_first_checkpoint(process, sweep, "*/checkpoints/last.ckpt")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == EXIT_INTERRUPTED
-    output = log.read_text()
+    output = (tmp_path / "sweep.log").read_text()
     assert "Traceback" not in output
     assert "SIGTERM: stopping after this epoch" in output
     last_line = output.strip().splitlines()[-1]

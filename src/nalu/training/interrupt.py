@@ -41,12 +41,17 @@ class StopAtEpochEndOnInterrupt(L.Callback):
             file=sys.stderr,
         )
 
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._take(signal.SIGINT)
+
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # After Lightning's own SIGTERM handler (set once fitting has begun), which would end
-        # the run at its next batch and leave a sweep going on with its next job.
+        # After Lightning's own SIGTERM handler, set after ``on_fit_start``: it would end the run
+        # at its next batch and leave a sweep going on with its next job.
+        self._take(signal.SIGTERM)
+
+    def _take(self, signum: signal.Signals) -> None:
         if threading.current_thread() is threading.main_thread():
-            for signum in STOP_SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._request_stop)
+            self._previous[signum] = signal.signal(signum, self._request_stop)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Callbacks' hooks run before ModelCheckpoint's, which then saves this epoch's last.ckpt;

@@ -1,4 +1,4 @@
-"""A population's member dimension: the one place that tells S = 1 from S > 1.
+"""A population's member dimension: how S = 1 and S > 1 hold, run and re-initialise members.
 
 At S = 1 the network is the plain network and batches are ``[B, in]``. At S > 1 every parameter
 and buffer is stacked ``[S, ...]`` under the network's own names, and batches are
@@ -146,13 +146,10 @@ class Members:
         network.load_state_dict({n: t[member] for n, t in self.network.state_dict().items()})
         return network.to(device)
 
-    def clip_norms(self, gradients: list[Tensor], value: float) -> bool:
+    def clip_norms(self, gradients: list[Tensor], value: float) -> None:
         """Clip each member's gradient norm to ``value`` (``torch.nn.utils.clip_grad_norm_``'s
-        factor, one per member); False at S = 1, where one norm is Lightning's own clipping."""
-        if not self.is_population:
-            return False
+        factor, one per member)."""
         squares = sum(self.per_member(g).square().sum(dim=1) for g in gradients)
         factor = (value / (squares.sqrt() + 1e-6)).clamp(max=1.0)
         for gradient in gradients:
             gradient.mul_(factor.view(-1, *[1] * (gradient.dim() - 1)))
-        return True

@@ -140,7 +140,9 @@ class ArithmeticModule(L.LightningModule):
 
     Where S lives: ``members`` (``nalu.training.members.Members``) holds the network, the plain
     one at S = 1 and every parameter stacked ``[S, ...]`` at S > 1, and is what runs, masks and
-    re-initialises members; nothing else here tells S = 1 from S > 1.
+    re-initialises members. The module asks ``members.is_population`` only where a population
+    does what a single run does not: per-member gradient clipping (a single run's is
+    Lightning's), its alive fraction, and its divergence message.
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
     ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
@@ -551,8 +553,10 @@ class ArithmeticModule(L.LightningModule):
         if not value:
             return
         by_norm = algorithm in (None, "norm")  # Lightning's default is "norm"
-        gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
-        if not (by_norm and self.members.clip_norms(gradients, value)):
+        if by_norm and self.members.is_population:
+            gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
+            self.members.clip_norms(gradients, value)
+        else:
             self.clip_gradients(optimizer, value, algorithm or "norm")
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
@@ -579,13 +583,11 @@ class ArithmeticModule(L.LightningModule):
         per_member = {TRAIN_LOSS: loss}
         if self.has_regularization:
             per_member[TRAIN_REGULARIZATION] = self._regularization_sum / self._steps
-        scale = self._scale_sum / self._steps
-        if self.has_regularization and isinstance(scale, Tensor):
-            per_member[TRAIN_REGULARIZER_SCALE] = scale
+            # A float (every member's λ alike) or [S]: the epoch's mean λ of each member.
+            scale = torch.as_tensor(self._scale_sum / self._steps, device=loss.device)
+            per_member[TRAIN_REGULARIZER_SCALE] = scale.expand_as(loss)
         values = living_medians(per_member, self.alive)
         self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
-        if self.has_regularization and not isinstance(scale, Tensor):
-            values[TRAIN_REGULARIZER_SCALE] = scale
         if self.members.is_population:
             values[POPULATION_ALIVE_FRACTION] = float(self.alive.float().mean())
         self._log_to_loggers(values, self.global_step)
