@@ -313,7 +313,7 @@ def test_solved_at_step_is_the_first_validation_that_solves_each_operation(tmp_p
     )
     trainer.fit(module, datamodule=datamodule)
     # Exact from the start: solved at the first validation, after one epoch of 4 batches.
-    assert module.solved_at_step.tolist() == [[4, 4, 4, 4]]
+    assert module.judge.solved_at_step.tolist() == [[4, 4, 4, 4]]
     trainer.test(module, datamodule=datamodule, verbose=False)
     metrics = module.final_metrics
     assert metrics["solved_at_step"].tolist() == [4]
@@ -414,23 +414,23 @@ def two_output_module() -> ArithmeticModule:
 
 def test_solved_at_step_counts_validations_up_to_the_best_one_only():
     module = two_output_module()
-    module.last_train_loss.fill_(7.0)
+    module.judge.last_train_loss.fill_(7.0)
     judge(module, 4, [5.0, 5.0], [0.5, 2.0])
-    module.last_train_loss.fill_(6.0)
+    module.judge.last_train_loss.fill_(6.0)
     judge(module, 8, [3.0, 3.0], [0.5, 2.0])  # the best
-    module.last_train_loss.fill_(5.0)
+    module.judge.last_train_loss.fill_(5.0)
     judge(module, 12, [4.0, 4.0], [0.5, 0.5])  # after the best
-    assert module.best_interp_mse.tolist() == [3.0]
-    assert module.best_train_loss.tolist() == [6.0]  # the training loss of the best epoch
+    assert module.judge.best_interp_mse.tolist() == [3.0]
+    assert module.judge.best_train_loss.tolist() == [6.0]  # the training loss of the best epoch
     # Output 1 was first solved after the best validation, so at the best it was not.
-    assert module.solved_at_step.tolist() == [[4, -1]]
+    assert module.judge.solved_at_step.tolist() == [[4, -1]]
 
 
 def test_an_output_unsolved_at_the_best_validation_has_no_solved_at_step():
     module = two_output_module()
     judge(module, 4, [5.0, 5.0], [0.5, 0.5])  # both solved (threshold 1)
     judge(module, 8, [3.0, 3.0], [0.5, 2.0])  # the best: output 1 no longer solved
-    assert module.solved_at_step.tolist() == [[4, -1]]
+    assert module.judge.solved_at_step.tolist() == [[4, -1]]
 
 
 def test_each_output_is_also_judged_at_its_own_best_validation():
@@ -438,6 +438,22 @@ def test_each_output_is_also_judged_at_its_own_best_validation():
     judge(module, 4, [1.0, 9.0], [0.5, 7.0])  # output 0's best
     judge(module, 8, [2.0, 1.0], [3.0, 0.25])  # output 1's best and the run's best (mean 1.5)
     judge(module, 12, [3.0, 2.0], [0.1, 0.1])
-    assert module.own_best_interp_mse.tolist() == [[1.0, 1.0]]
-    assert module.own_best_extrap_mse.tolist() == [[0.5, 0.25]]
-    assert module.best_interp_mse.tolist() == [1.5]
+    assert module.judge.own_best_interp_mse.tolist() == [[1.0, 1.0]]
+    assert module.judge.own_best_extrap_mse.tolist() == [[0.5, 0.25]]
+    assert module.judge.best_interp_mse.tolist() == [1.5]
+
+
+def test_a_checkpoint_that_kept_the_judged_state_on_the_module_still_loads():
+    module = two_output_module()
+    judge(module, 4, [1.0, 9.0], [0.5, 7.0])
+    module.divergence.diverged_at_step.fill_(12)
+    older = {
+        name.removeprefix("judge.").removeprefix("divergence."): value
+        for name, value in module.state_dict().items()
+    }
+    assert {"best_interp_mse", "diverged_at_step"} <= set(older)  # the layout before the homes
+    loaded = two_output_module()
+    loaded.load_state_dict(older)
+    assert loaded.judge.own_best_interp_mse.tolist() == [[1.0, 9.0]]
+    assert loaded.judge.solved_at_step.tolist() == [[4, -1]]
+    assert loaded.divergence.diverged_at_step.tolist() == [12]

@@ -344,7 +344,7 @@ class RunRecorder(L.Callback):
                     for step, values in points:
                         if not math.isnan(values[member]):  # a diverged member's epochs
                             experiment.add_scalar(tag, values[member], step)
-            diverged_at = int(pl_module.diverged_at_step[member])
+            diverged_at = int(pl_module.divergence.diverged_at_step[member])
             if diverged_at >= 0:
                 experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
             for heatmap in unit:
@@ -359,7 +359,7 @@ class RunRecorder(L.Callback):
             )
             if self.population > 1:
                 experiment.close()
-        self.final_metrics = self._summary((pl_module.diverged_at_step < 0).tolist())
+        self.final_metrics = self._summary((pl_module.divergence.diverged_at_step < 0).tolist())
         if self.population > 1 and (tensorboard := _tensorboard(trainer)) is not None:
             log_final_metrics(tensorboard, self.final_metrics, trainer.global_step)
 
@@ -372,7 +372,7 @@ class RunRecorder(L.Callback):
         formulas: list[dict[str, Any]],
     ) -> None:
         """Write member ``member``'s metrics.json; a diverged member's says when and why."""
-        diverged_at = int(pl_module.diverged_at_step[member])
+        diverged_at = int(pl_module.divergence.diverged_at_step[member])
         diverged = diverged_at >= 0
         RunRecord(
             status=STATUS_DIVERGED if diverged else STATUS_FINISHED,

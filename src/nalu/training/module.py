@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 
 from nalu.config import rules
-from nalu.config.errors import Diverged, InvalidArgument
+from nalu.config.errors import InvalidArgument
 from nalu.data.batches import step_batches
 from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.results.metrics import MemberOutputMSE
@@ -23,17 +23,15 @@ from nalu.results.record import (
     EXTRAP_MSE_OF,
     EXTRAP_RELATIVE_ERROR,
     INTERP_MSE,
-    OUTPUT_COUNT,
-    OWN_BEST,
-    OWN_BEST_SOLVED_FRACTION,
     POPULATION_ALIVE_FRACTION,
-    SOLVED_AT_STEP,
     TRAIN_BATCH_LOSS,
     TRAIN_LOSS,
     TRAIN_REGULARIZATION,
     TRAIN_REGULARIZER_SCALE,
     metric_name,
 )
+from nalu.training.divergence import Divergence
+from nalu.training.judging import Judge
 from nalu.training.members import Members
 from nalu.training.optimization import configure_optimization
 from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
@@ -142,7 +140,7 @@ class ArithmeticModule(L.LightningModule):
     one at S = 1 and every parameter stacked ``[S, ...]`` at S > 1, and is what runs, masks and
     re-initialises members. The module asks ``members.is_population`` only where a population
     does what a single run does not: per-member gradient clipping (a single run's is
-    Lightning's), its alive fraction, and its divergence message.
+    Lightning's) and its alive fraction (``Divergence`` asks it for its message).
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
     ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
@@ -157,19 +155,14 @@ class ArithmeticModule(L.LightningModule):
     the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
     through ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
 
-    What a run is judged by, per member, in one place (Madsen & Johansen 2020, sec. 4.1):
-    - best epoch: the validation with the lowest interpolation MSE so far; its parameters,
-      training loss and first-solved steps are kept, and the test loop runs on them;
-    - solved at step: per output solved at the best validation, the first validation whose
-      extrapolation MSE is below the output's threshold;
-    - stopping when solved (``stop_when_solved``): at the first validation where every living
-      member's every output has an interpolation MSE below ``validation_threshold``;
-    - divergence: a member whose objective turns non-finite (at any step, found at the chunk's
-      end) or whose parameters are non-finite at the end of an epoch (before its validation)
-      leaves the loss sums from that step and is frozen from the chunk's end (its gradients are
-      zeroed; a member's gradients never reach another's) and is judged at its best validation
-      before; when every member has diverged, training stops with ``Diverged`` at the end of
-      the chunk, before the parameters reach a checkpoint.
+    Per member, three jobs have homes of their own: ``members`` (above); ``judge``
+    (``nalu.training.judging.Judge``), which keeps each member's best validation, its
+    parameters and the steps at which its outputs were solved, and on whose parameters the test
+    loop runs; and ``divergence`` (``nalu.training.divergence.Divergence``): a member whose
+    objective or parameters turn non-finite is frozen and judged at its best validation before,
+    and when none is left training stops with ``Diverged``. The module itself stops when solved
+    (``stop_when_solved``: at the first validation where every living member's every output has
+    an interpolation MSE below ``validation_threshold``) and starts rounds and stall restarts.
     All of it is module state, so it travels with the checkpoint and a killed run resumes.
 
     ``network`` and ``optimizer`` are Hydra configs (``{"_target_": ...}``, what the command
@@ -241,8 +234,7 @@ class ArithmeticModule(L.LightningModule):
             }
         )
         size, outputs = len(seeds), len(output_operations[0])
-        self.register_buffer("alive", torch.ones(size, dtype=torch.bool))
-        self.register_buffer("diverged_at_step", torch.full((size,), -1))
+        self.divergence = Divergence(self.members)
         rules.integer_at_least(1)("rounds", rounds)
         for name, on in (("stop_when_solved", stop_when_solved), ("rounds", rounds > 1)):
             if on and validation_threshold is None:
@@ -270,18 +262,8 @@ class ArithmeticModule(L.LightningModule):
         # weight rows no longer change.
         self.register_buffer("settled_outputs", torch.zeros((size, outputs), dtype=torch.bool))
         self._any_settled = False
-        self.register_buffer("first_solved_step", torch.full((size, outputs), -1))
-        self.register_buffer("solved_at_step", torch.full((size, outputs), -1))
-        self.register_buffer("best_interp_mse", torch.full((size,), float("inf")))
-        self.register_buffer("last_train_loss", torch.full((size,), float("nan")))
-        self.register_buffer("best_train_loss", torch.full((size,), float("nan")))
-        # Each output judged at its own best validation (Madsen & Johansen judge one-output
-        # models so): its lowest interpolation MSE and the extrapolation MSE at that validation.
-        self.register_buffer("own_best_interp_mse", torch.full((size, outputs), float("inf")))
-        self.register_buffer("own_best_extrap_mse", torch.full((size, outputs), float("nan")))
-        # The objective that made each member diverge, for the message of a single run.
-        self.register_buffer("diverged_loss", torch.full((size,), float("nan")), persistent=False)
-        self.best_parameters = {n: p.detach().clone() for n, p in self.network.named_parameters()}
+        self.judge = Judge(self.members, outputs)
+        self.register_load_state_dict_pre_hook(self._older_checkpoint)
         # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
         self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
         # Per member, the final metrics of the test loop: {name: [S]}.
@@ -289,8 +271,6 @@ class ArithmeticModule(L.LightningModule):
         self.final_solved = torch.zeros((size, outputs), dtype=torch.bool)
         # Each step of the chunk so far: (step, batch size, mse [S], objective [S]).
         self._chunk_steps: list[tuple[int, int, Tensor, Tensor]] = []
-        # Whether a member is known to have diverged (its gradients are then zeroed each step).
-        self._some_diverged = False
         # How each step calls backward and the optimizer (``setup``): Lightning's way until then.
         self._direct_steps = False
         self._step_hooks: dict[str, list[Callable[..., None]]] = {}
@@ -307,6 +287,21 @@ class ArithmeticModule(L.LightningModule):
     @property
     def population(self) -> int:
         return self.members.size
+
+    @property
+    def alive(self) -> Tensor:
+        """``[S]``: the members still training (``Divergence``)."""
+        return self.divergence.alive
+
+    def _older_checkpoint(
+        self, module: nn.Module, state: dict[str, Tensor], prefix: str, *_: object
+    ) -> None:
+        """A ``load_state_dict`` pre-hook: a checkpoint written before the judge and the
+        divergence had homes of their own kept their buffers on the module; they move there."""
+        for home in ("judge", "divergence"):
+            for name in getattr(self, home).state_dict():
+                if (old := prefix + name) in state:
+                    state[f"{prefix}{home}.{name}"] = state.pop(old)
 
     def forward(self, x: Tensor) -> Tensor:
         """``x`` ``[B, in]`` (S = 1) or ``[S, B, in]`` -> outputs ``[B, out]`` or
@@ -371,7 +366,7 @@ class ArithmeticModule(L.LightningModule):
     def on_fit_start(self) -> None:
         """Measure each evaluation set's per-output MSE at initialisation, once per run: a
         resumed run has it from its checkpoint, so its normalised error keeps the same base."""
-        self.best_parameters = {n: t.to(self.device) for n, t in self.best_parameters.items()}
+        self.judge.best_parameters_to(self.device)
         if self.trainer.datamodule is None:
             return  # dataloaders passed to fit() directly: no evaluation sets to measure on
         with torch.no_grad():
@@ -425,8 +420,7 @@ class ArithmeticModule(L.LightningModule):
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
         self._backward(objective.sum() if objective.dim() else objective)
-        if self._some_diverged:
-            self._zero_diverged_gradients()
+        self.divergence.freeze()
         if self._any_settled:
             self._zero_settled_gradients()
         self._clip_gradients(optimizer)
@@ -495,16 +489,7 @@ class ArithmeticModule(L.LightningModule):
         members = (len(steps), self.population)
         mse, objective = torch.stack(mse).view(members), torch.stack(objective).view(members)
         finite = self._on_every_process(torch.isfinite(objective))
-        # Training at step k: alive before the chunk, every objective finite up to k.
-        training = self.alive & finite.cumprod(dim=0).bool()
-        first_bad = (~finite).int().argmax(dim=0)  # [S]: the first non-finite step's index
-        diverging = self.alive & ~training[-1]
-        step_of = torch.tensor(steps, device=self.device)
-        self.diverged_at_step = torch.where(diverging, step_of[first_bad], self.diverged_at_step)
-        self.diverged_loss = torch.where(
-            diverging, objective.gather(0, first_bad.unsqueeze(0)).squeeze(0), self.diverged_loss
-        )
-        self.alive = training[-1]
+        training = self.divergence.after_steps(steps, objective, finite)
         weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
         self._loss_sum += torch.where(training, mse * weights, 0.0).sum(dim=0)
         self._loss_samples += sum(samples)
@@ -513,16 +498,9 @@ class ArithmeticModule(L.LightningModule):
         any_alive, all_alive, *losses = torch.cat(
             [alive, living_median(mse[logged], training[logged])]
         ).tolist()
-        self._some_diverged = not all_alive
         for k, loss in zip(logged, losses, strict=True):
             self._log_to_loggers({TRAIN_BATCH_LOSS: loss}, steps[k])
-        if not any_alive:
-            step = int(self.diverged_at_step.max())
-            if not self.members.is_population:
-                reason = f"train loss is {float(self.diverged_loss[0])}"
-            else:
-                reason = "every member's train loss is not finite"
-            raise Diverged(step, reason)
+        self.divergence.read(any_alive, all_alive)
 
     def _on_every_process(self, flags: Tensor) -> Tensor:
         """``flags`` that hold on every process of a distributed run: each decides alike."""
@@ -530,14 +508,6 @@ class ArithmeticModule(L.LightningModule):
             return flags
         held = self.trainer.strategy.reduce(flags.float(), reduce_op="sum")
         return held == self.trainer.world_size
-
-    def _zero_diverged_gradients(self) -> None:
-        """Diverged members get no update from their gradients (NaN through a masked loss):
-        they become 0 before clipping."""
-        for parameter in self.network.parameters():
-            if parameter.grad is not None:
-                mask = self.members.mask(self.alive, parameter)
-                parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
 
     def _zero_settled_gradients(self) -> None:
         """Settled outputs' rows get no update (their first moments are 0 too)."""
@@ -577,7 +547,7 @@ class ArithmeticModule(L.LightningModule):
             loss_sum = self.trainer.strategy.reduce(loss_sum, reduce_op="sum")
             samples = self.trainer.strategy.reduce(samples.to(self.device), reduce_op="sum")
         loss = torch.where(self.alive, loss_sum / samples.to(loss_sum.device), float("nan"))
-        self.last_train_loss = torch.where(self.alive, loss, self.last_train_loss)
+        self.judge.train_loss(loss, self.alive)
         self._loss_samples = 0
         self.curves[TRAIN_LOSS].append((self.global_step, loss.cpu()))
         per_member = {TRAIN_LOSS: loss}
@@ -601,12 +571,7 @@ class ArithmeticModule(L.LightningModule):
                 [self.members.per_member(torch.isfinite(p.detach())).all(dim=1) for p in parameters]
             )
         )  # [parameters, S]
-        healthy = finite.all(dim=0)
-        self.diverged_at_step.masked_fill_(self.alive & ~healthy, self.global_step)
-        self.alive &= healthy
-        if not self.alive.any():
-            culprit = names[int((~finite.all(dim=1)).nonzero()[0])]
-            raise Diverged(self.global_step, f"parameter network.{culprit} is not finite")
+        self.divergence.check_parameters(finite, names, self.global_step)
 
     def _log_to_loggers(self, values: dict[str, float], step: int) -> None:
         """Straight to the loggers at optimizer step ``step``: curves stay on one increasing
@@ -696,35 +661,12 @@ class ArithmeticModule(L.LightningModule):
         self._log_to_loggers(medians, step)
 
     def _judge(self, step: int, interp_mse: Tensor, per_output: dict[str, Tensor]) -> None:
-        """The one rule for the best epoch and the solved-at step (see the class), applied to
-        the validation at optimizer step ``step``: ``interp_mse`` ``[S]`` and each set's
-        per-output MSEs ``[S, out]``."""
-        living = self.alive.unsqueeze(1)
-        solved = per_output["extrap"] < self.metrics["extrap"].success_threshold
-        newly_solved = solved & (self.first_solved_step < 0) & living
-        better = living & (per_output["interp"] < self.own_best_interp_mse)
-        self.own_best_interp_mse = torch.where(
-            better, per_output["interp"], self.own_best_interp_mse
-        )
-        self.own_best_extrap_mse = torch.where(
-            better, per_output["extrap"], self.own_best_extrap_mse
-        )
-        self.first_solved_step.masked_fill_(newly_solved, step)
+        """The validation at optimizer step ``step`` judged (``Judge``); then training stops
+        if every output is solved on it, and a new round starts where one is due."""
+        threshold = self.metrics["extrap"].success_threshold
+        self.judge.validation(step, self.alive, interp_mse, per_output, threshold)
         if self.hparams.stop_when_solved:
             self._stop_if_solved(step, per_output["interp"])
-        improved = self.alive & (interp_mse < self.best_interp_mse)
-        self.best_interp_mse = torch.where(improved, interp_mse, self.best_interp_mse)
-        self.best_train_loss = torch.where(improved, self.last_train_loss, self.best_train_loss)
-        # Madsen & Johansen give the step only to outputs solved at the best validation.
-        self.solved_at_step = torch.where(
-            improved.unsqueeze(1),
-            torch.where(solved, self.first_solved_step, -1),
-            self.solved_at_step,
-        )
-        for name, parameter in self.network.named_parameters():
-            mask = self.members.mask(improved, parameter)
-            best = self.best_parameters[name].to(parameter.device)
-            self.best_parameters[name] = torch.where(mask, parameter.detach(), best)
         if self.hparams.rounds > 1 and not self.trainer.should_stop:
             self._start_round(step, per_output["interp"])
 
@@ -815,22 +757,16 @@ class ArithmeticModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._any_settled = bool(self.settled_outputs.any())  # a resumed run's
-        self._some_diverged = not bool(self.alive.all())  # a resumed run's diverged members
+        self.divergence.resumed()
 
-    @torch.no_grad()
     def on_test_start(self) -> None:
-        """Test every member at its best validation (members never validated: as they are, or
-        as they started if they diverged)."""
-        validated = self.best_interp_mse.isfinite() | ~self.alive
-        for name, parameter in self.network.named_parameters():
-            mask = self.members.mask(validated, parameter)
-            best = self.best_parameters[name].to(parameter.device)
-            parameter.copy_(torch.where(mask, best, parameter))
+        """Test every member at its best validation (``Judge.restore_best``)."""
+        self.judge.restore_best(self.alive)
 
     @torch.no_grad()
     def on_test_epoch_end(self) -> None:
-        """Every member's final metrics, ``{name: [S]}``: both sets, the solved-at steps and
-        the training loss of the best epoch (or of the last, if none was validated)."""
+        """Every member's final metrics, ``{name: [S]}``: both sets at the best validation and
+        what the judge kept (``Judge.final_metrics``)."""
         per_output, mean_squares, interp_candidate_mse = self._evaluated()
         self._select(interp_candidate_mse)
         metrics: dict[str, Tensor] = {
@@ -839,28 +775,7 @@ class ArithmeticModule(L.LightningModule):
             for name, value in values.items()
         }
         extrap = self.metrics["extrap"]
-        groups = extrap.groups
-        own_best_mse = self.own_best_extrap_mse
-        # NaN where an output was never validated, so that its group says "unknown", not 0.
-        own_best_solved = torch.where(
-            own_best_mse.isnan(), float("nan"), (own_best_mse < extrap.success_threshold).float()
-        )
-        own_best = {
-            f"{OWN_BEST}_mse": groups.mean(own_best_mse),
-            OWN_BEST_SOLVED_FRACTION: groups.mean(own_best_solved),
-        }
-        for name, values in own_best.items() if self.judges_each_output else ():
-            metrics.update(
-                (metric_name("extrap", name, s), values[:, j])
-                for j, s in enumerate(groups.suffixes)
-            )
-        # NaN where a member lacks the operation, like its other metrics of that operation.
-        counts = torch.where(groups.present, groups.membership.sum(dim=1).float(), float("nan"))
-        metrics.update((f"{OUTPUT_COUNT}{s}", counts[:, j]) for j, s in enumerate(groups.suffixes))
-        steps = groups.last_step(self.solved_at_step)
-        metrics.update((f"{SOLVED_AT_STEP}{s}", steps[:, j]) for j, s in enumerate(groups.suffixes))
-        validated = self.best_interp_mse.isfinite()
-        metrics[TRAIN_LOSS] = torch.where(validated, self.best_train_loss, self.last_train_loss)
+        metrics.update(self.judge.final_metrics(extrap, self.judges_each_output))
         self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
         # [S, out]: each output solved at the best validation (what the test just measured).
         self.final_solved = (per_output["extrap"] < extrap.success_threshold).cpu()
@@ -873,7 +788,7 @@ class ArithmeticModule(L.LightningModule):
         # Each curve as two tensors (steps [n], values [n, S]): one tensor per point would make
         # every epoch's checkpoint slower to write than the epoch.
         checkpoint["members"] = {
-            "best_parameters": {n: t.cpu() for n, t in self.best_parameters.items()},
+            "best_parameters": {n: t.cpu() for n, t in self.judge.best_parameters.items()},
             "curves": {
                 tag: (
                     torch.tensor([step for step, _ in points], dtype=torch.long),
@@ -888,7 +803,7 @@ class ArithmeticModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         members = checkpoint.get("members")
         if members is not None:
-            self.best_parameters = members["best_parameters"]
+            self.judge.best_parameters = members["best_parameters"]
             self.curves = {
                 tag: list(zip(steps.tolist(), values.unbind(), strict=True))
                 for tag, (steps, values) in members["curves"].items()
