@@ -60,6 +60,14 @@ TRAIN = [
     (["model.eps=0"], "model.eps=0: must be a finite number > 0"),
     (["model.gate_bias=maybe"], "model.gate_bias='maybe': must be true or false"),
     (
+        ["model=select", "model.heads.nmu.init_range=[2,3]"],
+        "model.heads.nmu.init_range=[2, 3]: must be [low, high] in [0, 1]",
+    ),
+    (
+        ["model=nac_nalu_stack", "model._args_.1.eps=0"],
+        "model._args_.1.eps=0: must be a finite number > 0",
+    ),
+    (
         ["model.in_features=5"],
         "model.in_features=5: must equal data.in_features=100, the problem's size",
     ),

@@ -3,11 +3,15 @@ import math
 import pytest
 import torch
 
+import nalu.units
+import nalu.units.baselines
 from nalu.config.errors import InvalidArgument
+from nalu.config.rules import UNIT_RULES
 from nalu.units import (
     GOLDEN_RATIO,
     MultiplicativeNeuralAccumulator,
     NeuralAccumulator,
+    NeuralAdditionUnit,
     NeuralArithmeticLogicUnit,
 )
 from nalu.units.baselines import MLP, ArticleBaseline
@@ -50,7 +54,7 @@ def test_golden_ratio_nac_takes_tanh_and_sigmoid_in_base_phi():
 
 
 def test_nac_mul_multiplies_and_divides_magnitudes():
-    nac_mul = MultiplicativeNeuralAccumulator(3, 2, eps=0.0)
+    nac_mul = MultiplicativeNeuralAccumulator(3, 2)
     set_nac(nac_mul.nac, [[20, 20, -20], [20, -20, 0]], [[20, 20, -20], [20, 20, -20]])
     x = torch.tensor([[1.5, -2.0, 2.5]])
     # W ≈ (1, 1, 0) and (1, −1, 0): |1.5|·|−2| = 3, |1.5| / |−2| = 0.75 (the sign is lost).
@@ -58,7 +62,7 @@ def test_nac_mul_multiplies_and_divides_magnitudes():
 
 
 def test_golden_ratio_nalu_gate_is_sigmoid_in_base_phi():
-    nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=True, eps=0.0, base=GOLDEN_RATIO)
+    nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=True, base=GOLDEN_RATIO)
     # W = (1, 1): in base φ the latent weights saturate later (σ_φ(20) = 1 − 7e-5).
     set_nac(nalu.add_nac, [[50.0, 50.0]], [[50.0, 50.0]])
     with torch.no_grad():
@@ -74,7 +78,7 @@ def test_a_base_at_or_below_one_is_refused():
 
 
 def make_nalu(shared: bool, gate_bias: bool) -> NeuralArithmeticLogicUnit:
-    nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=shared, gate_bias=gate_bias, eps=0.0)
+    nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=shared, gate_bias=gate_bias)
     # Additive weights (1, 1): a = x0 + x1. Multiplicative (1, -1) when separate: m = |x0| / |x1|.
     set_nac(nalu.add_nac, [[20.0, 20.0]], [[20.0, 20.0]])
     if nalu.mul_nac is not None:
@@ -181,3 +185,19 @@ def test_linear_is_x_times_w_transposed_plus_bias_for_any_batch_shape():
     members = torch.stack([weight, 2 * weight])
     batched = torch.func.vmap(linear)(x.expand(2, 2, 2), members)
     assert batched.tolist() == [(expected - bias).tolist(), (2 * (expected - bias)).tolist()]
+
+
+@pytest.mark.parametrize(
+    ("unit", "field"), [(unit, field) for unit, fields in UNIT_RULES.items() for field in fields]
+)
+def test_each_unit_refuses_a_bad_argument_by_the_rule_the_command_line_applies(unit, field):
+    # The command-line check applies UNIT_RULES to the unit's config; the constructor, to its
+    # arguments: the same rule, the same one-line message naming the field.
+    cls = getattr(nalu.units, unit, None) or getattr(nalu.units.baselines, unit)
+    heads = {"heads": {"nau": NeuralAdditionUnit}} if unit == "PerOutputSelection" else {}
+    with pytest.raises(InvalidArgument) as refused:
+        cls(2, 1, **heads, **{field: "bad"})
+    expected = pytest.raises(InvalidArgument)
+    with expected:
+        UNIT_RULES[unit][field](field, "bad")
+    assert str(refused.value) == str(expected.excinfo.value)

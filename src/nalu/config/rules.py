@@ -4,7 +4,7 @@ call the same functions. Torch-free. A rule raises ``InvalidArgument`` naming th
 allowed."""
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nalu.config.errors import InvalidArgument
@@ -131,8 +131,13 @@ def fraction_below_one(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must be a number in [0, 1)")
 
 
+def is_sequence(value: Any) -> bool:
+    """A list, a tuple or a config's list (not a string)."""
+    return isinstance(value, Sequence) and not isinstance(value, str)
+
+
 def is_number_pair(value: Any) -> bool:
-    return isinstance(value, list | tuple) and len(value) == 2 and all(map(is_number, value))
+    return is_sequence(value) and len(value) == 2 and all(map(is_number, value))
 
 
 def unit_interval_pair(name: str, value: Any) -> None:
@@ -171,7 +176,7 @@ def torch_activation(name: str, value: Any) -> None:
 
 
 def layer_sizes(name: str, value: Any) -> None:
-    if not (isinstance(value, list | tuple) and all(is_integer(v) and v >= 1 for v in value)):
+    if not (is_sequence(value) and all(is_integer(v) and v >= 1 for v in value)):
         raise InvalidArgument(name, value, "must be a list of positive integers, e.g. [64, 64]")
 
 
@@ -273,3 +278,70 @@ def regularizer_schedule(
             initial,
             f"must be > 0 for λ to grow ×{growth} at a time up to {section}scale",
         )
+
+
+def positive_scales(name: str, value: Any) -> None:
+    """Factors by name, each a finite number > 0 (a selection's per-head learning rates)."""
+    if value is None:
+        return
+    if not (isinstance(value, Mapping) and all(is_number(v) and v > 0 for v in value.values())):
+        raise InvalidArgument(name, value, "must map names to finite numbers > 0")
+
+
+# Each unit's argument rules, by its class name in ``nalu.units`` (a config's ``_target_`` is
+# ``nalu.units.<name>``, or the class through its own module). The unit's constructor
+# (``check_arguments``) and the command-line check, which finds every unit of a config, nested
+# layers and heads too (``unit_rules``), apply the same rules. A unit not listed here, a user's
+# own for one, is checked by its constructor alone.
+UNIT_RULES: dict[str, dict[str, Rule]] = {
+    "NeuralAccumulator": {"base": logarithm_base},
+    "MultiplicativeNeuralAccumulator": {"eps": positive_number},
+    "NeuralArithmeticLogicUnit": {
+        "shared_weights": boolean,
+        "gate_bias": boolean,
+        "eps": positive_number,
+        "base": logarithm_base,
+    },
+    "ImprovedNeuralArithmeticLogicUnit": {
+        "input_independent_gate": boolean,
+        "max_log_magnitude": positive_number,
+        "eps": positive_number,
+    },
+    "GatedAdditionMultiplicationUnit": {
+        "nmu_init_range": unit_interval_pair,
+        "max_log_magnitude": positive_number,
+        "exact_gate": boolean,
+    },
+    "NeuralMultiplicationUnit": {
+        "init_range": unit_interval_pair,
+        "max_log_magnitude": positive_number,
+        "noise_range": optional(positive_pair),
+    },
+    "NeuralMultiplicativeReciprocalUnit": {
+        "init_range": unit_interval_pair,
+        "max_log_magnitude": positive_number,
+        "noise_range": optional(positive_pair),
+        "sign_retrieval": boolean,
+        "reciprocal_floor": positive_number,
+    },
+    "NeuralPowerUnit": {"complex_weight": boolean, "eps": positive_number},
+    "PerOutputSelection": {
+        "restarts": integer_at_least(1),
+        "learning_rate_scales": positive_scales,
+    },
+    "MLP": {"hidden_features": layer_sizes, "activation": torch_activation},
+}
+
+
+def unit_rules(target: str) -> dict[str, Rule]:
+    """The argument rules of the unit a config's ``_target_`` names; none for anything else."""
+    module, _, name = target.rpartition(".")
+    if module == "nalu.units" or module.startswith("nalu.units."):
+        return UNIT_RULES.get(name, {})
+    return {}
+
+
+def check_arguments(unit: str, **arguments: Any) -> None:
+    """A unit's constructor applies its ``UNIT_RULES`` to its ``arguments`` (all of them)."""
+    for name, rule in UNIT_RULES[unit].items():
+        rule(name, arguments[name])

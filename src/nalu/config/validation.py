@@ -10,6 +10,7 @@ import difflib
 import functools
 import itertools
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +36,6 @@ from nalu.config.rules import (
     integer_at_least,
     is_integer,
     is_number_pair,
-    layer_sizes,
-    logarithm_base,
     max_steps,
     near_perfect,
     near_perfect_operations,
@@ -46,14 +45,12 @@ from nalu.config.rules import (
     optional,
     overlap_ratio,
     positive_number,
-    positive_pair,
     precision,
     regularizer_schedule,
     seed,
     subset_ratio,
     target_magnitude,
-    torch_activation,
-    unit_interval_pair,
+    unit_rules,
 )
 from nalu.config.value_range import largest_magnitude, value_intervals, without_band
 
@@ -79,7 +76,8 @@ def existing_file(name: str, value: Any) -> None:
 _ABSENT = object()
 
 
-# Every user-facing field with a rule; a field absent from the chosen config is not checked.
+# Every user-facing field with a rule but the units' (``unit_rules``, wherever a unit is in
+# the model); a field absent from the chosen config is not checked.
 FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
@@ -109,15 +107,6 @@ FIELD_RULES: dict[str, Rule] = {
     "data.subset_ratio": subset_ratio,
     "data.overlap_ratio": overlap_ratio,
     "data.near_perfect": near_perfect,
-    "model.eps": positive_number,
-    "model.base": logarithm_base,
-    "model.shared_weights": boolean,
-    "model.gate_bias": boolean,
-    "model.activation": torch_activation,
-    "model.init_range": unit_interval_pair,
-    "model.noise_range": optional(positive_pair),
-    "model.restarts": integer_at_least(1),
-    "model.hidden_features": layer_sizes,
     "optimizer.lr": positive_number,
     "optimizer.eps": positive_number,
     "optimizer.momentum": non_negative_number,
@@ -153,6 +142,19 @@ def _value(cfg: DictConfig, key: str) -> Any:
         raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from error
 
 
+def _targets(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every object a config section builds (a mapping with a ``_target_``), with its path:
+    the section itself, layers (``_args_``), heads."""
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield path, node
+        for key, child in node.items():
+            yield from _targets(child, f"{path}.{key}")
+    elif isinstance(node, list):
+        for index, child in enumerate(node):
+            yield from _targets(child, f"{path}.{index}")
+
+
 def _apply(rule: Rule, key: str, value: Any) -> None:
     try:
         rule(key, value)
@@ -165,6 +167,11 @@ def validate_config(cfg: DictConfig) -> None:
     for key, rule in FIELD_RULES.items():
         if (value := _value(cfg, key)) is not _ABSENT:
             _apply(rule, key, value)
+    if (model := _value(cfg, "model")) is not _ABSENT:
+        for path, unit in _targets(model, "model"):
+            for field, rule in unit_rules(unit["_target_"]).items():
+                if field in unit:
+                    _apply(rule, f"{path}.{field}", unit[field])
     for model_key, data_key in MATCHING_FIELDS.items():
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
         if model_value is not _ABSENT and model_value != data_value:

@@ -47,8 +47,7 @@ class MLP(nn.Module):
         activation: str = "ReLU",
     ) -> None:
         super().__init__()
-        rules.torch_activation("activation", activation)
-        rules.layer_sizes("hidden_features", list(hidden_features))
+        rules.check_arguments("MLP", hidden_features=hidden_features, activation=activation)
         activation_class = getattr(nn, activation)
         self.in_features = in_features
         self.out_features = out_features

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from nalu.config import rules
 from nalu.units.nau import NeuralAdditionUnit, sparsity_penalty
 from nalu.units.nmu import NeuralMultiplicationUnit
 
@@ -36,6 +37,12 @@ class GatedAdditionMultiplicationUnit(nn.Module):
         exact_gate: bool = False,
     ) -> None:
         super().__init__()
+        rules.check_arguments(
+            "GatedAdditionMultiplicationUnit",
+            nmu_init_range=nmu_init_range,
+            max_log_magnitude=max_log_magnitude,
+            exact_gate=exact_gate,
+        )
         self.in_features = in_features
         self.out_features = out_features
         self.nau = NeuralAdditionUnit(in_features, out_features)

@@ -4,6 +4,7 @@ Arithmetic Logic Unit"), the article's "mechanism to adjust the output based on 
 import torch
 from torch import Tensor, nn
 
+from nalu.config import rules
 from nalu.units.linear import linear
 from nalu.units.nac import NeuralAccumulator
 
@@ -33,6 +34,12 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
         saturation: float = 20.0,
     ) -> None:
         super().__init__()
+        rules.check_arguments(
+            "ImprovedNeuralArithmeticLogicUnit",
+            input_independent_gate=input_independent_gate,
+            max_log_magnitude=max_log_magnitude,
+            eps=eps,
+        )
         self.in_features = in_features
         self.out_features = out_features
         self.input_independent_gate = input_independent_gate

@@ -27,7 +27,7 @@ class NeuralAccumulator(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, base: float = math.e) -> None:
         super().__init__()
-        rules.logarithm_base("base", base)
+        rules.check_arguments("NeuralAccumulator", base=base)
         self.in_features = in_features
         self.out_features = out_features
         self.base = base
@@ -69,6 +69,7 @@ class MultiplicativeNeuralAccumulator(nn.Module):
 
     def __init__(self, in_features: int, out_features: int, eps: float = 1e-7) -> None:
         super().__init__()
+        rules.check_arguments("MultiplicativeNeuralAccumulator", eps=eps)
         self.in_features = in_features
         self.out_features = out_features
         self.eps = eps

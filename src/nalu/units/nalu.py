@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nalu.config import rules
 from nalu.units.linear import linear
 from nalu.units.nac import NeuralAccumulator
 
@@ -35,6 +36,13 @@ class NeuralArithmeticLogicUnit(nn.Module):
         base: float = math.e,
     ) -> None:
         super().__init__()
+        rules.check_arguments(
+            "NeuralArithmeticLogicUnit",
+            shared_weights=shared_weights,
+            gate_bias=gate_bias,
+            eps=eps,
+            base=base,
+        )
         self.in_features = in_features
         self.out_features = out_features
         self.shared_weights = shared_weights

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from nalu.config.errors import InvalidArgument
+from nalu.config import rules
 from nalu.units.nmu import NeuralMultiplicationUnit, magnitude_product, nmu_factors
 
 
@@ -57,8 +57,14 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         reciprocal_floor: float = 1.0,
     ) -> None:
         super().__init__()
-        if not reciprocal_floor > 0:
-            raise InvalidArgument("reciprocal_floor", reciprocal_floor, "must be > 0")
+        rules.check_arguments(
+            "NeuralMultiplicativeReciprocalUnit",
+            init_range=init_range,
+            max_log_magnitude=max_log_magnitude,
+            noise_range=noise_range,
+            sign_retrieval=sign_retrieval,
+            reciprocal_floor=reciprocal_floor,
+        )
         self.in_features = in_features
         self.out_features = out_features
         self.sign_retrieval = sign_retrieval

@@ -80,18 +80,8 @@ def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     return signed_product(nmu_factors(weight, x), dim=-1, max_log_magnitude=max_log_magnitude)
 
 
-def unit_interval_range(field: str, bounds: Sequence[float]) -> tuple[float, float]:
-    """``[low, high]`` with 0 <= low <= high <= 1, else ``InvalidArgument`` naming ``field``."""
-    rules.unit_interval_pair(field, list(bounds))
-    low, high = bounds
-    return (float(low), float(high))
-
-
-def positive_noise_range(bounds: Sequence[float] | None) -> tuple[float, float] | None:
-    """``[low, high]`` with 0 < low <= high (noise that never flips or zeroes a factor)."""
-    if bounds is None:
-        return None
-    rules.positive_pair("noise_range", list(bounds))
+def number_pair(bounds: Sequence[float]) -> tuple[float, float]:
+    """``(low, high)`` as floats, from a checked ``[low, high]`` (a list from a config)."""
     low, high = bounds
     return (float(low), float(high))
 
@@ -141,10 +131,16 @@ class NeuralMultiplicationUnit(nn.Module):
         noise_range: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
+        rules.check_arguments(
+            "NeuralMultiplicationUnit",
+            init_range=init_range,
+            max_log_magnitude=max_log_magnitude,
+            noise_range=noise_range,
+        )
         self.in_features = in_features
         self.out_features = out_features
-        self.init_range = unit_interval_range("init_range", init_range)
-        self.noise_range = positive_noise_range(noise_range)
+        self.init_range = number_pair(init_range)
+        self.noise_range = None if noise_range is None else number_pair(noise_range)
         self.max_log_magnitude = max_log_magnitude
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
         self.reset_parameters()

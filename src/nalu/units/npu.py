@@ -6,6 +6,7 @@ import math
 import torch
 from torch import Tensor, nn
 
+from nalu.config import rules
 from nalu.units.linear import linear
 
 
@@ -26,6 +27,7 @@ class NeuralPowerUnit(nn.Module):
         self, in_features: int, out_features: int, complex_weight: bool = True, eps: float = 1e-7
     ) -> None:
         super().__init__()
+        rules.check_arguments("NeuralPowerUnit", complex_weight=complex_weight, eps=eps)
         self.in_features = in_features
         self.out_features = out_features
         self.eps = eps

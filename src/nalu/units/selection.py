@@ -5,6 +5,7 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.units.contract import independent_outputs
 
@@ -52,15 +53,14 @@ class PerOutputSelection(nn.Module):
         super().__init__()
         if not heads:
             raise InvalidArgument("heads", dict(heads), "must name at least one head")
-        if restarts < 1:
-            raise InvalidArgument("restarts", restarts, "must be an integer >= 1")
+        rules.check_arguments(
+            "PerOutputSelection", restarts=restarts, learning_rate_scales=learning_rate_scales
+        )
         scales = dict(learning_rate_scales or {})
         if not set(scales) <= set(heads):
             raise InvalidArgument(
                 "learning_rate_scales", scales, f"must name heads among {sorted(heads)}"
             )
-        if any(scale <= 0 for scale in scales.values()):
-            raise InvalidArgument("learning_rate_scales", scales, "must be > 0")
         self.in_features = in_features
         self.out_features = out_features
         self.restarts = restarts
