@@ -138,6 +138,10 @@ TRAIN = [
     ),
     (["data.min_abs_denominator=-1"], "data.min_abs_denominator=-1: must be a finite number > 0"),
     (
+        ["data=static_arithmetic", "data.out_features=3"],
+        "data.out_features=3: must equal the number of operations (1)",
+    ),
+    (
         ["trainer.devices=abc"],
         "trainer.devices='abc': must be a count >= 1, -1 or \"auto\" (all), or [indices]",
     ),

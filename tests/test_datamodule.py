@@ -6,8 +6,10 @@ import torch
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
+import nalu.data
 from nalu.cli.common import CONFIG_DIR
 from nalu.config.errors import InvalidArgument
+from nalu.config.rules import ARGUMENT_RULES
 from nalu.config.validation import constructor_arguments
 from nalu.data import ArithmeticDataModule
 from nalu.data.batches import epoch_orders, order_key
@@ -152,3 +154,21 @@ def test_each_data_config_lists_every_argument_of_its_data_module(name):
     config = OmegaConf.load(CONFIG_DIR / "data" / f"{name}.yaml")
     arguments = constructor_arguments(get_method(config._target_))
     assert set(config) - {"_target_"} == set(arguments) - {"problem"}  # `problem`: built inside
+
+
+@pytest.mark.parametrize(
+    ("owner", "field"),
+    [
+        (owner, field)
+        for owner in ("ArithmeticDataModule", "StaticArithmeticDataModule")
+        for field in ARGUMENT_RULES[owner]
+    ],
+)
+def test_each_data_module_refuses_a_bad_argument_by_the_rule_the_command_line_applies(owner, field):
+    # The command-line check applies ARGUMENT_RULES to the data config; the problem's and the
+    # data module's constructors, to their arguments: the same rule, the same message.
+    with pytest.raises(InvalidArgument) as refused:
+        getattr(nalu.data, owner)(**{field: "bad"})
+    with pytest.raises(InvalidArgument) as expected:
+        ARGUMENT_RULES[owner][field](field, "bad")
+    assert str(refused.value) == str(expected.value)

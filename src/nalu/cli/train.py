@@ -37,14 +37,14 @@ from nalu.cli.common import (
     progress_callbacks,
     quote_paths,
 )
-from nalu.config.errors import ConfigError, Diverged, Interrupted, shorten
+from nalu.config.errors import ConfigError, Diverged, Interrupted, InvalidArgument, shorten
 from nalu.config.resolvers import (
     NOT_HYPERPARAMETERS,
     SWEPT_FIELDS_VARIABLE,
     job_overrides,
     run_dir_of,
 )
-from nalu.config.rules import problem_differences
+from nalu.config.rules import population_in_one_process, problem_differences
 from nalu.config.validation import (
     SHOWING_FLAGS,
     check_command_line,
@@ -216,11 +216,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
             gradient_clip_algorithm=None,
         ),
     )
-    if len(members) > 1 and trainer.world_size > 1:
-        raise ConfigError(
-            f"trainer.devices={cfg.trainer.get('devices')}: a population trains in one process;"
-            " use trainer.devices=1 (or a sweep for several machines)"
-        )
+    try:
+        population_in_one_process(len(members), trainer.world_size, cfg.trainer.get("devices"))
+    except InvalidArgument as error:
+        raise ConfigError(str(error)) from error
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     except Diverged:

@@ -17,11 +17,8 @@ MAX_SEED = 2**32 - 1
 # The operations of each problem family, by name.
 MYSTERY_OPERATIONS = ("add", "sub", "mul", "div")
 STATIC_OPERATIONS = ("add", "sub", "mul", "div", "square", "sqrt")
-# The family of each data module, by its config's ``_target_``.
-DATA_OPERATIONS = {
-    "nalu.data.ArithmeticDataModule": MYSTERY_OPERATIONS,
-    "nalu.data.StaticArithmeticDataModule": STATIC_OPERATIONS,
-}
+# A problem's sets, by name: training, interpolation (validation), extrapolation (test).
+SPLITS = ("train", "interp", "extrap")
 # Whose near-perfect model sets the success threshold: Madsen & Johansen 2020 (its weights off
 # by ε) or Mistry et al. 2022 (its output off by ε, for + − × ÷).
 NEAR_PERFECT_MODELS = ("madsen_johansen", "mistry")
@@ -107,7 +104,7 @@ def operations(allowed: Sequence[str]) -> Rule:
     names = list(allowed)
 
     def rule(name: str, value: Any) -> None:
-        if not isinstance(value, list | tuple):
+        if not is_sequence(value):
             raise InvalidArgument(name, value, f"must be a list of operations, e.g. {names[:2]}")
         if not value:
             raise InvalidArgument(name, list(value), f"name at least one of {names}")
@@ -288,11 +285,52 @@ def positive_scales(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must map names to finite numbers > 0")
 
 
-# Each unit's argument rules, by its class name in ``nalu.units`` (a config's ``_target_`` is
-# ``nalu.units.<name>``, or the class through its own module). The unit's constructor
-# (``check_arguments``) and the command-line check, which finds every unit of a config, nested
-# layers and heads too (``unit_rules``), apply the same rules. A unit not listed here, a user's
-# own for one, is checked by its constructor alone.
+def value_range(name: str, value: Any) -> None:
+    """``[low, high]`` or a union of such intervals (``nalu.config.value_range``)."""
+    from nalu.config.value_range import value_intervals  # that module builds on this one
+
+    value_intervals(name, value)
+
+
+def static_subset_size(in_features: Any, subset_ratio: Any, section: str = "") -> int:
+    """The static task's subset size |A| = ⌊subset_ratio · in_features⌋, at least 1.
+    ``section`` prefixes the names (``data.``)."""
+    size = math.floor(subset_ratio * in_features)
+    if size < 1:
+        raise InvalidArgument(
+            f"{section}in_features",
+            in_features,
+            f"leaves an empty subset at {section}subset_ratio={subset_ratio}; raise either",
+        )
+    return size
+
+
+def one_output_per_operation(
+    out_features: Any, operations: Sequence[str], section: str = ""
+) -> None:
+    """The static task's outputs, when given: one per operation. ``section`` prefixes the
+    names (``data.``)."""
+    if out_features is not None and out_features != len(operations):
+        raise InvalidArgument(
+            f"{section}out_features",
+            out_features,
+            f"must equal the number of operations ({len(operations)})",
+        )
+
+
+def population_in_one_process(population: int, processes: int, devices: Any) -> None:
+    """A population trains in one process: its members share each step. ``processes`` is how
+    many ``trainer.devices`` (``devices``) would start."""
+    if population > 1 and processes > 1:
+        raise InvalidArgument(
+            "trainer.devices",
+            devices,
+            f"a population (population={population}) trains in one process; use "
+            "trainer.devices=1, or a sweep for several devices",
+        )
+
+
+# The argument rules of the units (``nalu.units``), by class name.
 UNIT_RULES: dict[str, dict[str, Rule]] = {
     "NeuralAccumulator": {"base": logarithm_base},
     "MultiplicativeNeuralAccumulator": {"eps": positive_number},
@@ -333,15 +371,57 @@ UNIT_RULES: dict[str, dict[str, Rule]] = {
 }
 
 
-def unit_rules(target: str) -> dict[str, Rule]:
-    """The argument rules of the unit a config's ``_target_`` names; none for anything else."""
+# The problems' (``nalu.data.problem``), by class name.
+PROBLEM_RULES: dict[str, dict[str, Rule]] = {
+    "MysteryArithmeticProblem": {
+        "in_features": integer_at_least(2),
+        "out_features": integer_at_least(1),
+        "operations": operations(MYSTERY_OPERATIONS),
+        "problem_seed": seed,
+        "min_abs_denominator": positive_number,
+    },
+    "StaticArithmeticProblem": {
+        "in_features": integer_at_least(2),
+        "operations": operations(STATIC_OPERATIONS),
+        "subset_ratio": subset_ratio,
+        "overlap_ratio": overlap_ratio,
+        "problem_seed": seed,
+        "near_perfect": near_perfect,
+    },
+}
+# How a problem's sets are drawn: ``ProblemDataModule``'s.
+SET_RULES: dict[str, Rule] = {
+    **{f"{split}_size": integer_at_least(1) for split in SPLITS},
+    **{f"{split}_range": value_range for split in SPLITS},
+    **{f"{split}_seed": seed for split in SPLITS},
+    "batch_size": integer_at_least(1),
+    "eval_batch_size": optional(integer_at_least(1)),
+    "shuffle_seed": seed,
+    "resample": boolean,
+}
+# The argument rules of each class that has some, by class name (a config's ``_target_`` is
+# ``nalu.<package>.<name>``, or the class through its own module). The class's constructor
+# (``check_arguments``) and the command-line check, which finds every such ``_target_`` of a
+# config's model and data, nested layers and heads too (``argument_rules``), apply the same
+# rules. A class not listed here, a user's own unit for one, is checked by its constructor alone.
+ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
+    **UNIT_RULES,
+    **PROBLEM_RULES,
+    "ProblemDataModule": SET_RULES,
+    # A data module's arguments are its problem's and its sets'.
+    "ArithmeticDataModule": {**PROBLEM_RULES["MysteryArithmeticProblem"], **SET_RULES},
+    "StaticArithmeticDataModule": {**PROBLEM_RULES["StaticArithmeticProblem"], **SET_RULES},
+}
+
+
+def argument_rules(target: str) -> dict[str, Rule]:
+    """The argument rules of the class a config's ``_target_`` names; none for another's."""
     module, _, name = target.rpartition(".")
-    if module == "nalu.units" or module.startswith("nalu.units."):
-        return UNIT_RULES.get(name, {})
-    return {}
+    return ARGUMENT_RULES.get(name, {}) if module.split(".")[0] == "nalu" else {}
 
 
-def check_arguments(unit: str, **arguments: Any) -> None:
-    """A unit's constructor applies its ``UNIT_RULES`` to its ``arguments`` (all of them)."""
-    for name, rule in UNIT_RULES[unit].items():
+def check_arguments(owner: str, **arguments: Any) -> None:
+    """A constructor applies its class's rules (``ARGUMENT_RULES[owner]``) to its
+    ``arguments``, which name every field the rules have."""
+    for name, rule in ARGUMENT_RULES[owner].items():
         rule(name, arguments[name])

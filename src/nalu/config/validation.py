@@ -10,7 +10,7 @@ import difflib
 import functools
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,11 +23,12 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import ConfigError, InvalidArgument, cut, shorten
 from nalu.config.rules import (
-    DATA_OPERATIONS,
     MAX_SET_VALUES,
     MAX_TARGET_MAGNITUDE,
+    SPLITS,
     Rule,
     accelerator,
+    argument_rules,
     boolean,
     clip_algorithm,
     devices,
@@ -37,30 +38,23 @@ from nalu.config.rules import (
     is_integer,
     is_number_pair,
     max_steps,
-    near_perfect,
     near_perfect_operations,
     non_negative_number,
     one_batch_per_step,
-    operations,
+    one_output_per_operation,
     optional,
-    overlap_ratio,
+    population_in_one_process,
     positive_number,
     precision,
     regularizer_schedule,
     seed,
-    subset_ratio,
+    static_subset_size,
     target_magnitude,
-    unit_rules,
 )
-from nalu.config.value_range import largest_magnitude, value_intervals, without_band
+from nalu.config.value_range import denominator_intervals, largest_magnitude, value_intervals
 
-SPLITS = ("train", "interp", "extrap")
 # More combinations than this in a sweep are checked one swept field at a time.
 MAX_CHECKED_COMBINATIONS = 256
-
-
-def value_range(name: str, value: Any) -> None:
-    value_intervals(name, value)  # the data module's own rule
 
 
 def adam_betas(name: str, value: Any) -> None:
@@ -76,8 +70,8 @@ def existing_file(name: str, value: Any) -> None:
 _ABSENT = object()
 
 
-# Every user-facing field with a rule but the units' (``unit_rules``, wherever a unit is in
-# the model); a field absent from the chosen config is not checked.
+# Every user-facing field with a rule but the arguments of the model's and the data's classes
+# (``argument_rules``); a field absent from the chosen config is not checked.
 FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
@@ -94,19 +88,6 @@ FIELD_RULES: dict[str, Rule] = {
     "lr_schedule.start": fraction_below_one,
     "lr_schedule.end_factor": fraction,
     "ckpt_path": optional(existing_file),
-    "data.in_features": integer_at_least(2),
-    "data.out_features": integer_at_least(1),
-    "data.problem_seed": seed,
-    "data.min_abs_denominator": positive_number,
-    **{f"data.{split}_size": integer_at_least(1) for split in ("train", "interp", "extrap")},
-    **{f"data.{split}_range": value_range for split in ("train", "interp", "extrap")},
-    **{f"data.{split}_seed": seed for split in ("train", "interp", "extrap", "shuffle")},
-    "data.batch_size": integer_at_least(1),
-    "data.eval_batch_size": optional(integer_at_least(1)),
-    "data.resample": boolean,
-    "data.subset_ratio": subset_ratio,
-    "data.overlap_ratio": overlap_ratio,
-    "data.near_perfect": near_perfect,
     "optimizer.lr": positive_number,
     "optimizer.eps": positive_number,
     "optimizer.momentum": non_negative_number,
@@ -155,9 +136,11 @@ def _targets(node: Any, path: str) -> Iterator[tuple[str, dict[str, Any]]]:
             yield from _targets(child, f"{path}.{index}")
 
 
-def _apply(rule: Rule, key: str, value: Any) -> None:
+def _apply(check: Callable[..., Any], *arguments: Any) -> Any:
+    """``check(*arguments)`` (a rule, or a check of several fields), its ``InvalidArgument``
+    as the one-line ``ConfigError`` of a config."""
     try:
-        rule(key, value)
+        return check(*arguments)
     except InvalidArgument as error:
         raise ConfigError(str(error)) from error
 
@@ -167,11 +150,13 @@ def validate_config(cfg: DictConfig) -> None:
     for key, rule in FIELD_RULES.items():
         if (value := _value(cfg, key)) is not _ABSENT:
             _apply(rule, key, value)
-    if (model := _value(cfg, "model")) is not _ABSENT:
-        for path, unit in _targets(model, "model"):
-            for field, rule in unit_rules(unit["_target_"]).items():
-                if field in unit:
-                    _apply(rule, f"{path}.{field}", unit[field])
+    for section in ("model", "data"):
+        if (built := _value(cfg, section)) is _ABSENT:
+            continue
+        for path, arguments in _targets(built, section):
+            for field, rule in argument_rules(arguments["_target_"]).items():
+                if field in arguments:
+                    _apply(rule, f"{path}.{field}", arguments[field])
     for model_key, data_key in MATCHING_FIELDS.items():
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
         if model_value is not _ABSENT and model_value != data_value:
@@ -256,11 +241,8 @@ def cross_field_rules(cfg: DictConfig) -> None:
     several = (is_integer(trainer_devices) and trainer_devices != 1) or (
         isinstance(trainer_devices, list) and len(trainer_devices) > 1
     )
-    if population is not None and population > 1 and several:
-        raise ConfigError(
-            f"trainer.devices={shorten(trainer_devices)}: a population (population={population}) "
-            "trains in one process; use trainer.devices=1, or a sweep for several devices"
-        )
+    if population is not None:
+        _apply(population_in_one_process, population, 2 if several else 1, trainer_devices)
     if _get(cfg, "trainer.accelerator") in ("gpu", "cuda"):
         import torch  # only for a run that asks for a GPU
 
@@ -272,12 +254,7 @@ def cross_field_rules(cfg: DictConfig) -> None:
 
 
 def _data_rules(cfg: DictConfig) -> None:
-    chosen: list[str] = []
-    if (value := _value(cfg, "data.operations")) is not _ABSENT:
-        allowed = DATA_OPERATIONS.get(_get(cfg, "data._target_"))
-        if allowed is not None:  # a data module of another family checks its own
-            _apply(operations(allowed), "data.operations", value)
-        chosen = value
+    chosen = _get(cfg, "data.operations") or []
     if (model := _value(cfg, "data.near_perfect")) is not _ABSENT:
         _apply(
             functools.partial(near_perfect_operations, chosen=chosen), "data.near_perfect", model
@@ -298,24 +275,16 @@ def _data_rules(cfg: DictConfig) -> None:
             )
     denominator = _get(cfg, "data.min_abs_denominator")
     operand_scale = 1
-    if _get(cfg, "data.subset_ratio") is not None:
-        subset = math.floor(_get(cfg, "data.subset_ratio") * in_features)
-        if subset < 1:
-            raise ConfigError(
-                f"data.in_features={shorten(in_features)}: leaves an empty subset at "
-                f"data.subset_ratio={_get(cfg, 'data.subset_ratio')}; raise either"
-            )
-        operand_scale = subset
+    if (ratio := _get(cfg, "data.subset_ratio")) is not None:  # the static task's
+        operand_scale = _apply(static_subset_size, in_features, ratio, "data.")
+        _apply(one_output_per_operation, _get(cfg, "data.out_features"), chosen, "data.")
     for split in SPLITS:
         field = f"data.{split}_range"
         if (value := _get(cfg, field)) is None:
             continue
         intervals = value_intervals(field, value)
-        if denominator is not None and "div" in chosen and not without_band(intervals, denominator):
-            raise ConfigError(
-                f"data.min_abs_denominator={denominator}: leaves no denominator value in "
-                f"{field}={shorten(value)}; it must be below the range's largest magnitude"
-            )
+        if denominator is not None and "div" in chosen:
+            _apply(denominator_intervals, intervals, denominator, field, "data.")
         operand = largest_magnitude(intervals) * operand_scale
         for operation in chosen:
             if operation == "div" and denominator is None:

@@ -62,3 +62,23 @@ def without_band(intervals: Intervals, half_width: float) -> Intervals:
             if part_low < part_high:
                 kept.append((part_low, part_high))
     return tuple(kept)
+
+
+def denominator_intervals(
+    intervals: Intervals,
+    min_abs_denominator: float,
+    range_name: str = "value_range",
+    section: str = "",
+) -> Intervals:
+    """Where a denominator is drawn: ``intervals`` without (−d, d), d = ``min_abs_denominator``;
+    ``InvalidArgument`` when nothing is left. ``section`` prefixes the names (``data.``)."""
+    left = without_band(intervals, min_abs_denominator)
+    if not left:
+        shown = list(intervals[0]) if len(intervals) == 1 else [list(i) for i in intervals]
+        raise InvalidArgument(
+            f"{section}min_abs_denominator",
+            min_abs_denominator,
+            f"leaves no denominator value in {range_name}={shown}; it must be below the range's "
+            "largest magnitude",
+        )
+    return left

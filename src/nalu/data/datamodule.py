@@ -10,7 +10,6 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from nalu.config import rules
-from nalu.config.errors import InvalidArgument
 from nalu.config.value_range import value_intervals
 from nalu.data.batches import (
     FixedBatches,
@@ -102,11 +101,6 @@ class TrainingDataModule(L.LightningDataModule, ABC):
         return training_loader(self.stream, self.chunk_steps, single=self.single_member)
 
 
-def _check_positive(name: str, value: int) -> int:
-    rules.integer_at_least(1)(name, value)
-    return value
-
-
 class ProblemDataModule(TrainingDataModule):
     """Train (shuffled batches), interpolation and extrapolation sets of one problem.
 
@@ -142,23 +136,33 @@ class ProblemDataModule(TrainingDataModule):
         resample: bool = False,
     ) -> None:
         super().__init__()
+        rules.check_arguments(
+            "ProblemDataModule",
+            train_size=train_size,
+            interp_size=interp_size,
+            extrap_size=extrap_size,
+            train_range=train_range,
+            interp_range=interp_range,
+            extrap_range=extrap_range,
+            train_seed=train_seed,
+            interp_seed=interp_seed,
+            extrap_seed=extrap_seed,
+            batch_size=batch_size,
+            eval_batch_size=eval_batch_size,
+            shuffle_seed=shuffle_seed,
+            resample=resample,
+        )
         self.problem = problem
-        self.resample = bool(resample)
-        self.sizes = {
-            "train": _check_positive("train_size", train_size),
-            "interp": _check_positive("interp_size", interp_size),
-            "extrap": _check_positive("extrap_size", extrap_size),
-        }
+        self.resample = resample
+        self.sizes = {"train": train_size, "interp": interp_size, "extrap": extrap_size}
         self.ranges = {
             "train": value_intervals("train_range", train_range),
             "interp": value_intervals("interp_range", interp_range),
             "extrap": value_intervals("extrap_range", extrap_range),
         }
         self.seeds = {"train": train_seed, "interp": interp_seed, "extrap": extrap_seed}
-        self.batch_size = _check_positive("batch_size", batch_size)
-        self.eval_batch_size = (
-            None if eval_batch_size is None else _check_positive("eval_batch_size", eval_batch_size)
-        )
+        self.batch_size = batch_size
+        self.eval_batch_size = eval_batch_size
         self.shuffle_seed = shuffle_seed
         self.datasets: dict[str, TensorPairs] = {}
         # A denominator range that excludes every value fails here, not later in setup().
@@ -245,7 +249,7 @@ class ArithmeticDataModule(ProblemDataModule):
         problem = MysteryArithmeticProblem(
             in_features=in_features,
             out_features=out_features,
-            operations=tuple(operations),
+            operations=operations,
             problem_seed=problem_seed,
             min_abs_denominator=min_abs_denominator,
         )
@@ -276,18 +280,13 @@ class StaticArithmeticDataModule(ProblemDataModule):
     ) -> None:
         problem = StaticArithmeticProblem(
             in_features=in_features,
-            operations=tuple(operations),
+            operations=operations,
             subset_ratio=subset_ratio,
             overlap_ratio=overlap_ratio,
             problem_seed=problem_seed,
             near_perfect=near_perfect,
         )
-        if out_features is not None and out_features != problem.out_features:
-            raise InvalidArgument(
-                "out_features",
-                out_features,
-                f"must equal the number of operations ({problem.out_features})",
-            )
+        rules.one_output_per_operation(out_features, problem.operations)
         super().__init__(
             problem,
             train_range=train_range,

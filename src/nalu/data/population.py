@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from nalu.config.errors import InvalidArgument
+from nalu.config import rules
 from nalu.data.batches import (
     FixedBatches,
     FreshBatches,
@@ -63,8 +63,7 @@ class PopulationDataModule(TrainingDataModule):
 
     def __init__(self, members: Sequence[ProblemDataModule]) -> None:
         super().__init__()
-        if not members:
-            raise InvalidArgument("population", 0, "must be a positive integer")
+        rules.integer_at_least(1)("population", len(members))
         self.members = list(members)
         first = self.members[0]
         self.batch_size = first.batch_size

@@ -15,8 +15,7 @@ import torch
 from torch import Tensor
 
 from nalu.config import rules
-from nalu.config.errors import InvalidArgument
-from nalu.config.value_range import Intervals, value_intervals, without_band
+from nalu.config.value_range import Intervals, denominator_intervals, value_intervals
 from nalu.data.formula import Formula, Variable, power_product, weighted_sum
 
 # Madsen & Johansen 2020, sec. 4.1: the near-perfect model's weights are off by ε = 1e-5.
@@ -257,16 +256,15 @@ class MysteryArithmeticProblem(ColumnSampling):
     operation_index: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        rules.check_arguments(
+            "MysteryArithmeticProblem",
+            in_features=self.in_features,
+            out_features=self.out_features,
+            operations=self.operations,
+            problem_seed=self.problem_seed,
+            min_abs_denominator=self.min_abs_denominator,
+        )
         object.__setattr__(self, "operations", tuple(self.operations))
-        if int(self.in_features) < 2:
-            raise InvalidArgument(
-                "in_features", self.in_features, "must be an integer >= 2 (an output uses two)"
-            )
-        if int(self.out_features) < 1:
-            raise InvalidArgument("out_features", self.out_features, "must be an integer >= 1")
-        rules.operations(rules.MYSTERY_OPERATIONS)("operations", self.operations)
-        if not self.min_abs_denominator > 0:
-            raise InvalidArgument("min_abs_denominator", self.min_abs_denominator, "must be > 0")
         generator = torch.Generator().manual_seed(int(self.problem_seed))
         # A random permutation per output row: its first two entries are two distinct inputs.
         pairs = torch.rand(self.out_features, self.in_features, generator=generator).argsort(dim=1)
@@ -296,13 +294,7 @@ class MysteryArithmeticProblem(ColumnSampling):
         denominators = self.denominator_mask.tolist()
         if not any(denominators):
             return [value_range] * self.in_features
-        d = self.min_abs_denominator
-        denominator_range = without_band(value_range, d)
-        if not denominator_range:
-            shown = [list(interval) for interval in value_range]
-            raise InvalidArgument(
-                "min_abs_denominator", d, f"leaves no denominator value in {shown}"
-            )
+        denominator_range = denominator_intervals(value_range, self.min_abs_denominator)
         return [denominator_range if divides else value_range for divides in denominators]
 
     def operand_masks(self) -> Tensor:
@@ -386,17 +378,18 @@ class StaticArithmeticProblem(ColumnSampling):
     subsets: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        rules.check_arguments(
+            "StaticArithmeticProblem",
+            in_features=self.in_features,
+            operations=self.operations,
+            subset_ratio=self.subset_ratio,
+            overlap_ratio=self.overlap_ratio,
+            problem_seed=self.problem_seed,
+            near_perfect=self.near_perfect,
+        )
         object.__setattr__(self, "operations", tuple(self.operations))
-        rules.operations(rules.STATIC_OPERATIONS)("operations", self.operations)
-        rules.subset_ratio("subset_ratio", self.subset_ratio)
-        rules.overlap_ratio("overlap_ratio", self.overlap_ratio)
-        rules.near_perfect("near_perfect", self.near_perfect)
         rules.near_perfect_operations("near_perfect", self.near_perfect, self.operations)
-        subset_size = int(self.subset_ratio * int(self.in_features))
-        if subset_size < 1:
-            raise InvalidArgument(
-                "in_features", self.in_features, "leaves an empty subset; raise it or subset_ratio"
-            )
+        subset_size = rules.static_subset_size(self.in_features, self.subset_ratio)
         overlap_size = int(self.overlap_ratio * subset_size)
         generator = torch.Generator().manual_seed(int(self.problem_seed))
         order = torch.randperm(int(self.in_features), generator=generator)
