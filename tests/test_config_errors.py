@@ -34,3 +34,11 @@ def test_every_job_of_a_sweep_is_checked():
         check_command_line(["-m", "model=nac,nalu", "seed=range(-1,3)"], CONFIG_DIR)
     with pytest.raises(ConfigError, match=r"^model\.in_features=6: must equal data\.in_features=5"):
         check_command_line(["-m", "data.in_features=5", "model.in_features=5,6"], CONFIG_DIR)
+
+
+def test_the_check_returns_the_config_a_single_run_trains_on_and_none_for_a_sweep():
+    cfg = check_command_line(["model=nac", "seed=7", "hydra.run.dir=/tmp/x"], CONFIG_DIR)
+    assert cfg.model._target_ == "nalu.units.NeuralAccumulator"
+    assert cfg.seed == 7
+    assert check_command_line(["-m", "model=nac,nalu"], CONFIG_DIR) is None
+    assert check_command_line(["--cfg", "job"], CONFIG_DIR) is None

@@ -49,7 +49,6 @@ from nalu.config.validation import (
     SHOWING_FLAGS,
     check_command_line,
     check_problem_cell,
-    single_run_config,
     validate_config,
 )
 from nalu.results.record import INTERP_MSE
@@ -436,11 +435,8 @@ def swept_on_command_line(arguments: list[str]) -> list[str]:
 def main() -> None:
     sys.argv[1:] = arguments = quote_paths(sys.argv[1:])
     try:
-        check_command_line(arguments, CONFIG_DIR)
-    except ConfigError as error:
-        fail(error, str(error), EXIT_CONFIG_ERROR)
-    try:
-        if (cfg := single_run_config(arguments, CONFIG_DIR)) is not None and cfg.get("ckpt_path"):
+        cfg = check_command_line(arguments, CONFIG_DIR)
+        if cfg is not None and cfg.get("ckpt_path"):
             check_resume(cfg)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)

@@ -1,9 +1,10 @@
 """Checks of a run's config that need neither torch nor Lightning, so bad input fails in a blink.
 
 ``check_command_line`` composes the config exactly as Hydra will, for every job of a sweep, and
-``validate_config`` checks each user-facing field against ``FIELD_RULES`` (the rules of
-``nalu.config.rules``, which the constructors call too) and the rules that tie fields together
-(``cross_field_rules``), before any folder is made and before torch loads.
+``validate_config`` checks each user-facing field (``FIELD_RULES``, and by ``_target_`` the
+arguments of the model's and the data's classes: ``nalu.config.rules.ARGUMENT_RULES``, which
+their constructors apply too) and the rules that tie fields together (``cross_field_rules``),
+before any folder is made and before torch loads.
 """
 
 import difflib
@@ -387,21 +388,10 @@ def _split_flags(arguments: list[str]) -> tuple[dict[str, str], list[str]]:
     return flags, overrides
 
 
-def single_run_config(arguments: list[str], config_dir: Path) -> DictConfig | None:
-    """The config a command line that ``check_command_line`` passed runs, for the checks that
-    need torch (a checkpoint's contents); None for a sweep or a command that runs nothing."""
-    flags, overrides = _split_flags(arguments)
-    if "-m" in flags or "--multirun" in flags or any(f in SHOWING_FLAGS for f in flags):
-        return None
-    if any(flag in CONFIG_DIR_FLAGS for flag in flags):
-        return None
-    config_name = next((flags[f] for f in CONFIG_NAME_FLAGS if f in flags), "train")
-    own = [o for o in overrides if not o.lstrip("+~").startswith("hydra")]
-    return _compose(own, config_dir, config_name)
-
-
-def check_command_line(arguments: list[str], config_dir: Path) -> None:
-    """Compose and validate every configuration a command line would run, before Hydra runs it.
+def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | None:
+    """Compose and validate every configuration a command line would run, before Hydra runs it;
+    return the config of a single run (Hydra's own fields aside: what the checks that need
+    torch, a checkpoint's contents, read), None for a sweep or a command that runs nothing.
 
     A sweep composes once per combination of swept group options and checks every combination
     of swept field values on it (one swept field at a time beyond ``MAX_CHECKED_COMBINATIONS``),
@@ -411,7 +401,7 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
     """
     flags, overrides = _split_flags(arguments)
     if any(flag in SHOWING_FLAGS or flag in CONFIG_DIR_FLAGS for flag in flags):
-        return
+        return None
     config_name = next((flags[f] for f in CONFIG_NAME_FLAGS if f in flags), "train")
     if not (config_dir / f"{config_name}.yaml").is_file():
         names = sorted(path.stem for path in config_dir.glob("*.yaml"))
@@ -467,6 +457,9 @@ def check_command_line(arguments: list[str], config_dir: Path) -> None:
                     _apply(FIELD_RULES[key], key, value)
                 OmegaConf.update(variant, key, value, force_add=is_add)
             validate_config(variant)
+    if "-m" in flags or "--multirun" in flags or group_sweeps or field_sweeps:
+        return None
+    return cfg
 
 
 def check_added_fields(cfg: DictConfig, added: list[str]) -> None:
