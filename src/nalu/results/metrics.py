@@ -11,6 +11,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
+from nalu.results.record import MSE, NORMALIZED_ERROR, RELATIVE_ERROR, SOLVED_FRACTION
+
 
 def operation_names(output_operations: Sequence[str]) -> list[str]:
     """The distinct operations in order of first appearance."""
@@ -86,14 +88,14 @@ def member_metrics(
     is solved when its MSE is below its threshold (Madsen & Johansen 2020, sec. 4.1).
     """
     mse = groups.mean(per_output_mse)
-    columns = {"mse": mse}
+    columns = {MSE: mse}
     if initial_mse is not None:
-        columns["normalized_error"] = 100 * mse / groups.mean(initial_mse)
+        columns[NORMALIZED_ERROR] = 100 * mse / groups.mean(initial_mse)
     if target_mean_square is not None:
-        columns["relative_error"] = 100 * mse / groups.mean(target_mean_square)
+        columns[RELATIVE_ERROR] = 100 * mse / groups.mean(target_mean_square)
     if success_threshold is not None:
         solved = (per_output_mse < success_threshold).float()
-        columns["solved_fraction"] = groups.mean(solved)
+        columns[SOLVED_FRACTION] = groups.mean(solved)
     return {
         f"{name}{suffix}": values[:, j]
         for name, values in columns.items()

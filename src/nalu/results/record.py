@@ -34,17 +34,22 @@ TRAIN_REGULARIZATION = metric_name("train", "regularization")
 TRAIN_REGULARIZER_SCALE = metric_name("train", "regularizer_scale")
 POPULATION_ALIVE_FRACTION = metric_name("population", "alive_fraction")
 
-INTERP_MSE = metric_name("interp", "mse")
-EXTRAP_MSE = metric_name("extrap", "mse")
-EXTRAP_NORMALIZED_ERROR = metric_name("extrap", "normalized_error")
-EXTRAP_RELATIVE_ERROR = metric_name("extrap", "relative_error")
-EXTRAP_SOLVED_FRACTION = metric_name("extrap", "solved_fraction")
-EXTRAP_MSE_OF = metric_name("extrap", "mse", "_")  # + an operation: extrap/mse_mul
+# What an evaluation set measures (``nalu.results.metrics.member_metrics``), per group of outputs.
+MSE = "mse"
+NORMALIZED_ERROR = "normalized_error"
+RELATIVE_ERROR = "relative_error"
+SOLVED_FRACTION = "solved_fraction"
+INTERP_MSE = metric_name("interp", MSE)
+EXTRAP_MSE = metric_name("extrap", MSE)
+EXTRAP_NORMALIZED_ERROR = metric_name("extrap", NORMALIZED_ERROR)
+EXTRAP_RELATIVE_ERROR = metric_name("extrap", RELATIVE_ERROR)
+EXTRAP_SOLVED_FRACTION = metric_name("extrap", SOLVED_FRACTION)
+EXTRAP_MSE_OF = metric_name("extrap", MSE, "_")  # + an operation: extrap/mse_mul
 SOLVED_AT_STEP = "solved_at_step"
 # Each output judged at its own best interpolation epoch (``extrap/own_best_solved_fraction_mul``)
 # and how many outputs each operation has (``output_count_mul``).
 OWN_BEST = "own_best"
-OWN_BEST_SOLVED_FRACTION = f"{OWN_BEST}_solved_fraction"
+OWN_BEST_SOLVED_FRACTION = f"{OWN_BEST}_{SOLVED_FRACTION}"
 OUTPUT_COUNT = "output_count"
 RECOVERED_FRACTION = "recovered_fraction"
 SPARSITY_ERROR = "sparsity_error"

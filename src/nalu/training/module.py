@@ -23,6 +23,7 @@ from nalu.results.record import (
     EXTRAP_MSE_OF,
     EXTRAP_RELATIVE_ERROR,
     INTERP_MSE,
+    MSE,
     POPULATION_ALIVE_FRACTION,
     TRAIN_BATCH_LOSS,
     TRAIN_LOSS,
@@ -638,10 +639,10 @@ class ArithmeticModule(L.LightningModule):
             return
         self._select(interp_candidate_mse)
         values = self._summaries(per_output, mean_squares)
-        self._judge(self.global_step, values["interp"]["mse"], per_output)
+        self._judge(self.global_step, values["interp"][MSE], per_output)
         step = self.global_step
         for split in EVALUATION_SPLITS:
-            self.curves[metric_name(split, "mse")].append((step, values[split]["mse"].cpu()))
+            self.curves[metric_name(split, MSE)].append((step, values[split][MSE].cpu()))
         # Each operation's test loss and the relative error too (NaN for a member without it:
         # not written).
         for name, value in values["extrap"].items():
