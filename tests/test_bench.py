@@ -11,11 +11,16 @@ def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path,
     output = tmp_path / "bench.json"
     quick = ["--static-nau-nmu-population", "2", "--solve-population", "3"]
     quick += ["--overrides", "data.train_size=512", "compile=false"]
-    arguments = ["--sizes", "1", "3", "--epochs", "1", "--repeats", "2", *quick]
+    arguments = ["--sizes", "1", "3", "--compiled-sizes", "3", "--epochs", "1", "--repeats", "2"]
+    arguments += quick
     bench.main([*arguments, "--output", str(output)])
     figures = json.loads(output.read_text())
     assert figures["repeats"] == 2
-    assert set(figures["population_speedup"]) == {"1", "3"}
+    populations = figures["populations"]
+    assert {mode: set(sizes) for mode, sizes in populations.items()} == {
+        "eager": {"1", "3"},
+        "compiled": {"3"},
+    }
     handwritten = figures["versus_handwritten"]
     assert set(handwritten) == {"static_nau_nmu S=2", "solve S=3"}
     assert all(entry["compile"] is False for entry in handwritten.values())
@@ -23,7 +28,12 @@ def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path,
         "single_vs_plain": figures["single_vs_plain"],
         "single_with_validation_vs_plain": figures["single_with_validation_vs_plain"],
         "peak_fraction": figures["peak_fraction"],
-        **{f"population S={s}": v for s, v in figures["population_speedup"].items()},
+        **{
+            f"{mode} S={size} {measure}": entry[measure]
+            for mode, sizes in populations.items()
+            for size, entry in sizes.items()
+            for measure in ("speedup", "handwritten_speedup")
+        },
         **{name: entry["eager"] for name, entry in handwritten.items()},
     }
     for name, ratio in ratios.items():
@@ -34,9 +44,13 @@ def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path,
     assert "median (min–max of 2 repeats)" in printed
     single = figures["single_vs_plain"]
     assert f"{single['median']:.2f} ({single['min']:.2f}–{single['max']:.2f})" in printed
-    speedup = figures["population_speedup"]["3"]
-    assert f"{speedup['median']:.1f}x ({speedup['min']:.1f}–{speedup['max']:.1f})" in printed
-    assert "(b) population S=3" in printed
+    for mode in ("eager", "compiled"):
+        entry = populations[mode]["3"]
+        speedup = entry["speedup"]
+        assert (
+            f"| (b) population S=3, {mode} ({entry['step_ms']:.1f} ms/step): speedup over 3 plain"
+            f" runs | {speedup['median']:.1f}x ({speedup['min']:.1f}–{speedup['max']:.1f}) |"
+        ) in printed
     solve = handwritten["solve S=3"]["eager"]
     assert "(d) solve S=3 (eager, " in printed
     assert f"{solve['median']:.2f} ({solve['min']:.2f}–{solve['max']:.2f})" in printed

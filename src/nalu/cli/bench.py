@@ -5,11 +5,13 @@
     network, optimizer, batches and number of steps; no logging), both without validation;
     ``single_with_validation_vs_plain``: the same with the article's validation every epoch
     (1000 + 1000 samples, metrics, a checkpoint), which the plain loop does not do.
-(b) ``population_speedup``: S sequential plain runs (one run's time times S) over one
-    population of S members (``nalu.cli.train.build_run`` with ``population=S``), per
-    optimizer step;
-    ``handwritten_population_speedup``: the same for the S members written by hand
-    (``nalu.training.handwritten.article_population_loop``), what plain PyTorch reaches here.
+(b) ``populations``: per mode (``eager``; ``compiled``, as ``compile=true`` trains) and size S,
+    ``speedup``: S sequential plain runs (one run's time times S) over one population of S
+    members (``nalu.cli.train.build_run`` with ``population=S``), per optimizer step;
+    ``handwritten_speedup``: the same for the S members written by hand
+    (``nalu.training.handwritten.article_population_loop``, compiled in the compiled mode),
+    what plain PyTorch reaches here. The plain runs are eager: a run of one member is too small
+    for a compiler to pay.
 (c) ``peak_fraction``: the largest population's matrix-multiply FLOP/s (counted by torch's
     ``FlopCounterMode`` over one step, forward and backward) over the machine's peak, measured by a
     large batched matmul here and now (the best of 5, so its spread is the population's).
@@ -182,11 +184,16 @@ def measure_population(
     cfg: DictConfig, epochs: int, plain: Callable[[], float], repeats: int, device: str
 ) -> tuple[list[tuple[float, ...]], int]:
     """(plain run, population, hand-written population) seconds per step of each repeat, and
-    the FLOPs of one population step. The population is freed on return, before the next
-    (larger) one is built."""
+    the FLOPs of one population step; the hand-written loop is compiled when the population is
+    (``compile`` in ``cfg``). The population is freed on return, before the next one is built."""
     population = Population(cfg, epochs)
     by_hand = functools.partial(
-        handwritten.article_population_loop, cfg, cfg.population, epochs, device
+        handwritten.article_population_loop,
+        cfg,
+        cfg.population,
+        epochs,
+        device,
+        compiled=bool(cfg.compile),
     )
     triples = interleaved(plain, population.step_seconds, by_hand, repeats=repeats)
     return triples, population.step_flops(device)
@@ -226,11 +233,15 @@ def run(
     epochs: int,
     repeats: int,
     output: Path,
-    populations: dict[str, int] | None = None,
+    populations_of_d: dict[str, int] | None = None,
     overrides: list[str] | None = None,
+    compiled_sizes: list[int] | None = None,
 ) -> dict[str, Any]:
     """Measure (a) on the CPU, as ``make train`` runs, and (b), (c), (d) on the GPU if there is
-    one (the populations' accelerator and the plain loops' device alike)."""
+    one (the populations' accelerator and the plain loops' device alike). The populations of
+    ``compiled_sizes`` (default: every size) are measured compiled (``compile=true``) as well,
+    against the hand-written loop compiled alike."""
+    compiled_sizes = sizes if compiled_sizes is None else compiled_sizes
     ignore_known_warnings()
     keep_freed_memory()
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -272,46 +283,52 @@ def run(
             return handwritten.article_single_loop(plain_cfg, epochs, device)
 
         plain_steps: list[float] = []
-        population_steps: dict[int, list[float]] = {}
+        populations: dict[str, dict[int, dict[str, Any]]] = {"eager": {}, "compiled": {}}
         flops: dict[int, int] = {}
-        speedups: dict[int, dict[str, float]] = {}
-        handwritten_speedups: dict[int, dict[str, float]] = {}
         for size in sizes:
             # Fewer epochs for large populations: a step's time is steady after the first epoch.
             population_epochs = max(2, epochs * 10 // max(size, 10))
-            cfg = experiment_config(
-                "article",
-                Path(work) / f"population{size}",
-                [f"population={size}", f"trainer.max_epochs={population_epochs}"],
-            )
-            triples, flops[size] = measure_population(
-                cfg, population_epochs, device_plain, repeats, device
-            )
-            plain_steps += [plain for plain, _, _ in triples]
-            population_steps[size] = [step for _, step, _ in triples]
-            median = statistics.median(population_steps[size])
-            print(f"  population {size:>6}: {1e3 * median:8.2f} ms/step", file=sys.stderr)
-            speedups[size] = spread([size * plain / step for plain, step, _ in triples])
-            handwritten_speedups[size] = spread(
-                [size * plain / by_hand for plain, _, by_hand in triples]
-            )
+            for mode in ("eager", "compiled") if size in compiled_sizes else ("eager",):
+                cfg = experiment_config(
+                    "article",
+                    Path(work) / f"population{size}_{mode}",
+                    [
+                        f"population={size}",
+                        f"trainer.max_epochs={population_epochs}",
+                        f"compile={mode == 'compiled'}",
+                    ],
+                )
+                triples, step_flops = measure_population(
+                    cfg, population_epochs, device_plain, repeats, device
+                )
+                flops.setdefault(size, step_flops)
+                plain_steps += [plain for plain, _, _ in triples]
+                steps = [step for _, step, _ in triples]
+                populations[mode][size] = {
+                    "speedup": spread([size * plain / step for plain, step, _ in triples]),
+                    "handwritten_speedup": spread(
+                        [size * plain / by_hand for plain, _, by_hand in triples]
+                    ),
+                    "step_ms": 1e3 * statistics.median(steps),
+                    "handwritten_step_ms": 1e3 * statistics.median(h for _, _, h in triples),
+                    "steps": steps,
+                }
+                median = populations[mode][size]["step_ms"]
+                print(f"  population {size:>6}, {mode}: {median:8.2f} ms/step", file=sys.stderr)
         figures["versus_handwritten"] = versus_handwritten(
-            Path(work), repeats, populations or {}, overrides or [], device
+            Path(work), repeats, populations_of_d or {}, overrides or [], device
         )
     peak = matmul_peak(device)
     largest = max(sizes)
+    largest_steps = populations["eager"][largest].pop("steps")
+    for entries in populations.values():
+        for entry in entries.values():
+            entry.pop("steps", None)
     figures |= {
         "plain_step_ms": 1e3 * statistics.median(plain_steps),
-        "population_speedup": speedups,
-        "handwritten_population_speedup": handwritten_speedups,
-        "population_step_ms": {s: 1e3 * statistics.median(t) for s, t in population_steps.items()},
-        "population_flops_per_s": {
-            s: flops[s] / statistics.median(t) for s, t in population_steps.items()
-        },
+        "populations": populations,
         "matmul_peak_flops_per_s": peak,
-        "peak_fraction": spread(
-            [flops[largest] / step / peak for step in population_steps[largest]]
-        ),
+        "peak_fraction": spread([flops[largest] / step / peak for step in largest_steps]),
         "peak_fraction_population": largest,
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
@@ -336,18 +353,18 @@ def table(figures: dict[str, Any]) -> str:
         "| (a) the same, validated and checkpointed every epoch / plain loop | "
         f"{_cell(figures['single_with_validation_vs_plain'], '.2f')} |",
     ]
-    for size, speedup in figures["population_speedup"].items():
-        step = figures["population_step_ms"][size]
-        by_hand = figures["handwritten_population_speedup"][size]
-        runs = "1 plain run" if size == 1 else f"{size} plain runs"
-        rows.append(
-            f"| (b) population S={size}: speedup over {runs} ({step:.1f} ms/step)"
-            f" | {_cell(speedup, '.1f', 'x')} |"
-        )
-        rows.append(
-            f"| (b) the hand-written batched loop of S={size}: speedup over {runs}"
-            f" | {_cell(by_hand, '.1f', 'x')} |"
-        )
+    for mode, entries in figures["populations"].items():
+        for size, entry in entries.items():
+            runs = "1 plain run" if size == 1 else f"{size} plain runs"
+            rows.append(
+                f"| (b) population S={size}, {mode} ({entry['step_ms']:.1f} ms/step): speedup"
+                f" over {runs} | {_cell(entry['speedup'], '.1f', 'x')} |"
+            )
+            rows.append(
+                f"| (b) the hand-written batched loop of S={size}, {mode}"
+                f" ({entry['handwritten_step_ms']:.1f} ms/step): speedup over {runs}"
+                f" | {_cell(entry['handwritten_speedup'], '.1f', 'x')} |"
+            )
     rows.append(
         f"| (c) population S={figures['peak_fraction_population']}: fraction of matmul peak"
         f" ({figures['matmul_peak_flops_per_s'] / 1e9:.0f} GFLOP/s) | "
@@ -376,6 +393,13 @@ def _positive(text: str) -> int:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="nalu-bench", description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=_positive, nargs="+", default=list(DEFAULT_SIZES))
+    parser.add_argument(
+        "--compiled-sizes",
+        type=_positive,
+        nargs="*",
+        default=None,
+        help="(b): the populations also measured with compile=true (default: every size)",
+    )
     parser.add_argument("--epochs", type=_positive, default=10, help="epochs of the single runs")
     parser.add_argument(
         "--repeats",
@@ -399,7 +423,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("outputs/bench/bench.json"))
     args = parser.parse_args(argv)
     populations = {e: getattr(args, f"{e}_population") for e in HANDWRITTEN}
-    figures = run(args.sizes, args.epochs, args.repeats, args.output, populations, args.overrides)
+    figures = run(
+        args.sizes,
+        args.epochs,
+        args.repeats,
+        args.output,
+        populations,
+        args.overrides,
+        args.compiled_sizes,
+    )
     print(table(figures))
     print(f"\n{args.output}")
 

@@ -126,7 +126,7 @@ def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
 
 
 def article_population_loop(
-    cfg: DictConfig, population: int, epochs: int, device: str = "cpu"
+    cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
 ) -> float:
     """``experiment=article`` for ``population`` seeds by hand: the article's NALU (two NACs
     and a gate, Trask et al. 2018, sec. 2) with weights ``[S, out, in]``, each member on its own
@@ -155,6 +155,16 @@ def article_population_loop(
     batch_size, eps = cfg.data.batch_size, cfg.model.get("eps", 1e-7)
     orders: dict[int, list[Tensor]] = {}
 
+    def objective(x: Tensor, y: Tensor) -> Tensor:
+        additive = _bmm_linear(x, _nac_weight(add_weight, add_gate))
+        log_x = torch.log(x.abs() + eps)
+        multiplicative = torch.exp(_bmm_linear(log_x, _nac_weight(mul_weight, mul_gate)))
+        g = torch.sigmoid(_bmm_linear(x, gate))
+        output = g * additive + (1 - g) * multiplicative
+        return (output - y).square().mean(dim=(1, 2)).sum()
+
+    loss_of = torch.compile(objective, dynamic=False) if compiled else objective
+
     def step(epoch: int, index: int) -> None:
         if epoch not in orders:
             orders.clear()
@@ -162,14 +172,8 @@ def article_population_loop(
         rows = orders[epoch][index]  # [S, B]
         x = inputs.index_select(0, rows.flatten()).view(*rows.shape, in_features)
         y = targets.index_select(0, (rows + offsets).flatten()).view(*rows.shape, out_features)
-        additive = _bmm_linear(x, _nac_weight(add_weight, add_gate))
-        log_x = torch.log(x.abs() + eps)
-        multiplicative = torch.exp(_bmm_linear(log_x, _nac_weight(mul_weight, mul_gate)))
-        g = torch.sigmoid(_bmm_linear(x, gate))
-        output = g * additive + (1 - g) * multiplicative
-        loss = (output - y).square().mean(dim=(1, 2)).sum()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss_of(x, y).backward()
         optimizer.step()
 
     steps = -(-size // batch_size)
