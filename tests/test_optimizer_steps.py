@@ -100,3 +100,21 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
     assert compiled.keys() == eager.keys()
     for name, value in eager.items():
         assert compiled[name] == pytest.approx(value, rel=1e-3, abs=1e-6), name
+
+
+@pytest.mark.slow
+def test_each_compiled_run_in_one_process_compiles_its_own_step(tmp_path, monkeypatch):
+    # A sweep's jobs train in one process. The compiler keeps the variants of earlier jobs and,
+    # past its recompile limit (1 here, 8 by default), runs the code eagerly without a word: each
+    # run must compile its step and evaluation afresh, as the first did.
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
+    compiled_graphs = []
+    for size in (2, 3):
+        before = counters["stats"]["unique_graphs"]
+        overrides = [*TINY, "model=nac", f"population={size}", "compile=true"]
+        train(compose_config([*overrides, "trainer.max_epochs=1"], tmp_path / f"run{size}"))
+        compiled_graphs.append(counters["stats"]["unique_graphs"] - before)
+    assert compiled_graphs[0] > 0
+    assert compiled_graphs[1] == compiled_graphs[0]

@@ -320,6 +320,10 @@ class ArithmeticModule(L.LightningModule):
         if isinstance(data, TrainingDataModule):
             data.chunk_steps = self.hparams.chunk_steps if one_process else 1
         if self.hparams.compile and one_process:
+            # A run compiles its own step: the compiler keeps every earlier run's variants of
+            # the same code (a sweep's jobs, in one process) and, past its recompile limit,
+            # would run this one eagerly without a word.
+            torch.compiler.reset()
             self._compiled = {
                 # One batch size in training; the evaluation's last chunk may be smaller.
                 "terms": torch.compile(self._eager["terms"], dynamic=False),
