@@ -1,11 +1,16 @@
 """The command-line check itself: what it lets through, the verbose switch, whole sweeps."""
 
 import pytest
+import torch
 from conftest import run_cli
 
 from nalu.cli.train import CONFIG_DIR
-from nalu.config.errors import ConfigError
+from nalu.config.errors import ConfigError, InvalidArgument
+from nalu.config.rules import TRAINING_RULES
 from nalu.config.validation import check_command_line
+from nalu.training.optimization import LinearDecay
+from nalu.training.regularizer import RegularizerSchedule
+from nalu.training.stalls import StallRule
 
 
 @pytest.mark.slow
@@ -26,7 +31,8 @@ def test_verbose_switch_shows_the_traceback(tmp_path, monkeypatch):
     ],
 )
 def test_command_lines_the_check_lets_through(arguments):
-    check_command_line(arguments, CONFIG_DIR)
+    # Sweeps and Hydra's showing flags pass, with no single run's config to hand on.
+    assert check_command_line(arguments, CONFIG_DIR) is None
 
 
 def test_every_job_of_a_sweep_is_checked():
@@ -42,3 +48,41 @@ def test_the_check_returns_the_config_a_single_run_trains_on_and_none_for_a_swee
     assert cfg.seed == 7
     assert check_command_line(["-m", "model=nac,nalu"], CONFIG_DIR) is None
     assert check_command_line(["--cfg", "job"], CONFIG_DIR) is None
+
+
+# Each training class, built with one bad argument, and the config section it is built from.
+TRAINING_CLASSES = {
+    "RegularizerSchedule": ("regularizer", RegularizerSchedule),
+    "StallRule": ("stall_restart", StallRule),
+    "LinearDecay": (
+        "lr_schedule",
+        lambda **bad: LinearDecay(torch.optim.SGD([torch.zeros(1)], lr=0.1), 10, **bad),
+    ),
+}
+
+
+@pytest.mark.parametrize(
+    ("owner", "field"),
+    [(owner, field) for owner, fields in TRAINING_RULES.items() for field in fields],
+)
+def test_each_training_schedule_refuses_a_bad_argument_by_the_rule_the_command_line_applies(
+    owner, field
+):
+    # The constructor and the command-line check apply the class's one rule: the same message,
+    # the field named by its path in the config.
+    section, build = TRAINING_CLASSES[owner]
+    with pytest.raises(InvalidArgument) as refused:
+        build(**{field: "bad"})
+    with pytest.raises(InvalidArgument) as expected:
+        TRAINING_RULES[owner][field](field, "bad")
+    assert str(refused.value) == str(expected.value)
+    if section == "stall_restart":  # no experiment sets one: the whole section on the line
+        fields = {"validations": 5, "loss_above": 1.0, field: "bad"}
+        override = f"stall_restart={{{', '.join(f'{k}: {v}' for k, v in fields.items())}}}"
+    else:
+        override = f"{section}.{field}=bad"
+    with pytest.raises(ConfigError) as preflight:
+        check_command_line(["experiment=solve", override], CONFIG_DIR)
+    with pytest.raises(InvalidArgument) as expected:
+        TRAINING_RULES[owner][field](f"{section}.{field}", "bad")
+    assert str(preflight.value) == str(expected.value)

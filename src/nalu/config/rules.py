@@ -247,29 +247,25 @@ def target_magnitude(operation: str, operand: float, min_abs_denominator: float)
     }[operation]
 
 
+def growth_factor(name: str, value: Any) -> None:
+    if value is not None and not (is_number(value) and value > 1):
+        raise InvalidArgument(name, value, "must be null (a linear ramp) or a number > 1")
+
+
 def regularizer_schedule(
     scale: Any, start: Any, end: Any, initial: Any = 0.0, growth: Any = None, section: str = ""
 ) -> None:
-    """The fields of a regulariser's schedule (``training.regularizer.RegularizerSchedule``),
-    alone and together: λ goes from ``initial`` at ``start`` to ``scale`` at ``end``, linearly or by
-    jumps of ×``growth``. ``section`` prefixes the names (``regularizer.``)."""
-    non_negative_number(f"{section}scale", scale)
-    fraction(f"{section}start", start)
-    fraction(f"{section}end", end)
-    non_negative_number(f"{section}initial", initial)
+    """The fields of a regulariser's schedule (``training.regularizer.RegularizerSchedule``)
+    together, each valid alone (``TRAINING_RULES``): λ goes from ``initial`` at ``start`` to
+    ``scale`` at ``end``, linearly or by jumps of ×``growth``. ``section`` prefixes the names
+    (``regularizer.``)."""
     if start > end:
         raise InvalidArgument(f"{section}start", start, f"must be at most {section}end={end}")
     if initial > scale:
         raise InvalidArgument(
             f"{section}initial", initial, f"must be at most {section}scale={scale}"
         )
-    if growth is None:
-        return
-    if not (is_number(growth) and growth > 1):
-        raise InvalidArgument(
-            f"{section}growth", growth, "must be null (a linear ramp) or a number > 1"
-        )
-    if initial == 0:
+    if growth is not None and initial == 0:
         raise InvalidArgument(
             f"{section}initial",
             initial,
@@ -399,6 +395,19 @@ SET_RULES: dict[str, Rule] = {
     "shuffle_seed": seed,
     "resample": boolean,
 }
+# The training's schedules and rules (``nalu.training``), by class name; a run's config holds
+# them in its ``regularizer``, ``stall_restart`` and ``lr_schedule`` sections.
+TRAINING_RULES: dict[str, dict[str, Rule]] = {
+    "RegularizerSchedule": {
+        "scale": non_negative_number,
+        "start": fraction,
+        "end": fraction,
+        "initial": non_negative_number,
+        "growth": growth_factor,
+    },
+    "StallRule": {"validations": integer_at_least(2), "loss_above": non_negative_number},
+    "LinearDecay": {"start": fraction_below_one, "end_factor": fraction},
+}
 # The argument rules of each class that has some, by class name (a config's ``_target_`` is
 # ``nalu.<package>.<name>``, or the class through its own module). The class's constructor
 # (``check_arguments``) and the command-line check, which finds every such ``_target_`` of a
@@ -407,6 +416,7 @@ SET_RULES: dict[str, Rule] = {
 ARGUMENT_RULES: dict[str, dict[str, Rule]] = {
     **UNIT_RULES,
     **PROBLEM_RULES,
+    **TRAINING_RULES,
     "ProblemDataModule": SET_RULES,
     # A data module's arguments are its problem's and its sets'.
     "ArithmeticDataModule": {**PROBLEM_RULES["MysteryArithmeticProblem"], **SET_RULES},

@@ -1,10 +1,10 @@
 """Checks of a run's config that need neither torch nor Lightning, so bad input fails in a blink.
 
 ``check_command_line`` composes the config exactly as Hydra will, for every job of a sweep, and
-``validate_config`` checks each user-facing field (``FIELD_RULES``, and by ``_target_`` the
-arguments of the model's and the data's classes: ``nalu.config.rules.ARGUMENT_RULES``, which
-their constructors apply too) and the rules that tie fields together (``cross_field_rules``),
-before any folder is made and before torch loads.
+``validate_config`` checks each user-facing field (``FIELD_RULES``, and by class the arguments
+of the model's, the data's and the training schedules' classes:
+``nalu.config.rules.ARGUMENT_RULES``, which their constructors apply too) and the rules that
+tie fields together (``cross_field_rules``), before any folder is made and before torch loads.
 """
 
 import difflib
@@ -33,8 +33,6 @@ from nalu.config.rules import (
     boolean,
     clip_algorithm,
     devices,
-    fraction,
-    fraction_below_one,
     integer_at_least,
     is_integer,
     is_number_pair,
@@ -71,8 +69,10 @@ def existing_file(name: str, value: Any) -> None:
 _ABSENT = object()
 
 
-# Every user-facing field with a rule but the arguments of the model's and the data's classes
-# (``argument_rules``); a field absent from the chosen config is not checked.
+# The run's own fields, and those of the classes it takes from torch (optimizer) and Lightning
+# (trainer); the arguments of the project's classes (model, data, lr_schedule, regularizer,
+# stall_restart) are their classes' rules (``argument_rules``). A field absent from the chosen
+# config is not checked.
 FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
@@ -80,14 +80,6 @@ FIELD_RULES: dict[str, Rule] = {
     "stop_when_solved": boolean,
     "rounds": integer_at_least(1),
     "heatmaps": optional(integer_at_least(0)),
-    "stall_restart.validations": integer_at_least(2),
-    "stall_restart.loss_above": non_negative_number,
-    "regularizer.scale": non_negative_number,
-    "regularizer.start": fraction,
-    "regularizer.end": fraction,
-    "regularizer.initial": non_negative_number,
-    "lr_schedule.start": fraction_below_one,
-    "lr_schedule.end_factor": fraction,
     "ckpt_path": optional(existing_file),
     "optimizer.lr": positive_number,
     "optimizer.eps": positive_number,
@@ -106,6 +98,12 @@ FIELD_RULES: dict[str, Rule] = {
     "trainer.precision": precision,
     "trainer.gradient_clip_val": optional(non_negative_number),
     "trainer.gradient_clip_algorithm": clip_algorithm,
+}
+
+# The classes that a run builds from a section without a ``_target_``.
+SECTION_CLASSES = {
+    "regularizer": "nalu.training.regularizer.RegularizerSchedule",
+    "stall_restart": "nalu.training.stalls.StallRule",
 }
 
 # A network's sizes must be the problem's: model field -> data field.
@@ -151,9 +149,11 @@ def validate_config(cfg: DictConfig) -> None:
     for key, rule in FIELD_RULES.items():
         if (value := _value(cfg, key)) is not _ABSENT:
             _apply(rule, key, value)
-    for section in ("model", "data"):
-        if (built := _value(cfg, section)) is _ABSENT:
+    for section in ("model", "data", "lr_schedule", *SECTION_CLASSES):
+        if (built := _value(cfg, section)) in (_ABSENT, None):
             continue
+        if section in SECTION_CLASSES:
+            built = {"_target_": SECTION_CLASSES[section], **built}
         for path, arguments in _targets(built, section):
             for field, rule in argument_rules(arguments["_target_"]).items():
                 if field in arguments:

@@ -27,8 +27,7 @@ class LinearDecay(LambdaLR):
     def __init__(
         self, optimizer: Optimizer, total_steps: int, start: float = 0.5, end_factor: float = 0.0
     ) -> None:
-        rules.fraction_below_one("start", start)
-        rules.fraction("end_factor", end_factor)
+        rules.check_arguments("LinearDecay", start=start, end_factor=end_factor)
         decay_from = start * total_steps
         decay_steps = max(1.0, total_steps - decay_from)
 

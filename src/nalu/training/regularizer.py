@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import Tensor
@@ -32,7 +32,9 @@ class RegularizerSchedule:
     growth: float | None = None
 
     def __post_init__(self) -> None:
-        rules.regularizer_schedule(self.scale, self.start, self.end, self.initial, self.growth)
+        fields = asdict(self)
+        rules.check_arguments("RegularizerSchedule", **fields)
+        rules.regularizer_schedule(**fields)
 
     def __call__(self, step: int, total_steps: int) -> float:
         """λ at optimizer step ``step`` (from 0) of ``total_steps``."""

@@ -21,8 +21,7 @@ class StallRule:
     loss_above: float = 1.0
 
     def __post_init__(self) -> None:
-        rules.integer_at_least(2)("validations", self.validations)
-        rules.non_negative_number("loss_above", self.loss_above)
+        rules.check_arguments("StallRule", validations=self.validations, loss_above=self.loss_above)
 
     def __call__(self, history: Tensor, since: Tensor) -> Tensor:
         """Which members have stalled ``[S]``, from the interpolation MSEs of every validation
