@@ -443,17 +443,20 @@ def test_each_output_is_also_judged_at_its_own_best_validation():
     assert module.judge.best_interp_mse.tolist() == [1.5]
 
 
-def test_a_checkpoint_that_kept_the_judged_state_on_the_module_still_loads():
+def test_a_checkpoint_that_kept_the_judged_state_and_restarts_on_the_module_still_loads():
     module = two_output_module()
     judge(module, 4, [1.0, 9.0], [0.5, 7.0])
     module.divergence.diverged_at_step.fill_(12)
+    module.restarts.settled_outputs[0, 1] = True
     older = {
-        name.removeprefix("judge.").removeprefix("divergence."): value
+        name.removeprefix("judge.").removeprefix("divergence.").removeprefix("restarts."): value
         for name, value in module.state_dict().items()
     }
-    assert {"best_interp_mse", "diverged_at_step"} <= set(older)  # the layout before the homes
+    # The layout before the homes.
+    assert {"best_interp_mse", "diverged_at_step", "settled_outputs"} <= set(older)
     loaded = two_output_module()
     loaded.load_state_dict(older)
     assert loaded.judge.own_best_interp_mse.tolist() == [[1.0, 9.0]]
     assert loaded.judge.solved_at_step.tolist() == [[4, -1]]
     assert loaded.divergence.diverged_at_step.tolist() == [12]
+    assert loaded.restarts.settled_outputs.tolist() == [[False, True]]

@@ -47,7 +47,7 @@ class RoundProbe(L.Callback):
             RoundProbe.seen["after"] = pl_module.network.weight.detach().clone()
             RoundProbe.seen["moments"] = (state["exp_avg"].clone(), state["exp_avg_sq"].clone())
             RoundProbe.seen["lr"] = optimizer.param_groups[0]["lr"]
-            RoundProbe.seen["settled"] = pl_module.settled_outputs[0].tolist()
+            RoundProbe.seen["settled"] = pl_module.restarts.settled_outputs[0].tolist()
 
     def on_train_end(self, trainer, pl_module) -> None:
         RoundProbe.seen["end"] = pl_module.network.weight.detach().clone()

@@ -52,21 +52,19 @@ def test_a_stalled_member_starts_over_from_its_seed_for_that_restart():
         NAU, ADAM, [["add"]], seeds=[7, 8], stall_restart={"validations": 2, "loss_above": 1.0}
     )
     before = module.network.weight.detach().clone()
-    module.curves["interp/mse"] = [
-        (1000, torch.tensor([4.0, 9.0])),
-        (2000, torch.tensor([4.0, 3.0])),
-    ]
-    module._restart_stalled(2000)
+    history = torch.tensor([[4.0, 9.0], [4.0, 3.0]])  # interpolation MSEs [validations, S]
+    restarts = module.restarts
+    restarts.restart_stalled(2000, history, module.alive)
     restarted = build_network(NAU, 7, draw=1).weight.detach()
     assert torch.equal(module.network.weight[0], restarted)
     assert not torch.equal(restarted, before[0])
     assert torch.equal(module.network.weight[1], before[1])  # 9 → 3: progress, kept
-    assert module.stall_restarts.tolist() == [1, 0]
+    assert restarts.stall_restarts.tolist() == [1, 0]
     # Judged again from the next validation on: one more flat validation is not yet two.
-    assert module.stall_since.tolist() == [2, 0]
-    module.curves["interp/mse"].append((3000, torch.tensor([4.0, 3.0])))
-    module._restart_stalled(3000)
-    assert module.stall_restarts.tolist() == [1, 0]
+    assert restarts.stall_since.tolist() == [2, 0]
+    history = torch.cat([history, torch.tensor([[4.0, 3.0]])])
+    restarts.restart_stalled(3000, history, module.alive)
+    assert restarts.stall_restarts.tolist() == [1, 0]
 
 
 @pytest.mark.parametrize(
@@ -84,6 +82,5 @@ def test_a_bad_stall_rule_names_the_field(fields, message):
 
 def test_a_single_run_restarts_as_its_member_would():
     module = ArithmeticModule(NAU, ADAM, [["add"]], seeds=[7], stall_restart={"validations": 2})
-    module.curves["interp/mse"] = [(1000, torch.tensor([4.0])), (2000, torch.tensor([4.0]))]
-    module._restart_stalled(2000)
+    module.restarts.restart_stalled(2000, torch.tensor([[4.0], [4.0]]), module.alive)
     assert torch.equal(module.network.weight, build_network(NAU, 7, draw=1).weight)

@@ -36,6 +36,7 @@ from nalu.training.judging import Judge
 from nalu.training.members import Members
 from nalu.training.optimization import configure_optimization
 from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
+from nalu.training.restarts import Restarts
 from nalu.training.stalls import StallRule
 from nalu.units.contract import (
     clamped_units,
@@ -156,15 +157,17 @@ class ArithmeticModule(L.LightningModule):
     the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
     through ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
 
-    Per member, three jobs have homes of their own: ``members`` (above); ``judge``
+    Per member, four jobs have homes of their own: ``members`` (above); ``judge``
     (``nalu.training.judging.Judge``), which keeps each member's best validation, its
     parameters and the steps at which its outputs were solved, and on whose parameters the test
-    loop runs; and ``divergence`` (``nalu.training.divergence.Divergence``): a member whose
+    loop runs; ``divergence`` (``nalu.training.divergence.Divergence``): a member whose
     objective or parameters turn non-finite is frozen and judged at its best validation before,
-    and when none is left training stops with ``Diverged``. The module itself stops when solved
-    (``stop_when_solved``: at the first validation where every living member's every output has
-    an interpolation MSE below ``validation_threshold``) and starts rounds and stall restarts.
-    All of it is module state, so it travels with the checkpoint and a killed run resumes.
+    and when none is left training stops with ``Diverged``; and ``restarts``
+    (``nalu.training.restarts.Restarts``): the rounds of per-output restarts and the stall
+    restarts. The module itself stops when solved (``stop_when_solved``: at the first validation
+    where every living member's every output has an interpolation MSE below
+    ``validation_threshold``). All of it is module state, so it travels with the checkpoint and
+    a killed run resumes.
 
     ``network`` and ``optimizer`` are Hydra configs (``{"_target_": ...}``, what the command
     line passes and the checkpoint records), or plain objects in a notebook: an ``nn.Module``
@@ -247,22 +250,16 @@ class ArithmeticModule(L.LightningModule):
                 "needs a network config whose outputs are models of their own (a weight row "
                 "each: select, nau, nmu, nmru, ...), whose rows a new round re-initialises",
             )
-        self.stall_rule = None if stall_restart is None else StallRule(**stall_restart)
-        if self.stall_rule is not None and not is_config(network):
+        stall_rule = None if stall_restart is None else StallRule(**stall_restart)
+        if stall_rule is not None and not is_config(network):
             raise InvalidArgument(
                 "stall_restart", stall_restart, "needs the network's config, to re-initialise it"
             )
-        # Per member: the validation from which its stall is judged, and its restarts so far.
-        self.register_buffer("stall_since", torch.zeros(size, dtype=torch.long))
-        self.register_buffer("stall_restarts", torch.zeros(size, dtype=torch.long))
+        self.restarts = Restarts(self.members, outputs, rounds, stall_rule)
         threshold = torch.full((size, outputs), float("nan"))
         if validation_threshold is not None:
             threshold = torch.as_tensor(validation_threshold, dtype=torch.float32)
         self.register_buffer("validation_threshold", threshold, persistent=False)
-        # Outputs solved on the interpolation set at the end of a round (``rounds``): their
-        # weight rows no longer change.
-        self.register_buffer("settled_outputs", torch.zeros((size, outputs), dtype=torch.bool))
-        self._any_settled = False
         self.judge = Judge(self.members, outputs)
         self.register_load_state_dict_pre_hook(self._older_checkpoint)
         # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
@@ -297,9 +294,10 @@ class ArithmeticModule(L.LightningModule):
     def _older_checkpoint(
         self, module: nn.Module, state: dict[str, Tensor], prefix: str, *_: object
     ) -> None:
-        """A ``load_state_dict`` pre-hook: a checkpoint written before the judge and the
-        divergence had homes of their own kept their buffers on the module; they move there."""
-        for home in ("judge", "divergence"):
+        """A ``load_state_dict`` pre-hook: a checkpoint written before the judge, the
+        divergence and the restarts had homes of their own kept their buffers on the module;
+        they move there."""
+        for home in ("judge", "divergence", "restarts"):
             for name in getattr(self, home).state_dict():
                 if (old := prefix + name) in state:
                     state[f"{prefix}{home}.{name}"] = state.pop(old)
@@ -426,8 +424,7 @@ class ArithmeticModule(L.LightningModule):
         # other member's, and the member is frozen from the chunk's end on.
         self._backward(objective.sum() if objective.dim() else objective)
         self.divergence.freeze()
-        if self._any_settled:
-            self._zero_settled_gradients()
+        self.restarts.zero_settled_gradients()
         self._clip_gradients(optimizer)
         self._step(optimizer)
         # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
@@ -513,12 +510,6 @@ class ArithmeticModule(L.LightningModule):
             return flags
         held = self.trainer.strategy.reduce(flags.float(), reduce_op="sum")
         return held == self.trainer.world_size
-
-    def _zero_settled_gradients(self) -> None:
-        """Settled outputs' rows get no update (their first moments are 0 too)."""
-        for parameter in self.network.parameters():
-            if parameter.grad is not None:
-                parameter.grad.masked_fill_(self.members.rows(self.settled_outputs, parameter), 0.0)
 
     def _clip_gradients(self, optimizer: Any) -> None:
         """``gradient_clip_val``/``gradient_clip_algorithm``, per member: a member's gradient
@@ -658,8 +649,9 @@ class ArithmeticModule(L.LightningModule):
             for split, metrics in values.items()
             for name, value in metrics.items()
         }
-        if self.stall_rule is not None and step < self.planned_steps:
-            self._restart_stalled(step)
+        if self.restarts.stall_rule is not None and step < self.planned_steps:
+            history = torch.stack([values for _, values in self.curves[INTERP_MSE]])
+            self.restarts.restart_stalled(step, history.to(self.device), self.alive)
         medians = living_medians(per_member, self.alive)
         # ModelCheckpoint monitors it; the progress bar shows it.
         self.log(INTERP_MSE, medians[INTERP_MSE], prog_bar=True, logger=False)
@@ -673,77 +665,19 @@ class ArithmeticModule(L.LightningModule):
         if self.hparams.stop_when_solved:
             self._stop_if_solved(step, per_output["interp"])
         if self.hparams.rounds > 1 and not self.trainer.should_stop:
-            self._start_round(step, per_output["interp"])
+            self.restarts.end_round(
+                step,
+                self.planned_steps,
+                per_output["interp"] < self.validation_threshold,
+                self.alive,
+                self.optimizers().optimizer,
+                self.lr_schedulers(),
+            )
 
     @property
     def round_steps(self) -> int:
         """The optimizer steps of a round: the run's, divided by ``rounds``."""
-        return max(1, self.planned_steps // self.hparams.rounds)
-
-    def _start_round(self, step: int, interp_per_output: Tensor) -> None:
-        """At the end of every round but the last: each living member's outputs solved on the
-        interpolation set are settled (their rows keep their weights from now on), and every
-        other output starts over: its row of every parameter re-initialised from the member's
-        seed for the round, and the optimizer, the learning-rate schedule and the
-        regulariser's ramp start again as at step 0. Validation data alone decides."""
-        if step % self.round_steps or step >= self.planned_steps:
-            return
-        living = self.alive.unsqueeze(1)
-        self.settled_outputs |= (interp_per_output < self.validation_threshold) & living
-        restarted = ~self.settled_outputs & living
-        self._any_settled = bool(self.settled_outputs.any())
-        round_index = step // self.round_steps
-        fresh = self.members.fresh(round_index)
-        optimizer = self.optimizers().optimizer
-        with torch.no_grad():
-            for name, parameter in self.network.named_parameters():
-                rows = self.members.rows(restarted, parameter)
-                parameter.copy_(torch.where(rows, fresh[name].to(parameter), parameter))
-                # Every live row is now settled or new: Adam's moments and step count start
-                # from 0 (a settled row's zero moments and zero gradients leave it still).
-                for value in optimizer.state.get(parameter, {}).values():
-                    if isinstance(value, Tensor):
-                        value.zero_()
-        if (scheduler := self.lr_schedulers()) is not None:
-            # From the learning rates it started with, as at step 0 (closed-form and chained
-            # schedulers alike).
-            for group, base_lr in zip(optimizer.param_groups, scheduler.base_lrs, strict=True):
-                group["lr"] = base_lr
-            scheduler.last_epoch = -1
-            scheduler.step()
-        log.info(
-            "step %d: round %d of %d: %d outputs settled, %d start over",
-            step,
-            round_index + 1,
-            self.hparams.rounds,
-            int(self.settled_outputs.sum()),
-            int(restarted.sum()),
-        )
-
-    def _restart_stalled(self, step: int) -> None:
-        """Each living member whose interpolation MSE has stalled (``stall_restart``, the
-        iNALU's rule) starts over: every parameter re-initialised from its seed for its n-th
-        restart (``build_network``'s draw rounds − 1 + n, no round's), Adam's moments kept as
-        in Mistry et al.'s benchmark; its stall is judged again from the next validation."""
-        history = torch.stack([values for _, values in self.curves[INTERP_MSE]])
-        stalled = self.stall_rule(history.to(self.device), self.stall_since) & self.alive
-        members = stalled.nonzero().flatten().tolist()
-        if not members:
-            return
-        self.stall_restarts += stalled
-        self.stall_since.masked_fill_(stalled, history.shape[0])
-        with torch.no_grad():
-            for member in members:
-                draw = self.hparams.rounds - 1 + int(self.stall_restarts[member])
-                fresh = self.members.fresh_member(member, draw)
-                for name, parameter in self.network.named_parameters():
-                    self.members.of(parameter, member).copy_(fresh.get_parameter(name))
-        log.info(
-            "step %d: stalled, re-initialised (stall_restart): %d of %d members",
-            step,
-            len(members),
-            self.population,
-        )
+        return self.restarts.round_steps(self.planned_steps)
 
     def _stop_if_solved(self, step: int, interp_per_output: Tensor) -> None:
         """Stop training once every living member has solved every output on the
@@ -761,7 +695,7 @@ class ArithmeticModule(L.LightningModule):
         )
 
     def on_train_start(self) -> None:
-        self._any_settled = bool(self.settled_outputs.any())  # a resumed run's
+        self.restarts.resumed()
         self.divergence.resumed()
 
     def on_test_start(self) -> None:
