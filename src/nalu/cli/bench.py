@@ -285,6 +285,7 @@ def run(
         plain_steps: list[float] = []
         populations: dict[str, dict[int, dict[str, Any]]] = {"eager": {}, "compiled": {}}
         flops: dict[int, int] = {}
+        eager_steps: dict[int, list[float]] = {}  # (c) is the eager population's
         for size in sizes:
             # Fewer epochs for large populations: a step's time is steady after the first epoch.
             population_epochs = max(2, epochs * 10 // max(size, 10))
@@ -301,9 +302,10 @@ def run(
                 triples, step_flops = measure_population(
                     cfg, population_epochs, device_plain, repeats, device
                 )
-                flops.setdefault(size, step_flops)
                 plain_steps += [plain for plain, _, _ in triples]
                 steps = [step for _, step, _ in triples]
+                if mode == "eager":
+                    flops[size], eager_steps[size] = step_flops, steps
                 populations[mode][size] = {
                     "speedup": spread([size * plain / step for plain, step, _ in triples]),
                     "handwritten_speedup": spread(
@@ -311,7 +313,6 @@ def run(
                     ),
                     "step_ms": 1e3 * statistics.median(steps),
                     "handwritten_step_ms": 1e3 * statistics.median(h for _, _, h in triples),
-                    "steps": steps,
                 }
                 median = populations[mode][size]["step_ms"]
                 print(f"  population {size:>6}, {mode}: {median:8.2f} ms/step", file=sys.stderr)
@@ -320,15 +321,11 @@ def run(
         )
     peak = matmul_peak(device)
     largest = max(sizes)
-    largest_steps = populations["eager"][largest].pop("steps")
-    for entries in populations.values():
-        for entry in entries.values():
-            entry.pop("steps", None)
     figures |= {
         "plain_step_ms": 1e3 * statistics.median(plain_steps),
         "populations": populations,
         "matmul_peak_flops_per_s": peak,
-        "peak_fraction": spread([flops[largest] / step / peak for step in largest_steps]),
+        "peak_fraction": spread([flops[largest] / step / peak for step in eager_steps[largest]]),
         "peak_fraction_population": largest,
         "max_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
     }
