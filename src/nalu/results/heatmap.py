@@ -1,5 +1,9 @@
 """Weight heatmaps as figures: a unit's matrices, one panel each, with a colour bar and every
-row labelled (an output with its true and learned formula, or a hidden unit)."""
+row labelled (an output with its true and learned formula, or a hidden unit).
+
+Rendering needs numpy and matplotlib alone, so that the worker processes that draw a
+population's figures start in a fraction of a second (``nalu.results.recorder`` takes the
+matrices out of the network)."""
 
 import multiprocessing
 import os
@@ -7,12 +11,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from torch import Tensor, nn
 
-from nalu.units.contract import effective_weights
+from nalu.results.images import figure_png
 
 # Inputs labelled on the x axis at most; wider matrices get a tick every few inputs.
 MAX_COLUMN_TICKS = 25
@@ -25,19 +27,19 @@ MAX_PANEL_INCHES = 12.0
 # At matplotlib's 100 dpi: 1,500 px, so that the colour bar and the read-back column stay in a
 # 1,600-px browser window beside TensorBoard's margins.
 MAX_FIGURE_INCHES = 15.0
-
-
-def unit_matrices(network: nn.Module, prefix: str = "") -> dict[str, dict[str, Tensor]]:
-    """``{unit path: {matrix name: [rows, columns]}}``: each unit's ``effective_weights()``
-    (which speak for everything inside it, e.g. a NALU's two NACs) and each linear layer's."""
-    if (own := effective_weights(network)) is not None:
-        return {prefix or "network": own}
-    if isinstance(network, nn.Linear):
-        return {prefix or "network": {"weight": network.weight}}
-    units: dict[str, dict[str, Tensor]] = {}
-    for name, child in network.named_children():
-        units.update(unit_matrices(child, f"{prefix}.{name}" if prefix else name))
-    return units
+# The layout, in inches. Labels are sized by their length in characters (of the 8-point font,
+# the 7-point one below the panels): measuring every label, as a layout engine does, took half
+# of a figure's time.
+ROW_INCHES = 0.32
+COLUMN_INCHES = 0.11
+MIN_MATRIX_INCHES = (4.0, 0.4)
+CHARACTER_INCHES = 0.065
+SMALL_CHARACTER_INCHES = 0.06
+TICK_INCHES = 0.12
+TITLE_INCHES = 0.45
+PANEL_TITLE_INCHES = 0.3
+COLOUR_BAR_INCHES = (0.12, 0.15, 0.55)  # gap, bar, its tick labels
+MARGIN_INCHES = 0.1
 
 
 def _shorten(text: str) -> str:
@@ -46,9 +48,70 @@ def _shorten(text: str) -> str:
     return text[: MAX_LABEL_CHARACTERS - 1] + "…"
 
 
+def _label_inches(labels: Sequence[str], character_inches: float = CHARACTER_INCHES) -> float:
+    """The room a column of tick labels takes beside its axis."""
+    return TICK_INCHES + character_inches * max((len(label) for label in labels), default=0)
+
+
+@dataclass(frozen=True)
+class _Panel:
+    """One matrix's panel: its labels, and its height in the figure."""
+
+    name: str
+    values: np.ndarray
+    column_ticks: list[int]
+    column_labels: list[str]
+    row_ticks: range
+    row_labels: list[str]
+    learned_labels: list[str] | None
+
+    @property
+    def matrix_inches(self) -> float:
+        rows = self.values.shape[0]
+        return min(MAX_PANEL_INCHES, max(MIN_MATRIX_INCHES[1], ROW_INCHES * rows))
+
+    @property
+    def below_inches(self) -> float:
+        return _label_inches(self.column_labels, SMALL_CHARACTER_INCHES)
+
+    @property
+    def inches(self) -> float:
+        return PANEL_TITLE_INCHES + self.matrix_inches + self.below_inches
+
+
+def _panel(
+    name: str,
+    values: np.ndarray,
+    truths: Sequence[str],
+    learned: Sequence[tuple[str, bool]] | None,
+    input_name: str,
+) -> _Panel:
+    rows, columns = values.shape
+    step = max(1, -(-columns // MAX_COLUMN_TICKS))
+    column_ticks = list(range(0, columns, step))
+    is_output_panel = rows == len(truths)
+    labels = (
+        [_shorten(f"y{j} = {truth}") for j, truth in enumerate(truths)]
+        if is_output_panel
+        else [f"h{j}" for j in range(rows)]
+    )
+    row_step = max(1, -(-rows // MAX_ROW_LABELS))
+    return _Panel(
+        name,
+        values,
+        column_ticks,
+        [f"{input_name}{i}" if columns > 1 else "" for i in column_ticks],
+        range(0, rows, row_step),
+        labels[::row_step],
+        [_shorten(f"{'✓' if ok else '✗'} {formula}") for formula, ok in learned]
+        if is_output_panel and learned and row_step == 1
+        else None,
+    )
+
+
 def weight_figure(
     title: str,
-    matrices: dict[str, Tensor],
+    matrices: dict[str, np.ndarray],
     truths: Sequence[str],
     learned: Sequence[tuple[str, bool]] | None = None,
     input_name: str = "x",
@@ -60,46 +123,48 @@ def weight_figure(
     ``learned[j]``: the read-back formula, ✓ where it is the truth. Other rows are hidden units;
     columns are inputs ``x_i`` (``h_i`` for a unit that reads an earlier unit's outputs).
     """
-    heights = [
-        min(MAX_PANEL_INCHES, max(1.2, 0.32 * matrix.shape[0] + 0.9))
-        for matrix in matrices.values()
+    panels = [
+        _panel(name, np.asarray(matrix, dtype=np.float32), truths, learned, input_name)
+        for name, matrix in matrices.items()
     ]
-    columns = max(matrix.shape[1] for matrix in matrices.values())
-    label_width = 3.2 if learned else 1.2
-    figure = Figure(
-        figsize=(min(MAX_FIGURE_INCHES, 4.0 + label_width + 0.11 * columns), sum(heights) + 0.8),
-        layout="constrained",
+    left = MARGIN_INCHES + max(_label_inches(panel.row_labels) for panel in panels)
+    learned_inches = max(
+        (_label_inches(panel.learned_labels) for panel in panels if panel.learned_labels),
+        default=0.0,
     )
+    right = learned_inches + sum(COLOUR_BAR_INCHES) + MARGIN_INCHES
+    columns = max(panel.values.shape[1] for panel in panels)
+    matrix_width = max(
+        MIN_MATRIX_INCHES[0], min(COLUMN_INCHES * columns, MAX_FIGURE_INCHES - left - right)
+    )
+    width = left + matrix_width + right
+    height = TITLE_INCHES + sum(panel.inches for panel in panels) + MARGIN_INCHES
+    figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
-    figure.suptitle(title)
-    axes = figure.subplots(len(matrices), 1, height_ratios=heights, squeeze=False)[:, 0]
-    for axis, (name, matrix) in zip(axes, matrices.items(), strict=True):
-        values = matrix.detach().float().cpu()
-        finite = values[torch.isfinite(values)]
-        bound = max(1.0, float(finite.abs().max())) if finite.numel() else 1.0
-        image = axis.imshow(values.numpy(), cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
-        figure.colorbar(image, ax=axis, fraction=0.03, pad=0.01)
-        axis.set_title(f"{name}  [{values.shape[0]}×{values.shape[1]}]", fontsize=9, loc="left")
-        step = max(1, -(-values.shape[1] // MAX_COLUMN_TICKS))
-        ticks = list(range(0, values.shape[1], step))
-        axis.set_xticks(ticks, [f"{input_name}{i}" if values.shape[1] > 1 else "" for i in ticks])
+    figure.suptitle(title, y=1 - 0.12 / height, va="top")
+    top = height - TITLE_INCHES
+    gap, bar, _ = COLOUR_BAR_INCHES
+    for panel in panels:
+        bottom = top - PANEL_TITLE_INCHES - panel.matrix_inches
+        box = [left / width, bottom / height, matrix_width / width, panel.matrix_inches / height]
+        axis = figure.add_axes(box)
+        finite = panel.values[np.isfinite(panel.values)]
+        bound = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
+        image = axis.imshow(panel.values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
+        rows, columns = panel.values.shape
+        axis.set_title(f"{panel.name}  [{rows}×{columns}]", fontsize=9, loc="left")
+        axis.set_xticks(panel.column_ticks, panel.column_labels)
         axis.tick_params(axis="x", labelsize=7, rotation=90)
-        rows = values.shape[0]
-        is_output_panel = rows == len(truths)
-        labels = (
-            [_shorten(f"y{j} = {truth}") for j, truth in enumerate(truths)]
-            if is_output_panel
-            else [f"h{j}" for j in range(rows)]
+        axis.set_yticks(panel.row_ticks, panel.row_labels, fontsize=8)
+        if panel.learned_labels:
+            right_axis = axis.secondary_yaxis("right")
+            right_axis.set_yticks(range(rows), panel.learned_labels, fontsize=8)
+        bar_left = left + matrix_width + learned_inches + gap
+        colour_bar = figure.add_axes(
+            [bar_left / width, bottom / height, bar / width, panel.matrix_inches / height]
         )
-        row_step = max(1, -(-rows // MAX_ROW_LABELS))
-        axis.set_yticks(range(0, rows, row_step), labels[::row_step], fontsize=8)
-        if is_output_panel and learned and row_step == 1:
-            right = axis.secondary_yaxis("right")
-            right.set_yticks(
-                range(rows),
-                [_shorten(f"{'✓' if ok else '✗'} {formula}") for formula, ok in learned],
-                fontsize=8,
-            )
+        figure.colorbar(image, cax=colour_bar)
+        top = bottom - panel.below_inches
     return figure
 
 
@@ -109,30 +174,30 @@ class Heatmap:
 
     tag: str
     title: str
-    matrices: dict[str, Tensor]
+    matrices: dict[str, np.ndarray]
     truths: Sequence[str]
     learned: Sequence[tuple[str, bool]] | None = None
     input_name: str = "x"
 
 
-# Fewer figures than this render in the calling process: a worker process starts in seconds.
+# Fewer figures than this render in the calling process: a worker takes about a second to start.
 PARALLEL_HEATMAPS = 6
 
 
-def render_heatmap(heatmap: Heatmap) -> np.ndarray:
-    """The figure as ``[3, height, width]`` uint8 RGB, what TensorBoard's ``add_image`` takes."""
-    figure = weight_figure(
-        heatmap.title, heatmap.matrices, heatmap.truths, heatmap.learned, heatmap.input_name
+def render_heatmap(heatmap: Heatmap) -> bytes:
+    """The figure as a PNG (``nalu.results.images.figure_png``)."""
+    return figure_png(
+        weight_figure(
+            heatmap.title, heatmap.matrices, heatmap.truths, heatmap.learned, heatmap.input_name
+        )
     )
-    figure.canvas.draw()
-    return np.asarray(figure.canvas.buffer_rgba())[..., :3].transpose(2, 0, 1).copy()
 
 
-def render_heatmaps(heatmaps: Sequence[Heatmap]) -> Iterator[np.ndarray]:
+def render_heatmaps(heatmaps: Sequence[Heatmap]) -> Iterator[bytes]:
     """Every figure rendered (``render_heatmap``), in order, as the caller takes them: a
-    population's dozens of figures in a process per CPU (matplotlib draws in Python, one figure a
-    second or two), fewer here. Figures come one by one (each a few MB as pixels), so that a
-    thousand members' never sit in memory at once."""
+    population's dozens of figures in a process per CPU (matplotlib draws in Python, a few
+    tenths of a second a figure), fewer here. Figures come one by one, so that a thousand
+    members' never sit in memory at once."""
     workers = min(len(os.sched_getaffinity(0)), len(heatmaps))
     if len(heatmaps) < PARALLEL_HEATMAPS or workers < 2:
         yield from map(render_heatmap, heatmaps)

@@ -19,7 +19,8 @@ from nalu.config import rules
 from nalu.config.errors import Diverged
 from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
-from nalu.results.heatmap import Heatmap, render_heatmaps, unit_matrices
+from nalu.results.heatmap import Heatmap, render_heatmaps
+from nalu.results.images import add_png
 from nalu.results.metrics import group_by_operation
 from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.results.record import (
@@ -36,6 +37,7 @@ from nalu.results.record import (
     write_atomic,
     write_json_atomic,
 )
+from nalu.units.contract import effective_weights
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -208,6 +210,19 @@ def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[st
         file_writer.add_summary(summary)
 
 
+def unit_matrices(network: nn.Module, prefix: str = "") -> dict[str, dict[str, Tensor]]:
+    """``{unit path: {matrix name: [rows, columns]}}``: each unit's ``effective_weights()``
+    (which speak for everything inside it, e.g. a NALU's two NACs) and each linear layer's."""
+    if (own := effective_weights(network)) is not None:
+        return {prefix or "network": own}
+    if isinstance(network, nn.Linear):
+        return {prefix or "network": {"weight": network.weight}}
+    units: dict[str, dict[str, Tensor]] = {}
+    for name, child in network.named_children():
+        units.update(unit_matrices(child, f"{prefix}.{name}" if prefix else name))
+    return units
+
+
 def weight_heatmaps(
     network: nn.Module, problem: ArithmeticProblem, formulas: list[dict[str, Any]]
 ) -> list[Heatmap]:
@@ -225,7 +240,7 @@ def weight_heatmaps(
             Heatmap(
                 f"weights/{path}",
                 title,
-                {name: matrix.detach().cpu() for name, matrix in matrices.items()},
+                {name: matrix.detach().float().cpu().numpy() for name, matrix in matrices.items()},
                 truths=[str(f) for f in problem.exact_formulas()] if is_output_unit else [],
                 learned=[(f["learned"], f["recovered"]) for f in formulas]
                 if is_output_unit
@@ -347,8 +362,9 @@ class RunRecorder(L.Callback):
             diverged_at = int(pl_module.divergence.diverged_at_step[member])
             if diverged_at >= 0:
                 experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
+            events = experiment._get_file_writer()
             for heatmap in unit:
-                experiment.add_image(heatmap.tag, next(images), trainer.global_step)
+                add_png(events, heatmap.tag, next(images), trainer.global_step)
             log_final_results(
                 tensorboard,
                 self.member_metrics[member],

@@ -48,6 +48,7 @@ from nalu.results.record import (
     RunRecord,
     finite_median,
     metric_name,
+    write_atomic,
     write_text_atomic,
 )
 
@@ -766,13 +767,18 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     board = out / "report_tensorboard"
     for events in board.glob("events.out.tfevents.*"):
         events.unlink()
+    import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
+
+    from nalu.results.images import add_png, figure_png
 
     with SummaryWriter(str(board)) as writer:
         writer.add_text("report/table", markdown_table(rows, group_by))
         for name, figure in figures.items():
-            figure.savefig(out / f"{name}.png", dpi=120)
-            writer.add_figure(f"report/{name}", figure, close=True)
+            png = figure_png(figure, dpi=120)
+            plt.close(figure)
+            write_atomic(out / f"{name}.png", lambda handle, png=png: handle.write(png))
+            add_png(writer._get_file_writer(), f"report/{name}", png, 0)
     return Report(report, rows, group_by, runs)
 
 
