@@ -103,18 +103,20 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_each_compiled_run_in_one_process_compiles_its_own_step(tmp_path, monkeypatch):
+def test_each_compiled_run_in_one_process_compiles_its_own_step(tmp_path):
     # A sweep's jobs train in one process. The compiler keeps the variants of earlier jobs and,
     # past its recompile limit (1 here, 8 by default), runs the code eagerly without a word: each
     # run must compile its step and evaluation afresh, as the first did.
     from torch._dynamo.utils import counters
 
-    monkeypatch.setattr(torch._dynamo.config, "recompile_limit", 1)
     compiled_graphs = []
-    for size in (2, 3):
-        before = counters["stats"]["unique_graphs"]
-        overrides = [*TINY, "model=nac", f"population={size}", "compile=true"]
-        train(compose_config([*overrides, "trainer.max_epochs=1"], tmp_path / f"run{size}"))
-        compiled_graphs.append(counters["stats"]["unique_graphs"] - before)
+    # The compiler's own patch: it restores the limit afterwards for the tests that follow in
+    # this process (pytest's monkeypatch would delete the setting instead).
+    with torch._dynamo.config.patch(recompile_limit=1):
+        for size in (2, 3):
+            before = counters["stats"]["unique_graphs"]
+            overrides = [*TINY, "model=nac", f"population={size}", "compile=true"]
+            train(compose_config([*overrides, "trainer.max_epochs=1"], tmp_path / f"run{size}"))
+            compiled_graphs.append(counters["stats"]["unique_graphs"] - before)
     assert compiled_graphs[0] > 0
     assert compiled_graphs[1] == compiled_graphs[0]

@@ -125,7 +125,11 @@ class FreshBatches:
 
     An epoch is ``steps`` steps; under data parallelism this process takes every
     ``num_replicas``-th of them from ``rank`` on (the same steps' batches, split among the
-    processes)."""
+    processes).
+
+    ``compiled``: the batches are made by one kernel that ``torch.compile`` fuses from the
+    generator, the placing on the ranges and the targets (several times faster than their dozen
+    separate operations, and the same numbers)."""
 
     def __init__(
         self,
@@ -136,6 +140,7 @@ class FreshBatches:
         steps: int,
         num_replicas: int = 1,
         rank: int = 0,
+        compiled: bool = False,
     ) -> None:
         self.problems = MemberProblems(problems, value_ranges, keys.device)
         self.keys = keys
@@ -145,6 +150,10 @@ class FreshBatches:
         self.steps_per_epoch = self.full_steps = steps // num_replicas
         self.values_per_step = len(keys) * batch_size * self.problems.in_features
         self._streams: tuple[int, Streams] | None = None
+        # Compiled once for each block size that chunks are cut into (a few per run).
+        self._draw = (
+            torch.compile(self._draw_eagerly, dynamic=False) if compiled else self._draw_eagerly
+        )
 
     def _epoch_streams(self, epoch: int) -> Streams:
         """``[steps, S]``: every member's stream of each of the epoch's steps this process
@@ -157,8 +166,11 @@ class FreshBatches:
         return self._streams[1]
 
     def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
-        streams = self._epoch_streams(epoch)[start : start + count]  # [K, S]
-        shape = (count, len(self.keys), self.batch_size, self.problems.in_features)
+        return self._draw(self._epoch_streams(epoch)[start : start + count])
+
+    def _draw_eagerly(self, streams: Streams) -> tuple[Tensor, Tensor]:
+        """The inputs and targets of the ``[K, S]`` ``streams``."""
+        shape = (*streams.multiplier.shape[:2], self.batch_size, self.problems.in_features)
         uniforms = streams.uniform(math.prod(shape[2:])).view(shape)
         x = self.problems.inputs(uniforms)
         return x, self.problems.targets(x)

@@ -75,7 +75,8 @@ class TrainingDataModule(L.LightningDataModule, ABC):
     """A data module whose training batches come from a ``TrainingStream`` of its members
     (``training_stream()``, made once the sets are): ordinary ``(x, y)`` batches, or with
     ``chunk_steps`` above 1 ``Chunk``s of that many steps' batches, which a training module that
-    takes several optimizer steps per call asks for (``ArithmeticModule`` does)."""
+    takes several optimizer steps per call asks for (``ArithmeticModule`` does), as it asks
+    for fresh batches made by a compiled kernel (``compile_batches``) when it compiles."""
 
     # Batches of the one member without a member dimension ([B, in], not [1, B, in]).
     single_member = True
@@ -83,6 +84,7 @@ class TrainingDataModule(L.LightningDataModule, ABC):
     def __init__(self) -> None:
         super().__init__()
         self.chunk_steps = 1
+        self.compile_batches = False
         self._stream: TrainingStream | None = None
 
     @abstractmethod
@@ -202,6 +204,7 @@ class ProblemDataModule(TrainingDataModule):
                 steps=-(-self.sizes["train"] // self.batch_size),
                 num_replicas=replicas,
                 rank=rank,
+                compiled=self.compile_batches,
             )
         train = self.datasets["train"]
         return FixedBatches(

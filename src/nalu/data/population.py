@@ -110,6 +110,7 @@ class PopulationDataModule(TrainingDataModule):
                 self.batch_size,
                 torch.stack(keys).to(device),
                 steps=-(-self.sizes["train"] // self.batch_size),
+                compiled=self.compile_batches,
             )
         keys = torch.stack([order_key(member.shuffle_seed) for member in self.members])
         return FixedBatches(

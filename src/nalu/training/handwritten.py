@@ -8,9 +8,9 @@ units' maths written out (Madsen & Johansen 2020's NAU and NMU, Mistry et al. 20
 fused Adam over every member, fresh batches drawn for all members at once
 with the counter-based generator (``nalu.data.counter_random``, the fastest way we know to draw
 them here: an eager hash beats ``torch.rand``'s Mersenne Twister on a CPU). ``compiled=True``
-runs each step's forward, loss and backward through ``torch.compile``, as the project does with
-``compile=true``. Each loop returns its seconds per optimizer step after a first epoch of
-warm-up.
+runs each step's forward, loss and backward, and the drawing of fresh batches, through
+``torch.compile``, as the project does with ``compile=true``. Each loop returns its seconds per
+optimizer step after a first epoch of warm-up.
 """
 
 import math
@@ -180,25 +180,40 @@ def article_population_loop(
     return timed_steps(step, epochs, steps, where)
 
 
-class _FreshInputs:
-    """``[S, B, in]`` fresh inputs of every member for ``(epoch, step)``, each member's stream
-    that the project's run would draw (``nalu.data.batches.FreshBatches``), the epoch's streams
-    derived once."""
+class _FreshBatches:
+    """Every member's fresh batch for ``(epoch, step)``: ``[S, B, in]`` inputs from each
+    member's stream that the project's run would draw (``nalu.data.batches.FreshBatches``), the
+    epoch's streams derived once, and their ``targets``; ``compiled``: drawn, placed and their
+    targets computed by one compiled kernel."""
 
-    def __init__(self, keys: Tensor, batch_size: int, steps: int, columns: ColumnRanges) -> None:
+    def __init__(
+        self,
+        keys: Tensor,
+        batch_size: int,
+        steps: int,
+        columns: ColumnRanges,
+        targets: Callable[[Tensor], Tensor],
+        compiled: bool,
+    ) -> None:
         self.keys, self.batch_size, self.steps, self.columns = keys, batch_size, steps, columns
+        self.targets = targets
         self.epoch, self.streams = -1, Streams.of(keys)
+        self.draw = torch.compile(self._draw, dynamic=False) if compiled else self._draw
 
-    def __call__(self, epoch: int, step: int) -> Tensor:
+    def __call__(self, epoch: int, step: int) -> tuple[Tensor, Tensor]:
         if epoch != self.epoch:
             steps = torch.arange(self.steps, dtype=torch.int32, device=self.keys.device)
             self.epoch, self.streams = (
                 epoch,
                 Streams.of(fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1))),
             )
+        return self.draw(self.streams[step])
+
+    def _draw(self, streams: Streams) -> tuple[Tensor, Tensor]:
         members, _, in_features = self.columns.totals.shape
-        uniforms = self.streams[step].uniform(self.batch_size * in_features)
-        return self.columns.place(uniforms.view(members, self.batch_size, in_features))
+        uniforms = streams.uniform(self.batch_size * in_features)
+        x = self.columns.place(uniforms.view(members, self.batch_size, in_features))
+        return x, self.targets(x)
 
 
 def _member_columns(problems: list, value_range: list, device: torch.device) -> ColumnRanges:
@@ -273,13 +288,17 @@ def static_population_loop(
         mse = (z - y).square().mean(dim=(1, 2))
         return (mse + scale * (_sparsity(hidden) + _sparsity(output))).sum()
 
+    def targets(x: Tensor) -> Tensor:
+        a, b = torch.bmm(x, operands).chunk(2, dim=-1)
+        return a * b
+
     recipe = _Recipe(cfg, objective, optimizer, [(hidden, -1, 1), (output, 0, 1)], compiled)
-    fresh_inputs = _FreshInputs(keys, data.batch_size, recipe.steps_per_epoch, columns)
+    batches = _FreshBatches(
+        keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
+    )
 
     def step(epoch: int, index: int) -> None:
-        x = fresh_inputs(epoch, index)
-        a, b = torch.bmm(x, operands).chunk(2, dim=-1)
-        recipe(x, a * b)
+        recipe(*batches(epoch, index))
 
     return timed_steps(step, epochs, recipe.steps_per_epoch, where)
 
@@ -339,14 +358,19 @@ def solve_population_loop(
         return (fit + scale * sparsity).sum()
 
     clamps = [(nau, -1, 1), (nmu, 0, 1), (nmru, 0, 1)]
-    recipe = _Recipe(cfg, objective, optimizer, clamps, compiled)
-    fresh_inputs = _FreshInputs(keys, data.batch_size, recipe.steps_per_epoch, columns)
 
-    def step(epoch: int, index: int) -> None:
-        x = fresh_inputs(epoch, index)
+    def targets(x: Tensor) -> Tensor:
         size = (population, data.batch_size, data.out_features)
         a, b = x.gather(-1, left.expand(size)), x.gather(-1, right.expand(size))
         y = torch.where(is_sub, a - b, a + b)
-        recipe(x, torch.where(is_div, a / b, torch.where(is_mul, a * b, y)))
+        return torch.where(is_div, a / b, torch.where(is_mul, a * b, y))
+
+    recipe = _Recipe(cfg, objective, optimizer, clamps, compiled)
+    batches = _FreshBatches(
+        keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
+    )
+
+    def step(epoch: int, index: int) -> None:
+        recipe(*batches(epoch, index))
 
     return timed_steps(step, epochs, recipe.steps_per_epoch, where)

@@ -315,9 +315,11 @@ class ArithmeticModule(L.LightningModule):
             return
         data = self.trainer.datamodule
         one_process = self.trainer.world_size == 1
+        compiled = self.hparams.compile and one_process
         if isinstance(data, TrainingDataModule):
             data.chunk_steps = self.hparams.chunk_steps if one_process else 1
-        if self.hparams.compile and one_process:
+            data.compile_batches = compiled
+        if compiled:
             # A run compiles its own step: the compiler keeps every earlier run's variants of
             # the same code (a sweep's jobs, in one process) and, past its recompile limit,
             # would run this one eagerly without a word.
