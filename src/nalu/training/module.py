@@ -17,7 +17,6 @@ from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.data.batches import step_batches
 from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
-from nalu.results.metrics import MemberOutputMSE
 from nalu.results.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
@@ -32,6 +31,7 @@ from nalu.results.record import (
     metric_name,
 )
 from nalu.training.divergence import Divergence
+from nalu.training.evaluation import Evaluation, MemberEvaluation
 from nalu.training.judging import Judge
 from nalu.training.members import Members
 from nalu.training.optimization import configure_optimization
@@ -45,7 +45,6 @@ from nalu.units.contract import (
     regularized_units,
     total_regularization,
 )
-from nalu.units.selection import best_candidates
 
 log = logging.getLogger(__name__)
 
@@ -104,21 +103,6 @@ class MemberObjective(nn.Module):
         return mse, fit, total_regularization(self.regularized)
 
 
-class MemberEvaluation(nn.Module):
-    """One member's answers ``[B, C, out]`` for the evaluation metrics: every candidate's, or
-    the network's own as the one candidate."""
-
-    def __init__(self, network: nn.Module) -> None:
-        super().__init__()
-        self.network = network
-        self.offers_candidates = offers_candidates(network)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if self.offers_candidates:
-            return self.network.candidates(x)
-        return self.network(x).unsqueeze(-2)
-
-
 def living_median(values: Tensor, alive: Tensor) -> Tensor:
     """The median of ``values`` ``[..., S]`` over the members still training (NaN-free), NaN
     where there are none; on the values' device, so that reading it is the caller's choice."""
@@ -157,7 +141,9 @@ class ArithmeticModule(L.LightningModule):
     the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
     through ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
 
-    Per member, four jobs have homes of their own: ``members`` (above); ``judge``
+    Per member, five jobs have homes of their own: ``members`` (above); ``metrics``
+    (``nalu.training.evaluation.Evaluation``), what the evaluation sets measure and which
+    candidate answers each output; ``judge``
     (``nalu.training.judging.Judge``), which keeps each member's best validation, its
     parameters and the steps at which its outputs were solved, and on whose parameters the test
     loop runs; ``divergence`` (``nalu.training.divergence.Divergence``): a member whose
@@ -227,16 +213,7 @@ class ArithmeticModule(L.LightningModule):
         self._clamped_units = clamped_units(self.network)
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
         candidates = self.network.num_candidates if offers_candidates(self.network) else 1
-        self.metrics = nn.ModuleDict(
-            {
-                split: MemberOutputMSE(
-                    output_operations,
-                    success_threshold if split == "extrap" else None,
-                    candidates,
-                )
-                for split in EVALUATION_SPLITS
-            }
-        )
+        self.metrics = Evaluation(output_operations, success_threshold, candidates)
         size, outputs = len(seeds), len(output_operations[0])
         self.divergence = Divergence(self.members)
         rules.integer_at_least(1)("rounds", rounds)
@@ -375,7 +352,7 @@ class ArithmeticModule(L.LightningModule):
         if self.trainer.datamodule is None:
             return  # dataloaders passed to fit() directly: no evaluation sets to measure on
         with torch.no_grad():
-            if not self.metrics["extrap"].initial_mse.isnan().any():
+            if self.metrics.measured_initially:
                 return
             training = self.training
             self.eval()  # as validation measures: a stochastic unit's noise is for training only
@@ -385,9 +362,7 @@ class ArithmeticModule(L.LightningModule):
                     self._evaluation_step((x.to(self.device), y.to(self.device)), dataloader_idx)
             self.train(training)
             # Under DDP each process saw a shard: the baseline is the whole set's.
-            per_output, _, _ = self._evaluated()
-            for split, metric in self.metrics.items():
-                metric.initial_mse.copy_(per_output[split])
+            self.metrics.keep_initial(self.metrics.measured().per_output)
 
     def on_train_epoch_start(self) -> None:
         self._reset_epoch_sums()
@@ -585,39 +560,13 @@ class ArithmeticModule(L.LightningModule):
 
     def _evaluation_step(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> None:
         x, y = batch
-        self.metrics[EVALUATION_SPLITS[dataloader_idx]].update(self._run("answers", x), y)
-
-    def _evaluated(self) -> tuple[dict[str, Tensor], dict[str, Tensor], Tensor]:
-        """What the evaluation sets measured since the last call (the metrics are reset): per
-        set the ``[S, out]`` MSEs of the answering candidates and the targets' mean squares,
-        and the interpolation MSE of every candidate ``[S, C, out]``. Per output the candidate
-        of the lowest interpolation MSE answers (the one candidate of an ordinary network):
-        the extrapolation set never chooses."""
-        measured = {split: metric.measured() for split, metric in self.metrics.items()}
-        for metric in self.metrics.values():
-            metric.reset()
-        choice = best_candidates(measured["interp"]["candidate_mse"])  # [S, out]
-        per_output = {
-            split: values["candidate_mse"].gather(1, choice.unsqueeze(1)).squeeze(1)
-            for split, values in measured.items()
-        }
-        mean_squares = {split: values["target_mean_square"] for split, values in measured.items()}
-        return per_output, mean_squares, measured["interp"]["candidate_mse"]
+        self.metrics.add_batch(dataloader_idx, self._run("answers", x), y)
 
     def _select(self, interp_candidate_mse: Tensor) -> None:
-        """The network answers each output with the candidate ``_evaluated`` chose (by the same
-        rule, ``best_candidates``)."""
+        """The network answers each output with the candidate the evaluation chose (by the
+        same rule, ``best_candidates``)."""
         if offers_candidates(self.network):
             self.network.select(interp_candidate_mse)
-
-    def _summaries(
-        self, per_output: dict[str, Tensor], mean_squares: dict[str, Tensor]
-    ) -> dict[str, dict[str, Tensor]]:
-        """``{split: {name: [S]}}``: each set's named metrics."""
-        return {
-            split: self.metrics[split].summary(per_output[split], mean_squares[split])
-            for split in EVALUATION_SPLITS
-        }
 
     def validation_step(
         self, batch: tuple[Tensor, Tensor], batch_idx: int, dataloader_idx: int = 0
@@ -631,12 +580,12 @@ class ArithmeticModule(L.LightningModule):
 
     @torch.no_grad()
     def on_validation_epoch_end(self) -> None:
-        per_output, mean_squares, interp_candidate_mse = self._evaluated()
+        measured = self.metrics.measured()
         if self.trainer.sanity_checking:
             return
-        self._select(interp_candidate_mse)
-        values = self._summaries(per_output, mean_squares)
-        self._judge(self.global_step, values["interp"][MSE], per_output)
+        self._select(measured.interp_candidate_mse)
+        values = self.metrics.summaries(measured)
+        self._judge(self.global_step, values["interp"][MSE], measured.per_output)
         step = self.global_step
         for split in EVALUATION_SPLITS:
             self.curves[metric_name(split, MSE)].append((step, values[split][MSE].cpu()))
@@ -708,18 +657,18 @@ class ArithmeticModule(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         """Every member's final metrics, ``{name: [S]}``: both sets at the best validation and
         what the judge kept (``Judge.final_metrics``)."""
-        per_output, mean_squares, interp_candidate_mse = self._evaluated()
-        self._select(interp_candidate_mse)
+        measured = self.metrics.measured()
+        self._select(measured.interp_candidate_mse)
         metrics: dict[str, Tensor] = {
             metric_name(split, name): value
-            for split, values in self._summaries(per_output, mean_squares).items()
+            for split, values in self.metrics.summaries(measured).items()
             for name, value in values.items()
         }
         extrap = self.metrics["extrap"]
         metrics.update(self.judge.final_metrics(extrap, self.judges_each_output))
         self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
         # [S, out]: each output solved at the best validation (what the test just measured).
-        self.final_solved = (per_output["extrap"] < extrap.success_threshold).cpu()
+        self.final_solved = (measured.per_output["extrap"] < extrap.success_threshold).cpu()
 
     def member_network(self, member: int) -> nn.Module:
         """Member ``member`` as a plain network with its current parameters."""
