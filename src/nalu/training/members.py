@@ -6,7 +6,7 @@ and buffer is stacked ``[S, ...]`` under the network's own names, and batches ar
 own and the optimizers update every element independently, so members never mix.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -93,11 +93,6 @@ class Members:
         # "different": a stochastic unit's noise is each member's own.
         run = vmap(lambda s, args: functional_call(module, s, args), randomness="different")
         return run(state, inputs)
-
-    def terms(self, objective: nn.Module) -> Callable[..., tuple[Tensor, ...]]:
-        """``(x, y) -> objective`` for every member (``run``'s rule), as one function that
-        ``torch.compile`` can trace."""
-        return lambda x, y: self.run(objective, x, y)
 
     def mask(self, flags: Tensor, like: Tensor) -> Tensor:
         """``[S]`` flags shaped to select whole members of a parameter like ``like``."""

@@ -203,7 +203,7 @@ class ArithmeticModule(L.LightningModule):
         self.has_regularization = self._objective["member"].has_regularization
         # The step's and the evaluation's functions, and their compiled forms (``setup``).
         self._eager: dict[str, Callable[..., Any]] = {
-            "terms": self.members.terms(self._objective["member"]),
+            "terms": self._step_terms,
             "answers": self._member_answers,
         }
         self._compiled: dict[str, Callable[..., Any]] = {}
@@ -391,15 +391,16 @@ class ArithmeticModule(L.LightningModule):
         """One optimizer step of every member on its batch; what it measured waits on the
         device for the end of the chunk (``_end_chunk``)."""
         step = self.global_step + 1  # the optimizer step this batch is for
-        mse, objective, *regularization = self._run("terms", x, y)
         scale = 0.0
         if self.has_regularization:
             scale = self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
-            objective = objective + scale * regularization[0]
+        # λ as a tensor: a number would be compiled into the step, anew for each value.
+        scale_tensor = torch.as_tensor(scale, device=self.device)
+        mse, objective, loss, *regularization = self._run("terms", x, y, scale_tensor)
         optimizer.zero_grad()
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
-        self._backward(objective.sum() if objective.dim() else objective)
+        self._backward(loss)
         self.divergence.freeze()
         self.restarts.zero_settled_gradients()
         self._clip_gradients(optimizer)
@@ -414,6 +415,14 @@ class ArithmeticModule(L.LightningModule):
             self._regularization_sum += regularization[0].detach()
             self._scale_sum += scale
         self._steps += 1
+
+    def _step_terms(self, x: Tensor, y: Tensor, scale: Tensor) -> tuple[Tensor, ...]:
+        """Every member's MSE and objective (its fit plus λ = ``scale`` times its
+        regularisation), the loss to differentiate (the objectives' sum) and the members'
+        regularisation where a unit has one: one function for ``torch.compile`` to fuse."""
+        mse, fit, *regularization = self.members.run(self._objective["member"], x, y)
+        objective = fit + scale * regularization[0] if regularization else fit
+        return mse, objective, objective.sum(), *regularization
 
     def _backward(self, loss: Tensor) -> None:
         """``manual_backward``, or its hooks and ``loss.backward()`` (see ``setup``)."""
