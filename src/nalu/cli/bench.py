@@ -28,7 +28,8 @@ project, plain, project, ...), so that the machine's drift reaches both sides of
 The first pair of each ratio is a warm-up and is not counted, and within each measurement the
 first epoch is (compilation, first allocations). Defaults: ``--epochs 10`` for the single runs and
 the plain loops, max(2, 10 · epochs / max(S, 10)) epochs for a population of S (a step's time is
-steady after the first epoch), 2 epochs for (d); sizes 1, 10, 100 and 1000.
+steady after the first epoch), 4 epochs for (d) (a single timed epoch leaves the ratio to the
+noise of one fit); sizes 1, 10, 100 and 1000.
 
 Writes ``outputs/bench/bench.json``; every figure is a ratio of times measured in this process.
 """
@@ -205,7 +206,7 @@ def versus_handwritten(
     """(d): per experiment, the project's population step over the hand-written loop's, eager
     and compiled as the project's config says (against the faster of the two when both run)."""
     figures: dict[str, dict[str, Any]] = {}
-    epochs = 2
+    epochs = 4
     for experiment, (default_size, loop) in HANDWRITTEN.items():
         size = populations.get(experiment, default_size)
         cfg = experiment_config(
