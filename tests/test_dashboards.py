@@ -13,6 +13,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import TINY, compose_config, run_cli
@@ -295,3 +296,25 @@ def test_evaluate_reads_the_problem_from_the_run_and_writes_its_json(tmp_path):
         (line,) = refused.stderr.strip().splitlines()
         assert line.startswith(f"error: {bad[0].split('=')[0]}"), line
         assert len(list(run_dir.glob("evaluate/*"))) == 2, bad  # no folder left behind
+
+
+def test_the_read_back_column_stands_once_beside_the_last_panel_of_the_outputs():
+    # A per-output selection draws every head's matrix; a head that does not answer an output
+    # must not look ticked for it, so the network's read-back appears once, on the last panel.
+    heads = {
+        "nau/W": np.zeros((2, 3), dtype=np.float32),
+        "nmu/W": np.eye(2, 3, dtype=np.float32),
+        "choice": np.array([[1.0], [1.0]], dtype=np.float32),
+    }
+    truths = ["x0 × x1", "x1 × x2"]
+    learned = [(truth, True) for truth in truths]
+    figure = weight_figure("network: selection", heads, truths=truths, learned=learned)
+    matrices = [axis for axis in figure.axes if axis.get_title(loc="left")]
+    assert [axis.get_title(loc="left").split()[0] for axis in matrices] == [
+        "nau/W",
+        "nmu/W",
+        "choice",
+    ]
+    assert [len(axis.child_axes) for axis in matrices] == [0, 0, 1]
+    (learned_side,) = matrices[-1].child_axes
+    assert [t.get_text() for t in learned_side.get_yticklabels()] == ["✓ x0 × x1", "✓ x1 × x2"]

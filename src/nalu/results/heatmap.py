@@ -8,7 +8,7 @@ matrices out of the network)."""
 import multiprocessing
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -119,13 +119,19 @@ def weight_figure(
     """One panel per matrix, red positive and blue negative on a symmetric scale (at least
     [-1, 1], so {-1, 0, 1} weights keep their full colour) with its colour bar.
 
-    A panel with one row per output labels row j ``y_j = truths[j]`` and, on its right,
-    ``learned[j]``: the read-back formula, ✓ where it is the truth. Other rows are hidden units;
+    A panel with one row per output labels row j ``y_j = truths[j]``; the last such panel has on
+    its right ``learned[j]``, the whole unit's read-back formula, ✓ where it is the truth (once:
+    one head's or one path's matrix does not compute it alone). Other rows are hidden units;
     columns are inputs ``x_i`` (``h_i`` for a unit that reads an earlier unit's outputs).
     """
     panels = [
         _panel(name, np.asarray(matrix, dtype=np.float32), truths, learned, input_name)
         for name, matrix in matrices.items()
+    ]
+    read_back = max((k for k, panel in enumerate(panels) if panel.learned_labels), default=-1)
+    panels = [
+        panel if k == read_back else replace(panel, learned_labels=None)
+        for k, panel in enumerate(panels)
     ]
     left = MARGIN_INCHES + max(_label_inches(panel.row_labels) for panel in panels)
     learned_inches = max(
