@@ -246,6 +246,8 @@ class ArithmeticModule(L.LightningModule):
         self.final_solved = torch.zeros((size, outputs), dtype=torch.bool)
         # Each step of the chunk so far: (step, batch size, mse [S], objective [S]).
         self._chunk_steps: list[tuple[int, int, Tensor, Tensor]] = []
+        # λ and its tensor on the training device (``_on_device``).
+        self._scale_on_device: tuple[float, Tensor] | None = None
         # How each step calls backward and the optimizer (``setup``): Lightning's way until then.
         self._direct_steps = False
         self._step_hooks: dict[str, list[Callable[..., None]]] = {}
@@ -394,9 +396,7 @@ class ArithmeticModule(L.LightningModule):
         scale = 0.0
         if self.has_regularization:
             scale = self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
-        # λ as a tensor: a number would be compiled into the step, anew for each value.
-        scale_tensor = torch.as_tensor(scale, device=self.device)
-        mse, objective, loss, *regularization = self._run("terms", x, y, scale_tensor)
+        mse, objective, loss, *regularization = self._run("terms", x, y, self._on_device(scale))
         optimizer.zero_grad()
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
@@ -415,6 +415,17 @@ class ArithmeticModule(L.LightningModule):
             self._regularization_sum += regularization[0].detach()
             self._scale_sum += scale
         self._steps += 1
+
+    def _on_device(self, scale: float | Tensor) -> Tensor:
+        """λ as a tensor on the training device: a number would be compiled into the step, anew
+        for each value. The tensor is kept while λ holds (before and after its ramp, and 0
+        without a regulariser), so that most steps copy nothing to the device."""
+        if isinstance(scale, Tensor):
+            return scale
+        kept = self._scale_on_device
+        if kept is None or kept[0] != scale or kept[1].device != self.device:
+            self._scale_on_device = kept = (scale, torch.tensor(scale, device=self.device))
+        return kept[1]
 
     def _step_terms(self, x: Tensor, y: Tensor, scale: Tensor) -> tuple[Tensor, ...]:
         """Every member's MSE and objective (its fit plus λ = ``scale`` times its
