@@ -156,6 +156,31 @@ def test_resampled_members_draw_their_single_runs_batches(tiny_overrides, tmp_pa
         assert torch.equal(x[1], single_x) and torch.equal(y[1], single_y)
 
 
+@pytest.mark.parametrize("resample", ["false", "true"])
+def test_a_run_of_one_member_batches_as_its_problems_own_data_module(
+    tiny_overrides, tmp_path, resample
+):
+    # The run's data module at S = 1 gives what a user's own LightningModule gets from the
+    # problem's ProblemDataModule: the same [B, in] batches, in training and in evaluation.
+    cfg = compose_config([*tiny_overrides, "model=nac", f"data.resample={resample}"], tmp_path)
+    _, _, run_data, _ = build_run(cfg)
+    _, (problem_data,), _, _ = build_run(cfg)
+    run_data.setup("fit")
+    problem_data.setup("fit")
+    run_batches, problem_batches = (
+        list(data.train_dataloader()) for data in (run_data, problem_data)
+    )
+    assert len(run_batches) == len(problem_batches) == 4
+    for (x, y), (problem_x, problem_y) in zip(run_batches, problem_batches, strict=True):
+        assert x.shape == (16, 6) and y.shape == (16, 4)
+        assert torch.equal(x, problem_x) and torch.equal(y, problem_y)
+    for run_loader, problem_loader in zip(
+        run_data.val_dataloader(), problem_data.val_dataloader(), strict=True
+    ):
+        for (x, y), (problem_x, problem_y) in zip(run_loader, problem_loader, strict=True):
+            assert x.shape[1:] == (6,) and torch.equal(x, problem_x) and torch.equal(y, problem_y)
+
+
 def test_gradient_clipping_by_norm_is_per_member(tiny_overrides, tmp_path):
     # A clip far below the gradients' norm: every step of every member is clipped, each by
     # its own norm, so the member still equals the single run of its seed.

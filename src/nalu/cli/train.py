@@ -140,8 +140,7 @@ def build_run(
         checked("regularizer", lambda s=schedule: RegularizerSchedule(**(s or {})))
     regularizer = schedules[0] if all(s == schedules[0] for s in schedules) else schedules
     member_data = [checked("data", lambda m=m: instantiate(m.data)) for _, m in members]
-    # S = 1 trains on the problem's own data module: ordinary [B, in] batches.
-    datamodule = member_data[0] if len(members) == 1 else PopulationDataModule(member_data)
+    datamodule = PopulationDataModule(member_data)
     module = checked(
         "model",
         lambda: ArithmeticModule(

@@ -23,6 +23,10 @@ from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, Stati
 
 # The evaluation sets in the order of the validation and test dataloaders.
 EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")
+# An evaluation batch holds at most this many input values over all members (64 MiB of
+# float32), so that S = 1000 members evaluate without a [S, 1000, in] activation of each layer
+# at once.
+EVALUATION_CHUNK_VALUES = 2**24
 
 
 class TensorPairs(Dataset):
@@ -72,14 +76,18 @@ def trainer_device(trainer: "L.Trainer | None") -> torch.device | None:
 
 
 class TrainingDataModule(L.LightningDataModule, ABC):
-    """A data module whose training batches come from a ``TrainingStream`` of its members
-    (``training_stream()``, made once the sets are): ordinary ``(x, y)`` batches, or with
-    ``chunk_steps`` above 1 ``Chunk``s of that many steps' batches, which a training module that
-    takes several optimizer steps per call asks for (``ArithmeticModule`` does), as it asks
-    for fresh batches made by a compiled kernel (``compile_batches``) when it compiles."""
+    """The data of S ≥ 1 members (``members``: each the ``ProblemDataModule`` of its own problem
+    and seeds), with one way to batch it for every S.
 
-    # Batches of the one member without a member dimension ([B, in], not [1, B, in]).
-    single_member = True
+    Training batches come from a ``TrainingStream`` of the members (``stream``, made once the
+    sets are): ordinary ``(x, y)`` batches, or with ``chunk_steps`` above 1 ``Chunk``s of that
+    many steps' batches, which a training module that takes several optimizer steps per call
+    asks for (``ArithmeticModule`` does), as it asks for fresh batches made by a compiled kernel
+    (``compile_batches``) when it compiles. The validation and test loaders evaluate the
+    interpolation and extrapolation sets, in the order of ``EVALUATION_SPLITS``, in batches of
+    ``eval_batch_size`` samples or of at most ``EVALUATION_CHUNK_VALUES`` input values. Under
+    data parallelism each process takes its share of the steps and of the evaluation samples.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,9 +95,50 @@ class TrainingDataModule(L.LightningDataModule, ABC):
         self.compile_batches = False
         self._stream: TrainingStream | None = None
 
+    @property
     @abstractmethod
+    def members(self) -> "list[ProblemDataModule]":
+        """Each member's own problem, ranges, seeds and batch sizes."""
+
+    @property
+    def single_member(self) -> bool:
+        """Batches of a single member come without a member dimension ([B, in], not
+        [1, B, in]): those of an ordinary run."""
+        return len(self.members) == 1
+
+    @abstractmethod
+    def training_set(self) -> tuple[Tensor, Tensor]:
+        """The fixed training sets, ``[S, N, in]`` inputs and ``[S, N, out]`` targets."""
+
+    @abstractmethod
+    def evaluation_set(self, split: str) -> Dataset:
+        """The evaluation set ``split``, whose ``[b]`` indices give a batch of every member."""
+
     def training_stream(self) -> TrainingStream:
-        """The members' training batches, made once the sets are (``stream`` caches it)."""
+        """The members' training batches on this process: fresh batches fixed by each member's
+        ``train_seed``, ``shuffle_seed``, the epoch and the step with ``resample``, else each
+        member's training set in an order fixed by its ``shuffle_seed`` and the epoch."""
+        members = self.members
+        first = members[0]
+        replicas, rank = trainer_shard(self.trainer)
+        device = trainer_device(self.trainer)
+        if first.resample:
+            keys = torch.stack([fresh_key(m.seeds["train"], m.shuffle_seed) for m in members])
+            return FreshBatches(
+                [member.problem for member in members],
+                [member.ranges["train"] for member in members],
+                first.batch_size,
+                keys.to(device),
+                steps=-(-first.sizes["train"] // first.batch_size),
+                num_replicas=replicas,
+                rank=rank,
+                compiled=self.compile_batches,
+            )
+        inputs, targets = self.training_set()
+        keys = torch.stack([order_key(member.shuffle_seed) for member in members])
+        return FixedBatches(
+            inputs, targets, first.batch_size, keys.to(device), num_replicas=replicas, rank=rank
+        )
 
     @property
     def stream(self) -> TrainingStream:
@@ -101,6 +150,27 @@ class TrainingDataModule(L.LightningDataModule, ABC):
 
     def train_dataloader(self) -> DataLoader:
         return training_loader(self.stream, self.chunk_steps, single=self.single_member)
+
+    def _evaluation_loaders(self) -> list[DataLoader]:
+        # batch_size=None: the sampler already yields whole batches of indices, and the dataset
+        # slices its tensors with them; no per-sample __getitem__ and no collate.
+        replicas, rank = trainer_shard(self.trainer)
+        first = self.members[0]
+        loaders = []
+        for split in EVALUATION_SPLITS:
+            dataset = self.evaluation_set(split)
+            size = first.sizes[split]
+            values_per_sample = dataset.inputs.numel() // size
+            batch = first.eval_batch_size or max(1, EVALUATION_CHUNK_VALUES // values_per_sample)
+            sampler = ShardBatchSampler(size, batch, replicas, rank)
+            loaders.append(DataLoader(dataset, sampler=sampler, batch_size=None))
+        return loaders
+
+    def val_dataloader(self) -> list[DataLoader]:
+        return self._evaluation_loaders()
+
+    def test_dataloader(self) -> list[DataLoader]:
+        return self._evaluation_loaders()
 
 
 class ProblemDataModule(TrainingDataModule):
@@ -189,51 +259,16 @@ class ProblemDataModule(TrainingDataModule):
             x = self.problem.sample_inputs(self.sizes[split], self.ranges[split], generator)
             self.datasets[split] = TensorPairs(x.to(device), self.problem.targets(x).to(device))
 
-    def training_stream(self) -> TrainingStream:
-        """The training batches of this process, as a stream of one member: fresh batches fixed
-        by ``train_seed``, ``shuffle_seed``, the epoch and the step with ``resample``, else the
-        training set in an order fixed by ``shuffle_seed`` and the epoch."""
-        replicas, rank = trainer_shard(self.trainer)
-        device = trainer_device(self.trainer)
-        if self.resample:
-            return FreshBatches(
-                [self.problem],
-                [self.ranges["train"]],
-                self.batch_size,
-                fresh_key(self.seeds["train"], self.shuffle_seed, device).view(1),
-                steps=-(-self.sizes["train"] // self.batch_size),
-                num_replicas=replicas,
-                rank=rank,
-                compiled=self.compile_batches,
-            )
+    @property
+    def members(self) -> "list[ProblemDataModule]":
+        return [self]
+
+    def training_set(self) -> tuple[Tensor, Tensor]:
         train = self.datasets["train"]
-        return FixedBatches(
-            train.inputs.unsqueeze(0),
-            train.targets.unsqueeze(0),
-            self.batch_size,
-            order_key(self.shuffle_seed, device).view(1),
-            num_replicas=replicas,
-            rank=rank,
-        )
+        return train.inputs.unsqueeze(0), train.targets.unsqueeze(0)
 
-    def _loader(self, split: str, batch_size: int) -> DataLoader:
-        # batch_size=None: the sampler already yields whole batches of indices, and the dataset
-        # slices its tensors with them; no per-sample __getitem__ and no collate.
-        replicas, rank = trainer_shard(self.trainer)
-        sampler = ShardBatchSampler(len(self.datasets[split]), batch_size, replicas, rank)
-        return DataLoader(self.datasets[split], sampler=sampler, batch_size=None)
-
-    def _evaluation_loaders(self) -> list[DataLoader]:
-        return [
-            self._loader(split, self.eval_batch_size or self.sizes[split])
-            for split in EVALUATION_SPLITS
-        ]
-
-    def val_dataloader(self) -> list[DataLoader]:
-        return self._evaluation_loaders()
-
-    def test_dataloader(self) -> list[DataLoader]:
-        return self._evaluation_loaders()
+    def evaluation_set(self, split: str) -> Dataset:
+        return self.datasets[split]
 
 
 class ArithmeticDataModule(ProblemDataModule):
