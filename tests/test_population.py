@@ -228,3 +228,18 @@ def test_a_populations_own_run_is_a_named_folder_beside_its_members(tiny_overrid
     assert "population/alive_fraction" in medians.Tags()["scalars"]
     for member in (tmp_path / "members").iterdir():
         assert EventAccumulator(str(member)).Reload().Scalars("train/loss")
+
+
+@pytest.mark.parametrize("population", [1, 2])
+def test_a_run_without_tensorboard_writes_no_event_file_for_any_member(
+    tiny_overrides, tmp_path, population
+):
+    # `~logger` turns TensorBoard off for the run and for each of its members alike; the
+    # results files (and a population's report, figures in TensorBoard included) are written
+    # all the same.
+    overrides = [*tiny_overrides, "model=nac", f"population={population}", "~logger"]
+    train(compose_config(overrides, tmp_path))
+    results = sorted(path.parent for path in tmp_path.rglob("metrics.json"))
+    assert len(results) == population
+    event_folders = {path.parent.name for path in tmp_path.rglob("events.out.tfevents.*")}
+    assert event_folders == (set() if population == 1 else {"report_tensorboard"})

@@ -251,18 +251,125 @@ def weight_heatmaps(
     return heatmaps
 
 
-class RunRecorder(L.Callback):
-    """Writes the results of every member of a run, S >= 1, in one schema.
+GENERIC_DIVERGENCE = "train loss or a parameter is not finite"
 
-    Member ``k``'s folder is the run's own at S = 1, and ``members/<k>_<model>_seed<seed>/`` at
-    S > 1 (its ``problems`` cell's labels before the seed), where a sweep's job would be, so
-    ``report`` reads members as runs. Each gets problem.json when fitting starts and, after the
-    test loop, metrics.json (a ``RunRecord``) and its TensorBoard entries: formulas, weight
-    heatmaps (of the first ``heatmaps`` members; None: all), the final metrics and HParams. At
-    S = 1 they go into the run's own TensorBoard run beside its curves; at S > 1 each member
-    gets a TensorBoard run with its own curves, and the run's own shows the medians.
-    ``labels`` and ``hyperparameters`` are per member; ``final_metrics`` is what the run
-    returns (at S > 1, the medians over the members that finished).
+
+class RunLayout:
+    """Where the results of a run of one member go: the run's own folder and TensorBoard run,
+    where the training module logs the curves as it trains."""
+
+    def __init__(self, output_dir: Path, labels: list[dict[str, Any]]) -> None:
+        self.output_dir = output_dir
+        self.labels = labels
+
+    @staticmethod
+    def of(output_dir: Path, labels: list[dict[str, Any]]) -> "RunLayout":
+        """The layout of a run of ``len(labels)`` members."""
+        return (RunLayout if len(labels) == 1 else PopulationLayout)(output_dir, labels)
+
+    def member_dir(self, member: int) -> Path:
+        return self.output_dir
+
+    def member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
+        return _tensorboard(trainer)
+
+    def on_fit_start(self, trainer: L.Trainer, problems: list[ArithmeticProblem]) -> None:
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            tensorboard.experiment.add_text("problem/formulas", "  \n".join(problems[0].formulas()))
+
+    def write_member(
+        self,
+        tensorboard: TensorBoardLogger,
+        member: int,
+        problem: ArithmeticProblem,
+        curves: dict[str, list[tuple[int, list[float]]]],
+    ) -> None:
+        """Before a member's results: what its TensorBoard run does not hold yet."""
+
+    def close_member(self, tensorboard: TensorBoardLogger) -> None:
+        """After a member's results (the run's own TensorBoard run stays open)."""
+
+    def on_test_end(self, trainer: L.Trainer, final_metrics: dict[str, float]) -> None:
+        """After every member's results."""
+
+    def divergence_reason(self, divergence: Diverged | None) -> str:
+        """What stopped a member: the run's own reason."""
+        return divergence.reason if divergence is not None else GENERIC_DIVERGENCE
+
+    def summary(
+        self, member_metrics: list[dict[str, float]], finished: list[bool]
+    ) -> dict[str, float]:
+        """What the run returns: its member's metrics."""
+        return member_metrics[0]
+
+
+class PopulationLayout(RunLayout):
+    """Where the results of a population (S > 1) go: member ``k``'s folder is
+    ``members/<k>_<model>[_<cells>]_seed<seed>/``, where a sweep's job would be, with a
+    TensorBoard run of its own written whole after the test (its curves included); the run's own
+    TensorBoard run shows the medians."""
+
+    def member_dir(self, member: int) -> Path:
+        labels = self.labels[member]
+        cell = [labels[axis] for axis in labels.get("problem_axes", {})]
+        name = "_".join([str(member), labels["model"], *cell, f"seed{labels['seed']}"])
+        return self.output_dir / "members" / name
+
+    def member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
+        if _tensorboard(trainer) is None:
+            return None
+        return TensorBoardLogger(
+            save_dir=self.member_dir(member), name="", version="", default_hp_metric=False
+        )
+
+    def on_fit_start(self, trainer: L.Trainer, problems: list[ArithmeticProblem]) -> None:
+        """Nothing yet: each member's TensorBoard run is written whole after the test."""
+
+    def write_member(
+        self,
+        tensorboard: TensorBoardLogger,
+        member: int,
+        problem: ArithmeticProblem,
+        curves: dict[str, list[tuple[int, list[float]]]],
+    ) -> None:
+        experiment = tensorboard.experiment
+        experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
+        for tag, points in curves.items():
+            for step, values in points:
+                if not math.isnan(values[member]):  # a diverged member's epochs
+                    experiment.add_scalar(tag, values[member], step)
+
+    def close_member(self, tensorboard: TensorBoardLogger) -> None:
+        tensorboard.experiment.close()
+
+    def on_test_end(self, trainer: L.Trainer, final_metrics: dict[str, float]) -> None:
+        if (tensorboard := _tensorboard(trainer)) is not None:
+            log_final_metrics(tensorboard, final_metrics, trainer.global_step)
+
+    def divergence_reason(self, divergence: Diverged | None) -> str:
+        """A population's members stop at different steps, each for a non-finite loss or
+        parameter."""
+        return GENERIC_DIVERGENCE
+
+    def summary(
+        self, member_metrics: list[dict[str, float]], finished: list[bool]
+    ) -> dict[str, float]:
+        """The medians over the members that finished."""
+        kept = [m for m, done in zip(member_metrics, finished, strict=True) if done]
+        names = sorted({name for metrics in kept for name in metrics})
+        return {name: finite_median([m.get(name, math.nan) for m in kept]) for name in names}
+
+
+class RunRecorder(L.Callback):
+    """Writes the results of every member of a run, S >= 1, in one schema, where its layout
+    (``RunLayout`` at S = 1, ``PopulationLayout`` above) puts them, so that ``report`` reads
+    members as runs.
+
+    Each member gets problem.json when fitting starts and, after the test loop, metrics.json (a
+    ``RunRecord``) and its TensorBoard entries: formulas, weight heatmaps (of the first
+    ``heatmaps`` members; None: all), the final metrics and HParams. ``labels`` and
+    ``hyperparameters`` are per member; ``final_metrics`` is what the run returns (the layout's
+    ``summary``).
     """
 
     def __init__(
@@ -278,6 +385,7 @@ class RunRecorder(L.Callback):
         self.problems = problems
         self.labels = labels
         self.hyperparameters = hyperparameters
+        self.layout = RunLayout.of(self.output_dir, labels)
         self.member_metrics: list[dict[str, float]] = []
         self.final_metrics: dict[str, float] = {}
         # Set when training stopped because every member diverged.
@@ -289,12 +397,7 @@ class RunRecorder(L.Callback):
         return len(self.problems)
 
     def member_dir(self, member: int) -> Path:
-        if self.population == 1:
-            return self.output_dir
-        labels = self.labels[member]
-        cell = [labels[axis] for axis in labels.get("problem_axes", {})]
-        name = "_".join([str(member), labels["model"], *cell, f"seed{labels['seed']}"])
-        return self.output_dir / "members" / name
+        return self.layout.member_dir(member)
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.
@@ -305,20 +408,7 @@ class RunRecorder(L.Callback):
                     raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(results))
             for member, problem in enumerate(self.problems):
                 write_json_atomic(self.member_dir(member) / "problem.json", problem.to_dict())
-        # At S > 1 each member's TensorBoard run is written whole after the test.
-        if self.population == 1 and (tensorboard := _tensorboard(trainer)) is not None:
-            formulas = "  \n".join(self.problems[0].formulas())
-            tensorboard.experiment.add_text("problem/formulas", formulas)
-
-    def _member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
-        if self.population == 1:
-            return _tensorboard(trainer)
-        return TensorBoardLogger(
-            save_dir=self.member_dir(member),
-            name="",
-            version="",
-            default_hp_metric=False,
-        )
+            self.layout.on_fit_start(trainer, self.problems)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -329,21 +419,24 @@ class RunRecorder(L.Callback):
             for tag, points in pl_module.curves.items()
         }
         first_item = next(iter(trainer.datamodule.train_dataloader()))
-        typical_inputs, _ = next(step_batches(first_item))
+        x, _ = next(step_batches(first_item))
+        typical_inputs = x.reshape(self.population, -1, x.shape[-1])  # [S, B, in] at every S
         self.member_metrics = []
         written: list[tuple[int, list[dict[str, Any]], TensorBoardLogger]] = []
         heatmaps: list[list[Heatmap]] = []
         for member, problem in enumerate(self.problems):
             metrics = {name: v[member] for name, v in final.items() if not math.isnan(v[member])}
-            member_inputs = typical_inputs if self.population == 1 else typical_inputs[member]
             network = pl_module.member_network(member)
             readback, formulas = read_back_metrics(
-                network, problem, member_inputs.to(pl_module.device), pl_module.final_solved[member]
+                network,
+                problem,
+                typical_inputs[member].to(pl_module.device),
+                pl_module.final_solved[member],
             )
             metrics = dict(sorted({**metrics, **readback}.items()))
             self._record(trainer, pl_module, member, metrics, formulas)
             self.member_metrics.append(metrics)
-            tensorboard = self._member_tensorboard(trainer, member)
+            tensorboard = self.layout.member_tensorboard(trainer, member)
             if tensorboard is not None:
                 written.append((member, formulas, tensorboard))
                 drawn = member < self.heatmaps
@@ -351,14 +444,8 @@ class RunRecorder(L.Callback):
         # Every member's figures at once: in parallel where there are many and several CPUs.
         images = iter(render_heatmaps([heatmap for unit in heatmaps for heatmap in unit]))
         for (member, formulas, tensorboard), unit in zip(written, heatmaps, strict=True):
+            self.layout.write_member(tensorboard, member, self.problems[member], curves)
             experiment = tensorboard.experiment
-            if self.population > 1:
-                problem = self.problems[member]
-                experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
-                for tag, points in curves.items():
-                    for step, values in points:
-                        if not math.isnan(values[member]):  # a diverged member's epochs
-                            experiment.add_scalar(tag, values[member], step)
             diverged_at = int(pl_module.divergence.diverged_at_step[member])
             if diverged_at >= 0:
                 experiment.add_scalar("run/diverged_at_step", diverged_at, diverged_at)
@@ -373,11 +460,10 @@ class RunRecorder(L.Callback):
                 self.hyperparameters[member],
                 trainer.global_step,
             )
-            if self.population > 1:
-                experiment.close()
-        self.final_metrics = self._summary((pl_module.divergence.diverged_at_step < 0).tolist())
-        if self.population > 1 and (tensorboard := _tensorboard(trainer)) is not None:
-            log_final_metrics(tensorboard, self.final_metrics, trainer.global_step)
+            self.layout.close_member(tensorboard)
+        finished = (pl_module.divergence.diverged_at_step < 0).tolist()
+        self.final_metrics = self.layout.summary(self.member_metrics, finished)
+        self.layout.on_test_end(trainer, self.final_metrics)
 
     def _record(
         self,
@@ -398,24 +484,9 @@ class RunRecorder(L.Callback):
             metrics=metrics,
             formulas=formulas,
             diverged_at_step=diverged_at if diverged else None,
-            reason=self._divergence_reason() if diverged else None,
+            reason=self.layout.divergence_reason(self.divergence) if diverged else None,
             last_good_checkpoint=self.last_good_checkpoint if diverged else None,
         ).write(self.member_dir(member))
-
-    def _divergence_reason(self) -> str:
-        """What stopped a member: the run's own reason at S = 1 (a population's members stop
-        at different steps, each for a non-finite loss or parameter)."""
-        if self.population == 1 and self.divergence is not None:
-            return self.divergence.reason
-        return "train loss or a parameter is not finite"
-
-    def _summary(self, finished: list[bool]) -> dict[str, float]:
-        """The member's metrics at S = 1; the medians over finished members at S > 1."""
-        if self.population == 1:
-            return self.member_metrics[0]
-        kept = [m for m, done in zip(self.member_metrics, finished, strict=True) if done]
-        names = sorted({name for metrics in kept for name in metrics})
-        return {name: finite_median([m.get(name, math.nan) for m in kept]) for name in names}
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
