@@ -510,13 +510,11 @@ class ArithmeticModule(L.LightningModule):
 
     def _clip_gradients(self, optimizer: Any) -> None:
         """``gradient_clip_val``/``gradient_clip_algorithm``, per member: a member's gradient
-        norm is its own (at S = 1, Lightning's clipping itself; by value it is element-wise
-        anyway)."""
+        norm is its own (by value, Lightning's clipping: element-wise, so per member anyway)."""
         value, algorithm = self.hparams.gradient_clip_val, self.hparams.gradient_clip_algorithm
         if not value:
             return
-        by_norm = algorithm in (None, "norm")  # Lightning's default is "norm"
-        if by_norm and self.members.is_population:
+        if algorithm in (None, "norm"):  # Lightning's default is "norm"
             gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
             self.members.clip_norms(gradients, value)
         else:
