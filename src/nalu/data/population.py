@@ -61,10 +61,6 @@ class PopulationDataModule(TrainingDataModule):
     def members(self) -> list[ProblemDataModule]:
         return self._members
 
-    @property
-    def population(self) -> int:
-        return len(self._members)
-
     def setup(self, stage: str | None = None) -> None:
         if self.inputs:
             return

@@ -396,18 +396,17 @@ class RunRecorder(L.Callback):
     def population(self) -> int:
         return len(self.problems)
 
-    def member_dir(self, member: int) -> Path:
-        return self.layout.member_dir(member)
-
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Files come from one process of a distributed run; TensorBoard's writer is rank 0's only.
         if trainer.is_global_zero:
             for member in range(self.population):
                 # Found now, not after training: a folder where the results file goes.
-                if (results := self.member_dir(member) / METRICS_FILE).is_dir():
+                if (results := self.layout.member_dir(member) / METRICS_FILE).is_dir():
                     raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(results))
             for member, problem in enumerate(self.problems):
-                write_json_atomic(self.member_dir(member) / "problem.json", problem.to_dict())
+                write_json_atomic(
+                    self.layout.member_dir(member) / "problem.json", problem.to_dict()
+                )
             self.layout.on_fit_start(trainer, self.problems)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -486,7 +485,7 @@ class RunRecorder(L.Callback):
             diverged_at_step=diverged_at if diverged else None,
             reason=self.layout.divergence_reason(self.divergence) if diverged else None,
             last_good_checkpoint=self.last_good_checkpoint if diverged else None,
-        ).write(self.member_dir(member))
+        ).write(self.layout.member_dir(member))
 
     def on_exception(
         self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
