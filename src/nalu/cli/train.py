@@ -159,6 +159,7 @@ def build_run(
             gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
             gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
             compile=cfg.get("compile", False),
+            cuda_graphs=cfg.get("cuda_graphs", True),
         ),
     )
     check_optimization(cfg, module.network)

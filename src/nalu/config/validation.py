@@ -77,6 +77,7 @@ FIELD_RULES: dict[str, Rule] = {
     "seed": seed,
     "population": integer_at_least(1),
     "compile": boolean,
+    "cuda_graphs": boolean,
     "stop_when_solved": boolean,
     "rounds": integer_at_least(1),
     "heatmaps": optional(integer_at_least(0)),

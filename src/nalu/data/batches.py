@@ -62,6 +62,22 @@ class TrainingStream(Protocol):
         targets."""
         ...
 
+    def batch_size_at(self, step: int) -> int:
+        """The batch size of step ``step`` of an epoch."""
+        ...
+
+    def use_epoch(self, epoch: int) -> None:
+        """Make ``batch_at`` draw the batches of ``epoch``."""
+        ...
+
+    def batch_at(self, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """The batch of step ``index`` (an int64 ``[1]`` tensor on the stream's device) of the
+        epoch of ``use_epoch``, of ``size`` samples (``batch_size_at`` that step): ``[S, size,
+        in]`` inputs and ``[S, size, out]`` targets, the same as ``batches``'. Made from tables
+        that stay at one address through the run (an epoch's are written over the last's), so
+        that a captured CUDA graph makes the batch of whichever step its ``index`` holds."""
+        ...
+
 
 def epoch_orders(keys: Tensor, epoch: int, size: int) -> Tensor:
     """``[*keys.shape, size]``: the order of a training set of ``size`` samples in ``epoch``, for
@@ -157,16 +173,32 @@ class FreshBatches:
 
     def _epoch_streams(self, epoch: int) -> Streams:
         """``[steps, S]``: every member's stream of each of the epoch's steps this process
-        takes, derived once per epoch."""
+        takes, derived once per epoch into the same tensors (``batch_at``)."""
         if self._streams is None or self._streams[0] != epoch:
             local = torch.arange(self.steps_per_epoch, dtype=torch.int32, device=self.keys.device)
             steps = local * self.num_replicas + self.rank
-            keys = fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1))
-            self._streams = (epoch, Streams.of(keys))
+            streams = Streams.of(fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1)))
+            if self._streams is not None:
+                self._streams[1].multiplier.copy_(streams.multiplier)
+                self._streams[1].offset.copy_(streams.offset)
+                streams = self._streams[1]
+            self._streams = (epoch, streams)
         return self._streams[1]
 
     def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
         return self._draw(self._epoch_streams(epoch)[start : start + count])
+
+    def batch_size_at(self, step: int) -> int:
+        return self.batch_size
+
+    def use_epoch(self, epoch: int) -> None:
+        self._epoch_streams(epoch)
+
+    def batch_at(self, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        if self._streams is None:
+            raise RuntimeError("batch_at before use_epoch")
+        x, y = self._draw(self._streams[1][index])
+        return x[0], y[0]
 
     def _draw_eagerly(self, streams: Streams) -> tuple[Tensor, Tensor]:
         """The inputs and targets of the ``[K, S]`` ``streams``."""
@@ -218,7 +250,10 @@ class FixedBatches:
             order = epoch_orders(self.keys, epoch, self.size)
             order = order[:, self.rank :: self.num_replicas][:, : self.shard]
             offsets = torch.arange(len(self.keys), device=order.device).unsqueeze(1) * self.size
-            self._order = (epoch, order + offsets)
+            order = order + offsets
+            if self._order is not None:  # the same tensor for every epoch (``batch_at``)
+                order = self._order[1].copy_(order)
+            self._order = (epoch, order)
         return self._order[1]
 
     @staticmethod
@@ -230,10 +265,26 @@ class FixedBatches:
 
     def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
         order = self._flat_order(epoch)
-        size = min(self.batch_size, self.shard - start * self.batch_size)
+        size = self.batch_size_at(start)
         first = start * self.batch_size
         rows = order[:, first : first + count * size].view(len(self.keys), count, size)
         rows = rows.transpose(0, 1)  # [K, S, B]
+        return self._rows(rows)
+
+    def batch_size_at(self, step: int) -> int:
+        return min(self.batch_size, self.shard - step * self.batch_size)
+
+    def use_epoch(self, epoch: int) -> None:
+        self._flat_order(epoch)
+
+    def batch_at(self, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        if self._order is None:
+            raise RuntimeError("batch_at before use_epoch")
+        positions = index * self.batch_size + torch.arange(size, device=index.device)
+        return self._rows(self._order[1].index_select(1, positions))
+
+    def _rows(self, rows: Tensor) -> tuple[Tensor, Tensor]:
+        """The inputs and targets of the flattened ``rows`` ``[..., B]``: ``[..., B, d]``."""
         x = self._gather(self.inputs, rows).view(*rows.shape, -1)
         y = self._gather(self.targets, rows).view(*rows.shape, -1)
         return x, y

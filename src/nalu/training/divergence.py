@@ -44,7 +44,7 @@ class Divergence(nn.Module):
         self.diverged_loss = torch.where(
             diverging, objective.gather(0, first_bad.unsqueeze(0)).squeeze(0), self.diverged_loss
         )
-        self.alive = training[-1]
+        self.alive.copy_(training[-1])  # in place: a captured step masks with this tensor
         return training
 
     def read(self, any_alive: bool, all_alive: bool) -> None:
@@ -76,10 +76,11 @@ class Divergence(nn.Module):
         """After a checkpoint was loaded: its diverged members stay frozen."""
         self.some_diverged = not bool(self.alive.all())
 
-    def freeze(self) -> None:
+    def freeze(self, always: bool = False) -> None:
         """Diverged members get no update from their gradients (NaN through a masked loss):
-        they become 0, before clipping."""
-        if not self.some_diverged:
+        they become 0, before clipping. ``always``: masked even while every member lives (a
+        captured step is recorded once for the whole run)."""
+        if not (always or self.some_diverged):
             return
         for parameter in self.members.network.parameters():
             if parameter.grad is not None:

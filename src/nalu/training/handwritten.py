@@ -200,14 +200,25 @@ class _FreshBatches:
         self.epoch, self.streams = -1, Streams.of(keys)
         self.draw = torch.compile(self._draw, dynamic=False) if compiled else self._draw
 
-    def __call__(self, epoch: int, step: int) -> tuple[Tensor, Tensor]:
+    def __call__(self, epoch: int, step: int | Tensor) -> tuple[Tensor, Tensor]:
+        """The batch of ``step`` (an int, or an int64 ``[1]`` tensor) of ``epoch``; the
+        epoch's streams are written over the last epoch's tensors (a captured graph reads
+        them)."""
+        self.use_epoch(epoch)
+        if isinstance(step, Tensor):
+            return self.draw(self.streams[step][0])
+        return self.draw(self.streams[step])
+
+    def use_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
             steps = torch.arange(self.steps, dtype=torch.int32, device=self.keys.device)
-            self.epoch, self.streams = (
-                epoch,
-                Streams.of(fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1))),
-            )
-        return self.draw(self.streams[step])
+            streams = Streams.of(fold_key(fold_key(self.keys, epoch), steps.unsqueeze(1)))
+            if self.epoch >= 0:
+                self.streams.multiplier.copy_(streams.multiplier)
+                self.streams.offset.copy_(streams.offset)
+            else:
+                self.streams = streams
+            self.epoch = epoch
 
     def _draw(self, streams: Streams) -> tuple[Tensor, Tensor]:
         members, _, in_features = self.columns.totals.shape
@@ -258,8 +269,80 @@ class _Recipe:
         self.taken += 1
 
 
+class _CapturedEpochs:
+    """Every step of an epoch (its batch, λ, Adam at the step's learning rate, the clamps)
+    captured once as one CUDA graph and replayed once per epoch: a recipe's loop at its fastest
+    on a GPU. The host writes the epoch's λ and learning rates into tables the graph reads, and
+    the epoch's streams into the batches' tables; the graph counts the steps on the device."""
+
+    def __init__(self, recipe: _Recipe, batches: _FreshBatches) -> None:
+        self.recipe, self.batches = recipe, batches
+        device, steps = batches.keys.device, recipe.steps_per_epoch
+        groups = recipe.optimizer.param_groups
+        self.index = torch.zeros(1, dtype=torch.long, device=device)
+        self.scales = torch.zeros(steps, device=device)
+        self.rates = torch.zeros(steps, len(groups), device=device)
+        self.base_rates = [float(group["lr"]) for group in groups]
+        for group in groups:
+            group["capturable"] = True
+            group["lr"] = torch.tensor(group["lr"], device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def __call__(self, epoch: int) -> None:
+        recipe, ramp = self.recipe, self.recipe.regularizer
+        taken = range(recipe.taken, recipe.taken + recipe.steps_per_epoch)
+        factor = recipe.schedule.lr_lambdas[0]
+        scales = [_ramp(ramp.scale, ramp.start, ramp.end, t, recipe.total) for t in taken]
+        self.scales.copy_(torch.tensor(scales))
+        self.rates.copy_(torch.tensor([[lr * factor(t) for lr in self.base_rates] for t in taken]))
+        self.index.zero_()
+        self.batches.use_epoch(epoch)
+        if self.graph is None:
+            # The first epoch runs eagerly on a side stream (compilation, Adam's state), then
+            # the epoch is captured for the next ones (PyTorch's whole-network capture).
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._epoch()
+            torch.cuda.current_stream().wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self._epoch()
+        else:
+            self.graph.replay()
+        recipe.taken += recipe.steps_per_epoch
+
+    def _epoch(self) -> None:
+        recipe = self.recipe
+        for k in range(recipe.steps_per_epoch):
+            x, y = self.batches(self.batches.epoch, self.index)
+            self.index += 1
+            for group, rate in zip(recipe.optimizer.param_groups, self.rates[k], strict=True):
+                group["lr"].copy_(rate)
+            recipe.optimizer.zero_grad(set_to_none=True)
+            recipe.loss_of(x, y, self.scales[k]).backward()
+            recipe.optimizer.step()
+            with torch.no_grad():
+                for weight, low, high in recipe.clamps:
+                    weight.clamp_(low, high)
+
+
+def _steps(recipe: _Recipe, batches: _FreshBatches, graphed: bool) -> Step:
+    """The loop's ``step(epoch, index)``: the recipe's step on the step's batch, or with
+    ``graphed`` (CUDA) the whole epoch as one replayed graph at each epoch's first step."""
+    if not graphed:
+        return lambda epoch, index: recipe(*batches(epoch, index))
+    captured = _CapturedEpochs(recipe, batches)
+    return lambda epoch, index: captured(epoch) if index == 0 else None
+
+
 def static_population_loop(
-    cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
+    cfg: DictConfig,
+    population: int,
+    epochs: int,
+    device: str = "cpu",
+    compiled: bool = False,
+    graphed: bool = False,
 ) -> float:
     """``experiment=static_nau_nmu`` for ``population`` seeds by hand: NAU (in → 2) then NMU
     (2 → 1) weights ``[S, ...]``, a fresh batch of U[train_range] every step, λ's ramp, the
@@ -296,15 +379,16 @@ def static_population_loop(
     batches = _FreshBatches(
         keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
     )
-
-    def step(epoch: int, index: int) -> None:
-        recipe(*batches(epoch, index))
-
-    return timed_steps(step, epochs, recipe.steps_per_epoch, where)
+    return timed_steps(_steps(recipe, batches, graphed), epochs, recipe.steps_per_epoch, where)
 
 
 def solve_population_loop(
-    cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
+    cfg: DictConfig,
+    population: int,
+    epochs: int,
+    device: str = "cpu",
+    compiled: bool = False,
+    graphed: bool = False,
 ) -> float:
     """``experiment=solve`` for ``population`` seeds by hand: per member an NAU, an NMU and an
     NMRU head (signed factors over ``[x, 1/x]``), each fitting every output on its own (the
@@ -369,8 +453,4 @@ def solve_population_loop(
     batches = _FreshBatches(
         keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
     )
-
-    def step(epoch: int, index: int) -> None:
-        recipe(*batches(epoch, index))
-
-    return timed_steps(step, epochs, recipe.steps_per_epoch, where)
+    return timed_steps(_steps(recipe, batches, graphed), epochs, recipe.steps_per_epoch, where)

@@ -15,7 +15,7 @@ from torch.optim import Optimizer
 
 from nalu.config import rules
 from nalu.config.errors import InvalidArgument
-from nalu.data.batches import step_batches
+from nalu.data.batches import Chunk, step_batches
 from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
 from nalu.results.record import (
     EXTRAP_MSE,
@@ -30,6 +30,7 @@ from nalu.results.record import (
     TRAIN_REGULARIZER_SCALE,
     metric_name,
 )
+from nalu.training.captured import CapturedChunks
 from nalu.training.divergence import Divergence
 from nalu.training.evaluation import Evaluation, MemberEvaluation
 from nalu.training.judging import Judge
@@ -179,6 +180,7 @@ class ArithmeticModule(L.LightningModule):
         gradient_clip_algorithm: str | None = None,
         chunk_steps: int = 32,
         compile: bool = False,
+        cuda_graphs: bool = True,
     ) -> None:
         super().__init__()
         given = {"network": network, "optimizer": optimizer}
@@ -251,6 +253,11 @@ class ArithmeticModule(L.LightningModule):
         # How each step calls backward and the optimizer (``setup``): Lightning's way until then.
         self._direct_steps = False
         self._step_hooks: dict[str, list[Callable[..., None]]] = {}
+        # Chunks of steps captured as CUDA graphs (``on_train_start``), and the tensors at fixed
+        # addresses that their steps read (the step's index, λ and learning rates per step) and
+        # write (each step's MSE, objective and regularisation per member).
+        self._captured: CapturedChunks | None = None
+        self._chunk_tensors: dict[str, Tensor] = {}
         self._reset_epoch_sums()
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -383,6 +390,10 @@ class ArithmeticModule(L.LightningModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         max_steps = self.trainer.max_steps
+        if self._captured is not None and isinstance(batch, Chunk):
+            remaining = len(batch) if max_steps < 0 else max_steps - self.global_step
+            self._captured_steps(batch, min(len(batch), remaining), optimizer, scheduler)
+            return
         for x, y in step_batches(batch):
             if 0 <= max_steps <= self.global_step:
                 break
@@ -393,9 +404,7 @@ class ArithmeticModule(L.LightningModule):
         """One optimizer step of every member on its batch; what it measured waits on the
         device for the end of the chunk (``_end_chunk``)."""
         step = self.global_step + 1  # the optimizer step this batch is for
-        scale = 0.0
-        if self.has_regularization:
-            scale = self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
+        scale = self._scale(step)
         mse, objective, loss, *regularization = self._run("terms", x, y, self._on_device(scale))
         optimizer.zero_grad()
         # A member's objective reaches only its own gradients: a non-finite one spoils no
@@ -405,9 +414,7 @@ class ArithmeticModule(L.LightningModule):
         self.restarts.zero_settled_gradients()
         self._clip_gradients(optimizer)
         self._step(optimizer)
-        # After the optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen).
-        for unit in self._clamped_units:
-            unit.clamp_parameters()
+        self._clamp()
         if scheduler is not None:
             scheduler.step()
         self._chunk_steps.append((step, x.shape[-2], mse.detach(), objective.detach()))
@@ -415,6 +422,144 @@ class ArithmeticModule(L.LightningModule):
             self._regularization_sum += regularization[0].detach()
             self._scale_sum += scale
         self._steps += 1
+
+    def _scale(self, step: int) -> float | Tensor:
+        """λ of optimizer step ``step`` (from 1) in its round: a float, or ``[S]``."""
+        if not self.has_regularization:
+            return 0.0
+        return self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
+
+    def _clamp(self) -> None:
+        """After an optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen)."""
+        for unit in self._clamped_units:
+            unit.clamp_parameters()
+
+    def _captures_chunks(self) -> bool:
+        """Whether chunks of steps run as captured CUDA graphs: asked (``cuda_graphs``), on a
+        GPU, one process calling torch itself (``setup``) with no hook to call between a step's
+        parts, a ``TrainingDataModule``'s chunks, clipping by norm if any (the members' own), and
+        an optimizer that can keep its step count on the device (``capturable``: Adam, AdamW,
+        RMSprop, ...). Anything else trains step by step."""
+        return (
+            self.hparams.cuda_graphs
+            and self.device.type == "cuda"
+            and self._direct_steps
+            and not any(self._step_hooks.values())
+            and isinstance(self.trainer.datamodule, TrainingDataModule)
+            and self.hparams.gradient_clip_algorithm in (None, "norm")
+            and "capturable" in self.optimizers().optimizer.defaults
+        )
+
+    def _start_capturing(self) -> None:
+        """Make the optimizer capturable (its step counts on the device) and the tensors that
+        captured chunks read and write (see ``_captured_steps``)."""
+        self._captured = CapturedChunks(self.device)
+        optimizer = self.optimizers().optimizer
+        # The chunk runs the optimizer's step where torch's schedulers cannot see it.
+        optimizer._opt_called = True
+        if self._captured.capturing:
+            for group in optimizer.param_groups:
+                group["capturable"] = True
+            for state in optimizer.state.values():  # a checkpoint's counts come back on the CPU
+                if isinstance(state.get("step"), Tensor):
+                    state["step"] = state["step"].to(self.device)
+        chunk, groups = self.hparams.chunk_steps, len(optimizer.param_groups)
+        on = {"device": self.device}
+        self._chunk_tensors = {
+            "index": torch.zeros(1, dtype=torch.long, **on),
+            "lr": torch.zeros(chunk, groups, **on),
+            "lr_of_group": torch.zeros(groups, **on),
+            "scale": torch.zeros(chunk, self.population, **on),
+            "mse": torch.zeros(chunk, self.population, **on),
+            "objective": torch.zeros(chunk, self.population, **on),
+            "regularization": torch.zeros(chunk, self.population, **on),
+        }
+
+    def _captured_steps(self, chunk: Chunk, count: int, optimizer: Any, scheduler: Any) -> None:
+        """The first ``count`` optimizer steps of ``chunk``, each run of steps of one batch size
+        as one captured CUDA graph (``CapturedChunks``, keyed by its steps and batch size).
+
+        The host does what a step asks of it before the graph runs: each step's λ and learning
+        rates into the chunk's tables, Lightning's count of optimizer steps and the schedule's
+        step. The graph makes each step's batch from the step's index (``batch_at``), sets the
+        optimizer's learning rates from the table, and takes the step as ``_optimizer_step``
+        does, every member's gradients masked by ``alive`` and the settled rows (no host read of
+        either), and writes each step's MSE, objective and regularisation to the chunk's rows,
+        which ``_end_chunk`` reads as it reads those of the steps taken one by one."""
+        stream = chunk.stream
+        stream.use_epoch(chunk.epoch)
+        first, end = chunk.start, chunk.start + count
+        while first < end:
+            last = min(end, stream.full_steps) if first < stream.full_steps else end
+            self._captured_run(chunk, first, last - first, optimizer, scheduler)
+            first = last
+
+    def _captured_run(
+        self, chunk: Chunk, first: int, count: int, optimizer: Any, scheduler: Any
+    ) -> None:
+        """Steps ``first .. first + count - 1`` of ``chunk``'s epoch, all of one batch size."""
+        tensors, groups = self._chunk_tensors, optimizer.optimizer.param_groups
+        steps = list(range(self.global_step + 1, self.global_step + 1 + count))
+        scales, rates = [], []
+        for step in steps:
+            scales.append(self._scale(step))
+            rates.append([float(group["lr"]) for group in groups])
+            optimizer._on_before_step()
+            optimizer._on_after_step()  # Lightning's count: global_step is now ``step``
+            if scheduler is not None:
+                scheduler.step()
+        if isinstance(scales[0], Tensor):  # per-member schedules: ``[S]`` each
+            tensors["scale"][:count] = torch.stack(scales)
+        else:
+            tensors["scale"][:count] = torch.tensor(scales).unsqueeze(1)
+        tensors["lr"][:count] = torch.tensor(rates)
+        tensors["index"].fill_(first)
+        size = chunk.stream.batch_size_at(first)
+        # The optimizer reads its learning rates from tensors while the chunk runs (recorded as
+        # such when captured); the schedule's floats are back in its groups afterwards.
+        floats = [group["lr"] for group in groups]
+        if self._captured.capturing:
+            for group, rate in zip(groups, tensors["lr_of_group"].unbind(), strict=True):
+                group["lr"] = rate
+        try:
+            self._captured.run((count, size), lambda: self._chunk_body(chunk, count, size, rates))
+        finally:
+            for group, rate in zip(groups, floats, strict=True):
+                group["lr"] = rate
+        if self.has_regularization:
+            self._regularization_sum += tensors["regularization"][:count].sum(dim=0)
+            self._scale_sum += sum(scales)
+        self._steps += count
+        self._end_chunk(steps, [size] * count, tensors["mse"][:count], tensors["objective"][:count])
+
+    def _chunk_body(self, chunk: Chunk, count: int, size: int, rates: list[list[float]]) -> None:
+        """``count`` optimizer steps from the chunk's index on, in tensor operations only (what
+        ``_captured_run`` captures); ``rates``: the host's learning rates, for an optimizer that
+        holds floats (off CUDA)."""
+        tensors, optimizer = self._chunk_tensors, self.optimizers().optimizer
+        index = tensors["index"]
+        for k in range(count):
+            x, y = chunk.stream.batch_at(index, size)
+            if chunk.single:
+                x, y = x[0], y[0]
+            index.add_(1)
+            for g, group in enumerate(optimizer.param_groups):
+                if isinstance(group["lr"], Tensor):
+                    group["lr"].copy_(tensors["lr"][k, g])
+                else:
+                    group["lr"] = rates[k][g]
+            mse, objective, loss, *regularization = self._run("terms", x, y, tensors["scale"][k])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.divergence.freeze(always=True)
+            self.restarts.zero_settled_gradients(always=True)
+            self._clip_gradients(optimizer)
+            optimizer.step()
+            self._clamp()
+            tensors["mse"][k] = mse.detach()
+            tensors["objective"][k] = objective.detach()
+            if regularization:
+                tensors["regularization"][k] = regularization[0].detach()
 
     def _on_device(self, scale: float | Tensor) -> Tensor:
         """λ as a tensor on the training device: a number would be compiled into the step, anew
@@ -476,17 +621,27 @@ class ArithmeticModule(L.LightningModule):
                 self._compiled = {}
         return self._eager[name](*inputs)
 
-    def _end_chunk(self) -> None:
-        """After a chunk's steps: each member whose objective turned non-finite diverges at the
+    def _end_chunk(
+        self,
+        steps: Sequence[int] = (),
+        samples: Sequence[int] = (),
+        mse: Tensor | None = None,
+        objective: Tensor | None = None,
+    ) -> None:
+        """After a chunk's ``steps`` (of ``samples`` each; by default the steps taken one by one
+        since the last chunk): each member whose objective turned non-finite diverges at the
         first such step (it counted in no loss from then on), the epoch's loss sums and the
         batch losses to log are taken, all on the device, then read in one transfer: when no
         member is left, training stops before the parameters reach a checkpoint."""
-        if not self._chunk_steps:
-            return
-        steps, samples, mse, objective = zip(*self._chunk_steps, strict=True)
-        self._chunk_steps = []
         members = (len(steps), self.population)
-        mse, objective = torch.stack(mse).view(members), torch.stack(objective).view(members)
+        if mse is None:
+            if not self._chunk_steps:
+                return
+            steps, samples, mse_list, objective_list = zip(*self._chunk_steps, strict=True)
+            self._chunk_steps = []
+            members = (len(steps), self.population)
+            mse = torch.stack(mse_list).view(members)
+            objective = torch.stack(objective_list).view(members)
         finite = self._on_every_process(torch.isfinite(objective))
         training = self.divergence.after_steps(steps, objective, finite)
         weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
@@ -666,6 +821,12 @@ class ArithmeticModule(L.LightningModule):
     def on_train_start(self) -> None:
         self.restarts.resumed()
         self.divergence.resumed()
+        if self._captures_chunks():
+            self._start_capturing()
+        else:  # a checkpoint of a captured run resumed where it trains step by step
+            for group in self.optimizers().optimizer.param_groups:
+                if group.get("capturable") and self.device.type != "cuda":
+                    group["capturable"] = False
 
     def on_test_start(self) -> None:
         """Test every member at its best validation (``Judge.restore_best``)."""
