@@ -19,8 +19,8 @@
 (d) ``versus_handwritten``: the population step of ``experiment=static_nau_nmu`` (S = 50) and of
     ``experiment=solve`` (S = 25), as their configs train (compiled where they say so), over the
     same training written by hand in ``nalu.training.handwritten`` (stacked weights and
-    ``bmm``, one fused Adam, fresh batches for all members at once): eager, and compiled as the
-    project is.
+    ``bmm``, one fused Adam, fresh batches for all members at once): eager, compiled as the
+    project is, and on a GPU also with each epoch captured as one CUDA graph (``graphed``).
 
 Every ratio is the median of ``--repeats`` (default 5) repeats, with their min and max; a repeat
 pairs one plain measurement with one project measurement, taken one after the other (plain,

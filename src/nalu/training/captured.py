@@ -35,10 +35,15 @@ class CapturedChunks:
                 chunk()
             torch.cuda.current_stream().wait_stream(side)
             self.warm = True
+            self._capture(key, chunk)  # for the next chunk of this shape
         else:
             if key not in self.graphs:
-                graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(graph):
-                    chunk()  # recorded, not run: the replay below runs it
-                self.graphs[key] = graph
+                self._capture(key, chunk)
             self.graphs[key].replay()
+
+    def _capture(self, key: Hashable, chunk: Callable[[], None]) -> None:
+        """Record ``chunk`` as the graph of ``key``: recorded, not run (a replay runs it)."""
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            chunk()
+        self.graphs[key] = graph

@@ -76,11 +76,10 @@ class Divergence(nn.Module):
         """After a checkpoint was loaded: its diverged members stay frozen."""
         self.some_diverged = not bool(self.alive.all())
 
-    def freeze(self, always: bool = False) -> None:
+    def freeze(self) -> None:
         """Diverged members get no update from their gradients (NaN through a masked loss):
-        they become 0, before clipping. ``always``: masked even while every member lives (a
-        captured step is recorded once for the whole run)."""
-        if not (always or self.some_diverged):
+        they become 0, before clipping."""
+        if not self.some_diverged:
             return
         for parameter in self.members.network.parameters():
             if parameter.grad is not None:

@@ -9,8 +9,9 @@ fused Adam over every member, fresh batches drawn for all members at once
 with the counter-based generator (``nalu.data.counter_random``, the fastest way we know to draw
 them here: an eager hash beats ``torch.rand``'s Mersenne Twister on a CPU). ``compiled=True``
 runs each step's forward, loss and backward, and the drawing of fresh batches, through
-``torch.compile``, as the project does with ``compile=true``. Each loop returns its seconds per
-optimizer step after a first epoch of warm-up.
+``torch.compile``, as the project does with ``compile=true``; ``graphed=True`` (CUDA) captures
+each epoch of the static and ``solve`` loops as one CUDA graph, as the project captures its
+chunks. Each loop returns its seconds per optimizer step after a first epoch of warm-up.
 """
 
 import math

@@ -49,6 +49,10 @@ from nalu.units.contract import (
 
 log = logging.getLogger(__name__)
 
+# Optimizer steps per chunk when chunks are captured as CUDA graphs (``cuda_graphs``): an epoch
+# of most tasks in one replay, and the graph still small to capture (~40 nodes a step).
+CAPTURED_CHUNK_STEPS = 256
+
 # The hooks Lightning calls around each optimizer step of manual optimization.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
@@ -126,8 +130,8 @@ class ArithmeticModule(L.LightningModule):
     Where S lives: ``members`` (``nalu.training.members.Members``) holds the network, the plain
     one at S = 1 and every parameter stacked ``[S, ...]`` at S > 1, and is what runs, masks and
     re-initialises members. The module asks ``members.is_population`` only where a population
-    does what a single run does not: per-member gradient clipping (a single run's is
-    Lightning's) and its alive fraction (``Divergence`` asks it for its message).
+    has what a single run has not: the fraction of its members still training (a single run
+    stops when its one member diverges; ``Divergence`` asks it too, to word that stop).
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
     ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
@@ -140,7 +144,8 @@ class ArithmeticModule(L.LightningModule):
     ``clamp_parameters()`` are clamped after every step. No step reads a value back from the device:
     losses, divergence and curves stay there until the end of the chunk (the all-diverged check and
     the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
-    through ``torch.compile`` (worth its first minute on long runs of the NMU-family units).
+    through ``torch.compile`` (worth its first minute on long runs of the NMU-family units). On a
+    GPU a chunk's steps run as one captured CUDA graph (``cuda_graphs``, ``_captured_steps``).
 
     Per member, five jobs have homes of their own: ``members`` (above); ``metrics``
     (``nalu.training.evaluation.Evaluation``), what the evaluation sets measure and which
@@ -304,6 +309,10 @@ class ArithmeticModule(L.LightningModule):
         compiled = self.hparams.compile and one_process
         if isinstance(data, TrainingDataModule):
             data.chunk_steps = self.hparams.chunk_steps if one_process else 1
+            if one_process and self.hparams.cuda_graphs and self._on_cuda():
+                # A replayed chunk costs one launch: longer ones spare Lightning's loop and the
+                # host's read at each chunk's end.
+                data.chunk_steps = max(self.hparams.chunk_steps, CAPTURED_CHUNK_STEPS)
             data.compile_batches = compiled
         if compiled:
             # A run compiles its own step: the compiler keeps every earlier run's variants of
@@ -434,6 +443,9 @@ class ArithmeticModule(L.LightningModule):
         for unit in self._clamped_units:
             unit.clamp_parameters()
 
+    def _on_cuda(self) -> bool:
+        return self.trainer.strategy.root_device.type == "cuda"
+
     def _captures_chunks(self) -> bool:
         """Whether chunks of steps run as captured CUDA graphs: asked (``cuda_graphs``), on a
         GPU, one process calling torch itself (``setup``) with no hook to call between a step's
@@ -442,7 +454,7 @@ class ArithmeticModule(L.LightningModule):
         RMSprop, ...). Anything else trains step by step."""
         return (
             self.hparams.cuda_graphs
-            and self.device.type == "cuda"
+            and self._on_cuda()
             and self._direct_steps
             and not any(self._step_hooks.values())
             and isinstance(self.trainer.datamodule, TrainingDataModule)
@@ -463,7 +475,7 @@ class ArithmeticModule(L.LightningModule):
             for state in optimizer.state.values():  # a checkpoint's counts come back on the CPU
                 if isinstance(state.get("step"), Tensor):
                     state["step"] = state["step"].to(self.device)
-        chunk, groups = self.hparams.chunk_steps, len(optimizer.param_groups)
+        chunk, groups = self.trainer.datamodule.chunk_steps, len(optimizer.param_groups)
         on = {"device": self.device}
         self._chunk_tensors = {
             "index": torch.zeros(1, dtype=torch.long, **on),
@@ -482,10 +494,9 @@ class ArithmeticModule(L.LightningModule):
         The host does what a step asks of it before the graph runs: each step's λ and learning
         rates into the chunk's tables, Lightning's count of optimizer steps and the schedule's
         step. The graph makes each step's batch from the step's index (``batch_at``), sets the
-        optimizer's learning rates from the table, and takes the step as ``_optimizer_step``
-        does, every member's gradients masked by ``alive`` and the settled rows (no host read of
-        either), and writes each step's MSE, objective and regularisation to the chunk's rows,
-        which ``_end_chunk`` reads as it reads those of the steps taken one by one."""
+        optimizer's learning rates from the table, takes the step as ``_optimizer_step`` does,
+        and writes each step's MSE, objective and regularisation to the chunk's rows, which
+        ``_end_chunk`` reads as it reads those of the steps taken one by one."""
         stream = chunk.stream
         stream.use_epoch(chunk.epoch)
         first, end = chunk.start, chunk.start + count
@@ -521,8 +532,11 @@ class ArithmeticModule(L.LightningModule):
         if self._captured.capturing:
             for group, rate in zip(groups, tensors["lr_of_group"].unbind(), strict=True):
                 group["lr"] = rate
+        # A graph records the masks of diverged members and settled outputs only once there are
+        # any (both rare): each state has a graph of its own.
+        key = (count, size, self.divergence.some_diverged, self.restarts.any_settled)
         try:
-            self._captured.run((count, size), lambda: self._chunk_body(chunk, count, size, rates))
+            self._captured.run(key, lambda: self._chunk_body(chunk, count, size, rates))
         finally:
             for group, rate in zip(groups, floats, strict=True):
                 group["lr"] = rate
@@ -551,8 +565,8 @@ class ArithmeticModule(L.LightningModule):
             mse, objective, loss, *regularization = self._run("terms", x, y, tensors["scale"][k])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            self.divergence.freeze(always=True)
-            self.restarts.zero_settled_gradients(always=True)
+            self.divergence.freeze()
+            self.restarts.zero_settled_gradients()
             self._clip_gradients(optimizer)
             optimizer.step()
             self._clamp()

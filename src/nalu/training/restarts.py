@@ -50,10 +50,9 @@ class Restarts(nn.Module):
         """The optimizer steps of a round: the run's ``planned_steps``, divided by ``rounds``."""
         return max(1, planned_steps // self.rounds)
 
-    def zero_settled_gradients(self, always: bool = False) -> None:
-        """Settled outputs' rows get no update (their first moments are 0 too). ``always``:
-        masked even before any output settles (a captured step is recorded once for the run)."""
-        if not (always or self.any_settled):
+    def zero_settled_gradients(self) -> None:
+        """Settled outputs' rows get no update (their first moments are 0 too)."""
+        if not self.any_settled:
             return
         for parameter in self.members.network.parameters():
             if parameter.grad is not None:
