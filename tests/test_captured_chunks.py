@@ -1,13 +1,14 @@
 """Chunks of optimizer steps run as captured CUDA graphs on a GPU (``CapturedChunks``): the
 steps they record are the steps a run takes one by one. Off CUDA the same chunk function runs
-eagerly, which is what these tests compare (the capture itself is checked on a GPU by
-``make bench``)."""
+eagerly, which is what most of these tests compare; the last one runs only where there is a
+GPU, and compares the captured graphs themselves with steps taken one by one there."""
 
 import pytest
 import torch
 from conftest import TINY, compose_config
 
 from nalu.cli.train import train
+from nalu.training.captured import CapturedChunks
 from nalu.training.module import ArithmeticModule
 
 
@@ -50,15 +51,17 @@ def test_fresh_batches_in_chunks_train_as_step_by_step(tmp_path, population, req
     assert_same_parameters(tmp_path)
 
 
-def assert_same_parameters(tmp_path) -> None:
+def assert_same_parameters(tmp_path, runs=("by_step", "in_chunks")) -> None:
     """The two runs' networks at their last step, as their last checkpoints hold them."""
     trained = {}
-    for run in ("by_step", "in_chunks"):
-        state = torch.load(tmp_path / run / "checkpoints" / "last.ckpt", weights_only=False)
+    for run in runs:
+        checkpoint = tmp_path / run / "checkpoints" / "last.ckpt"
+        state = torch.load(checkpoint, weights_only=False, map_location="cpu")
         trained[run] = {n: t for n, t in state["state_dict"].items() if n.startswith("network.")}
-    assert trained["by_step"].keys() == trained["in_chunks"].keys()
-    for name, value in trained["by_step"].items():
-        torch.testing.assert_close(trained["in_chunks"][name], value, rtol=1e-6, atol=1e-7)
+    first, second = (trained[run] for run in runs)
+    assert first.keys() == second.keys()
+    for name, value in first.items():
+        torch.testing.assert_close(second[name], value, rtol=1e-6, atol=1e-7)
 
 
 def test_a_fixed_training_set_in_chunks_trains_as_step_by_step(tmp_path, request):
@@ -86,3 +89,36 @@ def test_a_gpu_runs_checkpoint_resumes_on_the_cpu_as_if_trained_there(tmp_path):
     resumed = train(compose_config([*four_epochs, f"ckpt_path={last}"], tmp_path / "resumed"))
     straight = train(compose_config(four_epochs, tmp_path / "straight"))
     assert resumed == pytest.approx(straight, rel=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="captures CUDA graphs: needs a GPU")
+@pytest.mark.parametrize(
+    ("task", "graphs_recorded"),
+    [
+        # fresh batches, compiled, λ's ramp and the rate's decay: one 100-step chunk an epoch
+        (
+            ["experiment=static_nau_nmu", "data.train_size=1600", "data.out_features=1"],
+            [(100, 16, False, False)],
+        ),
+        # a fixed training set with a smaller last batch: segments of 4 steps and of 1
+        (
+            ["model=nau", "data.train_size=72", "optimizer.lr=0.05"],
+            [(4, 16, False, False), (1, 8, False, False)],
+        ),
+    ],
+)
+def test_on_a_gpu_captured_chunks_train_as_step_by_step(
+    tmp_path, monkeypatch, task, graphs_recorded
+):
+    recorded = []
+    capture = CapturedChunks._capture
+    monkeypatch.setattr(
+        CapturedChunks,
+        "_capture",
+        lambda self, key, chunk: (recorded.append(key), capture(self, key, chunk)),
+    )
+    overrides = [*TINY, *task, "population=3", "trainer=gpu", "trainer.max_epochs=3"]
+    for graphs in ("false", "true"):
+        train(compose_config([*overrides, f"cuda_graphs={graphs}"], tmp_path / graphs))
+    assert recorded == graphs_recorded  # (steps, batch size, diverged, settled), each once
+    assert_same_parameters(tmp_path, runs=("false", "true"))
