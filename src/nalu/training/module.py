@@ -436,7 +436,8 @@ class ArithmeticModule(L.LightningModule):
         """λ of optimizer step ``step`` (from 1) in its round: a float, or ``[S]``."""
         if not self.has_regularization:
             return 0.0
-        return self.regularizer((step - 1) % self.round_steps, self.round_steps, self.device)
+        round_steps = self.round_steps
+        return self.regularizer((step - 1) % round_steps, round_steps, self.device)
 
     def _clamp(self) -> None:
         """After an optimizer step: NAU/NMU weights back into their ranges (Madsen & Johansen)."""
