@@ -32,6 +32,7 @@ from nalu.data.problem import (
     StaticArithmeticProblem,
     operand_matrix,
 )
+from nalu.training.captured import CapturedChunks
 from nalu.units.nmu import nmu_product
 
 Step = Callable[[int, int], None]
@@ -287,7 +288,7 @@ class _CapturedEpochs:
         for group in groups:
             group["capturable"] = True
             group["lr"] = torch.tensor(group["lr"], device=device)
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.captured = CapturedChunks(device)
 
     def __call__(self, epoch: int) -> None:
         recipe, ramp = self.recipe, self.recipe.regularizer
@@ -298,19 +299,9 @@ class _CapturedEpochs:
         self.rates.copy_(torch.tensor([[lr * factor(t) for lr in self.base_rates] for t in taken]))
         self.index.zero_()
         self.batches.use_epoch(epoch)
-        if self.graph is None:
-            # The first epoch runs eagerly on a side stream (compilation, Adam's state), then
-            # the epoch is captured for the next ones (PyTorch's whole-network capture).
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self._epoch()
-            torch.cuda.current_stream().wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(self.graph):
-                self._epoch()
-        else:
-            self.graph.replay()
+        # The first epoch runs eagerly (compilation, Adam's state) and is recorded; each later
+        # one is a replay.
+        self.captured.run("epoch", self._epoch)
         recipe.taken += recipe.steps_per_epoch
 
     def _epoch(self) -> None:

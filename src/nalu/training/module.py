@@ -497,7 +497,7 @@ class ArithmeticModule(L.LightningModule):
         step. The graph makes each step's batch from the step's index (``batch_at``), sets the
         optimizer's learning rates from the table, takes the step as ``_optimizer_step`` does,
         and writes each step's MSE, objective and regularisation to the chunk's rows, which
-        ``_end_chunk`` reads as it reads those of the steps taken one by one."""
+        ``_chunk_done`` reads as it reads those of the steps taken one by one."""
         stream = chunk.stream
         stream.use_epoch(chunk.epoch)
         first, end = chunk.start, chunk.start + count
@@ -545,7 +545,9 @@ class ArithmeticModule(L.LightningModule):
             self._regularization_sum += tensors["regularization"][:count].sum(dim=0)
             self._scale_sum += sum(scales)
         self._steps += count
-        self._end_chunk(steps, [size] * count, tensors["mse"][:count], tensors["objective"][:count])
+        self._chunk_done(
+            steps, [size] * count, tensors["mse"][:count], tensors["objective"][:count]
+        )
 
     def _chunk_body(self, chunk: Chunk, count: int, size: int, rates: list[list[float]]) -> None:
         """``count`` optimizer steps from the chunk's index on, in tensor operations only (what
@@ -636,27 +638,25 @@ class ArithmeticModule(L.LightningModule):
                 self._compiled = {}
         return self._eager[name](*inputs)
 
-    def _end_chunk(
-        self,
-        steps: Sequence[int] = (),
-        samples: Sequence[int] = (),
-        mse: Tensor | None = None,
-        objective: Tensor | None = None,
+    def _end_chunk(self) -> None:
+        """After the steps taken one by one since the last chunk (``_chunk_done``)."""
+        if not self._chunk_steps:
+            return
+        steps, samples, mse, objective = zip(*self._chunk_steps, strict=True)
+        self._chunk_steps = []
+        shape = (len(steps), self.population)
+        self._chunk_done(
+            steps, samples, torch.stack(mse).view(shape), torch.stack(objective).view(shape)
+        )
+
+    def _chunk_done(
+        self, steps: Sequence[int], samples: Sequence[int], mse: Tensor, objective: Tensor
     ) -> None:
-        """After a chunk's ``steps`` (of ``samples`` each; by default the steps taken one by one
-        since the last chunk): each member whose objective turned non-finite diverges at the
-        first such step (it counted in no loss from then on), the epoch's loss sums and the
-        batch losses to log are taken, all on the device, then read in one transfer: when no
-        member is left, training stops before the parameters reach a checkpoint."""
-        members = (len(steps), self.population)
-        if mse is None:
-            if not self._chunk_steps:
-                return
-            steps, samples, mse_list, objective_list = zip(*self._chunk_steps, strict=True)
-            self._chunk_steps = []
-            members = (len(steps), self.population)
-            mse = torch.stack(mse_list).view(members)
-            objective = torch.stack(objective_list).view(members)
+        """After a chunk's optimizer ``steps`` (of ``samples`` each; ``mse`` and ``objective``
+        ``[steps, S]``): each member whose objective turned non-finite diverges at the first such
+        step (it counted in no loss from then on), the epoch's loss sums and the batch losses to
+        log are taken, all on the device, then read in one transfer: when no member is left,
+        training stops before the parameters reach a checkpoint."""
         finite = self._on_every_process(torch.isfinite(objective))
         training = self.divergence.after_steps(steps, objective, finite)
         weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
