@@ -3,6 +3,7 @@
 import json
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 import yaml
@@ -12,7 +13,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.cli.evaluate import evaluate, load_checkpoint
-from nalu.cli.train import CONFIG_DIR, progress_callbacks, train
+from nalu.cli.train import CONFIG_DIR, build_run, progress_callbacks, train
 from nalu.config.errors import ConfigError
 from nalu.config.validation import check_group_choices
 from nalu.data.batches import FixedBatches, order_key
@@ -106,6 +107,22 @@ def test_rich_progress_bar_only_where_enabled_else_progress_lines(tmp_path):
     enabled = compose_config(["trainer.enable_progress_bar=true"], tmp_path).trainer
     (bar,) = progress_callbacks(enabled)
     assert isinstance(bar, RichProgressBar)
+
+
+def test_the_progress_bar_shows_the_training_loss(tmp_path):
+    shown = {}
+
+    class ReadTheBar(L.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            shown.update(trainer.progress_bar_metrics)
+
+    *_, data, module = build_run(compose_config(TINY, tmp_path))
+    bar = RichProgressBar()
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, callbacks=[bar, ReadTheBar()]
+    )
+    trainer.fit(module, datamodule=data)
+    assert shown["train/loss"] == pytest.approx(float(module.judge.last_train_loss[0]))
 
 
 # --- Sweeps through the plugins -------------------------------------------------------------

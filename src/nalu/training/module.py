@@ -718,7 +718,8 @@ class ArithmeticModule(L.LightningModule):
             scale = torch.as_tensor(self._scale_sum / self._steps, device=loss.device)
             per_member[TRAIN_REGULARIZER_SCALE] = scale.expand_as(loss)
         values = living_medians(per_member, self.alive)
-        self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
+        if self.trainer.progress_bar_callback is not None:  # its only reader; ``self.log`` is slow
+            self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
         if self.members.is_population:
             values[POPULATION_ALIVE_FRACTION] = float(self.alive.float().mean())
         self._log_to_loggers(values, self.global_step)
