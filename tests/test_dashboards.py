@@ -304,11 +304,17 @@ def test_the_read_back_column_stands_once_beside_the_last_panel_of_the_outputs()
     heads = {
         "nau/W": np.zeros((2, 3), dtype=np.float32),
         "nmu/W": np.eye(2, 3, dtype=np.float32),
-        "choice": np.array([[1.0], [1.0]], dtype=np.float32),
+        "choice": np.array([[0.0, 1.0], [0.0, 1.0]], dtype=np.float32),
     }
     truths = ["x0 × x1", "x1 × x2"]
     learned = [(truth, True) for truth in truths]
-    figure = weight_figure("network: selection", heads, truths=truths, learned=learned)
+    figure = weight_figure(
+        "network: selection",
+        heads,
+        truths=truths,
+        learned=learned,
+        column_names={"choice": ["nau", "nmu"]},
+    )
     matrices = [axis for axis in figure.axes if axis.get_title(loc="left")]
     assert [axis.get_title(loc="left").split()[0] for axis in matrices] == [
         "nau/W",
@@ -316,5 +322,8 @@ def test_the_read_back_column_stands_once_beside_the_last_panel_of_the_outputs()
         "choice",
     ]
     assert [len(axis.child_axes) for axis in matrices] == [0, 0, 1]
+    # The choice's columns are the heads, not inputs.
+    assert [t.get_text() for t in matrices[0].get_xticklabels()] == ["x0", "x1", "x2"]
+    assert [t.get_text() for t in matrices[-1].get_xticklabels()] == ["nau", "nmu"]
     (learned_side,) = matrices[-1].child_axes
     assert [t.get_text() for t in learned_side.get_yticklabels()] == ["✓ x0 × x1", "✓ x1 × x2"]

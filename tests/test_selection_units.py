@@ -20,6 +20,7 @@ from nalu.units import (
     NeuralMultiplicativeReciprocalUnit,
     PerOutputSelection,
 )
+from nalu.units.contract import matrix_columns
 from nalu.units.nmru import bounded_reciprocal
 
 X = torch.tensor([[1.5, -2.0, 2.5]])
@@ -125,6 +126,14 @@ def test_selection_sparsity_counts_only_the_chosen_heads():
     unit.select(torch.tensor([[0.0, 1.0], [1.0, 0.0]]))  # ...but head 0 answers it
     assert sparsity_error(unit, X).tolist() == [0.0, 0.0]
     assert unsaturated_gates(unit, X).tolist() == [False, False]
+
+
+def test_the_choice_matrix_marks_the_answering_head_of_each_output_by_name():
+    unit = selection_of_nau_and_nmu()
+    unit.select(torch.tensor([[0.1, 7.0], [0.2, 0.0]]))  # output 0: nau, output 1: nmu
+    assert unit.effective_weights()["choice"].tolist() == [[1.0, 0.0], [0.0, 1.0]]
+    assert matrix_columns(unit) == {"choice": ["nau", "nmu"]}
+    assert matrix_columns(unit.heads[0]) == {}  # a head's columns are its inputs
 
 
 def test_a_head_whose_validation_mse_is_nan_is_never_chosen():

@@ -7,7 +7,7 @@ matrices out of the network)."""
 
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -85,10 +85,15 @@ def _panel(
     truths: Sequence[str],
     learned: Sequence[tuple[str, bool]] | None,
     input_name: str,
+    column_names: Sequence[str] | None = None,
 ) -> _Panel:
     rows, columns = values.shape
     step = max(1, -(-columns // MAX_COLUMN_TICKS))
     column_ticks = list(range(0, columns, step))
+    if column_names is not None:
+        column_labels = [column_names[i] for i in column_ticks]
+    else:
+        column_labels = [f"{input_name}{i}" if columns > 1 else "" for i in column_ticks]
     is_output_panel = rows == len(truths)
     labels = (
         [_shorten(f"y{j} = {truth}") for j, truth in enumerate(truths)]
@@ -100,7 +105,7 @@ def _panel(
         name,
         values,
         column_ticks,
-        [f"{input_name}{i}" if columns > 1 else "" for i in column_ticks],
+        column_labels,
         range(0, rows, row_step),
         labels[::row_step],
         [_shorten(f"{'✓' if ok else '✗'} {formula}") for formula, ok in learned]
@@ -115,6 +120,7 @@ def weight_figure(
     truths: Sequence[str],
     learned: Sequence[tuple[str, bool]] | None = None,
     input_name: str = "x",
+    column_names: Mapping[str, Sequence[str]] | None = None,
 ) -> Figure:
     """One panel per matrix, red positive and blue negative on a symmetric scale (at least
     [-1, 1], so {-1, 0, 1} weights keep their full colour) with its colour bar.
@@ -122,10 +128,19 @@ def weight_figure(
     A panel with one row per output labels row j ``y_j = truths[j]``; the last such panel has on
     its right ``learned[j]``, the whole unit's read-back formula, ✓ where it is the truth (once:
     one head's or one path's matrix does not compute it alone). Other rows are hidden units;
-    columns are inputs ``x_i`` (``h_i`` for a unit that reads an earlier unit's outputs).
+    columns are inputs ``x_i`` (``h_i`` for a unit that reads an earlier unit's outputs), or
+    the labels ``column_names`` gives a matrix (a selection's choice: its heads).
     """
+    named = column_names or {}
     panels = [
-        _panel(name, np.asarray(matrix, dtype=np.float32), truths, learned, input_name)
+        _panel(
+            name,
+            np.asarray(matrix, dtype=np.float32),
+            truths,
+            learned,
+            input_name,
+            named.get(name),
+        )
         for name, matrix in matrices.items()
     ]
     read_back = max((k for k, panel in enumerate(panels) if panel.learned_labels), default=-1)
@@ -184,6 +199,7 @@ class Heatmap:
     truths: Sequence[str]
     learned: Sequence[tuple[str, bool]] | None = None
     input_name: str = "x"
+    column_names: Mapping[str, Sequence[str]] | None = None
 
 
 # Fewer figures than this render in the calling process: a worker takes about a second to start.
@@ -194,7 +210,12 @@ def render_heatmap(heatmap: Heatmap) -> bytes:
     """The figure as a PNG (``nalu.results.images.figure_png``)."""
     return figure_png(
         weight_figure(
-            heatmap.title, heatmap.matrices, heatmap.truths, heatmap.learned, heatmap.input_name
+            heatmap.title,
+            heatmap.matrices,
+            heatmap.truths,
+            heatmap.learned,
+            heatmap.input_name,
+            heatmap.column_names,
         )
     )
 

@@ -37,7 +37,7 @@ from nalu.results.record import (
     write_atomic,
     write_json_atomic,
 )
-from nalu.units.contract import effective_weights
+from nalu.units.contract import effective_weights, matrix_columns
 
 
 def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -233,7 +233,8 @@ def weight_heatmaps(
     heatmaps = []
     for k, (path, matrices) in enumerate(units.items()):
         is_output_unit = k == len(units) - 1
-        title = f"{path}: {type(network.get_submodule('' if path == 'network' else path)).__name__}"
+        unit = network.get_submodule("" if path == "network" else path)
+        title = f"{path}: {type(unit).__name__}"
         if is_output_unit and formulas:
             title += f" · {recovered}/{len(formulas)} outputs read back as the truth"
         heatmaps.append(
@@ -246,6 +247,7 @@ def weight_heatmaps(
                 if is_output_unit
                 else None,
                 input_name="x" if k == 0 else "h",
+                column_names=matrix_columns(unit),
             )
         )
     return heatmaps

@@ -53,6 +53,15 @@ class HasEffectiveWeights(Protocol):
 
 
 @runtime_checkable
+class NamesMatrixColumns(Protocol):
+    """A unit with effective matrices whose columns are not its inputs, by matrix name: their
+    columns' labels (a selection's choice: one column per head). Default: every column an
+    input."""
+
+    def matrix_columns(self) -> dict[str, list[str]]: ...
+
+
+@runtime_checkable
 class CapsLogMagnitude(Protocol):
     """A unit that caps log|z| to keep training finite; evaluation may raise the cap. Default:
     no cap."""
@@ -112,6 +121,11 @@ def learning_rate_scales(network: nn.Module) -> dict[str, float]:
     if isinstance(network, ScalesLearningRates):
         return network.parameter_learning_rate_scales()
     return {}
+
+
+def matrix_columns(unit: nn.Module) -> dict[str, list[str]]:
+    """The column labels of those of the unit's matrices whose columns are not its inputs."""
+    return unit.matrix_columns() if isinstance(unit, NamesMatrixColumns) else {}
 
 
 def effective_weights(unit: nn.Module) -> dict[str, Tensor] | None:

@@ -3,6 +3,7 @@
 from collections.abc import Callable, Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nalu.config import rules
@@ -121,15 +122,19 @@ class PerOutputSelection(nn.Module):
         return self.chosen(self.candidates(x))
 
     def effective_weights(self) -> dict[str, Tensor]:
-        """Every head's matrices, by ``head/name``, and the chosen head as an ``[out, 1]``
-        column."""
+        """Every head's matrices, by ``head/name``, and the choice ``[out, H]``: 1 at the head
+        that answers each output, 0 elsewhere."""
         weights = {
             f"{head_name}/{name}": weight
             for head_name, head in zip(self.head_names, self.heads, strict=True)
             for name, weight in head.effective_weights().items()
         }
-        weights["choice"] = self.choice.unsqueeze(1).float()
+        weights["choice"] = F.one_hot(self.choice, len(self.heads)).float()
         return weights
+
+    def matrix_columns(self) -> dict[str, list[str]]:
+        """The choice's columns are the heads."""
+        return {"choice": list(self.head_names)}
 
     def extra_repr(self) -> str:
         return (
