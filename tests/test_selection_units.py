@@ -1,5 +1,6 @@
 """The division unit (NMRU), the stochastic NMU and the per-output selection of heads."""
 
+import functools
 import json
 import math
 
@@ -24,6 +25,8 @@ from nalu.units.contract import matrix_columns
 from nalu.units.nmru import bounded_reciprocal
 
 X = torch.tensor([[1.5, -2.0, 2.5]])
+# The NMRU as model=select's head: signed factors, no sign retrieval.
+SIGNED_NMRU = functools.partial(NeuralMultiplicativeReciprocalUnit, sign_retrieval=False)
 
 
 def test_bounded_reciprocal_is_one_over_x_from_the_floor_on_and_bounded_below():
@@ -65,6 +68,67 @@ def test_nmru_between_exact_weights_matches_hand_computed_values():
     # Row 1: 1.5 · (0.25·0.25 + 0.75) = 1.21875, sign cos(π·0.25) = √2/2.
     expected = [-0.375, 1.21875 * math.sqrt(0.5)]
     assert unit(torch.tensor([[2.0, -4.0]])).flatten().tolist() == pytest.approx(expected)
+
+
+def test_log_magnitudes_of_the_nmu_and_nmru_match_hand_computed_values():
+    # x = (2, −4): |x'| = (2, 4, 0.5, 0.25) over [x, 1/x].
+    x = torch.tensor([[2.0, -4.0]])
+    nmru = NeuralMultiplicativeReciprocalUnit(2, 2)
+    set_(nmru.weight, [[1.0, 0.0, 0.0, 1.0], [0.5, 0.0, 0.0, 0.25]])
+    # Row 0: log(2 · 0.25); row 1: log(0.5·2 + 0.5) + log(0.25·0.25 + 0.75).
+    expected = [math.log(0.5), math.log(1.5) + math.log(0.8125)]
+    assert nmru.log_magnitude(x).flatten().tolist() == pytest.approx(expected)
+    nmu = NeuralMultiplicationUnit(2, 1)
+    set_(nmu.weight, [[1.0, 0.5]])  # log(2) + log(0.5·4 + 0.5), signs aside
+    assert nmu.log_magnitude(x).item() == pytest.approx(math.log(2) + math.log(2.5))
+
+
+def test_a_log_fit_head_adds_its_error_in_log_space_to_its_mse():
+    unit = PerOutputSelection(
+        2, 1, heads={"nau": NeuralAdditionUnit, "nmru": SIGNED_NMRU}, log_fit=["nmru"]
+    )
+    set_(unit.heads[0].weight, [[1.0, 1.0]])  # x0 + x1
+    set_(unit.heads[1].weight, [[1.0, 0.0, 0.0, 0.5]])  # between x0 and x0 ÷ x1
+    x, y = torch.tensor([[2.0, -4.0]]), torch.tensor([[-0.5]])  # y = x0 ÷ x1
+    candidates = unit.candidates(x)  # nau: −2; nmru: 2 · (0.5·(−0.25) + 0.5) = 0.75
+    assert candidates.flatten().tolist() == pytest.approx([-2.0, 0.75])
+    # nmru: its MSE (0.75 + 0.5)², plus (log(2 · (0.5·0.25 + 0.5)) − log 0.5)² = log(2.5)².
+    expected = [1.5**2, 1.25**2 + math.log(2.5) ** 2]
+    assert unit.candidate_fits(x, candidates, y).tolist() == pytest.approx(expected)
+
+
+@pytest.mark.parametrize(
+    ("log_fit", "message"),
+    [(["nmu"], "must name heads among"), (["nau"], "must have a log_magnitude: choose among")],
+)
+def test_log_fit_names_heads_that_have_a_log_magnitude(log_fit, message):
+    heads = {"nau": NeuralAdditionUnit, "nmru": NeuralMultiplicativeReciprocalUnit}
+    with pytest.raises(InvalidArgument, match=f"log_fit.*{message}"):
+        PerOutputSelection(3, 1, heads=heads, log_fit=log_fit)
+
+
+def test_fitted_in_log_space_an_nmru_finds_quotients_among_many_inputs():
+    # A quotient's two inputs among 2 · 200 columns: the MSE's gradient at W ≈ 0 is alike for
+    # every column (by its MSE alone the head settles on x_n · x_(100+n) here), the error in
+    # log space points at x_n and 1/x_(100+n) from the first steps.
+    torch.manual_seed(0)
+    inputs, outputs = 200, 4
+    unit = PerOutputSelection(inputs, outputs, heads={"nmru": SIGNED_NMRU}, log_fit=["nmru"])
+    numerators, denominators = list(range(outputs)), list(range(100, 100 + outputs))
+    optimizer = torch.optim.Adam(unit.parameters(), lr=1e-2)
+    for _ in range(300):
+        x = torch.empty(64, inputs).uniform_(1, 10) * torch.randn(64, inputs).sign()
+        y = x[:, numerators] / x[:, denominators]
+        loss = unit.candidate_fits(x, unit.candidates(x), y).sum()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        unit.heads[0].nmu.clamp_parameters()
+    weights, columns = unit.heads[0].weight.detach().topk(2, dim=1)
+    assert columns.sort(dim=1).values.tolist() == [
+        [n, d + inputs] for n, d in zip(numerators, denominators, strict=True)
+    ]
+    assert weights.min() > 0.8
 
 
 def test_nmru_gradient_is_finite_at_zero_inputs():

@@ -281,6 +281,12 @@ def positive_scales(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must map names to finite numbers > 0")
 
 
+def names(name: str, value: Any) -> None:
+    """A list of names (strings), e.g. a selection's heads."""
+    if not (is_sequence(value) and all(isinstance(v, str) for v in value)):
+        raise InvalidArgument(name, value, "must be a list of names")
+
+
 def value_range(name: str, value: Any) -> None:
     """``[low, high]`` or a union of such intervals (``nalu.config.value_range``)."""
     from nalu.config.value_range import value_intervals  # that module builds on this one
@@ -362,6 +368,7 @@ UNIT_RULES: dict[str, dict[str, Rule]] = {
     "PerOutputSelection": {
         "restarts": integer_at_least(1),
         "learning_rate_scales": positive_scales,
+        "log_fit": names,
     },
     "MLP": {"hidden_features": layer_sizes, "activation": torch_activation},
 }

@@ -33,7 +33,7 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
-from nalu.units.nmu import nmu_product
+from nalu.units.nmu import log_magnitude, nmu_product
 
 Step = Callable[[int, int], None]
 
@@ -384,7 +384,8 @@ def solve_population_loop(
 ) -> float:
     """``experiment=solve`` for ``population`` seeds by hand: per member an NAU, an NMU and an
     NMRU head (signed factors over ``[x, 1/x]``), each fitting every output on its own (the
-    sum of the heads' MSEs), at their learning-rate scales, a fresh batch every step with the
+    sum of the heads' MSEs, and of the ``log_fit`` heads' errors in log space), at their
+    learning-rate scales, a fresh batch every step with the
     denominators kept off zero, λ's ramp, the learning rate's decay and the clamps."""
     where = torch.device(device)
     data, heads = cfg.data, cfg.model.heads
@@ -420,16 +421,22 @@ def solve_population_loop(
     optimizer = torch.optim.Adam(groups, lr=cfg.optimizer.lr, fused=True)
     floor = heads.nmru.reciprocal_floor
 
+    in_logs = set(cfg.model.get("log_fit", ()))
+
     def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
-        reciprocal = x / x.square().clamp_min(floor * floor)
-        candidates = torch.stack(
-            [
-                _bmm_linear(x, nau),
-                _nmu(nmu, x, heads.nmu.max_log_magnitude),
-                _nmu(nmru, torch.cat([x, reciprocal], dim=-1), heads.nmru.max_log_magnitude),
-            ]
-        )  # [3, S, B, out]
-        fit = (candidates - y).square().mean(dim=(2, 3)).sum(dim=0)
+        extended = torch.cat([x, x / x.square().clamp_min(floor * floor)], dim=-1)
+        candidates = {
+            "nau": (nau, _bmm_linear(x, nau)),
+            "nmu": (nmu, _nmu(nmu, x, heads.nmu.max_log_magnitude)),
+            "nmru": (nmru, _nmu(nmru, extended, heads.nmru.max_log_magnitude)),
+        }
+        fit = sum((z - y).square().mean(dim=(1, 2)) for _, z in candidates.values())
+        if in_logs:  # the heads' error in log space (PerOutputSelection.candidate_fits)
+            inputs = {"nmu": x.abs(), "nmru": extended.abs()}
+            log_target = torch.log(y.abs().clamp_min(torch.finfo(y.dtype).tiny))
+            for name in in_logs:
+                logs = log_magnitude(candidates[name][0].unsqueeze(1), inputs[name])
+                fit = fit + (logs - log_target).square().mean(dim=(1, 2))
         sparsity = _sparsity(nau) + _sparsity(nmu) + _sparsity(nmru)
         return (fit + scale * sparsity).sum()
 

@@ -84,8 +84,9 @@ class MemberObjective(nn.Module):
     """One member's training terms on a batch, each a scalar: the MSE of its answers, the fit
     the optimizer minimises, and the units' regularisation (left out when no unit has one).
 
-    The fit is the MSE, or for a network with candidates the sum of every candidate's own MSE:
-    each head learns every output as if it were trained alone."""
+    The fit is the MSE, or for a network with candidates the sum of every candidate's own fit
+    (``candidate_fits``: its MSE, or its error in log space): each head learns every output as
+    if it were trained alone."""
 
     def __init__(self, network: nn.Module) -> None:
         super().__init__()
@@ -99,8 +100,7 @@ class MemberObjective(nn.Module):
         if self.offers_candidates:
             candidates = self.network.candidates(x)  # [B, C, out]
             mse = F.mse_loss(self.network.chosen(candidates.detach()), y)
-            per_candidate = (candidates - y.unsqueeze(-2)).square().mean(dim=(0, 2))
-            fit = per_candidate.sum()
+            fit = self.network.candidate_fits(x, candidates, y).sum()
         else:
             mse = fit = F.mse_loss(self.network(x), y)
         if not self.has_regularization:

@@ -4,8 +4,10 @@ unit lacks it. Training, results and evaluation ask through the functions below,
 
 A unit states what it is in its own module: a penalty (``Regularized``), weights kept in a range
 (``Clamped``), outputs that are models of their own (``independent_outputs``), the matrices that
-define it (``HasEffectiveWeights``), a cap on log-magnitudes (``CapsLogMagnitude``), candidates
-chosen per output (``OffersCandidates``), per-parameter learning rates (``ScalesLearningRates``).
+define it (``HasEffectiveWeights``) and their columns where they are not its inputs
+(``NamesMatrixColumns``), a cap on log-magnitudes (``CapsLogMagnitude``), a log|z| to fit in
+log space (``HasLogMagnitude``), candidates chosen per output (``OffersCandidates``),
+per-parameter learning rates (``ScalesLearningRates``).
 """
 
 from collections.abc import Sequence
@@ -79,6 +81,17 @@ class OffersCandidates(Protocol):
     def candidates(self, x: Tensor) -> Tensor: ...
 
     def chosen(self, candidates: Tensor) -> Tensor: ...
+
+    def candidate_fits(self, x: Tensor, candidates: Tensor, y: Tensor) -> Tensor: ...
+
+
+@runtime_checkable
+class HasLogMagnitude(Protocol):
+    """A product unit whose log|z| follows from its factors' magnitudes, sign aside (exact where
+    its weights are in {0, 1}): what a fit in log space trains (``PerOutputSelection``'s
+    ``log_fit`` heads). Default: none."""
+
+    def log_magnitude(self, x: Tensor) -> Tensor: ...
 
 
 @runtime_checkable

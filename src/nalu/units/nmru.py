@@ -8,7 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from nalu.config import rules
-from nalu.units.nmu import NeuralMultiplicationUnit, magnitude_product, nmu_factors
+from nalu.units.nmu import (
+    NeuralMultiplicationUnit,
+    log_magnitude,
+    magnitude_product,
+    nmu_factors,
+)
 
 
 def bounded_reciprocal(x: Tensor, floor: float) -> Tensor:
@@ -83,8 +88,15 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
     def reset_parameters(self) -> None:
         self.nmu.reset_parameters()
 
+    def _extended(self, x: Tensor) -> Tensor:
+        return torch.cat([x, bounded_reciprocal(x, self.reciprocal_floor)], dim=-1)
+
+    def log_magnitude(self, x: Tensor) -> Tensor:
+        """``[..., out]``: log|z_j| from the magnitudes of [x, 1/x] (``nmu.log_magnitude``)."""
+        return log_magnitude(self.weight, self._extended(x).abs())
+
     def forward(self, x: Tensor) -> Tensor:
-        extended = torch.cat([x, bounded_reciprocal(x, self.reciprocal_floor)], dim=-1)
+        extended = self._extended(x)
         if not self.sign_retrieval:
             return self.nmu(extended)
         noise_range = self.nmu.noise_range if self.training else None

@@ -102,6 +102,18 @@ def nmu_factors(
     return (weight * x * noise + (1 - weight)) / (weight * noise + (1 - weight))
 
 
+def log_magnitude(weight: Tensor, magnitudes: Tensor) -> Tensor:
+    """Σ_i log(W_ji |x_i| + 1 − W_ji) for ``magnitudes`` |x| ``[..., in]``: log|NMU_j| wherever W
+    is in {0, 1} (Madsen & Johansen 2020's product on magnitudes).
+
+    Fitted to log|y|, its gradient at W ≈ 0 follows the inputs whose magnitudes make up |y|
+    (Cov(log|y|, |x_i|) ≠ 0 for them alone), where the MSE's gradient toward a product of
+    signed inputs is the same for every input (E[y·x_i] = 0): a saddle that a product unit
+    leaves only through the pairs' second-order terms, more slowly the more inputs it sees."""
+    tiny = torch.finfo(magnitudes.dtype).tiny
+    return torch.log(nmu_factors(weight, magnitudes).clamp_min(tiny)).sum(-1)
+
+
 class NeuralMultiplicationUnit(nn.Module):
     """z_j = Π_i (W_ij x_i + 1 − W_ij), W clamped to [0, 1] (Madsen & Johansen 2020, NMU_j).
 
@@ -153,6 +165,10 @@ class NeuralMultiplicationUnit(nn.Module):
             factors = nmu_factors(self.weight, x, self.noise_range)
             return signed_product(factors, dim=-1, max_log_magnitude=self.max_log_magnitude)
         return nmu_product(self.weight, x, self.max_log_magnitude)
+
+    def log_magnitude(self, x: Tensor) -> Tensor:
+        """``[..., out]``: log|z_j| from the factors' magnitudes (``log_magnitude``), noise-free."""
+        return log_magnitude(self.weight, x.abs())
 
     @torch.no_grad()
     def clamp_parameters(self) -> None:

@@ -1,6 +1,6 @@
 """Heads trained side by side on every output, one chosen per output on validation data."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from nalu.config import rules
 from nalu.config.errors import InvalidArgument
-from nalu.units.contract import independent_outputs
+from nalu.units.contract import HasLogMagnitude, independent_outputs
 
 HeadFactory = Callable[[int, int], nn.Module]
 
@@ -50,17 +50,25 @@ class PerOutputSelection(nn.Module):
         heads: Mapping[str, HeadFactory],
         restarts: int = 1,
         learning_rate_scales: Mapping[str, float] | None = None,
+        log_fit: Sequence[str] = (),
     ) -> None:
         super().__init__()
         if not heads:
             raise InvalidArgument("heads", dict(heads), "must name at least one head")
         rules.check_arguments(
-            "PerOutputSelection", restarts=restarts, learning_rate_scales=learning_rate_scales
+            "PerOutputSelection",
+            restarts=restarts,
+            learning_rate_scales=learning_rate_scales,
+            log_fit=log_fit,
         )
         scales = dict(learning_rate_scales or {})
         if not set(scales) <= set(heads):
             raise InvalidArgument(
                 "learning_rate_scales", scales, f"must name heads among {sorted(heads)}"
+            )
+        if not set(log_fit) <= set(heads):
+            raise InvalidArgument(
+                "log_fit", list(log_fit), f"must name heads among {sorted(heads)}"
             )
         self.in_features = in_features
         self.out_features = out_features
@@ -76,6 +84,16 @@ class PerOutputSelection(nn.Module):
         self.head_learning_rate_scales = [
             float(scales.get(name, 1.0)) for name in heads for _ in range(restarts)
         ]
+        self.log_fit = [name in log_fit for name in heads for _ in range(restarts)]
+        products = {name for name, head in zip(heads, self.heads[::restarts], strict=True)
+                    if isinstance(head, HasLogMagnitude)}  # fmt: skip
+        if not set(log_fit) <= products:
+            raise InvalidArgument(
+                "log_fit",
+                list(log_fit),
+                f"a head fitted in log space must have a log_magnitude: choose among "
+                f"{sorted(products)}",
+            )
         self.register_buffer("choice", torch.zeros(out_features, dtype=torch.long))
 
     @property
@@ -106,6 +124,23 @@ class PerOutputSelection(nn.Module):
     def candidates(self, x: Tensor) -> Tensor:
         """``[..., in] -> [..., H, out]``: every head's answer to every output."""
         return torch.stack([head(x) for head in self.heads], dim=-2)
+
+    def candidate_fits(self, x: Tensor, candidates: Tensor, y: Tensor) -> Tensor:
+        """``[H]``: each head's training fit on a batch ``x`` ``[B, in]``, ``y`` ``[B, out]``,
+        every output on its own: the MSE of its answers ``candidates`` ``[B, H, out]``, plus
+        for a ``log_fit`` head the mean of (log|z| − log|y|)² (``nalu.units.nmu.log_magnitude``).
+        In log space a product's weights have a first-order gradient toward its inputs, where
+        the MSE's vanishes for signed inputs; the MSE then takes the weights the last way to
+        {0, 1}, where the error in logs alone leaves them creeping."""
+        mse = (candidates - y.unsqueeze(-2)).square().mean(dim=(0, 2))
+        if not any(self.log_fit):
+            return mse
+        log_target = torch.log(y.abs().clamp_min(torch.finfo(y.dtype).tiny))
+        in_logs = [
+            (head.log_magnitude(x) - log_target).square().mean() if flag else mse.new_zeros(())
+            for head, flag in zip(self.heads, self.log_fit, strict=True)
+        ]
+        return mse + torch.stack(in_logs)
 
     def chosen(self, candidates: Tensor) -> Tensor:
         """``[..., H, out] -> [..., out]``: the chosen head's answer to each output."""
