@@ -300,6 +300,8 @@ def test_the_solve_experiment_is_the_recipe_make_solve_runs(tmp_path):
     assert cfg.model._target_ == "nalu.units.PerOutputSelection"
     assert list(cfg.model.heads) == ["nau", "nmu", "nmru"]
     assert cfg.model.heads.nmru.sign_retrieval is False
+    # The NMRU fitted in log space as well, at 3× the rate: a quotient among many inputs.
+    assert list(cfg.model.log_fit) == ["nmru"] and cfg.model.learning_rate_scales.nmru == 3.0
     assert list(cfg.data.operations) == ["add", "sub", "mul", "div"]
     assert (cfg.data.resample, cfg.data.batch_size, cfg.data.train_size) == (True, 128, 12800)
     # A round of 30 epochs per 50 inputs, rounded up.
