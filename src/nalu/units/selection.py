@@ -85,14 +85,17 @@ class PerOutputSelection(nn.Module):
             float(scales.get(name, 1.0)) for name in heads for _ in range(restarts)
         ]
         self.log_fit = [name in log_fit for name in heads for _ in range(restarts)]
-        products = {name for name, head in zip(heads, self.heads[::restarts], strict=True)
-                    if isinstance(head, HasLogMagnitude)}  # fmt: skip
-        if not set(log_fit) <= products:
+        self._log_fit_names = [name for name in heads if name in log_fit]
+        products = [
+            name
+            for name, head in zip(heads, self.heads[::restarts], strict=True)
+            if isinstance(head, HasLogMagnitude)
+        ]
+        if not set(log_fit) <= set(products):
             raise InvalidArgument(
                 "log_fit",
                 list(log_fit),
-                f"a head fitted in log space must have a log_magnitude: choose among "
-                f"{sorted(products)}",
+                f"a head fitted in log space must have a log_magnitude: choose among {products}",
             )
         self.register_buffer("choice", torch.zeros(out_features, dtype=torch.long))
 
@@ -175,4 +178,5 @@ class PerOutputSelection(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"heads={self.head_names}"
+            + (f", log_fit={self._log_fit_names}" if self._log_fit_names else "")
         )
