@@ -414,16 +414,9 @@ class ArithmeticModule(L.LightningModule):
         device for the end of the chunk (``_end_chunk``)."""
         step = self.global_step + 1  # the optimizer step this batch is for
         scale = self._scale(step)
-        mse, objective, loss, *regularization = self._run("terms", x, y, self._on_device(scale))
-        optimizer.zero_grad()
-        # A member's objective reaches only its own gradients: a non-finite one spoils no
-        # other member's, and the member is frozen from the chunk's end on.
-        self._backward(loss)
-        self.divergence.freeze()
-        self.restarts.zero_settled_gradients()
-        self._clip_gradients(optimizer)
-        self._step(optimizer)
-        self._clamp()
+        mse, objective, regularization = self._update(
+            optimizer, x, y, self._on_device(scale), lambda: self._step(optimizer)
+        )
         if scheduler is not None:
             scheduler.step()
         self._chunk_steps.append((step, x.shape[-2], mse.detach(), objective.detach()))
@@ -431,6 +424,24 @@ class ArithmeticModule(L.LightningModule):
             self._regularization_sum += regularization[0].detach()
             self._scale_sum += scale
         self._steps += 1
+
+    def _update(
+        self, optimizer: Any, x: Tensor, y: Tensor, scale: Tensor, step: Callable[[], None]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """Every member's update on its batch at λ = ``scale``: the step's terms, their
+        gradients (diverged members frozen, settled outputs left alone, clipped), ``step()``
+        (the optimizer's) and the clamps; returns the MSE, objective and regularisation."""
+        mse, objective, loss, *regularization = self._run("terms", x, y, scale)
+        optimizer.zero_grad()
+        # A member's objective reaches only its own gradients: a non-finite one spoils no
+        # other member's, and the member is frozen from the chunk's end on.
+        self._backward(loss)
+        self.divergence.freeze()
+        self.restarts.zero_settled_gradients()
+        self._clip_gradients(optimizer)
+        step()
+        self._clamp()
+        return mse, objective, regularization
 
     def _scale(self, step: int) -> float | Tensor:
         """λ of optimizer step ``step`` (from 1) in its round: a float, or ``[S]``."""
@@ -553,26 +564,22 @@ class ArithmeticModule(L.LightningModule):
         """``count`` optimizer steps from the chunk's index on, in tensor operations only (what
         ``_captured_run`` captures); ``rates``: the host's learning rates, for an optimizer that
         holds floats (off CUDA)."""
-        tensors, optimizer = self._chunk_tensors, self.optimizers().optimizer
+        tensors, optimizer = self._chunk_tensors, self.optimizers()
         index = tensors["index"]
         for k in range(count):
             x, y = chunk.stream.batch_at(index, size)
             if chunk.single:
                 x, y = x[0], y[0]
             index.add_(1)
-            for g, group in enumerate(optimizer.param_groups):
+            for g, group in enumerate(optimizer.optimizer.param_groups):
                 if isinstance(group["lr"], Tensor):
                     group["lr"].copy_(tensors["lr"][k, g])
                 else:
                     group["lr"] = rates[k][g]
-            mse, objective, loss, *regularization = self._run("terms", x, y, tensors["scale"][k])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.divergence.freeze()
-            self.restarts.zero_settled_gradients()
-            self._clip_gradients(optimizer)
-            optimizer.step()
-            self._clamp()
+            # The torch optimizer's step alone: the host counted Lightning's before the chunk.
+            mse, objective, regularization = self._update(
+                optimizer, x, y, tensors["scale"][k], optimizer.optimizer.step
+            )
             tensors["mse"][k] = mse.detach()
             tensors["objective"][k] = objective.detach()
             if regularization:
