@@ -33,6 +33,7 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
+from nalu.units.nmru import bounded_reciprocal
 from nalu.units.nmu import log_magnitude, nmu_product
 
 Step = Callable[[int, int], None]
@@ -424,7 +425,7 @@ def solve_population_loop(
     in_logs = set(cfg.model.get("log_fit", ()))
 
     def objective(x: Tensor, y: Tensor, scale: Tensor) -> Tensor:
-        extended = torch.cat([x, x / x.square().clamp_min(floor * floor)], dim=-1)
+        extended = torch.cat([x, bounded_reciprocal(x, floor)], dim=-1)
         candidates = {
             "nau": (nau, _bmm_linear(x, nau)),
             "nmu": (nmu, _nmu(nmu, x, heads.nmu.max_log_magnitude)),
