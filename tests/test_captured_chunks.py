@@ -51,6 +51,29 @@ def test_fresh_batches_in_chunks_train_as_step_by_step(tmp_path, population, req
     assert_same_parameters(tmp_path)
 
 
+@pytest.mark.parametrize("algorithm", ["value", "norm"])
+def test_clipped_gradients_in_chunks_train_as_step_by_step(tmp_path, algorithm, request):
+    # Clipped at 0.01, every step's gradients are cut (an NAU's gradients at its start are
+    # about 1): by value each element the clamp Lightning's clipping applies, by norm each
+    # member's whole gradient.
+    overrides = [
+        *TINY,
+        "model=nau",
+        "population=2",
+        "optimizer.lr=0.05",
+        "+trainer.gradient_clip_val=0.01",
+        f"+trainer.gradient_clip_algorithm={algorithm}",
+    ]
+    by_step = train(compose_config(overrides, tmp_path / "by_step"))
+    unclipped = train(compose_config(overrides[:-2], tmp_path / "unclipped"))
+    taken = request.getfixturevalue("chunks_taken")
+    in_chunks = train(compose_config(overrides, tmp_path / "in_chunks"))
+    assert taken == [4, 4]  # 64 samples in batches of 16, 2 epochs
+    assert in_chunks == pytest.approx(by_step, rel=1e-6, abs=1e-9)
+    assert in_chunks != pytest.approx(unclipped, rel=1e-3)
+    assert_same_parameters(tmp_path)
+
+
 def assert_same_parameters(tmp_path, runs=("by_step", "in_chunks")) -> None:
     """The two runs' networks at their last step, as their last checkpoints hold them."""
     trained = {}
@@ -104,6 +127,15 @@ def test_a_gpu_runs_checkpoint_resumes_on_the_cpu_as_if_trained_there(tmp_path):
         (
             ["model=nau", "data.train_size=72", "optimizer.lr=0.05"],
             [(4, 16, False, False), (1, 8, False, False)],
+        ),
+        # gradients clipped by value (the NALM iNALU recipe's): inside the graph too
+        (
+            [
+                "model=nau",
+                "+trainer.gradient_clip_val=0.01",
+                "+trainer.gradient_clip_algorithm=value",
+            ],
+            [(4, 16, False, False)],
         ),
     ],
 )

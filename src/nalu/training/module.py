@@ -50,8 +50,9 @@ from nalu.units.contract import (
 log = logging.getLogger(__name__)
 
 # Optimizer steps per chunk when chunks are captured as CUDA graphs (``cuda_graphs``): an epoch
-# of most tasks in one replay, and the graph still small to capture (~40 nodes a step).
-CAPTURED_CHUNK_STEPS = 256
+# of most tasks in one replay (the static and NALM tasks judge every 1,000 steps), and the graph
+# still quick to capture (~40 nodes a step).
+CAPTURED_CHUNK_STEPS = 1024
 
 # The hooks Lightning calls around each optimizer step of manual optimization.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
@@ -461,16 +462,15 @@ class ArithmeticModule(L.LightningModule):
     def _captures_chunks(self) -> bool:
         """Whether chunks of steps run as captured CUDA graphs: asked (``cuda_graphs``), on a
         GPU, one process calling torch itself (``setup``) with no hook to call between a step's
-        parts, a ``TrainingDataModule``'s chunks, clipping by norm if any (the members' own), and
-        an optimizer that can keep its step count on the device (``capturable``: Adam, AdamW,
-        RMSprop, ...). Anything else trains step by step."""
+        parts, a ``TrainingDataModule``'s chunks, and an optimizer that can keep its step count
+        on the device (``capturable``: Adam, AdamW, RMSprop, ...). Anything else trains step by
+        step."""
         return (
             self.hparams.cuda_graphs
             and self._on_cuda()
             and self._direct_steps
             and not any(self._step_hooks.values())
             and isinstance(self.trainer.datamodule, TrainingDataModule)
-            and self.hparams.gradient_clip_algorithm in (None, "norm")
             and "capturable" in self.optimizers().optimizer.defaults
         )
 
@@ -694,8 +694,10 @@ class ArithmeticModule(L.LightningModule):
         if algorithm in (None, "norm"):  # Lightning's default is "norm"
             gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
             self.members.clip_norms(gradients, value)
+        elif self._captured is not None:  # the clamp Lightning's clipping calls, with no host work
+            torch.nn.utils.clip_grad_value_(self.network.parameters(), value)
         else:
-            self.clip_gradients(optimizer, value, algorithm or "norm")
+            self.clip_gradients(optimizer, value, algorithm)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.trainer.is_last_batch:
