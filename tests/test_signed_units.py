@@ -20,7 +20,7 @@ from nalu.units import (
     NeuralPowerUnit,
 )
 from nalu.units.nau import sparsity_penalty
-from nalu.units.nmu import NMUProduct, nmu_factors, signed_product
+from nalu.units.nmu import LogMagnitude, NMUProduct, log_magnitude, nmu_factors, signed_product
 
 # The article's example: output x0·x1 of x = (1.5, −2, 2.5) is −3.
 ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
@@ -83,6 +83,32 @@ def test_compiled_nmu_product_has_the_values_and_gradients_of_the_signed_product
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
     z = expected[0]
     assert (z[:, :2, :2] == 0).all() and (z[:, 2:, 0].abs() == math.exp(20)).all()
+
+
+def test_compiled_log_magnitude_has_the_values_and_gradients_of_the_formula():
+    torch.manual_seed(0)  # in float64: the two differ by rounding alone
+    weight = torch.rand(4, 3, 30, dtype=torch.float64)
+    weight[:, 1, 0] = 1.0
+    magnitudes = torch.empty(4, 8, 30, dtype=torch.float64).uniform_(0, 10)
+    magnitudes[:, :2, 0] = 0.0  # a zero factor of output 1 in the first two samples: clipped
+    grad = torch.randn(4, 8, 3, dtype=torch.float64)
+
+    def run(batched):
+        w, m = weight.clone().requires_grad_(), magnitudes.clone().requires_grad_()
+        logs = batched(w, m)
+        return (logs, *torch.autograd.grad(logs, (w, m), grad))
+
+    expected = run(torch.func.vmap(log_magnitude))  # eagerly: the formula as written
+    # Its backward (as a single run calls it), and compiled under vmap as a population's step
+    # traces it: the forward differentiated, its factors recomputed.
+    by_function = run(torch.func.vmap(LogMagnitude.apply))
+    in_a_population = run(torch.compile(lambda w, m: torch.func.vmap(log_magnitude)(w, m)))
+    for got in (by_function, in_a_population):
+        for value, want in zip(got, expected, strict=True):
+            torch.testing.assert_close(value, want, rtol=1e-10, atol=1e-12)
+    tiny = torch.finfo(torch.float64).tiny
+    # the clipped factor counts log(tiny) ≈ −708, the other 29 at most log(10) each
+    assert (expected[0][:, :2, 1] <= math.log(tiny) + 29 * math.log(10)).all()
 
 
 def test_nmu_zero_factor_gives_zero_and_finite_gradient():
