@@ -338,6 +338,23 @@ def test_the_solve_recipe_learns_every_output_of_a_small_problem(tmp_path):
     assert metrics["extrap/solved_fraction"] == 1.0
 
 
+def test_the_static_anchors_whole_recipe_is_madsen_and_johansens(tmp_path):
+    # README's command for their 5·10⁶-step run (with trainer=cpu here: no GPU needed to compose)
+    overrides = ["experiment=static_nau_nmu", "population=50", "~lr_schedule"]
+    overrides += ["trainer.max_epochs=5000", "data.interp_size=10000", "data.extrap_size=10000"]
+    cfg = compose_config(overrides, tmp_path)
+    steps = cfg.trainer.max_epochs * cfg.data.train_size // cfg.data.batch_size
+    assert steps == 5_000_000 and cfg.trainer.check_val_every_n_epoch == 1
+    assert cfg.data.train_size // cfg.data.batch_size == 1000  # judged every 1,000 steps
+    assert cfg.get("lr_schedule") is None and cfg.optimizer.lr == 1e-3
+    schedule = instantiate({"_target_": "nalu.training.regularizer.RegularizerSchedule",
+                            **cfg.regularizer})  # fmt: skip
+    # λ_sparse = 10 ramped linearly from step 10⁶ to 2·10⁶ (their λ-start and λ-end)
+    ramp = [schedule(step, steps) for step in (999_999, 1_000_000, 1_500_000, 2_000_000, 4_999_999)]
+    assert ramp == pytest.approx([0.0, 0.0, 5.0, 10.0, 10.0])
+    assert (cfg.population, cfg.data.train_range, cfg.data.extrap_range) == (50, [1, 2], [2, 6])
+
+
 def test_the_static_anchor_samples_the_signed_union_and_trains(tmp_path):
     overrides = [
         "experiment=static_nau_nmu",
