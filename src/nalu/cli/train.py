@@ -15,7 +15,7 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from nalu.cli.common import (
@@ -67,12 +67,12 @@ log = logging.getLogger(__name__)
 FAILED_OBJECTIVE = float("inf")
 
 
-def member_config(cfg: DictConfig, seed: int, problem: DictConfig | None = None) -> DictConfig:
+def member_config(cfg: DictConfig, seed: int) -> DictConfig:
     """The config of the single run with ``seed`` (every ``${seed}``, the problem's and the
-    batch order's, now resolves to it) and the fields that a ``problems`` cell sets."""
+    batch order's, now resolves to it)."""
     member = copy.deepcopy(cfg)
     member.seed = seed
-    return member if problem is None else OmegaConf.merge(member, problem)
+    return member
 
 
 def problem_cells(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig | None]]:
@@ -101,11 +101,18 @@ def problem_cells(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig | No
 
 def member_configs(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig]]:
     """The members of a run: per ``problems`` cell, ``population`` seeds from ``seed`` on, each
-    the config of its single run (``member_config``) with its cell's labels."""
+    the config of its single run (``member_config``: the run's with the cell's fields, without
+    the run's ``problems`` axes) with its cell's labels."""
+    # The axes are the run's alone; left in, they made each member's copy six times dearer
+    # (900 members of the NALM task: 14 against 2 ms each).
+    single = copy.deepcopy(cfg)
+    with open_dict(single):
+        single.pop("problems", None)
     members = []
     for labels, fields in problem_cells(cfg):
         try:
-            cell = [member_config(cfg, cfg.seed + k, fields) for k in range(cfg.population)]
+            cell_config = single if fields is None else OmegaConf.merge(single, fields)
+            cell = [member_config(cell_config, cfg.seed + k) for k in range(cfg.population)]
         except OmegaConfBaseException as error:  # a field that the run's config does not have
             where = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
             raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from error
