@@ -107,7 +107,8 @@ class LogMagnitude(torch.autograd.Function):
     """``log_magnitude(W, m)`` with the same values and gradients, computed without keeping the
     ``[..., out, in]`` factors for the backward pass, as ``NMUProduct``: the backward recomputes
     them. Where ``torch.compile`` traces a call under ``vmap`` (a population's step) it
-    differentiates the forward instead of calling this backward, and would keep the factors:
+    differentiates the forward instead of calling this backward (vmap's batched tensors report
+    no gradient, so the call is inlined: pytorch/pytorch#186303), and would keep the factors:
     the forward is a ``checkpoint`` for that case, recomputed there too. Kept, writing and
     rereading them took a compiled step of ``experiment=solve`` at S = 25 from 19 to 21 ms."""
 
