@@ -694,9 +694,9 @@ class ArithmeticModule(L.LightningModule):
         if algorithm in (None, "norm"):  # Lightning's default is "norm"
             gradients = [p.grad for p in self.network.parameters() if p.grad is not None]
             self.members.clip_norms(gradients, value)
-        elif self._captured is not None:  # the clamp Lightning's clipping calls, with no host work
+        elif self._direct_steps:  # the clamp Lightning's clipping calls: no host work in a graph
             torch.nn.utils.clip_grad_value_(self.network.parameters(), value)
-        else:
+        else:  # a precision plugin's own clipping
             self.clip_gradients(optimizer, value, algorithm)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:

@@ -58,17 +58,26 @@ class NMUProduct(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor, _: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
         weight, x, z, log_magnitude = ctx.saved_tensors
-        factors = torch.addcmul(1 - weight, weight, x.unsqueeze(-2))
         # ∂z_j/∂f_ji = z_j / f_ji, zero where the log was clipped (|f| < tiny, log|z| > max).
-        tiny = torch.finfo(factors.dtype).tiny
         live = grad_z * z * (log_magnitude <= ctx.max_log_magnitude)
-        per_factor = torch.where(factors.abs() >= tiny, factors, torch.inf).reciprocal_()
-        per_factor.mul_(live.unsqueeze(-1))
-        grad_x = (per_factor * weight).sum(-2) if ctx.needs_input_grad[1] else None
-        grad_weight = None
-        if ctx.needs_input_grad[0]:  # ∂f_ji/∂W_ji = x_i − 1
-            grad_weight = per_factor.mul_((x - 1).unsqueeze(-2)).sum_to_size(weight.shape)
-        return grad_weight, grad_x, None
+        return (*_factor_gradients(weight, x, live, ctx.needs_input_grad), None)
+
+
+def _factor_gradients(
+    weight: Tensor, x: Tensor, per_output: Tensor, needs: Sequence[bool]
+) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of W and x (where ``needs`` them) through the factors f_ji = W_ji x_i + 1 −
+    W_ji, recomputed, for an upstream ∂L/∂f_ji = ``per_output``_j / f_ji (0 where |f| < tiny):
+    ∂f_ji/∂W_ji = x_i − 1, ∂f_ji/∂x_i = W_ji."""
+    factors = torch.addcmul(1 - weight, weight, x.unsqueeze(-2))
+    tiny = torch.finfo(factors.dtype).tiny
+    per_factor = torch.where(factors.abs() >= tiny, factors, torch.inf).reciprocal_()
+    per_factor.mul_(per_output.unsqueeze(-1))
+    grad_x = (per_factor * weight).sum(-2) if needs[1] else None
+    grad_weight = None
+    if needs[0]:
+        grad_weight = per_factor.mul_((x - 1).unsqueeze(-2)).sum_to_size(weight.shape)
+    return grad_weight, grad_x
 
 
 def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
@@ -109,8 +118,8 @@ class LogMagnitude(torch.autograd.Function):
     them. Where ``torch.compile`` traces a call under ``vmap`` (a population's step) it
     differentiates the forward instead of calling this backward (vmap's batched tensors report
     no gradient, so the call is inlined: pytorch/pytorch#186303), and would keep the factors:
-    the forward is a ``checkpoint`` for that case, recomputed there too. Kept, writing and
-    rereading them took a compiled step of ``experiment=solve`` at S = 25 from 19 to 21 ms."""
+    the forward is a ``checkpoint`` for that case, recomputed there too. Kept, they are written
+    and reread every step: a compiled step of ``experiment=solve`` at S = 25 took 21 ms, not 19."""
 
     generate_vmap_rule = True
 
@@ -125,16 +134,8 @@ class LogMagnitude(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, Tensor | None]:
         weight, magnitudes = ctx.saved_tensors
-        factors = nmu_factors(weight, magnitudes)
-        # ∂ log f_ji / ∂f_ji = 1 / f_ji, zero where the log was clipped (f < tiny).
-        tiny = torch.finfo(factors.dtype).tiny
-        per_factor = torch.where(factors >= tiny, factors, torch.inf).reciprocal_()
-        per_factor.mul_(grad.unsqueeze(-1))
-        grad_magnitudes = (per_factor * weight).sum(-2) if ctx.needs_input_grad[1] else None
-        grad_weight = None
-        if ctx.needs_input_grad[0]:  # ∂f_ji/∂W_ji = m_i − 1
-            grad_weight = per_factor.mul_((magnitudes - 1).unsqueeze(-2)).sum_to_size(weight.shape)
-        return grad_weight, grad_magnitudes
+        # ∂ log f_ji / ∂f_ji = 1 / f_ji (f ≥ 0 here), zero where the log was clipped (f < tiny).
+        return _factor_gradients(weight, magnitudes, grad, ctx.needs_input_grad)
 
 
 def log_magnitude(weight: Tensor, magnitudes: Tensor) -> Tensor:
