@@ -15,6 +15,7 @@ from nalu.cli.train import build_run, train
 from nalu.data.batches import epoch_orders, order_key
 from nalu.results.record import EXTRAP_MSE_OF
 from nalu.results.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
+from nalu.training.members import Members
 from nalu.training.module import ArithmeticModule
 
 
@@ -228,6 +229,20 @@ def test_a_populations_own_run_is_a_named_folder_beside_its_members(tiny_overrid
     assert "population/alive_fraction" in medians.Tags()["scalars"]
     for member in (tmp_path / "members").iterdir():
         assert EventAccumulator(str(member)).Reload().Scalars("train/loss")
+
+
+def test_only_a_population_shows_its_living_fraction_and_words_the_stop_for_every_member():
+    network = {"_target_": "nalu.units.NeuralAccumulator", "in_features": 2, "out_features": 1}
+    population = Members(network, [0, 1, 2])
+    assert population.summary(torch.tensor([True, False, True])) == {
+        "population/alive_fraction": pytest.approx(2 / 3)
+    }
+    assert population.why_none_is_left(torch.full((3,), math.nan)) == (
+        "every member's train loss is not finite"
+    )
+    single = Members(network, [0])
+    assert single.summary(torch.tensor([True])) == {}  # a single run stops when it diverges
+    assert single.why_none_is_left(torch.tensor([math.inf])) == "train loss is inf"
 
 
 @pytest.mark.parametrize("population", [1, 2])

@@ -54,9 +54,7 @@ class Divergence(nn.Module):
         if any_alive:
             return
         step = int(self.diverged_at_step.max())
-        if self.members.is_population:
-            raise Diverged(step, "every member's train loss is not finite")
-        raise Diverged(step, f"train loss is {float(self.diverged_loss[0])}")
+        raise Diverged(step, self.members.why_none_is_left(self.diverged_loss))
 
     def check_parameters(self, finite: Tensor, names: Sequence[str], step: int) -> None:
         """At an epoch's end, members with a non-finite parameter (``finite`` ``[parameters,

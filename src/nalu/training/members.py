@@ -16,6 +16,7 @@ from torch.func import functional_call, vmap
 
 from nalu.config.errors import InvalidArgument
 from nalu.data.counter_random import root_key
+from nalu.results.record import POPULATION_ALIVE_FRACTION
 
 
 def build_network(network: dict[str, Any], seed: int, draw: int = 0) -> nn.Module:
@@ -93,6 +94,21 @@ class Members:
         # "different": a stochastic unit's noise is each member's own.
         run = vmap(lambda s, args: functional_call(module, s, args), randomness="different")
         return run(state, inputs)
+
+    def summary(self, alive: Tensor) -> dict[str, float]:
+        """What a population logs beside its members' medians: the fraction of them still
+        training (``alive`` ``[S]``). Nothing at S = 1, where the run stops when its one member
+        diverges, so the fraction would stay 1."""
+        if not self.is_population:
+            return {}
+        return {POPULATION_ALIVE_FRACTION: float(alive.float().mean())}
+
+    def why_none_is_left(self, diverged_loss: Tensor) -> str:
+        """Why training stops once every member has diverged (``diverged_loss`` ``[S]``: each
+        member's first non-finite objective): at S = 1 the loss itself, as a plain run says."""
+        if self.is_population:
+            return "every member's train loss is not finite"
+        return f"train loss is {float(diverged_loss[0])}"
 
     def mask(self, flags: Tensor, like: Tensor) -> Tensor:
         """``[S]`` flags shaped to select whole members of a parameter like ``like``."""

@@ -23,7 +23,6 @@ from nalu.results.record import (
     EXTRAP_RELATIVE_ERROR,
     INTERP_MSE,
     MSE,
-    POPULATION_ALIVE_FRACTION,
     TRAIN_BATCH_LOSS,
     TRAIN_LOSS,
     TRAIN_REGULARIZATION,
@@ -130,9 +129,9 @@ class ArithmeticModule(L.LightningModule):
 
     Where S lives: ``members`` (``nalu.training.members.Members``) holds the network, the plain
     one at S = 1 and every parameter stacked ``[S, ...]`` at S > 1, and is what runs, masks and
-    re-initialises members. The module asks ``members.is_population`` only where a population
-    has what a single run has not: the fraction of its members still training (a single run
-    stops when its one member diverges; ``Divergence`` asks it too, to word that stop).
+    re-initialises members, and what differs between S = 1 and S > 1 in what a run shows (a
+    population's fraction of members still training, the words of the stop when none is left).
+    No other code asks S.
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
     ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
@@ -729,8 +728,7 @@ class ArithmeticModule(L.LightningModule):
         values = living_medians(per_member, self.alive)
         if self.trainer.progress_bar_callback is not None:  # its only reader; ``self.log`` is slow
             self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
-        if self.members.is_population:
-            values[POPULATION_ALIVE_FRACTION] = float(self.alive.float().mean())
+        values.update(self.members.summary(self.alive))
         self._log_to_loggers(values, self.global_step)
 
     def _check_parameters(self) -> None:
