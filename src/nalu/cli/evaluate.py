@@ -46,6 +46,7 @@ if TYPE_CHECKING:
 EVALUATION_FILE = "evaluation.json"
 # The config groups evaluate composes; a model, optimizer or experiment is the checkpoint's own.
 EVALUATE_GROUPS = ("data", "trainer", "paths", "hydra")
+MISSING_CHECKPOINT = "ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt"
 
 
 def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
@@ -88,26 +89,39 @@ def check_same_problem(
     A run folder's ``problem.json`` (beside ``checkpoints/``) names every output's formula; a
     checkpoint elsewhere is checked on the operation of each output only.
     """
-    problem_json = run_dir_of(ckpt_path) / "problem.json"
-    if problem_json.is_file():
-        try:
-            trained = [out["formula"] for out in json.loads(problem_json.read_text())["outputs"]]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ConfigError(
-                f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
-                "problem cannot be checked; restore it from the run or move the checkpoint out"
-            ) from error
-        same = trained == [output["formula"] for output in data.problem.to_dict()["outputs"]]
+    formulas = trained_formulas(ckpt_path)
+    if formulas is not None:
+        same = formulas == [output["formula"] for output in data.problem.to_dict()["outputs"]]
     else:
-        trained = list(module.hparams.output_operations[0])
-        same = trained == data.problem.output_operations
+        same = list(module.hparams.output_operations[0]) == data.problem.output_operations
     if not same:
-        where = problem_json if problem_json.is_file() else "the checkpoint"
-        culprits = " ".join(overrides or ["data"])
+        where = run_dir_of(ckpt_path) / "problem.json" if formulas is not None else "the checkpoint"
+        raise another_problem(" ".join(overrides or ["data"]), str(where))
+
+
+def trained_formulas(ckpt_path: str | Path) -> list[str] | None:
+    """Each output's formula as the checkpoint's run folder recorded it (``problem.json``
+    beside ``checkpoints/``), or None for a checkpoint outside a run folder."""
+    problem_json = run_dir_of(ckpt_path) / "problem.json"
+    if not problem_json.is_file():
+        return None
+    try:
+        outputs = json.loads(problem_json.read_text(encoding="utf-8"))["outputs"]
+        return [output["formula"] for output in outputs]
+    except (OSError, ValueError, KeyError, TypeError) as error:
         raise ConfigError(
-            f"{culprits}: these sets pose another problem than the checkpoint learned ({where}); "
-            "keep the run's seed, data.problem_seed, in_features, out_features and operations"
-        )
+            f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
+            "problem cannot be checked; restore it from the run or move the checkpoint out"
+        ) from error
+
+
+def another_problem(culprits: str, detail: str) -> ConfigError:
+    """The error for evaluation sets that pose another problem than the checkpoint learned:
+    ``culprits``, the overrides (as typed) that made them; ``detail``, how they differ."""
+    return ConfigError(
+        f"{culprits}: these sets pose another problem than the checkpoint learned ({detail}); "
+        "keep the run's seed, data.problem_seed, in_features, out_features and operations"
+    )
 
 
 def evaluation_data(
@@ -156,10 +170,9 @@ def check_same_problem_fields(
     differing = problem_differences(before, after)
     if differing:
         field = differing[0]
-        raise ConfigError(
-            f"{' '.join(changed)}: these sets pose another problem than the checkpoint learned "
-            f"(data.{field}={shorten(after.get(field))}, the run's {shorten(before.get(field))}); "
-            "keep the run's seed, data.problem_seed, in_features, out_features and operations"
+        raise another_problem(
+            " ".join(changed),
+            f"data.{field}={shorten(after.get(field))}, the run's {shorten(before.get(field))}",
         )
 
 
@@ -193,7 +206,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     from nalu.data import EVALUATION_SPLITS, ArithmeticDataModule
 
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
+        raise ConfigError(MISSING_CHECKPOINT)
     module = load_checkpoint(cfg.ckpt_path)
     if module.population > 1:
         raise ConfigError(
@@ -278,7 +291,7 @@ def check_arguments(arguments: list[str]) -> None:
     # As Hydra reads it: a quoted path (a sweep job's `=`) without its quotes.
     ckpt_path = composed.get("ckpt_path")
     if not ckpt_path:
-        raise ConfigError("ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt")
+        raise ConfigError(MISSING_CHECKPOINT)
     if not Path(ckpt_path).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file")
     data, changed = evaluation_data(ckpt_path, overrides, None)
@@ -286,15 +299,7 @@ def check_arguments(arguments: list[str]) -> None:
     own_data = composed.data if data is None else data
     validate_config(OmegaConf.create({"data": OmegaConf.to_container(own_data, resolve=True)}))
     check_same_problem_fields(ckpt_path, data, changed)
-    problem_json = run_dir_of(ckpt_path) / "problem.json"
-    if problem_json.is_file():
-        try:
-            json.loads(problem_json.read_text(encoding="utf-8"))["outputs"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ConfigError(
-                f"{problem_json}: unreadable ({type(error).__name__}), so the checkpoint's "
-                "problem cannot be checked; restore it from the run or move the checkpoint out"
-            ) from error
+    trained_formulas(ckpt_path)  # an unreadable problem.json stops it here, before torch loads
     folder = Path(evaluation_dir(ckpt_path))
     check_output_folder(folder, "the evaluation's folder")
 

@@ -62,14 +62,9 @@ class PerOutputSelection(nn.Module):
             log_fit=log_fit,
         )
         scales = dict(learning_rate_scales or {})
-        if not set(scales) <= set(heads):
-            raise InvalidArgument(
-                "learning_rate_scales", scales, f"must name heads among {sorted(heads)}"
-            )
-        if not set(log_fit) <= set(heads):
-            raise InvalidArgument(
-                "log_fit", list(log_fit), f"must name heads among {sorted(heads)}"
-            )
+        for field, named in (("learning_rate_scales", scales), ("log_fit", list(log_fit))):
+            if not set(named) <= set(heads):
+                raise InvalidArgument(field, named, f"must name heads among {sorted(heads)}")
         self.in_features = in_features
         self.out_features = out_features
         self.restarts = restarts
