@@ -106,8 +106,16 @@ def test_final_metrics_print_as_one_table_of_measures_by_operation():
 
 @pytest.mark.slow
 def test_help_pages_say_what_each_command_does_and_take_only_its_groups(tmp_path):
-    train_help = run_cli(["--help"], cwd=tmp_path).stdout
+    shown = run_cli(["--help"], cwd=tmp_path, python_options=["-X", "importtime"])
+    train_help = shown.stdout
     assert train_help.startswith("nalu-train: train neural arithmetic units")
+    imported = {
+        line.rsplit("|", 1)[-1].strip()
+        for line in shown.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "hydra" in imported  # the import report was read
+    assert not {"torch", "lightning"} & imported  # a help page loads no torch
     assert "nalu-train experiment=solve population=25" in train_help
     assert "model: article_vanilla, gnalu," in train_help  # the groups, from the config tree
     evaluate_help = run_cli(["--help"], cwd=tmp_path, module="nalu.evaluate").stdout
