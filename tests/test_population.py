@@ -15,6 +15,7 @@ from nalu.cli.train import build_run, train
 from nalu.data.batches import epoch_orders, order_key
 from nalu.results.record import EXTRAP_MSE_OF
 from nalu.results.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
+from nalu.training.curves import MemberCurves
 from nalu.training.members import Members
 from nalu.training.module import ArithmeticModule
 
@@ -243,6 +244,29 @@ def test_only_a_population_shows_its_living_fraction_and_words_the_stop_for_ever
     single = Members(network, [0])
     assert single.summary(torch.tensor([True])) == {}  # a single run stops when it diverges
     assert single.why_none_is_left(torch.tensor([math.inf])) == "train loss is inf"
+
+
+def test_member_curves_keep_what_a_members_run_shows_and_come_back_from_a_checkpoint():
+    curves = MemberCurves(2)
+    curves.add(4, {"train/loss": torch.tensor([1.0, 2.0])})
+    validation = ["interp/mse", "interp/mse_add", "extrap/mse", "extrap/mse_add"]
+    validation += ["extrap/relative_error", "extrap/solved_fraction"]
+    curves.add(4, {tag: torch.tensor([3.0, math.nan]) for tag in validation})
+    curves.add(8, {"interp/mse": torch.tensor([5.0, 6.0])})
+    kept = ["train/loss", "interp/mse", "extrap/mse", "extrap/mse_add", "extrap/relative_error"]
+    assert [tag for tag, _ in curves.items()] == kept
+    history = curves.history("interp/mse").nan_to_num(-1.0)  # NaN: a member without a value
+    assert history.tolist() == [[3.0, -1.0], [5.0, 6.0]]
+    restored = MemberCurves(2)
+    restored.load(curves.state())
+    assert [tag for tag, _ in restored.items()] == kept
+    for tag, points in curves.items():
+        steps = [step for step, _ in points]
+        assert [step for step, _ in restored.points[tag]] == steps
+        assert torch.equal(
+            restored.history(tag).nan_to_num(-1.0), curves.history(tag).nan_to_num(-1.0)
+        )
+    assert MemberCurves(3).state()["extrap/mse"][1].shape == (0, 3)  # no validation yet
 
 
 @pytest.mark.parametrize("population", [1, 2])

@@ -16,11 +16,8 @@ from torch.optim import Optimizer
 from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.data.batches import Chunk, step_batches
-from nalu.data.datamodule import EVALUATION_SPLITS, TrainingDataModule
+from nalu.data.datamodule import TrainingDataModule
 from nalu.results.record import (
-    EXTRAP_MSE,
-    EXTRAP_MSE_OF,
-    EXTRAP_RELATIVE_ERROR,
     INTERP_MSE,
     MSE,
     TRAIN_BATCH_LOSS,
@@ -30,6 +27,7 @@ from nalu.results.record import (
     metric_name,
 )
 from nalu.training.captured import CapturedChunks
+from nalu.training.curves import MemberCurves
 from nalu.training.divergence import Divergence
 from nalu.training.evaluation import Evaluation, MemberEvaluation
 from nalu.training.judging import Judge
@@ -55,11 +53,6 @@ CAPTURED_CHUNK_STEPS = 1024
 
 # The hooks Lightning calls around each optimizer step of manual optimization.
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
-
-# The per-member curves kept for each member's own TensorBoard run, with each operation's
-# extrapolation MSE and the extrapolation relative error (the run's own TensorBoard shows their
-# medians over the members, with every other metric).
-MEMBER_CURVES = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
 
 
 def is_config(value: Any) -> bool:
@@ -246,8 +239,8 @@ class ArithmeticModule(L.LightningModule):
         self.register_buffer("validation_threshold", threshold, persistent=False)
         self.judge = Judge(self.members, outputs)
         self.register_load_state_dict_pre_hook(self._older_checkpoint)
-        # Per member curve: (step, [S] values) at every epoch (training loss) or validation.
-        self.curves: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
+        # Each member's curves: at every epoch (training loss) or validation.
+        self.curves = MemberCurves(size)
         # Per member, the final metrics of the test loop: {name: [S]}.
         self.final_metrics: dict[str, Tensor] = {}
         self.final_solved = torch.zeros((size, outputs), dtype=torch.bool)
@@ -718,7 +711,7 @@ class ArithmeticModule(L.LightningModule):
         loss = torch.where(self.alive, loss_sum / samples.to(loss_sum.device), float("nan"))
         self.judge.train_loss(loss, self.alive)
         self._loss_samples = 0
-        self.curves[TRAIN_LOSS].append((self.global_step, loss.cpu()))
+        self.curves.add(self.global_step, {TRAIN_LOSS: loss})
         per_member = {TRAIN_LOSS: loss}
         if self.has_regularization:
             per_member[TRAIN_REGULARIZATION] = self._regularization_sum / self._steps
@@ -783,22 +776,15 @@ class ArithmeticModule(L.LightningModule):
         values = self.metrics.summaries(measured)
         self._judge(self.global_step, values["interp"][MSE], measured.per_output)
         step = self.global_step
-        for split in EVALUATION_SPLITS:
-            self.curves[metric_name(split, MSE)].append((step, values[split][MSE].cpu()))
-        # Each operation's test loss and the relative error too (NaN for a member without it:
-        # not written).
-        for name, value in values["extrap"].items():
-            tag = metric_name("extrap", name)
-            if tag.startswith(EXTRAP_MSE_OF) or tag == EXTRAP_RELATIVE_ERROR:
-                self.curves.setdefault(tag, []).append((step, value.cpu()))
         per_member = {
             metric_name(split, name): value
             for split, metrics in values.items()
             for name, value in metrics.items()
         }
+        self.curves.add(step, per_member)
         if self.restarts.stall_rule is not None and step < self.planned_steps:
-            history = torch.stack([values for _, values in self.curves[INTERP_MSE]])
-            self.restarts.restart_stalled(step, history.to(self.device), self.alive)
+            history = self.curves.history(INTERP_MSE).to(self.device)
+            self.restarts.restart_stalled(step, history, self.alive)
         medians = living_medians(per_member, self.alive)
         # ModelCheckpoint monitors it; the progress bar shows it.
         self.log(INTERP_MSE, medians[INTERP_MSE], prog_bar=True, logger=False)
@@ -877,29 +863,16 @@ class ArithmeticModule(L.LightningModule):
         return self.members.member_network(member, self.device)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # Each curve as two tensors (steps [n], values [n, S]): one tensor per point would make
-        # every epoch's checkpoint slower to write than the epoch.
         checkpoint["members"] = {
             "best_parameters": {n: t.cpu() for n, t in self.judge.best_parameters.items()},
-            "curves": {
-                tag: (
-                    torch.tensor([step for step, _ in points], dtype=torch.long),
-                    torch.stack([values for _, values in points])
-                    if points
-                    else torch.empty(0, self.population),
-                )
-                for tag, points in self.curves.items()
-            },
+            "curves": self.curves.state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         members = checkpoint.get("members")
         if members is not None:
             self.judge.best_parameters = members["best_parameters"]
-            self.curves = {
-                tag: list(zip(steps.tolist(), values.unbind(), strict=True))
-                for tag, (steps, values) in members["curves"].items()
-            }
+            self.curves.load(members["curves"])
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         """The optimizer and its learning-rate schedule over the run's optimizer steps (the

@@ -1,0 +1,66 @@
+"""Each member's curves, for its own TensorBoard run: ``[S]`` values per optimizer step, kept on
+the host while training and carried by every checkpoint, so that a resumed run's curves are
+whole."""
+
+from collections.abc import ItemsView
+
+import torch
+from torch import Tensor
+
+from nalu.results.record import (
+    EXTRAP_MSE,
+    EXTRAP_MSE_OF,
+    EXTRAP_RELATIVE_ERROR,
+    INTERP_MSE,
+    TRAIN_LOSS,
+)
+
+# The curves every run keeps per member; a validation adds each operation's extrapolation MSE
+# and the extrapolation relative error. The run's own TensorBoard shows the members' medians of
+# these and of every other metric.
+MEMBER_CURVES = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
+
+
+def _kept(tag: str) -> bool:
+    return tag in MEMBER_CURVES or tag.startswith(EXTRAP_MSE_OF) or tag == EXTRAP_RELATIVE_ERROR
+
+
+class MemberCurves:
+    """``{tag: [(step, values [S])]}`` for the tags a member's own run shows."""
+
+    def __init__(self, population: int) -> None:
+        self.population = population
+        self.points: dict[str, list[tuple[int, Tensor]]] = {tag: [] for tag in MEMBER_CURVES}
+
+    def add(self, step: int, per_member: dict[str, Tensor]) -> None:
+        """The values ``{tag: [S]}`` measured at optimizer ``step``, of the tags kept."""
+        for tag, values in per_member.items():
+            if _kept(tag):
+                self.points.setdefault(tag, []).append((step, values.detach().cpu()))
+
+    def history(self, tag: str) -> Tensor:
+        """``[points, S]``: every value of the curve ``tag`` so far."""
+        return torch.stack([values for _, values in self.points[tag]])
+
+    def items(self) -> ItemsView[str, list[tuple[int, Tensor]]]:
+        return self.points.items()
+
+    def state(self) -> dict[str, tuple[Tensor, Tensor]]:
+        """Each curve as two tensors, steps ``[n]`` and values ``[n, S]``: one tensor per
+        point would make every epoch's checkpoint slower to write than the epoch."""
+        return {
+            tag: (
+                torch.tensor([step for step, _ in points], dtype=torch.long),
+                torch.stack([values for _, values in points])
+                if points
+                else torch.empty(0, self.population),
+            )
+            for tag, points in self.points.items()
+        }
+
+    def load(self, state: dict[str, tuple[Tensor, Tensor]]) -> None:
+        """The curves of a checkpoint (``state``)."""
+        self.points = {
+            tag: list(zip(steps.tolist(), values.unbind(), strict=True))
+            for tag, (steps, values) in state.items()
+        }
