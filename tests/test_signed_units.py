@@ -174,6 +174,41 @@ def test_signed_nalu_matches_hand_computed_value(input_independent_gate):
     assert unit(ARTICLE_X).item() == pytest.approx(-0.152024, rel=1e-5)
 
 
+def test_signed_nalus_mixed_sign_has_the_plain_products_values_and_gradients():
+    # Schlör et al. 2020 write msv_j = Π_i (sign(x_i)|W_m,ji| + 1 − |W_m,ji|) as a plain
+    # product; the unit takes the NMU's, eagerly and compiled in a population of two.
+    torch.manual_seed(0)  # in float64: the two differ by rounding alone
+    unit = ImprovedNeuralArithmeticLogicUnit(30, 3, input_independent_gate=True).double()
+    for parameter in unit.parameters():
+        parameter.data.uniform_(-3.0, 3.0)
+    x = torch.empty(8, 30, dtype=torch.float64).uniform_(-10.0, 10.0)
+    x[:2, 0] = 0.0  # sign 0: the factor is 1 − |W|
+
+    def as_written(x):
+        weight = unit.mul_nac.weight.abs()
+        mixed_sign = (torch.sign(x).unsqueeze(-2) * weight + 1 - weight).prod(dim=-1)
+        log_path = unit.mul_nac(torch.log(x.abs().clamp_min(unit.eps)))
+        gate = torch.sigmoid(unit.gate_weight)
+        magnitude = torch.exp(log_path.clamp(max=unit.max_log_magnitude))
+        return gate * unit.add_nac(x) + (1 - gate) * magnitude * mixed_sign
+
+    def gradients(forward):
+        outputs = forward(x)
+        return outputs, *torch.autograd.grad(outputs.square().sum(), list(unit.parameters()))
+
+    expected = gradients(as_written)
+    params = dict(unit.named_parameters())
+
+    def population(x):  # two identical members, as a compiled population's step runs them
+        stacked = {name: torch.stack([p, p]) for name, p in params.items()}
+        run = torch.func.vmap(lambda s, x: torch.func.functional_call(unit, s, (x,)))
+        return run(stacked, torch.stack([x, x]))[0]
+
+    for forward in (unit, torch.compile(population)):
+        for value, want in zip(gradients(forward), expected, strict=True):
+            torch.testing.assert_close(value, want, rtol=1e-10, atol=1e-12)
+
+
 def test_signed_nalu_clips_the_log_path_at_omega():
     unit = ImprovedNeuralArithmeticLogicUnit(
         2, 1, input_independent_gate=True, max_log_magnitude=20.0
