@@ -20,7 +20,15 @@ from nalu.units import (
     NeuralPowerUnit,
 )
 from nalu.units.nau import sparsity_penalty
-from nalu.units.nmu import LogMagnitude, NMUProduct, log_magnitude, nmu_factors, signed_product
+from nalu.units.nmu import (
+    LogMagnitude,
+    NMUProduct,
+    batch_first,
+    log_magnitude,
+    nmu_factors,
+    nmu_product,
+    signed_product,
+)
 
 # The article's example: output x0·x1 of x = (1.5, −2, 2.5) is −3.
 ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
@@ -109,6 +117,38 @@ def test_compiled_log_magnitude_has_the_values_and_gradients_of_the_formula():
     tiny = torch.finfo(torch.float64).tiny
     # the clipped factor counts log(tiny) ≈ −708, the other 29 at most log(10) each
     assert (expected[0][:, :2, 1] <= math.log(tiny) + 29 * math.log(10)).all()
+
+
+def test_compiled_nmu_over_a_units_output_has_the_values_and_gradients_of_the_formula():
+    # A unit's output lies batch-first in memory ((W xᵀ)ᵀ): compiled, the NMU then takes its
+    # factors with the batch last (batch_last_product) and must give the formula's numbers.
+    assert batch_first(NeuralAdditionUnit(5, 3)(torch.randn(8, 5)))
+    torch.manual_seed(0)  # in float64: the two differ by rounding alone
+    weight = torch.rand(4, 3, 20, dtype=torch.float64)
+    weight[:, 1, 0] = 1.0
+    x = torch.empty(4, 20, 8, dtype=torch.float64).uniform_(-3.0, 3.0).mT  # [S, B, in]
+    x[:, :2, 0] = 0.0  # a zero factor of output 1 in the first two samples
+    grad = torch.randn(4, 8, 3, dtype=torch.float64)
+
+    def run(product):
+        w, m = weight.clone().requires_grad_(), x.clone().requires_grad_()
+        assert batch_first(m[0])
+        z = product(w, m)
+        return (z, *torch.autograd.grad(z, (w, m), grad))
+
+    def formula(w, m):
+        return signed_product(nmu_factors(w, m), dim=-1, max_log_magnitude=20.0)
+
+    expected = run(torch.func.vmap(formula))
+    in_a_population = run(
+        torch.compile(lambda w, m: torch.func.vmap(lambda a, b: nmu_product(a, b, 20.0))(w, m))
+    )
+    compiled = torch.compile(lambda a, b: nmu_product(a, b, 20.0))
+    one_by_one = run(lambda w, m: torch.stack([compiled(a, b) for a, b in zip(w, m, strict=True)]))
+    for got in (in_a_population, one_by_one):
+        for value, want in zip(got, expected, strict=True):
+            torch.testing.assert_close(value, want, rtol=1e-10, atol=1e-12)
+    assert (expected[0][:, :2, 1] == 0).all()
 
 
 def test_nmu_zero_factor_gives_zero_and_finite_gradient():

@@ -83,11 +83,29 @@ def _factor_gradients(
 def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji) for x ``[..., in]`` and W
     ``[out, in]``: ``signed_product`` of ``nmu_factors``. Compiled, as ``NMUProduct`` (1.8×
-    faster); eagerly as written, since recomputing the factors op by op costs more there than
-    keeping them (up to 1.7× at a population of 25 on the article's problem)."""
+    faster), or as ``batch_last_product`` where x lies batch-first in memory (see
+    ``batch_first``); eagerly as written, since recomputing the factors op by op costs more
+    there than keeping them (up to 1.7× at a population of 25 on the article's problem)."""
     if torch.compiler.is_compiling():
+        if weight.dim() == 2 and batch_first(x):
+            return batch_last_product(weight, x.mT, max_log_magnitude).mT
         return NMUProduct.apply(weight, x, max_log_magnitude)[0]
     return signed_product(nmu_factors(weight, x), dim=-1, max_log_magnitude=max_log_magnitude)
+
+
+def batch_first(x: Tensor) -> bool:
+    """Whether ``x`` ``[..., B, in]`` is laid out with its batch axis innermost in memory, as the
+    outputs of a unit below are (their (W xᵀ)ᵀ, ``nalu.units.linear``)."""
+    return x.dim() >= 2 and x.stride(-2) == 1 and x.stride(-1) != 1
+
+
+def batch_last_product(weight: Tensor, x_t: Tensor, max_log_magnitude: float) -> Tensor:
+    """``nmu_product`` of W ``[..., out, in]`` and the batch ``x_t`` ``[..., in, B]`` (the batch
+    last), ``[..., out, B]``: the factors taken ``[..., out, in, B]``, so that compiled loops
+    read a batch-first x along its contiguous axis. A population's compiled step of an NAU
+    feeding an NMU (20 × 10 weights, S = 20) took 4.4 ms through ``NMUProduct``, 0.9 here."""
+    factors = torch.addcmul((1 - weight).unsqueeze(-1), weight.unsqueeze(-1), x_t.unsqueeze(-3))
+    return signed_product(factors, dim=-2, max_log_magnitude=max_log_magnitude)
 
 
 def number_pair(bounds: Sequence[float]) -> tuple[float, float]:
