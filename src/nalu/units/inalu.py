@@ -72,8 +72,8 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
         log_magnitude = self.mul_nac(torch.log(x.abs().clamp_min(self.eps)))
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
         # msv_j = Π_i (|W_m,ji| sign(x_i) + 1 − |W_m,ji|): the NMU's product of |W_m| and sign(x)
-        # (Madsen & Johansen 2020), whose backward recomputes the [..., out, in] factors; a
-        # plain prod's backward (cumulative products) took two thirds of a compiled step.
+        # (Madsen & Johansen 2020; its factors lie in [-1, 1], so its cap never binds). A plain
+        # prod's backward (cumulative products) took two thirds of a compiled step.
         mixed_sign = nmu_product(self.mul_nac.weight.abs(), torch.sign(x), self.max_log_magnitude)
         gate = self._gate(x)
         return gate * additive + (1 - gate) * magnitude * mixed_sign
