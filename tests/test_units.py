@@ -16,6 +16,7 @@ from nalu.units import (
 )
 from nalu.units.baselines import MLP, ArticleBaseline
 from nalu.units.linear import linear
+from nalu.units.nac import fast_tanh
 
 ATANH_HALF = math.atanh(0.5)
 
@@ -41,6 +42,34 @@ def test_nac_with_saturated_weights_adds_and_subtracts_exactly():
     set_nac(nac, [[20, 20, -20], [20, -20, 0]], [[20, 20, -20], [20, 20, -20]])
     x = torch.tensor([[1.5, -2.0, 2.5]])
     assert nac(x).flatten().tolist() == pytest.approx([-0.5, 3.5], abs=1e-6)
+
+
+def test_compiled_tanh_is_tanh_to_a_millionth_on_both_sides_of_its_series():
+    # z = atanh t for hand-picked t, whose tanh is t and derivative 1 − t²: below SERIES_BELOW
+    # (0.2) compiled fast_tanh sums the series, above it takes 2σ(2z) − 1.
+    t = [1e-4, -0.1, 0.19, 0.2, -0.5, 0.9, 0.999]
+    z = torch.tensor([math.atanh(v) for v in t], requires_grad=True)
+    values = torch.compile(fast_tanh)(z)
+    values.sum().backward()
+    assert values.tolist() == pytest.approx(t, rel=1e-6)
+    assert z.grad.tolist() == pytest.approx([1 - v * v for v in t], abs=1e-6)
+    # Eagerly (a single run), and in float64, it is torch's own tanh.
+    assert torch.equal(fast_tanh(z.detach()), torch.tanh(z.detach()))
+    in_float64 = z.detach().double()
+    torch.testing.assert_close(
+        torch.compile(fast_tanh)(in_float64), torch.tanh(in_float64), rtol=1e-15, atol=0
+    )
+
+
+def test_compiled_nac_in_a_population_gives_the_outputs_of_the_formula():
+    # The first test's NAC as each of two members of a compiled population's step.
+    nac = NeuralAccumulator(2, 1)
+    set_nac(nac, [[ATANH_HALF, -ATANH_HALF]], [[0.0, math.log(3.0)]])
+    members = {name: torch.stack([p.detach()] * 2) for name, p in nac.named_parameters()}
+    x = torch.tensor([[4.0, 2.0], [-1.0, 8.0]]).expand(2, 2, 2)
+    step = torch.func.vmap(lambda p, x: torch.func.functional_call(nac, p, (x,)))
+    outputs = torch.compile(step)(members, x)
+    assert outputs.flatten().tolist() == pytest.approx([0.25, -3.25] * 2, rel=1e-6)
 
 
 def test_golden_ratio_nac_takes_tanh_and_sigmoid_in_base_phi():

@@ -33,6 +33,7 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
+from nalu.units.nac import fast_tanh
 from nalu.units.nmru import bounded_reciprocal
 from nalu.units.nmu import batch_first, batch_last_product, log_magnitude, nmu_product
 
@@ -127,8 +128,8 @@ def _bmm_linear(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
-    """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂)."""
-    return torch.tanh(weight_hat) * torch.sigmoid(gate_hat)
+    """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂), with the units' tanh."""
+    return fast_tanh(weight_hat) * torch.sigmoid(gate_hat)
 
 
 def article_population_loop(

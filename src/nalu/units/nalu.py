@@ -8,7 +8,7 @@ from torch import Tensor, nn
 
 from nalu.config import rules
 from nalu.units.linear import linear
-from nalu.units.nac import NeuralAccumulator
+from nalu.units.nac import NeuralAccumulator, in_base
 
 
 class NeuralArithmeticLogicUnit(nn.Module):
@@ -70,7 +70,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
 
     def gate(self, x: Tensor) -> Tensor:
         """``[batch, out]``: g = σ_b(G x [+ b]) = σ(ln b · (G x [+ b]))."""
-        return torch.sigmoid(math.log(self.base) * linear(x, self.gate_weight, self.gate_bias))
+        return torch.sigmoid(in_base(linear(x, self.gate_weight, self.gate_bias), self.base))
 
     def forward(self, x: Tensor) -> Tensor:
         # Trask et al. 2018, sec. 2: a = W x, m = exp(W log(|x| + ε)), g = σ(G x), y = ga + (1-g)m.
