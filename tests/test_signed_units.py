@@ -145,7 +145,9 @@ def test_compiled_nmu_over_a_units_output_has_the_values_and_gradients_of_the_fo
     )
     compiled = torch.compile(lambda a, b: nmu_product(a, b, 20.0))
     one_by_one = run(lambda w, m: torch.stack([compiled(a, b) for a, b in zip(w, m, strict=True)]))
-    for got in (in_a_population, one_by_one):
+    # Stacked weights [S, 1, out, in], as the hand-written loops multiply the members at once.
+    stacked = run(torch.compile(lambda w, m: nmu_product(w.unsqueeze(1), m, 20.0)))
+    for got in (in_a_population, one_by_one, stacked):
         for value, want in zip(got, expected, strict=True):
             torch.testing.assert_close(value, want, rtol=1e-10, atol=1e-12)
     assert (expected[0][:, :2, 1] == 0).all()

@@ -35,7 +35,7 @@ from nalu.data.problem import (
 from nalu.training.captured import CapturedChunks
 from nalu.units.nac import fast_tanh
 from nalu.units.nmru import bounded_reciprocal
-from nalu.units.nmu import batch_first, batch_last_product, log_magnitude, nmu_product
+from nalu.units.nmu import log_magnitude, nmu_product
 
 Step = Callable[[int, int], None]
 
@@ -69,10 +69,8 @@ def _sparsity(weight: Tensor) -> Tensor:
 def _nmu(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji): weight ``[S, out, in]``, x
     ``[S, B, in]`` -> ``[S, B, out]``, by the units' own product (the fastest we have: it keeps
-    no ``[S, B, out, in]`` factors for the backward pass), compiled over the batch laid out
-    last where x lies batch-first in memory, as the unit's is."""
-    if torch.compiler.is_compiling() and batch_first(x):
-        return batch_last_product(weight, x.mT, max_log_magnitude).mT
+    no ``[S, B, out, in]`` factors for the backward pass, and compiled over a batch-first x
+    it lays the batch out last, as for the unit)."""
     return nmu_product(weight.unsqueeze(1), x, max_log_magnitude)
 
 

@@ -68,10 +68,8 @@ class NeuralAccumulator(nn.Module):
     @property
     def weight(self) -> Tensor:
         # Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂), in base b (``in_base``).
-        weight_hat, gate_hat = (
-            in_base(self.weight_hat, self.base),
-            in_base(self.gate_hat, self.base),
-        )
+        weight_hat = in_base(self.weight_hat, self.base)
+        gate_hat = in_base(self.gate_hat, self.base)
         return fast_tanh(weight_hat) * torch.sigmoid(gate_hat)
 
     def forward(self, x: Tensor) -> Tensor:

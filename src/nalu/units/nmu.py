@@ -87,8 +87,10 @@ def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     ``batch_first``); eagerly as written, since recomputing the factors op by op costs more
     there than keeping them (up to 1.7× at a population of 25 on the article's problem)."""
     if torch.compiler.is_compiling():
-        if weight.dim() == 2 and batch_first(x):
-            return batch_last_product(weight, x.mT, max_log_magnitude).mT
+        if batch_first(x) and (weight.dim() == 2 or weight.shape[-3] == 1):
+            # W's batch axis (absent, or 1 as in [S, 1, out, in]) leaves: [..., out, in] rows.
+            rows = weight if weight.dim() == 2 else weight.squeeze(-3)
+            return batch_last_product(rows, x.mT, max_log_magnitude).mT
         return NMUProduct.apply(weight, x, max_log_magnitude)[0]
     return signed_product(nmu_factors(weight, x), dim=-1, max_log_magnitude=max_log_magnitude)
 
