@@ -14,10 +14,11 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.cli.train import build_run, train
 from nalu.data.batches import epoch_orders, order_key
 from nalu.results.record import EXTRAP_MSE_OF
+from nalu.results.recorder import RunLayout
 from nalu.results.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
 from nalu.training.curves import MemberCurves
 from nalu.training.members import Members
-from nalu.training.module import ArithmeticModule
+from nalu.training.module import ArithmeticModule, living_summaries
 
 
 def test_a_single_run_equals_the_same_seeds_member_of_a_population(tiny_overrides, tmp_path):
@@ -244,6 +245,29 @@ def test_only_a_population_shows_its_living_fraction_and_words_the_stop_for_ever
     single = Members(network, [0])
     assert single.summary(torch.tensor([True])) == {}  # a single run stops when it diverges
     assert single.why_none_is_left(torch.tensor([math.inf])) == "train loss is inf"
+
+
+def test_a_population_shows_the_share_of_its_members_outputs_solved_not_a_majority_vote(tmp_path):
+    # Four members of one output each, the fourth diverged: 2 of the 3 living ones solved, which a
+    # median of their shares (1, 1, 0) would show as 1 and a median of (1, 0, 0) as 0.
+    alive = torch.tensor([True, True, True, False])
+    curves = {
+        "interp/mse": torch.tensor([1.0, 2.0, 9.0, math.nan]),
+        "extrap/solved_fraction": torch.tensor([1.0, 1.0, 0.0, 1.0]),
+        "extrap/solved_fraction_mul": torch.tensor([1.0, math.nan, 0.0, 1.0]),  # 1 has no ×
+    }
+    assert living_summaries(curves, alive) == pytest.approx(
+        {"interp/mse": 2.0, "extrap/solved_fraction": 2 / 3, "extrap/solved_fraction_mul": 0.5}
+    )
+    finals = [
+        {"interp/mse": mse, "extrap/solved_fraction": solved, "recovered_fraction": recovered}
+        for mse, solved, recovered in [(1.0, 1.0, 1.0), (2.0, 1.0, 0.0), (9.0, 0.0, 0.0)]
+    ]
+    finals.append({"interp/mse": math.nan, "extrap/solved_fraction": 1.0})
+    layout = RunLayout.of(tmp_path, [{"model": "nac", "seed": seed} for seed in range(4)])
+    assert layout.summary(finals, [True, True, True, False]) == pytest.approx(
+        {"interp/mse": 2.0, "extrap/solved_fraction": 2 / 3, "recovered_fraction": 1 / 3}
+    )
 
 
 def test_member_curves_keep_what_a_members_run_shows_and_come_back_from_a_checkpoint():

@@ -175,7 +175,8 @@ def build_run(
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test every member at its best interpolation epoch, record the results; return the
-    final metrics (at S > 1 their medians over the members).
+    final metrics (at S > 1 over the members: medians, and the mean of shares solved or
+    recovered).
 
     Raises ``ConfigError`` for a bad config, ``Diverged`` when every member met a non-finite
     loss (metrics.json then says so) and ``Interrupted`` after a Ctrl-C or SIGTERM (last.ckpt

@@ -77,6 +77,22 @@ def finite_median(values: list[float]) -> float:
     return statistics.median(finite) if finite else math.nan
 
 
+def is_share(name: str) -> bool:
+    """Whether metric ``name`` is a share of outputs (solved, recovered): over members it is
+    summarised by their mean share, since a median of shares that are mostly 0 or 1 is a
+    majority vote (a population of one-output members would show 0 or 1)."""
+    return "_fraction" in name
+
+
+def finite_summary(name: str, values: list[float]) -> float:
+    """Members' finite ``values`` of metric ``name`` in one number: the mean of a share
+    (``is_share``), else the median; NaN if there is none."""
+    finite = [v for v in values if math.isfinite(v)]
+    if not finite:
+        return math.nan
+    return statistics.fmean(finite) if is_share(name) else statistics.median(finite)
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Let ``write`` fill a temporary file beside ``path``, then rename it to ``path``: no reader
     sees half a file, and a failure (a full disk) leaves the old file and no temporary one.

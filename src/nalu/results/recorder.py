@@ -33,7 +33,7 @@ from nalu.results.record import (
     STATUS_DIVERGED,
     STATUS_FINISHED,
     RunRecord,
-    finite_median,
+    finite_summary,
     write_atomic,
     write_json_atomic,
 )
@@ -309,7 +309,7 @@ class PopulationLayout(RunLayout):
     """Where the results of a population (S > 1) go: member ``k``'s folder is
     ``members/<k>_<model>[_<cells>]_seed<seed>/``, where a sweep's job would be, with a
     TensorBoard run of its own written whole after the test (its curves included); the run's own
-    TensorBoard run shows the medians."""
+    TensorBoard run shows the medians (and the members' mean shares of outputs solved)."""
 
     def member_dir(self, member: int) -> Path:
         labels = self.labels[member]
@@ -356,10 +356,11 @@ class PopulationLayout(RunLayout):
     def summary(
         self, member_metrics: list[dict[str, float]], finished: list[bool]
     ) -> dict[str, float]:
-        """The medians over the members that finished."""
+        """Each metric over the members that finished (``finite_summary``: shares of solved or
+        recovered outputs by their mean, the rest by their median)."""
         kept = [m for m, done in zip(member_metrics, finished, strict=True) if done]
         names = sorted({name for metrics in kept for name in metrics})
-        return {name: finite_median([m.get(name, math.nan) for m in kept]) for name in names}
+        return {name: finite_summary(name, [m.get(name, math.nan) for m in kept]) for name in names}
 
 
 class RunRecorder(L.Callback):

@@ -24,6 +24,7 @@ from nalu.results.record import (
     TRAIN_LOSS,
     TRAIN_REGULARIZATION,
     TRAIN_REGULARIZER_SCALE,
+    is_share,
     metric_name,
 )
 from nalu.training.captured import CapturedChunks
@@ -107,12 +108,20 @@ def living_median(values: Tensor, alive: Tensor) -> Tensor:
     return torch.where(alive, values, float("nan")).nanmedian(dim=-1).values
 
 
-def living_medians(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]:
-    """``living_median`` of each ``[S]`` tensor of ``values``, read in one transfer."""
+def living_summaries(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]:
+    """Each ``[S]`` tensor of ``values`` over the members still training, read in one transfer:
+    its ``living_median``, or for a share of solved outputs (``is_share``) the mean over the
+    members that have one."""
     if not values:
         return {}
-    medians = living_median(torch.stack([v.float() for v in values.values()]), alive)
-    return dict(zip(values, medians.tolist(), strict=True))
+    living = torch.where(alive, torch.stack([v.float() for v in values.values()]), float("nan"))
+    shares = torch.tensor([is_share(name) for name in values], device=living.device)
+    summaries = torch.where(
+        shares.unsqueeze(1),
+        living.nanmean(dim=-1, keepdim=True),
+        living.nanmedian(dim=-1, keepdim=True).values,
+    )
+    return dict(zip(values, summaries.squeeze(1).tolist(), strict=True))
 
 
 class ArithmeticModule(L.LightningModule):
@@ -718,7 +727,7 @@ class ArithmeticModule(L.LightningModule):
             # A float (every member's λ alike) or [S]: the epoch's mean λ of each member.
             scale = torch.as_tensor(self._scale_sum / self._steps, device=loss.device)
             per_member[TRAIN_REGULARIZER_SCALE] = scale.expand_as(loss)
-        values = living_medians(per_member, self.alive)
+        values = living_summaries(per_member, self.alive)
         if self.trainer.progress_bar_callback is not None:  # its only reader; ``self.log`` is slow
             self.log(TRAIN_LOSS, values[TRAIN_LOSS], prog_bar=True, logger=False)
         values.update(self.members.summary(self.alive))
@@ -785,10 +794,10 @@ class ArithmeticModule(L.LightningModule):
         if self.restarts.stall_rule is not None and step < self.planned_steps:
             history = self.curves.history(INTERP_MSE).to(self.device)
             self.restarts.restart_stalled(step, history, self.alive)
-        medians = living_medians(per_member, self.alive)
+        summaries = living_summaries(per_member, self.alive)
         # ModelCheckpoint monitors it; the progress bar shows it.
-        self.log(INTERP_MSE, medians[INTERP_MSE], prog_bar=True, logger=False)
-        self._log_to_loggers(medians, step)
+        self.log(INTERP_MSE, summaries[INTERP_MSE], prog_bar=True, logger=False)
+        self._log_to_loggers(summaries, step)
 
     def _judge(self, step: int, interp_mse: Tensor, per_output: dict[str, Tensor]) -> None:
         """The validation at optimizer step ``step`` judged (``Judge``); then training stops
