@@ -6,7 +6,14 @@ import torch
 
 from nalu.data import ArithmeticDataModule, MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.data import batches as batches_module
-from nalu.data.batches import FreshBatches, fresh_key, step_batches
+from nalu.data.batches import (
+    FixedBatches,
+    FreshBatches,
+    epoch_orders,
+    fresh_key,
+    order_key,
+    step_batches,
+)
 from nalu.data.counter_random import (
     as_int32,
     fold_key,
@@ -184,3 +191,30 @@ def test_chunks_hold_the_ordinary_batches(
     assert len(chunked) == len(ordinary) == 4
     for (x, y), (chunk_x, chunk_y) in zip(ordinary, chunked, strict=True):
         assert torch.equal(x, chunk_x) and torch.equal(y, chunk_y)
+
+
+@pytest.mark.parametrize("shared_inputs", [True, False])
+def test_a_steps_batch_by_index_is_its_batch_in_the_epoch(shared_inputs):
+    # batch_at, which a captured CUDA graph replays with the step in a tensor, gathers what
+    # batches gives: for each step, the last smaller one included, of members that share one
+    # set of inputs and of members with their own.
+    members, size = 3, 20
+    inputs = torch.randn(size, 4).expand(members, size, 4)
+    if not shared_inputs:
+        inputs = torch.randn(members, size, 4)
+    targets = torch.randn(members, size, 2)
+    keys = torch.stack([order_key(seed) for seed in (5, 6, 7)])
+    stream = FixedBatches(inputs, targets, 8, keys)
+    for epoch in (0, 1):
+        stream.use_epoch(epoch)
+        for step in range(stream.steps_per_epoch):
+            batch = stream.batch_size_at(step)
+            at_x, at_y = stream.batch_at(torch.tensor([step]), batch)
+            x, y = stream.batches(epoch, step, 1)
+            assert at_x.shape == (members, batch, 4) and batch == (8 if step < 2 else 4)
+            assert torch.equal(at_x, x[0]) and torch.equal(at_y, y[0])
+            # Member k's rows are its own set's, in its own order.
+            order = epoch_orders(keys[1], epoch, size)[step * 8 : step * 8 + batch]
+            assert torch.equal(x[0, 1], inputs[1, order]) and torch.equal(
+                y[0, 1], targets[1, order]
+            )

@@ -159,6 +159,35 @@ def test_resampled_members_draw_their_single_runs_batches(tiny_overrides, tmp_pa
         assert torch.equal(x[1], single_x) and torch.equal(y[1], single_y)
 
 
+@pytest.mark.parametrize(
+    "operations",
+    # Without division every member's inputs are one shared set; with it each member draws its
+    # own (its denominators' columns keep away from 0).
+    ["[add,sub,mul]", "[add,sub,mul,div]"],
+)
+def test_members_of_a_fixed_training_set_get_their_single_runs_batches(
+    tiny_overrides, tmp_path, operations
+):
+    # 60 samples in batches of 16: three full steps and a last one of 12.
+    overrides = [*tiny_overrides, "model=nac", "data.train_size=60"]
+    overrides.append(f"data.operations={operations}")
+    _, _, data, _ = build_run(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
+    data.setup("fit")
+    shared = data.training_set()[0].stride(0) == 0
+    assert shared == ("div" not in operations)
+    for epoch in (0, 1):
+        data.train_dataloader().sampler.set_epoch(epoch)
+        batches = list(data.train_dataloader())
+        assert [x.shape for x, _ in batches] == [(3, 16, 6)] * 3 + [(3, 12, 6)]
+        for member, seed in enumerate((5, 6, 7)):
+            _, (single,), _, _ = build_run(compose_config([*overrides, f"seed={seed}"], tmp_path))
+            single.setup("fit")
+            single.train_dataloader().sampler.set_epoch(epoch)
+            single_batches = list(single.train_dataloader())
+            for (x, y), (single_x, single_y) in zip(batches, single_batches, strict=True):
+                assert torch.equal(x[member], single_x) and torch.equal(y[member], single_y)
+
+
 @pytest.mark.parametrize("resample", ["false", "true"])
 def test_a_run_of_one_member_batches_as_its_problems_own_data_module(
     tiny_overrides, tmp_path, resample

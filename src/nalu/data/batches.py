@@ -241,7 +241,16 @@ class FixedBatches:
         self.steps_per_epoch = -(-self.shard // batch_size)
         self.full_steps = self.shard // batch_size
         self.values_per_step = len(keys) * batch_size * inputs.shape[-1]
+        # The sets as tables of rows: [S · N, d], or the one copy [N, d] of shared inputs.
+        self._shared_inputs = inputs.stride(0) == 0
+        self._input_values = (
+            inputs[0] if self._shared_inputs else inputs.reshape(-1, inputs.shape[-1])
+        )
+        self._target_values = targets.reshape(-1, targets.shape[-1])
         self._order: tuple[int, Tensor] | None = None
+        # The epoch's rows step-major, ``[steps, S, B]`` (full steps, then the last), for the
+        # inputs and the targets: a step's batch is then one ``index_select`` of each.
+        self._step_rows: list[tuple[Tensor, Tensor]] = []
 
     def _flat_order(self, epoch: int) -> Tensor:
         """``[S, shard]``: this process's samples of each member in ``epoch``, as rows of the
@@ -254,22 +263,36 @@ class FixedBatches:
             if self._order is not None:  # the same tensor for every epoch (``batch_at``)
                 order = self._order[1].copy_(order)
             self._order = (epoch, order)
+            self._step_rows = self._step_major(order)
         return self._order[1]
 
-    @staticmethod
-    def _gather(values: Tensor, rows: Tensor) -> Tensor:
-        """``values`` ``[S, N, d]`` at the flattened ``rows``; shared values from their one copy."""
-        if values.stride(0) == 0:
-            return values[0].index_select(0, rows.flatten() % values.shape[1])
-        return values.reshape(-1, values.shape[-1]).index_select(0, rows.flatten())
+    def _step_major(self, order: Tensor) -> list[tuple[Tensor, Tensor]]:
+        """The inputs' and targets' rows of ``order`` as ``[steps, S, B]`` tables: the full
+        steps', and the last smaller step's if there is one."""
+        full = self.full_steps * self.batch_size
+        tables = [order[:, :full].unflatten(1, (self.full_steps, self.batch_size))]
+        if full < self.shard:
+            tables.append(order[:, full:].unsqueeze(1))
+        step_major = [table.transpose(0, 1).contiguous() for table in tables]
+        return [(self._input_rows(rows), rows) for rows in step_major]
+
+    def _input_rows(self, rows: Tensor) -> Tensor:
+        """The rows of the inputs' table that flattened-set ``rows`` name (shared inputs: of
+        their one copy of N rows)."""
+        return rows % self.size if self._shared_inputs else rows
 
     def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
-        order = self._flat_order(epoch)
-        size = self.batch_size_at(start)
-        first = start * self.batch_size
-        rows = order[:, first : first + count * size].view(len(self.keys), count, size)
-        rows = rows.transpose(0, 1)  # [K, S, B]
-        return self._rows(rows)
+        self._flat_order(epoch)
+        table, first = (0, start) if start < self.full_steps else (1, 0)
+        input_rows, target_rows = (t[first : first + count] for t in self._step_rows[table])
+        return self._gather(input_rows, target_rows)
+
+    def _gather(self, input_rows: Tensor, target_rows: Tensor) -> tuple[Tensor, Tensor]:
+        """The inputs and targets at ``input_rows`` and ``target_rows`` ``[..., B]``:
+        ``[..., B, d]``."""
+        x = self._input_values.index_select(0, input_rows.flatten())
+        y = self._target_values.index_select(0, target_rows.flatten())
+        return x.view(*input_rows.shape, -1), y.view(*target_rows.shape, -1)
 
     def batch_size_at(self, step: int) -> int:
         return min(self.batch_size, self.shard - step * self.batch_size)
@@ -281,13 +304,8 @@ class FixedBatches:
         if self._order is None:
             raise RuntimeError("batch_at before use_epoch")
         positions = index * self.batch_size + torch.arange(size, device=index.device)
-        return self._rows(self._order[1].index_select(1, positions))
-
-    def _rows(self, rows: Tensor) -> tuple[Tensor, Tensor]:
-        """The inputs and targets of the flattened ``rows`` ``[..., B]``: ``[..., B, d]``."""
-        x = self._gather(self.inputs, rows).view(*rows.shape, -1)
-        y = self._gather(self.targets, rows).view(*rows.shape, -1)
-        return x, y
+        rows = self._order[1].index_select(1, positions)
+        return self._gather(self._input_rows(rows), rows)
 
 
 class Chunk:
