@@ -11,7 +11,7 @@ import torch
 from conftest import compose_config, read_metrics, run_cli
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nalu.cli.train import build_run, train
+from nalu.cli.train import build_run, print_summary, train
 from nalu.data.batches import epoch_orders, order_key
 from nalu.results.record import EXTRAP_MSE_OF
 from nalu.results.recorder import RunLayout
@@ -297,6 +297,15 @@ def test_a_population_shows_the_share_of_its_members_outputs_solved_not_a_majori
     assert layout.summary(finals, [True, True, True, False]) == pytest.approx(
         {"interp/mse": 2.0, "extrap/solved_fraction": 2 / 3, "recovered_fraction": 1 / 3}
     )
+
+
+def test_a_populations_console_summary_says_which_numbers_are_means(tmp_path, capsys):
+    (tmp_path / "members").mkdir()
+    print_summary(tmp_path, {"extrap/solved_fraction": 2 / 3, "interp/mse": 2.0})
+    header, *table = capsys.readouterr().out.strip().splitlines()
+    members = tmp_path / "members"
+    assert header == f"Over the members ({members}): medians; shares of outputs (*_fraction): means"
+    assert table[1].split() == ["extrap/solved_fraction", "0.6667"]
 
 
 def test_member_curves_keep_what_a_members_run_shows_and_come_back_from_a_checkpoint():

@@ -362,7 +362,10 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     if rank_zero_only.rank != 0:
         return
     if (output_dir / "members").is_dir():
-        print(f"\nMedians over the members ({output_dir / 'members'}):\n{format_metrics(metrics)}")
+        # As the population's curves and HParams summarise them (``finite_summary``).
+        where = output_dir / "members"
+        print(f"\nOver the members ({where}): medians; shares of outputs (*_fraction): means")
+        print(format_metrics(metrics))
         print(f"Success rates: {output_dir / 'report.md'}")
     else:
         print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
