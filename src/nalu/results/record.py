@@ -87,10 +87,10 @@ def is_share(name: str) -> bool:
 def finite_summary(name: str, values: list[float]) -> float:
     """Members' finite ``values`` of metric ``name`` in one number: the mean of a share
     (``is_share``), else the median; NaN if there is none."""
+    if not is_share(name):
+        return finite_median(values)
     finite = [v for v in values if math.isfinite(v)]
-    if not finite:
-        return math.nan
-    return statistics.fmean(finite) if is_share(name) else statistics.median(finite)
+    return statistics.fmean(finite) if finite else math.nan
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

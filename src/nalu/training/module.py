@@ -114,14 +114,11 @@ def living_summaries(values: dict[str, Tensor], alive: Tensor) -> dict[str, floa
     members that have one."""
     if not values:
         return {}
-    living = torch.where(alive, torch.stack([v.float() for v in values.values()]), float("nan"))
-    shares = torch.tensor([is_share(name) for name in values], device=living.device)
-    summaries = torch.where(
-        shares.unsqueeze(1),
-        living.nanmean(dim=-1, keepdim=True),
-        living.nanmedian(dim=-1, keepdim=True).values,
-    )
-    return dict(zip(values, summaries.squeeze(1).tolist(), strict=True))
+    stacked = torch.stack([v.float() for v in values.values()])
+    means = torch.where(alive, stacked, float("nan")).nanmean(dim=-1)
+    shares = torch.tensor([is_share(name) for name in values], device=stacked.device)
+    summaries = torch.where(shares, means, living_median(stacked, alive))
+    return dict(zip(values, summaries.tolist(), strict=True))
 
 
 class ArithmeticModule(L.LightningModule):
