@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from nalu.cli.nalm_benchmark import unit_operations
 
@@ -97,3 +98,12 @@ def test_bad_arguments_are_one_line(tmp_path, args, message):
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: ") and message in line
+
+
+def test_no_folder_is_one_line_naming_the_argument(tmp_path):
+    result = run_cli([], cwd=tmp_path, module="nalu.nalm_benchmark")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: the following arguments are required: dir "
+        "(see python -m nalu.nalm_benchmark --help)"
+    ]

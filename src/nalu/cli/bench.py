@@ -400,8 +400,20 @@ def _positive(text: str) -> int:
     return value
 
 
+EXAMPLES = """Examples:
+  nalu-bench                               # all of it (about 13 minutes on 2 CPU cores)
+  nalu-bench --sizes 1 100 --repeats 3     # (b) at S = 1 and 100 only, 3 repeats a ratio
+  nalu-bench --output outputs/bench/gpu.json   # on a GPU machine: it runs there by itself
+"""
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="nalu-bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="nalu-bench",
+        description=__doc__,
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--sizes", type=_positive, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument(
         "--compiled-sizes",

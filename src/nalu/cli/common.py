@@ -1,6 +1,7 @@
 """What every entry point (train, evaluate, report, bench) shares: the exit-code policy, one-line
 errors, the config directory and Lightning's console set-up."""
 
+import argparse
 import ctypes
 import errno
 import logging
@@ -104,6 +105,20 @@ def fail(error: BaseException, message: str, exit_code: int) -> NoReturn:
         raise error
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(exit_code)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An argument parser whose bad arguments end the command as any other bad input does: one
+    line (argparse would print the usage too) and ``EXIT_CONFIG_ERROR``; ``error_type`` is the
+    command's error, which ``NALU_VERBOSE`` re-raises."""
+
+    def __init__(self, *args: Any, error_type: type[Exception], **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        super().__init__(*args, **kwargs)
+        self.error_type = error_type
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.error_type(message), f"{message} (see {self.prog} --help)", EXIT_CONFIG_ERROR)
 
 
 def output_error_message(error: OSError) -> str:

@@ -10,17 +10,16 @@ seeds, operations and overrides, so that a second call with others is refused in
 two benchmarks in one report.
 """
 
-import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 from nalu.cli.common import (
     CONFIG_DIR,
     EXIT_CONFIG_ERROR,
     EXIT_OUTPUT_ERROR,
+    OneLineParser,
     fail,
     output_error_message,
 )
@@ -136,18 +135,17 @@ def run_benchmark(
     return 0
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(BenchmarkError(message), f"{message} (see --help)", EXIT_CONFIG_ERROR)
-
-
 def main(argv: list[str] | None = None) -> None:
-    parser = _OneLineParser(prog="python -m nalu.nalm_benchmark", description=__doc__)
+    parser = OneLineParser(
+        prog="python -m nalu.nalm_benchmark", description=__doc__, error_type=BenchmarkError
+    )
     parser.add_argument("dir", type=Path, help="the benchmark's folder")
     parser.add_argument("--units", default=None, help="comma-separated units (default: all)")
     parser.add_argument("--seeds", type=int, default=25, help="seeds per cell (default 25)")
     parser.add_argument("--ops", default=None, help="comma-separated operations (default: all)")
-    parser.add_argument("overrides", nargs="*", help="more nalu-train overrides for every unit")
+    parser.add_argument(
+        "overrides", nargs="*", default=[], help="more nalu-train overrides for every unit"
+    )
     args = parser.parse_intermixed_args(argv)
     units = args.units.split(",") if args.units else all_units()
     operations = args.ops.split(",") if args.ops else None

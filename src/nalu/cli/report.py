@@ -1,11 +1,15 @@
 """``nalu-report DIR [DIR ...]``: the report of every run below the folders, written into the
 first (what it holds: ``nalu.results.report``)."""
 
-import argparse
 from pathlib import Path
-from typing import NoReturn
 
-from nalu.cli.common import EXIT_CONFIG_ERROR, EXIT_OUTPUT_ERROR, fail, output_error_message
+from nalu.cli.common import (
+    EXIT_CONFIG_ERROR,
+    EXIT_OUTPUT_ERROR,
+    OneLineParser,
+    fail,
+    output_error_message,
+)
 from nalu.results import report as reports
 from nalu.results.report import (
     CONSOLE_HIDDEN,
@@ -17,17 +21,17 @@ from nalu.results.report import (
     write_report,
 )
 
-
-class _OneLineParser(argparse.ArgumentParser):
-    """Bad arguments as one line (argparse prints the usage too), with the same exit code as
-    any other bad input."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(ReportError(message), f"{message} (see nalu-report --help)", EXIT_CONFIG_ERROR)
+EXAMPLES = """Examples:
+  nalu-report outputs/multirun/2026-01-01_12-00-00
+  nalu-report outputs/solve/2026-01-01_12-00-00 --group-by model
+  nalu-report outputs/multirun/a outputs/multirun/b   # one report of both, written into the first
+"""
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _OneLineParser(prog="nalu-report", description=reports.__doc__)
+    parser = OneLineParser(
+        prog="nalu-report", description=reports.__doc__, epilog=EXAMPLES, error_type=ReportError
+    )
     parser.add_argument("paths", nargs="+", type=Path, help="run or multirun folders")
     parser.add_argument(
         "--group-by",
