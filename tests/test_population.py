@@ -79,7 +79,7 @@ class _PoisonMember(L.Callback):
 
 def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "model=nalu", "population=3", "trainer.max_epochs=3"]
-    healthy = train(compose_config(overrides, tmp_path / "healthy"))
+    train(compose_config(overrides, tmp_path / "healthy"))
     poison = [f"+callbacks.poison._target_={__name__}._PoisonMember", "+callbacks.poison.member=1"]
     poisoned = train(compose_config([*overrides, *poison], tmp_path / "poisoned"))
     steps_per_epoch = 64 // 16
@@ -87,12 +87,16 @@ def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path
     assert (record["status"], record["diverged_at_step"]) == ("diverged", steps_per_epoch + 1)
     # Judged at its last good validation (epoch 0), with finite metrics.
     assert math.isfinite(record["metrics"]["interp/mse"])
+    kept = []
     for member in (0, 2):
         name = f"{member}_nalu_seed{member}"
-        kept = read_metrics(tmp_path / "poisoned" / "members" / name)
-        assert kept["status"] == "finished"
-        assert kept["metrics"] == read_metrics(tmp_path / "healthy" / "members" / name)["metrics"]
-    assert poisoned != healthy  # the medians are over the finished members only
+        record = read_metrics(tmp_path / "poisoned" / "members" / name)
+        assert record["status"] == "finished"
+        assert record["metrics"] == read_metrics(tmp_path / "healthy" / "members" / name)["metrics"]
+        kept.append(record["metrics"])
+    # The population's medians are over the finished members only: of two, their mean.
+    for name in ("interp/mse", "extrap/mse"):
+        assert poisoned[name] == pytest.approx((kept[0][name] + kept[1][name]) / 2), name
 
 
 def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
@@ -257,9 +261,13 @@ def test_a_populations_own_run_is_a_named_folder_beside_its_members(tiny_overrid
     assert not list(tmp_path.glob("events.out.tfevents.*"))
     medians = EventAccumulator(str(tmp_path / "population")).Reload()
     assert [event.step for event in medians.Scalars("train/loss")] == [4, 8]  # TINY: 4 steps
-    assert "population/alive_fraction" in medians.Tags()["scalars"]
-    for member in (tmp_path / "members").iterdir():
-        assert EventAccumulator(str(member)).Reload().Scalars("train/loss")
+    alive = medians.Scalars("population/alive_fraction")
+    assert [(event.step, event.value) for event in alive] == [(4, 1.0), (8, 1.0)]
+    members = sorted((tmp_path / "members").iterdir())
+    assert [member.name for member in members] == ["0_nac_seed0", "1_nac_seed1"]
+    for member in members:
+        losses = EventAccumulator(str(member)).Reload().Scalars("train/loss")
+        assert [event.step for event in losses] == [4, 8]
 
 
 def test_only_a_population_shows_its_living_fraction_and_words_the_stop_for_every_member():
@@ -288,6 +296,11 @@ def test_a_population_shows_the_share_of_its_members_outputs_solved_not_a_majori
     assert living_summaries(curves, alive) == pytest.approx(
         {"interp/mse": 2.0, "extrap/solved_fraction": 2 / 3, "extrap/solved_fraction_mul": 0.5}
     )
+    # Two living members: the median is their mean, as in the final summary (not the lower one).
+    two_alive = torch.tensor([False, True, True, False])
+    assert living_summaries({"interp/mse": curves["interp/mse"]}, two_alive) == {
+        "interp/mse": pytest.approx(5.5)
+    }
     finals = [
         {"interp/mse": mse, "extrap/solved_fraction": solved, "recovered_fraction": recovered}
         for mse, solved, recovered in [(1.0, 1.0, 1.0), (2.0, 1.0, 0.0), (9.0, 0.0, 0.0)]

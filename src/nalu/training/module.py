@@ -104,8 +104,13 @@ class MemberObjective(nn.Module):
 
 def living_median(values: Tensor, alive: Tensor) -> Tensor:
     """The median of ``values`` ``[..., S]`` over the members still training (NaN-free), NaN
-    where there are none; on the values' device, so that reading it is the caller's choice."""
-    return torch.where(alive, values, float("nan")).nanmedian(dim=-1).values
+    where there are none; on the values' device, so that reading it is the caller's choice.
+    Of an even count it is the mean of the two middle values, as the final summary's
+    (``statistics.median``), not torch's ``nanmedian``, which gives the lower one."""
+    living = torch.where(alive, values, float("nan"))
+    if living.numel() == 0:  # no logged step in a chunk: nothing to take (quantile refuses it)
+        return living.new_empty(living.shape[:-1])
+    return living.nanquantile(0.5, dim=-1)
 
 
 def living_summaries(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]:
