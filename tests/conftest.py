@@ -21,6 +21,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from nalu.cli.train import CONFIG_DIR
+from nalu.data import ArithmeticDataModule
 
 # Every model config, as `model=<name>` takes it.
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
@@ -97,3 +98,12 @@ def set_(parameter: torch.nn.Parameter, values) -> None:
     """Set a parameter to hand-chosen values."""
     with torch.no_grad():
         parameter.copy_(torch.as_tensor(values, dtype=parameter.dtype))
+
+
+def small_datamodule(**kwargs) -> ArithmeticDataModule:
+    """A set-up ``ArithmeticDataModule`` of 6 inputs, 3 outputs and 100 training samples in
+    batches of 32, with ``kwargs`` changed."""
+    defaults = {"in_features": 6, "out_features": 3, "train_size": 100, "batch_size": 32}
+    datamodule = ArithmeticDataModule(**{**defaults, **kwargs})
+    datamodule.setup("fit")
+    return datamodule

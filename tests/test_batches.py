@@ -3,8 +3,9 @@ and the streams and chunks that the data modules hand to Lightning."""
 
 import pytest
 import torch
+from conftest import small_datamodule
 
-from nalu.data import ArithmeticDataModule, MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.data import batches as batches_module
 from nalu.data.batches import (
     FixedBatches,
@@ -165,13 +166,6 @@ def test_compiled_fresh_batches_are_the_eager_ones_bit_for_bit():
             assert torch.equal(made, expected)
 
 
-def make(**kwargs) -> ArithmeticDataModule:
-    defaults = {"in_features": 6, "out_features": 3, "train_size": 100, "batch_size": 32}
-    datamodule = ArithmeticDataModule(**{**defaults, **kwargs})
-    datamodule.setup("fit")
-    return datamodule
-
-
 @pytest.mark.parametrize("resample", [False, True])
 @pytest.mark.parametrize(
     ("chunk_steps", "block_values", "lengths"), [(4, 2**30, [4]), (3, 1, [3, 1])]
@@ -179,8 +173,8 @@ def make(**kwargs) -> ArithmeticDataModule:
 def test_chunks_hold_the_ordinary_batches(
     resample, chunk_steps, block_values, lengths, monkeypatch
 ):
-    ordinary = [(x, y) for x, y in make(resample=resample).train_dataloader()]
-    datamodule = make(resample=resample)
+    ordinary = [(x, y) for x, y in small_datamodule(resample=resample).train_dataloader()]
+    datamodule = small_datamodule(resample=resample)
     datamodule.chunk_steps = chunk_steps
     chunks = list(datamodule.train_dataloader())
     # 100 samples in batches of 32: three full batches, then (for the fixed set) one of 4, made

@@ -39,7 +39,6 @@ def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path,
     for name, ratio in ratios.items():
         assert set(ratio) == {"median", "min", "max"}, name
         assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"], name
-    assert figures["peak_fraction"]["max"] < 1
     printed = capsys.readouterr().out
     assert "median (min–max of 2 repeats)" in printed
     single = figures["single_vs_plain"]

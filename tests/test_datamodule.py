@@ -3,6 +3,7 @@ import logging
 import lightning as L
 import pytest
 import torch
+from conftest import small_datamodule
 from hydra.utils import get_method
 from omegaconf import OmegaConf
 
@@ -16,15 +17,8 @@ from nalu.data.batches import epoch_orders, order_key
 from nalu.training.progress import ProgressLines
 
 
-def make(**kwargs) -> ArithmeticDataModule:
-    defaults = {"in_features": 6, "out_features": 3, "train_size": 100, "batch_size": 32}
-    datamodule = ArithmeticDataModule(**{**defaults, **kwargs})
-    datamodule.setup("fit")
-    return datamodule
-
-
 def test_sets_have_their_sizes_and_ranges():
-    datamodule = make(interp_size=50, extrap_size=70)
+    datamodule = small_datamodule(interp_size=50, extrap_size=70)
     train, interp, extrap = (datamodule.datasets[s] for s in ("train", "interp", "extrap"))
     assert (len(train), len(interp), len(extrap)) == (100, 50, 70)
     assert train.inputs.abs().max() <= 10 and interp.inputs.abs().max() <= 10
@@ -34,15 +28,16 @@ def test_sets_have_their_sizes_and_ranges():
 
 
 def test_sets_are_fixed_by_their_own_seeds():
-    a, b = make(shuffle_seed=0), make(shuffle_seed=5)
+    a, b = small_datamodule(shuffle_seed=0), small_datamodule(shuffle_seed=5)
     for split in ("train", "interp", "extrap"):
         assert torch.equal(a.datasets[split].inputs, b.datasets[split].inputs)
     assert not torch.equal(a.datasets["interp"].inputs, a.datasets["extrap"].inputs[:1000] / 5)
-    assert not torch.equal(make(train_seed=9).datasets["train"].inputs, a.datasets["train"].inputs)
+    other_seed = small_datamodule(train_seed=9)
+    assert not torch.equal(other_seed.datasets["train"].inputs, a.datasets["train"].inputs)
 
 
 def test_training_batches_are_slices_of_a_per_epoch_permutation():
-    datamodule = make()
+    datamodule = small_datamodule()
     loader = datamodule.train_dataloader()
 
     def epoch(number: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -69,7 +64,7 @@ def test_shuffling_depends_on_seed_and_epoch_only():
 
 
 def test_evaluation_loaders_give_each_set_whole_by_default():
-    datamodule = make()
+    datamodule = small_datamodule()
     interp, extrap = datamodule.val_dataloader()
     assert len(interp) == len(extrap) == 1
     x, _ = next(iter(extrap))
@@ -88,7 +83,7 @@ def test_evaluation_loaders_give_each_set_whole_by_default():
 )
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(InvalidArgument) as error:
-        make(**kwargs)
+        small_datamodule(**kwargs)
     assert error.value.name == field
 
 
@@ -129,13 +124,13 @@ def test_a_users_own_lightning_module_trains_on_the_datamodule(caplog):
 
 def test_resampled_batches_are_fresh_every_step_and_fixed_by_seeds_epoch_and_step():
     def batches(epoch: int, **kwargs) -> list[torch.Tensor]:
-        loader = make(resample=True, **kwargs).train_dataloader()
+        loader = small_datamodule(resample=True, **kwargs).train_dataloader()
         loader.sampler.set_epoch(epoch)
         return [x for x, _ in loader]
 
     first = batches(0)
     assert len(first) == 4 and all(x.shape == (32, 6) for x in first)  # 100 samples of 32
-    assert "train" not in make(resample=True).datasets  # no fixed training set
+    assert "train" not in small_datamodule(resample=True).datasets  # no fixed training set
     assert all(torch.equal(a, b) for a, b in zip(first, batches(0), strict=True))
     assert not torch.equal(first[0], first[1])
     assert not torch.equal(batches(1)[0], first[0])
@@ -143,9 +138,9 @@ def test_resampled_batches_are_fresh_every_step_and_fixed_by_seeds_epoch_and_ste
     seen = torch.cat(first)
     assert seen.min() >= -10 and seen.max() <= 10
     # Step 0 of epoch 0, made on its own: the same batch, with the problem's own targets.
-    x, y = make(resample=True).stream.batches(epoch=0, start=0, count=1)
+    x, y = small_datamodule(resample=True).stream.batches(epoch=0, start=0, count=1)
     assert torch.equal(x[0, 0], first[0])
-    assert torch.equal(y[0, 0], make().problem.targets(first[0]))
+    assert torch.equal(y[0, 0], small_datamodule().problem.targets(first[0]))
 
 
 @pytest.mark.parametrize("name", ["mystery", "static_arithmetic"])

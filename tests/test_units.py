@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import set_
 
 import nalu.units
 import nalu.units.baselines
@@ -22,9 +23,8 @@ ATANH_HALF = math.atanh(0.5)
 
 
 def set_nac(nac: NeuralAccumulator, weight_hat: list[list[float]], gate_hat: list[list[float]]):
-    with torch.no_grad():
-        nac.weight_hat.copy_(torch.tensor(weight_hat))
-        nac.gate_hat.copy_(torch.tensor(gate_hat))
+    set_(nac.weight_hat, weight_hat)
+    set_(nac.gate_hat, gate_hat)
 
 
 def test_nac_weight_is_tanh_times_sigmoid_and_output_is_w_x():
