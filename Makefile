@@ -8,12 +8,13 @@ SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
 UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
 SOLVE_DIR ?= outputs/solve/$(shell date +%Y-%m-%d_%H-%M-%S)
 BENCH_DIR ?= outputs/multirun/nalm-$(shell date +%Y-%m-%d_%H-%M-%S)
-UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
+UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nac_mul,nalu,gnalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?=
 OPS ?=
 ARGS ?=
 TEST_WORKERS ?= auto
-RUN ?= $(lastword $(sort $(wildcard outputs/multirun/*)))
+# The sweep written most recently (ls -t: by modification time), not the last name in order.
+RUN ?= $(patsubst %/,%,$(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep units solve benchmark bench report tensorboard test lint format clean
@@ -55,7 +56,7 @@ benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
 	$(PYTHON) -m nalu.bench $(ARGS)
 
-report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the latest)
+report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the most recently written)
 	$(if $(RUN),,$(error no sweep in outputs/multirun; name one with RUN=folder))
 	$(PYTHON) -m nalu.report $(RUN)
 
