@@ -237,6 +237,11 @@ TRAIN = [
         "data.near_perfect='mistry': defines + − × ÷ only, not ['sqrt']; use madsen_johansen",
     ),
     (
+        ["data=static_arithmetic", "data.near_perfect=mistry"],
+        "data.near_perfect='mistry': defines the two-input task y = a ∘ b only, not "
+        "data.in_features=100; use madsen_johansen",
+    ),
+    (
         ["data=static_arithmetic", "data.in_features=3", "data.subset_ratio=0.25"],
         "data.in_features=3: leaves an empty subset at data.subset_ratio=0.25; raise either",
     ),

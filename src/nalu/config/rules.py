@@ -221,12 +221,24 @@ def near_perfect(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, f"must be one of {list(NEAR_PERFECT_MODELS)}")
 
 
-def near_perfect_operations(name: str, value: Any, chosen: Sequence[str]) -> None:
-    """Mistry et al.'s near-perfect model is defined for + − × ÷ only."""
+def near_perfect_operations(
+    name: str, value: Any, chosen: Sequence[str], in_features: int | None = None
+) -> None:
+    """Mistry et al.'s near-perfect model is defined for + − × ÷ of two inputs only (their
+    output a ∘ b off by ε; their script's terms for other inputs are not modelled)."""
+    if value != "mistry":
+        return
     undefined = [operation for operation in chosen if operation not in MYSTERY_OPERATIONS]
-    if value == "mistry" and undefined:
+    if undefined:
         raise InvalidArgument(
             name, value, f"defines + − × ÷ only, not {undefined}; use madsen_johansen"
+        )
+    if in_features is not None and in_features != 2:
+        raise InvalidArgument(
+            name,
+            value,
+            f"defines the two-input task y = a ∘ b only, not data.in_features={in_features}; "
+            "use madsen_johansen",
         )
 
 

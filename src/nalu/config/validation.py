@@ -188,8 +188,8 @@ def check_problem_cell(
     cfg: DictConfig, member: DictConfig, labels: dict[str, str], fields: DictConfig
 ) -> None:
     """A ``problems`` cell's first member (``member``, the run's config with the cell's
-    ``fields``) follows every rule, sets only ``CELL_SECTIONS`` and shares
-    ``SHARED_MEMBER_FIELDS`` with the run; else a ``ConfigError`` that names the cell."""
+    ``fields``) sets only ``CELL_SECTIONS``, shares ``SHARED_MEMBER_FIELDS`` with the run and
+    follows every rule; else a ``ConfigError`` that names the cell."""
     cell = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
     other = [section for section in fields if section not in CELL_SECTIONS]
     if other:
@@ -197,16 +197,17 @@ def check_problem_cell(
             f"{cell}: sets {', '.join(other)}, but a cell may set only "
             f"{' and '.join(CELL_SECTIONS)}: the members of a population share the rest"
         )
-    try:
-        validate_config(member)
-    except ConfigError as error:
-        raise ConfigError(f"{cell}: {error}") from error
+    # First what no cell may change, which other rules (the near-perfect model's inputs) read.
     for key in SHARED_MEMBER_FIELDS:
         if (mine := _value(member, key)) != (run := _value(cfg, key)):
             raise ConfigError(
                 f"{cell}: sets {key}={shorten(mine)}, but the run has {shorten(run)}; the members "
                 "of a population share one network and one batch shape"
             )
+    try:
+        validate_config(member)
+    except ConfigError as error:
+        raise ConfigError(f"{cell}: {error}") from error
 
 
 def _get(cfg: DictConfig, key: str) -> Any:
@@ -258,9 +259,9 @@ def cross_field_rules(cfg: DictConfig) -> None:
 def _data_rules(cfg: DictConfig) -> None:
     chosen = _get(cfg, "data.operations") or []
     if (model := _value(cfg, "data.near_perfect")) is not _ABSENT:
-        _apply(
-            functools.partial(near_perfect_operations, chosen=chosen), "data.near_perfect", model
-        )
+        in_features = _get(cfg, "data.in_features")
+        rule = functools.partial(near_perfect_operations, chosen=chosen, in_features=in_features)
+        _apply(rule, "data.near_perfect", model)
     batch_size, train_size = _get(cfg, "data.batch_size"), _get(cfg, "data.train_size")
     if batch_size is not None and train_size is not None and batch_size > train_size:
         raise ConfigError(

@@ -388,7 +388,9 @@ class StaticArithmeticProblem(ColumnSampling):
             near_perfect=self.near_perfect,
         )
         object.__setattr__(self, "operations", tuple(self.operations))
-        rules.near_perfect_operations("near_perfect", self.near_perfect, self.operations)
+        rules.near_perfect_operations(
+            "near_perfect", self.near_perfect, self.operations, self.in_features
+        )
         subset_size = rules.static_subset_size(self.in_features, self.subset_ratio)
         overlap_size = int(self.overlap_ratio * subset_size)
         generator = torch.Generator().manual_seed(int(self.problem_seed))
