@@ -1,4 +1,4 @@
-"""The Neural Multiplicative Reciprocal Unit (Mistry, Liu & Rawlinson 2021, "Learning Division
+"""The Neural Multiplicative Reciprocal Unit (Mistry, Farrahi & Hare 2021, "Learning Division
 with Neural Arithmetic Logic Modules")."""
 
 import math
@@ -44,8 +44,8 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
     do: it solved every signed quotient of the article's problem where the retrieval solved none
     (README, "Which unit should I use?").
 
-    ``init_range``, ``max_log_magnitude`` and ``noise_range`` (the stochastic NMU's noise,
-    Mistry et al. 2022) are the NMU's (see ``NeuralMultiplicationUnit``).
+    ``init_range``, ``max_log_magnitude`` and ``noise_range`` (the stochastic NMU's noise, from
+    the sNMU paper of Mistry et al. 2022) are the NMU's (see ``NeuralMultiplicationUnit``).
     """
 
     # Output j depends on row j of every parameter only: each output is a model of its own.

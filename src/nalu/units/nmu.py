@@ -121,7 +121,7 @@ def nmu_factors(
 ) -> Tensor:
     """``[..., out, in]`` factors W_ij x_i + 1 − W_ij of Π_i (Madsen & Johansen 2020, NMU_j).
 
-    With ``noise_range`` each is the stochastic NMU's (Mistry et al. 2022, sNMU):
+    With ``noise_range`` each is the stochastic NMU's (the sNMU paper of Mistry et al. 2022):
     (W x n + 1 − W) / (W n + 1 − W) with n ~ U[noise_range] per sample and input.
     """
     x = x.unsqueeze(-2)
@@ -184,7 +184,9 @@ class NeuralMultiplicationUnit(nn.Module):
     W_ij = 1 multiplies x_i in, W_ij = 0 leaves a factor 1; unlike NALU's log path the factor
     keeps x_i's sign, so x0·x1 of (1.5, −2) is −3.
 
-    ``noise_range=(1, 5)`` makes it the stochastic NMU (Mistry et al. 2022): in training each
+    ``noise_range=(1, 5)`` makes it the stochastic NMU (sNMU: Mistry, Farrahi & Hare 2022,
+    "Improving the Robustness of Neural Multiplication Units with Reversible Stochasticity",
+    not their primer of the same year): in training each
     input is multiplied by noise n ~ U[noise_range] and the output divided by the NMU of n, i.e.
     each factor becomes (W x n + 1 − W) / (W n + 1 − W); exact weights still give Π x_i, while
     inexact ones are penalised at many scales at once. Evaluation is noise-free.
