@@ -484,6 +484,21 @@ def test_signed_nalu_regularizer_pushes_latent_weights_past_the_saturation_thres
         for parameter in unit.parameters():
             parameter.fill_(30.0)  # all saturated: no penalty
         assert unit.regularization().item() == 0.0
-        unit.gate_weight.fill_(-5.0)  # 1 of 9 latent values at |θ| = 5: (20 − 5) / 20 / 9
-        unit.add_nac.weight_hat[0, 0] = 0.0  # and 1 at 0: 20 / 20 / 9
-    assert unit.regularization().item() == pytest.approx((0.75 + 1.0) / 9)
+        unit.gate_weight.fill_(-5.0)  # the gate (1 value) at |θ| = 5: its mean 20 − 5 = 15
+        unit.add_nac.weight_hat[0, 0] = 0.0  # 1 of W_a's 2 values at 0: its mean (20 + 0) / 2
+    assert unit.regularization().item() == pytest.approx(15.0 + 10.0)
+
+
+def test_signed_nalu_starts_from_its_authors_initialisation():
+    # Ŵ ~ N(0.88, 0.2), M̂ ~ N(0.5, 0.2), gate ~ N(0, 0.2): 20,000 draws each, so a mean is
+    # within 0.2 / √20000 ≈ 0.0014 of its own (0.01 is seven of those).
+    torch.manual_seed(0)
+    unit = ImprovedNeuralArithmeticLogicUnit(200, 100, input_independent_gate=False)
+    for nac in (unit.add_nac, unit.mul_nac):
+        assert nac.weight_hat.mean().item() == pytest.approx(0.88, abs=0.01)
+        assert nac.weight_hat.std().item() == pytest.approx(0.2, abs=0.01)
+        assert nac.gate_hat.mean().item() == pytest.approx(0.5, abs=0.01)
+        # The weights start near tanh(0.88) · σ(0.5) = 0.7064 · 0.6225 = 0.4397.
+        assert nac.weight.median().item() == pytest.approx(0.4397, abs=0.01)
+    assert unit.gate_weight.mean().item() == pytest.approx(0.0, abs=0.01)
+    assert unit.gate_weight.std().item() == pytest.approx(0.2, abs=0.01)

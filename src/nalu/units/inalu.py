@@ -18,8 +18,9 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
     with |W_m,ij| = 1 contributes its sign, one with W_m,ij = 0 contributes 1.
     ``input_independent_gate=True`` learns one gate per output, g = σ(ĝ), instead of σ(G x):
     each output of a static problem does one operation whatever the input.
-    ``regularization()`` is iNALU's R = mean(max(t − |θ|, 0)) / t over the latent NAC weights
-    and the gate: it pushes each past ±t, where tanh·σ and the gate saturate to -1, 0 or 1.
+    ``regularization()`` is iNALU's R = Σ over the latent tensors (Ŵ and M̂ of both NACs, the
+    gate) of each one's mean max(t − |θ|, 0): it pushes each value past ±t, where tanh·σ and the
+    gate saturate to -1, 0 or 1.
     """
 
     # Output j depends on row j of every parameter only: each output is a model of its own.
@@ -54,12 +55,13 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        self.add_nac.reset_parameters()
-        self.mul_nac.reset_parameters()
-        if self.input_independent_gate:
-            nn.init.zeros_(self.gate_weight)  # g = 0.5: no preference between the paths at first
-        else:
-            nn.init.xavier_uniform_(self.gate_weight)
+        # Schlör et al.'s initialisation (their code, daschloer/inalu nalu_architectures.py, which
+        # the primer's benchmark keeps): Ŵ ~ N(0.88, 0.2), M̂ ~ N(0.5, 0.2), gate ~ N(0, 0.2), so
+        # every weight starts near tanh(0.88)·σ(0.5) = 0.44 and the gate near 0.5.
+        for nac in (self.add_nac, self.mul_nac):
+            nn.init.normal_(nac.weight_hat, mean=0.88, std=0.2)
+            nn.init.normal_(nac.gate_hat, mean=0.5, std=0.2)
+        nn.init.normal_(self.gate_weight, mean=0.0, std=0.2)
 
     def _gate(self, x: Tensor) -> Tensor:
         if self.input_independent_gate:
@@ -79,10 +81,11 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
         return gate * additive + (1 - gate) * magnitude * mixed_sign
 
     def regularization(self) -> Tensor:
-        # Schlör et al. 2020, sec. 3 (regularisation): max(min(−θ, θ) + t, 0) / t, i.e. 0 once
-        # |θ| >= t, averaged over every latent weight.
-        latent = torch.cat([parameter.flatten() for parameter in self.parameters()])
-        return (self.saturation - latent.abs()).clamp_min(0).mean() / self.saturation
+        # Schlör et al. 2020, sec. 3, as their code computes it (daschloer/inalu,
+        # nalu_syn_simple_arith.py, with λ = 0.05): Σ over the latent tensors of each one's mean
+        # max(min(−θ, θ) + t, 0), i.e. 0 once |θ| >= t.
+        penalties = [(self.saturation - p.abs()).clamp_min(0).mean() for p in self.parameters()]
+        return torch.stack(penalties).sum()
 
     def effective_weights(self) -> dict[str, Tensor]:
         """The matrices that define the arithmetic, by name; a per-output gate as a column."""
