@@ -142,6 +142,17 @@ def test_success_threshold_of_an_addition_matches_the_formula():
     assert problem.success_threshold((-1.0, 1.0)).item() == pytest.approx(expected, rel=0.05)
 
 
+def test_success_threshold_of_a_product_matches_the_formula():
+    # Two inputs: a = (1−ε)x0 + εx1, b = (1−ε)x1 + εx0, so ab − x0x1 = ε(1−ε)(x0 − x1)². On
+    # U[2, 6], x0 − x1 is 4(u − v) with E[(u − v)⁴] = 1/15: the MSE is ε²(1−ε)²·256/15.
+    problem = StaticArithmeticProblem(
+        in_features=2, operations=("mul",), subset_ratio=0.5, overlap_ratio=0.0
+    )
+    expected = 1e-10 * (1 - 1e-5) ** 2 * 256 / 15  # 1.707e-9
+    # 10,000 samples: E[d⁴] is estimated to about 2% (the std of d⁴ is twice its mean).
+    assert problem.success_threshold((2.0, 6.0))[0].item() == pytest.approx(expected, rel=0.07)
+
+
 def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
     exact = exact_nac_for(problem)

@@ -83,8 +83,9 @@ def member_metrics(
 
     The normalised error is 100 · MSE / MSE at initialisation (Trask et al. 2018, Table 1), per
     group the ratio of the group's mean MSEs; it depends on how a unit starts, so it does not
-    compare units. The relative error is 100 · MSE / the MSE of predicting 0 (the targets' mean
-    square): the same yardstick for every unit, 100 for a network that answers 0. An output
+    compare units. The relative error (this project's measure, no paper's) is 100 · MSE / the
+    MSE of predicting 0 (the targets' mean square): the same yardstick for every unit, 100 for
+    a network that answers 0. An output
     is solved when its MSE is below its threshold (Madsen & Johansen 2020, sec. 4.1).
     """
     mse = groups.mean(per_output_mse)

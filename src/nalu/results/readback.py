@@ -30,8 +30,8 @@ from nalu.units import (
 )
 from nalu.units.baselines import MLP, ArticleBaseline
 
-# A gate counts as a choice of path only this close to 0 or 1: at extrapolation scale a leak of
-# 1% of a product of two inputs of 50 is an error of 25.
+# A gate counts as a choice of path only this close to 0 or 1 (this project's own rule): at
+# extrapolation scale a leak of 1% of a product of two inputs of 50 is an error of 25.
 GATE_SATURATION = 0.01
 
 

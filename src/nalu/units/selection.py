@@ -126,7 +126,8 @@ class PerOutputSelection(nn.Module):
     def candidate_fits(self, x: Tensor, candidates: Tensor, y: Tensor) -> Tensor:
         """``[H]``: each head's training fit on a batch ``x`` ``[B, in]``, ``y`` ``[B, out]``,
         every output on its own: the MSE of its answers ``candidates`` ``[B, H, out]``, plus
-        for a ``log_fit`` head the mean of (log|z| − log|y|)² (``nalu.units.nmu.log_magnitude``).
+        for a ``log_fit`` head the mean of (log|z| − log|y|)² (``nalu.units.nmu.log_magnitude``;
+        this project's own fit, no paper's).
         In log space a product's weights have a first-order gradient toward its inputs, where
         the MSE's vanishes for signed inputs; the MSE then takes the weights the last way to
         {0, 1}, where the error in logs alone leaves them creeping."""
