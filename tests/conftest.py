@@ -19,6 +19,7 @@ import torch  # after the thread count, which torch reads as it loads
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.cli.train import CONFIG_DIR
 from nalu.data import ArithmeticDataModule
@@ -107,3 +108,9 @@ def small_datamodule(**kwargs) -> ArithmeticDataModule:
     datamodule = ArithmeticDataModule(**{**defaults, **kwargs})
     datamodule.setup("fit")
     return datamodule
+
+
+def load_events(run_dir: Path | str) -> EventAccumulator:
+    """A run's TensorBoard events, every point of every curve, text and image kept."""
+    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
+    return events.Reload()

@@ -6,8 +6,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import TINY, compose_config, run_cli
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import TINY, compose_config, load_events, run_cli
 
 import nalu.training.progress
 from nalu.cli.common import CONFIG_DIR, format_metrics
@@ -68,8 +67,7 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
         "3_nalu_seed1",
     ]
     for job_dir in job_dirs:
-        events = EventAccumulator(str(job_dir))
-        events.Reload()
+        events = load_events(job_dir)
         assert "_hparams_/session_start_info" in events.summary_metadata
         # TINY: 4 steps an epoch, 2 epochs
         assert [event.step for event in events.Scalars("extrap/mse")] == [4, 8]

@@ -7,10 +7,9 @@ import lightning as L
 import pytest
 import torch
 import yaml
-from conftest import TINY, compose_config, read_metrics, run_cli
+from conftest import TINY, compose_config, load_events, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import RichProgressBar
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.cli.evaluate import evaluate, load_checkpoint
 from nalu.cli.train import CONFIG_DIR, build_run, progress_callbacks, train
@@ -229,8 +228,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
     )
     # The resumed run trained epochs 2 and 3 only, from the saved weights and optimizer state,
     # and ends where the uninterrupted run ends.
-    events = EventAccumulator(str(tmp_path / "resumed"))
-    events.Reload()
+    events = load_events(tmp_path / "resumed")
     # TINY has 4 steps per epoch: the curve starts at the end of epoch 2 (step 12).
     assert [event.step for event in events.Scalars("train/loss")][:2] == [12, 16]
     assert resumed == pytest.approx(straight, rel=1e-5)

@@ -9,8 +9,7 @@ from typing import ClassVar
 import lightning as L
 import pytest
 import torch
-from conftest import TINY, compose_config
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import TINY, compose_config, load_events
 
 from nalu.cli.train import train
 
@@ -35,9 +34,7 @@ class RecordSteps(L.Callback):
 
 
 def scalars(run_dir, tag: str) -> dict[int, float]:
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return {event.step: event.value for event in events.Scalars(tag)}
+    return {event.step: event.value for event in load_events(run_dir).Scalars(tag)}
 
 
 def test_max_steps_stops_at_its_step_inside_a_chunk(tmp_path):

@@ -8,8 +8,7 @@ import lightning as L
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, read_metrics, run_cli
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import compose_config, load_events, read_metrics, run_cli
 
 from nalu.cli.train import build_run, print_summary, train
 from nalu.data.batches import epoch_orders, order_key
@@ -111,7 +110,7 @@ def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
     assert (tmp_path / "report.md").is_file()
     for run in runs:
         assert loss_curves(Path(run["run_dir"]))["train/loss"].keys() == {4, 8}
-        events = EventAccumulator(run["run_dir"], size_guidance={"images": 0}).Reload()
+        events = load_events(run["run_dir"])
         # heatmaps=2: the first two members' weights are drawn, the third's are not.
         drawn = ["weights/network"] if run["labels"]["seed"] < 2 else []
         assert events.Tags()["images"] == drawn
@@ -259,14 +258,14 @@ def test_a_populations_own_run_is_a_named_folder_beside_its_members(tiny_overrid
     train(compose_config([*tiny_overrides, "model=nac", "population=2"], tmp_path))
     # Served from the population's folder, no run is named "." (events in the folder itself).
     assert not list(tmp_path.glob("events.out.tfevents.*"))
-    medians = EventAccumulator(str(tmp_path / "population")).Reload()
+    medians = load_events(tmp_path / "population")
     assert [event.step for event in medians.Scalars("train/loss")] == [4, 8]  # TINY: 4 steps
     alive = medians.Scalars("population/alive_fraction")
     assert [(event.step, event.value) for event in alive] == [(4, 1.0), (8, 1.0)]
     members = sorted((tmp_path / "members").iterdir())
     assert [member.name for member in members] == ["0_nac_seed0", "1_nac_seed1"]
     for member in members:
-        losses = EventAccumulator(str(member)).Reload().Scalars("train/loss")
+        losses = load_events(member).Scalars("train/loss")
         assert [event.step for event in losses] == [4, 8]
 
 

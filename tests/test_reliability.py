@@ -12,10 +12,9 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY, compose_config, read_metrics, run_cli
+from conftest import TINY, compose_config, load_events, read_metrics, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED
 from nalu.cli.evaluate import load_checkpoint
@@ -70,8 +69,7 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] == 8
     assert all(torch.isfinite(value).all() for value in checkpoint["state_dict"].values())
-    events = EventAccumulator(str(tmp_path), size_guidance={"tensors": 0})
-    events.Reload()
+    events = load_events(tmp_path)
     status = events.Tensors("run/status/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert status.startswith(f"diverged diverged_at_step={diverged_at}")
     assert [event.value for event in events.Scalars("run/diverged_at_step")] == [diverged_at]

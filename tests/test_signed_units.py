@@ -3,8 +3,7 @@ import math
 import lightning as L
 import pytest
 import torch
-from conftest import compose_config, set_
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from conftest import compose_config, load_events, set_
 from torch.utils.data import DataLoader, TensorDataset
 
 from nalu.cli.train import train
@@ -462,8 +461,7 @@ def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
     # TINY: 2 epochs of 4 steps, so the ramp ends after step 4.
     overrides = ["model=nmu", "regularizer.start=0", "regularizer.end=0.5"]
     train(compose_config([*tiny_overrides, *overrides], tmp_path))
-    events = EventAccumulator(str(tmp_path))
-    events.Reload()
+    events = load_events(tmp_path)
     scales = [event.value for event in events.Scalars("train/regularizer_scale")]
     # TINY: 4 steps per epoch. Epoch 0: λ = 0, ¼, ½, ¾ (mean 0.375); epoch 1: λ = 1 throughout.
     assert scales == pytest.approx([0.375, 1.0])

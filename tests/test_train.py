@@ -6,9 +6,8 @@ from typing import ClassVar
 import lightning as L
 import pytest
 import torch
-from conftest import MODEL_CONFIGS, compose_config
+from conftest import MODEL_CONFIGS, compose_config, load_events
 from hydra.utils import instantiate
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 from nalu.cli.train import build_run, train
@@ -17,12 +16,6 @@ from nalu.data import ArithmeticDataModule
 from nalu.results.record import HPARAMS_METRICS
 from nalu.training.module import ArithmeticModule
 from nalu.units import NeuralAdditionUnit
-
-
-def load_events(run_dir: Path) -> EventAccumulator:
-    events = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
-    events.Reload()
-    return events
 
 
 def test_every_model_config_is_known():
