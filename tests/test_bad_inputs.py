@@ -383,14 +383,16 @@ EVALUATE = [
     (
         ["ckpt_path={checkpoint}", "seed=3"],
         "seed=3: these sets pose another problem than the checkpoint learned "
-        "(data.problem_seed=3, the run's 0); keep the run's seed, data.problem_seed, "
-        "in_features, out_features and operations",
+        "(data.problem_seed=3, the run's 0); keep the run's seed and "
+        "these data fields: problem_seed, in_features, out_features, operations, subset_ratio, "
+        "overlap_ratio",
     ),
     (
         ["ckpt_path={checkpoint}", "data.in_features=7"],
         "data.in_features=7: these sets pose another problem than the checkpoint learned "
-        "(data.in_features=7, the run's 6); keep the run's seed, data.problem_seed, "
-        "in_features, out_features and operations",
+        "(data.in_features=7, the run's 6); keep the run's seed and "
+        "these data fields: problem_seed, in_features, out_features, operations, subset_ratio, "
+        "overlap_ratio",
     ),
     (
         ["ckpt_path={checkpoint}", "optimizer.lr=0.1"],

@@ -80,11 +80,11 @@ class FitTimer(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.current_epoch == min(1, trainer.max_epochs - 1):
-            _synchronize(pl_module.device.type)
+            handwritten.synchronize(pl_module.device.type)
             self._start, self._first_step = time.perf_counter(), trainer.global_step
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        _synchronize(pl_module.device.type)
+        handwritten.synchronize(pl_module.device.type)
         steps = trainer.global_step - self._first_step
         FitTimer.step_seconds = (time.perf_counter() - self._start) / steps
 
@@ -95,11 +95,6 @@ def experiment_config(experiment: str, output_dir: Path, overrides: list[str]) -
     with open_dict(cfg):
         cfg.paths.output_dir = str(output_dir)
     return cfg
-
-
-def _synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
 
 
 def project_single_run(cfg: DictConfig) -> float:
@@ -174,10 +169,10 @@ def matmul_peak(device: str, repeats: int = 5) -> float:
 
 
 def _timed(function: Any, device: str) -> float:
-    _synchronize(device)
+    handwritten.synchronize(device)
     start = time.perf_counter()
     function()
-    _synchronize(device)
+    handwritten.synchronize(device)
     return time.perf_counter() - start
 
 

@@ -115,12 +115,16 @@ def trained_formulas(ckpt_path: str | Path) -> list[str] | None:
         ) from error
 
 
+# What a problem is, beyond the run's seed: every field of PROBLEM_FIELDS but the data's class.
+PROBLEM_DATA_FIELDS = [field for field in PROBLEM_FIELDS if field != "_target_"]
+
+
 def another_problem(culprits: str, detail: str) -> ConfigError:
     """The error for evaluation sets that pose another problem than the checkpoint learned:
     ``culprits``, the overrides (as typed) that made them; ``detail``, how they differ."""
     return ConfigError(
         f"{culprits}: these sets pose another problem than the checkpoint learned ({detail}); "
-        "keep the run's seed, data.problem_seed, in_features, out_features and operations"
+        f"keep the run's seed and these data fields: {', '.join(PROBLEM_DATA_FIELDS)}"
     )
 
 

@@ -390,7 +390,7 @@ def hydra_main(cfg: DictConfig) -> float:
             log.error(
                 f"{output_dir}: job failed: {type(error).__name__}: {' '.join(str(error).split())}"
             )
-        return float("nan")
+        return FAILED_OBJECTIVE
     return run_job(cfg, output_dir)
 
 

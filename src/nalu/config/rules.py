@@ -22,6 +22,8 @@ SPLITS = ("train", "interp", "extrap")
 # Whose near-perfect model sets the success threshold: Madsen & Johansen 2020 (its weights off
 # by ε) or Mistry et al. 2022 (its output off by ε, for + − × ÷).
 NEAR_PERFECT_MODELS = ("madsen_johansen", "mistry")
+# Madsen & Johansen 2020, sec. 4.1: the near-perfect model is off by ε = 1e-5.
+SUCCESS_EPSILON = 1e-5
 # The data fields that define a problem (the rest say how its sets are drawn).
 PROBLEM_FIELDS = (
     "_target_", "problem_seed", "in_features", "out_features", "operations", "subset_ratio",

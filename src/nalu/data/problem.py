@@ -18,8 +18,7 @@ from nalu.config import rules
 from nalu.config.value_range import Intervals, denominator_intervals, value_intervals
 from nalu.data.formula import Formula, Variable, power_product, weighted_sum
 
-# Madsen & Johansen 2020, sec. 4.1: the near-perfect model's weights are off by ε = 1e-5.
-SUCCESS_EPSILON = 1e-5
+SUCCESS_EPSILON = rules.SUCCESS_EPSILON
 SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
 

@@ -31,6 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.resolvers import NOT_HYPERPARAMETERS
+from nalu.config.rules import SUCCESS_EPSILON
 from nalu.results.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
@@ -222,6 +223,18 @@ def is_diverged(run: dict[str, Any]) -> bool:
         return True
     metrics = run.get("metrics", {})
     return any(not math.isfinite(metrics.get(name, 0.0)) for name in HEADLINE_METRICS)
+
+
+def near_perfect_text(problems: Sequence[str]) -> str:
+    """Which near-perfect model judged the runs of ``problems`` (``problem_identity``s)."""
+    epsilon = "ε = " + f"{SUCCESS_EPSILON:g}".replace("e-0", "e-")
+    models = {
+        "madsen_johansen": "Madsen & Johansen 2020, sec. 4.1: the model that picks its operands "
+        f"with {epsilon} of the other inputs mixed in",
+        "mistry": f"Mistry et al. 2022, sec. 6.5: the exact output off by {epsilon}",
+    }
+    used = sorted({json.loads(p).get("near_perfect", "madsen_johansen") for p in problems})
+    return "; ".join(models[name] for name in used)
 
 
 def problem_identity(run: dict[str, Any]) -> str:
@@ -727,8 +740,7 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             + (f" ({len(unreadable)} unreadable runs left out)" if unreadable else ""),
             "Problem: " + "; ".join(f"`{p}`" for p in problems),
             "An output is solved when its extrapolation MSE is below the near-perfect model's "
-            "(Madsen & Johansen 2020, sec. 4.1: the model that picks its operands with "
-            "ε = 1e-5 of the other inputs mixed in). Outputs solved: outputs × seeds, each "
+            f"({near_perfect_text(problems)}). Outputs solved: outputs × seeds, each "
             "output judged at its own best interpolation epoch, as Madsen & Johansen judge "
             "their one-output models. Runs solved: runs in which every output of the operation "
             "is solved at the run's single best interpolation epoch. Rel. error: 100 · MSE / "

@@ -40,8 +40,10 @@ from nalu.units.nmu import log_magnitude, nmu_product
 Step = Callable[[int, int], None]
 
 
-def _synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
+def synchronize(device: torch.device | str) -> None:
+    """Wait for ``device``'s queued work (a GPU's; a CPU runs each operation as it is called),
+    so that a clock read after it times the work."""
+    if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
 
 
@@ -52,11 +54,11 @@ def timed_steps(step: Step, epochs: int, steps_per_epoch: int, device: torch.dev
     start = 0.0
     for epoch in range(epochs):
         if epoch == first:
-            _synchronize(device)
+            synchronize(device)
             start = time.perf_counter()
         for index in range(steps_per_epoch):
             step(epoch, index)
-    _synchronize(device)
+    synchronize(device)
     return (time.perf_counter() - start) / ((epochs - first) * steps_per_epoch)
 
 

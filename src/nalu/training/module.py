@@ -289,9 +289,9 @@ class ArithmeticModule(L.LightningModule):
     def _older_checkpoint(
         self, module: nn.Module, state: dict[str, Tensor], prefix: str, *_: object
     ) -> None:
-        """A ``load_state_dict`` pre-hook: a checkpoint written before the judge, the
-        divergence and the restarts had homes of their own kept their buffers on the module;
-        they move there."""
+        """A ``load_state_dict`` pre-hook for checkpoints that hold the judge's, the
+        divergence's and the restarts' buffers at the module's top level (``best_interp_mse``,
+        not ``judge.best_interp_mse``): they move into those modules."""
         for home in ("judge", "divergence", "restarts"):
             for name in getattr(self, home).state_dict():
                 if (old := prefix + name) in state:
