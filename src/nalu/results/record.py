@@ -53,8 +53,19 @@ OWN_BEST_SOLVED_FRACTION = f"{OWN_BEST}_{SOLVED_FRACTION}"
 OUTPUT_COUNT = "output_count"
 RECOVERED_FRACTION = "recovered_fraction"
 SPARSITY_ERROR = "sparsity_error"
-# The metrics a report's median table opens with, and the curves its figures draw.
+# The metrics a report's median table opens with; a run with one of them not finite diverged.
 HEADLINE_METRICS = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
+# The curves every run keeps per member, which a report's figures draw; a validation adds each
+# operation's extrapolation MSE and the extrapolation relative error. A population's own
+# TensorBoard run shows the members' medians of these and of every other metric.
+MEMBER_CURVES = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
+
+
+def is_member_curve(tag: str) -> bool:
+    """Whether each member's run keeps curve ``tag`` (``MEMBER_CURVES`` and a validation's)."""
+    return tag in MEMBER_CURVES or tag.startswith(EXTRAP_MSE_OF) or tag == EXTRAP_RELATIVE_ERROR
+
+
 # The final metrics that go beside the hyperparameters in TensorBoard's HParams tab.
 HPARAMS_METRICS = (
     TRAIN_LOSS,

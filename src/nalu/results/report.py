@@ -39,15 +39,20 @@ from nalu.results.record import (
     HEADLINE_METRICS,
     INTERP_MSE,
     METRICS_FILE,
+    MSE,
+    NORMALIZED_ERROR,
     OUTPUT_COUNT,
     OWN_BEST_SOLVED_FRACTION,
     RECOVERED_FRACTION,
+    RELATIVE_ERROR,
     SOLVED_AT_STEP,
+    SOLVED_FRACTION,
     SPARSITY_ERROR,
     STATUS_DIVERGED,
     TRAIN_LOSS,
     RunRecord,
     finite_median,
+    is_member_curve,
     metric_name,
     write_atomic,
     write_text_atomic,
@@ -318,7 +323,7 @@ def summary_rows(
             suffix = "" if operation == "all" else f"_{operation}"
             members = [run for run in group if has_operation(run, operation)]
             healthy = [run["metrics"] for run in members if not is_diverged(run)]
-            solved_fraction = metric_name("extrap", "solved_fraction", suffix)
+            solved_fraction = metric_name("extrap", SOLVED_FRACTION, suffix)
             solved = sum(m.get(solved_fraction) == 1 for m in healthy)
             readable = [m for m in healthy if f"{RECOVERED_FRACTION}{suffix}" in m]
             recovered = sum(m[f"{RECOVERED_FRACTION}{suffix}"] == 1 for m in readable)
@@ -345,14 +350,14 @@ def summary_rows(
                     "output_success_low": output_low if outputs else math.nan,
                     "output_success_high": output_high if outputs else math.nan,
                     "extrap_relative_error": median_of(
-                        metric_name("extrap", "relative_error", suffix)
+                        metric_name("extrap", RELATIVE_ERROR, suffix)
                     ),
-                    "extrap_mse": median_of(metric_name("extrap", "mse", suffix)),
+                    "extrap_mse": median_of(metric_name("extrap", MSE, suffix)),
                     "extrap_normalized_error": median_of(
-                        metric_name("extrap", "normalized_error", suffix)
+                        metric_name("extrap", NORMALIZED_ERROR, suffix)
                     ),
                     "interp_normalized_error": median_of(
-                        metric_name("interp", "normalized_error", suffix)
+                        metric_name("interp", NORMALIZED_ERROR, suffix)
                     ),
                     "recovered": recovered if readable else math.nan,
                     "recovery_rate": recovered / len(members) if readable else math.nan,
@@ -366,7 +371,7 @@ def summary_rows(
 def has_operation(run: dict[str, Any], operation: str) -> bool:
     """Whether the run's problem has an output of ``operation`` (``all``: always): read from its
     metrics, or from its ``problem.json`` when it diverged before any were measured."""
-    if operation == "all" or metric_name("extrap", "mse", f"_{operation}") in run["metrics"]:
+    if operation == "all" or metric_name("extrap", MSE, f"_{operation}") in run["metrics"]:
         return True
     problem_file = Path(run["run_dir"]) / "problem.json"
     if not run["metrics"] and problem_file.is_file():
@@ -466,8 +471,7 @@ def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:
     return {
         tag: {event.step: event.value for event in events.Scalars(tag)}
         for tag in events.Tags().get("scalars", [])
-        if tag in (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE, EXTRAP_RELATIVE_ERROR)
-        or tag.startswith(EXTRAP_MSE_OF)
+        if is_member_curve(tag)
     }
 
 

@@ -7,22 +7,7 @@ from collections.abc import ItemsView
 import torch
 from torch import Tensor
 
-from nalu.results.record import (
-    EXTRAP_MSE,
-    EXTRAP_MSE_OF,
-    EXTRAP_RELATIVE_ERROR,
-    INTERP_MSE,
-    TRAIN_LOSS,
-)
-
-# The curves every run keeps per member; a validation adds each operation's extrapolation MSE
-# and the extrapolation relative error. The run's own TensorBoard shows the members' medians of
-# these and of every other metric.
-MEMBER_CURVES = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
-
-
-def _kept(tag: str) -> bool:
-    return tag in MEMBER_CURVES or tag.startswith(EXTRAP_MSE_OF) or tag == EXTRAP_RELATIVE_ERROR
+from nalu.results.record import MEMBER_CURVES, is_member_curve
 
 
 class MemberCurves:
@@ -35,7 +20,7 @@ class MemberCurves:
     def add(self, step: int, per_member: dict[str, Tensor]) -> None:
         """The values ``{tag: [S]}`` measured at optimizer ``step``, of the tags kept."""
         for tag, values in per_member.items():
-            if _kept(tag):
+            if is_member_curve(tag):
                 self.points.setdefault(tag, []).append((step, values.detach().cpu()))
 
     def history(self, tag: str) -> Tensor:
