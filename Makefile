@@ -49,7 +49,7 @@ solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS s
 	$(PYTHON) -m nalu.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
 
 benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations (OPS=) × 9 ranges × SEEDS seeds (25) in BENCH_DIR, then the report; rerun with the same BENCH_DIR to resume
-	$(PYTHON) -m nalu.nalm_benchmark $(BENCH_DIR) --seeds $(or $(SEEDS),25) \
+	$(PYTHON) -m nalu.nalm_benchmark $(BENCH_DIR) $(if $(SEEDS),--seeds $(SEEDS)) \
 		$(if $(filter command line environment,$(origin UNITS)),--units $(UNITS)) \
 		$(if $(OPS),--ops $(OPS)) $(ARGS)
 

@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from conftest import compose_config, run_cli
 
-from nalu.cli.nalm_benchmark import unit_operations
+from nalu.cli.nalm_benchmark import task_seeds, unit_operations
 
 SMALL = [
     "data.train_size=256",
@@ -107,3 +107,11 @@ def test_no_folder_is_one_line_naming_the_argument(tmp_path):
         "error: the following arguments are required: dir "
         "(see python -m nalu.nalm_benchmark --help)"
     ]
+
+
+def test_the_benchmark_runs_the_primers_25_seeds_unless_told(tmp_path):
+    # One home for the default: experiment=nalm_single_module's population.
+    assert task_seeds() == compose_config(["experiment=nalm_single_module"], tmp_path).population
+    assert task_seeds() == 25
+    help_text = run_cli(["--help"], cwd=tmp_path, module="nalu.nalm_benchmark").stdout
+    assert "seeds per cell (default 25)" in help_text

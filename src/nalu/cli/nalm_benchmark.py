@@ -42,6 +42,14 @@ def all_units() -> list[str]:
     return sorted(path.stem for path in (CONFIG_DIR / "nalm").glob("*.yaml"))
 
 
+def task_seeds() -> int:
+    """Seeds per cell of the task as ``experiment=nalm_single_module`` sets them (its
+    ``population``: 25, as the primer runs it)."""
+    from omegaconf import OmegaConf
+
+    return int(OmegaConf.load(CONFIG_DIR / "experiment" / "nalm_single_module.yaml").population)
+
+
 def unit_operations(unit: str) -> list[str]:
     """The operations the unit's recipe runs it on (its ``problems.operation`` cells)."""
     from omegaconf import OmegaConf
@@ -141,7 +149,10 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("dir", type=Path, help="the benchmark's folder")
     parser.add_argument("--units", default=None, help="comma-separated units (default: all)")
-    parser.add_argument("--seeds", type=int, default=25, help="seeds per cell (default 25)")
+    seeds = task_seeds()
+    parser.add_argument(
+        "--seeds", type=int, default=seeds, help=f"seeds per cell (default {seeds})"
+    )
     parser.add_argument("--ops", default=None, help="comma-separated operations (default: all)")
     parser.add_argument(
         "overrides", nargs="*", default=[], help="more nalu-train overrides for every unit"
