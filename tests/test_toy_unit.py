@@ -80,7 +80,12 @@ def toy_unit(tmp_path, monkeypatch):
 
 
 def test_the_suite_has_checks_to_run():
-    assert len(SHARED_CHECKS) >= 4
+    assert sorted(check.__name__ for check in SHARED_CHECKS) == [
+        "test_a_population_member_is_the_single_run_of_its_seed",
+        "test_clamps_and_regularisers_are_honoured",
+        "test_each_unit_reads_back_or_says_it_cannot",
+        "test_forward_and_gradients_are_finite_at_init_on_signed_inputs",
+    ]
 
 
 @pytest.mark.slow

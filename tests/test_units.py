@@ -1,3 +1,4 @@
+import inspect
 import math
 
 import pytest
@@ -16,6 +17,7 @@ from nalu.units import (
     NeuralArithmeticLogicUnit,
 )
 from nalu.units.baselines import MLP, ArticleBaseline
+from nalu.units.contract import ArithmeticUnit
 from nalu.units.linear import linear
 from nalu.units.nac import fast_tanh
 
@@ -230,3 +232,23 @@ def test_each_unit_refuses_a_bad_argument_by_the_rule_the_command_line_applies(u
     with expected:
         UNIT_RULES[unit][field](field, "bad")
     assert str(refused.value) == str(expected.excinfo.value)
+
+
+LAYERS = [
+    unit
+    for name in nalu.units.__all__
+    if inspect.isclass(unit := getattr(nalu.units, name))
+    and issubclass(unit, torch.nn.Module)
+    and unit is not nalu.units.PerOutputSelection  # built from its heads, not from sizes
+]
+
+
+@pytest.mark.parametrize("unit_class", LAYERS, ids=lambda unit_class: unit_class.__name__)
+def test_every_unit_is_a_layer_with_nn_linears_signature(unit_class):
+    unit = unit_class(4, 3)
+    assert isinstance(unit, ArithmeticUnit)
+    assert unit(torch.randn(2, 5, 4)).shape == (2, 5, 3)  # any leading dimensions
+    assert "in_features=4, out_features=3" in repr(unit)
+    before = [parameter.clone() for parameter in unit.parameters()]
+    unit.reset_parameters()  # draws anew
+    assert any(not torch.equal(a, b) for a, b in zip(before, unit.parameters(), strict=True))

@@ -84,6 +84,8 @@ class OffersCandidates(Protocol):
 
     def candidate_fits(self, x: Tensor, candidates: Tensor, y: Tensor) -> Tensor: ...
 
+    def select(self, candidate_mse: Tensor) -> None: ...
+
 
 @runtime_checkable
 class HasLogMagnitude(Protocol):
