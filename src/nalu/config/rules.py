@@ -223,7 +223,7 @@ def near_perfect(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, f"must be one of {list(NEAR_PERFECT_MODELS)}")
 
 
-def near_perfect_operations(
+def near_perfect_fits(
     name: str, value: Any, chosen: Sequence[str], in_features: int | None = None
 ) -> None:
     """Mistry et al.'s near-perfect model is defined for + − × ÷ of two inputs only (their

@@ -37,7 +37,7 @@ from nalu.config.rules import (
     is_integer,
     is_number_pair,
     max_steps,
-    near_perfect_operations,
+    near_perfect_fits,
     non_negative_number,
     one_batch_per_step,
     one_output_per_operation,
@@ -260,7 +260,7 @@ def _data_rules(cfg: DictConfig) -> None:
     chosen = _get(cfg, "data.operations") or []
     if (model := _value(cfg, "data.near_perfect")) is not _ABSENT:
         in_features = _get(cfg, "data.in_features")
-        rule = functools.partial(near_perfect_operations, chosen=chosen, in_features=in_features)
+        rule = functools.partial(near_perfect_fits, chosen=chosen, in_features=in_features)
         _apply(rule, "data.near_perfect", model)
     batch_size, train_size = _get(cfg, "data.batch_size"), _get(cfg, "data.train_size")
     if batch_size is not None and train_size is not None and batch_size > train_size:

@@ -252,19 +252,21 @@ class FixedBatches:
         # inputs and the targets: a step's batch is then one ``index_select`` of each.
         self._step_rows: list[tuple[Tensor, Tensor]] = []
 
-    def _flat_order(self, epoch: int) -> Tensor:
-        """``[S, shard]``: this process's samples of each member in ``epoch``, as rows of the
-        flattened sets (member ``k``'s sample ``i`` is row ``k · N + i``), cached per epoch."""
-        if self._order is None or self._order[0] != epoch:
-            order = epoch_orders(self.keys, epoch, self.size)
-            order = order[:, self.rank :: self.num_replicas][:, : self.shard]
-            offsets = torch.arange(len(self.keys), device=order.device).unsqueeze(1) * self.size
-            order = order + offsets
-            if self._order is not None:  # the same tensor for every epoch (``batch_at``)
-                order = self._order[1].copy_(order)
-            self._order = (epoch, order)
-            self._step_rows = self._step_major(order)
-        return self._order[1]
+    def use_epoch(self, epoch: int) -> None:
+        """Make ``epoch``'s order current (once an epoch): ``[S, shard]``, this process's samples
+        of each member as rows of the flattened sets (member ``k``'s sample ``i`` is row
+        ``k · N + i``), kept at one address across epochs for ``batch_at``, and its step-major
+        tables for ``batches``."""
+        if self._order is not None and self._order[0] == epoch:
+            return
+        order = epoch_orders(self.keys, epoch, self.size)
+        order = order[:, self.rank :: self.num_replicas][:, : self.shard]
+        offsets = torch.arange(len(self.keys), device=order.device).unsqueeze(1) * self.size
+        order = order + offsets
+        if self._order is not None:  # the same tensor for every epoch (``batch_at``)
+            order = self._order[1].copy_(order)
+        self._order = (epoch, order)
+        self._step_rows = self._step_major(order)
 
     def _step_major(self, order: Tensor) -> list[tuple[Tensor, Tensor]]:
         """The inputs' and targets' rows of ``order`` as ``[steps, S, B]`` tables: the full
@@ -282,7 +284,7 @@ class FixedBatches:
         return rows % self.size if self._shared_inputs else rows
 
     def batches(self, epoch: int, start: int, count: int) -> tuple[Tensor, Tensor]:
-        self._flat_order(epoch)
+        self.use_epoch(epoch)
         table, first = (0, start) if start < self.full_steps else (1, 0)
         input_rows, target_rows = (t[first : first + count] for t in self._step_rows[table])
         return self._gather(input_rows, target_rows)
@@ -296,9 +298,6 @@ class FixedBatches:
 
     def batch_size_at(self, step: int) -> int:
         return min(self.batch_size, self.shard - step * self.batch_size)
-
-    def use_epoch(self, epoch: int) -> None:
-        self._flat_order(epoch)
 
     def batch_at(self, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
         if self._order is None:

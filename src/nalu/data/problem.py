@@ -387,7 +387,7 @@ class StaticArithmeticProblem(ColumnSampling):
             near_perfect=self.near_perfect,
         )
         object.__setattr__(self, "operations", tuple(self.operations))
-        rules.near_perfect_operations(
+        rules.near_perfect_fits(
             "near_perfect", self.near_perfect, self.operations, self.in_features
         )
         subset_size = rules.static_subset_size(self.in_features, self.subset_ratio)
