@@ -209,7 +209,7 @@ def versus_handwritten(
             work / experiment,
             [f"population={size}", f"trainer.max_epochs={epochs}", *overrides],
         )
-        compiled = bool(cfg.get("compile", False))
+        compiled = bool(cfg.compile)
         population = Population(cfg, epochs)
         sides = {"eager": {"compiled": False}}
         if compiled:

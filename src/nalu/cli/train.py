@@ -79,7 +79,7 @@ def problem_cells(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig | No
     """Every combination of the ``problems`` axes, in order (the last axis varies fastest):
     its labels ``{axis: label}`` and the fields it sets, merged; one cell without labels when
     the config has no axes."""
-    axes = cfg.get("problems") or {}
+    axes = cfg.get("problems") or {}  # a member's own config has none (member_configs)
     cells: list[tuple[dict[str, str], DictConfig | None]] = [({}, None)]
     for axis, options in axes.items():
         if not OmegaConf.is_dict(options) or not options:
@@ -157,16 +157,16 @@ def build_run(
             success_threshold=[data.success_threshold() for data in member_data],
             seeds=[member.seed for _, member in members],
             validation_threshold=[data.success_threshold("interp") for data in member_data],
-            stop_when_solved=cfg.get("stop_when_solved", False),
-            rounds=cfg.get("rounds", 1),
-            stall_restart=_container(cfg.get("stall_restart")),
+            stop_when_solved=cfg.stop_when_solved,
+            rounds=cfg.rounds,
+            stall_restart=_container(cfg.stall_restart),
             regularizer=regularizer,
             lr_schedule=_container(cfg.get("lr_schedule")),
             # The module clips every one of its optimizer steps itself (several per batch).
             gradient_clip_val=cfg.trainer.get("gradient_clip_val"),
             gradient_clip_algorithm=cfg.trainer.get("gradient_clip_algorithm"),
-            compile=cfg.get("compile", False),
-            cuda_graphs=cfg.get("cuda_graphs", True),
+            compile=cfg.compile,
+            cuda_graphs=cfg.cuda_graphs,
         ),
     )
     check_optimization(cfg, module.network)
@@ -189,7 +189,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from nalu.results.recorder import AtomicCheckpointIO, RunRecorder, newest_checkpoint
     from nalu.training.interrupt import StopAtEpochEndOnInterrupt
 
-    if cfg.get("ckpt_path") is not None:
+    if cfg.ckpt_path is not None:
         check_resume(cfg)  # also before Hydra's folder on the command line (``main``)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -206,7 +206,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
             for (cell, member), data in zip(members, member_data, strict=True)
         ],
         hyperparameters=[{**run_hyperparameters(member), **cell} for cell, member in members],
-        heatmaps=cfg.get("heatmaps"),
+        heatmaps=cfg.heatmaps,
     )
     interrupt = StopAtEpochEndOnInterrupt()
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
@@ -228,7 +228,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except InvalidArgument as error:
         raise ConfigError(str(error)) from error
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except Diverged:
         # Every member diverged: each is still judged at its last good validation.
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -447,7 +447,7 @@ def main() -> None:
     sys.argv[1:] = arguments = quote_paths(sys.argv[1:])
     try:
         cfg = check_command_line(arguments, CONFIG_DIR)
-        if cfg is not None and cfg.get("ckpt_path"):
+        if cfg is not None and cfg.ckpt_path:
             check_resume(cfg)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
