@@ -1,8 +1,9 @@
 """The published rates beside ours: the cells compared, their Wilson intervals, the verdict."""
 
 import pytest
+from conftest import compose_config
 
-from nalu.results.published import comparison_rows, comparison_table
+from nalu.results.published import PUBLISHED, comparison_rows, comparison_table
 
 
 def row_and_group(unit: str, operation: str, cell: str, solved: int, runs: int = 25):
@@ -42,3 +43,11 @@ def test_the_table_gives_the_context_rates_with_our_mean_over_ranges():
     assert "no published cell was run" in table
     assert "- nmru div: theirs 91.6% (" in table and "ours 90.0% over 2 ranges." in table
     assert "- realnpu div: theirs 85.3% (" in table and "not run." in table
+
+
+def test_every_published_cell_is_one_the_benchmark_runs(tmp_path):
+    for unit in {p.unit for p in PUBLISHED}:
+        cfg = compose_config(["experiment=nalm_single_module", f"nalm={unit}"], tmp_path)
+        operations = [cell.data.operations[0] for cell in cfg.problems.operation.values()]
+        runs = {(op, cell) for op in operations for cell in cfg.problems.range}
+        assert {(p.operation, p.cell) for p in PUBLISHED if p.unit == unit} <= runs, unit

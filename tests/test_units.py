@@ -3,7 +3,8 @@ import math
 
 import pytest
 import torch
-from conftest import set_
+from conftest import compose_config, set_
+from hydra.utils import instantiate
 
 import nalu.units
 import nalu.units.baselines
@@ -101,6 +102,11 @@ def test_golden_ratio_nalu_gate_is_sigmoid_in_base_phi():
     # x = (2, 4): g = σ_φ(2) = 0.723607, a = 6, m = 8 (the log path is base-free):
     # 0.723607·6 + 0.276393·8 = 6.552786.
     assert nalu(torch.tensor([[2.0, 4.0]])).item() == pytest.approx(6.552786, rel=1e-5)
+
+
+def test_model_gnalu_is_the_paper_nalu_in_base_phi(tmp_path):
+    unit = instantiate(compose_config(["model=gnalu"], tmp_path).model)
+    assert (unit.base, unit.shared_weights) == (GOLDEN_RATIO, True)
 
 
 def test_a_base_at_or_below_one_is_refused():
