@@ -17,6 +17,7 @@ from nalu.results.report import (
     default_group_by,
     group_runs,
     load_runs,
+    markdown_table,
     median_table,
     plot_success,
     summary_rows,
@@ -96,6 +97,23 @@ def solved_run(folder, model, seed, solved, **extra):
         payload = json.loads((folder / "metrics.json").read_text())
         (folder / "metrics.json").write_text(json.dumps({**payload, **extra}))
     write_problem(folder, problem_seed=seed)
+
+
+def test_a_group_of_one_operation_has_that_operations_row_only(tmp_path):
+    solved_run(tmp_path / "a", "nau", 0, solved=True)
+    solved_run(tmp_path / "b", "nau", 1, solved=False)
+    metrics = {"extrap/mse": 1.0, "extrap/mse_add": 1.0, "extrap/mse_mul": 1.0}
+    write_run(tmp_path / "c", "nalu", 0, metrics)
+    rows = summary_rows(load_runs([tmp_path]), ["model"])
+    assert [(r["group"], r["operation"]) for r in rows] == [
+        ("nalu", "all"), ("nalu", "add"), ("nalu", "mul"), ("nau", "all"), ("nau", "add"),
+    ]  # fmt: skip
+    table = markdown_table(rows, ["model"]).splitlines()
+    shown = [line.split(" | ")[:3] for line in table[2:]]
+    assert shown == [
+        ["| nalu", "all", "1"], ["| nalu", "add", "1"], ["| nalu", "mul", "1"],
+        ["| nau", "add", "2"],
+    ]  # fmt: skip
 
 
 def test_diverged_runs_are_counted_as_failures_not_dropped(tmp_path):

@@ -406,6 +406,22 @@ def _number(value: float) -> str:
     return "–" if isinstance(value, float) and math.isnan(value) else f"{value:.4g}"
 
 
+def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows a table shows: a group's ``all`` row only where its runs have several
+    operations; where they have one, it repeats that operation's row number for number (each run
+    of the NALM task has one output: 360 such pairs)."""
+    operations: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["operation"] != "all":
+            operations.setdefault(row["group"], []).append(row)
+
+    def repeats_its_operation(row: dict[str, Any]) -> bool:
+        only = operations.get(row["group"], [])
+        return row["operation"] == "all" and len(only) == 1 and only[0]["runs"] == row["runs"]
+
+    return [row for row in rows if not repeats_its_operation(row)]
+
+
 def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
     header = [
         " / ".join(group_by),
@@ -423,7 +439,7 @@ def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
         "sparsity",
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
-    for row in rows:
+    for row in shown_rows(rows):
         success = _rate(row["solved"], row["runs"], row["success_low"], row["success_high"])
         per_output = _rate(
             row["outputs_solved"],
@@ -754,7 +770,8 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             "compares runs of one unit, not units). Medians are over the runs that did not "
             "diverge. Recovered: runs whose read-back formulas equal the "
             "truth for every output. Solved at step: median step by which every output was "
-            "solved, over the runs that solved them all.",
+            "solved, over the runs that solved them all. A group whose runs have one operation "
+            "has that operation's row only (report.csv has its `all` row too).",
             markdown_table(rows, group_by),
             "Final metrics, median over the runs that finished:",
             median_table(groups, group_by),
