@@ -116,6 +116,24 @@ def test_a_group_of_one_operation_has_that_operations_row_only(tmp_path):
     ]  # fmt: skip
 
 
+def test_a_report_of_more_groups_than_a_figure_tells_apart_draws_no_per_group_figure(tmp_path):
+    (tmp_path / "success.png").write_bytes(b"a figure of an earlier report")
+    for unit in range(21):
+        solved_run(tmp_path / f"run{unit}", f"unit{unit:02d}", 0, solved=True)
+    main([str(tmp_path)])
+    assert not list(tmp_path.glob("*.png"))
+    report = (tmp_path / "report.md").read_text()
+    assert "not drawn for 21 groups (a figure tells at most 20 apart)" in report
+    assert ".png)" not in report
+    (tmp_path / "run20" / "metrics.json").unlink()  # 20 groups: drawn
+    main([str(tmp_path)])
+    assert (tmp_path / "success.png").read_bytes()[:4] == b"\x89PNG"
+    assert (
+        "![Success rates with 95% Wilson intervals](success.png)"
+        in (tmp_path / "report.md").read_text()
+    )
+
+
 def test_diverged_runs_are_counted_as_failures_not_dropped(tmp_path):
     solved_run(tmp_path / "a", "nac", 0, solved=True)
     solved_run(tmp_path / "b", "nac", 1, solved=False, status="diverged")
