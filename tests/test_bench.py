@@ -5,6 +5,7 @@ import json
 import pytest
 
 from nalu.cli import bench
+from nalu.cli.common import EXIT_CONFIG_ERROR
 
 
 def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path, capsys):
@@ -59,5 +60,7 @@ def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path,
 def test_bench_refuses_fewer_than_one_repeat(capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--repeats", "0"])
-    assert exit_info.value.code == 2
-    assert "--repeats: must be a positive integer" in capsys.readouterr().err
+    assert exit_info.value.code == EXIT_CONFIG_ERROR
+    assert capsys.readouterr().err.strip() == (
+        "error: argument --repeats: must be a positive integer, not 0 (see nalu-bench --help)"
+    )

@@ -11,7 +11,8 @@ from omegaconf import open_dict
 
 from nalu.cli.train import build_run, train
 from nalu.config.errors import ConfigError
-from nalu.data.problem import SUCCESS_EPSILON, StaticArithmeticProblem
+from nalu.config.rules import SUCCESS_EPSILON
+from nalu.data.problem import StaticArithmeticProblem
 from nalu.results.report import (
     cell_series,
     default_group_by,

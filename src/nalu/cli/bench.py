@@ -54,8 +54,9 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from nalu.cli.common import CONFIG_DIR, ignore_known_warnings, keep_freed_memory
+from nalu.cli.common import CONFIG_DIR, OneLineParser, ignore_known_warnings, keep_freed_memory
 from nalu.cli.train import build_run, train
+from nalu.config.errors import ConfigError
 from nalu.data.batches import step_batches
 from nalu.results.record import write_json_atomic
 from nalu.training import handwritten
@@ -403,11 +404,8 @@ EXAMPLES = """Examples:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="nalu-bench",
-        description=__doc__,
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    parser = OneLineParser(
+        prog="nalu-bench", description=__doc__, epilog=EXAMPLES, error_type=ConfigError
     )
     parser.add_argument("--sizes", type=_positive, nargs="+", default=list(DEFAULT_SIZES))
     parser.add_argument(

@@ -18,7 +18,6 @@ from nalu.config import rules
 from nalu.config.value_range import Intervals, denominator_intervals, value_intervals
 from nalu.data.formula import Formula, Variable, power_product, weighted_sum
 
-SUCCESS_EPSILON = rules.SUCCESS_EPSILON
 SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
 
@@ -206,10 +205,12 @@ def near_perfect_mse(
         a, b = (x @ operand_matrix(masks)).chunk(2, dim=-1)
         near = torch.zeros_like(exact)
         for code in codes.unique().tolist():
-            perturbed = MISTRY_NEAR_PERFECT[list(OPERATION_CODES)[code]](a, b, SUCCESS_EPSILON)
+            perturbed = MISTRY_NEAR_PERFECT[list(OPERATION_CODES)[code]](
+                a, b, rules.SUCCESS_EPSILON
+            )
             near = torch.where(codes == code, perturbed, near)
     else:
-        perturbed = (1 - SUCCESS_EPSILON) * masks + SUCCESS_EPSILON * (1 - masks)
+        perturbed = (1 - rules.SUCCESS_EPSILON) * masks + rules.SUCCESS_EPSILON * (1 - masks)
         near = operation_targets(x, operand_matrix(perturbed), codes)
     return (near - exact).square().mean(dim=0)
 
