@@ -1,5 +1,6 @@
 """The learning-rate schedule and the count of a run's optimizer steps."""
 
+import functools
 from typing import ClassVar
 
 import pytest
@@ -8,7 +9,7 @@ from conftest import compose_config
 
 from nalu.cli.train import train
 from nalu.config.errors import ConfigError
-from nalu.training.optimization import LinearDecay
+from nalu.training.optimization import LinearDecay, adam_update, traceable_adam
 
 
 def _decay(total_steps: int, **settings: float) -> LinearDecay:
@@ -63,3 +64,59 @@ def test_a_bad_schedule_names_the_field(tiny_overrides, tmp_path):
         ConfigError, match=r"^lr_schedule\.start=1\.5: must be a number in \[0, 1\)$"
     ):
         train(compose_config(overrides, tmp_path))
+
+
+def test_adam_update_takes_adams_step_as_computed_by_hand():
+    # Kingma & Ba 2015, Algorithm 1, β = (0.9, 0.999), ε = 1e-8, lr 0.1. The first step (torch's
+    # Adam, which makes the state) with gradient 0.5 from p = 1: m̂ = 0.5, v̂ = 0.25, so
+    # p = 1 − 0.1 · 0.5 / (0.5 + 1e-8) = 0.900000002. The second, with gradient −0.25:
+    # m = 0.9 · 0.05 − 0.1 · 0.25 = 0.02, v = 0.999 · 2.5e-4 + 0.001 · 0.0625 = 3.1225e-4,
+    # m̂ = 0.02 / 0.19 = 0.1052632, v̂ = 3.1225e-4 / 0.001999 = 0.1562031, so
+    # p = 0.900000002 − 0.1 · 0.1052632 / √0.1562031 = 0.8733663.
+    parameter = torch.nn.Parameter(torch.tensor([1.0], dtype=torch.float64))
+    optimizer = torch.optim.Adam([parameter], lr=0.1)
+    parameter.grad = torch.tensor([0.5], dtype=torch.float64)
+    optimizer.step()
+    assert parameter.item() == pytest.approx(0.900000002, abs=1e-12)
+    parameter.grad = torch.tensor([-0.25], dtype=torch.float64)
+    adam_update(optimizer, [torch.tensor(0.1, dtype=torch.float64)])
+    assert parameter.item() == pytest.approx(0.8733662987, abs=1e-10)
+    state = optimizer.state[parameter]
+    assert (state["step"].item(), state["exp_avg"].item()) == (2, pytest.approx(0.02))
+    assert state["exp_avg_sq"].item() == pytest.approx(3.1225e-4)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "steps_by_adam_update"),
+    [
+        (functools.partial(torch.optim.Adam, lr=0.1, weight_decay=0.01, amsgrad=True), True),
+        (functools.partial(torch.optim.AdamW, lr=0.1), False),
+        (functools.partial(torch.optim.SGD, lr=0.1), False),
+    ],
+)
+def test_adam_update_steps_adam_alone(optimizer, steps_by_adam_update):
+    assert traceable_adam(optimizer([torch.nn.Parameter(torch.zeros(2))])) == steps_by_adam_update
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"weight_decay": 0.01, "amsgrad": True}, {"maximize": True, "betas": (0.5, 0.9)}],
+)
+def test_adam_update_steps_as_torchs_adam_with_its_settings(settings):
+    gradients = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    steps = []
+    for by_adam_update in (False, True):
+        parameter = torch.nn.Parameter(torch.ones(3, dtype=torch.float64))
+        optimizer = torch.optim.Adam([parameter], lr=0.1, **settings)
+        for step, gradient in enumerate(gradients):
+            parameter.grad = gradient.clone()
+            if by_adam_update and step > 0:  # the first step makes Adam's state
+                adam_update(optimizer, [torch.tensor(0.1, dtype=torch.float64)])
+            else:
+                optimizer.step()
+        steps.append((parameter.detach().clone(), dict(optimizer.state[parameter])))
+    (by_torch, torch_state), (by_update, update_state) = steps
+    assert torch.allclose(by_update, by_torch, rtol=0, atol=1e-15)
+    assert update_state.keys() == torch_state.keys()
+    for name, value in torch_state.items():
+        assert torch.allclose(update_state[name], value, rtol=0, atol=1e-15), name

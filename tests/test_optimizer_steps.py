@@ -12,6 +12,7 @@ import torch
 from conftest import TINY, compose_config, load_events
 
 from nalu.cli.train import train
+from nalu.training import module
 
 # TINY: 64 samples in batches of 16, 4 optimizer steps per epoch, one chunk each.
 STEPS_PER_EPOCH = 4
@@ -87,6 +88,33 @@ def test_a_failing_compiler_leaves_the_run_eager_with_one_warning(tmp_path, monk
         "torch.compile failed (RuntimeError: no C++ compiler found); training without it"
     ]
     assert compiled == eager
+
+
+@pytest.mark.slow
+def test_a_whole_step_that_fails_to_compile_is_taken_in_compiled_parts_after_one_warning(
+    tmp_path, monkeypatch, caplog
+):
+    def failing(step):
+        def whole_step(*inputs):
+            raise RuntimeError("cannot trace this step\nmore detail")
+
+        return whole_step
+
+    overrides = [*TINY, "model=nmu", "trainer.max_epochs=1", "compile=true"]
+    monkeypatch.setattr(module, "compile_whole_step", lambda step: None)
+    in_parts = train(compose_config(overrides, tmp_path / "parts"))
+    monkeypatch.setattr(module, "compile_whole_step", failing)
+    with caplog.at_level(logging.WARNING, logger="nalu.training.module"):
+        fallen_back = train(compose_config(overrides, tmp_path / "fallen_back"))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "nalu.training.module"]
+    assert warnings == [
+        "torch.compile failed on the whole step (RuntimeError: cannot trace this step); "
+        "compiling its parts"
+    ]
+    # The same steps, the first one eager instead of compiled.
+    assert fallen_back.keys() == in_parts.keys()
+    for name, value in in_parts.items():
+        assert fallen_back[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
 
 @pytest.mark.slow

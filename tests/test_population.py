@@ -76,8 +76,11 @@ class _PoisonMember(L.Callback):
                     parameter[self.member] = math.nan
 
 
-def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path):
+# Compiled, a step is one graph that masks the diverged member's gradients at every step.
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path, compiled):
     overrides = [*tiny_overrides, "model=nalu", "population=3", "trainer.max_epochs=3"]
+    overrides.append(f"compile={compiled}")
     train(compose_config(overrides, tmp_path / "healthy"))
     poison = [f"+callbacks.poison._target_={__name__}._PoisonMember", "+callbacks.poison.member=1"]
     poisoned = train(compose_config([*overrides, *poison], tmp_path / "poisoned"))

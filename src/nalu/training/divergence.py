@@ -74,10 +74,11 @@ class Divergence(nn.Module):
         """After a checkpoint was loaded: its diverged members stay frozen."""
         self.some_diverged = not bool(self.alive.all())
 
-    def freeze(self) -> None:
+    def freeze(self, always: bool = False) -> None:
         """Diverged members get no update from their gradients (NaN through a masked loss):
-        they become 0, before clipping."""
-        if not self.some_diverged:
+        they become 0, before clipping. ``always``: masked while every member trains too (a
+        compiled step's graph does not ask ``some_diverged``; the mask then keeps them all)."""
+        if not (always or self.some_diverged):
             return
         for parameter in self.members.network.parameters():
             if parameter.grad is not None:

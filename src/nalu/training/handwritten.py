@@ -8,8 +8,9 @@ units' maths written out (Madsen & Johansen 2020's NAU and NMU, Mistry et al. 20
 fused Adam over every member, fresh batches drawn for all members at once
 with the counter-based generator (``nalu.data.counter_random``, the fastest way we know to draw
 them here: an eager hash beats ``torch.rand``'s Mersenne Twister on a CPU). ``compiled=True``
-runs each step's forward, loss and backward, and the drawing of fresh batches, through
-``torch.compile``, as the project does with ``compile=true``; ``graphed=True`` (CUDA) captures
+runs each step (forward, loss, gradient, Adam and the clamps) as one compiled graph, and the
+drawing of fresh batches through ``torch.compile``, as the project does with ``compile=true``
+(``_Update``); ``graphed=True`` (CUDA) captures
 each epoch of the static and ``solve`` loops as one CUDA graph, as the project captures its
 chunks. Each loop returns its seconds per optimizer step after a first epoch of warm-up.
 """
@@ -33,6 +34,7 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
+from nalu.training.optimization import adam_update, compile_whole_step
 from nalu.units.nac import fast_tanh
 from nalu.units.nmru import bounded_reciprocal
 from nalu.units.nmu import log_magnitude, nmu_product
@@ -121,6 +123,54 @@ def article_single_loop(cfg: DictConfig, epochs: int, device: str = "cpu") -> fl
     return timed_steps(step, epochs, steps, torch.device(device))
 
 
+class _Update:
+    """An optimizer step of ``objective``'s parameters (those of ``optimizer``, Adam) on a batch:
+    forward, backward and the fused Adam, then the ``clamps`` ((weight, low, high) each). With
+    ``compiled``, the whole step as one compiled graph after a first ordinary one that makes
+    Adam's state: the gradient traced into the graph and Adam's update in tensor operations
+    (``nalu.training.optimization.adam_update``) fused with it, as the project compiles a step."""
+
+    def __init__(
+        self,
+        objective: Callable[..., Tensor],
+        optimizer: torch.optim.Adam,
+        clamps: list[tuple[Tensor, float, float]],
+        compiled: bool,
+    ) -> None:
+        self.objective, self.optimizer, self.clamps = objective, optimizer, clamps
+        self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        self.compiled = compile_whole_step(self._graph) if compiled else None
+        # The first step is eager where the whole step is compiled; else the forward is
+        # compiled, as the project does on a torch that cannot compile the whole step.
+        in_parts = compiled and self.compiled is None
+        self.loss_of = torch.compile(objective, dynamic=False) if in_parts else objective
+        self.taken = 0
+
+    def __call__(self, *inputs: Tensor) -> None:
+        if self.compiled is None or self.taken == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+            self.loss_of(*inputs).backward()
+            self.optimizer.step()
+            self._clamp()
+        else:
+            device = inputs[0].device
+            rates = [torch.tensor(g["lr"], device=device) for g in self.optimizer.param_groups]
+            self.compiled(rates, *inputs)
+        self.taken += 1
+
+    def _graph(self, rates: list[Tensor], *inputs: Tensor) -> None:
+        gradients = torch.autograd.grad(self.objective(*inputs), self.parameters)
+        for parameter, gradient in zip(self.parameters, gradients, strict=True):
+            parameter.grad = gradient
+        adam_update(self.optimizer, rates)
+        self._clamp()
+
+    def _clamp(self) -> None:
+        with torch.no_grad():
+            for weight, low, high in self.clamps:
+                weight.clamp_(low, high)
+
+
 def _bmm_linear(x: Tensor, weight: Tensor) -> Tensor:
     """Every member's x Wᵀ, ``[S, B, in]`` by ``[S, out, in]``, as (W xᵀ)ᵀ: the CPU's ``bmm``
     runs this layout about twice as fast (see ``nalu.units.linear``)."""
@@ -170,7 +220,7 @@ def article_population_loop(
         output = g * additive + (1 - g) * multiplicative
         return (output - y).square().mean(dim=(1, 2)).sum()
 
-    loss_of = torch.compile(objective, dynamic=False) if compiled else objective
+    update = _Update(objective, optimizer, [], compiled)
 
     def step(epoch: int, index: int) -> None:
         if epoch not in orders:
@@ -179,9 +229,7 @@ def article_population_loop(
         rows = orders[epoch][index]  # [S, B]
         x = inputs.index_select(0, rows.flatten()).view(*rows.shape, in_features)
         y = targets.index_select(0, (rows + offsets).flatten()).view(*rows.shape, out_features)
-        optimizer.zero_grad(set_to_none=True)
-        loss_of(x, y).backward()
-        optimizer.step()
+        update(x, y)
 
     steps = -(-size // batch_size)
     return timed_steps(step, epochs, steps, where)
@@ -260,19 +308,16 @@ class _Recipe:
         self.optimizer = optimizer
         self.schedule = _linear_decay(optimizer, cfg.lr_schedule.start, self.total)
         self.clamps = clamps
+        self.update = _Update(objective, optimizer, clamps, compiled)
+        # A captured epoch (CUDA) compiles the forward alone, as the project's captured chunks.
         self.loss_of = torch.compile(objective, dynamic=False) if compiled else objective
         self.taken = 0
 
     def __call__(self, x: Tensor, y: Tensor) -> None:
         ramp = self.regularizer
         scale = _ramp(ramp.scale, ramp.start, ramp.end, self.taken, self.total)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.loss_of(x, y, torch.tensor(scale, device=x.device)).backward()
-        self.optimizer.step()
+        self.update(x, y, torch.tensor(scale, device=x.device))
         self.schedule.step()
-        with torch.no_grad():
-            for weight, low, high in self.clamps:
-                weight.clamp_(low, high)
         self.taken += 1
 
 

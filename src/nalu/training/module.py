@@ -33,7 +33,12 @@ from nalu.training.divergence import Divergence
 from nalu.training.evaluation import Evaluation, MemberEvaluation
 from nalu.training.judging import Judge
 from nalu.training.members import Members
-from nalu.training.optimization import configure_optimization
+from nalu.training.optimization import (
+    adam_update,
+    compile_whole_step,
+    configure_optimization,
+    traceable_adam,
+)
 from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
 from nalu.training.restarts import Restarts
 from nalu.training.stalls import StallRule
@@ -147,9 +152,11 @@ class ArithmeticModule(L.LightningModule):
     schedule, or one per member) times the units' ``regularization()``; units with
     ``clamp_parameters()`` are clamped after every step. No step reads a value back from the device:
     losses, divergence and curves stay there until the end of the chunk (the all-diverged check and
-    the batch losses) or of the epoch. ``compile=True`` runs each step's forward, loss and backward
-    through ``torch.compile`` (worth its first minute on long runs of the NMU-family units). On a
-    GPU a chunk's steps run as one captured CUDA graph (``cuda_graphs``, ``_captured_steps``).
+    the batch losses) or of the epoch. ``compile=True`` runs each step through ``torch.compile``
+    (worth its first minute on long runs of the NMU-family units): with Adam the whole step as
+    one graph, the update fused with the gradients (``_compile_update``), else its forward, loss
+    and backward. On a GPU a chunk's steps run as one captured CUDA graph (``cuda_graphs``,
+    ``_captured_steps``).
 
     Per member, five jobs have homes of their own: ``members`` (above); ``metrics``
     (``nalu.training.evaluation.Evaluation``), what the evaluation sets measure and which
@@ -218,6 +225,10 @@ class ArithmeticModule(L.LightningModule):
             "answers": self._member_answers,
         }
         self._compiled: dict[str, Callable[..., Any]] = {}
+        # The whole update as one compiled graph (``_compile_update``), once the optimizer has
+        # its state (``_one_graph_ready``).
+        self._compiled_update: Callable[..., Any] | None = None
+        self._one_graph_ready = False
         # Each output judged at its own best validation too, where outputs are models of their
         # own: in a stack they share layers, and mixing epochs would make a network never run.
         self.judges_each_output = independent_outputs(self.network)
@@ -418,9 +429,20 @@ class ArithmeticModule(L.LightningModule):
         device for the end of the chunk (``_end_chunk``)."""
         step = self.global_step + 1  # the optimizer step this batch is for
         scale = self._scale(step)
-        mse, objective, regularization = self._update(
-            optimizer, x, y, self._on_device(scale), lambda: self._step(optimizer)
-        )
+        if self._one_graph_ready:
+            mse, objective, regularization = self._one_graph_step(optimizer, x, y, scale)
+        else:  # eager before the whole step's first, which a compiled forward would delay
+            mse, objective, regularization = self._update(
+                optimizer,
+                x,
+                y,
+                self._on_device(scale),
+                lambda: self._step(optimizer),
+                compiled=self._compiled_update is None,
+            )
+            self._one_graph_ready = self._compiled_update is not None and all(
+                p in optimizer.optimizer.state for p in self.network.parameters() if p.requires_grad
+            )
         if scheduler is not None:
             scheduler.step()
         self._chunk_steps.append((step, x.shape[-2], mse.detach(), objective.detach()))
@@ -430,12 +452,20 @@ class ArithmeticModule(L.LightningModule):
         self._steps += 1
 
     def _update(
-        self, optimizer: Any, x: Tensor, y: Tensor, scale: Tensor, step: Callable[[], None]
+        self,
+        optimizer: Any,
+        x: Tensor,
+        y: Tensor,
+        scale: Tensor,
+        step: Callable[[], None],
+        compiled: bool = True,
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
-        """Every member's update on its batch at λ = ``scale``: the step's terms, their
-        gradients (diverged members frozen, settled outputs left alone, clipped), ``step()``
-        (the optimizer's) and the clamps; returns the MSE, objective and regularisation."""
-        mse, objective, loss, *regularization = self._run("terms", x, y, scale)
+        """Every member's update on its batch at λ = ``scale``: the step's terms (compiled where
+        the run compiles, unless not ``compiled``), their gradients (diverged members frozen,
+        settled outputs left alone, clipped), ``step()`` (the optimizer's) and the clamps;
+        returns the MSE, objective and regularisation."""
+        terms = self._run("terms", x, y, scale) if compiled else self._step_terms(x, y, scale)
+        mse, objective, loss, *regularization = terms
         optimizer.zero_grad()
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
@@ -446,6 +476,63 @@ class ArithmeticModule(L.LightningModule):
         step()
         self._clamp()
         return mse, objective, regularization
+
+    def _compile_update(self) -> Callable[..., Any] | None:
+        """``_graph_update`` compiled, where it applies: ``compile=true`` on one process calling
+        torch itself with no hook between a step's parts (``setup``), chunks not captured as CUDA
+        graphs, an optimizer that ``adam_update`` steps, and a torch that traces a gradient into
+        a graph (``compile_whole_step``). Else None: each step's forward, loss and backward are
+        compiled (``_run``), and the optimizer steps on its own."""
+        optimizer = self.optimizers().optimizer
+        if not (
+            self._compiled
+            and self._direct_steps
+            and self._captured is None
+            and not any(self._step_hooks.values())
+            and traceable_adam(optimizer)
+        ):
+            return None
+        return compile_whole_step(functools.partial(self._graph_update, optimizer))
+
+    def _graph_update(
+        self, optimizer: Optimizer, x: Tensor, y: Tensor, scale: Tensor, rates: list[Tensor]
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """``_update`` with Adam (``adam_update``, at the groups' learning rates ``rates``) as
+        tensor operations alone, for one compiled graph: no flag of the run's state is asked
+        (diverged members are masked, and settled outputs in a run of rounds, at every step)."""
+        mse, objective, loss, *regularization = self._step_terms(x, y, scale)
+        parameters = [p for p in self.network.parameters() if p.requires_grad]
+        gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
+        for parameter, gradient in zip(parameters, gradients, strict=True):
+            parameter.grad = gradient
+        self.divergence.freeze(always=True)
+        self.restarts.zero_settled_gradients(always=True)
+        self._clip_gradients(None)
+        adam_update(optimizer, rates)
+        self._clamp()
+        return mse.detach(), objective.detach(), [r.detach() for r in regularization]
+
+    def _one_graph_step(
+        self, optimizer: Any, x: Tensor, y: Tensor, scale: float | Tensor
+    ) -> tuple[Tensor, Tensor, list[Tensor]]:
+        """The optimizer step as one compiled graph (``_compile_update``) between Lightning's
+        count of it; a compiler that fails leaves the step, and the run, to the ordinary way."""
+        groups = optimizer.optimizer.param_groups
+        rates = [torch.tensor(float(group["lr"]), device=self.device) for group in groups]
+        optimizer._on_before_step()
+        try:
+            return self._compiled_update(x, y, self._on_device(scale), rates)
+        except Exception as error:
+            lines = str(error).strip().splitlines() or [""]
+            log.warning(
+                "torch.compile failed on the whole step (%s: %s); compiling its parts",
+                type(error).__name__,
+                lines[0],
+            )
+            self._compiled_update, self._one_graph_ready = None, False
+            return self._update(optimizer, x, y, self._on_device(scale), optimizer.optimizer.step)
+        finally:
+            optimizer._on_after_step()
 
     def _scale(self, step: int) -> float | Tensor:
         """λ of optimizer step ``step`` (from 1) in its round: a float, or ``[S]``."""
@@ -847,6 +934,8 @@ class ArithmeticModule(L.LightningModule):
             for group in self.optimizers().optimizer.param_groups:
                 if group.get("capturable") and self.device.type != "cuda":
                     group["capturable"] = False
+        self._compiled_update = self._compile_update()
+        self._one_graph_ready = False  # the first step makes the optimizer's state
 
     def on_test_start(self) -> None:
         """Test every member at its best validation (``Judge.restore_best``)."""

@@ -1,10 +1,13 @@
 """The optimizer and learning-rate schedule of a run, and how many optimizer steps it has."""
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import torch
 from hydra.utils import instantiate
-from torch import nn
+from torch import Tensor, nn
 from torch.optim import Optimizer
+from torch.optim.adam import adam
 from torch.optim.lr_scheduler import LambdaLR
 
 from nalu.config import rules
@@ -75,3 +78,69 @@ def configure_optimization(
         return optimizer
     scheduler = instantiate(module.hparams.lr_schedule)(optimizer, total_steps=total_steps)
     return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def traceable_adam(optimizer: Optimizer) -> bool:
+    """Whether ``adam_update`` takes ``optimizer``'s steps: ``torch.optim.Adam`` itself (a
+    subclass such as AdamW may step otherwise), its steps not differentiable."""
+    return type(optimizer) is torch.optim.Adam and not any(
+        group["differentiable"] or group.get("decoupled_weight_decay")
+        for group in optimizer.param_groups
+    )
+
+
+def adam_update(optimizer: torch.optim.Adam, rates: Sequence[Tensor]) -> None:
+    """``optimizer.step()`` as tensor operations that a compiled graph takes in, fused with the
+    gradients' own (Kingma & Ba 2015, Algorithm 1, as ``torch.optim.Adam`` computes it: torch's
+    functional ``adam`` with each group's settings, on the optimizer's state).
+
+    ``rates``: each group's learning rate as a tensor (a float would be compiled into the graph,
+    anew at each value of a schedule). Every parameter with a gradient has its state already:
+    an ordinary first step made it (``traceable_adam`` says which optimizers qualify)."""
+    with torch.no_grad():
+        for group, rate in zip(optimizer.param_groups, rates, strict=True):
+            parameters = [p for p in group["params"] if p.grad is not None]
+            states = [optimizer.state[p] for p in parameters]
+            beta1, beta2 = group["betas"]
+            adam(
+                parameters,
+                [p.grad for p in parameters],
+                [s["exp_avg"] for s in states],
+                [s["exp_avg_sq"] for s in states],
+                [s["max_exp_avg_sq"] for s in states] if group["amsgrad"] else [],
+                [s["step"] for s in states],
+                foreach=False,
+                fused=False,
+                amsgrad=group["amsgrad"],
+                beta1=beta1,
+                beta2=beta2,
+                lr=rate,
+                weight_decay=group["weight_decay"],
+                eps=group["eps"],
+                maximize=group["maximize"],
+            )
+
+
+def compile_whole_step(step: Callable[..., Any]) -> Callable[..., Any] | None:
+    """``step`` (a whole optimizer step: forward, ``torch.autograd.grad``, ``adam_update``, ...)
+    compiled as one graph, or None on a torch that cannot trace a gradient into a graph or leave
+    out guards.
+
+    Only the guards on tensors and the global state are kept: checking the others (every
+    attribute of the module and optimizer that the step reads) took longer than a small
+    population's step. So the step must read no Python value that changes while it runs, such
+    as a flag of the run's state; a tensor's new shape still recompiles it."""
+    if not (
+        hasattr(torch._dynamo.config, "trace_autograd_ops")
+        and hasattr(torch.compiler, "keep_portable_guards_unsafe")
+    ):
+        return None
+    compiled = torch.compile(
+        step, dynamic=False, options={"guard_filter_fn": torch.compiler.keep_portable_guards_unsafe}
+    )
+
+    def whole_step(*inputs: Any) -> Any:
+        with torch._dynamo.config.patch(trace_autograd_ops=True):
+            return compiled(*inputs)
+
+    return whole_step

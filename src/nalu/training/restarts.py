@@ -50,9 +50,11 @@ class Restarts(nn.Module):
         """The optimizer steps of a round: the run's ``planned_steps``, divided by ``rounds``."""
         return max(1, planned_steps // self.rounds)
 
-    def zero_settled_gradients(self) -> None:
-        """Settled outputs' rows get no update (their first moments are 0 too)."""
-        if not self.any_settled:
+    def zero_settled_gradients(self, always: bool = False) -> None:
+        """Settled outputs' rows get no update (their first moments are 0 too). ``always``: masked
+        before any output has settled too, in a run of rounds (a compiled step's graph does not
+        ask ``any_settled``)."""
+        if not (self.any_settled or (always and self.rounds > 1)):
             return
         for parameter in self.members.network.parameters():
             if parameter.grad is not None:
