@@ -128,6 +128,20 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("algorithm", ["value", "norm"])
+def test_a_compiled_step_clips_its_gradients_as_an_eager_one(tmp_path, algorithm):
+    # Clipped at 0.01, every step's gradients are cut (an NAU's are about 1 at its start), inside
+    # the compiled graph of the whole step.
+    clip = ["+trainer.gradient_clip_val=0.01", f"+trainer.gradient_clip_algorithm={algorithm}"]
+    overrides = [*TINY, "model=nau", "population=2", "optimizer.lr=0.05"]
+    eager = train(compose_config([*overrides, *clip], tmp_path / "eager"))
+    compiled = train(compose_config([*overrides, *clip, "compile=true"], tmp_path / "compiled"))
+    unclipped = train(compose_config([*overrides, "compile=true"], tmp_path / "unclipped"))
+    assert compiled == pytest.approx(eager, rel=1e-4, abs=1e-7)
+    assert compiled != pytest.approx(unclipped, rel=1e-3)
+
+
+@pytest.mark.slow
 def test_each_compiled_run_in_one_process_compiles_its_own_step(tmp_path):
     # A sweep's jobs train in one process. The compiler keeps the variants of earlier jobs and,
     # past its recompile limit (1 here, 8 by default), runs the code eagerly without a word: each

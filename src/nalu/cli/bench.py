@@ -27,9 +27,9 @@ pairs one plain measurement with one project measurement, taken one after the ot
 project, plain, project, ...), so that the machine's drift reaches both sides of a pair alike.
 The first pair of each ratio is a warm-up and is not counted, and within each measurement the
 first epoch is (compilation, first allocations). Defaults: ``--epochs 10`` for the single runs and
-the plain loops, max(2, 10 · epochs / max(S, 10)) epochs for a population of S (a step's time is
+the plain loops, max(4, 10 · epochs / max(S, 10)) epochs for a population of S (a step's time is
 steady after the first epoch), 4 epochs for (d) (a single timed epoch leaves the ratio to the
-noise of one fit); sizes 1, 10, 100 and 1000.
+noise of one fit: 32 steps of S = 100 are 60 ms); sizes 1, 10, 100 and 1000.
 
 Writes ``outputs/bench/bench.json``; every figure is a ratio of times measured in this process.
 """
@@ -289,8 +289,9 @@ def run(
         flops: dict[int, int] = {}
         eager_steps: dict[int, list[float]] = {}  # (c) is the eager population's
         for size in sizes:
-            # Fewer epochs for large populations: a step's time is steady after the first epoch.
-            population_epochs = max(2, epochs * 10 // max(size, 10))
+            # Fewer epochs for large populations (a step's time is steady after the first
+            # epoch), but three timed ones at least, as in (d).
+            population_epochs = max(4, epochs * 10 // max(size, 10))
             for mode in ("eager", "compiled") if size in compiled_sizes else ("eager",):
                 cfg = experiment_config(
                     "article",
