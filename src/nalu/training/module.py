@@ -61,6 +61,15 @@ CAPTURED_CHUNK_STEPS = 1024
 STEP_HOOKS = ("on_before_backward", "on_after_backward", "on_before_optimizer_step")
 
 
+def warn_compiler_failed(error: Exception, where: str, instead: str) -> None:
+    """One line for a compiler that failed ``where``: the error's type and first line, and what
+    the run does ``instead``."""
+    first_line = (str(error).strip().splitlines() or [""])[0]
+    log.warning(
+        "torch.compile failed%s (%s: %s); %s", where, type(error).__name__, first_line, instead
+    )
+
+
 def is_config(value: Any) -> bool:
     """Whether ``value`` is a Hydra config (a mapping, such as ``{"_target_": ...}``), not a plain
     object such as a built ``nn.Module``."""
@@ -523,12 +532,7 @@ class ArithmeticModule(L.LightningModule):
         try:
             return self._compiled_update(x, y, self._on_device(scale), rates)
         except Exception as error:
-            lines = str(error).strip().splitlines() or [""]
-            log.warning(
-                "torch.compile failed on the whole step (%s: %s); compiling its parts",
-                type(error).__name__,
-                lines[0],
-            )
+            warn_compiler_failed(error, " on the whole step", "compiling its parts")
             self._compiled_update, self._one_graph_ready = None, False
             return self._update(optimizer, x, y, self._on_device(scale), optimizer.optimizer.step)
         finally:
@@ -726,12 +730,7 @@ class ArithmeticModule(L.LightningModule):
             try:
                 return self._compiled[name](*inputs)
             except Exception as error:
-                lines = str(error).strip().splitlines() or [""]
-                log.warning(
-                    "torch.compile failed (%s: %s); training without it",
-                    type(error).__name__,
-                    lines[0],
-                )
+                warn_compiler_failed(error, "", "training without it")
                 self._compiled = {}
         return self._eager[name](*inputs)
 
