@@ -140,23 +140,26 @@ class _Update:
         self.objective, self.optimizer, self.clamps = objective, optimizer, clamps
         self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
         self.compiled = compile_whole_step(self._graph) if compiled else None
-        # The first step is eager where the whole step is compiled; else the forward is
-        # compiled, as the project does on a torch that cannot compile the whole step.
-        in_parts = compiled and self.compiled is None
-        self.loss_of = torch.compile(objective, dynamic=False) if in_parts else objective
-        self.taken = 0
+        # The forward alone compiled: for a torch that cannot compile the whole step, and for a
+        # captured epoch (CUDA), as the project's captured chunks compile it.
+        self.forward = torch.compile(objective, dynamic=False) if compiled else objective
 
     def __call__(self, *inputs: Tensor) -> None:
-        if self.compiled is None or self.taken == 0:
-            self.optimizer.zero_grad(set_to_none=True)
-            self.loss_of(*inputs).backward()
-            self.optimizer.step()
-            self._clamp()
+        if self.compiled is None:
+            self.step_in_parts(self.forward(*inputs))
+        elif not self.optimizer.state:  # the first step, eager: it makes Adam's state
+            self.step_in_parts(self.objective(*inputs))
         else:
             device = inputs[0].device
             rates = [torch.tensor(g["lr"], device=device) for g in self.optimizer.param_groups]
             self.compiled(rates, *inputs)
-        self.taken += 1
+
+    def step_in_parts(self, loss: Tensor) -> None:
+        """Backward from ``loss``, the optimizer's own step, the clamps."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self._clamp()
 
     def _graph(self, rates: list[Tensor], *inputs: Tensor) -> None:
         gradients = torch.autograd.grad(self.objective(*inputs), self.parameters)
@@ -307,10 +310,7 @@ class _Recipe:
         self.regularizer = cfg.regularizer
         self.optimizer = optimizer
         self.schedule = _linear_decay(optimizer, cfg.lr_schedule.start, self.total)
-        self.clamps = clamps
         self.update = _Update(objective, optimizer, clamps, compiled)
-        # A captured epoch (CUDA) compiles the forward alone, as the project's captured chunks.
-        self.loss_of = torch.compile(objective, dynamic=False) if compiled else objective
         self.taken = 0
 
     def __call__(self, x: Tensor, y: Tensor) -> None:
@@ -361,12 +361,7 @@ class _CapturedEpochs:
             self.index += 1
             for group, rate in zip(recipe.optimizer.param_groups, self.rates[k], strict=True):
                 group["lr"].copy_(rate)
-            recipe.optimizer.zero_grad(set_to_none=True)
-            recipe.loss_of(x, y, self.scales[k]).backward()
-            recipe.optimizer.step()
-            with torch.no_grad():
-                for weight, low, high in recipe.clamps:
-                    weight.clamp_(low, high)
+            recipe.update.step_in_parts(recipe.update.forward(x, y, self.scales[k]))
 
 
 def _steps(recipe: _Recipe, batches: _FreshBatches, graphed: bool) -> Step:

@@ -234,10 +234,8 @@ class ArithmeticModule(L.LightningModule):
             "answers": self._member_answers,
         }
         self._compiled: dict[str, Callable[..., Any]] = {}
-        # The whole update as one compiled graph (``_compile_update``), once the optimizer has
-        # its state (``_one_graph_ready``).
+        # The whole update as one compiled graph (``_compile_update``).
         self._compiled_update: Callable[..., Any] | None = None
-        self._one_graph_ready = False
         # Each output judged at its own best validation too, where outputs are models of their
         # own: in a stack they share layers, and mixing epochs would make a network never run.
         self.judges_each_output = independent_outputs(self.network)
@@ -438,9 +436,11 @@ class ArithmeticModule(L.LightningModule):
         device for the end of the chunk (``_end_chunk``)."""
         step = self.global_step + 1  # the optimizer step this batch is for
         scale = self._scale(step)
-        if self._one_graph_ready:
+        # The whole step compiled once Adam has its state; the step that makes it is eager
+        # (a compiled forward would only delay the whole step's compilation).
+        if self._compiled_update is not None and optimizer.optimizer.state:
             mse, objective, regularization = self._one_graph_step(optimizer, x, y, scale)
-        else:  # eager before the whole step's first, which a compiled forward would delay
+        else:
             mse, objective, regularization = self._update(
                 optimizer,
                 x,
@@ -448,9 +448,6 @@ class ArithmeticModule(L.LightningModule):
                 self._on_device(scale),
                 lambda: self._step(optimizer),
                 compiled=self._compiled_update is None,
-            )
-            self._one_graph_ready = self._compiled_update is not None and all(
-                p in optimizer.optimizer.state for p in self.network.parameters() if p.requires_grad
             )
         if scheduler is not None:
             scheduler.step()
@@ -533,7 +530,7 @@ class ArithmeticModule(L.LightningModule):
             return self._compiled_update(x, y, self._on_device(scale), rates)
         except Exception as error:
             warn_compiler_failed(error, " on the whole step", "compiling its parts")
-            self._compiled_update, self._one_graph_ready = None, False
+            self._compiled_update = None
             return self._update(optimizer, x, y, self._on_device(scale), optimizer.optimizer.step)
         finally:
             optimizer._on_after_step()
@@ -934,7 +931,6 @@ class ArithmeticModule(L.LightningModule):
                 if group.get("capturable") and self.device.type != "cuda":
                     group["capturable"] = False
         self._compiled_update = self._compile_update()
-        self._one_graph_ready = False  # the first step makes the optimizer's state
 
     def on_test_start(self) -> None:
         """Test every member at its best validation (``Judge.restore_best``)."""
