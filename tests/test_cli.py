@@ -4,8 +4,10 @@ import logging
 import re
 import shlex
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+import torch
 from conftest import TINY, compose_config, load_events, run_cli
 
 import nalu.training.progress
@@ -117,6 +119,31 @@ def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monke
     current = [float(re.search(r"interp/mse (\S+) ", line)[1]) for line in validated]
     best = [float(re.search(r"\(best (\S+)\)$", line)[1]) for line in validated]
     assert len(validated) == 3 and best == [min(current[: k + 1]) for k in range(len(best))]
+
+
+def test_the_progress_lines_best_counts_every_validation_not_only_those_a_line_follows(caplog):
+    # Validations at 3, 1 and 2 with one line at the end: the end's best is 1, as in metrics.json.
+    caplog.set_level(logging.INFO, logger="nalu.training.progress")
+    lines = nalu.training.progress.ProgressLines()
+    trainer = SimpleNamespace(
+        callback_metrics={}, sanity_checking=False, global_step=30, max_epochs=3, current_epoch=3
+    )
+    module = SimpleNamespace(planned_steps=30)
+    lines.on_train_start(trainer, module)
+    for mse in (3.0, 1.0, 2.0):
+        trainer.callback_metrics = {"interp/mse": torch.tensor(mse)}
+        lines.on_validation_end(trainer, module)
+    lines.on_train_end(trainer, module)
+    # A run resumed from its checkpoint (which holds the callback's state) keeps that best.
+    resumed = nalu.training.progress.ProgressLines()
+    resumed.load_state_dict(lines.state_dict())
+    resumed.on_train_start(trainer, module)
+    resumed.on_train_end(trainer, module)
+    messages = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
+    assert len(messages) == 2
+    for line in messages:
+        assert line.startswith("step 30/30 (100%) · epoch 3/3 · ")
+        assert line.endswith(" · interp/mse 2 (best 1)"), line
 
 
 def test_final_metrics_print_as_one_table_of_measures_by_operation():

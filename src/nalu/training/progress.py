@@ -24,7 +24,8 @@ class ProgressLines(L.Callback):
     """Logs ``step 12000/50000 (24%) · epoch 12/50 · 194 steps/s · 0:01:02 elapsed, about
     0:03:16 left · interp/mse 0.0012 (best 0.0009)`` after a training chunk once ``INTERVAL_S``
     seconds have passed since the last line, and a last line when training ends (the
-    interpolation MSE as the progress bar shows it: at S > 1 the members' median)."""
+    interpolation MSE as the progress bar shows it: at S > 1 the members' median; the best is
+    the least of every validation's, lines or not)."""
 
     def __init__(self) -> None:
         self.started = self.last = 0.0
@@ -41,8 +42,21 @@ class ProgressLines(L.Callback):
         if time.monotonic() - self.last >= INTERVAL_S:
             self._line(trainer, pl_module)
 
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Every validation counts towards the best, not only those a line happens to follow.
+        mse = trainer.callback_metrics.get(INTERP_MSE)
+        if mse is not None and not trainer.sanity_checking:
+            self.best_mse = min(self.best_mse, float(mse))
+
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._line(trainer, pl_module)
+
+    # Checkpointed, so that a resumed run's best counts the validations before its resumption.
+    def state_dict(self) -> dict[str, float]:
+        return {"best_mse": self.best_mse}
+
+    def load_state_dict(self, state_dict: dict[str, float]) -> None:
+        self.best_mse = state_dict["best_mse"]
 
     def _line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         now = time.monotonic()
@@ -71,6 +85,5 @@ class ProgressLines(L.Callback):
             parts.append(f"{_duration(elapsed)} elapsed")
         mse = trainer.callback_metrics.get(INTERP_MSE)
         if mse is not None:
-            self.best_mse = min(self.best_mse, float(mse))
             parts.append(f"{INTERP_MSE} {float(mse):.4g} (best {self.best_mse:.4g})")
         log.info(" · ".join(parts))
