@@ -26,10 +26,10 @@ Every ratio is the median of ``--repeats`` (default 5) repeats, with their min a
 pairs one plain measurement with one project measurement, taken one after the other (plain,
 project, plain, project, ...), so that the machine's drift reaches both sides of a pair alike.
 The first pair of each ratio is a warm-up and is not counted, and within each measurement the
-first epoch is (compilation, first allocations). Defaults: ``--epochs 10`` for the single runs and
-the plain loops, max(4, 10 · epochs / max(S, 10)) epochs for a population of S (a step's time is
-steady after the first epoch), 4 epochs for (d) (a single timed epoch leaves the ratio to the
-noise of one fit: 32 steps of S = 100 are 60 ms); sizes 1, 10, 100 and 1000.
+first epoch is uncounted (compilation, first allocations). Defaults: ``--epochs 10`` for the
+single runs and the plain loops, max(4, 10 · epochs / max(S, 10)) epochs for a population of S
+(a step's time is steady after the first epoch), 4 epochs for (d) (a single timed epoch leaves
+the ratio to the noise of one fit: 32 steps of S = 100 are 60 ms); sizes 1, 10, 100 and 1000.
 
 Writes ``outputs/bench/bench.json``; every figure is a ratio of times measured in this process.
 """
