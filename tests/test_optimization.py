@@ -20,8 +20,8 @@ def _decay(total_steps: int, **settings: float) -> LinearDecay:
 @pytest.mark.parametrize(
     ("step", "factor"), [(0, 1.0), (5, 1.0), (6, 0.8), (8, 0.4), (10, 0.0), (12, 0.0)]
 )
-def test_linear_decay_holds_then_falls_to_zero_at_the_last_step(step, factor):
-    # 10 steps, decay from 50%: the factor falls by 1/5 per step from step 5 on.
+def test_linear_decay_holds_then_falls_to_zero_where_the_run_ends(step, factor):
+    # 10 steps (0-9), decay from 50%: the factor falls by 1/5 a step from step 5, to 0 at 10.
     assert _decay(10, start=0.5).lr_lambdas[0](step) == pytest.approx(factor)
 
 

@@ -82,7 +82,7 @@ def test_formulas_and_json_describe_the_problem():
     # Written as the heatmaps and read-back write it: a product's factors in input order.
     formula = f"y0 = x{min(left, right)} × x{max(left, right)}"
     assert problem.formulas()[0] == formula
-    described = json.loads(problem.to_json())
+    described = json.loads(json.dumps(problem.to_dict()))
     assert described["in_features"] == 100
     assert described["outputs"][0] == {
         "output": 0,

@@ -23,16 +23,14 @@ def shorten(value: Any) -> str:
 
 
 class InvalidArgument(ValueError):
-    """A constructor argument is out of its allowed range.
+    """A constructor argument is out of its allowed range: ``name=value: allowed``.
 
-    Carries the argument's name and value separately so that the command line can report it as
-    the config field the user typed (``data.in_features=1: ...``).
+    The message starts with the argument's name, so that the command line can prefix it with
+    the config section the user typed (``data.in_features=1: ...``).
     """
 
     def __init__(self, name: str, value: Any, allowed: str) -> None:
         self.name = name
-        self.value = value
-        self.allowed = allowed
         super().__init__(f"{name}={shorten(value)}: {allowed}")
 
 

@@ -360,6 +360,7 @@ UNIT_RULES: dict[str, dict[str, Rule]] = {
         "input_independent_gate": boolean,
         "max_log_magnitude": positive_number,
         "eps": positive_number,
+        "saturation": positive_number,
     },
     "GatedAdditionMultiplicationUnit": {
         "nmu_init_range": unit_interval_pair,

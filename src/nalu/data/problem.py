@@ -4,7 +4,6 @@ The article's "mystery arithmetic problem" joins two distinct inputs per output;
 arithmetic task of Trask et al. (2018) and Madsen & Johansen (2020) joins two overlapping sums.
 """
 
-import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -354,9 +353,6 @@ class MysteryArithmeticProblem(ColumnSampling):
             ],
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)
-
 
 @dataclass(frozen=True)
 class StaticArithmeticProblem(ColumnSampling):
@@ -472,6 +468,3 @@ class StaticArithmeticProblem(ColumnSampling):
                 )
             ],
         }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, ensure_ascii=False)

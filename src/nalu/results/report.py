@@ -12,6 +12,7 @@ seeds with the interquartile band) and of the success rates.
 
 import csv
 import functools
+import io
 import json
 import logging
 import math
@@ -468,10 +469,12 @@ def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
 
 
 def write_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    """``rows`` as a CSV file, written whole or not at all, as every result."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text_atomic(path, text.getvalue())
 
 
 def loss_curves(run_dir: Path) -> dict[str, dict[int, float]]:

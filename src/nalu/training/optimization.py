@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 class LinearDecay(LambdaLR):
     """The learning rate stays until ``start`` (a fraction of the run's ``total_steps``), then
-    falls linearly to ``end_factor`` times itself at the last step.
+    falls linearly, by the same amount each step, to ``end_factor`` times itself where the run
+    ends: step k of n takes factor(k), so the last step (k = n − 1) is one decrement above it.
 
     Adam's steps keep a weight that should be exactly 0 or ±1 jittering by about the learning
     rate; letting the rate fall to 0 at the end lets such weights settle, which the strict
@@ -35,6 +36,7 @@ class LinearDecay(LambdaLR):
         decay_steps = max(1.0, total_steps - decay_from)
 
         def factor(step: int) -> float:
+            # This project's schedule (no paper's): 1 until start · n, then linear to end_factor.
             progress = min(1.0, max(0.0, (step - decay_from) / decay_steps))
             return 1.0 - (1.0 - end_factor) * progress
 

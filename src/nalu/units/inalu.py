@@ -41,6 +41,7 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
             input_independent_gate=input_independent_gate,
             max_log_magnitude=max_log_magnitude,
             eps=eps,
+            saturation=saturation,
         )
         self.in_features = in_features
         self.out_features = out_features

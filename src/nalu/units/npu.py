@@ -46,6 +46,8 @@ class NeuralPowerUnit(nn.Module):
         nn.init.constant_(self.gate, 0.5)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Heim et al. 2020 (the NPU with its relevance gate): r = ĝ(|x| + ε) + 1 − ĝ, k = ĝπ[x < 0],
+        # z = exp(W_re log r − W_im k) ⊙ cos(W_im log r + W_re k).
         relevance = self.gate.clamp(0.0, 1.0)
         log_radius = torch.log(relevance * (x.abs() + self.eps) + 1 - relevance)
         phase = relevance * math.pi * (x < 0).to(x.dtype)
