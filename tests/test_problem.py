@@ -4,9 +4,11 @@ import operator
 import pytest
 import torch
 
+from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.config.value_range import value_intervals
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data.problem import NEAR_PERFECT_OUTPUTS
 
 PYTHON_OPERATORS = {
     "add": operator.add,
@@ -151,3 +153,8 @@ def test_each_formula_reads_as_the_operation_writes_it_in_one_text_everywhere():
         # The Text tab's problem/formulas and the heatmaps' truths (str of the exact formula).
         assert problem.formulas()[j] == f"y{j} = {expected}"
         assert str(problem.exact_formulas()[j]) == expected
+
+
+def test_every_near_perfect_model_the_config_accepts_has_its_outputs():
+    # The config's rule names the models (torch-free); the problem module computes them.
+    assert set(NEAR_PERFECT_OUTPUTS) == set(rules.NEAR_PERFECT_MODELS)

@@ -165,20 +165,48 @@ def operand_matrix(operand_masks: Tensor) -> Tensor:
 
 
 def operation_targets(
-    x: Tensor, operands: Tensor, codes: Tensor, present: Sequence[int] | None = None
+    x: Tensor,
+    operands: Tensor,
+    codes: Tensor,
+    present: Sequence[int] | None = None,
+    apply: Callable[[str, Tensor, Tensor], Tensor] | None = None,
 ) -> Tensor:
     """``[..., out]``: each output's operation on its operands a = x · A_j and b = x · B_j.
 
     ``x`` is ``[..., in]``, ``operands`` the ``operand_matrix`` ``[..., in, 2 · out]`` and
     ``codes`` ``[..., out]`` the operations; both broadcast with ``x``'s leading dimensions, so
     that one call serves a population of problems. ``present`` lists the codes that occur (read
-    from ``codes`` if not given, which a tensor on a GPU waits for)."""
+    from ``codes`` if not given, which a tensor on a GPU waits for). ``apply(name, a, b)``
+    computes an operation, by default exactly."""
     a, b = (x @ operands.to(x.dtype)).chunk(2, dim=-1)
     y = torch.zeros_like(a)
     for code in codes.unique().tolist() if present is None else present:
         name = list(OPERATION_CODES)[code]
-        y = torch.where(codes == code, STATIC_OPERATIONS[name].apply(a, b), y)
+        result = STATIC_OPERATIONS[name].apply(a, b) if apply is None else apply(name, a, b)
+        y = torch.where(codes == code, result, y)
     return y
+
+
+def _operands_off_by_epsilon(x: Tensor, masks: Tensor, codes: Tensor) -> Tensor:
+    # Madsen & Johansen 2020, sec. 4.1: each operand weighs its inputs 1 − ε and the others ε.
+    perturbed = (1 - rules.SUCCESS_EPSILON) * masks + rules.SUCCESS_EPSILON * (1 - masks)
+    return operation_targets(x, operand_matrix(perturbed), codes)
+
+
+def _output_off_by_epsilon(x: Tensor, masks: Tensor, codes: Tensor) -> Tensor:
+    # Mistry et al. 2022, sec. 6.5: the exact operands, the operation's result off by ε.
+    def perturbed(name: str, a: Tensor, b: Tensor) -> Tensor:
+        return MISTRY_NEAR_PERFECT[name](a, b, rules.SUCCESS_EPSILON)
+
+    return operation_targets(x, operand_matrix(masks), codes, apply=perturbed)
+
+
+# The near-perfect models behind the success threshold, by the names of
+# ``rules.NEAR_PERFECT_MODELS``: (inputs, operand masks, operation codes) -> their outputs.
+NEAR_PERFECT_OUTPUTS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
+    "madsen_johansen": _operands_off_by_epsilon,
+    "mistry": _output_off_by_epsilon,
+}
 
 
 def near_perfect_mse(
@@ -200,17 +228,7 @@ def near_perfect_mse(
     masks = problem.operand_masks().double()
     codes = operation_codes(problem.output_operations)
     exact = operation_targets(x, operand_matrix(masks), codes)
-    if model == "mistry":
-        a, b = (x @ operand_matrix(masks)).chunk(2, dim=-1)
-        near = torch.zeros_like(exact)
-        for code in codes.unique().tolist():
-            perturbed = MISTRY_NEAR_PERFECT[list(OPERATION_CODES)[code]](
-                a, b, rules.SUCCESS_EPSILON
-            )
-            near = torch.where(codes == code, perturbed, near)
-    else:
-        perturbed = (1 - rules.SUCCESS_EPSILON) * masks + rules.SUCCESS_EPSILON * (1 - masks)
-        near = operation_targets(x, operand_matrix(perturbed), codes)
+    near = NEAR_PERFECT_OUTPUTS[model](x, masks, codes)
     return (near - exact).square().mean(dim=0)
 
 
