@@ -14,12 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
+import yaml
 from hydra.errors import InstantiationException
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 import nalu.config.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from nalu.config.errors import ConfigError, InvalidArgument
+from nalu.config.resolvers import run_dir_of
+from nalu.config.rules import problem_differences
 from nalu.results.record import (
     EXTRAP_MSE_OF,
     INTERP_MSE,
@@ -86,6 +90,27 @@ def quote_paths(arguments: list[str]) -> list[str]:
             argument = f"{key}='{escaped}'"
         quoted.append(argument)
     return quoted
+
+
+def saved_problem_difference(
+    ckpt_path: str | Path, data: DictConfig
+) -> tuple[str, Any, Any] | None:
+    """The first field of the problem (``rules.PROBLEM_FIELDS``) in which ``data`` differs from
+    the data config of the run that wrote ``ckpt_path`` (its ``.hydra/config.yaml``), as
+    (field, the run's value, ``data``'s); None where they pose the same problem or that config
+    is not there."""
+    saved = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
+    if not saved.is_file():
+        return None
+    try:
+        before = OmegaConf.to_container(OmegaConf.load(saved).data, resolve=True)
+    except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{saved}: unreadable ({type(error).__name__})") from error
+    after = OmegaConf.to_container(data, resolve=True)
+    differing = problem_differences(before, after)
+    if not differing:
+        return None
+    return differing[0], before.get(differing[0]), after.get(differing[0])
 
 
 def checked(section: str, build: Callable[[], T]) -> T:

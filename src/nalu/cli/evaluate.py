@@ -30,10 +30,11 @@ from nalu.cli.common import (
     output_error_message,
     progress_callbacks,
     quote_paths,
+    saved_problem_difference,
 )
 from nalu.config.errors import ConfigError, shorten
 from nalu.config.resolvers import evaluation_dir, run_dir_of
-from nalu.config.rules import PROBLEM_FIELDS, problem_differences
+from nalu.config.rules import PROBLEM_FIELDS
 from nalu.config.validation import check_group_choices, compose_checked, validate_config
 from nalu.results.record import OWN_BEST, write_json_atomic
 
@@ -168,15 +169,11 @@ def check_same_problem_fields(
     operations); ``check_same_problem`` compares the formulas themselves."""
     if data is None or not changed:
         return
-    saved = OmegaConf.load(run_dir_of(ckpt_path) / ".hydra" / "config.yaml").data
-    before = OmegaConf.to_container(saved, resolve=True)
-    after = OmegaConf.to_container(data, resolve=True)
-    differing = problem_differences(before, after)
-    if differing:
-        field = differing[0]
+    difference = saved_problem_difference(ckpt_path, data)
+    if difference:
+        field, saved, here = difference
         raise another_problem(
-            " ".join(changed),
-            f"data.{field}={shorten(after.get(field))}, the run's {shorten(before.get(field))}",
+            " ".join(changed), f"data.{field}={shorten(here)}, the run's {shorten(saved)}"
         )
 
 

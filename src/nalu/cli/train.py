@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from hydra.utils import instantiate
@@ -36,15 +35,15 @@ from nalu.cli.common import (
     output_error_message,
     progress_callbacks,
     quote_paths,
+    saved_problem_difference,
 )
 from nalu.config.errors import ConfigError, Diverged, Interrupted, InvalidArgument, shorten
 from nalu.config.resolvers import (
     NOT_HYPERPARAMETERS,
     SWEPT_FIELDS_VARIABLE,
     job_overrides,
-    run_dir_of,
 )
-from nalu.config.rules import population_in_one_process, problem_differences
+from nalu.config.rules import population_in_one_process
 from nalu.config.validation import (
     SHOWING_FLAGS,
     check_command_line,
@@ -290,20 +289,12 @@ def check_resume(cfg: DictConfig) -> None:
             f"ckpt_path={path!r}: holds another model ({what}); resume with the model config "
             "that wrote it"
         )
-    saved_config = run_dir_of(path) / ".hydra" / "config.yaml"
-    if not saved_config.is_file():
-        return
-    try:
-        saved_data = OmegaConf.to_container(OmegaConf.load(saved_config).data, resolve=True)
-    except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
-        raise ConfigError(f"{saved_config}: unreadable ({type(error).__name__})") from error
-    data = OmegaConf.to_container(cfg.data, resolve=True)
-    changed = problem_differences(saved_data, data)
-    if changed:
+    difference = saved_problem_difference(path, cfg.data)
+    if difference:
+        field, saved, here = difference
         raise ConfigError(
-            f"ckpt_path={path!r}: written for another problem (data.{changed[0]}="
-            f"{shorten(saved_data.get(changed[0]))}, here {shorten(data.get(changed[0]))}); resume "
-            "with the data config that wrote it"
+            f"ckpt_path={path!r}: written for another problem (data.{field}={shorten(saved)}, "
+            f"here {shorten(here)}); resume with the data config that wrote it"
         )
 
 
