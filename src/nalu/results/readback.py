@@ -29,6 +29,7 @@ from nalu.units import (
     PerOutputSelection,
 )
 from nalu.units.baselines import MLP, ArticleBaseline
+from nalu.units.nau import integer_distance
 
 # A gate counts as a choice of path only this close to 0 or 1 (this project's own rule): at
 # extrapolation scale a leak of 1% of a product of two inputs of 50 is an error of 25.
@@ -91,7 +92,7 @@ def _nalu_additive(unit: nn.Module, x: Tensor) -> Tensor:
 def _gate_distance(gate: Tensor) -> Tensor:
     """``[batch, out]`` or ``[out]`` gates in [0, 1] -> ``[out]``: the worst distance from
     0 or 1."""
-    distance = torch.minimum(gate, 1 - gate).detach().abs()
+    distance = integer_distance(gate.detach())
     return distance.reshape(-1, distance.shape[-1]).amax(dim=0)
 
 
@@ -290,17 +291,13 @@ def sparsity_error(network: nn.Module, x: Tensor) -> Tensor | None:
     with torch.no_grad():
         for layer, reader in layers[:-1]:
             for weight in reader.weights(layer, x):
-                earlier = torch.maximum(earlier, _distance_to_integer(weight).max())
+                earlier = torch.maximum(earlier, integer_distance(weight.detach().cpu()).max())
             x = layer(x)
         last_layer, last_reader = layers[-1]
         last = last_reader.weights(last_layer, x)
-    per_row = torch.stack([_distance_to_integer(w).amax(dim=1) for w in last]).amax(dim=0)
+    rows = [integer_distance(weight.detach().cpu()).amax(dim=1) for weight in last]
+    per_row = torch.stack(rows).amax(dim=0)
     return torch.maximum(per_row, earlier)
-
-
-def _distance_to_integer(weight: Tensor) -> Tensor:
-    w = weight.detach().abs().cpu()
-    return torch.minimum(w, (1 - w).abs())
 
 
 # No reader: the iNALU's product path multiplies by a sign vector of the inputs, and the NPU's

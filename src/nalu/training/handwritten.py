@@ -36,6 +36,7 @@ from nalu.data.problem import (
 from nalu.training.captured import CapturedChunks
 from nalu.training.optimization import adam_update, compile_whole_step
 from nalu.units.nac import fast_tanh
+from nalu.units.nau import integer_distance
 from nalu.units.nmru import bounded_reciprocal
 from nalu.units.nmu import log_magnitude, nmu_product
 
@@ -66,8 +67,7 @@ def timed_steps(step: Step, epochs: int, steps_per_epoch: int, device: torch.dev
 
 def _sparsity(weight: Tensor) -> Tensor:
     """Madsen & Johansen 2020, R_sparse = mean(min(|W|, 1 − |W|)), per member ``[S]``."""
-    magnitude = weight.abs()
-    return torch.minimum(magnitude, 1 - magnitude).mean(dim=(-2, -1))
+    return integer_distance(weight).mean(dim=(-2, -1))
 
 
 def _nmu(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:

@@ -6,10 +6,16 @@ from torch import Tensor, nn
 from nalu.units.linear import linear
 
 
+def integer_distance(weight: Tensor) -> Tensor:
+    """Each weight's distance from {-1, 0, 1}, min(|W|, |1 − |W||): the terms of Madsen &
+    Johansen's R_sparse (2020), and of the sparsity error that judges a learned weight."""
+    magnitude = weight.abs()
+    return torch.minimum(magnitude, (1 - magnitude).abs())
+
+
 def sparsity_penalty(weight: Tensor) -> Tensor:
     """R = mean(min(|W|, 1 − |W|)) (Madsen & Johansen 2020, R_sparse), 0 only at W ∈ {-1, 0, 1}."""
-    magnitude = weight.abs()
-    return torch.minimum(magnitude, 1 - magnitude).mean()
+    return integer_distance(weight).mean()
 
 
 class NeuralAdditionUnit(nn.Module):
