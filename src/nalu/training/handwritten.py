@@ -34,7 +34,8 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
-from nalu.training.optimization import adam_update, compile_whole_step
+from nalu.training.optimization import LinearDecay, adam_update, compile_whole_step
+from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.nac import fast_tanh
 from nalu.units.nau import integer_distance
 from nalu.units.nmru import bounded_reciprocal
@@ -76,20 +77,6 @@ def _nmu(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     no ``[S, B, out, in]`` factors for the backward pass, and compiled over a batch-first x
     it lays the batch out last, as for the unit)."""
     return nmu_product(weight.unsqueeze(1), x, max_log_magnitude)
-
-
-def _ramp(scale: float, start: float, end: float, step: int, total: int) -> float:
-    """Madsen & Johansen 2020's λ: 0 until ``start``, ``scale`` from ``end``, linear between."""
-    return scale * min(1.0, max(0.0, (step - start * total) / max((end - start) * total, 1e-9)))
-
-
-def _linear_decay(optimizer: torch.optim.Optimizer, start: float, total: int) -> Callable:
-    """The learning rate held until ``start`` of ``total`` steps, then linearly to 0."""
-    decay_from = start * total
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda step: 1.0 - min(1.0, max(0.0, (step - decay_from) / max(1.0, total - decay_from))),
-    )
 
 
 def article_single_loop(cfg: DictConfig, epochs: int, device: str = "cpu") -> float:
@@ -307,15 +294,15 @@ class _Recipe:
     ) -> None:
         self.steps_per_epoch = -(-cfg.data.train_size // cfg.data.batch_size)
         self.total = self.steps_per_epoch * cfg.trainer.max_epochs
-        self.regularizer = cfg.regularizer
+        self.regularizer = RegularizerSchedule(**cfg.regularizer)
         self.optimizer = optimizer
-        self.schedule = _linear_decay(optimizer, cfg.lr_schedule.start, self.total)
+        decay = cfg.lr_schedule
+        self.schedule = LinearDecay(optimizer, self.total, decay.start, decay.end_factor)
         self.update = _Update(objective, optimizer, clamps, compiled)
         self.taken = 0
 
     def __call__(self, x: Tensor, y: Tensor) -> None:
-        ramp = self.regularizer
-        scale = _ramp(ramp.scale, ramp.start, ramp.end, self.taken, self.total)
+        scale = self.regularizer(self.taken, self.total)
         self.update(x, y, torch.tensor(scale, device=x.device))
         self.schedule.step()
         self.taken += 1
@@ -341,10 +328,10 @@ class _CapturedEpochs:
         self.captured = CapturedChunks(device)
 
     def __call__(self, epoch: int) -> None:
-        recipe, ramp = self.recipe, self.recipe.regularizer
+        recipe = self.recipe
         taken = range(recipe.taken, recipe.taken + recipe.steps_per_epoch)
         factor = recipe.schedule.lr_lambdas[0]
-        scales = [_ramp(ramp.scale, ramp.start, ramp.end, t, recipe.total) for t in taken]
+        scales = [recipe.regularizer(t, recipe.total) for t in taken]
         self.scales.copy_(torch.tensor(scales))
         self.rates.copy_(torch.tensor([[lr * factor(t) for lr in self.base_rates] for t in taken]))
         self.index.zero_()
