@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 
 from nalu.config.value_range import value_intervals
-from nalu.data.batches import epoch_orders, fresh_key, order_key
+from nalu.data.batches import MemberProblems, epoch_orders, fresh_key, order_key
 from nalu.data.counter_random import Streams, fold_key
 from nalu.data.problem import (
     ColumnRanges,
@@ -273,11 +273,10 @@ class _FreshBatches:
 
 
 def _member_columns(problems: list, value_range: list, device: torch.device) -> ColumnRanges:
+    """``[S, 1, in, ...]``: each member's columns of ``value_range``, as a population places
+    its fresh inputs."""
     intervals = value_intervals("train_range", value_range)
-    table = ColumnRanges.stack([ColumnRanges.of(p.column_intervals(intervals)) for p in problems])
-    return ColumnRanges(
-        table.starts.unsqueeze(1), table.offsets.unsqueeze(1), table.totals.unsqueeze(1)
-    ).to(device)
+    return MemberProblems(problems, [intervals] * len(problems), device).columns
 
 
 class _Recipe:
