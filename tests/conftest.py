@@ -27,6 +27,16 @@ from nalu.data import ArithmeticDataModule
 # Every model config, as `model=<name>` takes it.
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
 
+# The figures of a sweep's report, in the order report.md shows them.
+REPORT_FIGURES = [
+    "training_loss",
+    "validation_loss",
+    "test_loss",
+    "test_relative_error",
+    "test_loss_by_operation",
+    "success",
+]
+
 # A problem small enough that two epochs take well under a second.
 TINY = [
     "data.in_features=6",

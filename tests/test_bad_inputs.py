@@ -484,5 +484,7 @@ def test_bad_input_is_one_line_naming_the_field(module, arguments, message, file
     assert list(tmp_path.iterdir()) == []  # no outputs/ folder, nothing else
     assert not (Path(files["run"]) / "evaluate").exists()  # evaluate writes inside the run
     imported = {entry.rsplit("|", 1)[-1].strip() for entry in imports}
+    # The import report was read: it names the command's own module (nalu.cli.train, ...).
+    assert f"nalu.cli.{module.split('.')[-1]}" in imported
     if not needs_torch:
         assert "torch" not in imported  # nothing was computed: the check came first

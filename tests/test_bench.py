@@ -8,6 +8,7 @@ from nalu.cli import bench
 from nalu.cli.common import EXIT_CONFIG_ERROR
 
 
+@pytest.mark.slow
 def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path, capsys):
     output = tmp_path / "bench.json"
     quick = ["--static-nau-nmu-population", "2", "--solve-population", "3"]

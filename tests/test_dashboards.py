@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, compose_config, run_cli
+from conftest import REPORT_FIGURES, TINY, compose_config, run_cli
 
 from nalu.cli.common import quote_paths
 from nalu.cli.train import train
@@ -148,14 +148,7 @@ def test_the_report_of_a_learning_rate_sweep_has_a_row_per_rate(two_job_sweep):
     groups = sorted({re.split(r" {2,}", row)[0] for row in rows})
     assert groups == ["nalu / 0.001", "nalu / 0.01"]
     assert re.search(r"^model / optimizer\.lr +op +runs ", result.stdout, re.MULTILINE)
-    for figure in (
-        "training_loss",
-        "validation_loss",
-        "test_loss",
-        "test_relative_error",
-        "test_loss_by_operation",
-        "success",
-    ):
+    for figure in REPORT_FIGURES:
         assert (two_job_sweep / f"{figure}.png").stat().st_size > 10_000, figure
 
 
@@ -285,21 +278,32 @@ def test_evaluate_reads_the_problem_from_the_run_and_writes_its_json(tmp_path):
     result = run_cli([checkpoint], cwd=tmp_path, module="nalu.evaluate")
     assert result.returncode == 0, result.stderr[-2000:]
     (evaluation,) = run_dir.glob("evaluate/*/evaluation.json")
-    metrics = json.loads(evaluation.read_text())["metrics"]
+    same = json.loads(evaluation.read_text())["metrics"]
     recorded = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    assert metrics["extrap/mse"] == pytest.approx(recorded["extrap/mse"], rel=1e-6)
+    # The run's own sets again: the run's final numbers.
+    assert same["extrap/mse"] == pytest.approx(recorded["extrap/mse"], rel=1e-6)
+    assert same["interp/mse"] == pytest.approx(recorded["interp/mse"], rel=1e-6)
 
     wider = run_cli(
         [checkpoint, "data.extrap_range=[-500,500]"], cwd=tmp_path, module="nalu.evaluate"
     )
     assert wider.returncode == 0, wider.stderr[-2000:]
-    assert len(list(run_dir.glob("evaluate/*/evaluation.json"))) == 2
+    (other,) = set(run_dir.glob("evaluate/*/evaluation.json")) - {evaluation}
+    widened = json.loads(other.read_text())["metrics"]
+    # Only the extrapolation set changed; TINY has multiplication, whose error grows
+    # quadratically with the range.
+    assert widened["interp/mse"] == pytest.approx(same["interp/mse"], rel=1e-6)
+    assert widened["extrap/mse"] > 4 * same["extrap/mse"]
 
-    for bad in (["seed=1"], ["experiment=article"], ["data=static_arithmetic"]):
-        refused = run_cli([checkpoint, *bad], cwd=tmp_path, module="nalu.evaluate")
+    for bad, why in (
+        ("seed=1", "these sets pose another problem than the checkpoint learned"),
+        ("experiment=article", "evaluate takes the model and problem from the checkpoint's run"),
+        ("data=static_arithmetic", "the checkpoint's run fixes the problem"),
+    ):
+        refused = run_cli([checkpoint, bad], cwd=tmp_path, module="nalu.evaluate")
         assert refused.returncode == 2, (bad, refused.stderr[-2000:])
         (line,) = refused.stderr.strip().splitlines()
-        assert line.startswith(f"error: {bad[0].split('=')[0]}"), line
+        assert line.startswith(f"error: {bad}: {why}"), line
         assert len(list(run_dir.glob("evaluate/*"))) == 2, bad  # no folder left behind
 
 

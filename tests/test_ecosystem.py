@@ -181,7 +181,7 @@ def test_submitit_local_sweep_runs_each_job_as_a_submitit_job(tmp_path):
     assert [read_metrics(run)["labels"]["seed"] for run in runs] == [0, 1]
     submitit_logs = sorted((sweep_dir / ".submitit").glob("*/*_0_log.out"))
     assert len(submitit_logs) == 2
-    assert any("Final metrics" in log.read_text() for log in submitit_logs)
+    assert all("Final metrics" in log.read_text() for log in submitit_logs)
 
 
 # --- Multi-device ---------------------------------------------------------------------------
@@ -232,30 +232,6 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
     # TINY has 4 steps per epoch: the curve starts at the end of epoch 2 (step 12).
     assert [event.step for event in events.Scalars("train/loss")][:2] == [12, 16]
     assert resumed == pytest.approx(straight, rel=1e-5)
-
-
-@pytest.mark.slow
-def test_evaluate_reproduces_the_runs_extrapolation_error_and_widens_the_range(tmp_path):
-    train(compose_config(TINY, tmp_path / "run"))
-    recorded = read_metrics(tmp_path / "run")["metrics"]
-    checkpoint = tmp_path / "run" / "checkpoints" / "last.ckpt"
-
-    def evaluated(*overrides: str) -> dict[str, float]:
-        cfg = compose_config(
-            [*TINY_DATA, f"ckpt_path={checkpoint}", *overrides],
-            tmp_path / "evaluate",
-            config_name="evaluate",
-        )
-        return evaluate(cfg)
-
-    same = evaluated()
-    assert same["extrap/mse"] == pytest.approx(recorded["extrap/mse"], rel=1e-6)
-    assert same["interp/mse"] == pytest.approx(recorded["interp/mse"], rel=1e-6)
-    wider = evaluated("data.extrap_range=[-200,200]")
-    assert wider["interp/mse"] == pytest.approx(same["interp/mse"])
-    assert wider["extrap/mse"] > 4 * same["extrap/mse"]  # multiplication grows quadratically
-    with pytest.raises(ConfigError, match=r"^data: these sets pose another problem"):
-        evaluated("seed=1")
 
 
 @pytest.mark.slow

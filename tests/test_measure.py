@@ -354,7 +354,19 @@ def test_static_experiment_trains_a_stack_and_reads_it_back(tmp_path):
     )
     recorded = json.loads((tmp_path / "metrics.json").read_text())
     assert recorded["labels"]["problem"] == "static_arithmetic"
-    assert [f["output"] for f in recorded["formulas"]] == [0, 1]
+    # The read-back's truths are the static problem's: a + b (the overlap counted twice) and
+    # a × b, written from the sums' inputs that problem.json names.
+    problem = json.loads((tmp_path / "problem.json").read_text())
+    a, b = set(problem["subset_a"]), set(problem["subset_b"])
+    assert len(a & b) == 1  # ⌊0.5 · 3⌋ inputs in both sums
+
+    def total(inputs):
+        return " + ".join(f"x{i}" for i in sorted(inputs))
+
+    added = " + ".join(f"2·x{i}" if i in a & b else f"x{i}" for i in sorted(a | b))
+    truths = [added, f"({total(a)}) × ({total(b)})"]
+    assert [(f["output"], f["truth"]) for f in recorded["formulas"]] == list(enumerate(truths))
+    assert [output["formula"] for output in problem["outputs"]] == truths
 
 
 def test_static_outputs_must_match_the_operations():

@@ -6,13 +6,14 @@ import json
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MODEL_CONFIGS, compose_config
+from conftest import MODEL_CONFIGS, compose_config, load_events
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from nalu.cli.train import train
 from nalu.results.readback import READERS, read_back
 from nalu.training.members import build_network
+from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.contract import clamped_units, regularized_units
 
 # The article's problem with division, inputs and targets as large as its extrapolation set.
@@ -25,7 +26,8 @@ def network_config(model: str, tmp_path) -> tuple[dict, object]:
 
 
 def test_the_suite_sees_every_model_config():
-    assert {"article_vanilla", "mlp", "nac", "nalu", "nmu", "nau", "npu"} <= set(MODEL_CONFIGS)
+    expected = {"article_vanilla", "mlp", "nac", "nalu", "nalu_shared", "nmu", "nau", "npu"}
+    assert expected <= set(MODEL_CONFIGS)
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
@@ -46,13 +48,27 @@ def test_forward_and_gradients_are_finite_at_init_on_signed_inputs(model, tmp_pa
 def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
     network, cfg = network_config(model, tmp_path)
     built = build_network(network, 0)
-    if regularized_units(built):
+    regularized, clamped = bool(regularized_units(built)), bool(clamped_units(built))
+    if regularized:
         assert cfg.regularizer.scale > 0, "a unit with regularization() must turn it on"
-    if not clamped_units(built):
-        return  # nothing to clamp: the regulariser's check is the whole test
-    overrides = [*tiny_overrides, f"model={model}", "optimizer.lr=0.5"]
+    if not (regularized or clamped):
+        return  # nothing to honour
+    overrides = [*tiny_overrides, f"model={model}"]
+    overrides += ["optimizer.lr=0.5"] if clamped else []
     run_cfg = compose_config(overrides, tmp_path / "run")
     train(run_cfg)
+    if regularized:
+        # The config's schedule over the run's 8 steps (TINY: 2 epochs of 4); step k's λ is
+        # that of k - 1 steps taken, and each epoch logs the mean of its four.
+        schedule = RegularizerSchedule(**run_cfg.regularizer)
+        expected = {
+            end: sum(schedule(t, total_steps=8) for t in range(end - 4, end)) / 4 for end in (4, 8)
+        }
+        assert expected[8] > 0
+        logged = load_events(tmp_path / "run").Scalars("train/regularizer_scale")
+        assert {point.step: point.value for point in logged} == pytest.approx(expected, rel=1e-6)
+    if not clamped:
+        return
     trained = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
     unit = build_network(OmegaConf.to_container(run_cfg.model, resolve=True), 0)
     unit.load_state_dict(

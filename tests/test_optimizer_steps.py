@@ -43,6 +43,8 @@ def test_max_steps_stops_at_its_step_inside_a_chunk(tmp_path):
     train(compose_config(overrides, tmp_path))
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["steps"] == 6
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["global_step"] == 6
     # The second epoch, cut short after its second step, still has its training loss.
     assert sorted(scalars(tmp_path, "train/loss")) == [4, 6]
 

@@ -236,9 +236,11 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
 ):
     overrides = [*tiny_overrides, "model=nac", "population=2", "trainer.max_epochs=3"]
     train(compose_config(overrides, tmp_path))
+    member_operations = []
     for member in sorted((tmp_path / "members").iterdir()):
         problem = json.loads((member / "problem.json").read_text())
         operations = {output["operation"] for output in problem["outputs"]}
+        member_operations.append(operations)
         curves = loss_curves(member)
         # One point per validation (every epoch of 4 steps) for each operation it has.
         for operation in operations:
@@ -250,9 +252,20 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
     for name in ("validation_loss", "test_relative_error"):  # a median over the two members
         (line,) = figures[name].axes[0].get_lines()
         assert list(line.get_xdata()) == [1, 2, 3] and np.isfinite(line.get_ydata()).all(), name
+    # A panel per operation of either member, in name order, each with the median line of the
+    # members that have it over the run's three epochs.
+    operations = sorted(set.union(*member_operations))
+    assert len(operations) >= 2
     figure = figures["test_loss_by_operation"]
-    drawn = [line for axis in figure.axes for line in axis.get_lines() if len(line.get_xdata())]
-    assert len(drawn) >= len(figure.axes) >= 2
+    assert [axis.get_title() for axis in figure.axes] == [
+        f"Test loss of the {operation} outputs" for operation in operations
+    ]
+    for axis, operation in zip(figure.axes, operations, strict=True):
+        (line,) = axis.get_lines()
+        having = sum(operation in own for own in member_operations)
+        assert line.get_label() == f"nac (n={having})", operation
+        assert list(line.get_xdata()) == [1, 2, 3], operation
+        assert np.isfinite(line.get_ydata()).all(), operation
     for axis in figure.axes:  # whole epochs only, no 2.5
         assert all(float(tick).is_integer() for tick in axis.get_xticks())
 

@@ -7,7 +7,7 @@ import stat
 
 import pytest
 import yaml
-from conftest import TINY, compose_config
+from conftest import REPORT_FIGURES, TINY, compose_config, load_events
 
 from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.report import main
@@ -184,16 +184,19 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
     # Per output (outputs × seeds), then per run.
     assert row.startswith(f"| nalu | mul | 2 | 0 | 0/{mul_outputs} = 0% [0%, ")
     assert "| 0/2 = 0% [0%, 66%] |" in row
-    for figure in (
-        "training_loss.png",
-        "validation_loss.png",
-        "test_loss.png",
-        "test_relative_error.png",
-        "test_loss_by_operation.png",
-        "success.png",
-    ):
-        assert (tmp_path / figure).read_bytes()[:4] == b"\x89PNG"
-    assert list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))
+    figures = re.findall(r"!\[[^]]*\]\((\w+)\.png\)", report)
+    assert figures == REPORT_FIGURES
+    # TensorBoard shows the same figures, byte for byte, and the same success table.
+    events = load_events(tmp_path / "report_tensorboard")
+    assert sorted(events.Tags()["images"]) == sorted(f"report/{name}" for name in figures)
+    for name in figures:
+        png = (tmp_path / f"{name}.png").read_bytes()
+        assert png[:4] == b"\x89PNG"
+        assert [image.encoded_image_string for image in events.Images(f"report/{name}")] == [png]
+    table = next(block for block in report.split("\n\n") if block.startswith("| "))
+    assert row in table.splitlines()
+    (text,) = events.Tensors("report/table/text_summary")
+    assert text.tensor_proto.string_val[0].decode() == table
     console = capsys.readouterr().out
     # Aligned columns that fit a terminal, not raw Markdown; report.md has every column.
     tables = console.split("Report:")[0]

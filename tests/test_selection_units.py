@@ -2,11 +2,12 @@
 
 import functools
 import json
+import logging
 import math
 
 import pytest
 import torch
-from conftest import TINY, compose_config, set_
+from conftest import TINY, compose_config, load_events, read_metrics, set_
 from hydra.utils import instantiate
 
 from nalu.cli.train import train
@@ -273,11 +274,21 @@ def test_a_selection_run_chooses_the_head_that_computes_each_output(tmp_path):
     assert metrics["recovered_fraction"] == 1.0
 
 
-def test_a_run_stops_once_every_output_is_solved_on_validation_data(tmp_path):
-    overrides = [*SMALL_SELECTION, "trainer.max_epochs=40"]
-    stopped = train(compose_config([*overrides, "stop_when_solved=true"], tmp_path / "stopped"))
-    steps = json.loads((tmp_path / "stopped" / "metrics.json").read_text())["steps"]
-    assert steps % 200 == 0 and steps < 40 * 200
+def test_a_run_stops_once_every_output_is_solved_on_validation_data(tmp_path, caplog):
+    overrides = [*SMALL_SELECTION, "trainer.max_epochs=40", "stop_when_solved=true"]
+    with caplog.at_level(logging.INFO, logger="nalu.training.module"):
+        stopped = train(compose_config(overrides, tmp_path))
+    steps = read_metrics(tmp_path)["steps"]
+    assert steps < 40 * 200
+    # It says why it stopped, once: at the validation that found every output solved...
+    said = [r.getMessage() for r in caplog.records if r.name == "nalu.training.module"]
+    assert said == [
+        f"step {steps}: every output of every member is solved on the interpolation set; "
+        "training stops here (stop_when_solved)"
+    ]
+    # ... which was the run's last: a validation every epoch of 200 steps, none after it.
+    validations = [event.step for event in load_events(tmp_path).Scalars("interp/mse")]
+    assert validations == list(range(200, steps + 1, 200))
     assert stopped["extrap/own_best_solved_fraction"] == 1.0
 
 

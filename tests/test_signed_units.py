@@ -457,15 +457,21 @@ def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
         assert ramp == pytest.approx([0.0, 0.5, 1.0])
 
 
-def test_regularizer_is_logged_during_training(tiny_overrides, tmp_path):
-    # TINY: 2 epochs of 4 steps, so the ramp ends after step 4.
-    overrides = ["model=nmu", "regularizer.start=0", "regularizer.end=0.5"]
+def test_regularization_is_logged_at_the_end_of_each_epoch(tiny_overrides, tmp_path):
+    # (The logged λ is test_optimizer_steps' business.) A learning rate too small to move a
+    # float32 weight: every step's penalty is the network's at its initialisation, which the
+    # checkpoint still holds.
+    overrides = ["model=nmu", "optimizer=sgd", "optimizer.lr=1e-30"]
     train(compose_config([*tiny_overrides, *overrides], tmp_path))
-    events = load_events(tmp_path)
-    scales = [event.value for event in events.Scalars("train/regularizer_scale")]
-    # TINY: 4 steps per epoch. Epoch 0: λ = 0, ¼, ½, ¾ (mean 0.375); epoch 1: λ = 1 throughout.
-    assert scales == pytest.approx([0.375, 1.0])
-    assert len(events.Scalars("train/regularization")) == 2
+    network = ArithmeticModule.load_from_checkpoint(tmp_path / "checkpoints" / "last.ckpt").network
+    penalty = network.regularization().item()
+    assert penalty > 0
+    # TINY: 4 optimizer steps per epoch; a point per epoch, the mean of its steps' penalties.
+    points = load_events(tmp_path).Scalars("train/regularization")
+    assert [(point.step, point.value) for point in points] == [
+        (4, pytest.approx(penalty, rel=1e-5)),
+        (8, pytest.approx(penalty, rel=1e-5)),
+    ]
 
 
 def test_a_bad_regularizer_schedule_names_the_field(tiny_overrides, tmp_path):
