@@ -146,6 +146,23 @@ def test_the_progress_lines_best_counts_every_validation_not_only_those_a_line_f
         assert line.endswith(" · interp/mse 2 (best 1)"), line
 
 
+def test_the_last_progress_line_of_a_run_that_stopped_early_gives_no_time_left(caplog):
+    # stop_when_solved after 2 of 3 epochs (20 of 30 steps): the epochs run, as in metrics.json.
+    caplog.set_level(logging.INFO, logger="nalu.training.progress")
+    lines = nalu.training.progress.ProgressLines()
+    trainer = SimpleNamespace(
+        callback_metrics={}, sanity_checking=False, global_step=0, max_epochs=3, current_epoch=0
+    )
+    module = SimpleNamespace(planned_steps=30)
+    lines.on_train_start(trainer, module)
+    trainer.global_step, trainer.current_epoch = 20, 2
+    lines.on_train_end(trainer, module)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
+    assert re.fullmatch(
+        r"step 20/30 \(67%\) · epoch 2/3 · \d+ steps/s · \d+:\d\d:\d\d elapsed", line
+    )
+
+
 def test_final_metrics_print_as_one_table_of_measures_by_operation():
     metrics = {
         "extrap/mse": 2.0,

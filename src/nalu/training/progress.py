@@ -49,7 +49,7 @@ class ProgressLines(L.Callback):
             self.best_mse = min(self.best_mse, float(mse))
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._line(trainer, pl_module)
+        self._line(trainer, pl_module, ended=True)
 
     # Checkpointed, so that a resumed run's best counts the validations before its resumption.
     def state_dict(self) -> dict[str, float]:
@@ -58,7 +58,7 @@ class ProgressLines(L.Callback):
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.best_mse = state_dict["best_mse"]
 
-    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+    def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, ended: bool = False) -> None:
         now = time.monotonic()
         self.last = now
         step = trainer.global_step
@@ -67,10 +67,10 @@ class ProgressLines(L.Callback):
         planned = int(planned) if math.isfinite(planned) and planned >= 1 else None
         elapsed = now - self.started
         epochs = trainer.max_epochs if trainer.max_epochs not in (None, -1) else None
-        # The epoch under way; after the last one Lightning's counter has moved past it.
-        epoch = (
-            trainer.current_epoch + 1 if epochs is None else min(trainer.current_epoch + 1, epochs)
-        )
+        # The epoch under way; once training has ended (at max_epochs, or before it: max_steps,
+        # stop_when_solved, Ctrl-C) Lightning's counter is the epochs run, as metrics.json says.
+        epoch = trainer.current_epoch + (0 if ended else 1)
+        epoch = epoch if epochs is None else min(epoch, epochs)
         parts = [
             f"step {step}" + ("" if planned is None else f"/{planned} ({step / planned:.0%})"),
             f"epoch {epoch}" + ("" if epochs is None else f"/{epochs}"),
@@ -78,7 +78,7 @@ class ProgressLines(L.Callback):
         done = step - self.first_step
         if done > 0 and elapsed > 0:
             parts.append(f"{done / elapsed:.0f} steps/s")
-        if done > 0 and planned is not None and step < planned:
+        if done > 0 and planned is not None and step < planned and not ended:
             left = elapsed / done * (planned - step)
             parts.append(f"{_duration(elapsed)} elapsed, about {_duration(left)} left")
         else:
