@@ -131,14 +131,14 @@ def test_nac_learns_addition_and_subtraction_that_extrapolates(tmp_path):
 
 def test_last_checkpoint_holds_the_last_epoch_and_the_best_is_kept_apart(tiny_overrides, tmp_path):
     # A learning rate too small to change a float32 weight: the interpolation MSE never
-    # improves after the first validation, so the best epoch is the first.
+    # improves after the first validation, so the best epoch is the first: its 4 steps.
     overrides = ["model=nac", "optimizer=sgd", "optimizer.lr=1e-30", "trainer.max_epochs=3"]
     train(compose_config([*tiny_overrides, *overrides], tmp_path))
     folder = tmp_path / "checkpoints"
-    assert sorted(path.name for path in folder.iterdir()) == ["best-epoch000.ckpt", "last.ckpt"]
+    assert sorted(path.name for path in folder.iterdir()) == ["best-step4.ckpt", "last.ckpt"]
     last = torch.load(folder / "last.ckpt", weights_only=True)
     assert (last["epoch"], last["global_step"]) == (2, 12)
-    best = torch.load(folder / "best-epoch000.ckpt", weights_only=True)
+    best = torch.load(folder / "best-step4.ckpt", weights_only=True)
     assert best["global_step"] == 4
 
 
