@@ -234,8 +234,8 @@ def test_hparams_over_a_sweep_a_population_and_a_run_shows_every_swept_field(
             "startIndex": 0,
             "sliceSize": 100,
         }
-        # The sweep's 2 jobs, the population's 2 members and the single run.
-        while len(sessions) < 5:
+        # The sweep's 2 jobs, the population's 2 members and its own run, and the single run.
+        while len(sessions) < 6:
             assert time.monotonic() < deadline, f"TensorBoard listed {sessions}"
             time.sleep(1)
             try:
@@ -253,7 +253,19 @@ def test_hparams_over_a_sweep_a_population_and_a_run_shows_every_swept_field(
         groups = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
         values = [group["hparams"] for group in groups]
         assert sorted(v["optimizer.lr"] for v in values if v["model"] == "nalu") == [0.001, 0.01]
-        assert sorted(v["seed"] for v in values if v["model"] == "nac") == [0, 1, 7]
+        assert sorted(v["seed"] for v in values if v["model"] == "nac" and "seed" in v) == [0, 1, 7]
+        # The population's own row: what its members share (no seed), beside their median.
+        [own] = [group for group in groups if "seed" not in group["hparams"]]
+        assert (own["hparams"]["model"], own["hparams"]["population"]) == ("nac", 2)
+        assert own["hparams"]["trainer.max_epochs"] == 3
+        members = (outputs / "population" / "members").glob("*/metrics.json")
+        mses = [json.loads(path.read_text())["metrics"]["extrap/mse"] for path in members]
+        [metric] = [
+            value["value"]
+            for value in own["sessions"][0]["metricValues"]
+            if value["name"]["tag"] == "result/extrap/mse"
+        ]
+        assert len(mses) == 2 and metric == pytest.approx(sum(mses) / 2, rel=1e-6)
     finally:
         server.terminate()
         server.wait(timeout=30)

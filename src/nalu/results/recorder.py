@@ -179,12 +179,11 @@ def log_final_results(
     tensorboard: TensorBoardLogger,
     metrics: dict[str, float],
     formulas: list[dict[str, Any]],
-    labels: dict[str, Any],
-    hyperparameters: dict[str, Any],
+    hparams: dict[str, Any],
     step: int,
 ) -> None:
     """The final metrics (``log_final_metrics``), the read-back formulas, and the HParams
-    entry: the run's labels and settings beside the headline metrics."""
+    entry: the run's ``hparams`` (its labels and settings) beside the headline metrics."""
     headline = log_final_metrics(tensorboard, metrics, step)
     if formulas:
         tensorboard.experiment.add_text(
@@ -194,7 +193,7 @@ def log_final_results(
             ),
             step,
         )
-    log_hparams(tensorboard.experiment, flatten_config({**labels, **hyperparameters}), headline)
+    log_hparams(tensorboard.experiment, hparams, headline)
     tensorboard.experiment.flush()
 
 
@@ -291,8 +290,10 @@ class RunLayout:
     def close_member(self, tensorboard: TensorBoardLogger) -> None:
         """After a member's results (the run's own TensorBoard run stays open)."""
 
-    def on_test_end(self, trainer: L.Trainer, final_metrics: dict[str, float]) -> None:
-        """After every member's results."""
+    def on_test_end(
+        self, trainer: L.Trainer, final_metrics: dict[str, float], hparams: dict[str, Any]
+    ) -> None:
+        """After every member's results; ``hparams``: the settings every member shares."""
 
     def divergence_reason(self, divergence: Diverged | None) -> str:
         """What stopped a member: the run's own reason."""
@@ -344,9 +345,14 @@ class PopulationLayout(RunLayout):
     def close_member(self, tensorboard: TensorBoardLogger) -> None:
         tensorboard.experiment.close()
 
-    def on_test_end(self, trainer: L.Trainer, final_metrics: dict[str, float]) -> None:
+    def on_test_end(
+        self, trainer: L.Trainer, final_metrics: dict[str, float], hparams: dict[str, Any]
+    ) -> None:
+        """The run's own summaries, and its HParams row: the settings its members share (not
+        their seeds) beside those summaries."""
         if (tensorboard := _tensorboard(trainer)) is not None:
-            log_final_metrics(tensorboard, final_metrics, trainer.global_step)
+            headline = log_final_metrics(tensorboard, final_metrics, trainer.global_step)
+            log_hparams(tensorboard.experiment, hparams, headline)
 
     def divergence_reason(self, divergence: Diverged | None) -> str:
         """A population's members stop at different steps, each for a non-finite loss or
@@ -458,14 +464,19 @@ class RunRecorder(L.Callback):
                 tensorboard,
                 self.member_metrics[member],
                 formulas,
-                self.labels[member],
-                self.hyperparameters[member],
+                self._hparams(member),
                 trainer.global_step,
             )
             self.layout.close_member(tensorboard)
         finished = (pl_module.divergence.diverged_at_step < 0).tolist()
         self.final_metrics = self.layout.summary(self.member_metrics, finished)
-        self.layout.on_test_end(trainer, self.final_metrics)
+        each = [self._hparams(member) for member in range(self.population)]
+        shared = {name: v for name, v in each[0].items() if all(e.get(name) == v for e in each)}
+        self.layout.on_test_end(trainer, self.final_metrics, shared)
+
+    def _hparams(self, member: int) -> dict[str, Any]:
+        """Member ``member``'s HParams: its labels and settings, flat."""
+        return flatten_config({**self.labels[member], **self.hyperparameters[member]})
 
     def _record(
         self,
