@@ -311,28 +311,56 @@ def test_a_population_shows_the_share_of_its_members_outputs_solved_not_a_majori
     assert living_summaries(curves, alive) == pytest.approx(
         {"interp/mse": 2.0, "extrap/solved_fraction": 2 / 3, "extrap/solved_fraction_mul": 0.5}
     )
+    # Members with 1 and 3 × outputs, 1 of 1 and 1 of 3 solved: 2 of the 4 outputs (the report's
+    # outputs × seeds), where a mean of the shares would say 2/3.
+    counts = {"output_count_mul": torch.tensor([1.0, math.nan, 3.0, 2.0])}
+    shares = {"extrap/solved_fraction_mul": torch.tensor([1.0, math.nan, 1 / 3, 1.0])}
+    assert living_summaries(shares, alive, counts) == {
+        "extrap/solved_fraction_mul": pytest.approx(0.5)
+    }
     # Two living members: the median is their mean, as in the final summary (not the lower one).
     two_alive = torch.tensor([False, True, True, False])
     assert living_summaries({"interp/mse": curves["interp/mse"]}, two_alive) == {
         "interp/mse": pytest.approx(5.5)
     }
     finals = [
-        {"interp/mse": mse, "extrap/solved_fraction": solved, "recovered_fraction": recovered}
+        {
+            "interp/mse": mse,
+            "extrap/solved_fraction": solved,
+            "recovered_fraction": recovered,
+            "output_count": 1.0,
+        }
         for mse, solved, recovered in [(1.0, 1.0, 1.0), (2.0, 1.0, 0.0), (9.0, 0.0, 0.0)]
     ]
-    finals.append({"interp/mse": math.nan, "extrap/solved_fraction": 1.0})
+    finals.append({"interp/mse": math.nan, "extrap/solved_fraction": 1.0, "output_count": 1.0})
     layout = RunLayout.of(tmp_path, [{"model": "nac", "seed": seed} for seed in range(4)])
     assert layout.summary(finals, [True, True, True, False]) == pytest.approx(
-        {"interp/mse": 2.0, "extrap/solved_fraction": 2 / 3, "recovered_fraction": 1 / 3}
+        {
+            "interp/mse": 2.0,
+            "extrap/solved_fraction": 2 / 3,
+            "recovered_fraction": 1 / 3,
+            "output_count": 3.0,
+        }
     )
+    # The same members' × outputs as above: shares of all 4 of them, and the 4 counted.
+    for final, share, count in zip(
+        finals[:3], [1.0, math.nan, 1 / 3], [1.0, math.nan, 3.0], strict=True
+    ):
+        final.update({"extrap/solved_fraction_mul": share, "output_count_mul": count})
+    summary = layout.summary(finals, [True, True, True, False])
+    assert summary["extrap/solved_fraction_mul"] == pytest.approx(0.5)
+    assert summary["output_count_mul"] == 4.0
 
 
-def test_a_populations_console_summary_says_which_numbers_are_means(tmp_path, capsys):
+def test_a_populations_console_summary_says_how_each_number_summarises_the_members(tmp_path, capsys):
     (tmp_path / "members").mkdir()
     print_summary(tmp_path, {"extrap/solved_fraction": 2 / 3, "interp/mse": 2.0})
     header, *table = capsys.readouterr().out.strip().splitlines()
     members = tmp_path / "members"
-    assert header == f"Over the members ({members}): medians; shares of outputs (*_fraction): means"
+    assert header == (
+        f"Over the members ({members}): medians; shares of outputs (*_fraction) and output "
+        "counts: of all the members' outputs"
+    )
     assert table[1].split() == ["extrap/solved_fraction", "0.6667"]
 
 

@@ -355,7 +355,10 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     if (output_dir / "members").is_dir():
         # As the population's curves and HParams summarise them (``finite_summary``).
         where = output_dir / "members"
-        print(f"\nOver the members ({where}): medians; shares of outputs (*_fraction): means")
+        print(
+            f"\nOver the members ({where}): medians; shares of outputs (*_fraction) and "
+            "output counts: of all the members' outputs"
+        )
         print(format_metrics(metrics))
         print(f"Success rates: {output_dir / 'report.md'}")
     else:

@@ -11,7 +11,13 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from nalu.results.record import MSE, NORMALIZED_ERROR, RELATIVE_ERROR, SOLVED_FRACTION
+from nalu.results.record import (
+    MSE,
+    NORMALIZED_ERROR,
+    OUTPUT_COUNT,
+    RELATIVE_ERROR,
+    SOLVED_FRACTION,
+)
 
 
 def operation_names(output_operations: Sequence[str]) -> list[str]:
@@ -55,6 +61,12 @@ class OutputGroups:
         self.membership = self.membership.to(device)
         self.present = self.present.to(device)
         return self
+
+    def counts(self) -> dict[str, Tensor]:
+        """``{output_count<suffix>: [S]}``: each member's count of outputs in each group, NaN
+        where a member lacks the group, like its other metrics of that group."""
+        counts = torch.where(self.present, self.membership.sum(dim=1).float(), float("nan"))
+        return {f"{OUTPUT_COUNT}{s}": counts[:, j] for j, s in enumerate(self.suffixes)}
 
     def mean(self, per_output: Tensor) -> Tensor:
         """``[S, out]`` -> ``[S, 1 + K]``: each group's mean (NaN where a member lacks it)."""

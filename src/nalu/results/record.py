@@ -90,18 +90,31 @@ def finite_median(values: list[float]) -> float:
 
 def is_share(name: str) -> bool:
     """Whether metric ``name`` is a share of outputs (solved, recovered): over members it is
-    summarised by their mean share, since a median of shares that are mostly 0 or 1 is a
-    majority vote (a population of one-output members would show 0 or 1)."""
+    the share of all their outputs (``share_count``), as a report counts outputs × seeds; a
+    median of shares that are mostly 0 or 1 would be a majority vote (a population of
+    one-output members would show 0 or 1)."""
     return "_fraction" in name
 
 
-def finite_summary(name: str, values: list[float]) -> float:
-    """Members' finite ``values`` of metric ``name`` in one number: the mean of a share
-    (``is_share``), else the median; NaN if there is none."""
+def share_count(name: str) -> str:
+    """The count of outputs that share ``name`` is of: ``extrap/solved_fraction_mul`` ->
+    ``output_count_mul``, ``recovered_fraction`` -> ``output_count``."""
+    return OUTPUT_COUNT + name.rpartition("_fraction")[2]
+
+
+def finite_summary(name: str, values: list[float], counts: list[float] | None = None) -> float:
+    """Members' finite ``values`` of metric ``name`` in one number: a share (``is_share``) of
+    all their outputs, each member's weighted by its ``counts`` of outputs (equally without);
+    a count of outputs summed; else the median. NaN if there is none."""
+    if name.startswith(OUTPUT_COUNT):
+        finite = [v for v in values if math.isfinite(v)]
+        return math.fsum(finite) if finite else math.nan
     if not is_share(name):
         return finite_median(values)
-    finite = [v for v in values if math.isfinite(v)]
-    return statistics.fmean(finite) if finite else math.nan
+    weights = counts if counts is not None else [1.0] * len(values)
+    kept = [(v, w) for v, w in zip(values, weights, strict=True) if math.isfinite(v) and w > 0]
+    total = math.fsum(w for _, w in kept)
+    return math.fsum(v * w for v, w in kept) / total if kept else math.nan
 
 
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:

@@ -34,6 +34,8 @@ from nalu.results.record import (
     STATUS_FINISHED,
     RunRecord,
     finite_summary,
+    is_share,
+    share_count,
     write_atomic,
     write_json_atomic,
 )
@@ -310,7 +312,7 @@ class PopulationLayout(RunLayout):
     """Where the results of a population (S > 1) go: member ``k``'s folder is
     ``members/<k>_<model>[_<cells>]_seed<seed>/``, where a sweep's job would be, with a
     TensorBoard run of its own written whole after the test (its curves included); the run's own
-    TensorBoard run shows the medians (and the members' mean shares of outputs solved)."""
+    TensorBoard run shows the medians (and the shares of all the members' outputs solved)."""
 
     def member_dir(self, member: int) -> Path:
         labels = self.labels[member]
@@ -363,10 +365,18 @@ class PopulationLayout(RunLayout):
         self, member_metrics: list[dict[str, float]], finished: list[bool]
     ) -> dict[str, float]:
         """Each metric over the members that finished (``finite_summary``: shares of solved or
-        recovered outputs by their mean, the rest by their median)."""
+        recovered outputs over all their outputs, counts of outputs summed, the rest by their
+        median)."""
         kept = [m for m, done in zip(member_metrics, finished, strict=True) if done]
         names = sorted({name for metrics in kept for name in metrics})
-        return {name: finite_summary(name, [m.get(name, math.nan) for m in kept]) for name in names}
+        return {
+            name: finite_summary(
+                name,
+                [m.get(name, math.nan) for m in kept],
+                [m.get(share_count(name), math.nan) for m in kept] if is_share(name) else None,
+            )
+            for name in names
+        }
 
 
 class RunRecorder(L.Callback):

@@ -5,7 +5,6 @@ from torch import Tensor, nn
 
 from nalu.results.metrics import MemberOutputMSE
 from nalu.results.record import (
-    OUTPUT_COUNT,
     OWN_BEST,
     OWN_BEST_SOLVED_FRACTION,
     SOLVED_AT_STEP,
@@ -118,9 +117,7 @@ class Judge(nn.Module):
                 (metric_name("extrap", name, s), values[:, j])
                 for j, s in enumerate(groups.suffixes)
             )
-        # NaN where a member lacks the operation, like its other metrics of that operation.
-        counts = torch.where(groups.present, groups.membership.sum(dim=1).float(), float("nan"))
-        metrics.update((f"{OUTPUT_COUNT}{s}", counts[:, j]) for j, s in enumerate(groups.suffixes))
+        metrics.update(groups.counts())
         steps = groups.last_step(self.solved_at_step)
         metrics.update((f"{SOLVED_AT_STEP}{s}", steps[:, j]) for j, s in enumerate(groups.suffixes))
         validated = self.best_interp_mse.isfinite()

@@ -26,6 +26,7 @@ from nalu.results.record import (
     TRAIN_REGULARIZER_SCALE,
     is_share,
     metric_name,
+    share_count,
 )
 from nalu.training.captured import CapturedChunks
 from nalu.training.curves import MemberCurves
@@ -127,16 +128,28 @@ def living_median(values: Tensor, alive: Tensor) -> Tensor:
     return living.nanquantile(0.5, dim=-1)
 
 
-def living_summaries(values: dict[str, Tensor], alive: Tensor) -> dict[str, float]:
+def living_summaries(
+    values: dict[str, Tensor], alive: Tensor, counts: dict[str, Tensor] | None = None
+) -> dict[str, float]:
     """Each ``[S]`` tensor of ``values`` over the members still training, read in one transfer:
-    its ``living_median``, or for a share of solved outputs (``is_share``) the mean over the
-    members that have one."""
+    its ``living_median``, or for a share of solved outputs (``is_share``) the share of all the
+    members' outputs, each member's weighted by its ``counts`` of outputs (``share_count``;
+    equally without), as the final summary (``finite_summary``)."""
     if not values:
         return {}
     stacked = torch.stack([v.float() for v in values.values()])
-    means = torch.where(alive, stacked, float("nan")).nanmean(dim=-1)
+    weights = torch.stack(
+        [
+            counts[share_count(name)].float()
+            if counts is not None and is_share(name)
+            else torch.ones_like(stacked[0])
+            for name in values
+        ]
+    ).to(stacked.device)
+    weights = torch.where(alive & stacked.isfinite() & (weights > 0), weights, 0.0)
+    shares_of_all = (torch.where(weights > 0, stacked, 0.0) * weights).sum(-1) / weights.sum(-1)
     shares = torch.tensor([is_share(name) for name in values], device=stacked.device)
-    summaries = torch.where(shares, means, living_median(stacked, alive))
+    summaries = torch.where(shares, shares_of_all, living_median(stacked, alive))
     return dict(zip(values, summaries.tolist(), strict=True))
 
 
@@ -879,7 +892,7 @@ class ArithmeticModule(L.LightningModule):
         if self.restarts.stall_rule is not None and step < self.planned_steps:
             history = self.curves.history(INTERP_MSE).to(self.device)
             self.restarts.restart_stalled(step, history, self.alive)
-        summaries = living_summaries(per_member, self.alive)
+        summaries = living_summaries(per_member, self.alive, self.metrics["extrap"].groups.counts())
         # ModelCheckpoint monitors it; the progress bar shows it.
         self.log(INTERP_MSE, summaries[INTERP_MSE], prog_bar=True, logger=False)
         self._log_to_loggers(summaries, step)
