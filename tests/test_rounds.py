@@ -1,6 +1,7 @@
 """Training in rounds: per-output restarts of the outputs not solved on validation data."""
 
 import json
+import logging
 from typing import ClassVar
 
 import lightning as L
@@ -94,3 +95,26 @@ def test_rounds_must_end_with_a_validation_and_need_outputs_of_their_own(tmp_pat
             validation_threshold=[[1e-3]],
             rounds=2,
         )
+
+
+def test_a_round_restart_starts_the_stall_rules_count_of_validations_again(tmp_path, caplog):
+    # Rounds of 3 epochs, a stall judged over 2 validations: the round restart at step 96 is a
+    # re-initialisation, so no member may be judged stalled before 2 validations have passed
+    # after it (steps 128 and 160), as after a stall's own restart.
+    caplog.set_level(logging.INFO, logger="nalu.training.restarts")
+    overrides = [
+        "experiment=article_division",
+        "model=nau",
+        "data.in_features=10",
+        "data.out_features=4",
+        "population=2",
+        "rounds=2",
+        "trainer.max_epochs=6",
+        "trainer.enable_progress_bar=false",
+        "stall_restart={validations: 2, loss_above: 0.001}",
+    ]
+    train(compose_config(overrides, tmp_path))
+    messages = [r.getMessage() for r in caplog.records if r.name == "nalu.training.restarts"]
+    assert messages[0].startswith("step 96: round 2 of 2: ")
+    stalls = [int(m.split(":")[0].removeprefix("step ")) for m in messages if "stalled" in m]
+    assert all(step >= 160 for step in stalls), messages

@@ -912,6 +912,9 @@ class ArithmeticModule(L.LightningModule):
                 self.alive,
                 self.optimizers().optimizer,
                 self.lr_schedulers(),
+                # This validation is the curve's next point; the one after it, the first of the
+                # new rows.
+                next_validation=len(self.curves.points.get(INTERP_MSE, [])) + 1,
             )
 
     @property

@@ -68,12 +68,14 @@ class Restarts(nn.Module):
         alive: Tensor,
         optimizer: Optimizer,
         scheduler: Any,
+        next_validation: int,
     ) -> None:
         """At the end of every round but the last: each living member's outputs ``solved`` on
         the interpolation set (``[S, outputs]``) are settled, and every other output starts
         over: its row of every parameter re-initialised from the member's seed for the round,
-        and the ``optimizer`` and the learning-rate ``scheduler`` (if any) as at step 0.
-        Validation data alone decides."""
+        and the ``optimizer`` and the learning-rate ``scheduler`` (if any) as at step 0; a
+        member with a new row has its stall judged again from ``next_validation`` (the index
+        of the next validation), as after a stall's restart. Validation data alone decides."""
         round_steps = self.round_steps(planned_steps)
         if self.rounds == 1 or step % round_steps or step >= planned_steps:
             return
@@ -81,6 +83,7 @@ class Restarts(nn.Module):
         self.settled_outputs |= solved & living
         restarted = ~self.settled_outputs & living
         self.any_settled = bool(self.settled_outputs.any())
+        self.stall_since.masked_fill_(restarted.any(dim=1), next_validation)
         round_index = step // round_steps
         fresh = self.members.fresh(round_index)
         with torch.no_grad():
