@@ -9,6 +9,7 @@ import torch
 from conftest import compose_config
 from omegaconf import open_dict
 
+import nalu.results.report
 from nalu.cli.train import build_run, train
 from nalu.config.errors import ConfigError
 from nalu.config.rules import SUCCESS_EPSILON
@@ -18,9 +19,11 @@ from nalu.results.report import (
     default_group_by,
     group_runs,
     load_runs,
+    plot_success,
     plot_success_by_cell,
     success_by_cell_table,
     summary_rows,
+    write_report,
 )
 
 SMALL = [
@@ -269,3 +272,28 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
         f"| nmu | sub | {solved['sub', 'U_m20_m10']} | {solved['sub', 'U_1_2']} |",
         f"| nmu | mul | {solved['mul', 'U_m20_m10']} | {solved['mul', 'U_1_2']} |",
     ]
+
+
+def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_the_cells_figure(
+    tmp_path, monkeypatch
+):
+    population = tmp_path / "population"
+    train(grid_config(population, ["model=nmu", "trainer.max_epochs=1"]))
+    drawn = []
+
+    def recording(rows):
+        drawn.extend(rows)
+        return plot_success(rows)
+
+    monkeypatch.setattr(nalu.results.report, "plot_success", recording)
+    write_report([population])
+    # Each cell's runs have one operation: its row, not also an "all" row that repeats it.
+    text = (population / "report.md").read_text()
+    table = next(block for block in text.split("\n\n") if block.startswith("| "))
+    shown = [line.split(" | ")[:2] for line in table.splitlines() if line.startswith("| nmu / ")]
+    assert [["| " + row["group"], row["operation"]] for row in drawn] == shown
+    assert {row["operation"] for row in drawn} == {"sub", "mul"}
+    assert (population / "success_by_cell.png").is_file()
+    # Grouped by operation alone there are no cells: the last report's cell figure goes.
+    write_report([population], group_by=["operation"])
+    assert not (population / "success_by_cell.png").exists()

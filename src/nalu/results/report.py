@@ -767,13 +767,15 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     write_csv(rows, out / "report.csv")
     groups = group_runs(runs, group_by)
     drawn = len(groups) <= MOST_GROUPS_DRAWN
-    figures = {**plot_curves(groups), "success": plot_success(rows)} if drawn else {}
-    if not drawn:  # a last report's figures of other groups would pass for this one's
-        for name in GROUP_FIGURES:
-            (out / f"{name}.png").unlink(missing_ok=True)
+    # The success figure draws the rows the table shows.
+    figures = {**plot_curves(groups), "success": plot_success(shown_rows(rows))} if drawn else {}
     along = cell_series(rows, groups, group_by)
     if along is not None:
         figures["success_by_cell"] = plot_success_by_cell(along)
+    # A last report's figures of other groups would pass for this one's.
+    for name in [*GROUP_FIGURES, "success_by_cell"]:
+        if name not in figures:
+            (out / f"{name}.png").unlink(missing_ok=True)
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
         [
