@@ -146,6 +146,28 @@ def test_the_progress_lines_best_counts_every_validation_not_only_those_a_line_f
         assert line.endswith(" · interp/mse 2 (best 1)"), line
 
 
+def test_a_populations_progress_line_gives_the_median_of_its_members_own_bests(caplog):
+    # Medians 3, 1, 2 at three validations, but the living members' own bests are 5, 0.5 and 4
+    # (the fourth diverged): the final metrics will give their median, 4, not the least median.
+    caplog.set_level(logging.INFO, logger="nalu.training.progress")
+    lines = nalu.training.progress.ProgressLines()
+    trainer = SimpleNamespace(
+        callback_metrics={}, sanity_checking=False, global_step=30, max_epochs=3, current_epoch=3
+    )
+    module = SimpleNamespace(
+        planned_steps=30,
+        judge=SimpleNamespace(best_interp_mse=torch.tensor([5.0, 0.5, 4.0, 0.1])),
+        alive=torch.tensor([True, True, True, False]),
+    )
+    lines.on_train_start(trainer, module)
+    for mse in (3.0, 1.0, 2.0):
+        trainer.callback_metrics = {"interp/mse": torch.tensor(mse)}
+        lines.on_validation_end(trainer, module)
+    lines.on_train_end(trainer, module)
+    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
+    assert line.endswith(" · interp/mse 2 (best 4)"), line
+
+
 def test_the_last_progress_line_of_a_run_that_stopped_early_gives_no_time_left(caplog):
     # stop_when_solved after 2 of 3 epochs (20 of 30 steps): the epochs run, as in metrics.json.
     caplog.set_level(logging.INFO, logger="nalu.training.progress")

@@ -352,7 +352,7 @@ def test_a_population_shows_the_share_of_its_members_outputs_solved_not_a_majori
     assert summary["output_count_mul"] == 4.0
 
 
-def test_a_populations_console_summary_says_how_each_number_summarises_the_members(tmp_path, capsys):
+def test_a_populations_console_summary_says_how_it_summarises_the_members(tmp_path, capsys):
     (tmp_path / "members").mkdir()
     print_summary(tmp_path, {"extrap/solved_fraction": 2 / 3, "interp/mse": 2.0})
     header, *table = capsys.readouterr().out.strip().splitlines()

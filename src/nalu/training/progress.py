@@ -9,7 +9,7 @@ from typing import Any
 
 import lightning as L
 
-from nalu.results.record import INTERP_MSE
+from nalu.results.record import INTERP_MSE, finite_median
 
 log = logging.getLogger(__name__)
 # Seconds of training between two lines.
@@ -24,8 +24,9 @@ class ProgressLines(L.Callback):
     """Logs ``step 12000/50000 (24%) · epoch 12/50 · 194 steps/s · 0:01:02 elapsed, about
     0:03:16 left · interp/mse 0.0012 (best 0.0009)`` after a training chunk once ``INTERVAL_S``
     seconds have passed since the last line, and a last line when training ends (the
-    interpolation MSE as the progress bar shows it: at S > 1 the members' median; the best is
-    the least of every validation's, lines or not)."""
+    interpolation MSE as the progress bar shows it: at S > 1 the members' median; the best as
+    the final metrics will give it, the median of the living members' own bests, or for a
+    user's own module the least of every validation's, lines or not)."""
 
     def __init__(self) -> None:
         self.started = self.last = 0.0
@@ -58,6 +59,12 @@ class ProgressLines(L.Callback):
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.best_mse = state_dict["best_mse"]
 
+    def _best(self, pl_module: L.LightningModule) -> float:
+        judge = getattr(pl_module, "judge", None)  # the project's module judges each member
+        if judge is None:
+            return self.best_mse
+        return finite_median(judge.best_interp_mse[pl_module.alive].tolist())
+
     def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, ended: bool = False) -> None:
         now = time.monotonic()
         self.last = now
@@ -85,5 +92,5 @@ class ProgressLines(L.Callback):
             parts.append(f"{_duration(elapsed)} elapsed")
         mse = trainer.callback_metrics.get(INTERP_MSE)
         if mse is not None:
-            parts.append(f"{INTERP_MSE} {float(mse):.4g} (best {self.best_mse:.4g})")
+            parts.append(f"{INTERP_MSE} {float(mse):.4g} (best {self._best(pl_module):.4g})")
         log.info(" · ".join(parts))
