@@ -5,10 +5,10 @@ only torch can check the input."""
 from pathlib import Path
 
 import pytest
-from conftest import TINY, run_cli
+from conftest import TINY, compose_config, run_cli
 
 from nalu.cli.common import EXIT_CONFIG_ERROR
-from nalu.cli.train import CONFIG_DIR
+from nalu.cli.train import CONFIG_DIR, train
 from nalu.config.value_range import RANGE_RULE
 
 MYSTERY = ["add", "sub", "mul", "div"]
@@ -360,6 +360,11 @@ TRAIN = [
 # nalu-evaluate
 EVALUATE = [
     ([], "ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt"),
+    (
+        ["ckpt_path={population_checkpoint}"],
+        "ckpt_path='{population_checkpoint}': holds 2 networks (a population: its seeds × its "
+        "problem cells); evaluate takes a checkpoint of one network (one seed, one problem)",
+    ),
     (["ckpt_path=nope.ckpt"], "ckpt_path='nope.ckpt': no such file"),
     (
         ["-m", "ckpt_path={checkpoint}"],
@@ -437,11 +442,13 @@ CASES = [
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     """A finished TINY run (NALU, seed 0), its checkpoint, a copy of it with a corrupt
-    problem.json, and files that are no checkpoint or no report."""
+    problem.json, a population's checkpoint, and files that are no checkpoint or no report."""
     root = tmp_path_factory.mktemp("inputs")
     run = root / "run"
     result = run_cli([*TINY, f"hydra.run.dir={run}"], cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
+    population = root / "population"
+    train(compose_config([*TINY, "population=2", "trainer.max_epochs=1"], population))
     checkpoint = run / "checkpoints" / "last.ckpt"
     broken = root / "broken"
     (broken / "checkpoints").mkdir(parents=True)
@@ -456,6 +463,7 @@ def files(tmp_path_factory) -> dict[str, str]:
     return {
         "run": str(run),
         "checkpoint": str(checkpoint),
+        "population_checkpoint": str(population / "checkpoints" / "last.ckpt"),
         "broken_run": str(broken),
         "broken_checkpoint": str(broken / "checkpoints" / "last.ckpt"),
         "text_file": str(root / "text.ckpt"),

@@ -211,8 +211,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     module = load_checkpoint(cfg.ckpt_path)
     if module.population > 1:
         raise ConfigError(
-            f"ckpt_path={cfg.ckpt_path!r}: holds a population of {module.population}; "
-            "evaluate takes a single run's checkpoint (population=1)"
+            f"ckpt_path={cfg.ckpt_path!r}: holds {module.population} networks (a population: "
+            "its seeds × its problem cells); evaluate takes a checkpoint of one network (one "
+            "seed, one problem)"
         )
     task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
     data_cfg, typed = evaluation_data(cfg.ckpt_path, task, cfg.data)
