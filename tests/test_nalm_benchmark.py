@@ -115,3 +115,17 @@ def test_the_benchmark_runs_the_primers_25_seeds_unless_told(tmp_path):
     assert task_seeds() == 25
     help_text = run_cli(["--help"], cwd=tmp_path, module="nalu.nalm_benchmark").stdout
     assert "seeds per cell (default 25)" in help_text
+
+
+def test_a_unit_that_fails_stops_the_benchmark_with_the_command_that_resumes_it(tmp_path):
+    out = tmp_path / "bench"
+    args = ["--units", "nau", "--seeds", "2", "--ops", "sub", "trainer.max_epochs=0"]
+    result = benchmark(out, *args)
+    assert result.returncode == 2
+    *_, refusal, hint = result.stderr.strip().splitlines()
+    assert refusal == "error: trainer.max_epochs=0: must be a positive integer"
+    # Every setting the folder was started with, as make takes them (another is refused).
+    assert hint == (
+        f"benchmark stopped at nau; `make benchmark BENCH_DIR={out} UNITS=nau SEEDS=2 OPS=sub "
+        "ARGS=trainer.max_epochs=0` resumes it"
+    )

@@ -11,6 +11,7 @@ two benchmarks in one report.
 """
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,16 @@ def check_settings(out: Path, settings: dict) -> None:
     write_json_atomic(path, settings)
 
 
+def resume_command(
+    out: Path, units: list[str], seeds: int, operations: list[str] | None, extra: list[str]
+) -> str:
+    """The ``make benchmark`` command with these settings, which ``check_settings`` accepts."""
+    words = [f"BENCH_DIR={out}", f"UNITS={','.join(units)}", f"SEEDS={seeds}"]
+    words += [f"OPS={','.join(operations)}"] if operations else []
+    words += [f"ARGS={shlex.quote(' '.join(extra))}"] if extra else []
+    return " ".join(["make benchmark", *words])
+
+
 def run_benchmark(
     out: Path,
     units: list[str],
@@ -124,11 +135,8 @@ def run_benchmark(
         command = [sys.executable, "-m", "nalu.train", *overrides, f"hydra.run.dir={run_dir}"]
         code = subprocess.call([*command, *resume, *extra])
         if code != 0:
-            print(
-                f"benchmark stopped at {unit}; `make benchmark BENCH_DIR={out}` (same settings) "
-                "resumes it",
-                file=sys.stderr,
-            )
+            again = resume_command(out, units, seeds, operations, extra)
+            print(f"benchmark stopped at {unit}; `{again}` resumes it", file=sys.stderr)
             return code
     from nalu.results.published import comparison_table
     from nalu.results.report import group_runs, write_report
