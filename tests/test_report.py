@@ -285,6 +285,16 @@ def test_metrics_json_is_strict_json_even_when_a_metric_overflows(tmp_path):
     assert math.isnan(read["extrap/mse"]) and read["interp/mse"] == 0.5
 
 
+def test_a_swept_field_with_one_value_per_model_makes_no_column_of_its_own(tmp_path):
+    # The benchmark's unit folders reported together: nalm=nau beside the NAU's runs.
+    for name, model in [("a", "nau"), ("b", "nmu")]:
+        write_run(tmp_path / name, model, 0, {"extrap/mse": 1.0})
+        (tmp_path / name / ".hydra").mkdir()
+        overrides = [f"nalm={model}", "seed=0"]
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    assert default_group_by(load_runs([tmp_path])) == ["model"]
+
+
 def test_swept_values_group_as_hydra_reads_them_in_numeric_order(tmp_path):
     for name, lr in [("a", "1e-3"), ("b", "0.001"), ("c", "10"), ("d", "5")]:
         write_run(tmp_path / name, "nac", 0, {"extrap/mse": 1.0})

@@ -170,10 +170,18 @@ def _ordered(value: Any) -> tuple[int, float, str]:
 
 def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
     """A row per model, per cell of a population's ``problems`` axes and per combination of
-    swept values."""
+    swept values; a swept field that takes one value per model (``nalm=nau`` beside the NAU's
+    runs) splits no model's runs and would only repeat it."""
     axes = dict.fromkeys(a for run in runs for a in run.get("labels", {}).get("problem_axes", {}))
-    swept = (field for field in swept_fields(runs) if field != "model" and field not in axes)
-    return ["model", *axes, *swept]
+
+    def splits_a_model(field: str) -> bool:
+        values: dict[str, set[str]] = {}
+        for run in runs:
+            values.setdefault(str(run_value(run, "model")), set()).add(str(run_value(run, field)))
+        return any(len(each) > 1 for each in values.values())
+
+    swept = [field for field in swept_fields(runs) if field != "model" and field not in axes]
+    return ["model", *axes, *(field for field in swept if splits_a_model(field))]
 
 
 def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]) -> str:
