@@ -150,6 +150,8 @@ def test_the_report_of_a_learning_rate_sweep_has_a_row_per_rate(two_job_sweep):
     assert re.search(r"^model / optimizer\.lr +op +runs ", result.stdout, re.MULTILINE)
     for figure in REPORT_FIGURES:
         assert (two_job_sweep / f"{figure}.png").stat().st_size > 10_000, figure
+    report = two_job_sweep / "report.md"
+    assert f"Report: {report} (every column; report.csv and 6 figures beside it)" in result.stdout
 
 
 def side_labels(axis, side: str) -> list[str]:

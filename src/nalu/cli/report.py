@@ -50,7 +50,11 @@ def main(argv: list[str] | None = None) -> None:
     print(console_table(rates, text_columns=2, hidden=CONSOLE_HIDDEN))
     print("\nFinal metrics, median over the runs that finished:\n")
     print(console_table(median_table(group_runs(report.runs, report.group_by), report.group_by)))
-    print(f"\nReport: {report.path} (every column, report.csv and the figures beside it)")
+    drawn = len(report.figures)
+    figures = f"{drawn} figure{'' if drawn == 1 else 's'}"
+    if not drawn:
+        figures = "no figures (too many rows)"
+    print(f"\nReport: {report.path} (every column; report.csv and {figures} beside it)")
 
 
 if __name__ == "__main__":

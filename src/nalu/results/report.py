@@ -754,6 +754,7 @@ class Report(NamedTuple):
     rows: list[dict[str, Any]]
     group_by: list[str]
     runs: list[dict[str, Any]]
+    figures: list[str]
 
 
 def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Report:
@@ -848,7 +849,7 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             plt.close(figure)
             write_atomic(out / f"{name}.png", lambda handle, png=png: handle.write(png))
             add_png(writer._get_file_writer(), f"report/{name}", png, 0)
-    return Report(report, rows, group_by, runs)
+    return Report(report, rows, group_by, runs, list(figures))
 
 
 # The success table's columns that the console leaves out (report.md has every one), so that
