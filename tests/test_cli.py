@@ -121,65 +121,59 @@ def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monke
     assert len(validated) == 3 and best == [min(current[: k + 1]) for k in range(len(best))]
 
 
-def test_the_progress_lines_best_counts_every_validation_not_only_those_a_line_follows(caplog):
-    # Validations at 3, 1 and 2 with one line at the end: the end's best is 1, as in metrics.json.
+def progress_lines_of_a_run(
+    caplog, module: SimpleNamespace, validations: list[float], lines=None
+) -> list[str]:
+    """The lines ``ProgressLines`` logs over a run of 30 planned steps in 3 epochs that ends
+    at ``module.step`` of ``module.epochs`` (the run's end), its validations' (the members')
+    interpolation MSEs in between; ``lines``: the callback, by default a new one."""
     caplog.set_level(logging.INFO, logger="nalu.training.progress")
-    lines = nalu.training.progress.ProgressLines()
+    lines = lines or nalu.training.progress.ProgressLines()
     trainer = SimpleNamespace(
-        callback_metrics={}, sanity_checking=False, global_step=30, max_epochs=3, current_epoch=3
+        callback_metrics={}, sanity_checking=False, global_step=0, max_epochs=3, current_epoch=0
     )
-    module = SimpleNamespace(planned_steps=30)
     lines.on_train_start(trainer, module)
-    for mse in (3.0, 1.0, 2.0):
+    for mse in validations:
         trainer.callback_metrics = {"interp/mse": torch.tensor(mse)}
         lines.on_validation_end(trainer, module)
+    trainer.global_step, trainer.current_epoch = module.step, module.epochs
     lines.on_train_end(trainer, module)
+    return [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
+
+
+def test_the_progress_lines_best_counts_every_validation_not_only_those_a_line_follows(caplog):
+    # Validations at 3, 1 and 2 with one line at the end: the end's best is 1, as in metrics.json.
+    module = SimpleNamespace(planned_steps=30, step=30, epochs=3)
+    lines = nalu.training.progress.ProgressLines()
+    [line] = progress_lines_of_a_run(caplog, module, [3.0, 1.0, 2.0], lines)
+    assert line.startswith("step 30/30 (100%) · epoch 3/3 · ")
+    assert line.endswith(" · interp/mse 2 (best 1)"), line
     # A run resumed from its checkpoint (which holds the callback's state) keeps that best.
+    caplog.clear()
     resumed = nalu.training.progress.ProgressLines()
     resumed.load_state_dict(lines.state_dict())
-    resumed.on_train_start(trainer, module)
-    resumed.on_train_end(trainer, module)
-    messages = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
-    assert len(messages) == 2
-    for line in messages:
-        assert line.startswith("step 30/30 (100%) · epoch 3/3 · ")
-        assert line.endswith(" · interp/mse 2 (best 1)"), line
+    [line] = progress_lines_of_a_run(caplog, module, [2.0], resumed)
+    assert line.endswith(" · interp/mse 2 (best 1)"), line
 
 
 def test_a_populations_progress_line_gives_the_median_of_its_members_own_bests(caplog):
     # Medians 3, 1, 2 at three validations, but the living members' own bests are 5, 0.5 and 4
     # (the fourth diverged): the final metrics will give their median, 4, not the least median.
-    caplog.set_level(logging.INFO, logger="nalu.training.progress")
-    lines = nalu.training.progress.ProgressLines()
-    trainer = SimpleNamespace(
-        callback_metrics={}, sanity_checking=False, global_step=30, max_epochs=3, current_epoch=3
-    )
     module = SimpleNamespace(
         planned_steps=30,
+        step=30,
+        epochs=3,
         judge=SimpleNamespace(best_interp_mse=torch.tensor([5.0, 0.5, 4.0, 0.1])),
         alive=torch.tensor([True, True, True, False]),
     )
-    lines.on_train_start(trainer, module)
-    for mse in (3.0, 1.0, 2.0):
-        trainer.callback_metrics = {"interp/mse": torch.tensor(mse)}
-        lines.on_validation_end(trainer, module)
-    lines.on_train_end(trainer, module)
-    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
+    [line] = progress_lines_of_a_run(caplog, module, [3.0, 1.0, 2.0])
     assert line.endswith(" · interp/mse 2 (best 4)"), line
 
 
 def test_the_last_progress_line_of_a_run_that_stopped_early_gives_no_time_left(caplog):
     # stop_when_solved after 2 of 3 epochs (20 of 30 steps): the epochs run, as in metrics.json.
-    caplog.set_level(logging.INFO, logger="nalu.training.progress")
-    lines = nalu.training.progress.ProgressLines()
-    trainer = SimpleNamespace(
-        callback_metrics={}, sanity_checking=False, global_step=0, max_epochs=3, current_epoch=0
-    )
-    module = SimpleNamespace(planned_steps=30)
-    lines.on_train_start(trainer, module)
-    trainer.global_step, trainer.current_epoch = 20, 2
-    lines.on_train_end(trainer, module)
-    [line] = [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
+    module = SimpleNamespace(planned_steps=30, step=20, epochs=2)
+    [line] = progress_lines_of_a_run(caplog, module, [])
     assert re.fullmatch(
         r"step 20/30 \(67%\) · epoch 2/3 · \d+ steps/s · \d+:\d\d:\d\d elapsed", line
     )
