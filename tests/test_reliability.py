@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED
 from nalu.cli.evaluate import load_checkpoint
 from nalu.cli.train import check_resume, train
-from nalu.config.errors import ConfigError, Diverged
+from nalu.config.errors import ConfigError, Diverged, Interrupted
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
 from nalu.results.report import group_runs, load_runs, median_table
 
@@ -193,6 +193,27 @@ def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path
     assert last_line.startswith(f"error: {run_dir}: interrupted after epoch ")
     assert last_line.endswith(f"ckpt_path={last}")
     assert not list(run_dir.rglob("metrics.json"))
+    resumed = train(compose_config([*arguments, f"ckpt_path={last}"], tmp_path / "resumed"))
+    assert resumed == train(compose_config(arguments, tmp_path / "uninterrupted"))
+
+
+class SigtermWhileTesting(L.Callback):
+    """A SIGTERM to this process as the final test starts, as a cluster's time limit might."""
+
+    def on_test_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.slow
+def test_a_sigterm_during_the_final_test_interrupts_the_run_which_resumes(tmp_path):
+    # Evaluation batches of 16 samples: Lightning's loop stops at a SIGTERM between batches.
+    arguments = [*RESUMABLE, "data.eval_batch_size=16"]
+    term = [f"+callbacks.term._target_={__name__}.SigtermWhileTesting"]
+    with pytest.raises(Interrupted) as interrupted:
+        train(compose_config([*arguments, *term], tmp_path / "terminated"))
+    last = tmp_path / "terminated" / "checkpoints" / "last.ckpt"
+    assert str(interrupted.value).endswith(f"ckpt_path={last}")
+    assert not (tmp_path / "terminated" / "metrics.json").exists()
     resumed = train(compose_config([*arguments, f"ckpt_path={last}"], tmp_path / "resumed"))
     assert resumed == train(compose_config(arguments, tmp_path / "uninterrupted"))
 

@@ -234,7 +234,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
         raise
     if interrupt.interrupted:
         raise Interrupted(trainer.current_epoch, newest_checkpoint(trainer) or "")
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except SIGTERMException as error:
+        # Lightning's loop stops at a SIGTERM with a bare SystemExit, which would exit 0 with no
+        # results; the run is interrupted, and resumed from last.ckpt it tests again.
+        raise Interrupted(trainer.current_epoch, newest_checkpoint(trainer) or "") from error
     if len(members) > 1:
         from nalu.results.report import write_report
 
