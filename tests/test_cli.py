@@ -121,38 +121,33 @@ def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monke
     assert len(validated) == 3 and best == [min(current[: k + 1]) for k in range(len(best))]
 
 
-def progress_lines_of_a_run(
-    caplog, module: SimpleNamespace, validations: list[float], lines=None
-) -> list[str]:
+def progress_lines_of_a_run(caplog, module: SimpleNamespace, last_mse: float | None) -> list[str]:
     """The lines ``ProgressLines`` logs over a run of 30 planned steps in 3 epochs that ends
-    at ``module.step`` of ``module.epochs`` (the run's end), its validations' (the members')
-    interpolation MSEs in between; ``lines``: the callback, by default a new one."""
+    at ``module.step`` of ``module.epochs``, ``last_mse`` its last validation's interpolation
+    MSE (the members' median; None: no validation)."""
     caplog.set_level(logging.INFO, logger="nalu.training.progress")
-    lines = lines or nalu.training.progress.ProgressLines()
-    trainer = SimpleNamespace(
-        callback_metrics={}, sanity_checking=False, global_step=0, max_epochs=3, current_epoch=0
-    )
+    lines = nalu.training.progress.ProgressLines()
+    trainer = SimpleNamespace(callback_metrics={}, global_step=0, max_epochs=3, current_epoch=0)
     lines.on_train_start(trainer, module)
-    for mse in validations:
-        trainer.callback_metrics = {"interp/mse": torch.tensor(mse)}
-        lines.on_validation_end(trainer, module)
+    if last_mse is not None:
+        trainer.callback_metrics = {"interp/mse": torch.tensor(last_mse)}
     trainer.global_step, trainer.current_epoch = module.step, module.epochs
     lines.on_train_end(trainer, module)
     return [r.getMessage() for r in caplog.records if r.name == "nalu.training.progress"]
 
 
-def test_the_progress_lines_best_counts_every_validation_not_only_those_a_line_follows(caplog):
-    # Validations at 3, 1 and 2 with one line at the end: the end's best is 1, as in metrics.json.
-    module = SimpleNamespace(planned_steps=30, step=30, epochs=3)
-    lines = nalu.training.progress.ProgressLines()
-    [line] = progress_lines_of_a_run(caplog, module, [3.0, 1.0, 2.0], lines)
+def test_the_progress_lines_best_is_the_best_validations_not_the_last_lines(caplog):
+    # Validations at 3, 1 and 2 with one line at the end: the module judged 1 the best, and
+    # the line says so, as metrics.json does (not the least of the values that lines followed).
+    module = SimpleNamespace(
+        planned_steps=30,
+        step=30,
+        epochs=3,
+        judge=SimpleNamespace(best_interp_mse=torch.tensor([1.0])),
+        alive=torch.tensor([True]),
+    )
+    [line] = progress_lines_of_a_run(caplog, module, 2.0)
     assert line.startswith("step 30/30 (100%) · epoch 3/3 · ")
-    assert line.endswith(" · interp/mse 2 (best 1)"), line
-    # A run resumed from its checkpoint (which holds the callback's state) keeps that best.
-    caplog.clear()
-    resumed = nalu.training.progress.ProgressLines()
-    resumed.load_state_dict(lines.state_dict())
-    [line] = progress_lines_of_a_run(caplog, module, [2.0], resumed)
     assert line.endswith(" · interp/mse 2 (best 1)"), line
 
 
@@ -166,14 +161,14 @@ def test_a_populations_progress_line_gives_the_median_of_its_members_own_bests(c
         judge=SimpleNamespace(best_interp_mse=torch.tensor([5.0, 0.5, 4.0, 0.1])),
         alive=torch.tensor([True, True, True, False]),
     )
-    [line] = progress_lines_of_a_run(caplog, module, [3.0, 1.0, 2.0])
+    [line] = progress_lines_of_a_run(caplog, module, 2.0)
     assert line.endswith(" · interp/mse 2 (best 4)"), line
 
 
 def test_the_last_progress_line_of_a_run_that_stopped_early_gives_no_time_left(caplog):
     # stop_when_solved after 2 of 3 epochs (20 of 30 steps): the epochs run, as in metrics.json.
     module = SimpleNamespace(planned_steps=30, step=20, epochs=2)
-    [line] = progress_lines_of_a_run(caplog, module, [])
+    [line] = progress_lines_of_a_run(caplog, module, None)
     assert re.fullmatch(
         r"step 20/30 \(67%\) · epoch 2/3 · \d+ steps/s · \d+:\d\d:\d\d elapsed", line
     )

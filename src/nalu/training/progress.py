@@ -25,13 +25,12 @@ class ProgressLines(L.Callback):
     0:03:16 left · interp/mse 0.0012 (best 0.0009)`` after a training chunk once ``INTERVAL_S``
     seconds have passed since the last line, and a last line when training ends (the
     interpolation MSE as the progress bar shows it: at S > 1 the members' median; the best as
-    the final metrics will give it, the median of the living members' own bests, or for a
-    user's own module the least of every validation's, lines or not)."""
+    the final metrics will give it, from the module's judge: the median of the living members'
+    own bests)."""
 
     def __init__(self) -> None:
         self.started = self.last = 0.0
         self.first_step = 0
-        self.best_mse = math.inf
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.started = self.last = time.monotonic()
@@ -43,27 +42,17 @@ class ProgressLines(L.Callback):
         if time.monotonic() - self.last >= INTERVAL_S:
             self._line(trainer, pl_module)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Every validation counts towards the best, not only those a line happens to follow.
-        mse = trainer.callback_metrics.get(INTERP_MSE)
-        if mse is not None and not trainer.sanity_checking:
-            self.best_mse = min(self.best_mse, float(mse))
-
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._line(trainer, pl_module, ended=True)
 
-    # Checkpointed, so that a resumed run's best counts the validations before its resumption.
-    def state_dict(self) -> dict[str, float]:
-        return {"best_mse": self.best_mse}
-
-    def load_state_dict(self, state_dict: dict[str, float]) -> None:
-        self.best_mse = state_dict["best_mse"]
-
-    def _best(self, pl_module: L.LightningModule) -> float:
-        judge = getattr(pl_module, "judge", None)  # the project's module judges each member
+    @staticmethod
+    def _best(pl_module: L.LightningModule) -> str:
+        """`` (best x)`` from the project's module, which judges each member (its checkpoints
+        carry the bests); nothing for a user's own module."""
+        judge = getattr(pl_module, "judge", None)
         if judge is None:
-            return self.best_mse
-        return finite_median(judge.best_interp_mse[pl_module.alive].tolist())
+            return ""
+        return f" (best {finite_median(judge.best_interp_mse[pl_module.alive].tolist()):.4g})"
 
     def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, ended: bool = False) -> None:
         now = time.monotonic()
@@ -92,5 +81,5 @@ class ProgressLines(L.Callback):
             parts.append(f"{_duration(elapsed)} elapsed")
         mse = trainer.callback_metrics.get(INTERP_MSE)
         if mse is not None:
-            parts.append(f"{INTERP_MSE} {float(mse):.4g} (best {self._best(pl_module):.4g})")
+            parts.append(f"{INTERP_MSE} {float(mse):.4g}{self._best(pl_module)}")
         log.info(" · ".join(parts))
