@@ -458,7 +458,7 @@ def test_model_configs_that_want_the_regularizer_turn_it_on(tmp_path):
 
 
 def test_regularization_is_logged_at_the_end_of_each_epoch(tiny_overrides, tmp_path):
-    # (The logged λ is test_optimizer_steps' business.) A learning rate too small to move a
+    # (test_optimizer_steps checks the logged λ.) A learning rate too small to move a
     # float32 weight: every step's penalty is the network's at its initialisation, which the
     # checkpoint still holds.
     overrides = ["model=nmu", "optimizer=sgd", "optimizer.lr=1e-30"]
