@@ -29,8 +29,8 @@ from nalu.data.problem import ColumnRanges, operand_matrix, operation_codes, ope
 WORD = 0xFFFFFFFF
 
 
-def lowbias32(x: int) -> int:
-    """Wellons' lowbias32 on Python integers, the reference for ``mix32``."""
+def splitmix32_mixer(x: int) -> int:
+    """SplitMix32's output mixer on Python integers, the reference for ``mix32``'s int32 ops."""
     x ^= x >> 16
     x = (x * 0x21F0AAAD) & WORD
     x ^= x >> 15
@@ -42,21 +42,29 @@ def unsigned(t: torch.Tensor) -> list[int]:
     return (t.to(torch.int64) & WORD).tolist()
 
 
-def test_mix32_is_lowbias32_on_every_kind_of_word():
+def test_mix32_is_splitmix32s_mixer_on_every_kind_of_word():
     words = [0, 1, 2, 12345, 2**31 - 1, 2**31, 2**32 - 1, 0xDEADBEEF]
     mixed = mix32(torch.tensor([as_int32(w) for w in words], dtype=torch.int32))
-    assert unsigned(mixed) == [lowbias32(w) for w in words]
+    assert unsigned(mixed) == [splitmix32_mixer(w) for w in words]
+
+
+def test_mix32_gives_the_javascript_splitmix32s_outputs():
+    # SplitMix32 seeded with 0 (bryc's JavaScript PRNGs) returns mix(k · 0x9e3779b9) for
+    # k = 1, 2, ...: its first four outputs, from the JavaScript original run in Node.js.
+    weyl = [as_int32(k * 0x9E3779B9) for k in range(1, 5)]
+    mixed = mix32(torch.tensor(weyl, dtype=torch.int32))
+    assert unsigned(mixed) == [0x64625032, 0xD9C0799C, 0xAF362E10, 0x7FA88912]
 
 
 def test_a_stream_is_a_weyl_sequence_through_the_mixer():
     key = root_key(1, 2, 3)
     folded = 0
     for part in (1, 2, 3):
-        folded = lowbias32(folded ^ part)
+        folded = splitmix32_mixer(folded ^ part)
     assert unsigned(key.view(1)) == [folded]
-    multiplier = lowbias32(folded ^ 0x2545F491) | 1
-    offset = lowbias32(folded ^ 0x1B873593)
-    expected = [lowbias32((i * multiplier + offset) & WORD) for i in range(6)]
+    multiplier = splitmix32_mixer(folded ^ 0x2545F491) | 1
+    offset = splitmix32_mixer(folded ^ 0x1B873593)
+    expected = [splitmix32_mixer((i * multiplier + offset) & WORD) for i in range(6)]
     assert unsigned(stream_bits(key, 6)) == expected
     # A uniform is a word's top 24 bits over 2²⁴.
     uniform = stream_uniform(key, 6)

@@ -8,7 +8,7 @@ from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.config.value_range import value_intervals
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.data.problem import NEAR_PERFECT_OUTPUTS
+from nalu.data.problem import NEAR_PERFECT_OUTPUTS, operation_codes
 
 PYTHON_OPERATORS = {
     "add": operator.add,
@@ -158,3 +158,24 @@ def test_each_formula_reads_as_the_operation_writes_it_in_one_text_everywhere():
 def test_every_near_perfect_model_the_config_accepts_has_its_outputs():
     # The config's rule names the models (torch-free); the problem module computes them.
     assert set(NEAR_PERFECT_OUTPUTS) == set(rules.NEAR_PERFECT_MODELS)
+
+
+@pytest.mark.parametrize(
+    ("operation", "by_hand"),
+    [
+        ("add", 6.0),
+        ("sub", -1.99996),
+        ("mul", 8.0000399996),
+        ("div", 0.5000075000375),
+        ("square", 4.0000800004),
+        ("sqrt", 1.41422063342),  # √2 · (1 + 5e-6)
+    ],
+)
+def test_madsen_johansens_near_perfect_model_by_hand(operation, by_hand):
+    # Madsen & Johansen 2020, sec. 4.1, with a = x0 and b = x1 at x = (2, 4), ε = 1e-5:
+    # a' = (1 − ε)·2 + ε·4 = 2.00002, b' = (1 − ε)·4 + ε·2 = 3.99998.
+    masks = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]], dtype=torch.float64)
+    codes = operation_codes([operation])
+    x = torch.tensor([[2.0, 4.0]], dtype=torch.float64)
+    near = NEAR_PERFECT_OUTPUTS["madsen_johansen"](x, masks, codes)
+    assert near.item() == pytest.approx(by_hand, rel=1e-11)

@@ -215,6 +215,18 @@ def test_signed_nalu_matches_hand_computed_value(input_independent_gate):
     assert unit(ARTICLE_X).item() == pytest.approx(-0.152024, rel=1e-5)
 
 
+@pytest.mark.parametrize(("small", "expected"), [(1e-8, 0.0266742), (0.0, 0.0200056)])
+def test_signed_nalu_takes_magnitudes_below_epsilon_as_epsilon(small, expected):
+    # Schlör et al. 2020: log(max(|x|, ε)), ε = 1e-7 (not |x| + ε). W_m = (1, 0.25, 0) at
+    # x = (1.5, small, 2.5): m = 1.5 · (1e-7)^0.25 = 0.0266742 for small = 1e-8 and 0 alike
+    # (|x| + ε would give 0.0273174 at 1e-8); msv = 1 · (0.25 + 0.75) = 1 at 1e-8 (sign 1) and
+    # 1 · (0 + 0.75) = 0.75 at 0 (sign 0).
+    unit = make_signed_nalu(input_independent_gate=True)
+    set_(unit.gate_weight, [-1e3])  # g = 0: the multiplicative path alone
+    x = torch.tensor([[1.5, small, 2.5]])
+    assert unit(x).item() == pytest.approx(expected, rel=1e-5)
+
+
 def test_signed_nalus_mixed_sign_has_the_plain_products_values_and_gradients():
     # Schlör et al. 2020 write msv_j = Π_i (sign(x_i)|W_m,ji| + 1 − |W_m,ji|) as a plain
     # product; the unit takes the NMU's, eagerly and compiled in a population of two.

@@ -93,6 +93,23 @@ def test_nac_mul_multiplies_and_divides_magnitudes():
     assert nac_mul(x).flatten().tolist() == pytest.approx([3.0, 0.75], rel=1e-5)
 
 
+@pytest.mark.parametrize("paper_nalu", [False, True])
+def test_the_log_path_takes_an_input_of_zero_as_epsilon(paper_nalu):
+    # Trask et al. 2018, sec. 2: log(|x| + ε), ε = 1e-7. At x = (0, 5), W = (1, 0) gives ε and
+    # W = (−1, 0) gives 1/ε; W = (0, 1) gives 5 + ε.
+    weight_hat = [[20.0, 0.0], [-20.0, 0.0], [0.0, 20.0]]
+    gate_hat = [[20.0, -20.0], [20.0, -20.0], [-20.0, 20.0]]
+    if paper_nalu:
+        unit = NeuralArithmeticLogicUnit(2, 3, shared_weights=True)
+        set_nac(unit.add_nac, weight_hat, gate_hat)
+        set_(unit.gate_weight, torch.full((3, 2), -1e3))  # the multiplicative path alone
+    else:
+        unit = MultiplicativeNeuralAccumulator(2, 3)
+        set_nac(unit.nac, weight_hat, gate_hat)
+    outputs = unit(torch.tensor([[0.0, 5.0]])).flatten().tolist()
+    assert outputs == pytest.approx([1e-7, 1e7, 5.0], rel=1e-5)
+
+
 def test_golden_ratio_nalu_gate_is_sigmoid_in_base_phi():
     nalu = NeuralArithmeticLogicUnit(2, 1, shared_weights=True, base=GOLDEN_RATIO)
     # W = (1, 1): in base φ the latent weights saturate later (σ_φ(20) = 1 − 7e-5).

@@ -16,7 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-# Wellons' "lowbias32" constants (hash-prospector), both below 2³¹: an int32 multiplier.
+# SplitMix32's mixer constants (as in bryc's widely used JavaScript PRNGs), both below 2³¹:
+# an int32 multiplier.
 _MIX_MULTIPLIERS = (0x21F0AAAD, 0x735A2D97)
 # Distinct constants fold a key into a stream's multiplier and its offset.
 _MULTIPLIER_SALT = 0x2545F491
@@ -36,7 +37,7 @@ def _shift_right(x: Tensor, bits: int) -> Tensor:
 
 
 def mix32(x: Tensor) -> Tensor:
-    """Wellons' lowbias32, a bijection of 32-bit words with low bias:
+    """SplitMix32's output mixer, a bijection of 32-bit words (odd multipliers, xor-shifts):
     x ^= x >> 16; x *= 0x21f0aaad; x ^= x >> 15; x *= 0x735a2d97; x ^= x >> 15."""
     first, second = _MIX_MULTIPLIERS
     x = x ^ _shift_right(x, 16)

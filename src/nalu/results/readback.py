@@ -148,7 +148,7 @@ register_reader(
 )
 
 
-# NMU (Madsen & Johansen 2020, eq. 4): with W in {0, 1}, Π_i (W_i x_i + 1 − W_i) = Π_{W_i=1} x_i.
+# NMU (Madsen & Johansen 2020, eq. 12): with W in {0, 1}, Π_i (W_i x_i + 1 − W_i) = Π_{W_i=1} x_i.
 register_reader(
     NeuralMultiplicationUnit,
     UnitReader(

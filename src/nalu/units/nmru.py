@@ -17,7 +17,8 @@ from nalu.units.nmu import (
 
 
 def bounded_reciprocal(x: Tensor, floor: float) -> Tensor:
-    """x / max(x², floor²): exactly 1/x wherever |x| >= floor, and at most 1/floor nearer to 0.
+    """x / max(x², floor²): exactly 1/x wherever |x| >= floor, and at most 1/floor nearer to 0
+    (this project's bound: Mistry et al. 2021 take the plain 1/x).
 
     An input near 0 that is no denominator would otherwise enter the product as a huge 1/x
     (and its gradient as −1/x²) while the unit is still searching; a denominator is never

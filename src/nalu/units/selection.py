@@ -26,13 +26,14 @@ class PerOutputSelection(nn.Module):
     ``restarts`` times each from different initialisations) answers every output. Trained with
     ``candidates()``, every head fits every output on its own, with no gate between them, and
     the choice per output is made afterwards on validation data (``select``): the head with the
-    lowest interpolation MSE. A learned gate between paths picks "mostly at random" and costs
-    success (Madsen & Johansen 2020, sec. 4.2); a choice by validation error of heads that were
-    trained independently is a model selection, per output. ``learning_rate_scales`` (per head
-    name) multiplies the optimizer's learning rate for that head's parameters: as if alone, each
-    head gets its own rate. Each head trains on its own MSE, but what a trainer applies to a
-    network as a whole applies to the heads together: a gradient-norm clip spans them, and a
-    head whose loss turns non-finite stops the whole network.
+    lowest interpolation MSE. Which path a learned gate settles on "appears to be mostly
+    random", at a cost in success (Madsen & Johansen 2020, sec. 2.8 and app. C.4); a choice by
+    validation error of heads that were trained independently is a model selection, per output.
+    ``learning_rate_scales`` (per head name) multiplies the optimizer's learning rate for that
+    head's parameters: as if alone, each head gets its own rate. Each head trains on its own
+    MSE, but what a trainer applies to a network as a whole applies to the heads together: a
+    gradient-norm clip spans them, and a head whose loss turns non-finite stops the whole
+    network.
 
     It answers the network's outputs, so it is the whole network, not a layer of a stack.
 
