@@ -101,6 +101,33 @@ def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path
         assert poisoned[name] == pytest.approx((kept[0][name] + kept[1][name]) / 2), name
 
 
+class _DivergeMember(L.Callback):
+    """Marks one member diverged when the second epoch starts, its parameters left finite (as
+    when its loss, not its parameters, turned non-finite)."""
+
+    def __init__(self, member: int) -> None:
+        self.member = member
+
+    def on_train_epoch_start(self, trainer: L.Trainer, module: ArithmeticModule) -> None:
+        if trainer.current_epoch == 1:
+            names = [name for name, _ in module.network.named_parameters()]
+            finite = torch.ones(len(names), module.population, dtype=torch.bool)
+            finite[:, self.member] = False
+            module.divergence.check_parameters(finite, names, trainer.global_step)
+
+
+def test_a_diverged_members_curves_end_where_it_diverged(tiny_overrides, tmp_path):
+    overrides = [*tiny_overrides, "model=nac", "population=2", "trainer.max_epochs=3"]
+    overrides += [f"+callbacks.diverge._target_={__name__}._DivergeMember"]
+    overrides += ["+callbacks.diverge.member=1"]
+    train(compose_config(overrides, tmp_path))
+    # Epochs of 4 steps: the member diverged at step 4, after its first validation.
+    for member, steps in (("0_nac_seed0", [4, 8, 12]), ("1_nac_seed1", [4])):
+        curves = loss_curves(tmp_path / "members" / member)
+        for tag in ("train/loss", "interp/mse", "extrap/mse"):
+            assert sorted(curves[tag]) == steps, (member, tag)
+
+
 def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "model=nac", "population=3", "heatmaps=2"]
     medians = train(compose_config(overrides, tmp_path))

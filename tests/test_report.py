@@ -12,13 +12,14 @@ from conftest import REPORT_FIGURES, TINY, compose_config, load_events
 from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.report import main
 from nalu.cli.train import train
-from nalu.results.record import RunRecord
+from nalu.results.record import EXTRAP_MSE, INTERP_MSE, RunRecord
 from nalu.results.report import (
     default_group_by,
     group_runs,
     load_runs,
     markdown_table,
     median_table,
+    plot_curves,
     plot_success,
     summary_rows,
     wilson_interval,
@@ -325,3 +326,27 @@ def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     # Each operation's interval: from the rate down to its low end and up to its high end.
     spans = [segment[:, 1].tolist() for line in axis.collections for segment in line.get_segments()]
     assert sorted(spans) == [[0.0, 0.3], [0.2, 0.8]]
+
+
+def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_counts(monkeypatch):
+    # Three runs of one group over 3 epochs of 10 steps: the second diverged after its first
+    # validation, the others reach an extrapolation MSE of exactly 0.
+    curves = {
+        "a": {EXTRAP_MSE: {10: 4.0, 20: 0.5, 30: 0.0}},
+        "b": {EXTRAP_MSE: {10: 2.0, 20: math.nan}},
+        "c": {EXTRAP_MSE: {10: 1.0, 20: 0.1, 30: 0.0}},
+    }
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves[run_dir.name])
+    runs = [{"run_dir": name, "steps": 30, "epochs": 3} for name in curves]
+    (line,) = plot_curves({"nau": runs})["test_loss"].axes[0].get_lines()
+    assert line.get_label() == "nau (n=3)"
+    assert list(line.get_xdata()) == [1, 2, 3]
+    # Medians of (4, 2, 1), of (0.5, 0.1) and of (0, 0).
+    assert list(line.get_ydata()) == pytest.approx([2.0, 0.3, 0.0])
+
+
+def test_every_group_of_a_curve_figure_has_its_own_colour(monkeypatch):
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: {INTERP_MSE: {10: 1.0}})
+    groups = {f"group {k}": [{"run_dir": str(k), "steps": 10, "epochs": 1}] for k in range(12)}
+    lines = plot_curves(groups)["validation_loss"].axes[0].get_lines()
+    assert len({tuple(line.get_color()) for line in lines}) == 12

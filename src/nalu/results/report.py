@@ -506,6 +506,13 @@ def _steps_per_epoch(run: dict[str, Any]) -> float:
     return run["steps"] / run["epochs"] if run.get("epochs") else 1.0
 
 
+def line_colours(count: int) -> tuple[tuple[float, float, float], ...]:
+    """Colours that tell ``count`` lines apart: tab10's up to 10, tab20's up to 20."""
+    import matplotlib.pyplot as plt
+
+    return plt.get_cmap("tab10" if count <= 10 else "tab20").colors
+
+
 def _plot_median_band(
     axis: Any,
     groups: dict[str, list[dict[str, Any]]],
@@ -513,8 +520,13 @@ def _plot_median_band(
     tag: str,
     ylabel: str = "MSE",
 ) -> None:
-    """Per group the median over its runs and the 25–75% band, against epochs, log scale."""
-    for key, members in groups.items():
+    """Per group the median over its runs and the 25–75% band, against epochs, log scale.
+
+    At each step the median is over the runs with a finite point there: a run whose curve
+    ends early (a member that diverged) leaves the others' points drawn. An exact 0 counts; a
+    median of 0 leaves the log scale through its bottom edge."""
+    colours = line_colours(len(groups))
+    for (key, members), colour in zip(groups.items(), colours, strict=False):
         series = [
             (curve[tag], _steps_per_epoch(run))
             for run, curve in zip(members, curves[key], strict=True)
@@ -522,10 +534,11 @@ def _plot_median_band(
         ]
         if not series:
             continue
-        steps = sorted(set.intersection(*(set(points) for points, _ in series)))
-        values = np.array([[points[step] for step in steps] for points, _ in series], dtype=float)
+        steps = sorted(set.union(*(set(points) for points, _ in series)))
+        values = np.array(
+            [[points.get(step, np.nan) for step in steps] for points, _ in series], dtype=float
+        )
         values[~np.isfinite(values)] = np.nan
-        values[values <= 0] = np.nan  # a log scale shows neither
         if not np.isfinite(values).any():
             continue  # every run of the group diverged before its first point
         epochs = np.array(steps) / series[0][1]
@@ -533,8 +546,8 @@ def _plot_median_band(
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanpercentile(values, [25, 75], axis=0)
             median = np.nanmedian(values, axis=0)
-        (line,) = axis.plot(epochs, median, label=f"{key} (n={len(series)})")
-        axis.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2)
+        axis.plot(epochs, median, label=f"{key} (n={len(series)})", color=colour)
+        axis.fill_between(epochs, low, high, color=colour, alpha=0.2)
     if axis.lines:
         axis.set_yscale("log")
     axis.set_xlabel("epoch")
@@ -570,7 +583,7 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
         (
             "test_relative_error",
             EXTRAP_RELATIVE_ERROR,
-            "Test relative error (extrapolation MSE / mean square of the targets)",
+            "Test relative error (100 · extrapolation MSE / mean square of the targets)",
             "relative error (%)",
         ),
     ):
@@ -681,7 +694,7 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
 
     operations = list(along.series)
     names = list(dict.fromkeys(line for lines in along.series.values() for line in lines))
-    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    colours = line_colours(len(names))
     columns = min(2, len(operations))
     rows = math.ceil(len(operations) / columns)
     figure, panels = plt.subplots(

@@ -888,7 +888,12 @@ class ArithmeticModule(L.LightningModule):
             for split, metrics in values.items()
             for name, value in metrics.items()
         }
-        self.curves.add(step, per_member)
+        # A diverged member's validations end where it diverged, as its training loss does:
+        # its frozen parameters train no more (its results: its best validation's).
+        self.curves.add(
+            step,
+            {name: value.where(self.alive, float("nan")) for name, value in per_member.items()},
+        )
         if self.restarts.stall_rule is not None and step < self.planned_steps:
             history = self.curves.history(INTERP_MSE).to(self.device)
             self.restarts.restart_stalled(step, history, self.alive)
