@@ -135,6 +135,16 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
         groups = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
         assert sorted(group["hparams"]["optimizer.lr"] for group in groups) == [0.001, 0.01]
         assert {group["hparams"]["model"] for group in groups} == {"nalu"}
+        for group in groups:  # each row's result is its run's
+            (session,) = group["sessions"]
+            shown = {
+                value["name"]["tag"]: value["value"]
+                for value in session["metricValues"]
+                if value["name"]["tag"] == "result/extrap/mse"
+            }
+            recorded = json.loads((two_job_sweep / session["name"] / "metrics.json").read_text())
+            expected = recorded["metrics"]["extrap/mse"]
+            assert shown == {"result/extrap/mse": pytest.approx(expected, rel=1e-6)}
     finally:
         server.terminate()
         server.wait(timeout=30)

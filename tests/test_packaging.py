@@ -50,7 +50,10 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
     (run_dir,) = (workdir / "outputs" / "runs").iterdir()
     assert (run_dir / "metrics.json").is_file()
     # Outside a checkout the run names a command that serves it there, not a make target.
-    assert f"TensorBoard: tensorboard --logdir {run_dir}\n" in result.stdout
+    # From the folder above the run's: served as the logdir, its own folder would be the run
+    # ".", whose HParams row TensorBoard leaves without metrics.
+    printed = f"TensorBoard: tensorboard --logdir {run_dir.parent} (this run: {run_dir.name})\n"
+    assert printed in result.stdout
     assert "make " not in result.stdout
     located = subprocess.run(
         [

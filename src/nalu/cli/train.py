@@ -371,7 +371,14 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     else:
         print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
     # The command that serves it from any folder (a wheel installed elsewhere has no Makefile).
-    print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(output_dir))}")
+    # A single run's events lie in its folder itself: served as the logdir, it would be the run
+    # ".", whose HParams row TensorBoard leaves without metrics; from the folder above, it is
+    # its folder's name beside its neighbours (a sweep's other jobs).
+    if (output_dir / "members").is_dir():
+        print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(output_dir))}")
+    else:
+        parent = shlex.quote(str(output_dir.parent))
+        print(f"TensorBoard: tensorboard --logdir {parent} (this run: {output_dir.name})")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
