@@ -350,3 +350,12 @@ def test_every_group_of_a_curve_figure_has_its_own_colour(monkeypatch):
     groups = {f"group {k}": [{"run_dir": str(k), "steps": 10, "epochs": 1}] for k in range(12)}
     lines = plot_curves(groups)["validation_loss"].axes[0].get_lines()
     assert len({tuple(line.get_color()) for line in lines}) == 12
+
+
+def test_a_deletion_and_the_checkpoint_resumed_from_make_no_column(tmp_path):
+    for name, lr, more in [("a", "0.1", ["~lr_schedule"]), ("b", "0.01", [])]:
+        write_run(tmp_path / name, "nau", 0, {"extrap/mse": 1.0})
+        (tmp_path / name / ".hydra").mkdir()
+        overrides = [f"optimizer.lr={lr}", f"ckpt_path=/runs/{name}/last.ckpt", *more]
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    assert default_group_by(load_runs([tmp_path])) == ["model", "optimizer.lr"]

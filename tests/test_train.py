@@ -10,7 +10,7 @@ from conftest import MODEL_CONFIGS, compose_config, load_events, read_metrics
 from hydra.utils import instantiate
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from nalu.cli.train import build_run, train
+from nalu.cli.train import build_run, run_hyperparameters, train
 from nalu.config.errors import InvalidArgument
 from nalu.data import ArithmeticDataModule
 from nalu.results.record import HPARAMS_METRICS
@@ -236,3 +236,11 @@ def test_a_notebook_trains_plain_objects_in_five_lines():
     )
     with pytest.raises(InvalidArgument, match="population builds each member"):
         ArithmeticModule(network, adam, [data.problem.output_operations] * 2, seeds=[0, 1])
+
+
+def test_hparams_leave_out_a_deletion_and_the_checkpoint_resumed_from(tmp_path):
+    overrides = ["experiment=static_nau_nmu", "~lr_schedule", "optimizer.lr=0.01"]
+    cfg = compose_config([*overrides, "ckpt_path=/runs/a/last.ckpt"], tmp_path)
+    hparams = run_hyperparameters(cfg)
+    assert hparams["optimizer.lr"] == 0.01
+    assert "lr_schedule" not in hparams and "ckpt_path" not in hparams

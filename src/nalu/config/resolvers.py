@@ -14,15 +14,23 @@ SWEPT_FIELDS_VARIABLE = "NALU_SWEPT_FIELDS"
 NOT_HYPERPARAMETERS = ("hydra", "callbacks", "logger", "paths")
 
 
+def is_hyperparameter(field: str) -> bool:
+    """Whether a command line's ``field`` sets what a run trains, not where and how it is
+    written or what it resumes from (``ckpt_path``)."""
+    return not field.startswith(NOT_HYPERPARAMETERS) and field != "ckpt_path"
+
+
 def job_overrides() -> dict[str, str]:
-    """This job's command-line overrides, ``{field: value}``, those of where and how it is
-    written left out."""
+    """This job's command-line overrides that set a hyperparameter, ``{field: value}``; a
+    deletion (``~field``) sets no value and is left out."""
     if not HydraConfig.initialized():
         return {}
     overrides = {}
     for override in HydraConfig.get().overrides.task:
-        key, _, value = override.lstrip("+~").partition("=")
-        if not key.startswith(NOT_HYPERPARAMETERS):
+        if override.startswith("~"):
+            continue
+        key, _, value = override.lstrip("+").partition("=")
+        if is_hyperparameter(key):
             overrides[key] = value
     return overrides
 

@@ -31,7 +31,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nalu.config.resolvers import NOT_HYPERPARAMETERS
+from nalu.config.resolvers import is_hyperparameter
 from nalu.config.rules import SUCCESS_EPSILON
 from nalu.results.record import (
     EXTRAP_MSE,
@@ -103,21 +103,23 @@ def _hydra_dir(run_dir: Path) -> Path:
 
 
 def run_overrides(run_dir: Path) -> dict[str, Any]:
-    """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``), values as
-    Hydra reads them (``1e-3`` and ``0.001`` alike), where and how the run was written left
-    out; empty for a run written without Hydra."""
+    """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``) that set a
+    hyperparameter (``is_hyperparameter``; no deletion), values as Hydra reads them (``1e-3``
+    and ``0.001`` alike); empty for a run written without Hydra."""
     path = _hydra_dir(run_dir) / "overrides.yaml"
     if not path.is_file():
         return {}
     texts = [str(text) for text in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
     overrides = {}
     for text in texts:
+        if text.startswith("~"):
+            continue
         try:
             (override,) = OverridesParser.create().parse_overrides([text])
             field, value = override.key_or_group, override.value()
         except HydraException:  # kept as text
-            field, _, value = text.lstrip("+~").partition("=")
-        if not field.startswith(NOT_HYPERPARAMETERS) and field != "ckpt_path":
+            field, _, value = text.lstrip("+").partition("=")
+        if is_hyperparameter(field):
             overrides[field] = value
     return overrides
 
