@@ -45,6 +45,16 @@ def test_the_table_gives_the_context_rates_with_our_mean_over_ranges():
     assert "- realnpu div: theirs 85.3% (" in table and "not run." in table
 
 
+def test_the_table_says_first_when_the_runs_are_not_the_tasks_setup():
+    row, group = row_and_group("nmu", "mul", "U_1_2", 2, runs=2)
+    departed = comparison_table([row], group, ["2 seeds per cell, not 25"]).splitlines()
+    assert departed[2] == (
+        "**Not the task's setup** (2 seeds per cell, not 25): these rates are not comparable "
+        "with the published ones."
+    )
+    assert "Not the task's setup" not in comparison_table([row], group)
+
+
 def test_every_published_cell_is_one_the_benchmark_runs(tmp_path):
     for unit in {p.unit for p in PUBLISHED}:
         cfg = compose_config(["experiment=nalm_single_module", f"nalm={unit}"], tmp_path)

@@ -142,7 +142,10 @@ def run_benchmark(
     from nalu.results.report import group_runs, write_report
 
     report = write_report([out], GROUP_BY)
-    published = comparison_table(report.rows, group_runs(report.runs, report.group_by))
+    departures = [f"{seeds} seeds per cell, not {task_seeds()}"] if seeds != task_seeds() else []
+    departures += [f"overrides: {' '.join(extra)}"] if extra else []
+    groups = group_runs(report.runs, report.group_by)
+    published = comparison_table(report.rows, groups, departures)
     write_text_atomic(
         report.path, report.path.read_text(encoding="utf-8") + "\n" + published + "\n"
     )

@@ -6,6 +6,7 @@ as context with what differs.
 """
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -103,13 +104,23 @@ def comparison_rows(
     return compared
 
 
-def comparison_table(rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]) -> str:
+def comparison_table(
+    rows: list[dict[str, Any]],
+    groups: dict[str, list[dict[str, Any]]],
+    departures: Sequence[str] = (),
+) -> str:
     """The Markdown section of the comparison: the cells, then the mean over ranges of the
-    context rates' units."""
+    context rates' units. ``departures``: how these runs differ from the task's setup (fewer
+    seeds, other settings), said first: their rates do not measure what the papers' do."""
     compared = comparison_rows(rows, groups)
-    lines = [
-        "## Published results beside ours",
-        "",
+    lines = ["## Published results beside ours", ""]
+    if departures:
+        lines += [
+            f"**Not the task's setup** ({'; '.join(departures)}): these rates are not "
+            "comparable with the published ones.",
+            "",
+        ]
+    lines += [
         "| unit | op | range | theirs (95% CI) | ours (95% CI) | inside theirs | source |",
         "|---|---|---|---:|---:|---|---|",
     ]
