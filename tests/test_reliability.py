@@ -15,6 +15,7 @@ import torch
 from conftest import TINY, compose_config, load_events, read_metrics, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED
 from nalu.cli.evaluate import load_checkpoint
@@ -73,6 +74,11 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     status = events.Tensors("run/status/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert status.startswith(f"diverged diverged_at_step={diverged_at}")
     assert [event.value for event in events.Scalars("run/diverged_at_step")] == [diverged_at]
+    # Its HParams row is a failure (the tab's status filter).
+    end = plugin_data_pb2.HParamsPluginData.FromString(
+        events.summary_metadata["_hparams_/session_end_info"].plugin_data.content
+    )
+    assert end.session_end_info.status == api_pb2.STATUS_FAILURE
     # Judged, like a population's diverged member, at its best validation before the fault.
     best = min(event.value for event in events.Scalars("interp/mse"))
     assert recorded["metrics"]["interp/mse"] == pytest.approx(best, rel=1e-6)

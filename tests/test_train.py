@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import MODEL_CONFIGS, compose_config, load_events, read_metrics
 from hydra.utils import instantiate
-from tensorboard.plugins.hparams import plugin_data_pb2
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from nalu.cli.train import build_run, run_hyperparameters, train
 from nalu.config.errors import InvalidArgument
@@ -64,6 +64,10 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
         events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     )
     assert session.session_start_info.hparams["model"].string_value == "nalu_shared"
+    end = plugin_data_pb2.HParamsPluginData.FromString(
+        events.summary_metadata["_hparams_/session_end_info"].plugin_data.content
+    )
+    assert end.session_end_info.status == api_pb2.STATUS_SUCCESS
     # The headline final metrics are scalars (HParams' columns); every final metric is a row of
     # one Text table, not a one-point chart, and output counts are in neither.
     final_scalars = {tag for tag in tags["scalars"] if tag.startswith("result/")}

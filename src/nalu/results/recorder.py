@@ -11,6 +11,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 from torch import Tensor, nn
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summary
@@ -183,9 +184,11 @@ def log_final_results(
     formulas: list[dict[str, Any]],
     hparams: dict[str, Any],
     step: int,
+    diverged: bool,
 ) -> None:
     """The final metrics (``log_final_metrics``), the read-back formulas, and the HParams
-    entry: the run's ``hparams`` (its labels and settings) beside the headline metrics."""
+    entry: the run's ``hparams`` (its labels and settings) beside the headline metrics, its
+    status a failure where it ``diverged``."""
     headline = log_final_metrics(tensorboard, metrics, step)
     if formulas:
         tensorboard.experiment.add_text(
@@ -195,17 +198,28 @@ def log_final_results(
             ),
             step,
         )
-    log_hparams(tensorboard.experiment, hparams, headline)
+    log_hparams(tensorboard.experiment, hparams, headline, diverged)
     tensorboard.experiment.flush()
 
 
-def log_hparams(writer: SummaryWriter, hparams: dict[str, Any], metrics: dict[str, float]) -> None:
+def log_hparams(
+    writer: SummaryWriter,
+    hparams: dict[str, Any],
+    metrics: dict[str, float],
+    diverged: bool = False,
+) -> None:
     """The run's HParams session: its settings and its headline metrics, and no experiment
     summary. TensorBoard then builds the HParams table from every run's session it is shown
     (every hyperparameter of every run, those with more than one value marked as differing);
     with an experiment summary per run it would take the first one it finds for all of them,
-    and the fields that only other runs have (a sweep's beside a population's) would vanish."""
+    and the fields that only other runs have (a sweep's beside a population's) would vanish.
+    A run that ``diverged`` ends its session as a failure (the tab's status filter)."""
     _, session_start, session_end = hparams_summary(hparams, metrics)
+    if diverged:
+        (value,) = session_end.value
+        content = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+        content.session_end_info.status = api_pb2.STATUS_FAILURE
+        value.metadata.plugin_data.content = content.SerializeToString()
     file_writer = writer._get_file_writer()
     for summary in (session_start, session_end):
         file_writer.add_summary(summary)
@@ -476,6 +490,7 @@ class RunRecorder(L.Callback):
                 formulas,
                 self._hparams(member),
                 trainer.global_step,
+                diverged=bool(pl_module.divergence.diverged_at_step[member] >= 0),
             )
             self.layout.close_member(tensorboard)
         finished = (pl_module.divergence.diverged_at_step < 0).tolist()
