@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config
+from conftest import compose_config, load_events
 from omegaconf import open_dict
+from tensorboard.plugins.hparams import plugin_data_pb2
 
 import nalu.results.report
 from nalu.cli.train import build_run, train
@@ -297,3 +298,17 @@ def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_t
     # Grouped by operation alone there are no cells: the last report's cell figure goes.
     write_report([population], group_by=["operation"])
     assert not (population / "success_by_cell.png").exists()
+
+
+def test_a_members_hparams_row_names_its_cell_and_seed(tmp_path):
+    population = tmp_path / "population"
+    train(grid_config(population, ["model=nmu", "trainer.max_epochs=1", "population=1"]))
+    member = next((population / "members").glob("*_mul_U_1_2_seed0"))
+    session = plugin_data_pb2.HParamsPluginData.FromString(
+        load_events(member).summary_metadata["_hparams_/session_start_info"].plugin_data.content
+    )
+    hparams = session.session_start_info.hparams
+    assert (hparams["operation"].string_value, hparams["range"].string_value) == ("mul", "U_1_2")
+    assert hparams["seed"].number_value == 0
+    # The axes' labels are for reports: not a column of lists ticked before the member's cell.
+    assert not any(name.startswith("problem_axes") for name in hparams)

@@ -500,8 +500,11 @@ class RunRecorder(L.Callback):
         self.layout.on_test_end(trainer, self.final_metrics, shared)
 
     def _hparams(self, member: int) -> dict[str, Any]:
-        """Member ``member``'s HParams: its labels and settings, flat."""
-        return flatten_config({**self.labels[member], **self.hyperparameters[member]})
+        """Member ``member``'s HParams: its labels and settings, flat; not the list of its
+        problem axes' labels (``problem_axes``, for reports), which would be a column of lists
+        that the tab ticks before the member's own cell."""
+        labels = {k: v for k, v in self.labels[member].items() if k != "problem_axes"}
+        return flatten_config({**labels, **self.hyperparameters[member]})
 
     def _record(
         self,
