@@ -8,6 +8,7 @@ import stat
 import pytest
 import yaml
 from conftest import REPORT_FIGURES, TINY, compose_config, load_events
+from matplotlib.colors import to_rgba
 
 from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.report import main
@@ -326,6 +327,10 @@ def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     # Each operation's interval: from the rate down to its low end and up to its high end.
     spans = [segment[:, 1].tolist() for line in axis.collections for segment in line.get_segments()]
     assert sorted(spans) == [[0.0, 0.3], [0.2, 0.8]]
+    # Each rate's point in its bar's colour: a rate of 0, with no bar to see, still names it.
+    points = [line for line in axis.lines if line.get_marker() == "o"]
+    bars = [bar.get_facecolor() for bar in axis.patches]
+    assert [to_rgba(point.get_markerfacecolor()) for point in points] == bars
 
 
 def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_counts(monkeypatch):

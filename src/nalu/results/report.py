@@ -630,9 +630,12 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
         rates = np.array([r["success_rate"] for r in chosen])
         errors = interval_error_bars(chosen)
-        axis.bar(positions, rates, width, label=operation)
-        # A point and the interval also show a rate of 0, which has no visible bar.
-        axis.errorbar(positions, rates, yerr=errors, fmt="o", capsize=3, color="black", ms=3)
+        bars = axis.bar(positions, rates, width, label=operation)
+        # A point in the operation's colour and the interval also show a rate of 0, which has
+        # no visible bar.
+        colour = bars.patches[0].get_facecolor()
+        axis.errorbar(positions, rates, yerr=errors, fmt="o", capsize=3, ecolor="black", ms=5)
+        axis.lines[-1].set(markerfacecolor=colour, markeredgecolor="black")
     axis.set_xticks(np.arange(len(groups)))
     axis.set_xticklabels(groups, rotation=20, ha="right")
     axis.set_ylim(0, 1.05)
@@ -818,7 +821,9 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             "diverge. Recovered: runs whose read-back formulas equal the "
             "truth for every output. Solved at step: median step by which every output was "
             "solved, over the runs that solved them all. A group whose runs have one operation "
-            "has that operation's row only (report.csv has its `all` row too).",
+            "has that operation's row only (report.csv has its `all` row too). A dash: not "
+            "defined for the network (outputs solved where its outputs share weights, as an "
+            "MLP's do; recovered where its weights have no read-back).",
             markdown_table(rows, group_by),
             "Final metrics, median over the runs that finished:",
             median_table(groups, group_by),
