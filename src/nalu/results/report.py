@@ -638,7 +638,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         axis.lines[-1].set(markerfacecolor=colour, markeredgecolor="black")
     axis.set_xticks(np.arange(len(groups)))
     axis.set_xticklabels(groups, rotation=20, ha="right")
-    axis.set_ylim(0, 1.05)
+    axis.set_ylim(-0.03, 1.05)  # a point at 0 drawn whole
     axis.set_ylabel("success rate (95% Wilson CI)")
     axis.set_title("Runs solved per operation (every output), 95% Wilson intervals")
     axis.legend(fontsize="small")
