@@ -170,12 +170,12 @@ def test_optuna_search_runs_its_trials_in_parallel_joblib_workers(tmp_path):
 
 @pytest.mark.slow
 def test_submitit_local_sweep_runs_each_job_as_a_submitit_job(tmp_path):
-    sweep_dir = tmp_path / "sweep"
-    result = run_cli(
-        ["-m", *TINY, "seed=0,1", "hydra/launcher=submitit_local", f"hydra.sweep.dir={sweep_dir}"],
-        cwd=tmp_path,
-    )
+    result = run_cli(["-m", *TINY, "seed=0,1", "hydra/launcher=submitit_local"], cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    # The default sweep folder, named by the command's process id, not each job's process's.
+    (sweep_dir,) = (tmp_path / "outputs" / "multirun").iterdir()
+    relative = sweep_dir.relative_to(tmp_path)
+    assert f"multirun: 2 jobs in {relative}: 2 finished, 0 diverged, 0 failed" in result.stdout
     runs = job_dirs(sweep_dir)
     assert [run.name for run in runs] == ["0_nalu_seed0", "1_nalu_seed1"]
     assert [read_metrics(run)["labels"]["seed"] for run in runs] == [0, 1]

@@ -86,8 +86,10 @@ def evaluation_dir(ckpt_path: str) -> str:
 OmegaConf.register_new_resolver("stdout_is_terminal", sys.stdout.isatty, replace=True)
 # `${len:${.operations}}`: a problem with one output per operation sizes the network from it.
 OmegaConf.register_new_resolver("len", len, replace=True)
-# This process's id, unique among the runs going on at once.
-OmegaConf.register_new_resolver("pid", os.getpid, replace=True)
+# This process's id, unique among the runs going on at once. Cached, as Hydra's `now` is: a
+# sweep's jobs in worker processes (joblib, submitit) get the config's cache, so they resolve
+# the sweep's folder with the process id of the command that started the sweep, not their own.
+OmegaConf.register_new_resolver("pid", os.getpid, use_cache=True, replace=True)
 # `${run_name:${seed},${population}}`: the run and job folders' names.
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
 # `${ceil_div:${data.in_features},50}`, `${mul:30,${rounds}}`: a recipe sized by its problem.
