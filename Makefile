@@ -75,6 +75,6 @@ format: $(VENV)/.installed ## Fix lint and formatting with ruff
 	$(VENV)/bin/ruff format src tests
 
 clean: ## Delete runs in outputs/ and caches (keeps .venv)
-	find outputs -mindepth 1 ! -name .gitkeep -exec rm -rf {} +
+	find outputs -mindepth 1 -maxdepth 1 ! -name .gitkeep -exec rm -rf {} +
 	rm -rf .pytest_cache .ruff_cache
-	find src tests -name __pycache__ -type d -exec rm -rf {} +
+	find src tests -name __pycache__ -type d -prune -exec rm -rf {} +
