@@ -127,7 +127,9 @@ def progress_lines_of_a_run(caplog, module: SimpleNamespace, last_mse: float | N
     MSE (the members' median; None: no validation)."""
     caplog.set_level(logging.INFO, logger="nalu.training.progress")
     lines = nalu.training.progress.ProgressLines()
-    trainer = SimpleNamespace(callback_metrics={}, global_step=0, max_epochs=3, current_epoch=0)
+    trainer = SimpleNamespace(
+        callback_metrics={}, global_step=0, max_epochs=3, current_epoch=0, is_global_zero=True
+    )
     lines.on_train_start(trainer, module)
     if last_mse is not None:
         trainer.callback_metrics = {"interp/mse": torch.tensor(last_mse)}

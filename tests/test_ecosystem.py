@@ -197,6 +197,8 @@ def test_ddp_on_two_cpu_processes_shards_batches_and_syncs_metrics(tmp_path):
     result = run_cli(args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.count("Final metrics") == 1  # printed by rank 0 only
+    console = result.stdout + result.stderr
+    assert console.count("step 4/4 (100%) · epoch 2/2") == 1  # the last progress line, once
     recorded = read_metrics(run_dir)
     assert (recorded["epochs"], recorded["steps"]) == (2, 4)  # one process alone: 2 x 5 steps
     # One process evaluating the final weights on the whole sets gives the same numbers: the

@@ -57,6 +57,8 @@ class ProgressLines(L.Callback):
     def _line(self, trainer: L.Trainer, pl_module: L.LightningModule, ended: bool = False) -> None:
         now = time.monotonic()
         self.last = now
+        if not trainer.is_global_zero:  # under DDP, one line for all the processes
+            return
         step = trainer.global_step
         # The project's module counts its optimizer steps; a user's own module, its batches.
         planned = getattr(pl_module, "planned_steps", None) or trainer.estimated_stepping_batches
