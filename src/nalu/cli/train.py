@@ -359,7 +359,8 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
 
     if rank_zero_only.rank != 0:
         return
-    if (output_dir / "members").is_dir():
+    population = (output_dir / "members").is_dir()
+    if population:
         # As the population's curves and HParams summarise them (``finite_summary``).
         where = output_dir / "members"
         print(
@@ -374,7 +375,7 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     # A single run's events lie in its folder itself: served as the logdir, it would be the run
     # ".", whose HParams row TensorBoard leaves without metrics; from the folder above, it is
     # its folder's name beside its neighbours (a sweep's other jobs).
-    if (output_dir / "members").is_dir():
+    if population:
         print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(output_dir))}")
     else:
         parent = shlex.quote(str(output_dir.parent))

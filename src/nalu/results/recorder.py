@@ -475,6 +475,7 @@ class RunRecorder(L.Callback):
                 heatmaps.append(weight_heatmaps(network, problem, formulas) if drawn else [])
         # Every member's figures at once: in parallel where there are many and several CPUs.
         images = iter(render_heatmaps([heatmap for unit in heatmaps for heatmap in unit]))
+        hparams = [self._hparams(member) for member in range(self.population)]
         for (member, formulas, tensorboard), unit in zip(written, heatmaps, strict=True):
             self.layout.write_member(tensorboard, member, self.problems[member], curves)
             experiment = tensorboard.experiment
@@ -488,15 +489,14 @@ class RunRecorder(L.Callback):
                 tensorboard,
                 self.member_metrics[member],
                 formulas,
-                self._hparams(member),
+                hparams[member],
                 trainer.global_step,
-                diverged=bool(pl_module.divergence.diverged_at_step[member] >= 0),
+                diverged=diverged_at >= 0,
             )
             self.layout.close_member(tensorboard)
         finished = (pl_module.divergence.diverged_at_step < 0).tolist()
         self.final_metrics = self.layout.summary(self.member_metrics, finished)
-        each = [self._hparams(member) for member in range(self.population)]
-        shared = {name: v for name, v in each[0].items() if all(e.get(name) == v for e in each)}
+        shared = {n: v for n, v in hparams[0].items() if all(h.get(n) == v for h in hparams)}
         self.layout.on_test_end(trainer, self.final_metrics, shared)
 
     def _hparams(self, member: int) -> dict[str, Any]:

@@ -633,9 +633,17 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         bars = axis.bar(positions, rates, width, label=operation)
         # A point in the operation's colour and the interval also show a rate of 0, which has
         # no visible bar.
-        colour = bars.patches[0].get_facecolor()
-        axis.errorbar(positions, rates, yerr=errors, fmt="o", capsize=3, ecolor="black", ms=5)
-        axis.lines[-1].set(markerfacecolor=colour, markeredgecolor="black")
+        axis.errorbar(
+            positions,
+            rates,
+            yerr=errors,
+            fmt="o",
+            capsize=3,
+            ecolor="black",
+            ms=5,
+            mfc=bars.patches[0].get_facecolor(),
+            mec="black",
+        )
     axis.set_xticks(np.arange(len(groups)))
     axis.set_xticklabels(groups, rotation=20, ha="right")
     axis.set_ylim(-0.03, 1.05)  # a point at 0 drawn whole
