@@ -43,8 +43,12 @@ class NMUProduct(torch.autograd.Function):
     @staticmethod
     def forward(weight: Tensor, x: Tensor, max_log_magnitude: float) -> tuple[Tensor, Tensor]:
         factors = torch.addcmul(1 - weight, weight, x.unsqueeze(-2))
-        negative = (factors < 0).sum(-1)
-        sign = torch.where((factors == 0).any(-1), 0.0, 1.0 - 2.0 * (negative % 2))
+        # The sign's parity and zero test counted in the factors' float type (exact up to 2^24
+        # factors), not as int64 and bool: compiled for a CPU, their mask conversions were most
+        # of the fused kernel (a compiled step of experiment=solve at S = 25: 14.0 -> 9.8 ms).
+        negative = (factors < 0).to(factors.dtype).sum(-1)
+        nonzero = 1.0 - (factors == 0).to(factors.dtype).amax(-1)
+        sign = nonzero - 2.0 * torch.remainder(negative, 2.0) * nonzero  # +0.0 at a zero
         tiny = torch.finfo(factors.dtype).tiny
         log_magnitude = factors.abs_().clamp_min_(tiny).log_().sum(-1)
         return sign * log_magnitude.clamp(max=max_log_magnitude).exp(), log_magnitude
