@@ -52,6 +52,14 @@ def test_bench_writes_every_ratio_with_its_spread_and_prints_the_table(tmp_path,
             f"| (b) population S=3, {mode} ({entry['step_ms']:.1f} ms/step): speedup over 3 plain"
             f" runs | {speedup['median']:.1f}x ({speedup['min']:.1f}–{speedup['max']:.1f}) |"
         ) in printed
+        # Its own peak, counted afresh: above the torch process it runs in, within the
+        # whole run's peak.
+        assert 0.2 < entry["peak_gib"] <= figures["max_rss_gib"]
+        assert (
+            f"| peak memory of the population S=3, {mode}: its build and first fit (GiB)"
+            f" | {entry['peak_gib']:.2f} |"
+        ) in printed
+    assert f"| peak memory of the whole process (GiB) | {figures['max_rss_gib']:.2f} |" in printed
     solve = handwritten["solve S=3"]["eager"]
     assert "(d) solve S=3 (eager, " in printed
     assert f"{solve['median']:.2f} ({solve['min']:.2f}–{solve['max']:.2f})" in printed
