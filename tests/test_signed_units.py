@@ -153,6 +153,35 @@ def test_compiled_nmu_over_a_units_output_has_the_values_and_gradients_of_the_fo
     assert (expected[0][:, :2, 1] == 0).all()
 
 
+@pytest.mark.parametrize("x_needs_grad", [True, False])
+def test_compiled_nmu_in_a_population_has_the_values_and_gradients_of_the_formula(x_needs_grad):
+    # A population's compiled step on a CPU takes the product through its own operator
+    # (member_nmu_product: every member at once, its own backward); the numbers are the formula's.
+    torch.manual_seed(0)  # in float64: the two differ by rounding alone
+    weight = torch.rand(4, 3, 20, dtype=torch.float64)
+    weight[:, 0] = 1.0  # output 0 multiplies all 20 inputs: |z| mostly above e^20, clipped
+    weight[:, 1, 0] = 1.0
+    x = torch.empty(4, 8, 20, dtype=torch.float64).uniform_(-10.0, 10.0)  # [S, B, in]
+    x[:, :2, 0] = 0.0  # an exact zero factor of outputs 0 and 1 in the first two samples
+    grad = torch.randn(4, 8, 3, dtype=torch.float64)
+
+    def run(product):
+        w, m = weight.clone().requires_grad_(), x.clone().requires_grad_(x_needs_grad)
+        z = product(w, m)
+        return (z, *torch.autograd.grad(z, (w, m) if x_needs_grad else (w,), grad))
+
+    def formula(w, m):
+        return signed_product(nmu_factors(w, m), dim=-1, max_log_magnitude=20.0)
+
+    expected = run(torch.func.vmap(formula))
+    population = torch.func.vmap(lambda w, m: nmu_product(w, m, 20.0))
+    got = run(torch.compile(population, fullgraph=True))
+    assert len(got) == (3 if x_needs_grad else 2)
+    for value, want in zip(got, expected, strict=True):
+        torch.testing.assert_close(value, want, rtol=1e-10, atol=1e-12)
+    assert (got[0][:, :2, :2] == 0).all() and not got[0].signbit()[:, :2, :2].any()
+
+
 def test_nmu_zero_factor_gives_zero_and_finite_gradient():
     nmu = NeuralMultiplicationUnit(2, 1)
     set_(nmu.weight, [[1.0, 1.0]])

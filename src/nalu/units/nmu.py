@@ -5,6 +5,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch._C._functorch import is_batchedtensor
 from torch.utils.checkpoint import checkpoint
 
 from nalu.config import rules
@@ -84,6 +85,156 @@ def _factor_gradients(
     return grad_weight, grad_x
 
 
+def _compiled_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> tuple[Tensor, Tensor]:
+    return NMUProduct.forward(weight, x, max_log_magnitude)
+
+
+def _compiled_gradients(
+    weight: Tensor,
+    x: Tensor,
+    z: Tensor,
+    log_magnitude: Tensor,
+    grad_z: Tensor,
+    max_log_magnitude: float,
+    needs: tuple[bool, bool],
+) -> tuple[Tensor | None, Tensor | None]:
+    live = grad_z * z * (log_magnitude <= max_log_magnitude)  # as NMUProduct.backward
+    return _factor_gradients(weight, x, live, needs)
+
+
+# Compiled at their first call in each run (the run's ``torch.compiler.reset`` clears them).
+_product_kernel = torch.compile(_compiled_product, dynamic=False)
+_gradient_kernel = torch.compile(_compiled_gradients, dynamic=False)
+
+
+@torch.library.custom_op("nalu::member_nmu_product", mutates_args=())
+def member_nmu_product(
+    weight: Tensor, x: Tensor, max_log_magnitude: float
+) -> tuple[Tensor, Tensor]:
+    """``NMUProduct`` for a population's compiled step on a CPU: an operator that the step's
+    graph calls as it is, with its own backward and a rule for ``vmap`` that multiplies every
+    member at once (W ``[S, 1, out, in]`` by x ``[S, B, in]``), each of the two a compiled
+    kernel of its own. Under ``vmap`` ``torch.compile`` differentiates ``NMUProduct``'s forward
+    instead of calling its backward (``LogMagnitude``), and the differentiated backward writes
+    the factors' gradients ``[S, B, out, in]`` before summing them over the batch: a compiled
+    ``experiment=solve`` step at S = 25 took 15.0 ms so, 12.7 through this operator."""
+    return _product_kernel(weight, x, max_log_magnitude)
+
+
+@member_nmu_product.register_fake
+def _(weight: Tensor, x: Tensor, max_log_magnitude: float) -> tuple[Tensor, Tensor]:
+    shape = torch.broadcast_shapes(weight.shape, x.unsqueeze(-2).shape)[:-1]
+    return weight.new_empty(shape), weight.new_empty(shape)
+
+
+@torch.library.custom_op("nalu::member_nmu_product_backward", mutates_args=())
+def _member_nmu_product_backward(
+    weight: Tensor,
+    x: Tensor,
+    z: Tensor,
+    log_magnitude: Tensor,
+    grad_z: Tensor,
+    max_log_magnitude: float,
+    needs_weight: bool,
+    needs_x: bool,
+) -> tuple[Tensor, Tensor]:
+    """The gradients of ``member_nmu_product``'s W and x; an empty tensor for one not needed."""
+    needs = (needs_weight, needs_x)
+    grad_weight, grad_x = _gradient_kernel(
+        weight, x, z, log_magnitude, grad_z, max_log_magnitude, needs
+    )
+    return (
+        grad_weight if grad_weight is not None else weight.new_empty(0),
+        grad_x if grad_x is not None else x.new_empty(0),
+    )
+
+
+@_member_nmu_product_backward.register_fake
+def _(
+    weight: Tensor,
+    x: Tensor,
+    z: Tensor,
+    log_magnitude: Tensor,
+    grad_z: Tensor,
+    max_log_magnitude: float,
+    needs_weight: bool,
+    needs_x: bool,
+) -> tuple[Tensor, Tensor]:
+    return (
+        weight.new_empty(weight.shape if needs_weight else 0),
+        x.new_empty(x.shape if needs_x else 0),
+    )
+
+
+def _setup_member_product(ctx: Any, inputs: tuple[Any, ...], output: tuple[Tensor, Tensor]) -> None:
+    weight, x, ctx.max_log_magnitude = inputs
+    ctx.save_for_backward(weight, x, *output)
+
+
+def _member_product_backward(
+    ctx: Any, grad_z: Tensor, _: Tensor
+) -> tuple[Tensor | None, Tensor | None, None]:
+    weight, x, z, log_magnitude = ctx.saved_tensors
+    needs_weight, needs_x = ctx.needs_input_grad[:2]
+    grad_weight, grad_x = _member_nmu_product_backward(
+        weight, x, z, log_magnitude, grad_z, ctx.max_log_magnitude, needs_weight, needs_x
+    )
+    return (grad_weight if needs_weight else None, grad_x if needs_x else None, None)
+
+
+member_nmu_product.register_autograd(_member_product_backward, setup_context=_setup_member_product)
+
+
+def _members_first(
+    size: int, in_dims: Sequence[int | None], *tensors: Tensor
+) -> tuple[Tensor, ...]:
+    """``tensors`` with ``vmap``'s member axis (``in_dims``) first, expanded where absent."""
+    return tuple(
+        t.expand(size, *t.shape) if dim is None else t.movedim(dim, 0)
+        for t, dim in zip(tensors, in_dims, strict=False)
+    )
+
+
+def _weight_against(weight: Tensor, x: Tensor) -> Tensor:
+    """A member-first W ``[S, out, in]`` as ``[S, 1, ..., out, in]``: one axis of 1 for each of
+    the member-first x's axes before its last, so that every member's W meets its own batch."""
+    extra = x.dim() - weight.dim() + 1
+    return weight.view(weight.shape[0], *[1] * extra, *weight.shape[1:]) if extra > 0 else weight
+
+
+@member_nmu_product.register_vmap
+def _(
+    info: Any, in_dims: tuple[Any, ...], weight: Tensor, x: Tensor, max_log_magnitude: float
+) -> tuple[tuple[Tensor, Tensor], tuple[int, int]]:
+    weight, x = _members_first(info.batch_size, in_dims, weight, x)
+    return member_nmu_product(_weight_against(weight, x), x, max_log_magnitude), (0, 0)
+
+
+@_member_nmu_product_backward.register_vmap
+def _(
+    info: Any,
+    in_dims: tuple[Any, ...],
+    weight: Tensor,
+    x: Tensor,
+    z: Tensor,
+    log_magnitude: Tensor,
+    grad_z: Tensor,
+    max_log_magnitude: float,
+    needs_weight: bool,
+    needs_x: bool,
+) -> tuple[tuple[Tensor, Tensor], tuple[int | None, int | None]]:
+    weight, x, z, log_magnitude, grad_z = _members_first(
+        info.batch_size, in_dims, weight, x, z, log_magnitude, grad_z
+    )
+    grad_weight, grad_x = _member_nmu_product_backward(
+        _weight_against(weight, x), x, z, log_magnitude, grad_z, max_log_magnitude,
+        needs_weight, needs_x,
+    )  # fmt: skip
+    if needs_weight:
+        grad_weight = grad_weight.view(weight.shape)
+    return (grad_weight, grad_x), (0 if needs_weight else None, 0 if needs_x else None)
+
+
 def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji) for x ``[..., in]`` and W
     ``[out, in]``: ``signed_product`` of ``nmu_factors``. Compiled, as ``NMUProduct`` (1.8×
@@ -95,6 +246,8 @@ def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
             # W's batch axis (absent, or 1 as in [S, 1, out, in]) leaves: [..., out, in] rows.
             rows = weight if weight.dim() == 2 else weight.squeeze(-3)
             return batch_last_product(rows, x.mT, max_log_magnitude).mT
+        if x.device.type == "cpu" and (is_batchedtensor(weight) or is_batchedtensor(x)):
+            return member_nmu_product(weight, x, max_log_magnitude)[0]  # a population's step
         return NMUProduct.apply(weight, x, max_log_magnitude)[0]
     return signed_product(nmu_factors(weight, x), dim=-1, max_log_magnitude=max_log_magnitude)
 
