@@ -85,26 +85,9 @@ def _factor_gradients(
     return grad_weight, grad_x
 
 
-def _compiled_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> tuple[Tensor, Tensor]:
-    return NMUProduct.forward(weight, x, max_log_magnitude)
-
-
-def _compiled_gradients(
-    weight: Tensor,
-    x: Tensor,
-    z: Tensor,
-    log_magnitude: Tensor,
-    grad_z: Tensor,
-    max_log_magnitude: float,
-    needs: tuple[bool, bool],
-) -> tuple[Tensor | None, Tensor | None]:
-    live = grad_z * z * (log_magnitude <= max_log_magnitude)  # as NMUProduct.backward
-    return _factor_gradients(weight, x, live, needs)
-
-
 # Compiled at their first call in each run (the run's ``torch.compiler.reset`` clears them).
-_product_kernel = torch.compile(_compiled_product, dynamic=False)
-_gradient_kernel = torch.compile(_compiled_gradients, dynamic=False)
+_product_kernel = torch.compile(NMUProduct.forward, dynamic=False)
+_gradient_kernel = torch.compile(_factor_gradients, dynamic=False)
 
 
 @torch.library.custom_op("nalu::member_nmu_product", mutates_args=())
@@ -139,10 +122,8 @@ def _member_nmu_product_backward(
     needs_x: bool,
 ) -> tuple[Tensor, Tensor]:
     """The gradients of ``member_nmu_product``'s W and x; an empty tensor for one not needed."""
-    needs = (needs_weight, needs_x)
-    grad_weight, grad_x = _gradient_kernel(
-        weight, x, z, log_magnitude, grad_z, max_log_magnitude, needs
-    )
+    live = grad_z * z * (log_magnitude <= max_log_magnitude)  # as NMUProduct.backward
+    grad_weight, grad_x = _gradient_kernel(weight, x, live, (needs_weight, needs_x))
     return (
         grad_weight if grad_weight is not None else weight.new_empty(0),
         grad_x if grad_x is not None else x.new_empty(0),
@@ -150,16 +131,8 @@ def _member_nmu_product_backward(
 
 
 @_member_nmu_product_backward.register_fake
-def _(
-    weight: Tensor,
-    x: Tensor,
-    z: Tensor,
-    log_magnitude: Tensor,
-    grad_z: Tensor,
-    max_log_magnitude: float,
-    needs_weight: bool,
-    needs_x: bool,
-) -> tuple[Tensor, Tensor]:
+def _(weight: Tensor, x: Tensor, *rest: Any) -> tuple[Tensor, Tensor]:
+    *_, needs_weight, needs_x = rest  # z, log_magnitude, grad_z, max_log_magnitude, the needs
     return (
         weight.new_empty(weight.shape if needs_weight else 0),
         x.new_empty(x.shape if needs_x else 0),
@@ -212,24 +185,14 @@ def _(
 
 @_member_nmu_product_backward.register_vmap
 def _(
-    info: Any,
-    in_dims: tuple[Any, ...],
-    weight: Tensor,
-    x: Tensor,
-    z: Tensor,
-    log_magnitude: Tensor,
-    grad_z: Tensor,
-    max_log_magnitude: float,
-    needs_weight: bool,
-    needs_x: bool,
+    info: Any, in_dims: tuple[Any, ...], *arguments: Any
 ) -> tuple[tuple[Tensor, Tensor], tuple[int | None, int | None]]:
-    weight, x, z, log_magnitude, grad_z = _members_first(
-        info.batch_size, in_dims, weight, x, z, log_magnitude, grad_z
-    )
+    # weight, x, z, log_magnitude, grad_z, then max_log_magnitude and the two needs
+    weight, x, *outputs = _members_first(info.batch_size, in_dims, *arguments[:5])
+    needs_weight, needs_x = arguments[-2:]
     grad_weight, grad_x = _member_nmu_product_backward(
-        _weight_against(weight, x), x, z, log_magnitude, grad_z, max_log_magnitude,
-        needs_weight, needs_x,
-    )  # fmt: skip
+        _weight_against(weight, x), x, *outputs, *arguments[5:]
+    )
     if needs_weight:
         grad_weight = grad_weight.view(weight.shape)
     return (grad_weight, grad_x), (0 if needs_weight else None, 0 if needs_x else None)
