@@ -20,6 +20,7 @@ from nalu.units import (
 )
 from nalu.units.nau import sparsity_penalty
 from nalu.units.nmu import (
+    MEMBER_PRODUCT_MIN_FACTORS,
     LogMagnitude,
     NMUProduct,
     batch_first,
@@ -155,15 +156,17 @@ def test_compiled_nmu_over_a_units_output_has_the_values_and_gradients_of_the_fo
 
 @pytest.mark.parametrize("x_needs_grad", [True, False])
 def test_compiled_nmu_in_a_population_has_the_values_and_gradients_of_the_formula(x_needs_grad):
-    # A population's compiled step on a CPU takes the product through its own operator
-    # (member_nmu_product: every member at once, its own backward); the numbers are the formula's.
+    # A population's compiled step on a CPU takes a product of this size (64 × 16 × 20 factors
+    # a member) through its own operator (member_nmu_product: every member at once, its own
+    # backward); the numbers are the formula's.
+    assert MEMBER_PRODUCT_MIN_FACTORS <= 64 * 16 * 20
     torch.manual_seed(0)  # in float64: the two differ by rounding alone
-    weight = torch.rand(4, 3, 20, dtype=torch.float64)
+    weight = torch.rand(4, 16, 20, dtype=torch.float64)
     weight[:, 0] = 1.0  # output 0 multiplies all 20 inputs: |z| mostly above e^20, clipped
     weight[:, 1, 0] = 1.0
-    x = torch.empty(4, 8, 20, dtype=torch.float64).uniform_(-10.0, 10.0)  # [S, B, in]
+    x = torch.empty(4, 64, 20, dtype=torch.float64).uniform_(-10.0, 10.0)  # [S, B, in]
     x[:, :2, 0] = 0.0  # an exact zero factor of outputs 0 and 1 in the first two samples
-    grad = torch.randn(4, 8, 3, dtype=torch.float64)
+    grad = torch.randn(4, 64, 16, dtype=torch.float64)
 
     def run(product):
         w, m = weight.clone().requires_grad_(), x.clone().requires_grad_(x_needs_grad)
