@@ -47,7 +47,7 @@ class NMUProduct(torch.autograd.Function):
         factors = torch.addcmul(1 - weight, weight, x.unsqueeze(-2))
         # The sign's parity and zero test counted in the factors' float type (exact up to 2^24
         # factors), not as int64 and bool: compiled for a CPU, their mask conversions were most
-        # of the fused kernel (a compiled step of experiment=solve at S = 25: 14.0 -> 9.8 ms).
+        # of the fused kernel (the hand-written compiled solve step at S = 25: 14.0 -> 10.0 ms).
         negative = (factors < 0).to(factors.dtype).sum(-1)
         nonzero = 1.0 - (factors == 0).to(factors.dtype).amax(-1)
         sign = nonzero - 2.0 * torch.remainder(negative, 2.0) * nonzero  # +0.0 at a zero
@@ -199,8 +199,8 @@ def _(
     return (grad_weight, grad_x), (0 if needs_weight else None, 0 if needs_x else None)
 
 
-# Factors of one member's product from which ``member_nmu_product`` pays: its calls cost about
-# 0.2 ms a step more than the compiled graph's own loops, and they save more than that where a
+# Factors of one member's product from which ``member_nmu_product`` pays: each call costs about
+# 0.1 ms more than the compiled graph's own loops, and the calls save more than that where a
 # member has 128 × 10 × 100 factors (experiment=solve), not where it has 128 × 1 × 2 (the NALM
 # task, whose NMU and NMRU populations trained 7-8% slower through it).
 MEMBER_PRODUCT_MIN_FACTORS = 2**14
@@ -218,8 +218,9 @@ def in_a_cpu_population(weight: Tensor, x: Tensor) -> bool:
 def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
     """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji) for x ``[..., in]`` and W
     ``[out, in]``: ``signed_product`` of ``nmu_factors``. Compiled, as ``NMUProduct`` (1.8×
-    faster), or as ``batch_last_product`` where x lies batch-first in memory (see
-    ``batch_first``); eagerly as written, since recomputing the factors op by op costs more
+    faster), as ``batch_last_product`` where x lies batch-first in memory (see
+    ``batch_first``), or as ``member_nmu_product`` in a large population on a CPU
+    (``in_a_cpu_population``); eagerly as written, since recomputing the factors op by op costs more
     there than keeping them (up to 1.7× at a population of 25 on the article's problem)."""
     if torch.compiler.is_compiling():
         if batch_first(x) and (weight.dim() == 2 or weight.shape[-3] == 1):
