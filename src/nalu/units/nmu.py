@@ -63,10 +63,25 @@ class NMUProduct(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_z: Tensor, _: Tensor) -> tuple[Tensor | None, Tensor | None, None]:
-        weight, x, z, log_magnitude = ctx.saved_tensors
-        # ∂z_j/∂f_ji = z_j / f_ji, zero where the log was clipped (|f| < tiny, log|z| > max).
-        live = grad_z * z * (log_magnitude <= ctx.max_log_magnitude)
-        return (*_factor_gradients(weight, x, live, ctx.needs_input_grad), None)
+        gradients = _product_gradients(
+            *ctx.saved_tensors, grad_z, ctx.max_log_magnitude, tuple(ctx.needs_input_grad[:2])
+        )
+        return (*gradients, None)
+
+
+def _product_gradients(
+    weight: Tensor,
+    x: Tensor,
+    z: Tensor,
+    log_magnitude: Tensor,
+    grad_z: Tensor,
+    max_log_magnitude: float,
+    needs: tuple[bool, bool],
+) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of W and x (where ``needs`` them) of the product z = ``NMUProduct``."""
+    # ∂z_j/∂f_ji = z_j / f_ji, zero where the log was clipped (|f| < tiny, log|z| > max).
+    live = grad_z * z * (log_magnitude <= max_log_magnitude)
+    return _factor_gradients(weight, x, live, needs)
 
 
 def _factor_gradients(
@@ -88,7 +103,7 @@ def _factor_gradients(
 
 # Compiled at their first call in each run (the run's ``torch.compiler.reset`` clears them).
 _product_kernel = torch.compile(NMUProduct.forward, dynamic=False)
-_gradient_kernel = torch.compile(_factor_gradients, dynamic=False)
+_gradient_kernel = torch.compile(_product_gradients, dynamic=False)
 
 
 @torch.library.custom_op("nalu::member_nmu_product", mutates_args=())
@@ -123,8 +138,9 @@ def _member_nmu_product_backward(
     needs_x: bool,
 ) -> tuple[Tensor, Tensor]:
     """The gradients of ``member_nmu_product``'s W and x; an empty tensor for one not needed."""
-    live = grad_z * z * (log_magnitude <= max_log_magnitude)  # as NMUProduct.backward
-    grad_weight, grad_x = _gradient_kernel(weight, x, live, (needs_weight, needs_x))
+    grad_weight, grad_x = _gradient_kernel(
+        weight, x, z, log_magnitude, grad_z, max_log_magnitude, (needs_weight, needs_x)
+    )
     return (
         grad_weight if grad_weight is not None else weight.new_empty(0),
         grad_x if grad_x is not None else x.new_empty(0),
@@ -165,7 +181,7 @@ def _members_first(
     """``tensors`` with ``vmap``'s member axis (``in_dims``) first, expanded where absent."""
     return tuple(
         t.expand(size, *t.shape) if dim is None else t.movedim(dim, 0)
-        for t, dim in zip(tensors, in_dims, strict=False)
+        for t, dim in zip(tensors, in_dims[: len(tensors)], strict=True)
     )
 
 
