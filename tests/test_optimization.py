@@ -6,10 +6,17 @@ from typing import ClassVar
 import pytest
 import torch
 from conftest import compose_config
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nalu.cli.train import train
 from nalu.config.errors import ConfigError
-from nalu.training.optimization import LinearDecay, adam_update, traceable_adam
+from nalu.training.optimization import (
+    LinearDecay,
+    adam_update,
+    steps_directly,
+    traceable_adam,
+    zero_grad,
+)
 
 
 def _decay(total_steps: int, **settings: float) -> LinearDecay:
@@ -120,3 +127,71 @@ def test_adam_update_steps_as_torchs_adam_with_its_settings(settings):
     assert update_state.keys() == torch_state.keys()
     for name, value in torch_state.items():
         assert torch.allclose(update_state[name], value, rtol=0, atol=1e-15), name
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"fused": True}, {"foreach": True}, {"fused": True, "amsgrad": True, "weight_decay": 0.1}],
+)
+def test_an_eager_adam_update_is_torchs_step_bit_for_bit(settings):
+    # At the groups' own rates and kernels (rates=None): what an eager run takes instead of
+    # optimizer.step() once Adam has its state.
+    gradients = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(0))
+    runs = []
+    for direct in (False, True):
+        parameters = [torch.nn.Parameter(torch.ones(3)) for _ in range(2)]
+        optimizer = torch.optim.Adam(
+            [{"params": parameters[:1]}, {"params": parameters[1:], "lr": 0.01}], lr=0.1, **settings
+        )
+        for step, gradient in enumerate(gradients):
+            for parameter, g in zip(parameters, gradient, strict=True):
+                parameter.grad = g.clone()
+            if direct and step > 0:
+                adam_update(optimizer)
+            else:
+                optimizer.step()
+        runs.append(([p.detach().clone() for p in parameters], optimizer.state_dict()["state"]))
+    (torch_parameters, torch_state), (direct_parameters, direct_state) = runs
+    for by_torch, direct in zip(torch_parameters, direct_parameters, strict=True):
+        assert torch.equal(direct, by_torch)
+    for index, state in torch_state.items():
+        for name, value in state.items():
+            assert torch.equal(direct_state[index][name], value), name
+
+
+def test_adam_steps_directly_once_it_has_its_state_and_no_step_hooks():
+    parameter = torch.nn.Parameter(torch.zeros(2))
+    adam = torch.optim.Adam([parameter], lr=0.1)
+    assert not steps_directly(adam)  # its first step makes the state
+    parameter.grad = torch.ones(2)
+    adam.step()
+    assert steps_directly(adam)
+    own = adam.register_step_post_hook(lambda *_: None)
+    assert not steps_directly(adam)
+    own.remove()
+    shared = register_optimizer_step_pre_hook(lambda *_: None)
+    try:
+        assert not steps_directly(adam)
+    finally:
+        shared.remove()
+    assert steps_directly(adam)
+    sgd = torch.optim.SGD([parameter], lr=0.1, momentum=0.9)
+    sgd.step()
+    assert not steps_directly(sgd)
+
+
+class KeepsGradients(torch.optim.SGD):
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        pass
+
+
+def test_zero_grad_clears_torchs_optimizers_and_calls_an_overridden_one():
+    parameters = [torch.nn.Parameter(torch.zeros(2)) for _ in range(2)]
+    adam = torch.optim.Adam([{"params": parameters[:1]}, {"params": parameters[1:], "lr": 0.5}])
+    for parameter in parameters:
+        parameter.grad = torch.ones(2)
+    zero_grad(adam)
+    assert [p.grad for p in parameters] == [None, None]
+    parameters[0].grad = torch.ones(2)
+    zero_grad(KeepsGradients(parameters[:1], lr=0.1))
+    assert torch.equal(parameters[0].grad, torch.ones(2))

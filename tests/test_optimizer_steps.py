@@ -10,6 +10,7 @@ import lightning as L
 import pytest
 import torch
 from conftest import TINY, compose_config, load_events
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from nalu.cli.train import train
 from nalu.training import module
@@ -59,6 +60,45 @@ def test_each_step_has_its_own_learning_rate_and_hooks(tmp_path):
     assert [step for step, _ in RecordSteps.steps] == list(range(1, 9))
     assert [lr for _, lr in RecordSteps.steps] == pytest.approx(expected)
     assert RecordSteps.backward_passes == 8
+
+
+class CountTorchSteps(L.Callback):
+    """Counts the torch optimizer's step hooks, its own and a global one."""
+
+    own = shared = 0
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        CountTorchSteps.own = CountTorchSteps.shared = 0
+
+        def own(*_: object) -> None:
+            CountTorchSteps.own += 1
+
+        def shared(*_: object) -> None:
+            CountTorchSteps.shared += 1
+
+        trainer.optimizers[0].register_step_post_hook(own)
+        self.handle = register_optimizer_step_pre_hook(shared)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.handle.remove()
+
+
+def test_torchs_optimizer_step_hooks_run_at_every_step(tmp_path):
+    # Without hooks an eager step updates Adam's state itself (adam_update), not through
+    # optimizer.step(), which calls them.
+    overrides = [*TINY, "model=nac", f"+callbacks.count._target_={__name__}.CountTorchSteps"]
+    train(compose_config(overrides, tmp_path))
+    assert (CountTorchSteps.own, CountTorchSteps.shared) == (8, 8)
+
+
+def test_an_eager_run_calls_adams_step_once_to_make_its_state(tmp_path, monkeypatch):
+    calls = []
+    step = torch.optim.Adam.step
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda *a, **k: calls.append(1) or step(*a, **k))
+    train(compose_config([*TINY, "model=nac"], tmp_path))
+    checkpoint = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=True)
+    assert checkpoint["optimizer_states"][0]["state"][0]["step"] == 8
+    assert len(calls) == 1
 
 
 def test_the_regulariser_ramps_step_by_step_and_batch_losses_are_logged_at_their_steps(

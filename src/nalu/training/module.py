@@ -38,7 +38,9 @@ from nalu.training.optimization import (
     adam_update,
     compile_whole_step,
     configure_optimization,
+    steps_directly,
     traceable_adam,
+    zero_grad,
 )
 from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
 from nalu.training.restarts import Restarts
@@ -438,16 +440,19 @@ class ArithmeticModule(L.LightningModule):
             remaining = len(batch) if max_steps < 0 else max_steps - self.global_step
             self._captured_steps(batch, min(len(batch), remaining), optimizer, scheduler)
             return
-        for x, y in step_batches(batch):
-            if 0 <= max_steps <= self.global_step:
+        # Lightning's count of optimizer steps, read once: each step below adds one to it.
+        done = self.global_step
+        for step, (x, y) in enumerate(step_batches(batch), start=done + 1):
+            if 0 <= max_steps < step:
                 break
-            self._optimizer_step(optimizer, scheduler, x, y)
+            self._optimizer_step(optimizer, scheduler, step, x, y)
         self._end_chunk()
 
-    def _optimizer_step(self, optimizer: Any, scheduler: Any, x: Tensor, y: Tensor) -> None:
-        """One optimizer step of every member on its batch; what it measured waits on the
-        device for the end of the chunk (``_end_chunk``)."""
-        step = self.global_step + 1  # the optimizer step this batch is for
+    def _optimizer_step(
+        self, optimizer: Any, scheduler: Any, step: int, x: Tensor, y: Tensor
+    ) -> None:
+        """Optimizer step ``step`` (from 1) of every member on its batch; what it measured
+        waits on the device for the end of the chunk (``_end_chunk``)."""
         scale = self._scale(step)
         # The whole step compiled once Adam has its state; the step that makes it is eager
         # (a compiled forward would only delay the whole step's compilation).
@@ -485,7 +490,7 @@ class ArithmeticModule(L.LightningModule):
         returns the MSE, objective and regularisation."""
         terms = self._run("terms", x, y, scale) if compiled else self._step_terms(x, y, scale)
         mse, objective, loss, *regularization = terms
-        optimizer.zero_grad()
+        zero_grad(optimizer.optimizer)
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
         self._backward(loss)
@@ -706,7 +711,9 @@ class ArithmeticModule(L.LightningModule):
         regularisation where a unit has one: one function for ``torch.compile`` to fuse."""
         mse, fit, *regularization = self.members.run(self._objective["member"], x, y)
         objective = fit + scale * regularization[0] if regularization else fit
-        return mse, objective, objective.sum(), *regularization
+        # A single run's objective is the loss itself: a sum would be one more node to run back.
+        loss = objective.sum() if objective.dim() else objective
+        return mse, objective, loss, *regularization
 
     def _backward(self, loss: Tensor) -> None:
         """``manual_backward``, or its hooks and ``loss.backward()`` (see ``setup``)."""
@@ -729,7 +736,10 @@ class ArithmeticModule(L.LightningModule):
         for hook in self._step_hooks["on_before_optimizer_step"]:
             hook(optimizer)
         optimizer._on_before_step()
-        optimizer.optimizer.step()
+        if steps_directly(optimizer.optimizer):
+            adam_update(optimizer.optimizer)
+        else:
+            optimizer.optimizer.step()
         optimizer._on_after_step()
 
     def _run(self, name: str, *inputs: Tensor) -> Any:
