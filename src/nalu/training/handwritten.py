@@ -112,7 +112,7 @@ def article_single_loop(cfg: DictConfig, epochs: int, device: str = "cpu") -> fl
 
 class _Update:
     """An optimizer step of ``objective``'s parameters (those of ``optimizer``, Adam) on a batch:
-    forward, backward and the fused Adam, then the ``clamps`` ((weight, low, high) each). With
+    forward, backward and Adam's update, then the ``clamps`` ((weight, low, high) each). With
     ``compiled``, the whole step as one compiled graph after a first ordinary one that makes
     Adam's state: the gradient traced into the graph and Adam's update in tensor operations
     (``nalu.training.optimization.adam_update``) fused with it, as the project compiles a step."""
@@ -142,10 +142,16 @@ class _Update:
             self.compiled(rates, *inputs)
 
     def step_in_parts(self, loss: Tensor) -> None:
-        """Backward from ``loss``, the optimizer's own step, the clamps."""
-        self.optimizer.zero_grad(set_to_none=True)
+        """Backward from ``loss``, Adam's step and the clamps. Adam's first step, which makes
+        its state, is ``optimizer.step()``; later ones are its update alone (``adam_update`` at
+        the groups' rates), without the Python of ``step()``'s and ``zero_grad()``'s wrappers."""
+        for parameter in self.parameters:
+            parameter.grad = None
         loss.backward()
-        self.optimizer.step()
+        if self.optimizer.state:
+            adam_update(self.optimizer)
+        else:
+            self.optimizer.step()
         self._clamp()
 
     def _graph(self, rates: list[Tensor], *inputs: Tensor) -> None:
