@@ -160,10 +160,14 @@ def test_an_eager_adam_update_is_torchs_step_bit_for_bit(settings):
 
 
 def test_adam_steps_directly_once_it_has_its_state_and_no_step_hooks():
-    parameter = torch.nn.Parameter(torch.zeros(2))
-    adam = torch.optim.Adam([parameter], lr=0.1)
-    assert not steps_directly(adam)  # its first step makes the state
+    parameter, later = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    adam = torch.optim.Adam([parameter, later], lr=0.1)
     parameter.grad = torch.ones(2)
+    assert not steps_directly(adam)  # its first step makes the state
+    adam.step()
+    assert steps_directly(adam)
+    later.grad = torch.ones(2)  # a first gradient: step() makes its state
+    assert not steps_directly(adam)
     adam.step()
     assert steps_directly(adam)
     own = adam.register_step_post_hook(lambda *_: None)

@@ -93,16 +93,22 @@ def traceable_adam(optimizer: Optimizer) -> bool:
 
 
 def steps_directly(optimizer: Optimizer) -> bool:
-    """Whether ``adam_update`` may take ``optimizer.step()``'s place in an eager step: a
-    ``traceable_adam`` that has its state (its first step made it) and no step hooks, neither
-    its own nor global ones, which only ``step()`` calls."""
+    """Whether ``adam_update`` may take ``optimizer.step()``'s place in an eager step, with the
+    gradients of the step in place: a ``traceable_adam`` with no step hooks, neither its own
+    nor global ones, which only ``step()`` calls, and a state for every parameter that has a
+    gradient (``step()`` makes a parameter's at its first gradient)."""
     return (
         traceable_adam(optimizer)
-        and bool(optimizer.state)
         and not optimizer._optimizer_step_pre_hooks
         and not optimizer._optimizer_step_post_hooks
         and not _global_optimizer_pre_hooks
         and not _global_optimizer_post_hooks
+        and all(
+            p in optimizer.state
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        )
     )
 
 
