@@ -34,7 +34,7 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
-from nalu.training.optimization import LinearDecay, adam_update, compile_whole_step
+from nalu.training.optimization import LinearDecay, adam_update, compile_whole_step, zero_grad
 from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.nac import fast_tanh
 from nalu.units.nau import integer_distance
@@ -145,8 +145,7 @@ class _Update:
         """Backward from ``loss``, Adam's step and the clamps. Adam's first step, which makes
         its state, is ``optimizer.step()``; later ones are its update alone (``adam_update`` at
         the groups' rates), without the Python of ``step()``'s and ``zero_grad()``'s wrappers."""
-        for parameter in self.parameters:
-            parameter.grad = None
+        zero_grad(self.optimizer)
         loss.backward()
         if self.optimizer.state:
             adam_update(self.optimizer)
