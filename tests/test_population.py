@@ -16,6 +16,7 @@ from nalu.results.record import EXTRAP_MSE_OF
 from nalu.results.recorder import RunLayout
 from nalu.results.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
 from nalu.training.curves import MemberCurves
+from nalu.training.divergence import Divergence
 from nalu.training.members import Members
 from nalu.training.module import ArithmeticModule, living_summaries
 
@@ -99,6 +100,21 @@ def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path
     # The population's medians are over the finished members only: of two, their mean.
     for name in ("interp/mse", "extrap/mse"):
         assert poisoned[name] == pytest.approx((kept[0][name] + kept[1][name]) / 2), name
+
+
+def test_a_chunk_skips_the_divergence_bookkeeping_only_while_every_member_trains():
+    linear = {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1}
+    divergence = Divergence(Members(linear, seeds=[0, 1, 2]))
+    finite = torch.tensor([[0.5, 2.0, 1.0], [0.25, 1.0, 3.0]])
+    assert divergence.none_diverging(finite)
+    for bad in (math.nan, math.inf, -math.inf):
+        objective = finite.clone()
+        objective[1, 2] = bad
+        assert not divergence.none_diverging(objective), bad
+    # Finite objectives whose float32 sum overflows take the general way too.
+    assert not divergence.none_diverging(torch.full((2, 3), 3e38))
+    divergence.read(any_alive=True, all_alive=False)
+    assert not divergence.none_diverging(finite)
 
 
 class _DivergeMember(L.Callback):

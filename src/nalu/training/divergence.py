@@ -1,6 +1,7 @@
 """Which members still train: each member's divergence, found without a read from the device in
 any optimizer step."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,13 @@ class Divergence(nn.Module):
         )
         self.alive.copy_(training[-1])  # in place: a captured step masks with this tensor
         return training
+
+    def none_diverging(self, objective: Tensor) -> bool:
+        """Whether every member trained at every step of a chunk whose objectives are
+        ``objective`` ``[n, S]``, known without ``after_steps``: no member has diverged before
+        and their sum is finite (a non-finite objective makes it so; a sum past float's range
+        only sends the chunk the general way). Reads one number from the device."""
+        return not self.some_diverged and math.isfinite(objective.sum().item())
 
     def read(self, any_alive: bool, all_alive: bool) -> None:
         """What the host read of ``alive`` says (read with the chunk's other values, in one
