@@ -778,8 +778,9 @@ class ArithmeticModule(L.LightningModule):
         step (it counted in no loss from then on), the epoch's loss sums and the batch losses to
         log are taken, all on the device, then read in one transfer: when no member is left,
         training stops before the parameters reach a checkpoint. A chunk in which every member
-        trained throughout (most chunks) skips the divergence's bookkeeping: a dozen small
-        operations, each of which costs tens of microseconds after a step's kernels."""
+        trained throughout (most chunks; ``none_diverging`` reads one number to know) skips the
+        divergence's bookkeeping: a dozen small operations, each of which costs tens of
+        microseconds after a step's kernels."""
         weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
         logged = [k for k, step in enumerate(steps) if step % self.trainer.log_every_n_steps == 0]
         self._loss_samples += sum(samples)
