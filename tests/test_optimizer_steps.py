@@ -83,11 +83,12 @@ class CountTorchSteps(L.Callback):
         self.handle.remove()
 
 
-def test_torchs_optimizer_step_hooks_run_at_every_step(tmp_path):
-    # Without hooks an eager step updates Adam's state itself (adam_update), not through
-    # optimizer.step(), which calls them.
+# Without hooks an eager step updates Adam's state itself (adam_update), and a compiled one in
+# its graph, neither through optimizer.step(), which calls them.
+@pytest.mark.parametrize("compiled", [False, True])
+def test_torchs_optimizer_step_hooks_run_at_every_step(tmp_path, compiled):
     overrides = [*TINY, "model=nac", f"+callbacks.count._target_={__name__}.CountTorchSteps"]
-    train(compose_config(overrides, tmp_path))
+    train(compose_config([*overrides, f"compile={compiled}"], tmp_path))
     assert (CountTorchSteps.own, CountTorchSteps.shared) == (8, 8)
 
 

@@ -38,6 +38,7 @@ from nalu.training.optimization import (
     adam_update,
     compile_whole_step,
     configure_optimization,
+    has_step_hooks,
     steps_directly,
     traceable_adam,
     zero_grad,
@@ -438,7 +439,10 @@ class ArithmeticModule(L.LightningModule):
         optimizer = self.optimizers()
         scheduler = self.lr_schedulers()
         max_steps = self.trainer.max_steps
-        if self._captured is not None and isinstance(batch, Chunk):
+        # Torch's step hooks (registered at any time) need ``step()`` itself at every step:
+        # neither a captured chunk nor the compiled whole step calls it.
+        direct = not has_step_hooks(optimizer.optimizer)
+        if self._captured is not None and isinstance(batch, Chunk) and direct:
             remaining = len(batch) if max_steps < 0 else max_steps - self.global_step
             self._captured_steps(batch, min(len(batch), remaining), optimizer, scheduler)
             return
@@ -447,18 +451,20 @@ class ArithmeticModule(L.LightningModule):
         for step, (x, y) in enumerate(step_batches(batch), start=done + 1):
             if 0 <= max_steps < step:
                 break
-            self._optimizer_step(optimizer, scheduler, step, x, y)
+            self._optimizer_step(optimizer, scheduler, step, x, y, direct)
         self._end_chunk()
 
     def _optimizer_step(
-        self, optimizer: Any, scheduler: Any, step: int, x: Tensor, y: Tensor
+        self, optimizer: Any, scheduler: Any, step: int, x: Tensor, y: Tensor, direct: bool
     ) -> None:
         """Optimizer step ``step`` (from 1) of every member on its batch; what it measured
-        waits on the device for the end of the chunk (``_end_chunk``)."""
+        waits on the device for the end of the chunk (``_end_chunk``). ``direct``: the
+        optimizer has no step hooks, so that the whole step may be one compiled graph."""
         scale = self._scale(step)
         # The whole step compiled once Adam has its state; the step that makes it is eager
         # (a compiled forward would only delay the whole step's compilation).
-        if self._compiled_update is not None and optimizer.optimizer.state:
+        whole = direct and self._compiled_update is not None
+        if whole and optimizer.optimizer.state:
             mse, objective, regularization = self._one_graph_step(optimizer, x, y, scale)
         else:
             mse, objective, regularization = self._update(
@@ -467,7 +473,7 @@ class ArithmeticModule(L.LightningModule):
                 y,
                 self._on_device(scale),
                 lambda: self._step(optimizer),
-                compiled=self._compiled_update is None,
+                compiled=not whole,
             )
         if scheduler is not None:
             scheduler.step()

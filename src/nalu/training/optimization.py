@@ -92,17 +92,26 @@ def traceable_adam(optimizer: Optimizer) -> bool:
     )
 
 
+def has_step_hooks(optimizer: Optimizer) -> bool:
+    """Whether ``optimizer.step()`` calls step hooks, its own or global ones: a step taken
+    without ``step()`` (``adam_update``, eager, in a compiled graph or a captured chunk) would
+    skip them."""
+    return bool(
+        optimizer._optimizer_step_pre_hooks
+        or optimizer._optimizer_step_post_hooks
+        or _global_optimizer_pre_hooks
+        or _global_optimizer_post_hooks
+    )
+
+
 def steps_directly(optimizer: Optimizer) -> bool:
     """Whether ``adam_update`` may take ``optimizer.step()``'s place in an eager step, with the
-    gradients of the step in place: a ``traceable_adam`` with no step hooks, neither its own
-    nor global ones, which only ``step()`` calls, and a state for every parameter that has a
-    gradient (``step()`` makes a parameter's at its first gradient)."""
+    gradients of the step in place: a ``traceable_adam`` without step hooks
+    (``has_step_hooks``) and a state for every parameter that has a gradient (``step()`` makes a
+    parameter's at its first gradient)."""
     return (
         traceable_adam(optimizer)
-        and not optimizer._optimizer_step_pre_hooks
-        and not optimizer._optimizer_step_post_hooks
-        and not _global_optimizer_pre_hooks
-        and not _global_optimizer_post_hooks
+        and not has_step_hooks(optimizer)
         and all(
             p in optimizer.state
             for group in optimizer.param_groups
