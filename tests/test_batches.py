@@ -93,6 +93,10 @@ def test_a_streams_values_do_not_depend_on_its_neighbours():
 def test_permutations_are_permutations_fixed_by_their_key():
     order = stream_permutation(root_key(4), 1000)
     assert sorted(order.tolist()) == list(range(1000))
+    # The order that sorts the stream's words, which are distinct: any sort gives the same.
+    words = stream_bits(torch.stack([root_key(k) for k in range(4)]), 2**18)
+    assert all(row.unique().numel() == 2**18 for row in words)
+    assert torch.equal(order, stream_bits(root_key(4), 1000).argsort(stable=True))
     assert torch.equal(order, stream_permutation(root_key(4), 1000))
     assert not torch.equal(order, stream_permutation(root_key(5), 1000))
 

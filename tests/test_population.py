@@ -102,7 +102,9 @@ def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path
         assert poisoned[name] == pytest.approx((kept[0][name] + kept[1][name]) / 2), name
 
 
-def test_a_chunk_skips_the_divergence_bookkeeping_only_while_every_member_trains():
+def test_the_divergence_bookkeeping_is_skipped_only_while_every_member_trains():
+    # What a chunk's end asks of its objectives [steps, S], and an epoch's end of the sums of
+    # the parameters.
     linear = {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1}
     divergence = Divergence(Members(linear, seeds=[0, 1, 2]))
     finite = torch.tensor([[0.5, 2.0, 1.0], [0.25, 1.0, 3.0]])

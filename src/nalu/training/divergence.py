@@ -48,12 +48,13 @@ class Divergence(nn.Module):
         self.alive.copy_(training[-1])  # in place: a captured step masks with this tensor
         return training
 
-    def none_diverging(self, objective: Tensor) -> bool:
-        """Whether every member trained at every step of a chunk whose objectives are
-        ``objective`` ``[n, S]``, known without ``after_steps``: no member has diverged before
-        and their sum is finite (a non-finite objective makes it so; a sum past float's range
-        only sends the chunk the general way). Reads one number from the device."""
-        return not self.some_diverged and math.isfinite(objective.sum().item())
+    def none_diverging(self, values: Tensor) -> bool:
+        """Whether no member diverges by ``values`` (a chunk's objectives ``[n, S]``, or the
+        sums of the parameters at an epoch's end), known without the per-member bookkeeping:
+        no member has diverged before and their sum is finite (a non-finite value makes it so;
+        a sum past float's range only sends the caller the general way). Reads one number from
+        the device."""
+        return not self.some_diverged and math.isfinite(values.sum().item())
 
     def read(self, any_alive: bool, all_alive: bool) -> None:
         """What the host read of ``alive`` says (read with the chunk's other values, in one

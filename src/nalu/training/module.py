@@ -867,8 +867,14 @@ class ArithmeticModule(L.LightningModule):
 
     def _check_parameters(self) -> None:
         """A member with a non-finite parameter diverges here (once per epoch: one host read);
-        when every member has, training stops before a checkpoint can keep the parameters."""
+        when every member has, training stops before a checkpoint can keep the parameters.
+        While every member trains and the parameters' sums are finite (``none_diverging``), no
+        member is looked at: a dozen small operations fewer at each epoch's end."""
         names, parameters = zip(*self.network.named_parameters(), strict=True)
+        if self.trainer.world_size == 1 and self.divergence.none_diverging(
+            torch.stack([p.detach().sum() for p in parameters])
+        ):
+            return
         finite = self._on_every_process(
             torch.stack(
                 [self.members.per_member(torch.isfinite(p.detach())).all(dim=1) for p in parameters]
