@@ -872,7 +872,7 @@ class ArithmeticModule(L.LightningModule):
         member is looked at: a dozen small operations fewer at each epoch's end."""
         names, parameters = zip(*self.network.named_parameters(), strict=True)
         if self.trainer.world_size == 1 and self.divergence.none_diverging(
-            torch.stack([p.detach().sum() for p in parameters])
+            torch.stack([p.detach().sum().float() for p in parameters])  # any dtypes
         ):
             return
         finite = self._on_every_process(
