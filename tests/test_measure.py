@@ -140,8 +140,11 @@ def test_success_threshold_of_a_product_matches_the_formula():
 def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
     exact = exact_nac_for(problem)
-    assert solved_outputs(extrapolation_metric(problem, exact)).all()
+    (solved,) = solved_outputs(extrapolation_metric(problem, exact))
+    assert solved.all()
     assert read_back(exact, torch.ones(4, 8)) == problem.exact_formulas()
+    _, formulas = read_back_metrics(exact, problem, torch.ones(4, 8), solved)
+    assert [formula["recovered"] for formula in formulas] == [True] * 6
     assert sparsity_error(exact, torch.ones(4, 8)).tolist() == [0.0] * 6
 
     perturbed = exact_nac_for(problem)
@@ -151,8 +154,11 @@ def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
         perturbed.weight_hat[0, unused] = 0.7
     (solved,) = solved_outputs(extrapolation_metric(problem, perturbed))
     assert solved.tolist() == [False] + [True] * 5
+    _, formulas = read_back_metrics(perturbed, problem, torch.ones(4, 8), solved)
+    assert [formula["recovered"] for formula in formulas] == [False] + [True] * 5
     learned = read_back(perturbed, torch.ones(4, 8))
-    assert learned[0] != problem.exact_formulas()[0]
+    # Output 0 reads back as its exact formula with the extra input added.
+    assert learned[0] == weighted_sum({problem.exact_formulas()[0]: 1.0, Variable(unused): 1.0})
     assert learned[1:] == problem.exact_formulas()[1:]
     assert sparsity_error(perturbed, torch.ones(4, 8))[0].item() == pytest.approx(
         1 - math.tanh(0.7), rel=1e-5

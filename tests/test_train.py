@@ -6,7 +6,7 @@ from typing import ClassVar
 import lightning as L
 import pytest
 import torch
-from conftest import MODEL_CONFIGS, compose_config, load_events, read_metrics
+from conftest import MODEL_CONFIGS, TINY, compose_config, load_events, read_metrics
 from hydra.utils import instantiate
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
@@ -14,6 +14,7 @@ from nalu.cli.train import build_run, run_hyperparameters, train
 from nalu.config.errors import InvalidArgument
 from nalu.data import ArithmeticDataModule
 from nalu.results.record import HPARAMS_METRICS
+from nalu.results.report import loss_curves
 from nalu.training.module import ArithmeticModule
 from nalu.units import NeuralAdditionUnit
 
@@ -28,6 +29,23 @@ def test_every_model_config_composes_and_trains_two_epochs(model, tiny_overrides
     assert recorded["epochs"] == 2
     assert json.loads((tmp_path / "problem.json").read_text())["out_features"] == 4
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_the_logged_training_loss_is_the_epochs_mse_over_every_sample(tmp_path):
+    # Weights that do not move (SGD at 1e-30): each epoch's train/loss is the MSE of the
+    # initial network over the whole training set, its last batch of 4 weighing 4 samples.
+    overrides = [*TINY, "data.train_size=100", "data.batch_size=32"]
+    cfg = compose_config([*overrides, "optimizer=sgd", "optimizer.lr=1e-30"], tmp_path)
+    *_, data, module = build_run(cfg)
+    data.setup("fit")
+    x, y = data.training_set()
+    with torch.no_grad():
+        expected = torch.nn.functional.mse_loss(module.network(x), y).item()
+    train(cfg)
+    assert loss_curves(tmp_path)["train/loss"] == {
+        4: pytest.approx(expected, rel=1e-5),
+        8: pytest.approx(expected, rel=1e-5),
+    }
 
 
 def test_article_experiment_is_the_articles_setup(tmp_path):
