@@ -4,6 +4,7 @@ import pytest
 import torch
 from conftest import run_cli
 
+from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.train import CONFIG_DIR
 from nalu.config.errors import ConfigError, InvalidArgument
 from nalu.config.rules import TRAINING_RULES
@@ -17,8 +18,10 @@ from nalu.training.stalls import StallRule
 def test_verbose_switch_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("NALU_VERBOSE", "1")
     result = run_cli(["optimizer.lr=-1", f"hydra.run.dir={tmp_path}/run"], cwd=tmp_path)
-    assert result.returncode != 0
-    assert "Traceback" in result.stderr and "optimizer.lr=-1" in result.stderr
+    assert result.returncode == EXIT_CONFIG_ERROR  # as without the switch
+    assert "Traceback" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last == "error: optimizer.lr=-1: must be a finite number > 0"
 
 
 @pytest.mark.parametrize(

@@ -8,6 +8,7 @@ import logging
 import math
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -125,9 +126,12 @@ def checked(section: str, build: Callable[[], T]) -> T:
 
 
 def fail(error: BaseException, message: str, exit_code: int) -> NoReturn:
-    """Print ``message`` as one line and exit, or re-raise ``error`` when NALU_VERBOSE is set."""
+    """Print ``message`` as one line and exit with ``exit_code``; with NALU_VERBOSE set, the
+    traceback of ``error`` first (the same exit code either way, for scripts that read it)."""
     if VERBOSE:
-        raise error
+        if error.__traceback__ is None:  # made to be reported, never raised: where it was made
+            traceback.print_stack(file=sys.stderr)
+        traceback.print_exception(error, file=sys.stderr)
     print(f"error: {' '.join(message.split())}", file=sys.stderr)
     sys.exit(exit_code)
 
@@ -135,7 +139,7 @@ def fail(error: BaseException, message: str, exit_code: int) -> NoReturn:
 class OneLineParser(argparse.ArgumentParser):
     """An argument parser whose bad arguments end the command as any other bad input does: one
     line (argparse would print the usage too) and ``EXIT_CONFIG_ERROR``; ``error_type`` is the
-    command's error, which ``NALU_VERBOSE`` re-raises."""
+    command's error, whose traceback ``NALU_VERBOSE`` shows."""
 
     def __init__(self, *args: Any, error_type: type[Exception], **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
