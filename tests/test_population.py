@@ -12,7 +12,12 @@ from conftest import compose_config, load_events, read_metrics
 
 from nalu.cli.train import build_run, print_summary, train
 from nalu.data.batches import epoch_orders, order_key
-from nalu.results.record import EXTRAP_MSE_OF
+from nalu.results.record import (
+    EXTRAP_MSE_OF,
+    EXTRAP_RELATIVE_ERROR,
+    INTERP_MSE,
+    TRAIN_LOSS,
+)
 from nalu.results.recorder import RunLayout
 from nalu.results.report import group_runs, load_runs, loss_curves, plot_curves, summary_rows
 from nalu.training.curves import MemberCurves
@@ -275,12 +280,13 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
 ):
     overrides = [*tiny_overrides, "model=nac", "population=2", "trainer.max_epochs=3"]
     train(compose_config(overrides, tmp_path))
-    member_operations = []
+    member_operations, member_curves = [], []
     for member in sorted((tmp_path / "members").iterdir()):
         problem = json.loads((member / "problem.json").read_text())
         operations = {output["operation"] for output in problem["outputs"]}
         member_operations.append(operations)
         curves = loss_curves(member)
+        member_curves.append(curves)
         # One point per validation (every epoch of 4 steps) for each operation it has.
         for operation in operations:
             assert sorted(curves[f"{EXTRAP_MSE_OF}{operation}"]) == [4, 8, 12]
@@ -288,9 +294,20 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
         assert drawn == operations
     runs = load_runs([tmp_path])
     figures = plot_curves(group_runs(runs, ["model"]))
-    for name in ("validation_loss", "test_relative_error"):  # a median over the two members
+
+    def median_curve(tag: str) -> list[float]:
+        """The members' median of ``tag`` at each validation, over the members that have it."""
+        having = [curves[tag] for curves in member_curves if tag in curves]
+        return [float(np.median([curve[step] for curve in having])) for step in (4, 8, 12)]
+
+    for name, tag in (
+        ("training_loss", TRAIN_LOSS),
+        ("validation_loss", INTERP_MSE),
+        ("test_relative_error", EXTRAP_RELATIVE_ERROR),
+    ):
         (line,) = figures[name].axes[0].get_lines()
-        assert list(line.get_xdata()) == [1, 2, 3] and np.isfinite(line.get_ydata()).all(), name
+        assert list(line.get_xdata()) == [1, 2, 3], name
+        assert list(line.get_ydata()) == pytest.approx(median_curve(tag), rel=1e-6), name
     # A panel per operation of either member, in name order, each with the median line of the
     # members that have it over the run's three epochs.
     operations = sorted(set.union(*member_operations))
@@ -304,7 +321,8 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
         having = sum(operation in own for own in member_operations)
         assert line.get_label() == f"nac (n={having})", operation
         assert list(line.get_xdata()) == [1, 2, 3], operation
-        assert np.isfinite(line.get_ydata()).all(), operation
+        expected = median_curve(f"{EXTRAP_MSE_OF}{operation}")
+        assert list(line.get_ydata()) == pytest.approx(expected, rel=1e-6), operation
     for axis in figure.axes:  # whole epochs only, no 2.5
         assert all(float(tick).is_integer() for tick in axis.get_xticks())
 
