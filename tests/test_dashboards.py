@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPORT_FIGURES, TINY, compose_config, run_cli
+from conftest import REPORT_FIGURES, TINY, compose_config, read_metrics, run_cli
 
 from nalu.cli.common import quote_paths
 from nalu.cli.train import train
@@ -218,7 +218,12 @@ def test_evaluate_takes_a_sweep_jobs_checkpoint_as_documented(two_job_sweep, tmp
     result = run_cli([f"ckpt_path={checkpoint}"], cwd=tmp_path, module="nalu.evaluate")
     assert result.returncode == 0, result.stderr[-2000:]
     (evaluation,) = job.glob("evaluate/*/evaluation.json")
-    assert json.loads(evaluation.read_text())["ckpt_path"] == str(checkpoint)
+    evaluated = json.loads(evaluation.read_text())
+    assert evaluated["ckpt_path"] == str(checkpoint)
+    # The job's own network and sets: its final numbers again.
+    recorded = read_metrics(job)["metrics"]
+    for name in ("interp/mse", "extrap/mse"):
+        assert evaluated["metrics"][name] == pytest.approx(recorded[name], rel=1e-6), name
 
 
 @pytest.mark.slow

@@ -113,17 +113,21 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
     assert events.Scalars("result/extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
 
 
-def test_checkpoint_reloads_with_weights_only(tiny_overrides, tmp_path):
-    train(compose_config([*tiny_overrides, "model=nalu"], tmp_path))
+def test_checkpoint_reloads_with_weights_only_and_gives_the_logged_test_loss(
+    tiny_overrides, tmp_path
+):
+    cfg = compose_config([*tiny_overrides, "model=nalu"], tmp_path)
+    train(cfg)
     checkpoint = tmp_path / "checkpoints" / "last.ckpt"
     torch.load(checkpoint, weights_only=True)  # plain containers only
     reloaded = ArithmeticModule.load_from_checkpoint(checkpoint)
-    state = torch.load(checkpoint, weights_only=True)["state_dict"]
-    x = torch.randn(5, 6)
-    original = ArithmeticModule(**reloaded.hparams)
-    original.load_state_dict(state)
-    assert torch.equal(reloaded(x), original(x))
-    assert reloaded.network.mul_nac is not None
+    # The last validation (step 8, the end of training) saw the weights last.ckpt holds.
+    data = instantiate(cfg.data)
+    data.setup("test")
+    extrap = data.evaluation_set("extrap")
+    with torch.no_grad():
+        mse = torch.nn.functional.mse_loss(reloaded(extrap.inputs), extrap.targets).item()
+    assert mse == pytest.approx(loss_curves(tmp_path)["extrap/mse"][8], rel=1e-5)
 
 
 def test_same_seed_same_metrics(tiny_overrides, tmp_path):
