@@ -98,9 +98,10 @@ def test_rounds_must_end_with_a_validation_and_need_outputs_of_their_own(tmp_pat
 
 
 def test_a_round_restart_starts_the_stall_rules_count_of_validations_again(tmp_path, caplog):
-    # Rounds of 3 epochs, a stall judged over 2 validations: the round restart at step 96 is a
-    # re-initialisation, so no member may be judged stalled before 2 validations have passed
-    # after it (steps 128 and 160), as after a stall's own restart.
+    # Rounds of 3 epochs, a stall judged over 2 validations, and weights that do not move (SGD
+    # at 1e-30), so that every member stalls as soon as the rule may say so: after 2
+    # validations (step 64), and after the round restart at step 96, a re-initialisation, only
+    # once 2 validations have passed after it again (step 160), as after a stall's own restart.
     caplog.set_level(logging.INFO, logger="nalu.training.restarts")
     overrides = [
         "experiment=article_division",
@@ -112,9 +113,13 @@ def test_a_round_restart_starts_the_stall_rules_count_of_validations_again(tmp_p
         "trainer.max_epochs=6",
         "trainer.enable_progress_bar=false",
         "stall_restart={validations: 2, loss_above: 0.001}",
+        "optimizer=sgd",
+        "optimizer.lr=1e-30",
     ]
     train(compose_config(overrides, tmp_path))
     messages = [r.getMessage() for r in caplog.records if r.name == "nalu.training.restarts"]
-    assert messages[0].startswith("step 96: round 2 of 2: ")
-    stalls = [int(m.split(":")[0].removeprefix("step ")) for m in messages if "stalled" in m]
-    assert all(step >= 160 for step in stalls), messages
+    assert messages == [
+        "step 64: stalled, re-initialised (stall_restart): 2 of 2 members",
+        "step 96: round 2 of 2: 0 outputs settled, 8 start over",
+        "step 160: stalled, re-initialised (stall_restart): 2 of 2 members",
+    ]
