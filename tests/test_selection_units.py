@@ -381,9 +381,11 @@ def test_the_static_anchor_samples_the_signed_union_and_trains(tmp_path):
     ]
     cfg = compose_config(overrides, tmp_path)
     assert [unit.out_features for unit in [cfg.model._args_[0]]] == [2]
-    metrics = train(cfg)
-    assert "extrap/solved_fraction_mul" in metrics
+    train(cfg)
+    recorded = read_metrics(tmp_path)
+    assert (recorded["status"], recorded["steps"]) == ("finished", 256 // cfg.data.batch_size)
     data = instantiate(cfg.data)
     data.setup()
-    extrap = data.datasets["extrap"].inputs
-    assert ((extrap.abs() >= 2) & (extrap.abs() <= 6)).all() and (extrap < 0).any()
+    extrap = data.datasets["extrap"].inputs  # 6,400 values: half negative, within 3%
+    assert ((extrap.abs() >= 2) & (extrap.abs() <= 6)).all()
+    assert (extrap < 0).float().mean().item() == pytest.approx(0.5, abs=0.03)
