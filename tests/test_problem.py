@@ -6,9 +6,9 @@ import torch
 
 from nalu.config import rules
 from nalu.config.errors import InvalidArgument
-from nalu.config.value_range import value_intervals
+from nalu.config.value_range import value_intervals, without_band
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.data.problem import NEAR_PERFECT_OUTPUTS, operation_codes
+from nalu.data.problem import MISTRY_NEAR_PERFECT, NEAR_PERFECT_OUTPUTS, operation_codes
 
 PYTHON_OPERATORS = {
     "add": operator.add,
@@ -179,3 +179,32 @@ def test_madsen_johansens_near_perfect_model_by_hand(operation, by_hand):
     x = torch.tensor([[2.0, 4.0]], dtype=torch.float64)
     near = NEAR_PERFECT_OUTPUTS["madsen_johansen"](x, masks, codes)
     assert near.item() == pytest.approx(by_hand, rel=1e-11)
+
+
+@pytest.mark.parametrize(
+    ("intervals", "half_width", "kept"),
+    [
+        (((-1.0, 1.0),), 0.5, ((-1.0, -0.5), (0.5, 1.0))),
+        (((0.5, 2.0),), 1.0, ((1.0, 2.0),)),
+        (((-6.0, -2.0), (2.0, 6.0)), 3.0, ((-6.0, -3.0), (3.0, 6.0))),
+        (((-0.2, 0.2),), 0.5, ()),
+    ],
+)
+def test_a_denominators_band_around_zero_is_cut_from_its_intervals(intervals, half_width, kept):
+    assert without_band(intervals, half_width) == kept
+
+
+@pytest.mark.parametrize(
+    ("operation", "expected"),
+    [
+        ("add", 6 - 1e-5 * 6),  # a + b − ε(|a| + |b|)
+        ("sub", -2 - 1e-5 * 6),  # a − b − ε(|a| + |b|)
+        ("mul", 0.99999**2 * 8),  # (1 − ε)² ab = 7.9998400008
+        ("div", 0.99999 / 1.00001 * 0.5),  # (1 − ε) / (1 + ε) · a / b = 0.4999900001
+    ],
+)
+def test_mistrys_near_perfect_output_at_a_2_and_b_4(operation, expected):
+    # Mistry et al. 2022, sec. 6.5: the output off by ε = 1e-5, at (a, b) = (2, 4).
+    a, b = torch.tensor(2.0, dtype=torch.float64), torch.tensor(4.0, dtype=torch.float64)
+    near = MISTRY_NEAR_PERFECT[operation](a, b, rules.SUCCESS_EPSILON)
+    assert near.item() == pytest.approx(expected, rel=1e-12)

@@ -71,6 +71,25 @@ def test_nmru_between_exact_weights_matches_hand_computed_values():
     assert unit(torch.tensor([[2.0, -4.0]])).flatten().tolist() == pytest.approx(expected)
 
 
+def test_nmru_with_the_snmu_noise_and_sign_retrieval_matches_hand_computed_values():
+    # x = (2, −4): x' = (2, −4, 0.5, −0.25), negative k = (0, 1, 0, 1). Noise n = 2 (a range of
+    # one value): each factor (W|x'|n + 1 − W) / (Wn + 1 − W) in training.
+    unit = NeuralMultiplicativeReciprocalUnit(2, 1, noise_range=(2.0, 2.0))
+    set_(unit.weight, [[0.5, 0.0, 0.0, 1.0]])
+    x = torch.tensor([[2.0, -4.0]])
+    # (0.5·2·2 + 0.5) / (0.5·2 + 0.5) = 5/3 and (0.25·2) / 2 = 0.25: 5/12, sign cos(π·1) = −1.
+    assert unit.train()(x).item() == pytest.approx(-5 / 12, rel=1e-6)
+    # Without noise in evaluation: (0.5·2 + 0.5) · 0.25 = 0.375.
+    assert unit.eval()(x).item() == pytest.approx(-0.375, rel=1e-6)
+
+
+def test_nmru_caps_the_magnitude_and_keeps_the_sign():
+    # W = 1 on x0 and x1 = (1e6, −1e6): log|z| = 2 ln 1e6 = 27.6 > 20, so |z| = e^20, sign −1.
+    unit = NeuralMultiplicativeReciprocalUnit(2, 1, max_log_magnitude=20.0)
+    set_(unit.weight, [[1.0, 1.0, 0.0, 0.0]])
+    assert unit(torch.tensor([[1e6, -1e6]])).item() == pytest.approx(-math.exp(20), rel=1e-6)
+
+
 def test_log_magnitudes_of_the_nmu_and_nmru_match_hand_computed_values():
     # x = (2, −4): |x'| = (2, 4, 0.5, 0.25) over [x, 1/x].
     x = torch.tensor([[2.0, -4.0]])

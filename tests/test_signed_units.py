@@ -35,6 +35,43 @@ ARTICLE_X = torch.tensor([[1.5, -2.0, 2.5]])
 ATANH_HALF = math.atanh(0.5)
 
 
+@pytest.mark.parametrize(
+    ("make", "name", "low", "high"),
+    [
+        # Madsen & Johansen's NAU bound √(6 / (in + out)), capped at 0.5 as their code caps it:
+        # 2 → 1 gives √2, capped; 100 → 100 gives √(6/200) = 0.17321.
+        (lambda: NeuralAdditionUnit(2, 1), "weight", -0.5, 0.5),
+        (lambda: NeuralAdditionUnit(100, 100), "weight", -math.sqrt(0.03), math.sqrt(0.03)),
+        # The NMU's near-zero default, and the paper's U[0.25, 0.75] (the NALM recipe's).
+        (lambda: NeuralMultiplicationUnit(100, 10), "weight", 0.0, 0.01),
+        (
+            lambda: NeuralMultiplicationUnit(2, 1, init_range=(0.25, 0.75)),
+            "weight",
+            0.25,
+            0.75,
+        ),
+        # Glorot-uniform: √(6 / (3 + 2)) for the NPU's real weights, √(6 / (2 + 1)) for the
+        # NALU's gate.
+        (lambda: NeuralPowerUnit(3, 2), "weight", -math.sqrt(1.2), math.sqrt(1.2)),
+        (lambda: NeuralArithmeticLogicUnit(2, 1), "gate_weight", -math.sqrt(2), math.sqrt(2)),
+    ],
+)
+def test_initialisations_fill_their_ranges(make, name, low, high):
+    torch.manual_seed(0)
+    drawn = torch.cat([getattr(make(), name).detach().flatten() for _ in range(2000 // 2)])
+    assert drawn.min().item() >= low and drawn.max().item() <= high
+    # Uniform over the whole range: the extremes within 2% of its ends, the mean in its middle.
+    width = high - low
+    assert drawn.min().item() < low + 0.02 * width and drawn.max().item() > high - 0.02 * width
+    assert drawn.mean().item() == pytest.approx((low + high) / 2, abs=0.05 * width)
+
+
+def test_the_npus_imaginary_weights_start_at_0_and_its_gates_at_a_half():
+    npu = NeuralPowerUnit(3, 2, complex_weight=True)
+    assert npu.weight_imag.tolist() == [[0.0] * 3] * 2
+    assert npu.gate.tolist() == [0.5] * 3
+
+
 def test_nau_is_w_x():
     nau = NeuralAdditionUnit(3, 1)
     set_(nau.weight, [[1.0, -1.0, 0.5]])
@@ -329,6 +366,9 @@ def make_npu(complex_weight: bool, weight, gate, weight_imag=None) -> NeuralPowe
         ([1.0, 2.0, 0.0], [1.0, 0.5, 0.0], -3.375),
         # Gate 0 on x1: x1 drops out whatever its weight.
         ([1.0, 7.0, 0.0], [1.0, 0.0, 1.0], 1.5),
+        # Gates outside [0, 1] act clamped: (1.5, −0.5, 1) as (1, 0, 1), r = (1.5, 1, 3.5), k = 0,
+        # so z = exp(log 1.5) = 1.5 (unclamped, r1 = 0.5 and k1 = −π/2 would give about 0).
+        ([1.0, 1.0, 0.0], [1.5, -0.5, 1.0], 1.5),
     ],
 )
 def test_npu_with_real_weights_matches_hand_computed_values(complex_weight, weight, gate, expected):

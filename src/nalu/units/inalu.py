@@ -16,8 +16,9 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
     a = W_a x; m = exp(min(W_m log(max(|x|, ε)), ω)), clipped at ω so that exp cannot overflow;
     msv_j = Π_i (sign(x_i)·|W_m,ij| + 1 − |W_m,ij|) restores the sign that |x| dropped: an input
     with |W_m,ij| = 1 contributes its sign, one with W_m,ij = 0 contributes 1.
-    ``input_independent_gate=True`` learns one gate per output, g = σ(ĝ), instead of σ(G x):
-    each output of a static problem does one operation whatever the input.
+    The gate is Schlör et al.'s, one per output, g = σ(ĝ) (``input_independent_gate=True``: each
+    output of a static problem does one operation whatever the input); ``False`` gives the
+    NALU's gate on the input, σ(G x), which their iNALU does not use.
     ``regularization()`` is iNALU's R = Σ over the latent tensors (Ŵ and M̂ of both NACs, the
     gate) of each one's mean max(t − |θ|, 0): it pushes each value past ±t, where tanh·σ and the
     gate saturate to -1, 0 or 1.
@@ -30,7 +31,7 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
         self,
         in_features: int,
         out_features: int,
-        input_independent_gate: bool = False,
+        input_independent_gate: bool = True,
         max_log_magnitude: float = 20.0,
         eps: float = 1e-7,
         saturation: float = 20.0,

@@ -61,7 +61,8 @@ class NeuralAccumulator(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Xavier-uniform latent weights, as in the paper's and the article's implementations.
+        # Xavier-uniform latent weights, as the article's implementation draws them (Trask et al.
+        # publish no code; the primer's code draws Ŵ and M̂ on a range matched to Var[W] instead).
         nn.init.xavier_uniform_(self.weight_hat)
         nn.init.xavier_uniform_(self.gate_hat)
 

@@ -1,5 +1,7 @@
 """The Neural Addition Unit (Madsen & Johansen 2020, "Neural Arithmetic Units")."""
 
+import math
+
 import torch
 from torch import Tensor, nn
 
@@ -37,9 +39,11 @@ class NeuralAdditionUnit(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # The paper's init: E[W] = 0, Var[W] = 2 / (fan_in + fan_out), i.e. Xavier-uniform.
-        nn.init.xavier_uniform_(self.weight)
-        self.clamp_parameters()  # Xavier's bound exceeds 1 when fan_in + fan_out < 6
+        # Madsen & Johansen 2020: E[W] = 0, Var[W] = 2 / (fan_in + fan_out), i.e. Xavier-uniform's
+        # bound √(6 / (fan_in + fan_out)), capped at 0.5 as their code caps it (stable-nalu's
+        # NAU layer): a unit of few inputs starts inside the clamp, not with weights at ±1.
+        bound = min(0.5, math.sqrt(6 / (self.in_features + self.out_features)))
+        nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight)
