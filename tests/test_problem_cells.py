@@ -2,6 +2,7 @@
 ``experiment=nalm_single_module`` (operation × range), a small grid of them."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from nalu.results.report import (
     summary_rows,
     write_report,
 )
+from nalu.units.nac import variance_matched_bound
 
 SMALL = [
     "experiment=nalm_single_module",
@@ -242,6 +244,11 @@ def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, re
     assert list(dict.fromkeys(cell["operation"] for cell, _ in members)) == operations
     assert len(members) == 9 * len(operations)
     assert module.network.in_features == 2
+    latents = [p for n, p in module.network.named_parameters() if n.endswith("_hat")]
+    if recipe in ("nac", "nac_mul", "nalu", "gnalu"):
+        # Variance-matched as in their code, U[−9.47, 9.47] for 2 → 1: past Xavier's √2.
+        largest = max(latent.abs().max().item() for latent in latents)
+        assert math.sqrt(2) < largest <= variance_matched_bound(2, 1)
 
 
 def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_path):

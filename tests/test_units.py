@@ -20,7 +20,7 @@ from nalu.units import (
 from nalu.units.baselines import MLP, ArticleBaseline
 from nalu.units.contract import ArithmeticUnit
 from nalu.units.linear import linear
-from nalu.units.nac import fast_tanh
+from nalu.units.nac import fast_tanh, nac_weight_variance, variance_matched_bound
 
 ATANH_HALF = math.atanh(0.5)
 
@@ -272,3 +272,39 @@ def test_every_unit_is_a_layer_with_nn_linears_signature(unit_class):
     before = [parameter.clone() for parameter in unit.parameters()]
     unit.reset_parameters()  # draws anew
     assert any(not torch.equal(a, b) for a, b in zip(before, unit.parameters(), strict=True))
+
+
+def test_the_nac_weights_variance_on_a_uniform_range_matches_sampling():
+    # r = 3: (1 − tanh 3 / 3) · (3 − tanh 1.5) / 6 = 0.668315 · 0.349142 = 0.233337.
+    assert nac_weight_variance(3.0) == pytest.approx(0.233337, rel=1e-5)
+    generator = torch.Generator().manual_seed(0)
+    latent = (torch.rand(2, 1_000_000, generator=generator, dtype=torch.float64) * 2 - 1) * 3
+    sampled = (torch.tanh(latent[0]) * torch.sigmoid(latent[1])).var().item()
+    assert sampled == pytest.approx(0.233337, rel=0.01)
+
+
+@pytest.mark.parametrize(
+    ("in_features", "out_features", "variance"),
+    [(2, 1, 2 / 5), (100, 10, 2 / 110)],  # Glorot's 2 / (in + out), at least 5 in the fan
+)
+def test_a_variance_matched_nac_starts_with_glorots_variance(in_features, out_features, variance):
+    bound = variance_matched_bound(in_features, out_features)
+    assert nac_weight_variance(bound) == pytest.approx(variance, rel=1e-9)
+    if (in_features, out_features) == (2, 1):
+        assert bound == pytest.approx(9.47, abs=0.01)
+    torch.manual_seed(0)
+    nacs = [
+        NeuralAccumulator(in_features, out_features, init="variance_matched")
+        for _ in range(2000 // in_features)
+    ]
+    latents = torch.cat([torch.cat([n.weight_hat, n.gate_hat]).detach().flatten() for n in nacs])
+    assert latents.abs().max().item() <= bound and latents.abs().max().item() > 0.98 * bound
+    weights = torch.cat([n.weight.detach().flatten() for n in nacs])
+    assert weights.var().item() == pytest.approx(variance, rel=0.1)
+
+
+def test_a_nacs_init_is_one_of_two():
+    with pytest.raises(
+        InvalidArgument, match=r"init='glorot': must be one of \['xavier', 'variance_matched'\]"
+    ):
+        NeuralAccumulator(2, 1, init="glorot")

@@ -219,6 +219,16 @@ def max_steps(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must be a positive integer, or -1 for no limit")
 
 
+# How a NAC's latent weights Ŵ and M̂ start: Xavier-uniform (the article's code) or on the
+# range that gives W = tanh(Ŵ)·σ(M̂) Glorot's variance (Madsen & Johansen's and the primer's code).
+NAC_INITS = ("xavier", "variance_matched")
+
+
+def nac_init(name: str, value: Any) -> None:
+    if value not in NAC_INITS:
+        raise InvalidArgument(name, value, f"must be one of {list(NAC_INITS)}")
+
+
 def near_perfect(name: str, value: Any) -> None:
     if value not in NEAR_PERFECT_MODELS:
         raise InvalidArgument(name, value, f"must be one of {list(NEAR_PERFECT_MODELS)}")
@@ -349,13 +359,14 @@ def population_in_one_process(population: int, processes: int, devices: Any) -> 
 
 # The argument rules of the units (``nalu.units``), by class name.
 UNIT_RULES: dict[str, dict[str, Rule]] = {
-    "NeuralAccumulator": {"base": logarithm_base},
-    "MultiplicativeNeuralAccumulator": {"eps": positive_number},
+    "NeuralAccumulator": {"base": logarithm_base, "init": nac_init},
+    "MultiplicativeNeuralAccumulator": {"eps": positive_number, "init": nac_init},
     "NeuralArithmeticLogicUnit": {
         "shared_weights": boolean,
         "gate_bias": boolean,
         "eps": positive_number,
         "base": logarithm_base,
+        "nac_init": nac_init,
     },
     "ImprovedNeuralArithmeticLogicUnit": {
         "input_independent_gate": boolean,

@@ -20,7 +20,8 @@ class NeuralArithmeticLogicUnit(nn.Module):
     (W_a = W_m). ``shared_weights=False`` is the article's: two independent NACs.
     ``gate_bias`` adds a learned bias to the gate (off in the paper). ``base`` replaces e in the
     gate's σ and the NACs' tanh and σ (the G-NALU's golden ratio, Mistry et al. 2022, sec. 4.3);
-    the log path is unchanged, since b^(W log_b(|x| + ε)) = exp(W log(|x| + ε)).
+    the log path is unchanged, since b^(W log_b(|x| + ε)) = exp(W log(|x| + ε)). ``nac_init`` is
+    how the NACs' latent weights start (``NeuralAccumulator``'s ``init``).
     """
 
     # Output j depends on row j of every parameter only: each output is a model of its own.
@@ -34,6 +35,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
         gate_bias: bool = False,
         eps: float = 1e-7,
         base: float = math.e,
+        nac_init: str = "xavier",
     ) -> None:
         super().__init__()
         rules.check_arguments(
@@ -42,15 +44,16 @@ class NeuralArithmeticLogicUnit(nn.Module):
             gate_bias=gate_bias,
             eps=eps,
             base=base,
+            nac_init=nac_init,
         )
         self.in_features = in_features
         self.out_features = out_features
         self.shared_weights = shared_weights
         self.eps = eps
         self.base = base
-        self.add_nac = NeuralAccumulator(in_features, out_features, base)
+        self.add_nac = NeuralAccumulator(in_features, out_features, base, nac_init)
         self.mul_nac = (
-            None if shared_weights else NeuralAccumulator(in_features, out_features, base)
+            None if shared_weights else NeuralAccumulator(in_features, out_features, base, nac_init)
         )
         self.gate_weight = nn.Parameter(torch.empty(out_features, in_features))
         self.gate_bias = nn.Parameter(torch.empty(out_features)) if gate_bias else None
@@ -92,5 +95,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
         return (
             f"in_features={self.in_features}, out_features={self.out_features}, "
             f"shared_weights={self.shared_weights}, gate_bias={self.gate_bias is not None}, "
-            f"eps={self.eps}" + ("" if self.base == math.e else f", base={self.base:.6g}")
+            f"eps={self.eps}"
+            + ("" if self.base == math.e else f", base={self.base:.6g}")
+            + f", nac_init={self.add_nac.init}"
         )
