@@ -344,7 +344,8 @@ TRAIN = [
     (
         ["+model.foo=1"],
         "+model.foo: nalu.units.NeuralArithmeticLogicUnit takes no argument 'foo'; it takes "
-        "['in_features', 'out_features', 'shared_weights', 'gate_bias', 'eps', 'base']",
+        "['in_features', 'out_features', 'shared_weights', 'gate_bias', 'eps', 'base', "
+        "'nac_init']",
     ),
     (
         ["+data.foo=1"],
