@@ -11,6 +11,8 @@ def row_and_group(unit: str, operation: str, cell: str, solved: int, runs: int =
     row = {
         "group": key,
         "operation": operation,
+        "solved": solved,
+        "runs": runs,
         "success_rate": solved / runs,
         "success_low": 0.0,
         "success_high": 1.0,
@@ -34,6 +36,10 @@ def test_ours_is_inside_their_interval_or_not():
     )
     assert compared[0]["their_high"] == pytest.approx(0.911, abs=1e-3)
     assert compared[1]["their_low"] == pytest.approx(0.867, abs=1e-3)
+    # Fisher's exact test of their 25/25 against our 20/25: 45 of 50 successes, whose splits
+    # 20..25 weigh C(25, k)·C(25, 45 − k) = 53130, 316250, 690000, 690000, 316250, 53130 of
+    # C(50, 45) = 2118760; the observed 25 and the as unlikely 20.
+    assert compared[1]["fisher_p"] == pytest.approx(2 * 53130 / 2118760)
 
 
 def test_the_table_gives_the_context_rates_with_our_mean_over_ranges():
@@ -53,6 +59,16 @@ def test_the_table_says_first_when_the_runs_are_not_the_tasks_setup():
         "with the published ones."
     )
     assert "Not the task's setup" not in comparison_table([row], group)
+
+
+def test_the_table_gives_fishers_p_of_each_cell():
+    row, group = row_and_group("nmu", "mul", "U_m2_m1", 24)
+    lines = comparison_table([row], group).splitlines()
+    assert lines[2].startswith("| unit | op | range | theirs (95% CI) | ours (95% CI) | ")
+    assert lines[4] == (
+        "| nmu | mul | U_m2_m1 | 80% [61%, 91%] | 96% [0%, 100%] | no | 0.19 | "
+        "Mistry 2023, MCFC findings, fig. 2 |"
+    )
 
 
 def test_every_published_cell_is_one_the_benchmark_runs(tmp_path):

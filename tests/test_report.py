@@ -16,6 +16,7 @@ from nalu.cli.train import train
 from nalu.results.record import EXTRAP_MSE, INTERP_MSE, RunRecord
 from nalu.results.report import (
     default_group_by,
+    fisher_exact_p,
     group_runs,
     load_runs,
     markdown_table,
@@ -78,6 +79,25 @@ def test_wilson_bounds_are_exact_at_none_and_all():
     # The formula leaves a residue of about 1e-17 at 0 of 3; an error bar must not go below 0.
     assert wilson_interval(0, 3)[0] == 0.0
     assert wilson_interval(3, 3)[1] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("successes", "trials", "expected"),
+    [
+        # 3 of 6 successes: splits 0..3 of them in the first sample weigh 1, 9, 9, 1 (of 20);
+        # 3/3 against 0/3 is the split 3, and only 0 and 3 are as unlikely: 2/20.
+        ((3, 0), (3, 3), 0.1),
+        # 4 of 8: splits 0..4 weigh 1, 16, 36, 16, 1 (of 70); 2/4 against 2/4 is the likeliest.
+        ((2, 2), (4, 4), 1.0),
+        ((1, 3), (4, 4), 34 / 70),  # the split 1 (16) and the splits 0, 3, 4: 1 + 16 + 16 + 1
+        # 44 of 50: the splits 19..25 weigh C(25, k)·C(25, 44 − k) = 177100, 1328250,
+        # 3795000, 5290000, 3795000, 1328250, 177100 (of C(50, 44) = 15890700); 24/25 against
+        # 20/25 is the split 24, as likely as 20, with 19 and 25 less likely: 3010700/15890700.
+        ((24, 20), (25, 25), 3010700 / 15890700),
+    ],
+)
+def test_fisher_exact_p_matches_hand_computed_values(successes, trials, expected):
+    assert fisher_exact_p(successes, trials) == pytest.approx(expected, abs=1e-4)
 
 
 def write_problem(folder, **settings):

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from nalu.results.report import run_value, wilson_interval
+from nalu.results.report import fisher_exact_p, run_value, wilson_interval
 
 # B. Mistry, "MCFC findings" (2023, notes/MCFC_findings.pdf in bmistry4/nalm-benchmark, figs. 1
 # and 2): the single module task of Mistry et al. 2022, sec. 6.5, 25 seeds; counts read off the
@@ -77,8 +77,9 @@ def _cell(row: dict[str, Any], groups: dict[str, list[dict[str, Any]]]) -> tuple
 def comparison_rows(
     rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Per published cell, our report row's rate beside theirs, and whether ours lies inside
-    their 95% Wilson interval; cells we did not run are left out."""
+    """Per published cell, our report row's rate beside theirs, whether ours lies inside
+    their 95% Wilson interval, and Fisher's exact p that both are samples of one rate; cells we
+    did not run are left out."""
     ours = {_cell(row, groups): row for row in rows if row["operation"] != "all"}
     compared = []
     for entry in PUBLISHED:
@@ -98,6 +99,9 @@ def comparison_rows(
                 "our_low": row["success_low"],
                 "our_high": row["success_high"],
                 "inside": low <= row["success_rate"] <= high,
+                "fisher_p": fisher_exact_p(
+                    (entry.successes, row["solved"]), (entry.trials, row["runs"])
+                ),
                 "source": entry.source,
             }
         )
@@ -121,18 +125,24 @@ def comparison_table(
             "",
         ]
     lines += [
-        "| unit | op | range | theirs (95% CI) | ours (95% CI) | inside theirs | source |",
-        "|---|---|---|---:|---:|---|---|",
+        "| unit | op | range | theirs (95% CI) | ours (95% CI) | inside theirs | Fisher's p "
+        "| source |",
+        "|---|---|---|---:|---:|---|---:|---|",
     ]
     for c in compared:
         lines.append(
             f"| {c['unit']} | {c['operation']} | {c['cell']} | "
             f"{c['theirs']:.0%} [{c['their_low']:.0%}, {c['their_high']:.0%}] | "
             f"{c['ours']:.0%} [{c['our_low']:.0%}, {c['our_high']:.0%}] | "
-            f"{'yes' if c['inside'] else 'no'} | {c['source']} |"
+            f"{'yes' if c['inside'] else 'no'} | {c['fisher_p']:.2g} | {c['source']} |"
         )
     if not compared:
-        lines.append("| – | – | – | – | – | – | no published cell was run |")
+        lines.append("| – | – | – | – | – | – | – | no published cell was run |")
+    lines += [
+        "",
+        "Fisher's p: the two-sided exact test that their runs and ours share one success rate; "
+        "below 0.05 ours differs from theirs beyond chance.",
+    ]
     lines += ["", "Other settings, for context (mean over the ranges we ran):", ""]
     for unit, operation, rate, source in CONTEXT:
         runs = [row for row in rows if _cell(row, groups)[:2] == (unit, operation)]

@@ -229,6 +229,23 @@ def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float
     return (low, high)
 
 
+def fisher_exact_p(successes: tuple[int, int], trials: tuple[int, int]) -> float:
+    """Two-sided p-value of Fisher's exact test that two binomial samples share one rate
+    (Fisher 1935): the hypergeometric probability, given both margins, of every split of the
+    successes at most as likely as the observed one. Compares rates where "inside their
+    interval" would forget that ours is a sample too."""
+    total = sum(successes)
+
+    def split(first: int) -> float:  # P(the first sample holds `first` of the successes)
+        chosen = math.comb(trials[0], first) * math.comb(trials[1], total - first)
+        return chosen / math.comb(sum(trials), total)
+
+    observed = split(successes[0])
+    splits = range(max(0, total - trials[1]), min(trials[0], total) + 1)
+    # The relative margin keeps a split as likely as the observed one when rounding differs.
+    return min(1.0, sum(p for p in map(split, splits) if p <= observed * (1 + 1e-7)))
+
+
 def is_diverged(run: dict[str, Any]) -> bool:
     """Marked diverged by the run, or with a non-finite final loss or MSE.
 
