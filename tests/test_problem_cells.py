@@ -27,6 +27,7 @@ from nalu.results.report import (
     summary_rows,
     write_report,
 )
+from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.nac import variance_matched_bound
 
 SMALL = [
@@ -249,6 +250,44 @@ def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, re
         # Variance-matched as in their code, U[−9.47, 9.47] for 2 → 1: past Xavier's √2.
         largest = max(latent.abs().max().item() for latent in latents)
         assert math.sqrt(2) < largest <= variance_matched_bound(2, 1)
+
+
+# λ at steps 0, 10,000, 20,000, 27,500 and 35,000 of the task's 50,000, by operation.
+RECIPE_SCHEDULES = {
+    "nau": {"add": [0, 0, 0, 0.005, 0.01]},  # 0.01 ramped over 20,000 → 35,000
+    "nmu": {"mul": [0, 0, 0, 5, 10]},  # 10 over the same steps
+    "nmru": {"mul": [0, 0, 0, 5, 10], "div": [0, 0, 0, 5, 10]},
+    "inalu": {"add": [0, 0.05, 0.05, 0.05, 0.05]},  # 0.05 from step 10,000
+    # β ×10 at steps 10,000 and 20,000: 1e-7 → 1e-5 on ×, a hundredth of it on ÷.
+    "npu": {"mul": [1e-7, 1e-6, 1e-5, 1e-5, 1e-5], "div": [1e-9, 1e-8, 1e-7, 1e-7, 1e-7]},
+    "realnpu": {"mul": [1e-7, 1e-6, 1e-5, 1e-5, 1e-5], "div": [1e-9, 1e-8, 1e-7, 1e-7, 1e-7]},
+    "nalu": {"add": [0] * 5, "div": [0] * 5},
+}
+
+
+@pytest.mark.parametrize("recipe", RECIPE_SCHEDULES)
+@pytest.mark.parametrize("turned_off", [False, True])
+def test_each_recipes_regulariser_is_its_own_and_regularizer_none_turns_every_cell_off(
+    tmp_path, recipe, turned_off
+):
+    overrides = [*SMALL, f"nalm={recipe}", "population=1"]
+    cfg = compose_config(overrides + ["regularizer=none"] * turned_off, tmp_path)
+    members, _, _, module = build_run(cfg)
+    for operation, expected in RECIPE_SCHEDULES[recipe].items():
+        member = next(k for k, (cell, _) in enumerate(members) if cell["operation"] == operation)
+        lambdas = []
+        for step in (0, 10_000, 20_000, 27_500, 35_000):
+            value = module.regularizer(step, 50_000)
+            lambdas.append(float(value if isinstance(value, float) else value[member]))
+        assert lambdas == pytest.approx([0] * 5 if turned_off else expected, rel=1e-6), operation
+
+
+@pytest.mark.parametrize("experiment", ["static_nau_nmu", "solve"])
+def test_an_experiments_regulariser_gives_way_to_regularizer_none(tmp_path, experiment):
+    chosen = compose_config([f"experiment={experiment}"], tmp_path)
+    assert chosen.regularizer.scale == 10.0
+    off = compose_config([f"experiment={experiment}", "regularizer=none"], tmp_path)
+    assert RegularizerSchedule(**off.regularizer)(10**6, 10**6) == 0.0
 
 
 def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_path):

@@ -453,6 +453,16 @@ def test_regularizer_schedule_grows_tenfold_at_a_time_as_heims_beta(step, expect
     assert schedule(step, total_steps=50_000) == pytest.approx(expected, rel=1e-9)
 
 
+def test_a_regularizer_schedules_factor_multiplies_every_step():
+    # The NPU's β on ÷ in Mistry et al.'s runs: 1e-9, ×10 at steps 10,000 and 20,000 to 1e-7.
+    schedule = RegularizerSchedule(
+        scale=1e-5, start=0.2, end=0.4, initial=1e-7, growth=10, factor=0.01
+    )
+    lambdas = [schedule(step, 50_000) for step in (0, 9_999, 10_000, 20_000, 49_999)]
+    assert lambdas == pytest.approx([1e-9, 1e-9, 1e-8, 1e-7, 1e-7], rel=1e-9)
+    assert RegularizerSchedule(factor=0.01)(10, 10) == 0.0  # a share of no regulariser is none
+
+
 def test_regularizer_schedule_jumps_are_evenly_spaced_from_start_to_end():
     # 1 → 8 by ×2: three jumps, at steps 10, 15 and 20 of 100.
     schedule = RegularizerSchedule(scale=8.0, start=0.1, end=0.2, initial=1.0, growth=2)

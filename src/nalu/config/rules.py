@@ -278,7 +278,13 @@ def growth_factor(name: str, value: Any) -> None:
 
 
 def regularizer_schedule(
-    scale: Any, start: Any, end: Any, initial: Any = 0.0, growth: Any = None, section: str = ""
+    scale: Any,
+    start: Any,
+    end: Any,
+    initial: Any = 0.0,
+    growth: Any = None,
+    factor: Any = 1.0,
+    section: str = "",
 ) -> None:
     """The fields of a regulariser's schedule (``training.regularizer.RegularizerSchedule``)
     together, each valid alone (``TRAINING_RULES``): λ goes from ``initial`` at ``start`` to
@@ -438,6 +444,7 @@ TRAINING_RULES: dict[str, dict[str, Rule]] = {
         "end": fraction,
         "initial": non_negative_number,
         "growth": growth_factor,
+        "factor": non_negative_number,
     },
     "StallRule": {"validations": integer_at_least(2), "loss_above": non_negative_number},
     "LinearDecay": {"start": fraction_below_one, "end_factor": fraction},

@@ -23,6 +23,10 @@ class RegularizerSchedule:
     jumps are Heim et al.'s (2020) β for the NPU's L1 penalty, ×10 every 10,000 steps from 1e-7
     to 1e-5 in Mistry et al.'s (2022) benchmark: ``initial=1e-7, scale=1e-5, growth=10,
     start=0.2, end=0.4`` of 50,000 steps.
+
+    ``factor`` multiplies the whole schedule: a ``problems`` cell's λ as a share of the run's
+    (the NPU's β on ÷ at 1/100 of ×'s), so that a run without a regulariser (``regularizer=none``,
+    scale 0) has none in any cell.
     """
 
     scale: float = 0.0
@@ -30,6 +34,7 @@ class RegularizerSchedule:
     end: float = 0.0
     initial: float = 0.0
     growth: float | None = None
+    factor: float = 1.0
 
     def __post_init__(self) -> None:
         fields = asdict(self)
@@ -38,6 +43,9 @@ class RegularizerSchedule:
 
     def __call__(self, step: int, total_steps: int) -> float:
         """λ at optimizer step ``step`` (from 0) of ``total_steps``."""
+        return self.factor * self._unscaled(step, total_steps)
+
+    def _unscaled(self, step: int, total_steps: int) -> float:
         start, end = self.start * total_steps, self.end * total_steps
         if step >= end:
             return self.scale
