@@ -303,6 +303,17 @@ def test_a_variance_matched_nac_starts_with_glorots_variance(in_features, out_fe
     assert weights.var().item() == pytest.approx(variance, rel=0.1)
 
 
+def test_a_nalus_gate_starts_xavier_uniform_as_the_primers_code():
+    # 3 inputs, 1 output: U[-√(6 / 4), √(6 / 4)], whose variance is 2 / 4 = 0.5.
+    torch.manual_seed(0)
+    gates = torch.cat(
+        [NeuralArithmeticLogicUnit(3, 1).gate_weight.detach().flatten() for _ in range(1000)]
+    )
+    assert gates.abs().max().item() <= math.sqrt(1.5)
+    assert gates.abs().max().item() > 0.99 * math.sqrt(1.5)
+    assert gates.var().item() == pytest.approx(0.5, rel=0.1)
+
+
 def test_a_nacs_init_is_one_of_two():
     with pytest.raises(
         InvalidArgument, match=r"init='glorot': must be one of \['xavier', 'variance_matched'\]"

@@ -1,5 +1,6 @@
 """The Neural Arithmetic Logic Unit (Trask et al. 2018), in its paper and article variants, and
-the golden-ratio NALU (G-NALU, Mistry et al. 2022)."""
+the golden-ratio NALU (G-NALU, as Mistry et al. 2022 benchmark it; its own paper is IEEE Xplore
+document 8995315, which their code links)."""
 
 import math
 
@@ -63,6 +64,7 @@ class NeuralArithmeticLogicUnit(nn.Module):
         self.add_nac.reset_parameters()
         if self.mul_nac is not None:
             self.mul_nac.reset_parameters()
+        # Xavier-uniform, as the primer's code draws G (its gain for σ, calculate_gain, is 1).
         nn.init.xavier_uniform_(self.gate_weight)
         if self.gate_bias is not None:
             nn.init.zeros_(self.gate_bias)
