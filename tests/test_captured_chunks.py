@@ -41,7 +41,7 @@ def test_fresh_batches_in_chunks_train_as_step_by_step(tmp_path, population, req
         "compile=false",
         "trainer.max_epochs=2",
         "trainer.check_val_every_n_epoch=1",
-        "+trainer.max_steps=170",
+        "trainer.max_steps=170",
     ]
     by_step = train(compose_config(overrides, tmp_path / "by_step"))
     taken = request.getfixturevalue("chunks_taken")
@@ -61,8 +61,8 @@ def test_clipped_gradients_in_chunks_train_as_step_by_step(tmp_path, algorithm, 
         "model=nau",
         "population=2",
         "optimizer.lr=0.05",
-        "+trainer.gradient_clip_val=0.01",
-        f"+trainer.gradient_clip_algorithm={algorithm}",
+        "trainer.gradient_clip_val=0.01",
+        f"trainer.gradient_clip_algorithm={algorithm}",
     ]
     by_step = train(compose_config(overrides, tmp_path / "by_step"))
     unclipped = train(compose_config(overrides[:-2], tmp_path / "unclipped"))
@@ -132,8 +132,8 @@ def test_a_gpu_runs_checkpoint_resumes_on_the_cpu_as_if_trained_there(tmp_path):
         (
             [
                 "model=nau",
-                "+trainer.gradient_clip_val=0.01",
-                "+trainer.gradient_clip_algorithm=value",
+                "trainer.gradient_clip_val=0.01",
+                "trainer.gradient_clip_algorithm=value",
             ],
             [(4, 16, False, False)],
         ),

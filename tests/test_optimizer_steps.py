@@ -40,7 +40,7 @@ def scalars(run_dir, tag: str) -> dict[int, float]:
 
 
 def test_max_steps_stops_at_its_step_inside_a_chunk(tmp_path):
-    overrides = [*TINY, "model=nac", "trainer.max_epochs=3", "+trainer.max_steps=6"]
+    overrides = [*TINY, "model=nac", "trainer.max_epochs=3", "trainer.max_steps=6"]
     train(compose_config(overrides, tmp_path))
     record = json.loads((tmp_path / "metrics.json").read_text())
     assert record["steps"] == 6
@@ -175,7 +175,7 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
 def test_a_compiled_step_clips_its_gradients_as_an_eager_one(tmp_path, algorithm):
     # Clipped at 0.01, every step's gradients are cut (an NAU's are about 1 at its start), inside
     # the compiled graph of the whole step.
-    clip = ["+trainer.gradient_clip_val=0.01", f"+trainer.gradient_clip_algorithm={algorithm}"]
+    clip = ["trainer.gradient_clip_val=0.01", f"trainer.gradient_clip_algorithm={algorithm}"]
     overrides = [*TINY, "model=nau", "population=2", "optimizer.lr=0.05"]
     eager = train(compose_config([*overrides, *clip], tmp_path / "eager"))
     compiled = train(compose_config([*overrides, *clip, "compile=true"], tmp_path / "compiled"))

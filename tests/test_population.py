@@ -267,7 +267,7 @@ def test_gradient_clipping_by_norm_is_per_member(tiny_overrides, tmp_path):
     # A clip far below the gradients' norm: every step of every member is clipped, each by
     # its own norm, so the member still equals the single run of its seed.
     overrides = [*tiny_overrides, "model=nac", "trainer.max_epochs=1"]
-    overrides += ["+trainer.gradient_clip_val=0.01", "optimizer=sgd", "optimizer.lr=1.0"]
+    overrides += ["trainer.gradient_clip_val=0.01", "optimizer=sgd", "optimizer.lr=1.0"]
     single = train(compose_config([*overrides, "seed=1"], tmp_path / "single"))
     train(compose_config([*overrides, "population=2"], tmp_path / "population"))
     member = read_metrics(tmp_path / "population" / "members" / "1_nac_seed1")

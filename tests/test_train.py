@@ -218,7 +218,7 @@ def test_last_checkpoint_is_written_at_most_every_interval_and_at_the_end(
 def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
     def first_update(*clipping: str) -> torch.Tensor:
         overrides = [*tiny_overrides, "model=nac", "optimizer=sgd", "optimizer.lr=1.0"]
-        overrides += ["optimizer.momentum=0", "+trainer.max_steps=1", *clipping]
+        overrides += ["optimizer.momentum=0", "trainer.max_steps=1", *clipping]
         cfg = compose_config(overrides, tmp_path / "_".join(clipping or ("none",)))
         L.seed_everything(cfg.seed, verbose=False)
         _, _, data, module = build_run(cfg)
@@ -237,13 +237,13 @@ def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
         )
 
     unclipped = first_update()
-    clipped = first_update("+trainer.gradient_clip_val=0.001")
+    clipped = first_update("trainer.gradient_clip_val=0.001")
     assert unclipped.norm() > 0.01
     # SGD with lr 1: the step is minus the gradient, whose norm was clipped to 0.001.
     assert clipped.norm().item() == pytest.approx(0.001, rel=1e-3)
     assert torch.nn.functional.cosine_similarity(clipped, unclipped, dim=0) > 0.9999
     by_value = first_update(
-        "+trainer.gradient_clip_val=0.0001", "+trainer.gradient_clip_algorithm=value"
+        "trainer.gradient_clip_val=0.0001", "trainer.gradient_clip_algorithm=value"
     )
     assert by_value.abs().max().item() == pytest.approx(0.0001, rel=1e-3)  # float32 weights
 
