@@ -84,6 +84,15 @@ def run_cli(
     )
 
 
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Tests that draw a report's figures to read them leave them to this: pyplot keeps every
+    open figure for the whole process."""
+    yield
+    if "matplotlib.pyplot" in sys.modules:
+        sys.modules["matplotlib.pyplot"].close("all")
+
+
 @pytest.fixture
 def tiny_overrides() -> list[str]:
     return list(TINY)

@@ -49,6 +49,11 @@ TRAIN = [
         ["lr_schedule=null"],
         "lr_schedule=null: a config group is dropped with ~lr_schedule, not set to null",
     ),
+    (
+        ["experiment=nalm_single_module", "nalm=nalu", "~problems.operation.pow"],
+        "~problems.operation.pow: problems.operation has no field 'pow'; "
+        "it has ['add', 'div', 'mul', 'sub']",
+    ),
     (["data.eval_batch_size=0"], "data.eval_batch_size=0: must be a positive integer"),
     (["data.min_abs_denominator=0"], "data.min_abs_denominator=0: must be a finite number > 0"),
     (["seed=-1"], "seed=-1: must be an integer in [0, 4294967295]"),
@@ -96,6 +101,11 @@ TRAIN = [
     (
         ["data.in_features"],
         "data.in_features: not an override like field=value (Hydra: missing EQUAL at '<EOF>')",
+    ),
+    (
+        ["data.train_range=[1"],
+        "data.train_range=[1: not an override like field=value "
+        "(Hydra: no viable alternative at input '[1')",
     ),
     (["ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
     (["optimizer.lr=???"], "optimizer.lr: Missing mandatory value: optimizer.lr"),
@@ -303,7 +313,7 @@ TRAIN = [
         "the seed and population that wrote it",
     ),
     (
-        ["+trainer.max_steps=0"],
+        ["trainer.max_steps=0"],
         "trainer.max_steps=0: must be a positive integer, or -1 for no limit",
     ),
     (
@@ -317,11 +327,11 @@ TRAIN = [
         "'bf16-true', '16-mixed', 'bf16-mixed', 'bf16', 'transformer-engine']",
     ),
     (
-        ["+trainer.gradient_clip_algorithm=sideways"],
+        ["trainer.gradient_clip_algorithm=sideways"],
         "trainer.gradient_clip_algorithm='sideways': must be one of ['norm', 'value']",
     ),
     (
-        ["+trainer.gradient_clip_val=-1"],
+        ["trainer.gradient_clip_val=-1"],
         "trainer.gradient_clip_val=-1: must be a finite number >= 0",
     ),
     (
@@ -420,6 +430,7 @@ REPORT = [
     ([], "the following arguments are required: paths (see nalu-report --help)"),
     (["--bogus", "x"], "unrecognized arguments: --bogus (see nalu-report --help)"),
     (["nope"], "nope: no such folder"),
+    (["{run}/metrics.json"], "{run}/metrics.json: not a folder (a run or multirun folder)"),
     (["{empty_dir}"], "no readable metrics.json under {empty_dir}"),
     (
         ["{corrupt_dir}"],

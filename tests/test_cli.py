@@ -121,6 +121,30 @@ def test_a_long_run_without_a_progress_bar_prints_progress_lines(tmp_path, monke
     assert len(validated) == 3 and best == [min(current[: k + 1]) for k in range(len(best))]
 
 
+def test_the_terminals_progress_bar_counts_the_runs_optimizer_steps(tmp_path, monkeypatch):
+    # One chunk of 4 steps an epoch: Lightning's bar would read 1/1 every epoch.
+    seen = []
+    bar_class = nalu.training.progress.StepProgressBar
+
+    def on_train_epoch_end(bar, trainer, pl_module):
+        task = bar.train_progress_bar
+        speed = bar.progress.columns[-2]
+        seen.append((task.description, task.completed, task.total, str(speed.render(task))))
+
+    monkeypatch.setattr(bar_class, "on_train_epoch_end", on_train_epoch_end)
+    train(
+        compose_config(
+            [*TINY, "trainer.max_epochs=3", "trainer.enable_progress_bar=true"], tmp_path
+        )
+    )
+    assert [entry[:3] for entry in seen] == [
+        ("Epoch 1/3 ", 4, 12),
+        ("Epoch 2/3 ", 8, 12),
+        ("Epoch 3/3 ", 12, 12),
+    ]
+    assert all(re.fullmatch(r"\d+ steps/s", speed) for *_, speed in seen), seen
+
+
 def progress_lines_of_a_run(caplog, module: SimpleNamespace, last_mse: float | None) -> list[str]:
     """The lines ``ProgressLines`` logs over a run of 30 planned steps in 3 epochs that ends
     at ``module.step`` of ``module.epochs``, ``last_mse`` its last validation's interpolation

@@ -5,12 +5,20 @@ import errno
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import TINY, compose_config, run_cli
 
-from nalu.cli.common import EXIT_DIVERGED, EXIT_JOBS_FAILED, EXIT_OUTPUT_ERROR, count_jobs
+from nalu.cli.common import (
+    EXIT_DIVERGED,
+    EXIT_JOBS_FAILED,
+    EXIT_OUTPUT_ERROR,
+    check_output_folder,
+    count_jobs,
+    output_error_message,
+)
 from nalu.cli.report import main as report_main
 from nalu.cli.train import train
 from nalu.results.record import RunRecord
@@ -59,6 +67,17 @@ def test_an_output_folder_under_a_file_is_refused_before_any_work(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith(f"error: {tmp_path}/notes.txt/run: hydra.run.dir: ")
     assert "is a file" in line
+
+
+def test_an_output_folder_where_the_system_makes_none_is_refused_in_one_line():
+    # /proc takes no new folders, whatever its permission bits say (root passes them all).
+    with pytest.raises(OSError) as refused:
+        check_output_folder(Path("/proc/nalu-run"), "hydra.run.dir")
+    assert output_error_message(refused.value) == (
+        "/proc/nalu-run: hydra.run.dir: no folder can be made in /proc (No such file or "
+        "directory); results are written whole or not at all"
+    )
+    assert not Path("/proc/nalu-run").exists()
 
 
 @pytest.mark.slow

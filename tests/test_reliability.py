@@ -61,11 +61,12 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     with pytest.raises(Diverged) as diverged:
         train(compose_config(overrides, tmp_path))
     assert diverged.value.step == diverged_at
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    assert diverged.value.last_good_checkpoint == str(last)
     recorded = read_metrics(tmp_path)
     assert recorded["status"] == "diverged"
     assert recorded["diverged_at_step"] == diverged_at
     assert recorded["reason"] == reason
-    last = tmp_path / "checkpoints" / "last.ckpt"
     assert recorded["last_good_checkpoint"] == str(last)
     checkpoint = torch.load(last, weights_only=True)
     assert checkpoint["global_step"] == 8
@@ -93,7 +94,12 @@ def test_diverged_single_run_exits_with_its_own_code(tmp_path):
     assert result.returncode == EXIT_DIVERGED
     assert "Traceback" not in result.stderr + result.stdout
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"error: {run_dir}: diverged at step 2: train loss is nan")
+    # Step 2 comes before any checkpoint, and the message does not promise one.
+    assert (
+        last_line
+        == f"error: {run_dir}: diverged at step 2: train loss is nan; no checkpoint before it"
+    )
+    assert "last_good_checkpoint" not in read_metrics(run_dir)
     assert read_metrics(run_dir)["status"] == "diverged"
 
 

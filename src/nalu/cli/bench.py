@@ -60,7 +60,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 from torch.utils.flop_counter import FlopCounterMode
 
-from nalu.cli.common import CONFIG_DIR, OneLineParser, ignore_known_warnings, keep_freed_memory
+from nalu.cli.common import CONFIG_DIR, OneLineParser, keep_freed_memory, log_lightning_once
 from nalu.cli.train import build_run, train
 from nalu.config.errors import ConfigError
 from nalu.data.batches import step_batches
@@ -273,7 +273,7 @@ def run(
     ``compiled_sizes`` (default: every size) are measured compiled (``compile=true``) as well,
     against the hand-written loop compiled alike."""
     compiled_sizes = sizes if compiled_sizes is None else compiled_sizes
-    ignore_known_warnings()
+    log_lightning_once()
     keep_freed_memory()
     device = "cuda" if torch.cuda.is_available() else "cpu"
     gpu = f", {torch.cuda.get_device_name()}" if device == "cuda" else ""

@@ -7,9 +7,10 @@ import errno
 import logging
 import math
 import os
+import re
 import sys
+import tempfile
 import traceback
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,8 +160,8 @@ def output_error_message(error: OSError) -> str:
 
 def check_output_folder(folder: Path, field: str) -> None:
     """Refuse, before any work, an output folder that cannot be made: under a file, on a
-    read-only file system or without permission (``OSError``, which ``output_error_message``
-    reads)."""
+    read-only file system, without permission, or where the system makes no folders (``/proc``)
+    (``OSError``, which ``output_error_message`` reads)."""
     ancestor = folder.absolute()
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -170,6 +171,16 @@ def check_output_folder(folder: Path, field: str) -> None:
         raise PermissionError(
             errno.EACCES, f"{field}: {ancestor} is read-only or not writable", str(folder)
         )
+    if ancestor != folder.absolute():
+        # The permission bits do not bind root, nor tell which file systems take no folders:
+        # make one, as the run will, and remove it.
+        try:
+            os.rmdir(tempfile.mkdtemp(prefix=".nalu-", dir=ancestor))
+        except OSError as error:
+            reason = error.strerror or type(error).__name__
+            raise OSError(
+                error.errno, f"{field}: no folder can be made in {ancestor} ({reason})", str(folder)
+            ) from error
 
 
 @dataclass(frozen=True)
@@ -281,30 +292,32 @@ def keep_freed_memory() -> None:
         return
 
 
-def ignore_known_warnings() -> None:
-    """Silence Lightning's advice that does not apply to these runs, and print its log lines
-    once: through Hydra's handlers (the console and the run's log file) only, not also through
-    the console handler Lightning gives its own package logger."""
+def log_lightning_once() -> None:
+    """Print Lightning's log lines once: through Hydra's handlers (the console and the run's log
+    file) only, not also through the console handler Lightning gives its own package logger.
+    (The training module silences Lightning's advice that does not apply to its runs.)"""
     import lightning  # noqa: F401  (importing it is what adds that handler)
 
     logging.getLogger("lightning").handlers.clear()
-    # The module logs its curves itself at every optimizer step, whatever log_every_n_steps.
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
-    # Under DDP the evaluation metrics are torchmetrics, already summed over processes.
-    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _NoAbsentAccelerators) for f in rank_zero.filters):
+        rank_zero.addFilter(_NoAbsentAccelerators())
+
+
+class _NoAbsentAccelerators(logging.Filter):
+    """Drops ``GPU available: False, used: False`` and ``TPU available: False, ...``: the
+    accelerators a machine lacks (one it has but does not use is still said)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return re.match(r"[A-Z]+ available: False", record.getMessage()) is None
 
 
 def progress_callbacks(trainer_cfg: DictConfig) -> list["LightningCallback"]:
-    """Rich's progress bar where ``enable_progress_bar`` is on (by default: output is a
-    terminal), else a progress line every 30 s (``nalu.training.progress``).
+    """Rich's progress bar over optimizer steps where ``enable_progress_bar`` is on (by default:
+    output is a terminal), else a progress line every 30 s (``nalu.training.progress``).
 
     Lightning refuses a progress bar callback on a trainer without one, hence a list to add.
     """
-    from lightning.pytorch.callbacks import RichProgressBar
+    from nalu.training.progress import ProgressLines, StepProgressBar
 
-    from nalu.training.progress import ProgressLines
-
-    return [RichProgressBar() if trainer_cfg.get("enable_progress_bar", True) else ProgressLines()]
+    return [StepProgressBar() if trainer_cfg.get("enable_progress_bar", True) else ProgressLines()]

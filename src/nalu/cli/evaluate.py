@@ -25,8 +25,8 @@ from nalu.cli.common import (
     checked,
     fail,
     format_metrics,
-    ignore_known_warnings,
     keep_freed_memory,
+    log_lightning_once,
     output_error_message,
     progress_callbacks,
     quote_paths,
@@ -246,7 +246,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="evaluate")
 def hydra_main(cfg: DictConfig) -> None:
-    ignore_known_warnings()
+    log_lightning_once()
     output_dir = Path(cfg.paths.output_dir)
     try:
         metrics = evaluate(cfg)

@@ -30,8 +30,8 @@ from nalu.cli.common import (
     checked,
     fail,
     format_metrics,
-    ignore_known_warnings,
     keep_freed_memory,
+    log_lightning_once,
     output_error_message,
     progress_callbacks,
     quote_paths,
@@ -384,7 +384,7 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
 def hydra_main(cfg: DictConfig) -> float:
-    ignore_known_warnings()
+    log_lightning_once()
     output_dir = Path(cfg.paths.output_dir)
     if HydraConfig.get().mode == RunMode.MULTIRUN and not VERBOSE:
         # A sweep's job that fails says so in one line and the other jobs go on; the sweep
@@ -416,7 +416,9 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     except Diverged as diverged:
-        message = f"{output_dir}: {diverged}; its metrics.json names the last good checkpoint"
+        checkpoint = diverged.last_good_checkpoint
+        where = f"last good checkpoint {checkpoint}" if checkpoint else "no checkpoint before it"
+        message = f"{output_dir}: {diverged}; {where}"
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             # One diverged job must not end the sweep: the other jobs go on.
             log.warning(message)

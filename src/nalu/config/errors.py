@@ -41,11 +41,13 @@ class ConfigError(Exception):
 class Diverged(Exception):
     """Training met a non-finite loss or parameter at optimizer step ``step`` (counted from 1):
     the step whose loss was not finite (it was not taken), or the last step before non-finite
-    parameters were found."""
+    parameters were found. ``last_good_checkpoint`` is the checkpoint saved before it, where
+    there is one (the run's recorder sets it when training stops)."""
 
     def __init__(self, step: int, reason: str) -> None:
         self.step = step
         self.reason = reason
+        self.last_good_checkpoint: str | None = None
         super().__init__(f"diverged at step {step}: {reason}")
 
 

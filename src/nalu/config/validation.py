@@ -11,6 +11,7 @@ import difflib
 import functools
 import itertools
 import math
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -352,13 +353,32 @@ def _compose(overrides: list[str], config_dir: Path, config_name: str = "train")
         try:
             return compose(config_name, overrides=overrides)
         except (HydraException, OmegaConfBaseException) as error:
-            cause = error.__cause__
-            full_key = getattr(cause, "full_key", None)
-            culprit = next(
-                (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}=")),
-                None,
-            )
-            raise _composition_error(error, culprit) from error
+            failure = error
+    missing = re.fullmatch(r"Could not delete from config\. '(.+)' does not exist\.", str(failure))
+    if missing:
+        raise _missing_deletion(missing[1], overrides, config_dir, config_name) from failure
+    full_key = getattr(failure.__cause__, "full_key", None)
+    culprit = next(
+        (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}=")), None
+    )
+    raise _composition_error(failure, culprit) from failure
+
+
+def _missing_deletion(
+    key: str, overrides: list[str], config_dir: Path, config_name: str
+) -> ConfigError:
+    """``~key`` of a field the config lacks, as one line listing the fields that can go."""
+    culprit = next((o for o in overrides if o.split("=")[0] == f"~{key}"), f"~{key}")
+    parent, _, field = key.rpartition(".")
+    try:
+        cfg = _compose([o for o in overrides if o != culprit], config_dir, config_name)
+    except ConfigError:
+        return ConfigError(f"{culprit}: the config has no field {key!r} to delete")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    fields = sorted(str(k) for k in node) if isinstance(node, DictConfig) else []
+    return ConfigError(
+        f"{culprit}: {parent or 'the config'} has no field {field!r}; it has {fields}"
+    )
 
 
 # Hydra's flags that show something instead of running a job: left to Hydra.
@@ -415,9 +435,15 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
         try:
             parsed.extend(parser.parse_overrides([text]))
         except HydraException as error:
-            reason = str(error).splitlines()[1:2] or ["unreadable"]
+            # Hydra's lines around the reason repeat the override and link its grammar's page.
+            reasons = [
+                line
+                for line in str(error).splitlines()
+                if not line.startswith(("Error parsing override", "See https://"))
+            ]
+            reason = reasons[0] if reasons else "unreadable"
             raise ConfigError(
-                f"{cut(text)}: not an override like field=value (Hydra: {reason[0]})"
+                f"{cut(text)}: not an override like field=value (Hydra: {reason})"
             ) from error
     fixed: list[str] = []
     group_sweeps: list[list[str]] = []

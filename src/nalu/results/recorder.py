@@ -539,6 +539,7 @@ class RunRecorder(L.Callback):
             return
         self.divergence = exception
         self.last_good_checkpoint = newest_checkpoint(trainer)
+        exception.last_good_checkpoint = self.last_good_checkpoint
         if not trainer.is_global_zero:
             return
         for member in range(self.population):

@@ -805,7 +805,8 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     ``paths[0]``; rows by ``group_by``, by default the model and every swept field."""
     for path in paths:
         if not path.is_dir():
-            raise ReportError(f"{path}: no such folder")
+            what = "not a folder (a run or multirun folder)" if path.exists() else "no such folder"
+            raise ReportError(f"{path}: {what}")
     unreadable: list[str] = []
     runs = load_runs(paths, unreadable)
     if not runs:

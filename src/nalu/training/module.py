@@ -3,12 +3,14 @@
 import functools
 import logging
 import math
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.precision import Precision
 from torch import Tensor, nn
 from torch.optim import Optimizer
@@ -43,6 +45,7 @@ from nalu.training.optimization import (
     traceable_adam,
     zero_grad,
 )
+from nalu.training.progress import StepProgressBar
 from nalu.training.regularizer import MemberSchedules, RegularizerSchedule
 from nalu.training.restarts import Restarts
 from nalu.training.stalls import StallRule
@@ -154,6 +157,19 @@ def living_summaries(
     shares = torch.tensor([is_share(name) for name in values], device=stacked.device)
     summaries = torch.where(shares, shares_of_all, living_median(stacked, alive))
     return dict(zip(values, summaries.tolist(), strict=True))
+
+
+def ignore_inapplicable_warnings() -> None:
+    """Silence Lightning's advice that does not apply to this module's runs (the filters are the
+    process's; the module sets them up as it is set up, for a notebook's trainer as for the
+    command line's)."""
+    # The module logs its curves itself at every optimizer step, whatever log_every_n_steps.
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    # In-memory batches need no loader workers; the LeafSpec notice is Lightning's own internals.
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
+    # Under DDP the evaluation metrics are torchmetrics, already summed over processes.
+    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
 class ArithmeticModule(L.LightningModule):
@@ -342,6 +358,7 @@ class ArithmeticModule(L.LightningModule):
         """Ask a ``TrainingDataModule`` for chunks of steps (one step per batch under data
         parallelism, where each step's gradients are averaged across processes), and compile
         the step when asked to."""
+        ignore_inapplicable_warnings()
         if stage != "fit":
             return
         data = self.trainer.datamodule
@@ -1029,6 +1046,12 @@ class ArithmeticModule(L.LightningModule):
         if members is not None:
             self.judge.best_parameters = members["best_parameters"]
             self.curves.load(members["curves"])
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Lightning's Rich progress bar, which counts batches (here chunks of steps: ``1/1`` at
+        ``0.00it/s`` an epoch), gives way to one that counts optimizer steps."""
+        bar = self.trainer.progress_bar_callback
+        return [StepProgressBar()] if type(bar) is RichProgressBar else []
 
     def configure_optimizers(self) -> Optimizer | dict[str, Any]:
         """The optimizer and its learning-rate schedule over the run's optimizer steps (the

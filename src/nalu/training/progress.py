@@ -1,5 +1,6 @@
-"""Progress on a console without a progress bar (output to a file or a pipe): a line at least
-every ``INTERVAL_S`` seconds of training, so that a long run in a log says how far it is."""
+"""Progress on a console: on a terminal, Rich's bar over the run's optimizer steps; without one
+(output to a file or a pipe), a line at least every ``INTERVAL_S`` seconds of training, so that a
+long run in a log says how far it is."""
 
 import logging
 import math
@@ -8,6 +9,9 @@ from datetime import timedelta
 from typing import Any
 
 import lightning as L
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
+from rich.text import Text
 
 from nalu.results.record import INTERP_MSE, finite_median
 
@@ -85,3 +89,72 @@ class ProgressLines(L.Callback):
         if mse is not None:
             parts.append(f"{INTERP_MSE} {float(mse):.4g}{self._best(pl_module)}")
         log.info(" · ".join(parts))
+
+
+class StepsPerSecondColumn(ProcessingSpeedColumn):
+    """The training task's speed in optimizer steps a second; nothing on the evaluations' tasks,
+    whose single batch has no speed to show."""
+
+    def __init__(self, style: Any, bar: "StepProgressBar") -> None:
+        super().__init__(style)
+        self.bar = bar
+
+    def render(self, task: Any) -> Text:
+        if task.id != self.bar.train_progress_bar_id:
+            return Text("")
+        return Text(f"{task.speed or 0:.0f} steps/s", style=self.style)
+
+
+class StepProgressBar(RichProgressBar):
+    """Rich's progress bar over the whole run's optimizer steps, ``Epoch 3/250 ━━━ 96/8000
+    0:00:01 • 0:00:30 700 steps/s``, epochs counted from 1 as the progress lines count them.
+
+    Lightning's bar counts an epoch's batches, and the project's module takes a chunk of
+    optimizer steps per batch: the article's epoch would read ``1/1`` at ``0.00it/s``. With a
+    module that does not count its steps (``planned_steps``), Lightning's bar as it is."""
+
+    @staticmethod
+    def _counts_steps(pl_module: L.LightningModule) -> bool:
+        return getattr(pl_module, "planned_steps", None) is not None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not self._counts_steps(pl_module) or self.train_progress_bar_id is None:
+            super().on_train_epoch_start(trainer, pl_module)
+        elif self.progress is not None:  # one task for the run: its count goes on
+            description = self._get_train_description(trainer.current_epoch)
+            self.progress.update(self.train_progress_bar_id, description=description)
+            self.refresh()
+
+    @property
+    def total_train_batches(self) -> int | float:
+        module = self.trainer.lightning_module
+        return module.planned_steps if self._counts_steps(module) else super().total_train_batches
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
+    ) -> None:
+        if not self._counts_steps(pl_module):
+            super().on_train_batch_end(trainer, pl_module, *args)
+            return
+        if self.train_progress_bar_id is None:  # resumed from a mid-epoch checkpoint
+            self._initialize_train_progress_bar_id()
+        self._update(self.train_progress_bar_id, trainer.global_step)
+        self._update_metrics(trainer, pl_module)
+        self.refresh()
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        if not self._counts_steps(self.trainer.lightning_module):
+            return super()._get_train_description(current_epoch)
+        epochs = self.trainer.max_epochs
+        description = f"Epoch {current_epoch + 1}" + ("" if epochs in (None, -1) else f"/{epochs}")
+        # As wide as "Validation" at least, as Lightning pads it, so that the bar does not jump.
+        return f"{description:{len(self.validation_description)}}"
+
+    def configure_columns(self, trainer: L.Trainer) -> list:
+        columns = super().configure_columns(trainer)
+        if not self._counts_steps(trainer.lightning_module):
+            return columns
+        return [
+            StepsPerSecondColumn(c.style, self) if isinstance(c, ProcessingSpeedColumn) else c
+            for c in columns
+        ]

@@ -273,7 +273,7 @@ def number_pair(bounds: Sequence[float]) -> tuple[float, float]:
 def nmu_factors(
     weight: Tensor, x: Tensor, noise_range: tuple[float, float] | None = None
 ) -> Tensor:
-    """``[..., out, in]`` factors W_ij x_i + 1 − W_ij of Π_i (Madsen & Johansen 2020, NMU_j).
+    """``[..., out, in]`` factors W_ji x_i + 1 − W_ji of Π_i (Madsen & Johansen 2020, NMU_j).
 
     With ``noise_range`` each is the stochastic NMU's (the sNMU paper of Mistry et al. 2022):
     (W x n + 1 − W) / (W n + 1 − W) with n ~ U[noise_range] per sample and input.
@@ -333,9 +333,9 @@ def _log_magnitude(weight: Tensor, magnitudes: Tensor) -> Tensor:
 
 
 class NeuralMultiplicationUnit(nn.Module):
-    """z_j = Π_i (W_ij x_i + 1 − W_ij), W clamped to [0, 1] (Madsen & Johansen 2020, NMU_j).
+    """z_j = Π_i (W_ji x_i + 1 − W_ji), W clamped to [0, 1] (Madsen & Johansen 2020, NMU_j).
 
-    W_ij = 1 multiplies x_i in, W_ij = 0 leaves a factor 1; unlike NALU's log path the factor
+    W_ji = 1 multiplies x_i in, W_ji = 0 leaves a factor 1; unlike NALU's log path the factor
     keeps x_i's sign, so x0·x1 of (1.5, −2) is −3.
 
     ``noise_range=(1, 5)`` makes it the stochastic NMU (sNMU: Mistry, Farrahi & Hare 2022,
