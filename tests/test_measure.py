@@ -466,7 +466,7 @@ def test_a_checkpoint_that_kept_the_judged_state_and_restarts_on_the_module_stil
         name.removeprefix("judge.").removeprefix("divergence.").removeprefix("restarts."): value
         for name, value in module.state_dict().items()
     }
-    # The layout before the homes.
+    # Checkpoints that hold those buffers at the module's top level load as well.
     assert {"best_interp_mse", "diverged_at_step", "settled_outputs"} <= set(older)
     loaded = two_output_module()
     loaded.load_state_dict(older)

@@ -228,8 +228,9 @@ def measure_population(
 def versus_handwritten(
     work: Path, repeats: int, populations: dict[str, int], overrides: list[str], device: str
 ) -> dict[str, dict[str, Any]]:
-    """(d): per experiment, the project's population step over the hand-written loop's, eager
-    and compiled as the project's config says (against the faster of the two when both run)."""
+    """(d): per experiment, the project's population step (as its config trains it) over the
+    hand-written loop's, eager, compiled where the config compiles, and on a GPU also captured
+    (``graphed``): one ratio per side."""
     figures: dict[str, dict[str, Any]] = {}
     epochs = 4
     for experiment, (default_size, loop) in HANDWRITTEN.items():

@@ -174,8 +174,8 @@ def build_run(
 
 def train(cfg: DictConfig) -> dict[str, float]:
     """Fit, test every member at its best interpolation epoch, record the results; return the
-    final metrics (at S > 1 over the members: medians, and the mean of shares solved or
-    recovered).
+    final metrics (at S > 1 over the members as ``finite_summary`` gives them: medians; shares
+    solved or recovered of all the members' outputs; output counts summed).
 
     Raises ``ConfigError`` for a bad config, ``Diverged`` when every member met a non-finite
     loss (metrics.json then says so) and ``Interrupted`` after a Ctrl-C or SIGTERM (last.ckpt

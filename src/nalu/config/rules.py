@@ -288,8 +288,8 @@ def regularizer_schedule(
 ) -> None:
     """The fields of a regulariser's schedule (``training.regularizer.RegularizerSchedule``)
     together, each valid alone (``TRAINING_RULES``): λ goes from ``initial`` at ``start`` to
-    ``scale`` at ``end``, linearly or by jumps of ×``growth``. ``section`` prefixes the names
-    (``regularizer.``)."""
+    ``scale`` at ``end``, linearly or by jumps of ×``growth``; ``factor``, which scales it all,
+    ties to no other field. ``section`` prefixes the names (``regularizer.``)."""
     if start > end:
         raise InvalidArgument(f"{section}start", start, f"must be at most {section}end={end}")
     if initial > scale:

@@ -159,7 +159,8 @@ register_reader(
 
 
 def _gated_additive(unit: nn.Module) -> Tensor:
-    """``[out]`` bool: outputs whose gate σ(ĝ) chooses the NAU path."""
+    """``[out]`` bool: outputs whose gate (σ(ĝ), or the clamped ĝ of ``exact_gate``) chooses the
+    NAU path."""
     return unit.gate.detach() >= 0.5
 
 

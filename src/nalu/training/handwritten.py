@@ -37,7 +37,7 @@ from nalu.training.captured import CapturedChunks
 from nalu.training.optimization import LinearDecay, adam_update, compile_whole_step, zero_grad
 from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.nac import fast_tanh
-from nalu.units.nau import integer_distance
+from nalu.units.nau import integer_distance, nau_init_bound
 from nalu.units.nmru import bounded_reciprocal
 from nalu.units.nmu import log_magnitude, nmu_product
 
@@ -387,9 +387,9 @@ def static_population_loop(
     columns = _member_columns(problems, data.train_range, where)
     operands = torch.stack([operand_matrix(p.operand_masks()) for p in problems]).to(where)
     keys = torch.stack([fresh_key(data.train_seed, seed) for seed in seeds]).to(where)
-    bound = math.sqrt(6 / (nau.in_features + nau.out_features))  # Xavier-uniform, clamped
+    bound = nau_init_bound(nau.in_features, nau.out_features)
     hidden = torch.empty(population, nau.out_features, nau.in_features).uniform_(-bound, bound)
-    hidden = nn.Parameter(hidden.clamp(-1, 1).to(where))
+    hidden = nn.Parameter(hidden.to(where))
     output = torch.empty(population, nmu.out_features, nmu.in_features).uniform_(*nmu.init_range)
     output = nn.Parameter(output.to(where))
     optimizer = torch.optim.Adam([hidden, output], lr=cfg.optimizer.lr, fused=True)
@@ -443,8 +443,8 @@ def solve_population_loop(
     )
     keys = torch.stack([fresh_key(data.train_seed, seed) for seed in seeds]).to(where)
     shape = (population, data.out_features, data.in_features)
-    bound = math.sqrt(6 / (data.in_features + data.out_features))
-    nau = nn.Parameter(torch.empty(shape).uniform_(-bound, bound).clamp(-1, 1).to(where))
+    bound = nau_init_bound(data.in_features, data.out_features)
+    nau = nn.Parameter(torch.empty(shape).uniform_(-bound, bound).to(where))
     nmu = nn.Parameter(torch.empty(shape).uniform_(*heads.nmu.init_range).to(where))
     wide = (population, data.out_features, 2 * data.in_features)
     nmru = nn.Parameter(torch.empty(wide).uniform_(*heads.nmru.init_range).to(where))

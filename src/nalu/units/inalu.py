@@ -14,8 +14,8 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
     """y = g ⊙ a + (1 − g) ⊙ m ⊙ msv with independent NACs for a and m (Schlör et al. 2020).
 
     a = W_a x; m = exp(min(W_m log(max(|x|, ε)), ω)), clipped at ω so that exp cannot overflow;
-    msv_j = Π_i (sign(x_i)·|W_m,ij| + 1 − |W_m,ij|) restores the sign that |x| dropped: an input
-    with |W_m,ij| = 1 contributes its sign, one with W_m,ij = 0 contributes 1.
+    msv_j = Π_i (sign(x_i)·|W_m,ji| + 1 − |W_m,ji|) restores the sign that |x| dropped: an input
+    with |W_m,ji| = 1 contributes its sign, one with W_m,ji = 0 contributes 1.
     The gate is Schlör et al.'s, one per output, g = σ(ĝ) (``input_independent_gate=True``: each
     output of a static problem does one operation whatever the input); ``False`` gives the
     NALU's gate on the input, σ(G x), which their iNALU does not use.

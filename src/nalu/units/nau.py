@@ -20,6 +20,13 @@ def sparsity_penalty(weight: Tensor) -> Tensor:
     return integer_distance(weight).mean()
 
 
+def nau_init_bound(in_features: int, out_features: int) -> float:
+    """r of the NAU's U[-r, r] start (Madsen & Johansen 2020: E[W] = 0, Var[W] = 2 / (fan_in +
+    fan_out), i.e. Xavier-uniform's r = √(6 / (fan_in + fan_out))), capped at 0.5 as their code
+    caps it (stable-nalu's NAU layer): a unit of few inputs starts inside the clamp, not at ±1."""
+    return min(0.5, math.sqrt(6 / (in_features + out_features)))
+
+
 class NeuralAdditionUnit(nn.Module):
     """z = W x with W clamped to [-1, 1] after each optimizer step (Madsen & Johansen 2020, NAU_j).
 
@@ -39,10 +46,7 @@ class NeuralAdditionUnit(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        # Madsen & Johansen 2020: E[W] = 0, Var[W] = 2 / (fan_in + fan_out), i.e. Xavier-uniform's
-        # bound √(6 / (fan_in + fan_out)), capped at 0.5 as their code caps it (stable-nalu's
-        # NAU layer): a unit of few inputs starts inside the clamp, not with weights at ±1.
-        bound = min(0.5, math.sqrt(6 / (self.in_features + self.out_features)))
+        bound = nau_init_bound(self.in_features, self.out_features)
         nn.init.uniform_(self.weight, -bound, bound)
 
     def forward(self, x: Tensor) -> Tensor:
