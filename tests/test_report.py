@@ -10,6 +10,7 @@ import yaml
 from conftest import REPORT_FIGURES, TINY, compose_config, load_events
 from matplotlib.colors import to_rgba
 
+import nalu.results.report
 from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.report import main
 from nalu.cli.train import train
@@ -25,6 +26,7 @@ from nalu.results.report import (
     plot_success,
     summary_rows,
     wilson_interval,
+    write_report,
 )
 
 
@@ -119,6 +121,24 @@ def solved_run(folder, model, seed, solved, **extra):
         payload = json.loads((folder / "metrics.json").read_text())
         (folder / "metrics.json").write_text(json.dumps({**payload, **extra}))
     write_problem(folder, problem_seed=seed)
+
+
+def test_a_report_that_cannot_be_written_leaves_no_figure_open(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    solved_run(tmp_path / "a", "nau", 0, solved=True)
+
+    write_text_atomic = nalu.results.report.write_text_atomic
+
+    def disk_full_at_report_md(path, text):  # the figures are drawn by then
+        if path.name == "report.md":
+            raise OSError(28, "No space left on device", str(path))
+        write_text_atomic(path, text)
+
+    monkeypatch.setattr(nalu.results.report, "write_text_atomic", disk_full_at_report_md)
+    with pytest.raises(OSError, match="No space left on device"):
+        write_report([tmp_path])
+    assert plt.get_fignums() == []
 
 
 def test_a_group_of_one_operation_has_that_operations_row_only(tmp_path):

@@ -825,9 +825,10 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     along = cell_series(rows, groups, group_by)
     if along is not None:
         figures["success_by_cell"] = plot_success_by_cell(along)
+    pngs = {name: _png_and_close(figure) for name, figure in figures.items()}
     # A last report's figures of other groups would pass for this one's.
     for name in [*GROUP_FIGURES, "success_by_cell"]:
-        if name not in figures:
+        if name not in pngs:
             (out / f"{name}.png").unlink(missing_ok=True)
     problems = sorted({problem_identity(run) for run in runs})
     text = "\n\n".join(
@@ -883,19 +884,29 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     board = out / "report_tensorboard"
     for events in board.glob("events.out.tfevents.*"):
         events.unlink()
-    import matplotlib.pyplot as plt
     from torch.utils.tensorboard import SummaryWriter
 
-    from nalu.results.images import add_png, figure_png
+    from nalu.results.images import add_png
 
     with SummaryWriter(str(board)) as writer:
         writer.add_text("report/table", markdown_table(rows, group_by))
-        for name, figure in figures.items():
-            png = figure_png(figure, dpi=120)
-            plt.close(figure)
+        for name, png in pngs.items():
             write_atomic(out / f"{name}.png", lambda handle, png=png: handle.write(png))
             add_png(writer._get_file_writer(), f"report/{name}", png, 0)
-    return Report(report, rows, group_by, runs, list(figures))
+    return Report(report, rows, group_by, runs, list(pngs))
+
+
+def _png_and_close(figure: "Figure") -> bytes:
+    """The figure as PNG, closed at once: pyplot keeps an open figure for the whole process, and a
+    report that fails later (a full disk) would otherwise leave its figures open."""
+    import matplotlib.pyplot as plt
+
+    from nalu.results.images import figure_png
+
+    try:
+        return figure_png(figure, dpi=120)
+    finally:
+        plt.close(figure)
 
 
 # The success table's columns that the console leaves out (report.md has every one), so that
