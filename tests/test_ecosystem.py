@@ -147,6 +147,7 @@ def test_optuna_search_runs_its_trials_in_parallel_joblib_workers(tmp_path):
     console = result.stderr + result.stdout
     assert "Joblib.Parallel(n_jobs=2" in console
     assert "alembic" not in console  # the storage layer's plugin notices
+    assert "A new study created" in console and "\x1b[" not in console  # no colours in a pipe
     runs = job_dirs(sweep_dir)
     # Each trial's folder (and TensorBoard run) is named by its sampled values.
     for k, run in enumerate(runs):

@@ -456,6 +456,10 @@ def swept_on_command_line(arguments: list[str]) -> list[str]:
 
 def main() -> None:
     sys.argv[1:] = arguments = quote_paths(sys.argv[1:])
+    if not sys.stderr.isatty():
+        # Into a file or a pipe, colour codes are noise: Optuna's log lines colour themselves
+        # unless NO_COLOR is set (the no-color.org convention, which colorlog and Rich follow).
+        os.environ.setdefault("NO_COLOR", "1")
     try:
         cfg = check_command_line(arguments, CONFIG_DIR)
         if cfg is not None and cfg.ckpt_path:
