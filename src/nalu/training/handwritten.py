@@ -67,12 +67,12 @@ def timed_steps(step: Step, epochs: int, steps_per_epoch: int, device: torch.dev
 
 
 def _sparsity(weight: Tensor) -> Tensor:
-    """Madsen & Johansen 2020, R_sparse = mean(min(|W|, 1 − |W|)), per member ``[S]``."""
+    """Madsen & Johansen 2020, eq. 6: R_sparse = mean(min(|W|, 1 − |W|)), per member ``[S]``."""
     return integer_distance(weight).mean(dim=(-2, -1))
 
 
 def _nmu(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
-    """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji): weight ``[S, out, in]``, x
+    """Madsen & Johansen 2020, eq. 12: NMU_j = Π_i (W_ji x_i + 1 − W_ji): weight ``[S, out, in]``, x
     ``[S, B, in]`` -> ``[S, B, out]``, by the units' own product (the fastest we have: it keeps
     no ``[S, B, out, in]`` factors for the backward pass, and compiled over a batch-first x
     it lays the batch out last, as for the unit)."""

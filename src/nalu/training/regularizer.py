@@ -17,9 +17,10 @@ class RegularizerSchedule:
     ``start`` and ``end`` are fractions of the run's optimizer steps, so a schedule fits any run
     length; ``scale=0`` turns the regulariser off.
 
-    The ramp is Madsen & Johansen's (2020) λ_sparse = λ̂·max(min((t − start)/(end − start), 1), 0):
-    the penalty toward {-1, 0, 1} comes in only after the weights have had time to find the
-    inputs, since pulling them to the nearest of -1, 0, 1 from the start locks in the init. The
+    The ramp is Madsen & Johansen's (2020, eq. 14)
+    λ_sparse = λ̂·max(min((t − start)/(end − start), 1), 0): the penalty toward {-1, 0, 1} comes
+    in only after the weights have had time to find the inputs, since pulling them to the
+    nearest of -1, 0, 1 from the start locks in the init. The
     jumps are Heim et al.'s (2020) β for the NPU's L1 penalty, ×10 every 10,000 steps from 1e-7
     to 1e-5 in Mistry et al.'s (2022) benchmark: ``initial=1e-7, scale=1e-5, growth=10,
     start=0.2, end=0.4`` of 50,000 steps.

@@ -70,7 +70,8 @@ class GatedAdditionMultiplicationUnit(nn.Module):
             self.gate_weight.clamp_(0.0, 1.0)
 
     def regularization(self) -> Tensor:
-        """The exact gate's pull toward {0, 1} (R_sparse of Madsen & Johansen 2020); 0 else."""
+        """The exact gate's pull toward {0, 1} (R_sparse on [0, 1]: Madsen & Johansen 2020, eq.
+        11); 0 else."""
         if self.exact_gate:
             return sparsity_penalty(self.gate_weight)
         return self.gate_weight.new_zeros(())

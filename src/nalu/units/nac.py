@@ -40,8 +40,8 @@ def fast_tanh(z: Tensor) -> Tensor:
 
 def nac_weight_variance(bound: float) -> float:
     """Var[tanh(Ŵ)·σ(M̂)] for Ŵ and M̂ independent on U[−r, r]: E[tanh²(Ŵ)]·E[σ²(M̂)] =
-    (1 − tanh(r)/r) · (r − tanh(r/2)) / (2r) (Madsen & Johansen 2020's NAC initialisation, in
-    their code and the primer's; σ = (1 + tanh(z/2)) / 2 gives the second factor)."""
+    (1 − tanh(r)/r) · (r − tanh(r/2)) / (2r) (Madsen & Johansen 2020, app. B.2, as their code
+    and the primer's initialise a NAC; σ = (1 + tanh(z/2)) / 2 gives the second factor)."""
     return (1 - math.tanh(bound) / bound) * (bound - math.tanh(bound / 2)) / (2 * bound)
 
 

@@ -16,19 +16,20 @@ def integer_distance(weight: Tensor) -> Tensor:
 
 
 def sparsity_penalty(weight: Tensor) -> Tensor:
-    """R = mean(min(|W|, 1 − |W|)) (Madsen & Johansen 2020, R_sparse), 0 only at W ∈ {-1, 0, 1}."""
+    """R = mean(min(|W|, 1 − |W|)) (Madsen & Johansen 2020, eq. 6), 0 only at W ∈ {-1, 0, 1}."""
     return integer_distance(weight).mean()
 
 
 def nau_init_bound(in_features: int, out_features: int) -> float:
-    """r of the NAU's U[-r, r] start (Madsen & Johansen 2020: E[W] = 0, Var[W] = 2 / (fan_in +
-    fan_out), i.e. Xavier-uniform's r = √(6 / (fan_in + fan_out))), capped at 0.5 as their code
-    caps it (stable-nalu's NAU layer): a unit of few inputs starts inside the clamp, not at ±1."""
+    """r of the NAU's U[-r, r] start (Madsen & Johansen 2020, sec. 2.6: E[W] = 0, Var[W] = 2 /
+    (fan_in + fan_out), i.e. Xavier-uniform's r = √(6 / (fan_in + fan_out))), capped at 0.5 as
+    their code caps it (stable-nalu's NAU layer): a unit of few inputs starts inside the clamp,
+    not at ±1."""
     return min(0.5, math.sqrt(6 / (in_features + out_features)))
 
 
 class NeuralAdditionUnit(nn.Module):
-    """z = W x with W clamped to [-1, 1] after each optimizer step (Madsen & Johansen 2020, NAU_j).
+    """z = W x, W clamped to [-1, 1] after each optimizer step (Madsen & Johansen 2020, eqs. 5, 7).
 
     Unlike the NAC's tanh·σ weight, the plain weight reaches ±1 exactly, so a learned sum is
     exact; ``regularization()`` pulls W toward {-1, 0, 1} and ``clamp_parameters()`` keeps it in

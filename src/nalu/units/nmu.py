@@ -232,7 +232,7 @@ def in_a_cpu_population(weight: Tensor, x: Tensor) -> bool:
 
 
 def nmu_product(weight: Tensor, x: Tensor, max_log_magnitude: float) -> Tensor:
-    """Madsen & Johansen 2020, NMU_j = Π_i (W_ji x_i + 1 − W_ji) for x ``[..., in]`` and W
+    """Madsen & Johansen 2020, eq. 12: NMU_j = Π_i (W_ji x_i + 1 − W_ji) for x ``[..., in]`` and W
     ``[out, in]``: ``signed_product`` of ``nmu_factors``. Compiled, as ``NMUProduct`` (1.8×
     faster), as ``batch_last_product`` where x lies batch-first in memory (see
     ``batch_first``), or as ``member_nmu_product`` in a large population on a CPU
@@ -273,7 +273,7 @@ def number_pair(bounds: Sequence[float]) -> tuple[float, float]:
 def nmu_factors(
     weight: Tensor, x: Tensor, noise_range: tuple[float, float] | None = None
 ) -> Tensor:
-    """``[..., out, in]`` factors W_ji x_i + 1 − W_ji of Π_i (Madsen & Johansen 2020, NMU_j).
+    """``[..., out, in]`` factors W_ji x_i + 1 − W_ji of Π_i (Madsen & Johansen 2020, eq. 12).
 
     With ``noise_range`` each is the stochastic NMU's (the sNMU paper of Mistry et al. 2022):
     (W x n + 1 − W) / (W n + 1 − W) with n ~ U[noise_range] per sample and input.
@@ -333,7 +333,7 @@ def _log_magnitude(weight: Tensor, magnitudes: Tensor) -> Tensor:
 
 
 class NeuralMultiplicationUnit(nn.Module):
-    """z_j = Π_i (W_ji x_i + 1 − W_ji), W clamped to [0, 1] (Madsen & Johansen 2020, NMU_j).
+    """z_j = Π_i (W_ji x_i + 1 − W_ji), W clamped to [0, 1] (Madsen & Johansen 2020, eqs. 10, 12).
 
     W_ji = 1 multiplies x_i in, W_ji = 0 leaves a factor 1; unlike NALU's log path the factor
     keeps x_i's sign, so x0·x1 of (1.5, −2) is −3.
