@@ -201,6 +201,21 @@ def test_rows_at_a_fraction_of_the_exact_weights_are_not_recovered(unit, scale):
     assert metrics["recovered_fraction"] == 0.5
 
 
+def test_weights_far_from_their_integers_read_as_what_they_round_to():
+    # Output 0 at 0.4 on x_a and -0.6 on x_b rounds to -x_b: not what it computes. Output 1
+    # is exactly x_b alone, a wrong formula learned exactly: it reads as it is.
+    problem = MysteryArithmeticProblem(6, 2, operations=("add",), problem_seed=2)
+    network = NeuralAdditionUnit(6, 2)
+    a, b = problem.left_index.tolist(), problem.right_index.tolist()
+    with torch.no_grad():
+        network.weight.zero_()
+        network.weight[0, a[0]], network.weight[0, b[0]] = 0.4, -0.6
+        network.weight[1, b[1]] = 1.0
+    assert sparsity_error(network, torch.ones(4, 6)).tolist() == pytest.approx([0.4, 0.0])
+    _, formulas = read_back_metrics(network, problem, torch.ones(4, 6), torch.tensor([False] * 2))
+    assert [f["learned"] for f in formulas] == [f"≈ -x{b[0]} (weights not exact)", f"x{b[1]}"]
+
+
 @pytest.mark.parametrize("exact_gate", [False, True])
 def test_a_gate_at_0_995_is_not_recovered(exact_gate):
     from nalu.units import GatedAdditionMultiplicationUnit

@@ -60,6 +60,8 @@ def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
     for row in ("| nau / sub / U_1_2 | sub | 2 |", "| npu / mul / U_10_20 | mul | 2 |"):
         assert row in report
     assert (out / "success_by_cell.png").is_file()
+    links = "[nau](nau/report.md), [nmu](nmu/report.md), [npu](npu/report.md)"
+    assert f"Each unit's own report, with its loss curves per cell: {links}." in report
     departures = f"2 seeds per cell, not 25; overrides: {' '.join(SMALL)}"
     assert f"**Not the task's setup** ({departures}): these rates are not comparable" in report
 

@@ -415,8 +415,8 @@ def test_a_populations_console_summary_says_how_it_summarises_the_members(tmp_pa
     header, *table = capsys.readouterr().out.strip().splitlines()
     members = tmp_path / "members"
     assert header == (
-        f"Over the members ({members}): medians; shares of outputs (*_fraction) and output "
-        "counts: of all the members' outputs"
+        f"Over the members ({members}), each at its best interpolation epoch: medians; shares "
+        "of outputs (*_fraction) and output counts: of all the members' outputs"
     )
     assert table[1].split() == ["extrap/solved_fraction", "0.6667"]
 

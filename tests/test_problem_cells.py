@@ -299,13 +299,16 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
     along = cell_series(rows, group_runs(runs, group_by), group_by)
     figure = plot_success_by_cell(along)
     assert [panel.get_title() for panel in figure.axes] == ["sub", "mul"]
+    assert figure.get_suptitle() == "Runs solved per range and operation, 95% Wilson intervals"
     for panel in figure.axes:
         assert [tick.get_text() for tick in panel.get_xticklabels()] == ["U_m20_m10", "U_1_2"]
+        assert panel.get_xlabel() == "problems.range"
         [points] = panel.containers  # one unit: one line of points with interval bars
         line = points.lines[0]
         expected = [row["success_rate"] for row in rows if row["operation"] == panel.get_title()]
         assert list(line.get_xdata()) == [0, 1]
         assert list(line.get_ydata()) == expected
+        assert line.get_linestyle() == "None"  # points: the ranges have no order to join
     [legend] = figure.legends  # one legend for the panels: a unit has one colour in all
     assert [text.get_text() for text in legend.get_texts()] == ["nmu"]
     solved = {

@@ -383,11 +383,27 @@ def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_count
     }
     monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves[run_dir.name])
     runs = [{"run_dir": name, "steps": 30, "epochs": 3} for name in curves]
-    (line,) = plot_curves({"nau": runs})["test_loss"].axes[0].get_lines()
+    (axis,) = plot_curves({"nau": runs})["test_loss"].axes
+    line, zero, legend_entry = axis.get_lines()
     assert line.get_label() == "nau (n=3)"
     assert list(line.get_xdata()) == [1, 2, 3]
     # Medians of (4, 2, 1), of (0.5, 0.1) and of (0, 0).
     assert list(line.get_ydata()) == pytest.approx([2.0, 0.3, 0.0])
+    # On the log scale the median of 0 is a ▼ on the bottom edge in the group's colour.
+    assert axis.get_yscale() == "log"
+    assert zero.get_marker() == "v" and zero.get_color() == line.get_color()
+    assert list(zero.get_xdata()) == [3] and list(zero.get_ydata()) == [axis.get_ylim()[0]]
+    assert legend_entry.get_label() == "median exactly 0 (below the log scale)"
+    assert axis.get_xlabel() == "epoch (= 10 optimizer steps)"
+
+
+def test_curves_within_a_factor_of_10_are_drawn_on_a_linear_scale(monkeypatch):
+    # Relative errors of 99.6 to 101.2 %: a log scale would tick them 9.96×10¹ ... 1.012×10².
+    curves = {"a": {EXTRAP_MSE: {10: 99.6, 20: 101.2}}, "b": {EXTRAP_MSE: {10: 100.0, 20: 100.4}}}
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves[run_dir.name])
+    runs = [{"run_dir": name, "steps": 20, "epochs": 2} for name in curves]
+    (axis,) = plot_curves({"nalu": runs})["test_loss"].axes
+    assert axis.get_yscale() == "linear"
 
 
 def test_every_group_of_a_curve_figure_has_its_own_colour(monkeypatch):

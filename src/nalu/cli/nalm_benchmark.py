@@ -146,8 +146,16 @@ def run_benchmark(
     departures += [f"overrides: {' '.join(extra)}"] if extra else []
     groups = group_runs(report.runs, report.group_by)
     published = comparison_table(report.rows, groups, departures)
+    # The units' own reports draw their cells' loss curves, which this one, of every cell of
+    # every unit, has too many groups to draw.
+    own = [
+        f"[{path.parent.name}]({path.parent.name}/report.md)"
+        for path in sorted(out.glob("*/report.md"))
+    ]
+    curves = f"Each unit's own report, with its loss curves per cell: {', '.join(own)}.\n\n"
     write_text_atomic(
-        report.path, report.path.read_text(encoding="utf-8") + "\n" + published + "\n"
+        report.path,
+        report.path.read_text(encoding="utf-8") + "\n" + curves + published + "\n",
     )
     print(published)
     print(f"\nReport: {report.path} (with report.csv and success_by_cell.png beside it)")

@@ -48,7 +48,10 @@ def main(argv: list[str] | None = None) -> None:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     rates = markdown_table(report.rows, report.group_by)
     print(console_table(rates, text_columns=2, hidden=CONSOLE_HIDDEN))
-    print("\nFinal metrics, median over the runs that finished:\n")
+    print(
+        "\nFinal metrics (each run at its best interpolation epoch), median over the runs that"
+        " finished:\n"
+    )
     print(console_table(median_table(group_runs(report.runs, report.group_by), report.group_by)))
     drawn = len(report.figures)
     figures = f"{drawn} figure{'' if drawn == 1 else 's'}"

@@ -364,13 +364,16 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
         # As the population's curves and HParams summarise them (``finite_summary``).
         where = output_dir / "members"
         print(
-            f"\nOver the members ({where}): medians; shares of outputs (*_fraction) and "
-            "output counts: of all the members' outputs"
+            f"\nOver the members ({where}), each at its best interpolation epoch: medians; "
+            "shares of outputs (*_fraction) and output counts: of all the members' outputs"
         )
         print(format_metrics(metrics))
         print(f"Success rates: {output_dir / 'report.md'}")
     else:
-        print(f"\nFinal metrics ({output_dir / 'metrics.json'}):\n{format_metrics(metrics)}")
+        print(
+            f"\nFinal metrics, at the best interpolation epoch ({output_dir / 'metrics.json'}):\n"
+            f"{format_metrics(metrics)}"
+        )
     # The command that serves it from any folder (a wheel installed elsewhere has no Makefile).
     # A single run's events lie in its folder itself: served as the logdir, it would be the run
     # ".", whose HParams row TensorBoard leaves without metrics; from the folder above, it is

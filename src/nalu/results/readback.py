@@ -34,6 +34,9 @@ from nalu.units.nau import integer_distance
 # A gate counts as a choice of path only this close to 0 or 1 (this project's own rule): at
 # extrapolation scale a leak of 1% of a product of two inputs of 50 is an error of 25.
 GATE_SATURATION = 0.01
+# A formula read from weights farther than this from their integers is what they round to, not
+# what they compute (this project's rule, the gates' 1%): it reads "≈ formula".
+WEIGHT_ROUNDING = 0.01
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,12 @@ from nalu.data.problem import ArithmeticProblem
 from nalu.results.heatmap import Heatmap, render_heatmaps
 from nalu.results.images import add_png
 from nalu.results.metrics import group_by_operation
-from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
+from nalu.results.readback import (
+    WEIGHT_ROUNDING,
+    read_back,
+    sparsity_error,
+    unsaturated_gates,
+)
 from nalu.results.record import (
     FINAL_PREFIX,
     HPARAMS_METRICS,
@@ -123,8 +128,9 @@ def read_back_metrics(
     learned formula beside the true one; nothing for networks without a reader. An output is
     recovered when its weights compute the truth: its formula read with weights rounded to
     integers is the true one, its gates (if any) are saturated, and it is ``solved`` (``[out]``,
-    its extrapolation error below the near-perfect model's). A formula that only rounds to the
-    truth reads ``≈ formula (weights not exact)``."""
+    its extrapolation error below the near-perfect model's). An output not recovered whose
+    formula only rounds to the truth, or whose weights lie farther than ``WEIGHT_ROUNDING`` from
+    their integers, reads ``≈ formula (weights not exact)``: what its weights round to."""
     learned = read_back(network, typical_inputs)
     sparsity = sparsity_error(network, typical_inputs)
     if learned is None or sparsity is None:
@@ -141,15 +147,16 @@ def read_back_metrics(
         (f"{SPARSITY_ERROR}{k}", float(v))
         for k, v in group_by_operation(sparsity, operations, reduce=torch.max).items()
     )
+    exact = (sparsity <= WEIGHT_ROUNDING).tolist()
     outputs = [
         {
             "output": j,
             "truth": str(t),
-            "learned": str(lrn) if r or not rounded else f"≈ {lrn} (weights not exact)",
+            "learned": str(lrn) if r or (e and not rounded) else f"≈ {lrn} (weights not exact)",
             "recovered": r,
         }
-        for j, (t, lrn, r, rounded) in enumerate(
-            zip(truth, learned, recovered.tolist(), same.tolist(), strict=True)
+        for j, (t, lrn, r, rounded, e) in enumerate(
+            zip(truth, learned, recovered.tolist(), same.tolist(), exact, strict=True)
         )
     ]
     return metrics, outputs

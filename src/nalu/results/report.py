@@ -539,12 +539,15 @@ def _plot_median_band(
     tag: str,
     ylabel: str = "MSE",
 ) -> None:
-    """Per group the median over its runs and the 25–75% band, against epochs, log scale.
+    """Per group the median over its runs and the 25–75% band, against epochs: on a log scale
+    where the curves span a factor of 10 or more, else a linear one.
 
     At each step the median is over the runs with a finite point there: a run whose curve
-    ends early (a member that diverged) leaves the others' points drawn. An exact 0 counts; a
-    median of 0 leaves the log scale through its bottom edge."""
+    ends early (a member that diverged) leaves the others' points drawn. An exact 0 counts: on
+    a log scale a median of 0 is a ▼ on the bottom edge, in the group's colour."""
     colours = line_colours(len(groups))
+    drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]] = []
+    steps_per_epoch: set[float] = set()
     for (key, members), colour in zip(groups.items(), colours, strict=False):
         series = [
             (curve[tag], _steps_per_epoch(run))
@@ -561,15 +564,34 @@ def _plot_median_band(
         if not np.isfinite(values).any():
             continue  # every run of the group diverged before its first point
         epochs = np.array(steps) / series[0][1]
+        steps_per_epoch.update(per_epoch for _, per_epoch in series)
         with warnings.catch_warnings():  # steps at which every run had diverged: NaN
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanpercentile(values, [25, 75], axis=0)
             median = np.nanmedian(values, axis=0)
         axis.plot(epochs, median, label=f"{key} (n={len(series)})", color=colour)
         axis.fill_between(epochs, low, high, color=colour, alpha=0.2)
-    if axis.lines:
-        axis.set_yscale("log")
-    axis.set_xlabel("epoch")
+        drawn.append((epochs, median, low, high, colour))
+    plotted = np.concatenate([np.ravel(arrays[1:4]) for arrays in drawn]) if drawn else []
+    positive = [value for value in plotted if value > 0]
+    if positive and max(positive) >= 10 * min(positive):
+        axis.set_yscale("log", nonpositive="mask")
+        bottom, top = axis.get_ylim()
+        for epochs, median, *_, colour in drawn:
+            zero = median == 0
+            if zero.any():
+                axis.plot(epochs[zero], np.full(zero.sum(), bottom), "v", color=colour, ms=5,
+                          clip_on=False, label=None)  # fmt: skip
+        if any((median == 0).any() for _, median, *_ in drawn):
+            axis.plot([], [], "v", color="grey", label="median exactly 0 (below the log scale)")
+        axis.set_ylim(bottom, top)
+    # The tables' "solved at step" counts optimizer steps: the axis says how many an epoch is.
+    (per_epoch,) = steps_per_epoch if len(steps_per_epoch) == 1 else (0.0,)
+    axis.set_xlabel(
+        f"epoch (= {per_epoch:,.0f} optimizer steps)"
+        if per_epoch.is_integer() and per_epoch
+        else "epoch"
+    )
     axis.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no 2.5
     axis.set_ylabel(ylabel)
     if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
@@ -738,10 +760,13 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
             rates = np.array([row["success_rate"] for _, row in points])
             errors = interval_error_bars([row for _, row in points])
             colour = colours[names.index(line) % len(colours)]
+            # Points, not a line: the cells have no order that a line between them would mean.
             panel.errorbar(
-                x, rates, yerr=errors, marker="o", ms=4, capsize=3, label=line, color=colour
-            )
+                x, rates, yerr=errors, marker="o", ms=4, capsize=3, linestyle="none", label=line,
+                color=colour,
+            )  # fmt: skip
         panel.set_title(operation)
+        panel.set_xlabel(f"problems.{along.axis}")
         panel.set_xticks(np.arange(len(along.cells)))
         panel.set_xticklabels(along.cells, rotation=30, ha="right", fontsize="small")
         panel.set_ylim(-0.03, 1.05)
@@ -756,6 +781,7 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
     figure.legend(
         [handles[name] for name in names], names, loc="lower center", ncol=min(len(names), 10)
     )
+    figure.suptitle(f"Runs solved per {along.axis} and operation, 95% Wilson intervals")
     figure.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
     return figure
 
@@ -852,7 +878,8 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
             "defined for the network (outputs solved where its outputs share weights, as an "
             "MLP's do; recovered where its weights have no read-back).",
             markdown_table(rows, group_by),
-            "Final metrics, median over the runs that finished:",
+            "Final metrics (each run at its best interpolation epoch, where the rates above judge "
+            "it), median over the runs that finished:",
             median_table(groups, group_by),
         ]
         + (
