@@ -573,16 +573,14 @@ def _plot_median_band(
         axis.fill_between(epochs, low, high, color=colour, alpha=0.2)
         drawn.append((epochs, median, low, high, colour))
     plotted = np.concatenate([np.ravel(arrays[1:4]) for arrays in drawn]) if drawn else []
-    positive = [value for value in plotted if value > 0]
-    if positive and max(positive) >= 10 * min(positive):
+    positive = plotted[plotted > 0] if len(plotted) else plotted  # NaN is not > 0
+    if len(positive) and positive.max() >= 10 * positive.min():
         axis.set_yscale("log", nonpositive="mask")
         bottom, top = axis.get_ylim()
-        for epochs, median, *_, colour in drawn:
-            zero = median == 0
-            if zero.any():
-                axis.plot(epochs[zero], np.full(zero.sum(), bottom), "v", color=colour, ms=5,
-                          clip_on=False, label=None)  # fmt: skip
-        if any((median == 0).any() for _, median, *_ in drawn):
+        zeros = [(x[median == 0], colour) for x, median, *_, colour in drawn if (median == 0).any()]
+        for epochs, colour in zeros:
+            axis.plot(epochs, np.full(len(epochs), bottom), "v", color=colour, ms=5, clip_on=False)
+        if zeros:
             axis.plot([], [], "v", color="grey", label="median exactly 0 (below the log scale)")
         axis.set_ylim(bottom, top)
     # The tables' "solved at step" counts optimizer steps: the axis says how many an epoch is.

@@ -107,18 +107,14 @@ class StepsPerSecondColumn(ProcessingSpeedColumn):
 
 class StepProgressBar(RichProgressBar):
     """Rich's progress bar over the whole run's optimizer steps, ``Epoch 3/250 ━━━ 96/8000
-    0:00:01 • 0:00:30 700 steps/s``, epochs counted from 1 as the progress lines count them.
+    0:00:01 • 0:00:30 700 steps/s``, epochs counted from 1 as the progress lines count them, for
+    the project's ``ArithmeticModule`` (its ``planned_steps``).
 
-    Lightning's bar counts an epoch's batches, and the project's module takes a chunk of
-    optimizer steps per batch: the article's epoch would read ``1/1`` at ``0.00it/s``. With a
-    module that does not count its steps (``planned_steps``), Lightning's bar as it is."""
-
-    @staticmethod
-    def _counts_steps(pl_module: L.LightningModule) -> bool:
-        return getattr(pl_module, "planned_steps", None) is not None
+    Lightning's bar counts an epoch's batches, and the module takes a chunk of optimizer steps
+    per batch: the article's epoch would read ``1/1`` at ``0.00it/s``."""
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if not self._counts_steps(pl_module) or self.train_progress_bar_id is None:
+        if self.train_progress_bar_id is None:
             super().on_train_epoch_start(trainer, pl_module)
         elif self.progress is not None:  # one task for the run: its count goes on
             description = self._get_train_description(trainer.current_epoch)
@@ -126,16 +122,12 @@ class StepProgressBar(RichProgressBar):
             self.refresh()
 
     @property
-    def total_train_batches(self) -> int | float:
-        module = self.trainer.lightning_module
-        return module.planned_steps if self._counts_steps(module) else super().total_train_batches
+    def total_train_batches(self) -> int:
+        return self.trainer.lightning_module.planned_steps
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any
     ) -> None:
-        if not self._counts_steps(pl_module):
-            super().on_train_batch_end(trainer, pl_module, *args)
-            return
         if self.train_progress_bar_id is None:  # resumed from a mid-epoch checkpoint
             self._initialize_train_progress_bar_id()
         self._update(self.train_progress_bar_id, trainer.global_step)
@@ -143,18 +135,13 @@ class StepProgressBar(RichProgressBar):
         self.refresh()
 
     def _get_train_description(self, current_epoch: int) -> str:
-        if not self._counts_steps(self.trainer.lightning_module):
-            return super()._get_train_description(current_epoch)
         epochs = self.trainer.max_epochs
         description = f"Epoch {current_epoch + 1}" + ("" if epochs in (None, -1) else f"/{epochs}")
         # As wide as "Validation" at least, as Lightning pads it, so that the bar does not jump.
         return f"{description:{len(self.validation_description)}}"
 
     def configure_columns(self, trainer: L.Trainer) -> list:
-        columns = super().configure_columns(trainer)
-        if not self._counts_steps(trainer.lightning_module):
-            return columns
         return [
             StepsPerSecondColumn(c.style, self) if isinstance(c, ProcessingSpeedColumn) else c
-            for c in columns
+            for c in super().configure_columns(trainer)
         ]
