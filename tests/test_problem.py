@@ -6,7 +6,7 @@ import torch
 
 from nalu.config import rules
 from nalu.config.errors import InvalidArgument
-from nalu.config.value_range import value_intervals, without_band
+from nalu.config.value_range import describe_intervals, value_intervals, without_band
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
 from nalu.data.problem import MISTRY_NEAR_PERFECT, NEAR_PERFECT_OUTPUTS, operation_codes
 
@@ -135,6 +135,13 @@ def test_value_ranges_are_checked_where_they_are_read():
     for bad in ([2, 1], [[2, 6], [-6, -2]], [[-6, 2], [1, 6]], [], "1,2", [1, float("inf")]):
         with pytest.raises(InvalidArgument, match="extrap_range"):
             value_intervals("extrap_range", bad)
+
+
+def test_a_range_reads_as_the_papers_write_it():
+    assert describe_intervals(value_intervals("r", [1, 2])) == "U[1, 2]"
+    assert describe_intervals(value_intervals("r", [-1.2, -1.1])) == "U[-1.2, -1.1]"
+    union = value_intervals("r", [[-6, -2], [2, 6]])
+    assert describe_intervals(union) == "U[-6, -2] ∪ U[2, 6]"
 
 
 def test_each_formula_reads_as_the_operation_writes_it_in_one_text_everywhere():

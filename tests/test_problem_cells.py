@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import compose_config, load_events
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 from tensorboard.plugins.hparams import plugin_data_pb2
 
 import nalu.results.report
@@ -17,6 +17,7 @@ from nalu.config.errors import ConfigError
 from nalu.config.rules import SUCCESS_EPSILON
 from nalu.data.problem import StaticArithmeticProblem
 from nalu.results.report import (
+    cell_caption,
     cell_series,
     default_group_by,
     group_runs,
@@ -51,6 +52,15 @@ def grid_config(tmp_path: Path, overrides: list[str] = ()):
             if label not in RANGES:
                 del cfg.problems.range[label]
     return cfg
+
+
+def train_grid(population: Path, overrides: list[str]) -> None:
+    """Train the grid into ``population`` with its config saved as a command line's run saves
+    it (``.hydra/config.yaml``), where reports read each cell's ranges."""
+    cfg = grid_config(population, overrides)
+    (population / ".hydra").mkdir(parents=True)
+    OmegaConf.save(cfg, population / ".hydra" / "config.yaml")
+    train(cfg)
 
 
 def test_members_draw_batches_and_sets_from_their_own_ranges(tmp_path):
@@ -292,7 +302,7 @@ def test_an_experiments_regulariser_gives_way_to_regularizer_none(tmp_path, expe
 
 def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_path):
     population = tmp_path / "population"
-    train(grid_config(population, ["model=nmu", "trainer.max_epochs=1"]))
+    train_grid(population, ["model=nmu", "trainer.max_epochs=1"])
     runs = load_runs([population])
     group_by = default_group_by(runs)
     rows = summary_rows(runs, group_by)
@@ -301,8 +311,12 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
     assert [panel.get_title() for panel in figure.axes] == ["sub", "mul"]
     assert figure.get_suptitle() == "Runs solved per range and operation, 95% Wilson intervals"
     for panel in figure.axes:
-        assert [tick.get_text() for tick in panel.get_xticklabels()] == ["U_m20_m10", "U_1_2"]
-        assert panel.get_xlabel() == "problems.range"
+        # Each cell named by its ranges, as the primer's figure names them, not by its key.
+        assert [tick.get_text() for tick in panel.get_xticklabels()] == [
+            "U[-20, -10]\n→ U[-40, -20]",
+            "U[1, 2]\n→ U[2, 6]",
+        ]
+        assert panel.get_xlabel() == "problems.range: training → extrapolation range"
         [points] = panel.containers  # one unit: one line of points with interval bars
         line = points.lines[0]
         expected = [row["success_rate"] for row in rows if row["operation"] == panel.get_title()]
@@ -317,11 +331,31 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
         if row["operation"] != "all"
     }
     assert success_by_cell_table(along).splitlines() == [
-        "| unit | op | U_m20_m10 | U_1_2 |",
+        "| unit | op | U[-20, -10] → U[-40, -20] | U[1, 2] → U[2, 6] |",
         "|---|---|---:|---:|",
         f"| nmu | sub | {solved['sub', 'U_m20_m10']} | {solved['sub', 'U_1_2']} |",
         f"| nmu | mul | {solved['mul', 'U_m20_m10']} | {solved['mul', 'U_1_2']} |",
     ]
+    # A cell that sets no range is named by its label.
+    assert cell_caption(runs[0], "operation", "sub") == "sub"
+
+
+def test_the_success_figure_draws_published_rates_beside_the_units_points(tmp_path):
+    population = tmp_path / "population"
+    train_grid(population, ["model=nmu", "trainer.max_epochs=1", "population=1"])
+    runs = load_runs([population])
+    group_by = default_group_by(runs)
+    along = cell_series(summary_rows(runs, group_by), group_runs(runs, group_by), group_by)
+    published = {("nmu", "mul", "U_1_2"): 0.68, ("nau", "mul", "U_1_2"): 1.0}
+    figure = plot_success_by_cell(along, published)
+    sub, mul = figure.axes
+    assert not [line for line in sub.lines if line.get_marker() == "D"]
+    [theirs] = [line for line in mul.lines if line.get_marker() == "D"]
+    # The NMU's published rate on U[1, 2], at the NMU's point (cell 1); no NAU was run.
+    assert (list(theirs.get_xdata()), list(theirs.get_ydata())) == ([1.0], [0.68])
+    assert theirs.get_markerfacecolor() == "none"
+    [legend] = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == ["nmu", "published rate"]
 
 
 def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_the_cells_figure(

@@ -138,10 +138,10 @@ def run_benchmark(
             again = resume_command(out, units, seeds, operations, extra)
             print(f"benchmark stopped at {unit}; `{again}` resumes it", file=sys.stderr)
             return code
-    from nalu.results.published import comparison_table
+    from nalu.results.published import comparison_table, published_rates
     from nalu.results.report import group_runs, write_report
 
-    report = write_report([out], GROUP_BY)
+    report = write_report([out], GROUP_BY, published_rates())
     departures = [f"{seeds} seeds per cell, not {task_seeds()}"] if seeds != task_seeds() else []
     departures += [f"overrides: {' '.join(extra)}"] if extra else []
     groups = group_runs(report.runs, report.group_by)

@@ -50,6 +50,11 @@ def value_intervals(name: str, value: Any) -> Intervals:
     return tuple((float(low), float(high)) for low, high in items)
 
 
+def describe_intervals(intervals: Intervals) -> str:
+    """``Intervals`` as the papers write a range: ``U[-6, -2] ∪ U[2, 6]``."""
+    return " ∪ ".join(f"U[{low:g}, {high:g}]" for low, high in intervals)
+
+
 def largest_magnitude(intervals: Intervals) -> float:
     return max(max(abs(low), abs(high)) for low, high in intervals)
 

@@ -49,6 +49,12 @@ PUBLISHED: tuple[Published, ...] = (
     ),
 )
 
+
+def published_rates() -> dict[tuple[str, str, str], float]:
+    """Every published cell's rate by (unit, operation, range cell), as the report draws them."""
+    return {(p.unit, p.operation, p.cell): p.successes / p.trials for p in PUBLISHED}
+
+
 # Rates of other settings, for context: (unit, operation, rate, source and how it differs).
 CONTEXT = (
     (

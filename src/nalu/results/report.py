@@ -19,7 +19,7 @@ import math
 import statistics
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -31,8 +31,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from nalu.config.errors import InvalidArgument
 from nalu.config.resolvers import is_hyperparameter
 from nalu.config.rules import SUCCESS_EPSILON
+from nalu.config.value_range import describe_intervals, value_intervals
 from nalu.results.record import (
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
@@ -693,11 +695,29 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
 
 class CellSeries(NamedTuple):
     """Report rows along a ``problems`` axis: per operation, per line (the other row fields, the
-    unit) the ``(cell index, row)`` points, in the axis's config order."""
+    unit) the ``(cell index, row)`` points, in the axis's config order; each cell's label and
+    its caption (``cell_caption``)."""
 
     axis: str
     cells: list[str]
     series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]]
+    captions: list[str]
+
+
+def cell_caption(run: dict[str, Any], axis: str, label: str) -> str:
+    """How the figure and table name a problem cell: the value ranges it sets, as the papers
+    write them (training → extrapolation: ``U[1, 2] → U[2, 6]``), else its label."""
+    data = run_value(run, f"problems.{axis}.{label}.data")
+    if not isinstance(data, dict):
+        return label
+    ranges = []
+    for field in ("train_range", "extrap_range"):
+        if field in data:
+            try:
+                ranges.append(describe_intervals(value_intervals(field, data[field])))
+            except InvalidArgument:  # a cell the run itself refused; its label still names it
+                return label
+    return " → ".join(ranges) or label
 
 
 def cell_series(
@@ -733,22 +753,27 @@ def cell_series(
     for lines in series.values():
         for points in lines.values():
             points.sort(key=lambda point: point[0])
-    return CellSeries(along, cells, series)
+    first = next(iter(groups.values()))[0]
+    return CellSeries(along, cells, series, [cell_caption(first, along, c) for c in cells])
 
 
-def plot_success_by_cell(along: CellSeries) -> "Figure":
+def plot_success_by_cell(
+    along: CellSeries, published: Mapping[tuple[str, str, str], float] | None = None
+) -> "Figure":
     """The primer's figure (Mistry et al. 2022, fig. 3): success rate per problem cell, one
     panel per operation and a line per unit (one colour each across the panels, one legend),
-    with 95% Wilson intervals."""
+    with 95% Wilson intervals; ``published`` rates by (line, operation, cell label) as hollow
+    diamonds beside the line's points."""
     import matplotlib.pyplot as plt
 
+    published = published or {}
     operations = list(along.series)
     names = list(dict.fromkeys(line for lines in along.series.values() for line in lines))
     colours = line_colours(len(names))
     columns = min(2, len(operations))
     rows = math.ceil(len(operations) / columns)
     figure, panels = plt.subplots(
-        rows, columns, figsize=(6.5 * columns, 3.8 * rows + 0.8), sharey=True, squeeze=False
+        rows, columns, figsize=(6.5 * columns, 4.2 * rows + 0.8), sharey=True, squeeze=False
     )
     for panel, operation in zip(panels.flat, operations, strict=False):
         lines = along.series[operation]
@@ -763,10 +788,24 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
                 x, rates, yerr=errors, marker="o", ms=4, capsize=3, linestyle="none", label=line,
                 color=colour,
             )  # fmt: skip
+            theirs = [
+                (position, published[line, operation, along.cells[cell]])
+                for position, (cell, _) in zip(x, points, strict=True)
+                if (line, operation, along.cells[cell]) in published
+            ]
+            if theirs:
+                panel.plot(
+                    *zip(*theirs, strict=True), "D", ms=8, mfc="none", mec="black",
+                    label="published rate",
+                )  # fmt: skip
         panel.set_title(operation)
-        panel.set_xlabel(f"problems.{along.axis}")
+        ranges = along.captions != along.cells
+        panel.set_xlabel(
+            f"problems.{along.axis}" + (": training → extrapolation range" if ranges else "")
+        )
         panel.set_xticks(np.arange(len(along.cells)))
-        panel.set_xticklabels(along.cells, rotation=30, ha="right", fontsize="small")
+        captions = [caption.replace(" → ", "\n→ ") for caption in along.captions]
+        panel.set_xticklabels(captions, rotation=30, ha="right", fontsize="small")
         panel.set_ylim(-0.03, 1.05)
         panel.set_ylabel("success rate (95% Wilson CI)")
     for panel in list(panels.flat)[len(operations) :]:
@@ -776,8 +815,9 @@ def plot_success_by_cell(along: CellSeries) -> "Figure":
         for panel in panels.flat
         for handle, text in zip(*panel.get_legend_handles_labels(), strict=True)
     }
+    shown = [*names, *(["published rate"] if "published rate" in handles else [])]
     figure.legend(
-        [handles[name] for name in names], names, loc="lower center", ncol=min(len(names), 10)
+        [handles[name] for name in shown], shown, loc="lower center", ncol=min(len(shown), 10)
     )
     figure.suptitle(f"Runs solved per {along.axis} and operation, 95% Wilson intervals")
     figure.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
@@ -788,7 +828,7 @@ def success_by_cell_table(along: CellSeries) -> str:
     """The figure's numbers as a Markdown table: a row per unit and operation, a column per
     cell, each the runs solved out of the runs."""
     lines = [
-        "| unit | op | " + " | ".join(along.cells) + " |",
+        "| unit | op | " + " | ".join(along.captions) + " |",
         "|---|---|" + "---:|" * len(along.cells),
     ]
     for operation, series in along.series.items():
@@ -824,9 +864,14 @@ class Report(NamedTuple):
     figures: list[str]
 
 
-def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Report:
+def write_report(
+    paths: list[Path],
+    group_by: Sequence[str] | None = None,
+    published: Mapping[tuple[str, str, str], float] | None = None,
+) -> Report:
     """Write report.md, report.csv and the figures (PNG, and in ``report_tensorboard/``) into
-    ``paths[0]``; rows by ``group_by``, by default the model and every swept field."""
+    ``paths[0]``; rows by ``group_by``, by default the model and every swept field;
+    ``published`` rates drawn beside the success per problem cell (``plot_success_by_cell``)."""
     for path in paths:
         if not path.is_dir():
             what = "not a folder (a run or multirun folder)" if path.exists() else "no such folder"
@@ -848,7 +893,7 @@ def write_report(paths: list[Path], group_by: Sequence[str] | None = None) -> Re
     figures = {**plot_curves(groups), "success": plot_success(shown_rows(rows))} if drawn else {}
     along = cell_series(rows, groups, group_by)
     if along is not None:
-        figures["success_by_cell"] = plot_success_by_cell(along)
+        figures["success_by_cell"] = plot_success_by_cell(along, published)
     pngs = {name: _png_and_close(figure) for name, figure in figures.items()}
     # A last report's figures of other groups would pass for this one's.
     for name in [*GROUP_FIGURES, "success_by_cell"]:
