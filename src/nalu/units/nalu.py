@@ -1,6 +1,7 @@
 """The Neural Arithmetic Logic Unit (Trask et al. 2018), in its paper and article variants, and
-the golden-ratio NALU (G-NALU, as Mistry et al. 2022 benchmark it; its own paper is IEEE Xplore
-document 8995315, which their code links)."""
+the golden-ratio NALU (G-NALU: the "golden ratio based modified NAC and NALU" of Rana, Malhi &
+Främling 2019, "Exploring Numerical Calculations with CalcNet", ICTAI, as Mistry et al. 2022
+benchmark it)."""
 
 import math
 

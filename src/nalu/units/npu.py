@@ -11,14 +11,15 @@ from nalu.units.linear import linear
 
 
 class NeuralPowerUnit(nn.Module):
-    """The NPU, z = Re exp(W log x) with the complex log x = log r + i k (Heim et al. 2020).
+    """The NPU, z = Re exp(W log x) with the complex log x = log r + i k (Heim et al. 2020,
+    eqs. 14–15 of the NeurIPS paper; their k is this ``k`` over π).
 
     r = ĝ ⊙ (|x| + ε) + 1 − ĝ and k = ĝ ⊙ π·[x < 0], with the relevance gate ĝ = clamp(g, 0, 1)
     per input: an irrelevant input (ĝ = 0) becomes r = 1, k = 0 and drops out of every product.
 
     ``complex_weight=True`` (NPU): W = W_re + i W_im and
     z = exp(W_re log r − W_im k) ⊙ cos(W_im log r + W_re k).
-    ``complex_weight=False`` (RealNPU): z = exp(W log r) ⊙ cos(W k).
+    ``complex_weight=False`` (RealNPU, their sec. 3.2: W_im removed): z = exp(W log r) ⊙ cos(W k).
     For integer weights cos(W k) = ±1 is the sign of the product, so x0·x1 of (1.5, −2) is −3,
     and W = (1, −1) divides.
     """
@@ -46,7 +47,7 @@ class NeuralPowerUnit(nn.Module):
         nn.init.constant_(self.gate, 0.5)
 
     def forward(self, x: Tensor) -> Tensor:
-        # Heim et al. 2020 (the NPU with its relevance gate): r = ĝ(|x| + ε) + 1 − ĝ, k = ĝπ[x < 0],
+        # Heim et al. 2020, eqs. 14–15 (the NPU): r = ĝ(|x| + ε) + 1 − ĝ, k = ĝπ[x < 0],
         # z = exp(W_re log r − W_im k) ⊙ cos(W_im log r + W_re k).
         relevance = self.gate.clamp(0.0, 1.0)
         log_radius = torch.log(relevance * (x.abs() + self.eps) + 1 - relevance)
@@ -59,8 +60,8 @@ class NeuralPowerUnit(nn.Module):
         return torch.exp(magnitude) * torch.cos(angle)
 
     def regularization(self) -> Tensor:
-        """Σ|θ| over the weights and gates: Heim et al.'s (2020) L1 penalty, which drives unused
-        weights and gates to 0 (the training loss weighs it by β, ``conf/regularizer/growing``)."""
+        """Σ|θ| over the weights and gates: Heim et al.'s (2020, eq. 24) L1 penalty, which drives
+        unused weights and gates to 0 (the loss weighs it by β, ``conf/regularizer/growing``)."""
         return torch.stack([parameter.abs().sum() for parameter in self.parameters()]).sum()
 
     def effective_weights(self) -> dict[str, Tensor]:
