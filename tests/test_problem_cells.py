@@ -247,6 +247,7 @@ def test_a_bad_cell_is_one_error_naming_it(tmp_path, cell, message):
         ("npu", ["mul", "div"]),
         ("realnpu", ["mul", "div"]),
         ("nmru", ["mul", "div"]),
+        ("select", ["add", "sub", "mul", "div"]),
     ],
 )
 def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, recipe, operations):
@@ -260,6 +261,12 @@ def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, re
         # Variance-matched as in their code, U[−9.47, 9.47] for 2 → 1: past Xavier's √2.
         largest = max(latent.abs().max().item() for latent in latents)
         assert math.sqrt(2) < largest <= variance_matched_bound(2, 1)
+    if recipe == "select":
+        # Its NMU and NMRU heads start as their own recipes, the NMRU with its sign retrieval.
+        heads = dict(zip(module.network.head_names, module.network.heads, strict=True))
+        for name in ("nmu", "nmru"):
+            assert heads[name].weight.min() >= 0.25 and heads[name].weight.max() <= 0.75, name
+        assert heads["nmru"].sign_retrieval
 
 
 # λ at steps 0, 10,000, 20,000, 27,500 and 35,000 of the task's 50,000, by operation.
@@ -272,6 +279,8 @@ RECIPE_SCHEDULES = {
     "npu": {"mul": [1e-7, 1e-6, 1e-5, 1e-5, 1e-5], "div": [1e-9, 1e-8, 1e-7, 1e-7, 1e-7]},
     "realnpu": {"mul": [1e-7, 1e-6, 1e-5, 1e-5, 1e-5], "div": [1e-9, 1e-8, 1e-7, 1e-7, 1e-7]},
     "nalu": {"add": [0] * 5, "div": [0] * 5},
+    # 10 over 30% → 70% of the steps (15,000 → 35,000), as experiment=solve.
+    "select": {"add": [0, 0, 2.5, 6.25, 10], "div": [0, 0, 2.5, 6.25, 10]},
 }
 
 
