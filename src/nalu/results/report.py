@@ -775,6 +775,9 @@ def plot_success_by_cell(
     figure, panels = plt.subplots(
         rows, columns, figsize=(6.5 * columns, 4.2 * rows + 0.8), sharey=True, squeeze=False
     )
+    ranges = along.captions != along.cells  # the cells set value ranges: say which
+    xlabel = f"problems.{along.axis}" + (": training → extrapolation range" if ranges else "")
+    ticks = [caption.replace(" → ", "\n→ ") for caption in along.captions]
     for panel, operation in zip(panels.flat, operations, strict=False):
         lines = along.series[operation]
         for k, (line, points) in enumerate(lines.items()):
@@ -799,13 +802,9 @@ def plot_success_by_cell(
                     label="published rate",
                 )  # fmt: skip
         panel.set_title(operation)
-        ranges = along.captions != along.cells
-        panel.set_xlabel(
-            f"problems.{along.axis}" + (": training → extrapolation range" if ranges else "")
-        )
+        panel.set_xlabel(xlabel)
         panel.set_xticks(np.arange(len(along.cells)))
-        captions = [caption.replace(" → ", "\n→ ") for caption in along.captions]
-        panel.set_xticklabels(captions, rotation=30, ha="right", fontsize="small")
+        panel.set_xticklabels(ticks, rotation=30, ha="right", fontsize="small")
         panel.set_ylim(-0.03, 1.05)
         panel.set_ylabel("success rate (95% Wilson CI)")
     for panel in list(panels.flat)[len(operations) :]:
