@@ -17,6 +17,7 @@ from nalu.config.errors import ConfigError
 from nalu.config.rules import SUCCESS_EPSILON
 from nalu.data.problem import StaticArithmeticProblem
 from nalu.results.report import (
+    CellSeries,
     cell_caption,
     cell_series,
     default_group_by,
@@ -365,6 +366,27 @@ def test_the_success_figure_draws_published_rates_beside_the_units_points(tmp_pa
     assert theirs.get_markerfacecolor() == "none"
     [legend] = figure.legends
     assert [text.get_text() for text in legend.get_texts()] == ["nmu", "published rate"]
+
+
+def test_the_success_figure_tells_eleven_units_apart_by_colour_and_marker():
+    # The benchmark's eleven units: past ten, tab20's colours come in look-alike pairs.
+    units = [f"unit{k}" for k in range(11)]
+    row = {"success_rate": 0.5, "success_low": 0.3, "success_high": 0.7}
+    series = {op: {unit: [(0, row), (1, row)] for unit in units} for op in ("add", "mul")}
+    figure = plot_success_by_cell(CellSeries("range", ["a", "b"], series, ["a", "b"]))
+    looks = [
+        [
+            (points.get_label(), points.lines[0].get_color(), points.lines[0].get_marker())
+            for points in panel.containers  # a unit's points with their interval bars
+        ]
+        for panel in figure.axes
+    ]
+    styles = [(colour, marker) for _, colour, marker in looks[0]]
+    assert [label for label, _, _ in looks[0]] == units
+    # A marker of its own per unit: the colours alone are distinct values but look alike.
+    assert len({marker for _, marker in styles}) == 11
+    assert looks[0] == looks[1]  # and each unit alike in every panel
+    assert "D" not in {marker for _, marker in styles}  # the published rates' marker
 
 
 def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_the_cells_figure(

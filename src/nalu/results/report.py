@@ -757,13 +757,18 @@ def cell_series(
     return CellSeries(along, cells, series, [cell_caption(first, along, c) for c in cells])
 
 
+# A marker per unit beside its colour: past 10 units the colours are tab20's, whose pairs (blue
+# and light blue, ...) are hard to tell apart in a small point. Not "D", the published rates'.
+UNIT_MARKERS = ("o", "s", "^", "v", "P", "X", "*", "h", "<", ">", "p")
+
+
 def plot_success_by_cell(
     along: CellSeries, published: Mapping[tuple[str, str, str], float] | None = None
 ) -> "Figure":
     """The primer's figure (Mistry et al. 2022, fig. 3): success rate per problem cell, one
-    panel per operation and a line per unit (one colour each across the panels, one legend),
-    with 95% Wilson intervals; ``published`` rates by (line, operation, cell label) as hollow
-    diamonds beside the line's points."""
+    panel per operation and a line per unit (one colour and marker each across the panels, one
+    legend), with 95% Wilson intervals; ``published`` rates by (line, operation, cell label) as
+    hollow diamonds beside the line's points."""
     import matplotlib.pyplot as plt
 
     published = published or {}
@@ -785,11 +790,11 @@ def plot_success_by_cell(
             x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.05
             rates = np.array([row["success_rate"] for _, row in points])
             errors = interval_error_bars([row for _, row in points])
-            colour = colours[names.index(line) % len(colours)]
+            index = names.index(line)
             # Points, not a line: the cells have no order that a line between them would mean.
             panel.errorbar(
-                x, rates, yerr=errors, marker="o", ms=4, capsize=3, linestyle="none", label=line,
-                color=colour,
+                x, rates, yerr=errors, marker=UNIT_MARKERS[index % len(UNIT_MARKERS)], ms=5,
+                capsize=3, linestyle="none", label=line, color=colours[index % len(colours)],
             )  # fmt: skip
             theirs = [
                 (position, published[line, operation, along.cells[cell]])
