@@ -54,6 +54,13 @@ def test_the_readme_shows_nalu_train_commands():
     assert len(commands) == len({" ".join(command) for command in commands}) > 15
 
 
+def test_every_figure_the_readme_shows_is_a_png_in_the_repository():
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", README.read_text(encoding="utf-8"))
+    assert "docs/nalm_benchmark.png" in figures
+    for figure in figures:
+        assert (README.parent / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+
+
 @pytest.mark.slow
 def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
     sweep_dir = tmp_path / "sweep"
