@@ -61,6 +61,13 @@ def test_every_figure_the_readme_shows_is_a_png_in_the_repository():
         assert (README.parent / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
 
 
+def test_every_page_the_readme_links_to_is_in_the_repository():
+    pages = re.findall(r"(?<!!)\[[^\]]*\]\(([^)#:]+)\)", README.read_text(encoding="utf-8"))
+    assert "docs/speed.md" in pages
+    for page in pages:
+        assert (README.parent / page).is_file(), page
+
+
 @pytest.mark.slow
 def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
     sweep_dir = tmp_path / "sweep"
