@@ -84,7 +84,7 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
     ]
     for job_dir in job_dirs:
         events = load_events(job_dir)
-        assert "_hparams_/session_start_info" in events.summary_metadata
+        assert "_hparams_/session_start_info" in load_events(job_dir / "result").summary_metadata
         # TINY: 4 steps an epoch, 2 epochs
         assert [event.step for event in events.Scalars("extrap/mse")] == [4, 8]
     runs = load_runs([sweep_dir])

@@ -88,7 +88,9 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
     try:
         deadline = time.monotonic() + 90
         tags: dict = {}
-        while sorted(tags) != expected_runs:
+        # Each job's curves, and beside them its results (with its HParams row) as run/result.
+        result_runs = [f"{run}/result" for run in expected_runs]
+        while sorted(tags) != sorted(expected_runs + result_runs):
             assert time.monotonic() < deadline, f"TensorBoard listed {sorted(tags)}"
             assert server.poll() is None, "TensorBoard exited"
             time.sleep(1)
@@ -115,9 +117,13 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
             assert header.startswith(b"\x89PNG")
             assert int.from_bytes(header[16:20], "big") >= 600  # width: a figure, not a thumbnail
 
+        for run in result_runs:
+            assert sorted(tags[run]) == sorted(f"result/{name}" for name in HPARAMS_METRICS)
+
         experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
+        # The table's metric columns are the runs' results alone, not their curves' last points.
         metric_tags = {info["name"]["tag"] for info in experiment["metricInfos"]}
-        assert {f"result/{name}" for name in HPARAMS_METRICS} <= metric_tags
+        assert metric_tags == {f"result/{name}" for name in HPARAMS_METRICS}
         names = [info["name"] for info in experiment["hparamInfos"]]
         # What tells the runs apart leads the list, which the tab ticks from the top.
         differing = [info["name"] for info in experiment["hparamInfos"] if info.get("differs")]
@@ -142,7 +148,9 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
                 for value in session["metricValues"]
                 if value["name"]["tag"] == "result/extrap/mse"
             }
-            recorded = json.loads((two_job_sweep / session["name"] / "metrics.json").read_text())
+            # Each row is the run's result run, in the run's folder beside its metrics.json.
+            run = (two_job_sweep / session["name"]).parent
+            recorded = json.loads((run / "metrics.json").read_text())
             expected = recorded["metrics"]["extrap/mse"]
             assert shown == {"result/extrap/mse": pytest.approx(expected, rel=1e-6)}
     finally:

@@ -419,7 +419,9 @@ def test_a_members_hparams_row_names_its_cell_and_seed(tmp_path):
     train(grid_config(population, ["model=nmu", "trainer.max_epochs=1", "population=1"]))
     member = next((population / "members").glob("*_mul_U_1_2_seed0"))
     session = plugin_data_pb2.HParamsPluginData.FromString(
-        load_events(member).summary_metadata["_hparams_/session_start_info"].plugin_data.content
+        load_events(member / "result")
+        .summary_metadata["_hparams_/session_start_info"]
+        .plugin_data.content
     )
     hparams = session.session_start_info.hparams
     assert (hparams["operation"].string_value, hparams["range"].string_value) == ("mul", "U_1_2")

@@ -77,7 +77,9 @@ def test_diverged_run_stops_says_so_and_keeps_its_last_good_checkpoint(
     assert [event.value for event in events.Scalars("run/diverged_at_step")] == [diverged_at]
     # Its HParams row is a failure (the tab's status filter).
     end = plugin_data_pb2.HParamsPluginData.FromString(
-        events.summary_metadata["_hparams_/session_end_info"].plugin_data.content
+        load_events(tmp_path / "result")
+        .summary_metadata["_hparams_/session_end_info"]
+        .plugin_data.content
     )
     assert end.session_end_info.status == api_pb2.STATUS_FAILURE
     # Judged, like a population's diverged member, at its best validation before the fault.

@@ -75,26 +75,32 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
     # The Text tab's problem is problem.json's formulas, one line each (Markdown line breaks).
     formulas = events.Tensors("problem/formulas/text_summary")[0].tensor_proto.string_val[0]
     assert formulas.decode() == "  \n".join(output["formula"] for output in problem["outputs"])
+    # The results and the HParams session are a run of their own, result/, apart from the
+    # curves: the HParams table's metric columns are then the results alone (TensorBoard takes
+    # every scalar tag at or below a session's run as one, at its last point).
+    assert "_hparams_/session_start_info" not in events.summary_metadata
+    assert not any(tag.startswith("result/") for tag in tags["scalars"])
+    result = load_events(tmp_path / "result")
+    result_tags = result.Tags()
     # A session with the run's settings, and no experiment summary: TensorBoard builds the
     # table from every run it is shown (see test_dashboards).
-    assert "_hparams_/experiment" not in events.summary_metadata
+    assert "_hparams_/experiment" not in result.summary_metadata
     session = plugin_data_pb2.HParamsPluginData.FromString(
-        events.summary_metadata["_hparams_/session_start_info"].plugin_data.content
+        result.summary_metadata["_hparams_/session_start_info"].plugin_data.content
     )
     assert session.session_start_info.hparams["model"].string_value == "nalu_shared"
     end = plugin_data_pb2.HParamsPluginData.FromString(
-        events.summary_metadata["_hparams_/session_end_info"].plugin_data.content
+        result.summary_metadata["_hparams_/session_end_info"].plugin_data.content
     )
     assert end.session_end_info.status == api_pb2.STATUS_SUCCESS
-    # The headline final metrics are scalars (HParams' columns); every final metric is a row of
-    # one Text table, not a one-point chart, and output counts are in neither.
-    final_scalars = {tag for tag in tags["scalars"] if tag.startswith("result/")}
-    assert final_scalars == {f"result/{name}" for name in HPARAMS_METRICS}
-    assert "result/extrap/relative_error" in final_scalars
+    # The headline final metrics are its only scalars (HParams' columns); every final metric is
+    # a row of one Text table, not a one-point chart, and output counts are in neither.
+    assert set(result_tags["scalars"]) == {f"result/{name}" for name in HPARAMS_METRICS}
+    assert "result/extrap/relative_error" in result_tags["scalars"]
     # TensorBoard's Time Series opens the first two groups in name order: the curves.
     groups = sorted({tag.split("/")[0] for tag in tags["scalars"] + tags["images"]})
     assert groups[:2] == ["extrap", "interp"]
-    table = events.Tensors("result/metrics/text_summary")[0].tensor_proto.string_val[0].decode()
+    table = result.Tensors("result/metrics/text_summary")[0].tensor_proto.string_val[0].decode()
     cells = [[cell.strip() for cell in row.strip("|").split("|")] for row in table.splitlines()]
     rows = dict(cells[2:])
     assert float(rows["extrap/mse"]) == pytest.approx(metrics["extrap/mse"], rel=1e-5)
@@ -109,8 +115,8 @@ def test_tensorboard_run_has_curves_formulas_heatmaps_and_final_hparams(tiny_ove
         f"y{j}: learned {learned[j]} | truth {output['formula'].removeprefix(f'y{j} = ')}"
         for j, output in enumerate(problem["outputs"])
     )
-    assert "hp_metric" not in tags["scalars"]
-    assert events.Scalars("result/extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
+    assert "hp_metric" not in tags["scalars"] + result_tags["scalars"]
+    assert result.Scalars("result/extrap/mse")[-1].value == pytest.approx(metrics["extrap/mse"])
 
 
 def test_checkpoint_reloads_with_weights_only_and_gives_the_logged_test_loss(

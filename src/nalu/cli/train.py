@@ -375,9 +375,9 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
             f"{format_metrics(metrics)}"
         )
     # The command that serves it from any folder (a wheel installed elsewhere has no Makefile).
-    # A single run's events lie in its folder itself: served as the logdir, it would be the run
-    # ".", whose HParams row TensorBoard leaves without metrics; from the folder above, it is
-    # its folder's name beside its neighbours (a sweep's other jobs).
+    # A single run's events lie in its folder itself: served as the logdir, its curves would be
+    # the run "."; from the folder above, they are its folder's name beside its neighbours (a
+    # sweep's other jobs).
     if population:
         print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(output_dir))}")
     else:

@@ -162,13 +162,23 @@ def read_back_metrics(
     return metrics, outputs
 
 
-def log_final_metrics(
-    tensorboard: TensorBoardLogger, metrics: dict[str, float], step: int
-) -> dict[str, float]:
-    """The headline final metrics as ``result/`` scalars (the HParams table's metric columns;
-    the curves of the same names are the run as it trained) and every final metric but the
-    output counts as one Text table, ``result/metrics`` (one-point charts would bury the
-    curves); returns the headline."""
+# The TensorBoard run, in a run's own folder, that holds its results and its HParams row.
+RESULT_RUN = "result"
+
+
+def write_result_run(
+    log_dir: str | Path,
+    metrics: dict[str, float],
+    hparams: dict[str, Any],
+    step: int,
+    diverged: bool = False,
+) -> None:
+    """The run's results as a TensorBoard run of their own, ``<log_dir>/result``: the headline
+    final metrics as ``result/`` scalars, every final metric but the output counts as one Text
+    table, ``result/metrics`` (one-point charts would bury the curves), and the HParams session
+    (``log_hparams``). Apart from the curves in ``log_dir``, because TensorBoard makes every
+    scalar tag at or below a session's run a column of the HParams table, read at its last
+    point: beside the curves, the table would show each curve's last epoch next to the result."""
     headline = {
         f"{FINAL_PREFIX}{name}": value for name, value in metrics.items() if name in HPARAMS_METRICS
     }
@@ -178,11 +188,12 @@ def log_final_metrics(
         for name, value in sorted(metrics.items())
         if not name.startswith(OUTPUT_COUNT)
     ]
-    tensorboard.experiment.add_text(
-        f"{FINAL_PREFIX}metrics", "\n".join(["| metric | value |", "|---|---:|", *rows]), step
-    )
-    tensorboard.log_metrics(headline, step=step)
-    return headline
+    with SummaryWriter(str(Path(log_dir) / RESULT_RUN)) as writer:
+        table = "\n".join(["| metric | value |", "|---|---:|", *rows])
+        writer.add_text(f"{FINAL_PREFIX}metrics", table, step)
+        for tag, value in headline.items():
+            writer.add_scalar(tag, value, step)
+        log_hparams(writer, hparams, headline, diverged)
 
 
 def log_final_results(
@@ -193,10 +204,9 @@ def log_final_results(
     step: int,
     diverged: bool,
 ) -> None:
-    """The final metrics (``log_final_metrics``), the read-back formulas, and the HParams
-    entry: the run's ``hparams`` (its labels and settings) beside the headline metrics, its
-    status a failure where it ``diverged``."""
-    headline = log_final_metrics(tensorboard, metrics, step)
+    """The read-back formulas beside the run's curves, and its results and HParams entry (the
+    run's ``hparams``, its labels and settings, its status a failure where it ``diverged``) in
+    its result run (``write_result_run``)."""
     if formulas:
         tensorboard.experiment.add_text(
             "readback/formulas",
@@ -205,8 +215,8 @@ def log_final_results(
             ),
             step,
         )
-    log_hparams(tensorboard.experiment, hparams, headline, diverged)
     tensorboard.experiment.flush()
+    write_result_run(tensorboard.log_dir, metrics, hparams, step, diverged)
 
 
 def log_hparams(
@@ -374,8 +384,7 @@ class PopulationLayout(RunLayout):
         """The run's own summaries, and its HParams row: the settings its members share (not
         their seeds) beside those summaries."""
         if (tensorboard := _tensorboard(trainer)) is not None:
-            headline = log_final_metrics(tensorboard, final_metrics, trainer.global_step)
-            log_hparams(tensorboard.experiment, hparams, headline)
+            write_result_run(tensorboard.log_dir, final_metrics, hparams, trainer.global_step)
 
     def divergence_reason(self, divergence: Diverged | None) -> str:
         """A population's members stop at different steps, each for a non-finite loss or
