@@ -17,7 +17,9 @@ chunks. Each loop returns its seconds per optimizer step after a first epoch of 
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +30,8 @@ from nalu.config.value_range import value_intervals
 from nalu.data.batches import MemberProblems, epoch_orders, fresh_key, order_key
 from nalu.data.counter_random import Streams, fold_key
 from nalu.data.problem import (
+    STATIC_OPERATIONS,
+    ArithmeticProblem,
     ColumnRanges,
     MysteryArithmeticProblem,
     StaticArithmeticProblem,
@@ -277,7 +281,9 @@ class _FreshBatches:
         return x, self.targets(x)
 
 
-def _member_columns(problems: list, value_range: list, device: torch.device) -> ColumnRanges:
+def _member_columns(
+    problems: Sequence[ArithmeticProblem], value_range: Sequence[Any], device: torch.device
+) -> ColumnRanges:
     """``[S, 1, in, ...]``: each member's columns of ``value_range``, as a population places
     its fresh inputs."""
     intervals = value_intervals("train_range", value_range)
@@ -355,13 +361,28 @@ class _CapturedEpochs:
             recipe.update.step_in_parts(recipe.update.forward(x, y, self.scales[k]))
 
 
-def _steps(recipe: _Recipe, batches: _FreshBatches, graphed: bool) -> Step:
-    """The loop's ``step(epoch, index)``: the recipe's step on the step's batch, or with
-    ``graphed`` (CUDA) the whole epoch as one replayed graph at each epoch's first step."""
-    if not graphed:
-        return lambda epoch, index: recipe(*batches(epoch, index))
-    captured = _CapturedEpochs(recipe, batches)
-    return lambda epoch, index: captured(epoch) if index == 0 else None
+@dataclass
+class RecipePopulation:
+    """A hand-written population of the NAU/NMU recipe, ready to train: its ``weights``
+    (``[S, out, in]`` each, in the order the project's network lists its parameters), its
+    ``recipe`` (a step given a batch) and its fresh ``batches``."""
+
+    weights: list[nn.Parameter]
+    recipe: _Recipe
+    batches: _FreshBatches
+
+    def steps(self, graphed: bool = False) -> Step:
+        """The loop's ``step(epoch, index)``: the recipe's step on the step's batch, or with
+        ``graphed`` (CUDA) the whole epoch as one replayed graph at each epoch's first step."""
+        if not graphed:
+            return lambda epoch, index: self.recipe(*self.batches(epoch, index))
+        captured = _CapturedEpochs(self.recipe, self.batches)
+        return lambda epoch, index: captured(epoch) if index == 0 else None
+
+    def seconds_per_step(self, epochs: int, graphed: bool = False) -> float:
+        """``timed_steps`` of ``epochs`` of its steps."""
+        device = self.batches.keys.device
+        return timed_steps(self.steps(graphed), epochs, self.recipe.steps_per_epoch, device)
 
 
 def static_population_loop(
@@ -372,6 +393,14 @@ def static_population_loop(
     compiled: bool = False,
     graphed: bool = False,
 ) -> float:
+    """Seconds per step of ``static_population``."""
+    built = static_population(cfg, population, device, compiled)
+    return built.seconds_per_step(epochs, graphed)
+
+
+def static_population(
+    cfg: DictConfig, population: int, device: str = "cpu", compiled: bool = False
+) -> RecipePopulation:
     """``experiment=static_nau_nmu`` for ``population`` seeds by hand: NAU (in → 2) then NMU
     (2 → 1) weights ``[S, ...]``, a fresh batch of U[train_range] every step, λ's ramp, the
     learning rate's decay and the clamps."""
@@ -399,15 +428,17 @@ def static_population_loop(
         mse = (z - y).square().mean(dim=(1, 2))
         return (mse + scale * (_sparsity(hidden) + _sparsity(output))).sum()
 
-    def targets(x: Tensor) -> Tensor:
+    operations = [STATIC_OPERATIONS[name].apply for name in data.operations]
+
+    def targets(x: Tensor) -> Tensor:  # an output per operation, as the problem defines them
         a, b = torch.bmm(x, operands).chunk(2, dim=-1)
-        return a * b
+        return torch.cat([apply(a, b) for apply in operations], dim=-1)
 
     recipe = _Recipe(cfg, objective, optimizer, [(hidden, -1, 1), (output, 0, 1)], compiled)
     batches = _FreshBatches(
         keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
     )
-    return timed_steps(_steps(recipe, batches, graphed), epochs, recipe.steps_per_epoch, where)
+    return RecipePopulation([hidden, output], recipe, batches)
 
 
 def solve_population_loop(
@@ -418,6 +449,14 @@ def solve_population_loop(
     compiled: bool = False,
     graphed: bool = False,
 ) -> float:
+    """Seconds per step of ``solve_population``."""
+    built = solve_population(cfg, population, device, compiled)
+    return built.seconds_per_step(epochs, graphed)
+
+
+def solve_population(
+    cfg: DictConfig, population: int, device: str = "cpu", compiled: bool = False
+) -> RecipePopulation:
     """``experiment=solve`` for ``population`` seeds by hand: per member an NAU, an NMU and an
     NMRU head (signed factors over ``[x, 1/x]``), each fitting every output on its own (the
     sum of the heads' MSEs, and of the ``log_fit`` heads' errors in log space), at their
@@ -488,4 +527,4 @@ def solve_population_loop(
     batches = _FreshBatches(
         keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
     )
-    return timed_steps(_steps(recipe, batches, graphed), epochs, recipe.steps_per_epoch, where)
+    return RecipePopulation([nau, nmu, nmru], recipe, batches)
