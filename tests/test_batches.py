@@ -16,13 +16,13 @@ from nalu.data.batches import (
     step_batches,
 )
 from nalu.data.counter_random import (
+    Streams,
     as_int32,
     fold_key,
     mix32,
     root_key,
     stream_bits,
     stream_permutation,
-    stream_uniform,
 )
 from nalu.data.problem import ColumnRanges, operand_matrix, operation_codes, operation_targets
 
@@ -67,12 +67,12 @@ def test_a_stream_is_a_weyl_sequence_through_the_mixer():
     expected = [splitmix32_mixer((i * multiplier + offset) & WORD) for i in range(6)]
     assert unsigned(stream_bits(key, 6)) == expected
     # A uniform is a word's top 24 bits over 2²⁴.
-    uniform = stream_uniform(key, 6)
+    uniform = Streams.of(key).uniform(6)
     assert uniform.tolist() == [(word >> 8) / 2**24 for word in expected]
 
 
 def test_uniforms_are_uniform_and_streams_independent():
-    u = stream_uniform(torch.stack([root_key(s) for s in range(20)]), 50_000)
+    u = Streams.of(torch.stack([root_key(s) for s in range(20)])).uniform(50_000)
     assert u.min() >= 0 and u.max() < 1
     assert u.mean().item() == pytest.approx(0.5, abs=2e-3)
     assert u.var().item() == pytest.approx(1 / 12, abs=1e-3)
@@ -86,8 +86,8 @@ def test_uniforms_are_uniform_and_streams_independent():
 
 def test_a_streams_values_do_not_depend_on_its_neighbours():
     keys = torch.stack([fold_key(root_key(9), step) for step in range(4)])
-    assert torch.equal(stream_uniform(keys, 100)[2], stream_uniform(keys[2], 100))
-    assert torch.equal(stream_uniform(keys, 300)[:, :100], stream_uniform(keys, 100))
+    assert torch.equal(Streams.of(keys).uniform(100)[2], Streams.of(keys[2]).uniform(100))
+    assert torch.equal(Streams.of(keys).uniform(300)[:, :100], Streams.of(keys).uniform(100))
 
 
 def test_permutations_are_permutations_fixed_by_their_key():

@@ -15,6 +15,7 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from nalu.cli.common import (
     CONFIG_DIR,
@@ -74,7 +75,7 @@ def unit_overrides(unit: str, seeds: int, operations: list[str] | None) -> list[
     ]
 
 
-def check_settings(out: Path, settings: dict) -> None:
+def check_settings(out: Path, settings: dict[str, Any]) -> None:
     """Write ``benchmark.json``, or check that the one there holds the same settings (the
     units may differ: a second call may add units to a benchmark)."""
     path = out / SETTINGS_FILE

@@ -97,11 +97,6 @@ def stream_bits(keys: Tensor, count: int) -> Tensor:
     return Streams.of(keys).bits(count)
 
 
-def stream_uniform(keys: Tensor, count: int) -> Tensor:
-    """``[*keys.shape, count]`` float32 uniforms on [0, 1) from each key's stream."""
-    return Streams.of(keys).uniform(count)
-
-
 def stream_permutation(keys: Tensor, size: int) -> Tensor:
     """``[*keys.shape, size]``: a permutation of ``range(size)`` per key, the order that sorts
     its stream. A stream's words are distinct (distinct positions below 2³² through the odd

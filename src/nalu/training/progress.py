@@ -11,6 +11,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.callbacks.progress.rich_progress import ProcessingSpeedColumn
+from rich.progress import ProgressColumn
 from rich.text import Text
 
 from nalu.results.record import INTERP_MSE, finite_median
@@ -140,7 +141,7 @@ class StepProgressBar(RichProgressBar):
         # As wide as "Validation" at least, as Lightning pads it, so that the bar does not jump.
         return f"{description:{len(self.validation_description)}}"
 
-    def configure_columns(self, trainer: L.Trainer) -> list:
+    def configure_columns(self, trainer: L.Trainer) -> list[ProgressColumn]:
         return [
             StepsPerSecondColumn(c.style, self) if isinstance(c, ProcessingSpeedColumn) else c
             for c in super().configure_columns(trainer)
