@@ -133,3 +133,13 @@ def load_events(run_dir: Path | str) -> EventAccumulator:
     """A run's TensorBoard events, every point of every curve, text and image kept."""
     events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "tensors": 0, "images": 0})
     return events.Reload()
+
+
+def drawn_colours(figure_file: Path) -> int:
+    """How many colours the PNG at ``figure_file`` shows, read back as an image viewer reads it
+    (a figure saved blank, or not a PNG at all, fails here or shows one colour)."""
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(figure_file, format="png")
+    assert pixels.shape[0] >= 300 and pixels.shape[1] >= 300, pixels.shape  # a figure, not an icon
+    return len(torch.from_numpy(pixels.reshape(-1, pixels.shape[-1])).unique(dim=0))

@@ -239,6 +239,17 @@ TRAIN = [
         "model.base=1: must be a finite number > 1 (a logarithm's base)",
     ),
     (
+        ["model.nac_init=uniform"],
+        "model.nac_init='uniform': must be one of ['xavier', 'variance_matched']",
+    ),
+    (["regularizer.start=2"], "regularizer.start=2: must be a number in [0, 1]"),
+    (
+        ["model=select", "model.learning_rate_scales={{nau: -1}}"],
+        "model.learning_rate_scales={{'nau': -1, 'nmu': 3.0, 'nmru': 3.0}}: must map names to "
+        "finite numbers > 0",
+    ),
+    (["model=select", "model.log_fit=nmru"], "model.log_fit='nmru': must be a list of names"),
+    (
         ["data=static_arithmetic", "data.near_perfect=primer"],
         "data.near_perfect='primer': must be one of ['madsen_johansen', 'mistry']",
     ),

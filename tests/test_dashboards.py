@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPORT_FIGURES, TINY, compose_config, read_metrics, run_cli
+from conftest import REPORT_FIGURES, TINY, compose_config, drawn_colours, read_metrics, run_cli
 
 from nalu.cli.common import quote_paths
 from nalu.cli.train import train
@@ -167,7 +167,7 @@ def test_the_report_of_a_learning_rate_sweep_has_a_row_per_rate(two_job_sweep):
     assert groups == ["nalu / 0.001", "nalu / 0.01"]
     assert re.search(r"^model / optimizer\.lr +op +runs ", result.stdout, re.MULTILINE)
     for figure in REPORT_FIGURES:
-        assert (two_job_sweep / f"{figure}.png").stat().st_size > 10_000, figure
+        assert drawn_colours(two_job_sweep / f"{figure}.png") > 2, figure
     report = two_job_sweep / "report.md"
     assert f"Report: {report} (every column; report.csv and 6 figures beside it)" in result.stdout
 

@@ -31,7 +31,9 @@ def test_sets_are_fixed_by_their_own_seeds():
     a, b = small_datamodule(shuffle_seed=0), small_datamodule(shuffle_seed=5)
     for split in ("train", "interp", "extrap"):
         assert torch.equal(a.datasets[split].inputs, b.datasets[split].inputs)
-    assert not torch.equal(a.datasets["interp"].inputs, a.datasets["extrap"].inputs[:1000] / 5)
+    # Drawn from one stream, the two sets would agree to rounding once extrap is scaled by 1/5.
+    interp, extrap = a.datasets["interp"].inputs, a.datasets["extrap"].inputs
+    assert (interp - extrap[: len(interp)] / 5).abs().max() > 1
     other_seed = small_datamodule(train_seed=9)
     assert not torch.equal(other_seed.datasets["train"].inputs, a.datasets["train"].inputs)
 

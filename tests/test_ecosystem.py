@@ -47,7 +47,6 @@ def training_shards(num_samples: int, num_replicas: int) -> list[list[int]]:
     def shard(rank: int) -> list[int]:
         stream = FixedBatches(samples, samples, 4, keys, num_replicas=num_replicas, rank=rank)
         batches = [stream.batches(3, step, 1)[0] for step in range(stream.steps_per_epoch)]
-        assert len(batches) == stream.steps_per_epoch
         return torch.cat([x.flatten() for x in batches]).int().tolist()
 
     return [shard(rank) for rank in range(num_replicas)]
@@ -234,7 +233,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
     # and ends where the uninterrupted run ends.
     events = load_events(tmp_path / "resumed")
     # TINY has 4 steps per epoch: the curve starts at the end of epoch 2 (step 12).
-    assert [event.step for event in events.Scalars("train/loss")][:2] == [12, 16]
+    assert [event.step for event in events.Scalars("train/loss")] == [12, 16]
     assert resumed == pytest.approx(straight, rel=1e-5)
 
 

@@ -37,13 +37,17 @@ def test_a_full_disk_leaves_no_partial_checkpoint(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", save_until_the_disk_is_full)
     with pytest.raises(OSError, match="No space left on device"):
-        train(compose_config([*TINY, "trainer.max_epochs=3"], tmp_path))
+        # last.ckpt at every epoch's end, so that which saves came first is no matter of time.
+        overrides = [*TINY, "trainer.max_epochs=3", "callbacks.last_checkpoint.every_s=0"]
+        train(compose_config(overrides, tmp_path))
     monkeypatch.undo()
+    # The two checkpoints of the first epoch (4 steps) are whole; the third save, the best of
+    # the second epoch, left no part behind (no temporary file either).
     checkpoints = sorted((tmp_path / "checkpoints").iterdir())
-    assert [path.name for path in checkpoints if path.name.startswith(".")] == []  # no temp file
-    assert checkpoints  # the checkpoints written before the disk filled
+    assert [path.name for path in checkpoints] == ["best-step4.ckpt", "last.ckpt"]
     for path in checkpoints:
-        assert torch.load(path, map_location="cpu", weights_only=True)["state_dict"], path
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        assert checkpoint["global_step"] == 4 and checkpoint["state_dict"], path
 
 
 @pytest.mark.slow
@@ -141,8 +145,11 @@ def test_a_report_over_a_corrupt_run_still_writes(tmp_path, capsys):
     (tmp_path / "folder" / "metrics.json").mkdir(parents=True)
     report_main([str(tmp_path)])
     warnings = [line for line in capsys.readouterr().err.splitlines() if line]
-    assert len(warnings) == 4
-    assert all(w.startswith("warning: ") and "unreadable, left out" in w for w in warnings)
+    # One warning per unreadable file, naming it and why: "warning: PATH (why): unreadable, ..."
+    assert [w.removeprefix("warning: ").split(" (")[0] for w in warnings] == [
+        str(tmp_path / name / "metrics.json") for name in ("corrupt", "empty", "folder", "list")
+    ]
+    assert all(w.endswith("): unreadable, left out of the report") for w in warnings)
     report = (tmp_path / "report.md").read_text()
     assert report.startswith(f"# Report: 1 runs under {tmp_path} (4 unreadable runs left out)")
     assert "| nac | all | 1 |" in report

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, run_cli
+from conftest import compose_config, drawn_colours, run_cli
 
 from nalu.cli.nalm_benchmark import task_seeds, unit_operations
 
@@ -59,7 +59,9 @@ def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
     report = (out / "report.md").read_text()
     for row in ("| nau / sub / U_1_2 | sub | 2 |", "| npu / mul / U_10_20 | mul | 2 |"):
         assert row in report
-    assert (out / "success_by_cell.png").is_file()
+    figure = "![Success rate per problem cell, a panel per operation](success_by_cell.png)"
+    assert figure in report
+    assert drawn_colours(out / "success_by_cell.png") > 2
     links = "[nau](nau/report.md), [nmu](nmu/report.md), [npu](npu/report.md)"
     assert f"Each unit's own report, with its loss curves per cell: {links}." in report
     departures = f"2 seeds per cell, not 25; overrides: {' '.join(SMALL)}"
@@ -73,7 +75,7 @@ def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
     assert f"[1/4] nau: finished, kept ({out / 'nau'})" in again.stdout
     assert f"[2/4] nmu: resumed from {out / 'nmu' / 'checkpoints' / 'last.ckpt'}" in again.stdout
     assert f"[4/4] nac: training in {out / 'nac'}" in again.stdout
-    assert (out / "nmu" / "report.md").is_file()
+    assert "| nmu / mul / U_10_20 | mul | 2 |" in (out / "nmu" / "report.md").read_text()
     assert "| nac / sub / U_10_20 | sub | 2 |" in (out / "report.md").read_text()
 
     other = benchmark(out, *args[: -len(SMALL)], "--seeds", "3")

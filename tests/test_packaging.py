@@ -1,6 +1,7 @@
 """The package as a user installs it: a wheel (not an editable checkout) with its console
 scripts and its configs inside."""
 
+import json
 import os
 import site
 import subprocess
@@ -48,7 +49,8 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     (run_dir,) = (workdir / "outputs" / "runs").iterdir()
-    assert (run_dir / "metrics.json").is_file()
+    recorded = json.loads((run_dir / "metrics.json").read_text())
+    assert (recorded["status"], recorded["epochs"]) == ("finished", 1)
     # Outside a checkout the run names a command that serves it there, not a make target.
     # From the folder above the run's: served as the logdir, its own folder would be the run
     # ".", whose HParams row TensorBoard leaves without metrics.

@@ -395,6 +395,7 @@ def test_npu_is_the_real_part_of_the_complex_power():
 
 def test_gated_unit_mixes_the_nau_and_nmu_paths():
     unit = GatedAdditionMultiplicationUnit(3, 1)
+    assert unit.gate.tolist() == [0.5]  # σ(0): neither path preferred at first
     set_(unit.nau.weight, [[1.0, 1.0, 0.0]])
     set_(unit.nmu.weight, [[1.0, 1.0, 0.0]])
     set_(unit.gate_weight, [math.log(3.0)])  # g = 0.75

@@ -28,7 +28,8 @@ def test_every_model_config_composes_and_trains_two_epochs(model, tiny_overrides
     assert recorded["labels"]["model"] == model
     assert recorded["epochs"] == 2
     assert json.loads((tmp_path / "problem.json").read_text())["out_features"] == 4
-    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert last["global_step"] == 8  # 2 epochs of 4 steps
 
 
 def test_the_logged_training_loss_is_the_epochs_mse_over_every_sample(tmp_path):
