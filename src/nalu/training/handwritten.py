@@ -70,6 +70,21 @@ def timed_steps(step: Step, epochs: int, steps_per_epoch: int, device: torch.dev
     return (time.perf_counter() - start) / ((epochs - first) * steps_per_epoch)
 
 
+@dataclass
+class HandwrittenPopulation:
+    """A hand-written population ready to train: its ``weights`` (``[S, out, in]`` each, in the
+    order the project's network lists its parameters) and its ``step(epoch, index)``."""
+
+    weights: list[nn.Parameter]
+    step: Step
+    steps_per_epoch: int
+
+    def seconds_per_step(self, epochs: int) -> float:
+        """``timed_steps`` over ``epochs`` of its steps."""
+        device = self.weights[0].device
+        return timed_steps(self.step, epochs, self.steps_per_epoch, device)
+
+
 def _sparsity(weight: Tensor) -> Tensor:
     """Madsen & Johansen 2020, eq. 6: R_sparse = mean(min(|W|, 1 − |W|)), per member ``[S]``."""
     return integer_distance(weight).mean(dim=(-2, -1))
@@ -184,6 +199,13 @@ def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
 def article_population_loop(
     cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
 ) -> float:
+    """Seconds per step of ``article_population``."""
+    return article_population(cfg, population, device, compiled).seconds_per_step(epochs)
+
+
+def article_population(
+    cfg: DictConfig, population: int, device: str = "cpu", compiled: bool = False
+) -> HandwrittenPopulation:
     """``experiment=article`` for ``population`` seeds by hand: the article's NALU (two NACs
     and a gate, Trask et al. 2018, sec. 2) with weights ``[S, out, in]``, each member on its own
     problem's fixed training set in its own order (the training inputs, one data seed, held
@@ -230,8 +252,9 @@ def article_population_loop(
         y = targets.index_select(0, (rows + offsets).flatten()).view(*rows.shape, out_features)
         update(x, y)
 
-    steps = -(-size // batch_size)
-    return timed_steps(step, epochs, steps, where)
+    # In the order of the project's NALU: its gate, then each NAC's Ŵ and M̂.
+    ordered = [gate, add_weight, add_gate, mul_weight, mul_gate]
+    return HandwrittenPopulation(ordered, step, -(-size // batch_size))
 
 
 class _FreshBatches:
@@ -361,28 +384,13 @@ class _CapturedEpochs:
             recipe.update.step_in_parts(recipe.update.forward(x, y, self.scales[k]))
 
 
-@dataclass
-class RecipePopulation:
-    """A hand-written population of the NAU/NMU recipe, ready to train: its ``weights``
-    (``[S, out, in]`` each, in the order the project's network lists its parameters), its
-    ``recipe`` (a step given a batch) and its fresh ``batches``."""
-
-    weights: list[nn.Parameter]
-    recipe: _Recipe
-    batches: _FreshBatches
-
-    def steps(self, graphed: bool = False) -> Step:
-        """The loop's ``step(epoch, index)``: the recipe's step on the step's batch, or with
-        ``graphed`` (CUDA) the whole epoch as one replayed graph at each epoch's first step."""
-        if not graphed:
-            return lambda epoch, index: self.recipe(*self.batches(epoch, index))
-        captured = _CapturedEpochs(self.recipe, self.batches)
-        return lambda epoch, index: captured(epoch) if index == 0 else None
-
-    def seconds_per_step(self, epochs: int, graphed: bool = False) -> float:
-        """``timed_steps`` of ``epochs`` of its steps."""
-        device = self.batches.keys.device
-        return timed_steps(self.steps(graphed), epochs, self.recipe.steps_per_epoch, device)
+def _steps(recipe: _Recipe, batches: _FreshBatches, graphed: bool) -> Step:
+    """The loop's ``step(epoch, index)``: the recipe's step on the step's batch, or with
+    ``graphed`` (CUDA) the whole epoch as one replayed graph at each epoch's first step."""
+    if not graphed:
+        return lambda epoch, index: recipe(*batches(epoch, index))
+    captured = _CapturedEpochs(recipe, batches)
+    return lambda epoch, index: captured(epoch) if index == 0 else None
 
 
 def static_population_loop(
@@ -394,13 +402,16 @@ def static_population_loop(
     graphed: bool = False,
 ) -> float:
     """Seconds per step of ``static_population``."""
-    built = static_population(cfg, population, device, compiled)
-    return built.seconds_per_step(epochs, graphed)
+    return static_population(cfg, population, device, compiled, graphed).seconds_per_step(epochs)
 
 
 def static_population(
-    cfg: DictConfig, population: int, device: str = "cpu", compiled: bool = False
-) -> RecipePopulation:
+    cfg: DictConfig,
+    population: int,
+    device: str = "cpu",
+    compiled: bool = False,
+    graphed: bool = False,
+) -> HandwrittenPopulation:
     """``experiment=static_nau_nmu`` for ``population`` seeds by hand: NAU (in → 2) then NMU
     (2 → 1) weights ``[S, ...]``, a fresh batch of U[train_range] every step, λ's ramp, the
     learning rate's decay and the clamps."""
@@ -438,7 +449,8 @@ def static_population(
     batches = _FreshBatches(
         keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
     )
-    return RecipePopulation([hidden, output], recipe, batches)
+    steps = _steps(recipe, batches, graphed)
+    return HandwrittenPopulation([hidden, output], steps, recipe.steps_per_epoch)
 
 
 def solve_population_loop(
@@ -450,13 +462,16 @@ def solve_population_loop(
     graphed: bool = False,
 ) -> float:
     """Seconds per step of ``solve_population``."""
-    built = solve_population(cfg, population, device, compiled)
-    return built.seconds_per_step(epochs, graphed)
+    return solve_population(cfg, population, device, compiled, graphed).seconds_per_step(epochs)
 
 
 def solve_population(
-    cfg: DictConfig, population: int, device: str = "cpu", compiled: bool = False
-) -> RecipePopulation:
+    cfg: DictConfig,
+    population: int,
+    device: str = "cpu",
+    compiled: bool = False,
+    graphed: bool = False,
+) -> HandwrittenPopulation:
     """``experiment=solve`` for ``population`` seeds by hand: per member an NAU, an NMU and an
     NMRU head (signed factors over ``[x, 1/x]``), each fitting every output on its own (the
     sum of the heads' MSEs, and of the ``log_fit`` heads' errors in log space), at their
@@ -527,4 +542,5 @@ def solve_population(
     batches = _FreshBatches(
         keys, data.batch_size, recipe.steps_per_epoch, columns, targets, compiled
     )
-    return RecipePopulation([nau, nmu, nmru], recipe, batches)
+    steps = _steps(recipe, batches, graphed)
+    return HandwrittenPopulation([nau, nmu, nmru], steps, recipe.steps_per_epoch)
