@@ -12,7 +12,9 @@ runs each step (forward, loss, gradient, Adam and the clamps) as one compiled gr
 drawing of fresh batches through ``torch.compile``, as the project does with ``compile=true``
 (``_Update``); ``graphed=True`` (CUDA) captures
 each epoch of the static and ``solve`` loops as one CUDA graph, as the project captures its
-chunks. Each loop returns its seconds per optimizer step after a first epoch of warm-up.
+chunks. Each ``*_population`` builds the loop (``HandwrittenPopulation``: its weights and its
+step, which a test holds to the project's), and each ``*_population_loop`` returns its seconds
+per optimizer step after a first epoch of warm-up.
 """
 
 import math
