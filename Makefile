@@ -1,13 +1,15 @@
 # Every target that runs Python creates or reuses the virtual environment in .venv first.
-# TORCH_SPEC pins the torch build installed before the project, e.g. a CPU wheel in CI:
+# TORCH_SPEC pins the torch build installed before the project when .venv is made, as CI does:
 #   make test TORCH_SPEC=torch==2.13.0
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 TORCH_SPEC ?=
-SWEEP_DIR ?= outputs/multirun/article-$(shell date +%Y-%m-%d_%H-%M-%S)
-UNITS_DIR ?= outputs/multirun/units-$(shell date +%Y-%m-%d_%H-%M-%S)
-SOLVE_DIR ?= outputs/solve/$(shell date +%Y-%m-%d_%H-%M-%S)
-BENCH_DIR ?= outputs/multirun/nalm-$(shell date +%Y-%m-%d_%H-%M-%S)
+# Read once (:=), so that a target's training and its report name the same folder.
+NOW := $(shell date +%Y-%m-%d_%H-%M-%S)
+SWEEP_DIR ?= outputs/multirun/article-$(NOW)
+UNITS_DIR ?= outputs/multirun/units-$(NOW)
+SOLVE_DIR ?= outputs/solve/$(NOW)
+BENCH_DIR ?= outputs/multirun/nalm-$(NOW)
 UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nac_mul,nalu,gnalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?=
 OPS ?=

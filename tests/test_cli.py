@@ -1,8 +1,10 @@
 """The real command line, as a user types it (bad command lines: test_config_errors.py)."""
 
 import logging
+import os
 import re
 import shlex
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -281,3 +283,27 @@ def test_every_command_runs_as_python_dash_m_nalu_dot_its_name(module, command, 
     if command.startswith("nalu-"):  # the console scripts' help ends on examples (README)
         examples = result.stdout.split("Examples:")[1].strip().splitlines()
         assert examples[0].startswith(command), result.stdout
+
+
+@pytest.mark.parametrize("target", ["sweep", "units"])
+def test_a_make_target_trains_into_the_folder_its_report_reads(target, tmp_path):
+    # A clock that moves on at every call: each use of the folder's name would read a new one.
+    ticks = tmp_path / "ticks"
+    clock = tmp_path / "bin" / "date"
+    clock.parent.mkdir()
+    clock.write_text(f'#!/bin/sh\necho >> {ticks}\necho "2026-01-01_00-00-$(wc -l < {ticks})"\n')
+    clock.chmod(0o755)
+    path = f"{clock.parent}:{os.environ['PATH']}"
+    checkout = README.parent
+    # -n prints the commands without running them; .venv is taken as made.
+    result = subprocess.run(
+        ["make", "-n", "-o", ".venv/.installed", target],
+        cwd=checkout,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [trained] = re.findall(r"hydra\.sweep\.dir=(\S+)", result.stdout)
+    [reported] = re.findall(r"nalu\.report (\S+)", result.stdout)
+    assert trained == reported
