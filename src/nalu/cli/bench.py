@@ -9,7 +9,7 @@
     ``speedup``: S sequential plain runs (one run's time times S) over one population of S
     members (``nalu.cli.train.build_run`` with ``population=S``), per optimizer step;
     ``handwritten_speedup``: the same for the S members written by hand
-    (``nalu.training.handwritten.article_population_loop``, compiled in the compiled mode),
+    (``nalu.training.handwritten.article_population``, compiled in the compiled mode),
     what plain PyTorch reaches here. The plain runs are eager: a run of one member is too small
     for a compiler to pay.
 (c) ``peak_fraction``: the largest population's matrix-multiply FLOP/s (counted by torch's
@@ -69,10 +69,10 @@ from nalu.training import handwritten
 
 DEFAULT_SIZES = (1, 10, 100, 1000)
 DEFAULT_REPEATS = 5
-# (d): the experiments, their population sizes and the hand-written loop of each.
+# (d): the experiments, their population sizes and what builds the hand-written loop of each.
 HANDWRITTEN = {
-    "static_nau_nmu": (50, handwritten.static_population_loop),
-    "solve": (25, handwritten.solve_population_loop),
+    "static_nau_nmu": (50, handwritten.static_population),
+    "solve": (25, handwritten.solve_population),
 }
 
 
@@ -214,7 +214,8 @@ def measure_population(
     population.step_seconds()
     peak = peak_memory_gib() if counted else float("nan")
     by_hand = functools.partial(
-        handwritten.article_population_loop,
+        handwritten.timed_population,
+        handwritten.article_population,
         cfg,
         cfg.population,
         epochs,
@@ -233,7 +234,7 @@ def versus_handwritten(
     (``graphed``): one ratio per side."""
     figures: dict[str, dict[str, Any]] = {}
     epochs = 4
-    for experiment, (default_size, loop) in HANDWRITTEN.items():
+    for experiment, (default_size, build) in HANDWRITTEN.items():
         size = populations.get(experiment, default_size)
         cfg = experiment_config(
             experiment,
@@ -249,7 +250,9 @@ def versus_handwritten(
             sides["graphed"] = {"compiled": compiled, "graphed": True}
         entry: dict[str, Any] = {"population": size, "compile": compiled}
         for side, options in sides.items():
-            plain = functools.partial(loop, cfg, size, epochs, device, **options)
+            plain = functools.partial(
+                handwritten.timed_population, build, cfg, size, epochs, device, **options
+            )
             pairs = interleaved(plain, population.step_seconds, repeats=repeats)
             entry[side] = spread([project / hand for hand, project in pairs])
             entry[f"{side}_step_ms"] = 1e3 * statistics.median(hand for hand, _ in pairs)

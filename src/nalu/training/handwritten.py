@@ -13,8 +13,8 @@ drawing of fresh batches through ``torch.compile``, as the project does with ``c
 (``_Update``); ``graphed=True`` (CUDA) captures
 each epoch of the static and ``solve`` loops as one CUDA graph, as the project captures its
 chunks. Each ``*_population`` builds the loop (``HandwrittenPopulation``: its weights and its
-step, which a test holds to the project's), and each ``*_population_loop`` returns its seconds
-per optimizer step after a first epoch of warm-up.
+step, which a test holds to the project's); ``timed_population`` builds one and returns its
+seconds per optimizer step after a first epoch of warm-up.
 """
 
 import math
@@ -85,6 +85,19 @@ class HandwrittenPopulation:
         """``timed_steps`` over ``epochs`` of its steps."""
         device = self.weights[0].device
         return timed_steps(self.step, epochs, self.steps_per_epoch, device)
+
+
+def timed_population(
+    build: Callable[..., HandwrittenPopulation],
+    cfg: DictConfig,
+    population: int,
+    epochs: int,
+    device: str = "cpu",
+    **options: bool,
+) -> float:
+    """Seconds per step of the population that ``build`` (``article_population``, ...) makes
+    afresh from ``cfg`` with ``options`` (``compiled``, ``graphed``), over ``epochs``."""
+    return build(cfg, population, device, **options).seconds_per_step(epochs)
 
 
 def _sparsity(weight: Tensor) -> Tensor:
@@ -196,13 +209,6 @@ def _bmm_linear(x: Tensor, weight: Tensor) -> Tensor:
 def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
     """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂), with the units' tanh."""
     return fast_tanh(weight_hat) * torch.sigmoid(gate_hat)
-
-
-def article_population_loop(
-    cfg: DictConfig, population: int, epochs: int, device: str = "cpu", compiled: bool = False
-) -> float:
-    """Seconds per step of ``article_population``."""
-    return article_population(cfg, population, device, compiled).seconds_per_step(epochs)
 
 
 def article_population(
@@ -395,18 +401,6 @@ def _steps(recipe: _Recipe, batches: _FreshBatches, graphed: bool) -> Step:
     return lambda epoch, index: captured(epoch) if index == 0 else None
 
 
-def static_population_loop(
-    cfg: DictConfig,
-    population: int,
-    epochs: int,
-    device: str = "cpu",
-    compiled: bool = False,
-    graphed: bool = False,
-) -> float:
-    """Seconds per step of ``static_population``."""
-    return static_population(cfg, population, device, compiled, graphed).seconds_per_step(epochs)
-
-
 def static_population(
     cfg: DictConfig,
     population: int,
@@ -453,18 +447,6 @@ def static_population(
     )
     steps = _steps(recipe, batches, graphed)
     return HandwrittenPopulation([hidden, output], steps, recipe.steps_per_epoch)
-
-
-def solve_population_loop(
-    cfg: DictConfig,
-    population: int,
-    epochs: int,
-    device: str = "cpu",
-    compiled: bool = False,
-    graphed: bool = False,
-) -> float:
-    """Seconds per step of ``solve_population``."""
-    return solve_population(cfg, population, device, compiled, graphed).seconds_per_step(epochs)
 
 
 def solve_population(
