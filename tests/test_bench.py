@@ -100,11 +100,10 @@ def test_the_handwritten_loop_takes_the_projects_steps(experiment, build, parame
     # for the NAU/NMU recipes λ's ramp, the learning rate's decay and the clamps) give the
     # project's weights after 2 epochs of 4 steps. (One round: the project's rounds restart
     # what is unsettled, which the loop leaves out.)
+    train_size = 128 if experiment == "article" else 512  # 4 batches of 32 or 128
     overrides = [f"experiment={experiment}", "population=2", "rounds=1", "compile=false"]
-    overrides += ["data.train_size=512", "trainer.max_epochs=2"]
+    overrides += [f"data.train_size={train_size}", "trainer.max_epochs=2"]
     overrides += ["data.interp_size=256", "data.extrap_size=256"]
-    if experiment == "article":  # a fixed training set of 4 batches
-        overrides += ["data.train_size=128"]
     cfg = compose_config(overrides, tmp_path)
     *_, module = build_run(cfg)
     initial = dict(module.network.named_parameters())
