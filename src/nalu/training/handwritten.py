@@ -81,11 +81,6 @@ class HandwrittenPopulation:
     step: Step
     steps_per_epoch: int
 
-    def seconds_per_step(self, epochs: int) -> float:
-        """``timed_steps`` over ``epochs`` of its steps."""
-        device = self.weights[0].device
-        return timed_steps(self.step, epochs, self.steps_per_epoch, device)
-
 
 def timed_population(
     build: Callable[..., HandwrittenPopulation],
@@ -97,7 +92,8 @@ def timed_population(
 ) -> float:
     """Seconds per step of the population that ``build`` (``article_population``, ...) makes
     afresh from ``cfg`` with ``options`` (``compiled``, ``graphed``), over ``epochs``."""
-    return build(cfg, population, device, **options).seconds_per_step(epochs)
+    built = build(cfg, population, device, **options)
+    return timed_steps(built.step, epochs, built.steps_per_epoch, torch.device(device))
 
 
 def _sparsity(weight: Tensor) -> Tensor:
