@@ -363,9 +363,9 @@ def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     figure = plot_success(rows)
     (axis,) = figure.axes
     assert axis.get_title() == "Runs solved per operation (every output), 95% Wilson intervals"
-    assert [bar.get_height() for bar in axis.patches] == [0.5, 0.0]
+    assert [bar.get_width() for bar in axis.patches] == [0.5, 0.0]
     # Each operation's interval: from the rate down to its low end and up to its high end.
-    spans = [segment[:, 1].tolist() for line in axis.collections for segment in line.get_segments()]
+    spans = [segment[:, 0].tolist() for line in axis.collections for segment in line.get_segments()]
     assert sorted(spans) == [[0.0, 0.3], [0.2, 0.8]]
     # Each rate's point in its bar's colour: a rate of 0, with no bar to see, still names it.
     points = [line for line in axis.lines if line.get_marker() == "o"]
@@ -406,11 +406,45 @@ def test_curves_within_a_factor_of_10_are_drawn_on_a_linear_scale(monkeypatch):
     assert axis.get_yscale() == "linear"
 
 
-def test_every_group_of_a_curve_figure_has_its_own_colour(monkeypatch):
+@pytest.mark.parametrize("count", [12, 26])
+def test_every_group_of_a_curve_figure_is_drawn_and_named_beside_the_curves(monkeypatch, count):
     monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: {INTERP_MSE: {10: 1.0}})
-    groups = {f"group {k}": [{"run_dir": str(k), "steps": 10, "epochs": 1}] for k in range(12)}
-    lines = plot_curves(groups)["validation_loss"].axes[0].get_lines()
-    assert len({tuple(line.get_color()) for line in lines}) == 12
+    groups = {f"group {k}": [{"run_dir": str(k), "steps": 10, "epochs": 1}] for k in range(count)}
+    figure = plot_curves(groups)["validation_loss"]
+    (axis,) = figure.axes
+    lines = axis.get_lines()
+    assert [line.get_label() for line in lines] == [f"group {k} (n=1)" for k in range(count)]
+    # Each its own look: 20 colours, then the same colours dashed.
+    looks = {(to_rgba(line.get_color()), line.get_linestyle()) for line in lines}
+    assert len(looks) == count
+    # One legend, to the right of the curves, not over them.
+    [legend] = figure.legends
+    assert axis.get_legend() is None
+    assert [text.get_text() for text in legend.get_texts()] == [line.get_label() for line in lines]
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    assert legend.get_window_extent(renderer).x0 >= axis.get_window_extent(renderer).x1
+
+
+def test_the_success_figure_of_many_groups_lists_them_down_the_page():
+    groups = [f"unit {k}" for k in range(18)]
+    operations = ["all", "add", "sub", "mul", "div"]
+    rows = [
+        {"group": group, "operation": op, "success_rate": 0.5, "success_low": 0.2,
+         "success_high": 0.8}
+        for group in groups for op in operations
+    ]  # fmt: skip
+    figure = plot_success(rows)
+    (axis,) = figure.axes
+    # The first group on top, as in the table, at a width that reads on a screen.
+    assert [label.get_text() for label in axis.get_yticklabels()] == groups
+    assert axis.yaxis_inverted()
+    assert figure.get_figwidth() == 9
+    [legend] = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == operations
+    # Within a group its operations top-down in the table's order.
+    first_group = [bar.get_y() for bar in axis.patches[::18]]
+    assert first_group == sorted(first_group)
 
 
 def test_a_deletion_and_the_checkpoint_resumed_from_make_no_column(tmp_path):

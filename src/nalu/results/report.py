@@ -534,15 +534,38 @@ def line_colours(count: int) -> tuple[tuple[float, float, float], ...]:
     return plt.get_cmap("tab10" if count <= 10 else "tab20").colors
 
 
+# Past the colours' count, lines start over in their colours with the next of these styles.
+LINE_STYLES = ("-", "--", ":", "-.")
+
+
+def legend_handles(figure: "Figure") -> dict[str, Any]:
+    """Each label drawn in the figure's panels with its first handle, in the order drawn."""
+    handles: dict[str, Any] = {}
+    for axis in figure.axes:
+        for handle, label in zip(*axis.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    return handles
+
+
+def legend_beside(figure: "Figure") -> None:
+    """One legend for all of the figure's panels, to their right: inside a panel, a legend of
+    many groups hides the curves it names. The figure must use the constrained layout."""
+    handles = legend_handles(figure)
+    if handles:  # runs without curves draw nothing
+        figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
+
+
 def _plot_median_band(
     axis: Any,
     groups: dict[str, list[dict[str, Any]]],
     curves: dict[str, list[dict]],
     tag: str,
     ylabel: str = "MSE",
-) -> None:
+    counted: bool = True,
+) -> list[int]:
     """Per group the median over its runs and the 25–75% band, against epochs: on a log scale
-    where the curves span a factor of 10 or more, else a linear one.
+    where the curves span a factor of 10 or more, else a linear one. Each line is labelled by
+    its group, and with its count of runs where ``counted``; returns the counts of the lines.
 
     At each step the median is over the runs with a finite point there: a run whose curve
     ends early (a member that diverged) leaves the others' points drawn. An exact 0 counts: on
@@ -550,7 +573,10 @@ def _plot_median_band(
     colours = line_colours(len(groups))
     drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]] = []
     steps_per_epoch: set[float] = set()
-    for (key, members), colour in zip(groups.items(), colours, strict=False):
+    counts: list[int] = []
+    for index, (key, members) in enumerate(groups.items()):
+        colour = colours[index % len(colours)]
+        style = LINE_STYLES[index // len(colours) % len(LINE_STYLES)]
         series = [
             (curve[tag], _steps_per_epoch(run))
             for run, curve in zip(members, curves[key], strict=True)
@@ -571,7 +597,9 @@ def _plot_median_band(
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanpercentile(values, [25, 75], axis=0)
             median = np.nanmedian(values, axis=0)
-        axis.plot(epochs, median, label=f"{key} (n={len(series)})", color=colour)
+        label = f"{key} (n={len(series)})" if counted else key
+        axis.plot(epochs, median, style, label=label, color=colour)
+        counts.append(len(series))
         axis.fill_between(epochs, low, high, color=colour, alpha=0.2)
         drawn.append((epochs, median, low, high, colour))
     plotted = np.concatenate([np.ravel(arrays[1:4]) for arrays in drawn]) if drawn else []
@@ -594,8 +622,7 @@ def _plot_median_band(
     )
     axis.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no 2.5
     axis.set_ylabel(ylabel)
-    if axis.get_legend_handles_labels()[0]:  # runs without curves draw nothing
-        axis.legend(fontsize="small")
+    return counts
 
 
 def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
@@ -628,18 +655,24 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
             "relative error (%)",
         ),
     ):
-        figure, axis = plt.subplots(figsize=(8, 5))
+        figure, axis = plt.subplots(figsize=(10, 5), layout="constrained")
         _plot_median_band(axis, groups, curves, tag, ylabel)
         axis.set_title(title)
-        figure.tight_layout()
+        legend_beside(figure)
         figures[name] = figure
+    panels = max(1, len(operations))
     figure, axes = plt.subplots(
-        1, max(1, len(operations)), figsize=(5 * max(1, len(operations)), 4.2), squeeze=False
+        1, panels, figsize=(4.5 * panels + 2.5, 4.2), squeeze=False, layout="constrained"
     )
     for axis, operation in zip(axes[0], operations, strict=False):
-        _plot_median_band(axis, groups, curves, f"{EXTRAP_MSE_OF}{operation}")
-        axis.set_title(f"Test loss of the {operation} outputs")
-    figure.tight_layout()
+        # The panels share one legend of the groups; each says how many runs have the operation.
+        counts = _plot_median_band(
+            axis, groups, curves, f"{EXTRAP_MSE_OF}{operation}", counted=False
+        )
+        fewest, most = min(counts, default=0), max(counts, default=0)
+        runs = f"{fewest}" if fewest == most else f"{fewest}–{most}"
+        axis.set_title(f"Test loss of the {operation} outputs (n={runs})")
+    legend_beside(figure)
     figures["test_loss_by_operation"] = figure
     return figures
 
@@ -656,40 +689,42 @@ def interval_error_bars(rows: list[dict[str, Any]]) -> np.ndarray:
 
 
 def plot_success(rows: list[dict[str, Any]]) -> "Figure":
-    """Success rate per group and operation with its 95% Wilson interval as error bars."""
+    """Success rate per group and operation with its 95% Wilson interval as error bars: a bar
+    per operation within each group, the groups down the page in the table's order, so that a
+    report of many groups grows longer, not too wide to read."""
     import matplotlib.pyplot as plt
 
     groups = list(dict.fromkeys(row["group"] for row in rows))
     operations = list(dict.fromkeys(row["operation"] for row in rows))
-    width = 0.8 / len(operations)
-    figure, axis = plt.subplots(figsize=(max(6, 1.5 * len(groups) * len(operations) / 2), 4.2))
+    thickness = 0.8 / len(operations)
+    # About 0.15 inch a bar: 18 groups of 5 operations take 17 inches.
+    height = max(3.0, 1.4 + 0.15 * len(groups) * (len(operations) + 1))
+    figure, axis = plt.subplots(figsize=(9, height), layout="constrained")
     for k, operation in enumerate(operations):
         chosen = [r for r in rows if r["operation"] == operation]
-        offset = (k - (len(operations) - 1) / 2) * width
+        offset = (k - (len(operations) - 1) / 2) * thickness
         positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
         rates = np.array([r["success_rate"] for r in chosen])
-        errors = interval_error_bars(chosen)
-        bars = axis.bar(positions, rates, width, label=operation)
+        bars = axis.barh(positions, rates, thickness, label=operation)
         # A point in the operation's colour and the interval also show a rate of 0, which has
         # no visible bar.
         axis.errorbar(
-            positions,
             rates,
-            yerr=errors,
+            positions,
+            xerr=interval_error_bars(chosen),
             fmt="o",
-            capsize=3,
+            capsize=2,
             ecolor="black",
-            ms=5,
+            ms=4,
             mfc=bars.patches[0].get_facecolor(),
             mec="black",
         )
-    axis.set_xticks(np.arange(len(groups)))
-    axis.set_xticklabels(groups, rotation=20, ha="right")
-    axis.set_ylim(-0.03, 1.05)  # a point at 0 drawn whole
-    axis.set_ylabel("success rate (95% Wilson CI)")
+    axis.set_yticks(np.arange(len(groups)), groups)
+    axis.invert_yaxis()  # the first group on top, as in the table
+    axis.set_xlim(-0.03, 1.05)  # a point at 0 drawn whole
+    axis.set_xlabel("success rate (95% Wilson CI)")
     axis.set_title("Runs solved per operation (every output), 95% Wilson intervals")
-    axis.legend(fontsize="small")
-    figure.tight_layout()
+    legend_beside(figure)
     return figure
 
 
@@ -814,11 +849,7 @@ def plot_success_by_cell(
         panel.set_ylabel("success rate (95% Wilson CI)")
     for panel in list(panels.flat)[len(operations) :]:
         panel.set_visible(False)
-    handles = {
-        text: handle
-        for panel in panels.flat
-        for handle, text in zip(*panel.get_legend_handles_labels(), strict=True)
-    }
+    handles = legend_handles(figure)
     shown = [*names, *(["published rate"] if "published rate" in handles else [])]
     figure.legend(
         [handles[name] for name in shown], shown, loc="lower center", ncol=min(len(shown), 10)
