@@ -4,7 +4,7 @@ import pytest
 import torch
 from conftest import named_metrics
 
-from nalu.results.metrics import MemberOutputMSE, OutputGroups
+from nalu.results.metrics import MemberOutputMSE, OutputGroups, member_metrics
 
 
 def test_mse_per_operation_matches_hand_computed_values():
@@ -41,6 +41,18 @@ def test_solved_at_step_of_a_group_is_its_last_outputs_first_step():
     steps = groups.last_step(torch.tensor([[40, -1, 120]]))
     # all: one output never solved; add: max(40, 120); mul: never.
     assert math.isnan(steps[0, 0]) and steps[0, 1] == 120 and math.isnan(steps[0, 2])
+
+
+def test_an_output_is_solved_only_below_its_threshold():
+    # Three + outputs and a ×, MSE against threshold: 0.5 < 1, 1.0 at 1 (not below), 0.25 < 0.5
+    # and the ×'s 2 < 3. Solved: + 2 of 3, × 1 of 1, all 3 of 4 (Madsen & Johansen 2020, 4.1).
+    groups = OutputGroups([["add", "add", "add", "mul"]])
+    mse = torch.tensor([[0.5, 1.0, 0.25, 2.0]])
+    threshold = torch.tensor([[1.0, 1.0, 0.5, 3.0]])
+    metrics = member_metrics(groups, mse, success_threshold=threshold)
+    assert metrics["solved_fraction_add"].tolist() == pytest.approx([2 / 3])
+    assert metrics["solved_fraction_mul"].tolist() == [1.0]
+    assert metrics["solved_fraction"].tolist() == [0.75]
 
 
 def test_reset_starts_over():

@@ -470,6 +470,12 @@ def test_regularizer_schedule_jumps_are_evenly_spaced_from_start_to_end():
     assert [schedule(step, 100) for step in (9, 10, 14, 15, 19, 20)] == [1, 2, 2, 4, 4, 8]
 
 
+def test_a_regularizer_schedules_last_jump_lands_on_its_scale():
+    # 1 → 5 by ×2: round(log2 5) = 2 jumps, at steps 10 and 20; the last is ×2.5, onto scale.
+    schedule = RegularizerSchedule(scale=5.0, start=0.1, end=0.2, initial=1.0, growth=2)
+    assert [schedule(step, 100) for step in (9, 10, 19, 20)] == [1, 2, 2, 5]
+
+
 def test_linear_regularizer_schedule_starts_from_initial():
     schedule = RegularizerSchedule(scale=3.0, start=0.0, end=0.5, initial=1.0)
     assert [schedule(step, 10) for step in (0, 1, 5)] == pytest.approx([1.0, 1.4, 3.0])
@@ -507,6 +513,25 @@ def test_member_objective_is_the_mse_and_the_units_regularization():
     # R = mean(0.3, 0.2, 0) = 1/6.
     mse, fit, regularization = MemberObjective(network)(x, y)
     assert (mse.item(), fit.item(), regularization.item()) == pytest.approx((1, 1, 1 / 6), rel=1e-5)
+
+
+@pytest.mark.parametrize(("scale", "expected"), [(2.0, [-0.18, 0.14]), (0.0, [-0.08, 0.04])])
+def test_a_step_descends_the_fit_plus_lambda_times_the_regularization(scale, expected):
+    # Madsen & Johansen 2020 (sec. 2.2.1): L = L̂ + λ·R_sparse. An NAU with W = (0.3, 0.8) on
+    # x = (1, 2), y = 0: z = 1.9, ∂MSE/∂W = 2·1.9·x = (3.8, 7.6); R = mean(0.3, 0.2), whose
+    # gradient is (1/2, −1/2), times λ = 2: (1, −1). One SGD step of 0.1 from (0.3, 0.8).
+    network = NeuralAdditionUnit(2, 1)
+    set_(network.weight, [[0.3, 0.8]])
+    optimizer = {"_target_": "torch.optim.SGD", "_partial_": True, "lr": 0.1}
+    regularizer = {"scale": scale, "start": 0.0, "end": 0.0}
+    module = ArithmeticModule(network, optimizer, [["add"]], regularizer=regularizer)
+    data = DataLoader(TensorDataset(torch.tensor([[1.0, 2.0]]), torch.zeros(1, 1)))
+    trainer = L.Trainer(
+        max_steps=1, limit_val_batches=0, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, train_dataloaders=data)
+    assert network.weight.detach().tolist()[0] == pytest.approx(expected, abs=1e-6)
 
 
 def fit_steps(

@@ -211,6 +211,15 @@ def test_unit_weights_are_out_by_in():
     assert NeuralArithmeticLogicUnit(7, 3).gate_weight.shape == (3, 7)
 
 
+def test_article_baseline_is_relu_of_w_x_plus_b():
+    baseline = ArticleBaseline(2, 1)
+    set_(baseline.linear.weight, [[1.0, -2.0]])
+    set_(baseline.linear.bias, [0.5])
+    # (3, 1): 3 − 2 + 0.5 = 1.5; (1, 1): 1 − 2 + 0.5 = −0.5, which the ReLU makes 0.
+    out = baseline(torch.tensor([[3.0, 1.0], [1.0, 1.0]]))
+    assert out.flatten().tolist() == [1.5, 0.0]
+
+
 def test_article_baseline_cannot_output_negatives_but_mlp_can():
     torch.manual_seed(0)
     x = torch.randn(256, 4) * 10

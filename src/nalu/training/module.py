@@ -735,6 +735,7 @@ class ArithmeticModule(L.LightningModule):
         regularisation), the loss to differentiate (the objectives' sum) and the members'
         regularisation where a unit has one: one function for ``torch.compile`` to fuse."""
         mse, fit, *regularization = self.members.run(self._objective["member"], x, y)
+        # L = L̂ + λ·R (Madsen & Johansen 2020, sec. 2.2.1)
         objective = fit + scale * regularization[0] if regularization else fit
         # A single run's objective is the loss itself: a sum would be one more node to run back.
         loss = objective.sum() if objective.dim() else objective

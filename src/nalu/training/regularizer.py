@@ -23,7 +23,8 @@ class RegularizerSchedule:
     nearest of -1, 0, 1 from the start locks in the init. The
     jumps are Heim et al.'s (2020) β for the NPU's L1 penalty, ×10 every 10,000 steps from 1e-7
     to 1e-5 in Mistry et al.'s (2022) benchmark: ``initial=1e-7, scale=1e-5, growth=10,
-    start=0.2, end=0.4`` of 50,000 steps.
+    start=0.2, end=0.4`` of 50,000 steps. Where scale/initial is not a power of ``growth``, the
+    jumps are round(log_growth(scale/initial)) and the last lands on ``scale``.
 
     ``factor`` multiplies the whole schedule: a ``problems`` cell's λ as a share of the run's
     (the NPU's β on ÷ at 1/100 of ×'s), so that a run without a regulariser (``regularizer=none``,

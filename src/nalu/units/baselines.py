@@ -10,7 +10,8 @@ from nalu.config import rules
 
 
 class ArticleBaseline(nn.Module):
-    """The article's "vanilla" network, kept as published: ReLU(W x + b).
+    """The article's "vanilla" network, kept as published: ReLU(W x + b) (its ``VanillaNetwork``,
+    one ``nn.Linear`` and a ReLU, in the section comparing it with the NAC and the NALU).
 
     Its final ReLU means it can never output a negative number, so it cannot fit half of any
     subtraction or signed product; it is the article's baseline, not a fair one (see ``MLP``).

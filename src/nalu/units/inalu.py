@@ -72,7 +72,7 @@ class ImprovedNeuralArithmeticLogicUnit(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         additive = self.add_nac(x)
-        # Schlör et al. 2020, eqs. for m (log-space NAC clipped at ω) and the mixed sign vector.
+        # Schlör et al. 2020, sec. 3: m (the log-space NAC clipped at ω) and the mixed sign vector.
         log_magnitude = self.mul_nac(torch.log(x.abs().clamp_min(self.eps)))
         magnitude = torch.exp(log_magnitude.clamp(max=self.max_log_magnitude))
         # msv_j = Π_i (|W_m,ji| sign(x_i) + 1 − |W_m,ji|): the NMU's product of |W_m| and sign(x)

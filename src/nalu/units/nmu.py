@@ -14,7 +14,8 @@ from nalu.units.nau import sparsity_penalty
 
 
 def magnitude_product(terms: Tensor, dim: int, max_log_magnitude: float) -> Tensor:
-    """Π terms along ``dim`` for terms >= 0, as exp(Σ log term), the log clipped from above.
+    """Π terms along ``dim`` for terms >= 0, as exp(Σ log term), the log clipped from above
+    (this project's own numerics; the papers' product has no clip).
 
     A running float32 product of 100 factors of size up to 50 leaves float32's range long before
     the end; summing logs cannot, and the clip keeps the result (and its square in the MSE)
@@ -314,7 +315,8 @@ class LogMagnitude(torch.autograd.Function):
 
 def log_magnitude(weight: Tensor, magnitudes: Tensor) -> Tensor:
     """Σ_i log(W_ji |x_i| + 1 − W_ji) for ``magnitudes`` |x| ``[..., in]``: log|NMU_j| wherever W
-    is in {0, 1} (Madsen & Johansen 2020's product on magnitudes). Compiled, as
+    is in {0, 1} (this project's own: Madsen & Johansen 2020's eq. 12 on magnitudes, in logs,
+    for the fit in log space). Compiled, as
     ``LogMagnitude``; eagerly as written (see ``nmu_product``).
 
     Fitted to log|y|, its gradient at W ≈ 0 follows the inputs whose magnitudes make up |y|
