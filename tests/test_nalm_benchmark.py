@@ -125,13 +125,34 @@ def test_the_benchmark_runs_the_primers_25_seeds_unless_told(tmp_path):
 
 def test_a_unit_that_fails_stops_the_benchmark_with_the_command_that_resumes_it(tmp_path):
     out = tmp_path / "bench"
-    args = ["--units", "nau", "--seeds", "2", "--ops", "sub", "trainer.max_epochs=0"]
-    result = benchmark(out, *args)
+    # A checkpoint that only its loading finds unreadable: the unit's own process fails.
+    (tmp_path / "bad.ckpt").write_text("not a checkpoint")
+    ckpt = f"ckpt_path={tmp_path / 'bad.ckpt'}"
+    result = benchmark(out, "--units", "nau", "--seeds", "2", "--ops", "sub", ckpt)
     assert result.returncode == 2
     *_, refusal, hint = result.stderr.strip().splitlines()
-    assert refusal == "error: trainer.max_epochs=0: must be a positive integer"
+    assert refusal == (
+        f"error: ckpt_path='{tmp_path / 'bad.ckpt'}': not a readable checkpoint of nalu-train "
+        "(UnpicklingError)"
+    )
     # Every setting the folder was started with, as make takes them (another is refused).
     assert hint == (
         f"benchmark stopped at nau; `make benchmark BENCH_DIR={out} UNITS=nau SEEDS=2 OPS=sub "
-        "ARGS=trainer.max_epochs=0` resumes it"
+        f"ARGS={ckpt}` resumes it"
     )
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("trainer.max_epochs=0", "trainer.max_epochs=0: must be a positive integer"),
+        ("trainer=gpux", "trainer=gpux: unknown trainer; choose one of ['ddp', 'default', 'gpu']"),
+    ],
+)
+def test_a_bad_override_is_refused_before_the_folder_records_it(tmp_path, override, message):
+    out = tmp_path / "bench"
+    result = benchmark(out, "--units", "nau,nmu", "--seeds", "2", override)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {message}"]
+    # Nothing written: the corrected command may use the same folder.
+    assert not out.exists()

@@ -25,7 +25,9 @@ from nalu.cli.common import (
     fail,
     output_error_message,
 )
+from nalu.config.errors import ConfigError
 from nalu.config.rules import MYSTERY_OPERATIONS
+from nalu.config.validation import check_command_line
 from nalu.results.record import write_json_atomic, write_text_atomic
 
 SETTINGS_FILE = "benchmark.json"
@@ -117,7 +119,13 @@ def run_benchmark(
     ones), then write the report; the exit code of the first unit that failed, else 0."""
     unknown = [unit for unit in units if unit not in all_units()]
     if unknown:
-        raise BenchmarkError(f"units={','.join(units)}: {unknown} not in conf/nalm {all_units()}")
+        raise BenchmarkError(f"--units={','.join(units)}: {unknown} not in conf/nalm {all_units()}")
+    # Every unit's command line checked before the folder records the settings: a mistyped
+    # override would otherwise stop the first unit, and the folder refuse the corrected one.
+    for unit in units:
+        overrides = unit_overrides(unit, seeds, operations)
+        if overrides is not None:
+            check_command_line([*overrides, *extra], CONFIG_DIR)
     check_settings(out, {"seeds": seeds, "operations": operations, "overrides": extra})
     for k, unit in enumerate(units, start=1):
         run_dir = out / unit
@@ -187,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--ops={args.ops}: {unknown} not among {list(MYSTERY_OPERATIONS)}")
     try:
         code = run_benchmark(args.dir, units, args.seeds, operations, args.overrides)
-    except BenchmarkError as error:
+    except (BenchmarkError, ConfigError) as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
