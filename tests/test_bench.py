@@ -79,6 +79,18 @@ def test_bench_refuses_fewer_than_one_repeat(capsys):
     )
 
 
+def test_bench_refuses_a_bad_override_before_measuring_anything(tmp_path, capsys):
+    output = tmp_path / "bench.json"
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--overrides", "data.train_size=0", "--output", str(output)])
+    assert exit_info.value.code == EXIT_CONFIG_ERROR
+    printed = capsys.readouterr()
+    assert printed.err.strip() == (
+        "error: --overrides: data.train_size=0: must be a positive integer (see nalu-bench --help)"
+    )
+    assert printed.out == "" and not output.exists()
+
+
 NALU = ["gate_weight", "add_nac.weight_hat", "add_nac.gate_hat", "mul_nac.weight_hat"]
 
 

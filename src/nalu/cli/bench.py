@@ -63,6 +63,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from nalu.cli.common import CONFIG_DIR, OneLineParser, keep_freed_memory, log_lightning_once
 from nalu.cli.train import build_run, train
 from nalu.config.errors import ConfigError
+from nalu.config.validation import check_command_line
 from nalu.data.batches import step_batches
 from nalu.results.record import write_json_atomic
 from nalu.training import handwritten
@@ -480,6 +481,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", type=Path, default=Path("outputs/bench/bench.json"))
     args = parser.parse_args(argv)
     populations = {e: getattr(args, f"{e}_population") for e in HANDWRITTEN}
+    # (d) comes last: its overrides are checked before the minutes of (a) to (c), not after.
+    for experiment, size in populations.items():
+        try:
+            check_command_line(
+                [f"experiment={experiment}", f"population={size}", *args.overrides], CONFIG_DIR
+            )
+        except ConfigError as error:
+            parser.error(f"--overrides: {error}")
     figures = run(
         args.sizes,
         args.epochs,
