@@ -314,6 +314,9 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
     assert member_operations == [{"sub", "mul"}, {"add", "sub", "mul"}]
     operations = ["add", "mul", "sub"]
     figure = figures["test_loss_by_operation"]
+    # Two panels a row: the third starts a second row under the first.
+    corners = [(round(a.get_position().x0, 2), round(a.get_position().y0, 2)) for a in figure.axes]
+    assert corners[2][0] == corners[0][0] and corners[2][1] < corners[0][1] == corners[1][1]
     for axis, operation in zip(figure.axes, operations, strict=True):
         (line,) = axis.get_lines()
         having = sum(operation in own for own in member_operations)

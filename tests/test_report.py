@@ -356,9 +356,9 @@ def test_swept_values_group_as_hydra_reads_them_in_numeric_order(tmp_path):
 
 def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     rows = [
-        {"group": "nac", "operation": op, "success_rate": rate, "success_low": low,
-         "success_high": high}
-        for op, rate, low, high in (("add", 0.5, 0.2, 0.8), ("mul", 0.0, 0.0, 0.3))
+        {"group": "nac", "operation": op, "solved": solved, "runs": runs,
+         "success_rate": solved / runs, "success_low": low, "success_high": high}
+        for op, solved, runs, low, high in (("add", 2, 4, 0.2, 0.8), ("mul", 0, 9, 0.0, 0.3))
     ]  # fmt: skip
     figure = plot_success(rows)
     (axis,) = figure.axes
@@ -367,10 +367,16 @@ def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     # Each operation's interval: from the rate down to its low end and up to its high end.
     spans = [segment[:, 0].tolist() for line in axis.collections for segment in line.get_segments()]
     assert sorted(spans) == [[0.0, 0.3], [0.2, 0.8]]
-    # Each rate's point in its bar's colour: a rate of 0, with no bar to see, still names it.
+    # Each rate's point in its bar's colour: a rate of 0, with no bar to see, still names it,
+    # and so does its count, at the interval's end.
     points = [line for line in axis.lines if line.get_marker() == "o"]
     bars = [bar.get_facecolor() for bar in axis.patches]
     assert [to_rgba(point.get_markerfacecolor()) for point in points] == bars
+    counts = [(text.get_text(), text.get_position()[0]) for text in axis.texts]
+    assert counts == [("2/4", pytest.approx(0.81)), ("0/9", pytest.approx(0.31))]
+    # Each operation in its own colour in every report: × is C2 even without − beside it.
+    assert bars == [to_rgba("C0"), to_rgba("C2")]
+    assert axis.get_xticklabels()[-1].get_text() == "100%"
 
 
 def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_counts(monkeypatch):
@@ -414,7 +420,7 @@ def test_every_group_of_a_curve_figure_is_drawn_and_named_beside_the_curves(monk
     (axis,) = figure.axes
     lines = axis.get_lines()
     assert [line.get_label() for line in lines] == [f"group {k} (n=1)" for k in range(count)]
-    # Each its own look: 20 colours, then the same colours dashed.
+    # Each its own look: 10 colours, then the same colours dashed, then dotted.
     looks = {(to_rgba(line.get_color()), line.get_linestyle()) for line in lines}
     assert len(looks) == count
     # One legend, to the right of the curves, not over them.
@@ -430,8 +436,8 @@ def test_the_success_figure_of_many_groups_lists_them_down_the_page():
     groups = [f"unit {k}" for k in range(18)]
     operations = ["all", "add", "sub", "mul", "div"]
     rows = [
-        {"group": group, "operation": op, "success_rate": 0.5, "success_low": 0.2,
-         "success_high": 0.8}
+        {"group": group, "operation": op, "solved": 1, "runs": 2, "success_rate": 0.5,
+         "success_low": 0.2, "success_high": 0.8}
         for group in groups for op in operations
     ]  # fmt: skip
     figure = plot_success(rows)

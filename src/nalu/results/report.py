@@ -33,7 +33,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import InvalidArgument
 from nalu.config.resolvers import is_hyperparameter
-from nalu.config.rules import SUCCESS_EPSILON
+from nalu.config.rules import STATIC_OPERATIONS, SUCCESS_EPSILON
 from nalu.config.value_range import describe_intervals, value_intervals
 from nalu.results.record import (
     EXTRAP_MSE,
@@ -527,15 +527,18 @@ def _steps_per_epoch(run: dict[str, Any]) -> float:
     return run["steps"] / run["epochs"] if run.get("epochs") else 1.0
 
 
-def line_colours(count: int) -> tuple[tuple[float, float, float], ...]:
-    """Colours that tell ``count`` lines apart: tab10's up to 10, tab20's up to 20."""
+def line_colours() -> tuple[tuple[float, float, float], ...]:
+    """tab10's colours, for the groups of a figure: tab20's pale halves fade on white, so past
+    10 groups a figure tells them apart by line style or marker as well."""
     import matplotlib.pyplot as plt
 
-    return plt.get_cmap("tab10" if count <= 10 else "tab20").colors
+    return plt.get_cmap("tab10").colors
 
 
-# Past the colours' count, lines start over in their colours with the next of these styles.
+# Past ``line_colours``' 10, curves start over in its colours with the next of these styles.
 LINE_STYLES = ("-", "--", ":", "-.")
+# One colour per operation in every report; the share over all of a run's operations in grey.
+OPERATION_COLOURS = {"all": "0.6", **{name: f"C{k}" for k, name in enumerate(STATIC_OPERATIONS)}}
 
 
 def legend_handles(figure: "Figure") -> dict[str, Any]:
@@ -570,7 +573,7 @@ def _plot_median_band(
     At each step the median is over the runs with a finite point there: a run whose curve
     ends early (a member that diverged) leaves the others' points drawn. An exact 0 counts: on
     a log scale a median of 0 is a ▼ on the bottom edge, in the group's colour."""
-    colours = line_colours(len(groups))
+    colours = line_colours()
     drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]] = []
     steps_per_epoch: set[float] = set()
     counts: list[int] = []
@@ -661,10 +664,14 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
         legend_beside(figure)
         figures[name] = figure
     panels = max(1, len(operations))
+    columns = min(2, panels)  # two a row: four side by side would be a strip too flat to read
+    rows = math.ceil(panels / columns)
     figure, axes = plt.subplots(
-        1, panels, figsize=(4.5 * panels + 2.5, 4.2), squeeze=False, layout="constrained"
+        rows, columns, figsize=(5 * columns + 2.5, 4 * rows), squeeze=False, layout="constrained"
     )
-    for axis, operation in zip(axes[0], operations, strict=False):
+    for axis in axes.flat[panels:]:
+        figure.delaxes(axis)
+    for axis, operation in zip(axes.flat, operations, strict=False):
         # The panels share one legend of the groups; each says how many runs have the operation.
         counts = _plot_median_band(
             axis, groups, curves, f"{EXTRAP_MSE_OF}{operation}", counted=False
@@ -693,6 +700,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     per operation within each group, the groups down the page in the table's order, so that a
     report of many groups grows longer, not too wide to read."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import PercentFormatter
 
     groups = list(dict.fromkeys(row["group"] for row in rows))
     operations = list(dict.fromkeys(row["operation"] for row in rows))
@@ -705,24 +713,23 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         offset = (k - (len(operations) - 1) / 2) * thickness
         positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
         rates = np.array([r["success_rate"] for r in chosen])
-        bars = axis.barh(positions, rates, thickness, label=operation)
-        # A point in the operation's colour and the interval also show a rate of 0, which has
-        # no visible bar.
+        colour = OPERATION_COLOURS.get(operation)
+        bars = axis.barh(positions, rates, thickness, label=operation, color=colour)
+        # A point in the operation's colour, the interval as a thin grey line and the count
+        # solved at its end: a rate of 0 has no bar, and its interval alone would read as one.
+        errors = interval_error_bars(chosen)
         axis.errorbar(
-            rates,
-            positions,
-            xerr=interval_error_bars(chosen),
-            fmt="o",
-            capsize=2,
-            ecolor="black",
-            ms=4,
-            mfc=bars.patches[0].get_facecolor(),
-            mec="black",
-        )
+            rates, positions, xerr=errors, fmt="o", capsize=2, ecolor="0.45", elinewidth=1,
+            ms=4, mfc=bars.patches[0].get_facecolor(), mec="black",
+        )  # fmt: skip
+        for row, y, end in zip(chosen, positions, rates + errors[1], strict=True):
+            axis.text(end + 0.01, y, f"{row['solved']}/{row['runs']}", va="center", fontsize=7)
     axis.set_yticks(np.arange(len(groups)), groups)
     axis.invert_yaxis()  # the first group on top, as in the table
-    axis.set_xlim(-0.03, 1.05)  # a point at 0 drawn whole
-    axis.set_xlabel("success rate (95% Wilson CI)")
+    axis.set_xlim(-0.03, 1.12)  # a point at 0 drawn whole, and room for a count after 100%
+    axis.set_xticks(np.linspace(0, 1, 6))
+    axis.xaxis.set_major_formatter(PercentFormatter(xmax=1))
+    axis.set_xlabel("runs solved (95% Wilson CI)")
     axis.set_title("Runs solved per operation (every output), 95% Wilson intervals")
     legend_beside(figure)
     return figure
@@ -809,7 +816,7 @@ def plot_success_by_cell(
     published = published or {}
     operations = list(along.series)
     names = list(dict.fromkeys(line for lines in along.series.values() for line in lines))
-    colours = line_colours(len(names))
+    colours = line_colours()
     columns = min(2, len(operations))
     rows = math.ceil(len(operations) / columns)
     figure, panels = plt.subplots(
