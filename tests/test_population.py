@@ -305,9 +305,16 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
         ("validation_loss", INTERP_MSE),
         ("test_relative_error", EXTRAP_RELATIVE_ERROR),
     ):
-        (line,) = figures[name].axes[0].get_lines()
+        line, *reference = figures[name].axes[0].get_lines()
         assert list(line.get_xdata()) == [1, 2, 3], name
         assert list(line.get_ydata()) == pytest.approx(median_curve(tag), rel=1e-6), name
+        # The relative error's yardstick: 100% is what answering 0 scores.
+        if tag == EXTRAP_RELATIVE_ERROR:
+            [answering_zero] = reference
+            assert list(answering_zero.get_ydata()) == [100, 100]
+            assert answering_zero.get_label() == "answering 0 (100%)"
+        else:
+            assert reference == [], name
     # A panel per operation of either member, in name order, each with the median line of the
     # members that have it over the run's three epochs.
     # Seed 1 has an operation seed 0 lacks: a panel whose median line is over one member.

@@ -660,6 +660,8 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     ):
         figure, axis = plt.subplots(figsize=(10, 5), layout="constrained")
         _plot_median_band(axis, groups, curves, tag, ylabel)
+        if tag == EXTRAP_RELATIVE_ERROR:  # the yardstick: a network that answers 0 scores 100
+            axis.axhline(100, color="0.3", linestyle=":", label="answering 0 (100%)")
         axis.set_title(title)
         legend_beside(figure)
         figures[name] = figure
