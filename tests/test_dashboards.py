@@ -372,3 +372,11 @@ def test_the_read_back_column_stands_once_beside_the_last_panel_of_the_outputs()
     assert side_labels(matrices[0], "below") == ["x0", "x1", "x2"]
     assert side_labels(matrices[-1], "below") == ["nau", "nmu"]
     assert side_labels(matrices[-1], "right") == ["✓ x0 × x1", "✓ x1 × x2"]
+    # The read-back column is headed as the whole unit's, beside a choice drawn in square cells
+    # (2 columns of 0.32 inches, at least 1.2 inches), not stretched to the heads' width.
+    headings = [
+        [t.get_text() for t in a.texts if t.get_gid() == "read-back heading"] for a in matrices
+    ]
+    assert headings == [[], [], ["read back (the whole unit)"]]
+    inches = [a.get_position().width * figure.get_figwidth() for a in matrices]
+    assert inches[0] == inches[1] == pytest.approx(4.0) and inches[2] == pytest.approx(1.2)

@@ -36,6 +36,11 @@ MAX_FIGURE_INCHES = 15.0
 ROW_INCHES = 0.32
 COLUMN_INCHES = 0.11
 MIN_MATRIX_INCHES = (4.0, 0.4)
+# A matrix of fewer columns than the figure's widest (a gate, a choice of heads) gets square
+# cells, at least this wide: stretched to the others' width, one column reads as a band of many.
+NARROW_MATRIX_INCHES = 1.2
+# Above the read-back column: the formulas are the whole unit's, not the panel's matrix's.
+READ_BACK_HEADING = "read back (the whole unit)"
 CHARACTER_INCHES = 0.065
 SMALL_CHARACTER_INCHES = 0.06
 TICK_INCHES = 0.12
@@ -194,7 +199,11 @@ def weight_figure(
     ]
     left = MARGIN_INCHES + max(_label_inches(panel.row_labels) for panel in panels)
     learned_inches = max(
-        (_label_inches(panel.learned_labels) for panel in panels if panel.learned_labels),
+        (
+            _label_inches([*panel.learned_labels, READ_BACK_HEADING])
+            for panel in panels
+            if panel.learned_labels
+        ),
         default=0.0,
     )
     right = learned_inches + sum(COLOUR_BAR_INCHES) + MARGIN_INCHES
@@ -202,16 +211,27 @@ def weight_figure(
     matrix_width = max(
         MIN_MATRIX_INCHES[0], min(COLUMN_INCHES * columns, MAX_FIGURE_INCHES - left - right)
     )
-    width = left + matrix_width + right
+    widths = [
+        matrix_width
+        if panel.values.shape[1] == columns
+        else min(matrix_width, max(NARROW_MATRIX_INCHES, ROW_INCHES * panel.values.shape[1]))
+        for panel in panels
+    ]
+    # The read-back column stands beside its own panel, which may be a narrow one.
+    drawn_width = max(
+        panel_width + (learned_inches if panel.learned_labels else 0.0)
+        for panel_width, panel in zip(widths, panels, strict=True)
+    )
+    width = left + drawn_width + sum(COLOUR_BAR_INCHES) + MARGIN_INCHES
     height = TITLE_INCHES + sum(panel.inches for panel in panels) + MARGIN_INCHES
     figure = Figure(figsize=(width, height))
     FigureCanvasAgg(figure)
     figure.suptitle(title, y=1 - 0.12 / height, va="top")
     top = height - TITLE_INCHES
     gap, bar, _ = COLOUR_BAR_INCHES
-    for panel in panels:
+    for panel, panel_width in zip(panels, widths, strict=True):
         bottom = top - PANEL_TITLE_INCHES - panel.matrix_inches
-        box = [left / width, bottom / height, matrix_width / width, panel.matrix_inches / height]
+        box = [left / width, bottom / height, panel_width / width, panel.matrix_inches / height]
         axis = figure.add_axes(box, xticks=[], yticks=[])
         finite = panel.values[np.isfinite(panel.values)]
         bound = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
@@ -222,7 +242,13 @@ def weight_figure(
         _label(axis, "left", panel.row_ticks, panel.row_labels, fontsize=8)
         if panel.learned_labels:
             _label(axis, "right", range(rows), panel.learned_labels, fontsize=8)
-        bar_left = left + matrix_width + learned_inches + gap
+            away = TICK_POINTS + TICK_PAD_POINTS
+            heading = offset_copy(axis.transAxes, fig=figure, x=away, y=2, units="points")
+            axis.text(
+                1.0, 1.0, READ_BACK_HEADING, transform=heading, fontsize=8, ha="left",
+                va="bottom", style="italic", gid="read-back heading",
+            )  # fmt: skip
+        bar_left = left + drawn_width + gap
         colour_bar = figure.add_axes(
             [bar_left / width, bottom / height, bar / width, panel.matrix_inches / height]
         )
