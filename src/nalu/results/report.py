@@ -801,8 +801,8 @@ def cell_series(
     return CellSeries(along, cells, series, [cell_caption(first, along, c) for c in cells])
 
 
-# A marker per unit beside its colour: past 10 units the colours are tab20's, whose pairs (blue
-# and light blue, ...) are hard to tell apart in a small point. Not "D", the published rates'.
+# A marker per unit beside its colour: past 10 units ``line_colours`` start over, and the
+# markers (11 of them) still tell the units apart. Not "D", the published rates'.
 UNIT_MARKERS = ("o", "s", "^", "v", "P", "X", "*", "h", "<", ">", "p")
 
 
@@ -884,8 +884,9 @@ def success_by_cell_table(along: CellSeries) -> str:
     return "\n".join(lines)
 
 
-# A figure tells at most this many groups apart (tab20's colours; a longer legend runs off the
-# figure): past it the per-group figures are not drawn (the NALM benchmark has 225 groups).
+# A figure tells at most this many groups apart (tab10's colours, solid and dashed; a longer
+# legend runs off the figure): past it the per-group figures are not drawn (the NALM benchmark
+# has 225 groups).
 MOST_GROUPS_DRAWN = 20
 # The figures with a line or bar per group, by file name, with their captions in report.md.
 GROUP_FIGURES = {
