@@ -373,7 +373,7 @@ def test_the_success_figure_draws_published_rates_beside_the_units_points(tmp_pa
 
 
 def test_the_success_figure_tells_eleven_units_apart_by_colour_and_marker():
-    # The benchmark's eleven units: past ten, tab20's colours come in look-alike pairs.
+    # The benchmark's eleven units: a colour and a marker each.
     units = [f"unit{k}" for k in range(11)]
     row = {"success_rate": 0.5, "success_low": 0.3, "success_high": 0.7}
     series = {op: {unit: [(0, row), (1, row)] for unit in units} for op in ("add", "mul")}
@@ -387,10 +387,19 @@ def test_the_success_figure_tells_eleven_units_apart_by_colour_and_marker():
     ]
     styles = [(colour, marker) for _, colour, marker in looks[0]]
     assert [label for label, _, _ in looks[0]] == units
-    # A marker of its own per unit: the colours alone are distinct values but look alike.
-    assert len({marker for _, marker in styles}) == 11
+    # A colour and a marker of its own per unit.
+    assert len({colour for colour, _ in styles}) == len({marker for _, marker in styles}) == 11
     assert looks[0] == looks[1]  # and each unit alike in every panel
     assert "D" not in {marker for _, marker in styles}  # the published rates' marker
+
+
+def test_the_cells_legend_lists_the_units_in_the_reports_order():
+    # nmu has no + runs: named in the × panel only, it still comes before select in the legend.
+    row = {"success_rate": 0.5, "success_low": 0.3, "success_high": 0.7}
+    series = {"add": {"select": [(0, row)]}, "mul": {"nmu": [(0, row)], "select": [(0, row)]}}
+    along = CellSeries("range", ["a"], series, ["a"], ["nmu", "select"])
+    [legend] = plot_success_by_cell(along).legends
+    assert [text.get_text() for text in legend.get_texts()] == ["nmu", "select"]
 
 
 def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_the_cells_figure(

@@ -420,7 +420,7 @@ def test_every_group_of_a_curve_figure_is_drawn_and_named_beside_the_curves(monk
     (axis,) = figure.axes
     lines = axis.get_lines()
     assert [line.get_label() for line in lines] == [f"group {k} (n=1)" for k in range(count)]
-    # Each its own look: 10 colours, then the same colours dashed, then dotted.
+    # Each its own look: 11 colours, then the same colours dashed, then dotted.
     looks = {(to_rgba(line.get_color()), line.get_linestyle()) for line in lines}
     assert len(looks) == count
     # One legend, to the right of the curves, not over them.

@@ -528,14 +528,15 @@ def _steps_per_epoch(run: dict[str, Any]) -> float:
 
 
 def line_colours() -> tuple[tuple[float, float, float], ...]:
-    """tab10's colours, for the groups of a figure: tab20's pale halves fade on white, so past
-    10 groups a figure tells them apart by line style or marker as well."""
+    """tab10's colours and black, for the groups of a figure (the NALM benchmark's 11 units each
+    their own): tab20's pale halves fade on white, so past 11 groups a figure tells them apart by
+    line style or marker as well."""
     import matplotlib.pyplot as plt
 
-    return plt.get_cmap("tab10").colors
+    return (*plt.get_cmap("tab10").colors, (0.0, 0.0, 0.0))
 
 
-# Past ``line_colours``' 10, curves start over in its colours with the next of these styles.
+# Past ``line_colours``' 11, curves start over in its colours with the next of these styles.
 LINE_STYLES = ("-", "--", ":", "-.")
 # One colour per operation in every report; the share over all of a run's operations in grey.
 OPERATION_COLOURS = {"all": "0.6", **{name: f"C{k}" for k, name in enumerate(STATIC_OPERATIONS)}}
@@ -740,12 +741,14 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
 class CellSeries(NamedTuple):
     """Report rows along a ``problems`` axis: per operation, per line (the other row fields, the
     unit) the ``(cell index, row)`` points, in the axis's config order; each cell's label and
-    its caption (``cell_caption``)."""
+    its caption (``cell_caption``); the lines in the report's row order (by default, as the
+    operations first name them)."""
 
     axis: str
     cells: list[str]
     series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]]
     captions: list[str]
+    lines: Sequence[str] = ()
 
 
 def cell_caption(run: dict[str, Any], axis: str, label: str) -> str:
@@ -787,22 +790,25 @@ def cell_series(
     )
     line_fields = [field for field in group_by if field not in axes]
     series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
+    order: dict[str, None] = {}
     for row in rows:
         if row["operation"] == "all":
             continue
         first = groups[row["group"]][0]
         line = " / ".join(str(run_value(first, field)) for field in line_fields) or "runs"
+        order[line] = None
         points = series.setdefault(row["operation"], {}).setdefault(line, [])
         points.append((cells.index(run_value(first, along)), row))
     for lines in series.values():
         for points in lines.values():
             points.sort(key=lambda point: point[0])
     first = next(iter(groups.values()))[0]
-    return CellSeries(along, cells, series, [cell_caption(first, along, c) for c in cells])
+    captions = [cell_caption(first, along, c) for c in cells]
+    return CellSeries(along, cells, series, captions, list(order))
 
 
-# A marker per unit beside its colour: past 10 units ``line_colours`` start over, and the
-# markers (11 of them) still tell the units apart. Not "D", the published rates'.
+# A marker per unit beside its colour: past 11 units ``line_colours`` start over, and the
+# markers still tell the units apart. Not "D", the published rates'.
 UNIT_MARKERS = ("o", "s", "^", "v", "P", "X", "*", "h", "<", ">", "p")
 
 
@@ -817,7 +823,9 @@ def plot_success_by_cell(
 
     published = published or {}
     operations = list(along.series)
-    names = list(dict.fromkeys(line for lines in along.series.values() for line in lines))
+    names = list(along.lines) or list(
+        dict.fromkeys(line for lines in along.series.values() for line in lines)
+    )
     colours = line_colours()
     columns = min(2, len(operations))
     rows = math.ceil(len(operations) / columns)
@@ -884,7 +892,7 @@ def success_by_cell_table(along: CellSeries) -> str:
     return "\n".join(lines)
 
 
-# A figure tells at most this many groups apart (tab10's colours, solid and dashed; a longer
+# A figure tells at most this many groups apart (11 colours, solid then dashed; a longer
 # legend runs off the figure): past it the per-group figures are not drawn (the NALM benchmark
 # has 225 groups).
 MOST_GROUPS_DRAWN = 20
