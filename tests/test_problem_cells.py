@@ -377,7 +377,7 @@ def test_the_success_figure_tells_eleven_units_apart_by_colour_and_marker():
     units = [f"unit{k}" for k in range(11)]
     row = {"success_rate": 0.5, "success_low": 0.3, "success_high": 0.7}
     series = {op: {unit: [(0, row), (1, row)] for unit in units} for op in ("add", "mul")}
-    figure = plot_success_by_cell(CellSeries("range", ["a", "b"], series, ["a", "b"]))
+    figure = plot_success_by_cell(CellSeries("range", ["a", "b"], series, ["a", "b"], units))
     looks = [
         [
             (points.get_label(), points.lines[0].get_color(), points.lines[0].get_marker())

@@ -741,14 +741,13 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
 class CellSeries(NamedTuple):
     """Report rows along a ``problems`` axis: per operation, per line (the other row fields, the
     unit) the ``(cell index, row)`` points, in the axis's config order; each cell's label and
-    its caption (``cell_caption``); the lines in the report's row order (by default, as the
-    operations first name them)."""
+    its caption (``cell_caption``); the lines in the report's row order."""
 
     axis: str
     cells: list[str]
     series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]]
     captions: list[str]
-    lines: Sequence[str] = ()
+    lines: list[str]
 
 
 def cell_caption(run: dict[str, Any], axis: str, label: str) -> str:
@@ -823,9 +822,7 @@ def plot_success_by_cell(
 
     published = published or {}
     operations = list(along.series)
-    names = list(along.lines) or list(
-        dict.fromkeys(line for lines in along.series.values() for line in lines)
-    )
+    names = along.lines
     colours = line_colours()
     columns = min(2, len(operations))
     rows = math.ceil(len(operations) / columns)
