@@ -361,8 +361,9 @@ def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
         for op, solved, runs, low, high in (("add", 2, 4, 0.2, 0.8), ("mul", 0, 9, 0.0, 0.3))
     ]  # fmt: skip
     figure = plot_success(rows)
-    (axis,) = figure.axes
-    assert axis.get_title() == "Runs solved per operation (every output), 95% Wilson intervals"
+    (axis,) = figure.axes  # no outputs judged one by one: the runs solved alone
+    assert figure.get_suptitle() == "Success per operation, 95% Wilson intervals"
+    assert axis.get_title() == "Runs solved (every output at the run's best epoch)"
     assert [bar.get_width() for bar in axis.patches] == [0.5, 0.0]
     # Each operation's interval: from the rate down to its low end and up to its high end.
     spans = [segment[:, 0].tolist() for line in axis.collections for segment in line.get_segments()]
@@ -377,6 +378,35 @@ def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     # Each operation in its own colour in every report: × is C2 even without − beside it.
     assert bars == [to_rgba("C0"), to_rgba("C2")]
     assert axis.get_xticklabels()[-1].get_text() == "100%"
+
+
+def test_the_success_figure_draws_the_outputs_solved_beside_the_runs_solved():
+    # A NAC whose 10 add outputs over 2 runs were judged one by one (7 solved), and an MLP
+    # whose outputs share its weights (none judged apart), both with one run of 2 solved.
+    def row(group, outputs, solved_outputs, interval):
+        rate = solved_outputs / outputs if outputs else math.nan
+        return {
+            "group": group, "operation": "add", "runs": 2, "solved": 1, "success_rate": 0.5,
+            "success_low": 0.1, "success_high": 0.9, "outputs": outputs,
+            "outputs_solved": solved_outputs, "output_success_rate": rate,
+            "output_success_low": interval[0], "output_success_high": interval[1],
+        }  # fmt: skip
+
+    figure = plot_success([row("nac", 10, 7, (0.4, 0.9)), row("mlp", 0, 0, (math.nan,) * 2)])
+    outputs_axis, runs_axis = figure.axes
+    assert outputs_axis.get_title() == "Outputs solved (each at its own best epoch)"
+    assert runs_axis.get_title() == "Runs solved (every output at the run's best epoch)"
+    assert [bar.get_width() for bar in outputs_axis.patches] == [0.7]
+    assert [bar.get_width() for bar in runs_axis.patches] == [0.5, 0.5]
+    spans = [s[:, 0].tolist() for line in outputs_axis.collections for s in line.get_segments()]
+    assert spans == [pytest.approx([0.4, 0.9])]
+    # The MLP's row says why it has no bar instead of reading as 0% solved.
+    texts = {text.get_text(): text.get_position()[1] for text in outputs_axis.texts}
+    assert texts == {"7/10": 0, "not defined": 1}
+    assert [text.get_text() for text in runs_axis.texts] == ["1/2", "1/2"]
+    # The groups are named once, on the left, for both panels.
+    assert [label.get_text() for label in outputs_axis.get_yticklabels()] == ["nac", "mlp"]
+    assert runs_axis.get_shared_y_axes().joined(runs_axis, outputs_axis)
 
 
 def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_counts(monkeypatch):
@@ -403,6 +433,40 @@ def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_count
     assert axis.get_xlabel() == "epoch (= 10 optimizer steps)"
 
 
+@pytest.mark.parametrize(
+    ("runs", "band"),
+    [
+        # Three runs: numpy's 25th percentile would be 2.5, half-way between two runs.
+        ([1.0, 4.0, 9.0], ([1.0], [9.0], "band: every run (n < 5)")),
+        # Five: the middle half, 25–75% (the second and fourth run).
+        ([1.0, 2.0, 4.0, 8.0, 9.0], ([2.0], [8.0], "band: middle half of the runs (25–75%)")),
+    ],
+)
+def test_a_band_spans_every_run_of_a_few_and_the_middle_half_of_more(monkeypatch, runs, band):
+    curves = {str(k): {EXTRAP_MSE: {10: value}} for k, value in enumerate(runs)}
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves[run_dir.name])
+    members = [{"run_dir": name, "steps": 10, "epochs": 1} for name in curves]
+    figure = plot_curves({"nau": members})["test_loss"]
+    (axis,) = figure.axes
+    filled, legend_patch = axis.collections
+    low, high, label = band
+    # fill_between's polygon: from the low end up to the high end at the one epoch.
+    assert sorted({y for _, y in filled.get_paths()[0].vertices}) == [*low, *high]
+    assert legend_patch.get_label() == label
+    [legend] = figure.legends
+    assert [text.get_text() for text in legend.get_texts()] == [f"nau (n={len(runs)})", label]
+
+
+def test_every_panel_of_a_figure_has_one_scale(monkeypatch):
+    # The add outputs' test loss falls a thousandfold, the mul outputs' by a tenth: drawn on a
+    # linear scale of their own, × would look as steep as +.
+    curves = {"extrap/mse_add": {10: 1000.0, 20: 1.0}, "extrap/mse_mul": {10: 7.0e5, 20: 6.3e5}}
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves)
+    runs = [{"run_dir": "a", "steps": 20, "epochs": 2}]
+    figure = plot_curves({"nalu": runs})["test_loss_by_operation"]
+    assert [axis.get_yscale() for axis in figure.axes] == ["log", "log"]
+
+
 def test_curves_within_a_factor_of_10_are_drawn_on_a_linear_scale(monkeypatch):
     # Relative errors of 99.6 to 101.2 %: a log scale would tick them 9.96×10¹ ... 1.012×10².
     curves = {"a": {EXTRAP_MSE: {10: 99.6, 20: 101.2}}, "b": {EXTRAP_MSE: {10: 100.0, 20: 100.4}}}
@@ -426,7 +490,8 @@ def test_every_group_of_a_curve_figure_is_drawn_and_named_beside_the_curves(monk
     # One legend, to the right of the curves, not over them.
     [legend] = figure.legends
     assert axis.get_legend() is None
-    assert [text.get_text() for text in legend.get_texts()] == [line.get_label() for line in lines]
+    groups_then_band = [*(line.get_label() for line in lines), "band: every run (n < 5)"]
+    assert [text.get_text() for text in legend.get_texts()] == groups_then_band
     renderer = figure.canvas.get_renderer()
     figure.draw(renderer)
     assert legend.get_window_extent(renderer).x0 >= axis.get_window_extent(renderer).x1

@@ -7,7 +7,7 @@ judged at its own best interpolation epoch as Madsen & Johansen judge their one-
 and per run (a run succeeds on an operation when every output of it is solved at the run's best
 epoch); the median extrapolation MSE, relative error and normalised error (Trask et al. 2018,
 Table 1), the exact-recovery rate and the diverged runs; figures of the loss curves (median over
-seeds with the interquartile band) and of the success rates.
+seeds with a band: the middle half of the runs, or all of a few) and of the success rates.
 """
 
 import csv
@@ -559,6 +559,24 @@ def legend_beside(figure: "Figure") -> None:
         figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
 
 
+# Fewer runs than this have no quartiles worth the name (numpy would interpolate between two of
+# three runs): their band spans every run instead.
+QUARTILE_BAND_RUNS = 5
+BAND_LABELS = {
+    True: "band: middle half of the runs (25–75%)",
+    False: f"band: every run (n < {QUARTILE_BAND_RUNS})",
+}
+
+
+class MedianBands(NamedTuple):
+    """What ``_plot_median_band`` drew on one axis: per line its epochs, median, band and
+    colour, its count of runs, and which kinds of band (``BAND_LABELS``' keys) it used."""
+
+    lines: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]]
+    counts: list[int]
+    quartiles: set[bool]
+
+
 def _plot_median_band(
     axis: Any,
     groups: dict[str, list[dict[str, Any]]],
@@ -566,18 +584,17 @@ def _plot_median_band(
     tag: str,
     ylabel: str = "MSE",
     counted: bool = True,
-) -> list[int]:
-    """Per group the median over its runs and the 25–75% band, against epochs: on a log scale
-    where the curves span a factor of 10 or more, else a linear one. Each line is labelled by
-    its group, and with its count of runs where ``counted``; returns the counts of the lines.
+) -> MedianBands:
+    """Per group the median over its runs and a band against epochs: the middle half of the
+    runs (25–75%), or every run where the group has fewer than ``QUARTILE_BAND_RUNS``. Each line
+    is labelled by its group, and with its count of runs where ``counted``. The y scale is left
+    to ``scale_together``, which chooses one for all of a figure's panels.
 
     At each step the median is over the runs with a finite point there: a run whose curve
-    ends early (a member that diverged) leaves the others' points drawn. An exact 0 counts: on
-    a log scale a median of 0 is a ▼ on the bottom edge, in the group's colour."""
+    ends early (a member that diverged) leaves the others' points drawn."""
     colours = line_colours()
-    drawn: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]] = []
+    drawn = MedianBands([], [], set())
     steps_per_epoch: set[float] = set()
-    counts: list[int] = []
     for index, (key, members) in enumerate(groups.items()):
         colour = colours[index % len(colours)]
         style = LINE_STYLES[index // len(colours) % len(LINE_STYLES)]
@@ -597,26 +614,17 @@ def _plot_median_band(
             continue  # every run of the group diverged before its first point
         epochs = np.array(steps) / series[0][1]
         steps_per_epoch.update(per_epoch for _, per_epoch in series)
+        quartiles = len(series) >= QUARTILE_BAND_RUNS
         with warnings.catch_warnings():  # steps at which every run had diverged: NaN
             warnings.simplefilter("ignore", RuntimeWarning)
-            low, high = np.nanpercentile(values, [25, 75], axis=0)
+            low, high = np.nanpercentile(values, [25, 75] if quartiles else [0, 100], axis=0)
             median = np.nanmedian(values, axis=0)
         label = f"{key} (n={len(series)})" if counted else key
         axis.plot(epochs, median, style, label=label, color=colour)
-        counts.append(len(series))
         axis.fill_between(epochs, low, high, color=colour, alpha=0.2)
-        drawn.append((epochs, median, low, high, colour))
-    plotted = np.concatenate([np.ravel(arrays[1:4]) for arrays in drawn]) if drawn else []
-    positive = plotted[plotted > 0] if len(plotted) else plotted  # NaN is not > 0
-    if len(positive) and positive.max() >= 10 * positive.min():
-        axis.set_yscale("log", nonpositive="mask")
-        bottom, top = axis.get_ylim()
-        zeros = [(x[median == 0], colour) for x, median, *_, colour in drawn if (median == 0).any()]
-        for epochs, colour in zeros:
-            axis.plot(epochs, np.full(len(epochs), bottom), "v", color=colour, ms=5, clip_on=False)
-        if zeros:
-            axis.plot([], [], "v", color="grey", label="median exactly 0 (below the log scale)")
-        axis.set_ylim(bottom, top)
+        drawn.lines.append((epochs, median, low, high, colour))
+        drawn.counts.append(len(series))
+        drawn.quartiles.add(quartiles)
     # The tables' "solved at step" counts optimizer steps: the axis says how many an epoch is.
     (per_epoch,) = steps_per_epoch if len(steps_per_epoch) == 1 else (0.0,)
     axis.set_xlabel(
@@ -626,13 +634,43 @@ def _plot_median_band(
     )
     axis.xaxis.get_major_locator().set_params(integer=True)  # epochs are whole: no 2.5
     axis.set_ylabel(ylabel)
-    return counts
+    return drawn
+
+
+def scale_together(panels: Sequence[tuple[Any, MedianBands]]) -> None:
+    """One y scale for every panel of a figure, so that no two panels compare on different
+    ones: log where the curves of any panel span a factor of 10 or more, else linear; and a
+    grey legend entry for each kind of band drawn.
+
+    On a log scale a median of exactly 0 is a ▼ on the bottom edge, in its group's colour."""
+
+    def spans_tenfold(drawn: MedianBands) -> bool:
+        plotted = np.concatenate([np.ravel(line[1:4]) for line in drawn.lines] or [[]])
+        positive = plotted[plotted > 0]  # NaN is not > 0
+        return bool(len(positive)) and positive.max() >= 10 * positive.min()
+
+    log_scale = any(spans_tenfold(drawn) for _, drawn in panels)
+    zeros_drawn = False
+    for axis, drawn in panels if log_scale else ():
+        axis.set_yscale("log", nonpositive="mask")
+        bottom, top = axis.get_ylim()
+        for epochs, median, *_, colour in drawn.lines:
+            at_zero = epochs[median == 0]
+            if len(at_zero):
+                axis.plot(at_zero, [bottom] * len(at_zero), "v", color=colour, ms=5, clip_on=False)
+                zeros_drawn = True
+        axis.set_ylim(bottom, top)
+    axis = panels[-1][0]  # the legend lists its entries after every group's
+    if zeros_drawn:
+        axis.plot([], [], "v", color="grey", label="median exactly 0 (below the log scale)")
+    for quartiles in sorted(set.union(*(drawn.quartiles for _, drawn in panels)), reverse=True):
+        axis.fill_between([], [], [], color="grey", alpha=0.2, label=BAND_LABELS[quartiles])
 
 
 def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     """The article's two figures, training loss and test loss (the extrapolation MSE) per group
     over epochs, the validation loss (interpolation MSE), the test relative error and the test
-    loss of each operation: median over runs, interquartile band."""
+    loss of each operation: median over runs and a band (``_plot_median_band``)."""
     import matplotlib.pyplot as plt
 
     curves = {
@@ -660,7 +698,7 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
         ),
     ):
         figure, axis = plt.subplots(figsize=(10, 5), layout="constrained")
-        _plot_median_band(axis, groups, curves, tag, ylabel)
+        scale_together([(axis, _plot_median_band(axis, groups, curves, tag, ylabel))])
         if tag == EXTRAP_RELATIVE_ERROR:  # the yardstick: a network that answers 0 scores 100
             axis.axhline(100, color="0.3", linestyle=":", label="answering 0 (100%)")
         axis.set_title(title)
@@ -674,66 +712,93 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     )
     for axis in axes.flat[panels:]:
         figure.delaxes(axis)
+    drawn_panels = []
     for axis, operation in zip(axes.flat, operations, strict=False):
         # The panels share one legend of the groups; each says how many runs have the operation.
-        counts = _plot_median_band(
+        drawn = _plot_median_band(
             axis, groups, curves, f"{EXTRAP_MSE_OF}{operation}", counted=False
         )
-        fewest, most = min(counts, default=0), max(counts, default=0)
+        fewest, most = min(drawn.counts, default=0), max(drawn.counts, default=0)
         runs = f"{fewest}" if fewest == most else f"{fewest}–{most}"
         axis.set_title(f"Test loss of the {operation} outputs (n={runs})")
+        drawn_panels.append((axis, drawn))
+    if drawn_panels:
+        scale_together(drawn_panels)
     legend_beside(figure)
     figures["test_loss_by_operation"] = figure
     return figures
 
 
-def interval_error_bars(rows: list[dict[str, Any]]) -> np.ndarray:
+# The success figure's panels: per measure the rows' keys of its count, trials and rate (with
+# ``_low`` and ``_high`` its interval), and its title.
+SUCCESS_MEASURES = (
+    ("outputs_solved", "outputs", "output_success", "Outputs solved (each at its own best epoch)"),
+    ("solved", "runs", "success", "Runs solved (every output at the run's best epoch)"),
+)
+
+
+def interval_error_bars(rows: list[dict[str, Any]], rate: str = "success") -> np.ndarray:
     """``[2, rows]``: how far each row's Wilson interval reaches below and above its success
-    rate, as matplotlib's ``errorbar`` takes them."""
+    rate (the row's ``{rate}_rate``, ``_low`` and ``_high``), as matplotlib's ``errorbar`` takes
+    them."""
     return np.array(
         [
-            [row["success_rate"] - row["success_low"] for row in rows],
-            [row["success_high"] - row["success_rate"] for row in rows],
+            [row[f"{rate}_rate"] - row[f"{rate}_low"] for row in rows],
+            [row[f"{rate}_high"] - row[f"{rate}_rate"] for row in rows],
         ]
     )
 
 
 def plot_success(rows: list[dict[str, Any]]) -> "Figure":
-    """Success rate per group and operation with its 95% Wilson interval as error bars: a bar
-    per operation within each group, the groups down the page in the table's order, so that a
-    report of many groups grows longer, not too wide to read."""
+    """Success rates per group and operation with their 95% Wilson intervals as error bars: a
+    bar per operation within each group, the groups down the page in the table's order, so that
+    a report of many groups grows longer, not too wide to read. A panel of outputs solved beside
+    the runs solved where any row has outputs judged one by one (``summary_rows``)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
     groups = list(dict.fromkeys(row["group"] for row in rows))
     operations = list(dict.fromkeys(row["operation"] for row in rows))
+    measures = [m for m in SUCCESS_MEASURES if any(row.get(m[1]) for row in rows)]
     thickness = 0.8 / len(operations)
     # About 0.15 inch a bar: 18 groups of 5 operations take 17 inches.
     height = max(3.0, 1.4 + 0.15 * len(groups) * (len(operations) + 1))
-    figure, axis = plt.subplots(figsize=(9, height), layout="constrained")
-    for k, operation in enumerate(operations):
-        chosen = [r for r in rows if r["operation"] == operation]
-        offset = (k - (len(operations) - 1) / 2) * thickness
-        positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
-        rates = np.array([r["success_rate"] for r in chosen])
-        colour = OPERATION_COLOURS.get(operation)
-        bars = axis.barh(positions, rates, thickness, label=operation, color=colour)
-        # A point in the operation's colour, the interval as a thin grey line and the count
-        # solved at its end: a rate of 0 has no bar, and its interval alone would read as one.
-        errors = interval_error_bars(chosen)
-        axis.errorbar(
-            rates, positions, xerr=errors, fmt="o", capsize=2, ecolor="0.45", elinewidth=1,
-            ms=4, mfc=bars.patches[0].get_facecolor(), mec="black",
-        )  # fmt: skip
-        for row, y, end in zip(chosen, positions, rates + errors[1], strict=True):
-            axis.text(end + 0.01, y, f"{row['solved']}/{row['runs']}", va="center", fontsize=7)
+    figure, axes = plt.subplots(
+        1, len(measures), figsize=(4 + 5 * len(measures), height), sharey=True,
+        squeeze=False, layout="constrained",
+    )  # fmt: skip
+    for axis, (count, trials, rate, title) in zip(axes[0], measures, strict=True):
+        for k, operation in enumerate(operations):
+            offset = (k - (len(operations) - 1) / 2) * thickness
+            chosen = [r for r in rows if r["operation"] == operation and r.get(trials)]
+            positions = np.array([groups.index(r["group"]) for r in chosen]) + offset
+            rates = np.array([r[f"{rate}_rate"] for r in chosen])
+            colour = OPERATION_COLOURS.get(operation)
+            bars = axis.barh(positions, rates, thickness, label=operation, color=colour)
+            if not chosen:
+                continue
+            # A point in the operation's colour, the interval as a thin grey line and the count
+            # solved at its end: a rate of 0 has no bar, and its interval alone would read as
+            # one.
+            errors = interval_error_bars(chosen, rate)
+            axis.errorbar(
+                rates, positions, xerr=errors, fmt="o", capsize=2, ecolor="0.45",
+                elinewidth=1, ms=4, mfc=bars.patches[0].get_facecolor(), mec="black",
+            )  # fmt: skip
+            for row, y, end in zip(chosen, positions, rates + errors[1], strict=True):
+                axis.text(end + 0.01, y, f"{row[count]}/{row[trials]}", va="center", fontsize=7)
+        for y, group in enumerate(groups):  # e.g. an MLP's outputs, which share its weights
+            if not any(row.get(trials) for row in rows if row["group"] == group):
+                axis.text(0.01, y, "not defined", va="center", fontsize=8, color="0.45")
+        axis.set_xlim(-0.03, 1.12)  # a point at 0 drawn whole, and room for a count after 100%
+        axis.set_xticks(np.linspace(0, 1, 6))
+        axis.xaxis.set_major_formatter(PercentFormatter(xmax=1))
+        axis.set_xlabel(f"{title.split(' (')[0].lower()} (95% Wilson CI)")
+        axis.set_title(title, fontsize=10)
+    axis = axes[0, 0]
     axis.set_yticks(np.arange(len(groups)), groups)
     axis.invert_yaxis()  # the first group on top, as in the table
-    axis.set_xlim(-0.03, 1.12)  # a point at 0 drawn whole, and room for a count after 100%
-    axis.set_xticks(np.linspace(0, 1, 6))
-    axis.xaxis.set_major_formatter(PercentFormatter(xmax=1))
-    axis.set_xlabel("runs solved (95% Wilson CI)")
-    axis.set_title("Runs solved per operation (every output), 95% Wilson intervals")
+    figure.suptitle("Success per operation, 95% Wilson intervals")
     legend_beside(figure)
     return figure
 
@@ -977,7 +1042,9 @@ def write_report(
         ]
         + (
             [
-                "Curves: median over seeds with the interquartile band.",
+                "Curves: median over seeds; the band spans the middle half of the runs (25–75%), "
+                f"or every run where a group has fewer than {QUARTILE_BAND_RUNS}. Every panel of "
+                "a figure has one scale, log where any panel's curves span a factor of 10.",
                 *(f"![{caption}]({name}.png)" for name, caption in GROUP_FIGURES.items()),
             ]
             if drawn
