@@ -5,6 +5,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import compose_config, drawn_colours, load_events
@@ -335,7 +336,7 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
             "U[-20, -10]\n→ U[-40, -20]",
             "U[1, 2]\n→ U[2, 6]",
         ]
-        assert panel.get_xlabel() == "problems.range: training → extrapolation range"
+        assert panel.get_xlabel() == "range: training → extrapolation"
         [points] = panel.containers  # one unit: one line of points with interval bars
         line = points.lines[0]
         assert list(line.get_xdata()) == [0, 1]
@@ -391,6 +392,15 @@ def test_the_success_figure_tells_eleven_units_apart_by_colour_and_marker():
     assert len({colour for colour, _ in styles}) == len({marker for _, marker in styles}) == 11
     assert looks[0] == looks[1]  # and each unit alike in every panel
     assert "D" not in {marker for _, marker in styles}  # the published rates' marker
+    # A panel a row, the figure's whole width: eleven units' points side by side over 0.8 of a
+    # cell, not crowded into half of a narrow one.
+    add, mul = figure.axes
+    assert (
+        add.get_position().x0 == mul.get_position().x0
+        and mul.get_position().y0 < add.get_position().y0
+    )
+    first_cell = [points.lines[0].get_xdata()[0] for points in add.containers]
+    assert first_cell == pytest.approx(np.linspace(-0.8 * 5 / 11, 0.8 * 5 / 11, 11))
 
 
 def test_the_cells_legend_lists_the_units_in_the_reports_order():

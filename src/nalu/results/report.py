@@ -874,6 +874,8 @@ def cell_series(
 # A marker per unit beside its colour: past 11 units ``line_colours`` start over, and the
 # markers still tell the units apart. Not "D", the published rates'.
 UNIT_MARKERS = ("o", "s", "^", "v", "P", "X", "*", "h", "<", ">", "p")
+# Up to this many units the success-per-cell figure puts two panels a row.
+FEW_LINES_SIDE_BY_SIDE = 4
 
 
 def plot_success_by_cell(
@@ -889,19 +891,23 @@ def plot_success_by_cell(
     operations = list(along.series)
     names = along.lines
     colours = line_colours()
-    columns = min(2, len(operations))
+    # Many units side by side in a cell need a panel's whole width: a panel a row.
+    columns = min(1 if len(names) > FEW_LINES_SIDE_BY_SIDE else 2, len(operations))
     rows = math.ceil(len(operations) / columns)
+    width = 13.0
     figure, panels = plt.subplots(
-        rows, columns, figsize=(6.5 * columns, 4.2 * rows + 0.8), sharey=True, squeeze=False
-    )
+        rows, columns, figsize=(width, 4.2 * rows + 0.8), sharey=True, squeeze=False,
+        layout="constrained",
+    )  # fmt: skip
+    # The units' points side by side over most of a cell, so that interval bars hide no others.
+    spacing = min(0.1, 0.8 / len(names))
     ranges = along.captions != along.cells  # the cells set value ranges: say which
-    xlabel = f"problems.{along.axis}" + (": training → extrapolation range" if ranges else "")
+    xlabel = along.axis + (": training → extrapolation" if ranges else "")
     ticks = [caption.replace(" → ", "\n→ ") for caption in along.captions]
     for panel, operation in zip(panels.flat, operations, strict=False):
         lines = along.series[operation]
         for k, (line, points) in enumerate(lines.items()):
-            # Lines side by side within a cell, so that their interval bars do not hide others.
-            x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * 0.05
+            x = np.array([cell for cell, _ in points]) + (k - (len(lines) - 1) / 2) * spacing
             rates = np.array([row["success_rate"] for _, row in points])
             errors = interval_error_bars([row for _, row in points])
             index = names.index(line)
@@ -923,7 +929,10 @@ def plot_success_by_cell(
         panel.set_title(operation)
         panel.set_xlabel(xlabel)
         panel.set_xticks(np.arange(len(along.cells)))
-        panel.set_xticklabels(ticks, rotation=30, ha="right", fontsize="small")
+        if columns == 1:  # a cell of a panel a row has room for its two lines of ranges
+            panel.set_xticklabels(ticks, fontsize="small")
+        else:
+            panel.set_xticklabels(ticks, rotation=30, ha="right", fontsize="small")
         panel.set_ylim(-0.03, 1.05)
         panel.set_ylabel("success rate (95% Wilson CI)")
     for panel in list(panels.flat)[len(operations) :]:
@@ -931,10 +940,10 @@ def plot_success_by_cell(
     handles = legend_handles(figure)
     shown = [*names, *(["published rate"] if "published rate" in handles else [])]
     figure.legend(
-        [handles[name] for name in shown], shown, loc="lower center", ncol=min(len(shown), 10)
-    )
+        [handles[name] for name in shown], shown, loc="outside lower center",
+        ncol=min(len(shown), 10),
+    )  # fmt: skip
     figure.suptitle(f"Runs solved per {along.axis} and operation, 95% Wilson intervals")
-    figure.tight_layout(rect=(0, 0.06 if rows > 1 else 0.1, 1, 1))
     return figure
 
 
