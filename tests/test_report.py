@@ -407,6 +407,9 @@ def test_the_success_figure_draws_the_outputs_solved_beside_the_runs_solved():
     # The groups are named once, on the left, for both panels.
     assert [label.get_text() for label in outputs_axis.get_yticklabels()] == ["nac", "mlp"]
     assert runs_axis.get_shared_y_axes().joined(runs_axis, outputs_axis)
+    # Runs of one output each (the NALM task's): the two panels would be one twice.
+    (axis,) = plot_success([row("nmu", 2, 1, (0.1, 0.9))]).axes
+    assert axis.get_title() == "Runs solved (every output at the run's best epoch)"
 
 
 def test_a_curve_that_ends_early_leaves_the_others_drawn_and_an_exact_zero_counts(monkeypatch):

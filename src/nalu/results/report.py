@@ -753,13 +753,15 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     """Success rates per group and operation with their 95% Wilson intervals as error bars: a
     bar per operation within each group, the groups down the page in the table's order, so that
     a report of many groups grows longer, not too wide to read. A panel of outputs solved beside
-    the runs solved where any row has outputs judged one by one (``summary_rows``)."""
+    the runs solved where runs have several outputs, each judged on its own (``summary_rows``)."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import PercentFormatter
 
     groups = list(dict.fromkeys(row["group"] for row in rows))
     operations = list(dict.fromkeys(row["operation"] for row in rows))
-    measures = [m for m in SUCCESS_MEASURES if any(row.get(m[1]) for row in rows)]
+    # Where every run has one output the outputs solved are the runs solved: one panel.
+    several_outputs = any(row.get("outputs", 0) > row["runs"] for row in rows)
+    measures = SUCCESS_MEASURES if several_outputs else SUCCESS_MEASURES[1:]
     thickness = 0.8 / len(operations)
     # About 0.15 inch a bar: 18 groups of 5 operations take 17 inches.
     height = max(3.0, 1.4 + 0.15 * len(groups) * (len(operations) + 1))
