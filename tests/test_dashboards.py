@@ -20,10 +20,11 @@ from conftest import REPORT_FIGURES, TINY, compose_config, drawn_colours, read_m
 
 from nalu.cli.common import quote_paths
 from nalu.cli.train import train
+from nalu.data.problem import MysteryArithmeticProblem
 from nalu.results.heatmap import Heatmap, render_heatmap, weight_figure
 from nalu.results.images import png_size
 from nalu.results.record import HPARAMS_METRICS
-from nalu.results.recorder import unit_matrices
+from nalu.results.recorder import unit_matrices, weight_heatmaps
 from nalu.units import NeuralAdditionUnit, NeuralMultiplicationUnit
 
 BIN = Path(sys.executable).parent
@@ -380,3 +381,48 @@ def test_the_read_back_column_stands_once_beside_the_last_panel_of_the_outputs()
     assert headings == [[], [], ["read back (the whole unit)"]]
     inches = [a.get_position().width * figure.get_figwidth() for a in matrices]
     assert inches[0] == inches[1] == pytest.approx(4.0) and inches[2] == pytest.approx(1.2)
+
+
+def outlined_cells(axis) -> list[tuple[int, int]]:
+    """(row, column) of each cell a heatmap panel outlines as an operand of the truth."""
+    (outlines,) = [c for c in axis.collections if c.get_gid() == "operands"] or [None]
+    if outlines is None:
+        return []
+    # Each outline's path, in data coordinates: a cell's lower corner is (i - 0.5, j - 0.5).
+    corners = [path.vertices.min(axis=0) for path in outlines.get_paths()]
+    return sorted((round(y + 0.5), round(x + 0.5)) for x, y in corners)
+
+
+def test_the_truths_operands_are_outlined_in_the_panels_of_outputs_by_inputs():
+    # y0 = x2 + x0 and y1 = x1 × x3, read by a selection of two heads and its choice.
+    problem = MysteryArithmeticProblem(4, 2, operations=("add", "mul"), problem_seed=0)
+    masks = problem.operand_masks()
+    operands = sorted((j, i) for j, i in zip(*np.nonzero(masks.amax(0).numpy()), strict=True))
+    assert len(operands) == 4  # two distinct inputs an output
+    heads = {
+        "nau/W": np.zeros((2, 4), dtype=np.float32),
+        "nmu/W": np.zeros((2, 4), dtype=np.float32),
+        "choice": np.zeros((2, 2), dtype=np.float32),
+    }
+    figure = weight_figure(
+        "network: selection",
+        heads,
+        truths=problem.formulas(),
+        column_names={"choice": ["nau", "nmu"]},
+        operands=masks.amax(0).bool().numpy(),
+    )
+    nau, nmu, choice = [axis for axis in figure.axes if axis.get_title(loc="left")]
+    assert outlined_cells(nau) == outlined_cells(nmu) == operands
+    assert nau.get_title(loc="left") == "nau/W  [2×4]  □ the truth's operands"
+    # The choice's columns are heads, not inputs: nothing there is an operand.
+    assert outlined_cells(choice) == [] and choice.get_title(loc="left") == "choice  [2×2]"
+
+
+def test_only_a_unit_that_reads_the_inputs_and_answers_the_outputs_outlines_operands():
+    problem = MysteryArithmeticProblem(4, 2, operations=("add", "mul"), problem_seed=0)
+    formulas = [{"learned": "0", "recovered": False}] * 2
+    (alone,) = weight_heatmaps(NeuralAdditionUnit(4, 2), problem, formulas)
+    assert alone.operands.tolist() == problem.operand_masks().amax(0).bool().tolist()
+    # A stack's first unit answers hidden units, its last reads them: no operand is a cell.
+    stack = torch.nn.Sequential(NeuralAdditionUnit(4, 3), NeuralMultiplicationUnit(3, 2))
+    assert [h.operands for h in weight_heatmaps(stack, problem, formulas)] == [None, None]

@@ -14,7 +14,9 @@ import numpy as np
 from matplotlib import markers
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PatchCollection
 from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.transforms import offset_copy
 
 from nalu.results.images import figure_png
@@ -163,6 +165,22 @@ def _label(
             axis.text(x, y, label, transform=shifted, fontsize=fontsize, gid=side, **alignment)
 
 
+# Beside the title of a panel with outlined cells (``weight_figure``'s ``operands``).
+OPERAND_NOTE = "□ the truth's operands"
+
+
+def _outline(axis: Axes, cells: np.ndarray) -> None:
+    """A black outline around each true cell of ``cells``, drawn as one collection."""
+    outlines = [
+        Rectangle((i - 0.5, j - 0.5), 1, 1) for j, i in zip(*np.nonzero(cells), strict=True)
+    ]
+    axis.add_collection(
+        PatchCollection(
+            outlines, facecolor="none", edgecolor="black", linewidth=0.9, gid="operands"
+        )
+    )
+
+
 def weight_figure(
     title: str,
     matrices: dict[str, np.ndarray],
@@ -170,9 +188,14 @@ def weight_figure(
     learned: Sequence[tuple[str, bool]] | None = None,
     input_name: str = "x",
     column_names: Mapping[str, Sequence[str]] | None = None,
+    operands: np.ndarray | None = None,
 ) -> Figure:
     """One panel per matrix, red positive and blue negative on a symmetric scale (at least
     [-1, 1], so {-1, 0, 1} weights keep their full colour) with its colour bar.
+
+    ``operands`` (``[outputs, inputs]``, true where output j's truth reads input i) outlines
+    those cells in every panel whose rows are the outputs and whose columns the inputs: a
+    learned weight inside its outline sits on an operand, one outside it on another input.
 
     A panel with one row per output labels row j ``y_j = truths[j]``; the last such panel has on
     its right ``learned[j]``, the whole unit's read-back formula, ✓ where it is the truth (once:
@@ -237,7 +260,15 @@ def weight_figure(
         bound = max(1.0, float(np.abs(finite).max())) if finite.size else 1.0
         image = axis.imshow(panel.values, cmap="RdBu_r", vmin=-bound, vmax=bound, aspect="auto")
         rows, columns = panel.values.shape
-        axis.set_title(f"{panel.name}  [{rows}×{columns}]", fontsize=9, loc="left")
+        outlined = (
+            operands is not None
+            and panel.values.shape == operands.shape
+            and panel.name not in named
+        )
+        if outlined:
+            _outline(axis, operands)
+        outline_note = f"  {OPERAND_NOTE}" if outlined else ""
+        axis.set_title(f"{panel.name}  [{rows}×{columns}]{outline_note}", fontsize=9, loc="left")
         _label(axis, "below", panel.column_ticks, panel.column_labels, fontsize=7)
         _label(axis, "left", panel.row_ticks, panel.row_labels, fontsize=8)
         if panel.learned_labels:
@@ -268,6 +299,7 @@ class Heatmap:
     learned: Sequence[tuple[str, bool]] | None = None
     input_name: str = "x"
     column_names: Mapping[str, Sequence[str]] | None = None
+    operands: np.ndarray | None = None
 
 
 # Fewer figures than this render in the calling process: a worker takes about a second to start.
@@ -284,6 +316,7 @@ def render_heatmap(heatmap: Heatmap) -> bytes:
             heatmap.learned,
             heatmap.input_name,
             heatmap.column_names,
+            heatmap.operands,
         )
     )
 

@@ -280,6 +280,10 @@ def weight_heatmaps(
                 else None,
                 input_name="x" if k == 0 else "h",
                 column_names=matrix_columns(unit),
+                # The truth's operands are inputs: outlined where the outputs read them.
+                operands=problem.operand_masks().amax(0).bool().numpy()
+                if is_output_unit and k == 0
+                else None,
             )
         )
     return heatmaps
