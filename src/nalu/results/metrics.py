@@ -20,6 +20,12 @@ from nalu.results.record import (
 )
 
 
+def is_solved(mse: Tensor, threshold: Tensor) -> Tensor:
+    """Whether each output is solved: its MSE strictly below its near-perfect model's (Madsen
+    & Johansen 2020, sec. 4.1), the one rule for every set, member and judgement."""
+    return mse < threshold
+
+
 def operation_names(output_operations: Sequence[str]) -> list[str]:
     """The distinct operations in order of first appearance."""
     return sorted(set(output_operations), key=list(output_operations).index)
@@ -107,7 +113,7 @@ def member_metrics(
     if target_mean_square is not None:
         columns[RELATIVE_ERROR] = 100 * mse / groups.mean(target_mean_square)
     if success_threshold is not None:
-        solved = (per_output_mse < success_threshold).float()
+        solved = is_solved(per_output_mse, success_threshold).float()
         columns[SOLVED_FRACTION] = groups.mean(solved)
     return {
         f"{name}{suffix}": values[:, j]

@@ -3,7 +3,7 @@
 import torch
 from torch import Tensor, nn
 
-from nalu.results.metrics import MemberOutputMSE
+from nalu.results.metrics import MemberOutputMSE, is_solved
 from nalu.results.record import (
     OWN_BEST,
     OWN_BEST_SOLVED_FRACTION,
@@ -62,7 +62,7 @@ class Judge(nn.Module):
         """Judge the validation at optimizer step ``step``: ``interp_mse`` ``[S]``, each set's
         per-output MSEs ``[S, out]`` and the outputs' thresholds ``[S, out]``."""
         living = alive.unsqueeze(1)
-        solved = per_output["extrap"] < success_threshold
+        solved = is_solved(per_output["extrap"], success_threshold)
         newly_solved = solved & (self.first_solved_step < 0) & living
         better = living & (per_output["interp"] < self.own_best_interp_mse)
         self.own_best_interp_mse = torch.where(
@@ -106,7 +106,9 @@ class Judge(nn.Module):
         own_best_mse = self.own_best_extrap_mse
         # NaN where an output was never validated, so that its group says "unknown", not 0.
         own_best_solved = torch.where(
-            own_best_mse.isnan(), float("nan"), (own_best_mse < extrap.success_threshold).float()
+            own_best_mse.isnan(),
+            float("nan"),
+            is_solved(own_best_mse, extrap.success_threshold).float(),
         )
         own_best = {
             f"{OWN_BEST}_mse": groups.mean(own_best_mse),

@@ -19,6 +19,7 @@ from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.data.batches import Chunk, step_batches
 from nalu.data.datamodule import TrainingDataModule
+from nalu.results.metrics import is_solved
 from nalu.results.record import (
     INTERP_MSE,
     MSE,
@@ -971,7 +972,7 @@ class ArithmeticModule(L.LightningModule):
             self.restarts.end_round(
                 step,
                 self.planned_steps,
-                per_output["interp"] < self.validation_threshold,
+                is_solved(per_output["interp"], self.validation_threshold),
                 self.alive,
                 self.optimizers().optimizer,
                 self.lr_schedulers(),
@@ -990,7 +991,7 @@ class ArithmeticModule(L.LightningModule):
         interpolation (validation) set: its MSE below the near-perfect model's there (Madsen
         & Johansen's rule, on validation data only). Each member is still judged at its best
         validation; the test set decides nothing here."""
-        solved = (interp_per_output < self.validation_threshold).all(dim=1)
+        solved = is_solved(interp_per_output, self.validation_threshold).all(dim=1)
         if not bool((solved | ~self.alive).all()):
             return
         self.trainer.should_stop = True
@@ -1030,7 +1031,7 @@ class ArithmeticModule(L.LightningModule):
         metrics.update(self.judge.final_metrics(extrap, self.judges_each_output))
         self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
         # [S, out]: each output solved at the best validation (what the test just measured).
-        self.final_solved = (measured.per_output["extrap"] < extrap.success_threshold).cpu()
+        self.final_solved = is_solved(measured.per_output["extrap"], extrap.success_threshold).cpu()
 
     def member_network(self, member: int) -> nn.Module:
         """Member ``member`` as a plain network with its current parameters."""
