@@ -729,12 +729,27 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
     return figures
 
 
-# The success figure's panels: per measure the rows' keys of its count, trials and rate (with
-# ``_low`` and ``_high`` its interval), and its title.
+class SuccessMeasure(NamedTuple):
+    """A panel of the success figure: the rows' keys of its count, its trials and its rate
+    (with ``_low`` and ``_high``, its interval), its title and its axis's label."""
+
+    count: str
+    trials: str
+    rate: str
+    title: str
+    label: str
+
+
 SUCCESS_MEASURES = (
-    ("outputs_solved", "outputs", "output_success", "Outputs solved (each at its own best epoch)"),
-    ("solved", "runs", "success", "Runs solved (every output at the run's best epoch)"),
-)
+    SuccessMeasure(
+        "outputs_solved", "outputs", "output_success",
+        "Outputs solved (each at its own best epoch)", "outputs solved",
+    ),
+    SuccessMeasure(
+        "solved", "runs", "success",
+        "Runs solved (every output at the run's best epoch)", "runs solved",
+    ),
+)  # fmt: skip
 
 
 def interval_error_bars(rows: list[dict[str, Any]], rate: str = "success") -> np.ndarray:
@@ -769,7 +784,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         1, len(measures), figsize=(4 + 5 * len(measures), height), sharey=True,
         squeeze=False, layout="constrained",
     )  # fmt: skip
-    for axis, (count, trials, rate, title) in zip(axes[0], measures, strict=True):
+    for axis, (count, trials, rate, title, label) in zip(axes[0], measures, strict=True):
         for k, operation in enumerate(operations):
             offset = (k - (len(operations) - 1) / 2) * thickness
             chosen = [r for r in rows if r["operation"] == operation and r.get(trials)]
@@ -795,7 +810,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         axis.set_xlim(-0.03, 1.12)  # a point at 0 drawn whole, and room for a count after 100%
         axis.set_xticks(np.linspace(0, 1, 6))
         axis.xaxis.set_major_formatter(PercentFormatter(xmax=1))
-        axis.set_xlabel(f"{title.split(' (')[0].lower()} (95% Wilson CI)")
+        axis.set_xlabel(f"{label} (95% Wilson CI)")
         axis.set_title(title, fontsize=10)
     axis = axes[0, 0]
     axis.set_yticks(np.arange(len(groups)), groups)
@@ -896,9 +911,8 @@ def plot_success_by_cell(
     # Many units side by side in a cell need a panel's whole width: a panel a row.
     columns = min(1 if len(names) > FEW_LINES_SIDE_BY_SIDE else 2, len(operations))
     rows = math.ceil(len(operations) / columns)
-    width = 13.0
     figure, panels = plt.subplots(
-        rows, columns, figsize=(width, 4.2 * rows + 0.8), sharey=True, squeeze=False,
+        rows, columns, figsize=(13, 4.2 * rows + 0.8), sharey=True, squeeze=False,
         layout="constrained",
     )  # fmt: skip
     # The units' points side by side over most of a cell, so that interval bars hide no others.
