@@ -319,6 +319,11 @@ TRAIN = [
         "with model.in_features=6, here 7); resume with the model config that wrote it",
     ),
     (
+        [*TINY, "ckpt_path={checkpoint}", "trainer.max_epochs=1"],
+        "trainer.max_epochs=1: ckpt_path='{checkpoint}' was saved at epoch 2, past it; resume "
+        "with trainer.max_epochs=2 or more",
+    ),
+    (
         [*TINY, "population=2", "ckpt_path={checkpoint}"],
         "ckpt_path='{checkpoint}': written by seeds [0], but this run has [0, 1]; resume with "
         "the seed and population that wrote it",
@@ -464,11 +469,11 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
-    """A finished TINY run (NALU, seed 0), its checkpoint, a copy of it with a corrupt
+    """A finished TINY run of 3 epochs (NALU, seed 0), its checkpoint, a copy of it with a corrupt
     problem.json, a population's checkpoint, and files that are no checkpoint or no report."""
     root = tmp_path_factory.mktemp("inputs")
     run = root / "run"
-    result = run_cli([*TINY, f"hydra.run.dir={run}"], cwd=root)
+    result = run_cli([*TINY, "trainer.max_epochs=3", f"hydra.run.dir={run}"], cwd=root)
     assert result.returncode == 0, result.stderr[-2000:]
     population = root / "population"
     train(compose_config([*TINY, "population=2", "trainer.max_epochs=1"], population))

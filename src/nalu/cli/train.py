@@ -260,15 +260,18 @@ def check_optimization(cfg: DictConfig, network: "nn.Module") -> None:
 
 
 def check_resume(cfg: DictConfig) -> None:
-    """Refuse, in one line and before any folder is made, a ``ckpt_path`` that is unreadable or
-    was written by another model, other seeds or another problem (read from the checkpoint's
-    run folder, where it has one): resuming it would train something else than this run."""
+    """Refuse, in one line and before any folder is made, a ``ckpt_path`` that is unreadable,
+    was saved past ``trainer.max_epochs``, or was written by another model, other seeds or
+    another problem (read from the checkpoint's run folder, where it has one): resuming it
+    would train something else than this run."""
     import torch
 
     path = str(cfg.ckpt_path)
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)["hyper_parameters"]
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        saved = checkpoint["hyper_parameters"]
         saved_seeds, saved_network = list(saved["seeds"]), saved["network"]
+        saved_epoch = checkpoint["epoch"]
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError, KeyError, TypeError) as error:
         raise ConfigError(
             f"ckpt_path={path!r}: not a readable checkpoint of nalu-train ({type(error).__name__})"
@@ -302,6 +305,13 @@ def check_resume(cfg: DictConfig) -> None:
         raise ConfigError(
             f"ckpt_path={path!r}: written for another problem (data.{field}={shorten(saved)}, "
             f"here {shorten(here)}); resume with the data config that wrote it"
+        )
+    # Lightning refuses to resume past max_epochs (as a traceback, after the run's folder is made).
+    max_epochs = cfg.trainer.get("max_epochs")
+    if max_epochs is not None and max_epochs != -1 and saved_epoch > max_epochs:
+        raise ConfigError(
+            f"trainer.max_epochs={max_epochs}: ckpt_path={path!r} was saved at epoch "
+            f"{saved_epoch}, past it; resume with trainer.max_epochs={saved_epoch} or more"
         )
 
 
