@@ -156,3 +156,15 @@ def test_a_bad_override_is_refused_before_the_folder_records_it(tmp_path, overri
     assert result.stderr.strip().splitlines() == [f"error: {message}"]
     # Nothing written: the corrected command may use the same folder.
     assert not out.exists()
+
+
+def test_operations_that_none_of_the_units_trains_are_refused_before_the_folder_records_them(
+    tmp_path,
+):
+    out = tmp_path / "bench"
+    result = benchmark(out, "--units", "nau", "--ops", "mul", "--seeds", "2")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --ops=mul: no unit of --units=nau trains any of them (nau: add, sub)"
+    ]
+    assert not out.exists()  # the corrected call (--ops add) may use the same folder

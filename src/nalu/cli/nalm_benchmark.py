@@ -122,10 +122,15 @@ def run_benchmark(
         raise BenchmarkError(f"--units={','.join(units)}: {unknown} not in conf/nalm {all_units()}")
     # Every unit's command line checked before the folder records the settings: a mistyped
     # override would otherwise stop the first unit, and the folder refuse the corrected one.
-    for unit in units:
-        overrides = unit_overrides(unit, seeds, operations)
-        if overrides is not None:
-            check_command_line([*overrides, *extra], CONFIG_DIR)
+    trained = [unit for unit in units if unit_overrides(unit, seeds, operations) is not None]
+    if not trained:
+        own = "; ".join(f"{unit}: {', '.join(unit_operations(unit))}" for unit in units)
+        raise BenchmarkError(
+            f"--ops={','.join(operations or [])}: no unit of --units={','.join(units)} trains "
+            f"any of them ({own})"
+        )
+    for unit in trained:
+        check_command_line([*unit_overrides(unit, seeds, operations), *extra], CONFIG_DIR)
     check_settings(out, {"seeds": seeds, "operations": operations, "overrides": extra})
     for k, unit in enumerate(units, start=1):
         run_dir = out / unit
