@@ -319,6 +319,10 @@ TRAIN = [
         "with model.in_features=6, here 7); resume with the model config that wrote it",
     ),
     (
+        [*TINY, "hydra.run.dir={run}"],
+        "hydra.run.dir={run}: holds a run already (checkpoints/best-step",
+    ),
+    (
         [*TINY, "ckpt_path={checkpoint}", "trainer.max_epochs=1"],
         "trainer.max_epochs=1: ckpt_path='{checkpoint}' was saved at epoch 2, past it; resume "
         "with trainer.max_epochs=2 or more",

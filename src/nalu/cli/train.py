@@ -441,6 +441,11 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
     return metrics.get(INTERP_MSE, float("nan"))
 
 
+# What a run leaves in its folder once it has trained: a checkpoint, its metrics, or (a
+# population's) its report.
+RUN_MARKS = ("checkpoints/*.ckpt", "metrics.json", "report.md")
+
+
 def output_folder(arguments: list[str]) -> tuple[Path, str]:
     """The folder a command line writes into, as far as it is known before Hydra resolves it
     (the part before any ``${...}``), and the field that sets it."""
@@ -451,6 +456,25 @@ def output_folder(arguments: list[str]) -> tuple[Path, str]:
         if given:
             return Path(given[-1].split("${", 1)[0] or "."), name
     return Path("outputs"), "paths.log_dir"
+
+
+def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
+    """Refuse a new run into a ``hydra.run.dir`` that holds a run already (its checkpoints or
+    results): the two would mix in its reports, checkpoints and TensorBoard files, and the
+    first run's metrics.json be overwritten. Resuming in place, from a checkpoint inside the
+    folder, is the way to go on there."""
+    given = [arg.split("=", 1)[1] for arg in arguments if arg.startswith("hydra.run.dir=")]
+    if not given or "${" in given[-1] or "-m" in arguments or "--multirun" in arguments:
+        return  # a new folder of its own, or one known only once Hydra resolves it
+    folder = Path(given[-1]).absolute()
+    held = [path for mark in RUN_MARKS for path in sorted(folder.glob(mark)) if path.is_file()]
+    if not held or (ckpt_path and folder in Path(ckpt_path).absolute().parents):
+        return
+    raise ConfigError(
+        f"hydra.run.dir={given[-1]}: holds a run already ({held[0].relative_to(folder)}); "
+        "choose another folder, "
+        f"or resume that run there with ckpt_path={Path(given[-1]) / 'checkpoints' / 'last.ckpt'}"
+    )
 
 
 def swept_on_command_line(arguments: list[str]) -> list[str]:
@@ -477,6 +501,8 @@ def main() -> None:
         cfg = check_command_line(arguments, CONFIG_DIR)
         if cfg is not None and cfg.ckpt_path:
             check_resume(cfg)
+        if cfg is not None:
+            check_run_folder_free(arguments, cfg.ckpt_path)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     try:
