@@ -137,6 +137,26 @@ def test_success_threshold_of_a_product_matches_the_formula():
     assert problem.success_threshold((2.0, 6.0))[0].item() == pytest.approx(expected, rel=0.07)
 
 
+def test_the_threshold_sample_of_many_inputs_is_drawn_in_chunks_of_the_same_values(monkeypatch):
+    # 10,000 samples of 100,000 inputs would take 8 GB at once: the sample is drawn and measured
+    # a chunk at a time, each drawn on from the same generator, so the thresholds stay those of
+    # one draw (here 10 inputs in chunks of 100 rows, the bound at 1,000 values).
+    problem = MysteryArithmeticProblem(10, 4, operations=("add", "sub", "mul", "div"))
+    whole = problem.success_threshold((-10.0, 10.0))
+    drawn = []
+    sample_inputs = MysteryArithmeticProblem.sample_inputs
+
+    def recording(self, size, *args, **kwargs):
+        drawn.append(size)
+        return sample_inputs(self, size, *args, **kwargs)
+
+    monkeypatch.setattr(MysteryArithmeticProblem, "sample_inputs", recording)
+    monkeypatch.setattr("nalu.data.problem.SUCCESS_VALUES_AT_ONCE", 1000)
+    chunked = problem.success_threshold((-10.0, 10.0))
+    assert drawn == [100] * 100
+    assert chunked.tolist() == pytest.approx(whole.tolist(), rel=1e-12)
+
+
 def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():
     problem = MysteryArithmeticProblem(8, 6, operations=("add", "sub"), problem_seed=3)
     exact = exact_nac_for(problem)

@@ -23,6 +23,9 @@ from nalu.data.formula import Formula, Variable, power_product, weighted_sum
 # sampling error of about 2% on ×'s threshold (tests/test_measure.py).
 SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
+# The sample is drawn and measured in chunks of at most this many values (128 MB in double
+# precision): at 100,000 inputs the whole of it would take 8 GB.
+SUCCESS_VALUES_AT_ONCE = 2**24
 
 
 @dataclass(frozen=True)
@@ -228,12 +231,17 @@ def near_perfect_mse(
     output itself is off by ε (``MISTRY_NEAR_PERFECT``).
     """
     generator = torch.Generator().manual_seed(SUCCESS_SEED)
-    x = problem.sample_inputs(SUCCESS_SAMPLES, value_range, generator, dtype=torch.float64)
     masks = problem.operand_masks().double()
     codes = operation_codes(problem.output_operations)
-    exact = operation_targets(x, operand_matrix(masks), codes)
-    near = NEAR_PERFECT_OUTPUTS[model](x, masks, codes)
-    return (near - exact).square().mean(dim=0)
+    rows = max(1, SUCCESS_VALUES_AT_ONCE // problem.in_features)
+    squared_error = torch.zeros(problem.out_features, dtype=torch.float64)
+    for start in range(0, SUCCESS_SAMPLES, rows):
+        size = min(rows, SUCCESS_SAMPLES - start)
+        x = problem.sample_inputs(size, value_range, generator, dtype=torch.float64)
+        exact = operation_targets(x, operand_matrix(masks), codes)
+        near = NEAR_PERFECT_OUTPUTS[model](x, masks, codes)
+        squared_error += (near - exact).square().sum(dim=0)
+    return squared_error / SUCCESS_SAMPLES
 
 
 class ColumnSampling(ABC):
