@@ -33,9 +33,9 @@ $(VENV)/.installed: pyproject.toml
 install: $(VENV)/.installed ## Create or update the virtual environment in .venv
 
 train: $(VENV)/.installed ## Train the NALU on the article's problem (extra Hydra overrides: ARGS="...")
+	$(if $(findstring model=,$(ARGS)),,@echo "The article's NALU: expect few or no outputs extrapolated exactly (solved fractions near 0),")
+	$(if $(findstring model=,$(ARGS)),,@echo "the article's finding, not a fault; make solve learns + − × ÷ (README: Which unit should I use?).")
 	$(PYTHON) -m nalu.train experiment=article $(ARGS)
-	@echo "The article's setup: its NALU extrapolates few or no outputs exactly (solved fractions near 0),"
-	@echo "which is the article's finding, not a fault; make solve learns + − × ÷ (README: Which unit should I use?)."
 
 sweep: $(VENV)/.installed ## Article comparison: 5 models x seeds 0,1,2 as one multirun, then its report
 	$(PYTHON) -m nalu.train -m experiment=article model=article_vanilla,mlp,nac,nalu,nalu_shared \

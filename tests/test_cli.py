@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,7 +14,7 @@ import torch
 from conftest import TINY, compose_config, load_events, run_cli
 
 import nalu.training.progress
-from nalu.cli.common import CONFIG_DIR, format_metrics
+from nalu.cli.common import CONFIG_DIR, command_line, format_metrics
 from nalu.cli.train import train
 from nalu.config.validation import check_command_line
 from nalu.results.report import group_runs, load_runs, median_table
@@ -307,3 +308,17 @@ def test_a_make_target_trains_into_the_folder_its_report_reads(target, tmp_path)
     [trained] = re.findall(r"hydra\.sweep\.dir=(\S+)", result.stdout)
     [reported] = re.findall(r"nalu\.report (\S+)", result.stdout)
     assert trained == reported
+
+
+def test_a_printed_command_is_one_the_shell_finds(monkeypatch, tmp_path):
+    # A virtual environment that is not activated: its commands by their path, which a user
+    # can paste; from the checkout, relative to it.
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.chdir(tmp_path)
+    assert command_line("nalu-report", "a b") == f"{bin_dir / 'nalu-report'} 'a b'"
+    monkeypatch.chdir(bin_dir.parents[1])
+    assert command_line("nalu-report") == f"{bin_dir.relative_to(bin_dir.parents[1])}/nalu-report"
+    # Activated (or installed on the PATH): by its name.
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    assert command_line("tensorboard", "--logdir", "runs") == "tensorboard --logdir runs"

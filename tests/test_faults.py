@@ -3,6 +3,7 @@ runs started at once, a failed sweep job, a population that diverges whole, corr
 
 import errno
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +119,11 @@ def test_a_sweep_with_a_failed_job_goes_on_and_ends_with_a_summary(tmp_path):
     }
     best = min(validation, key=validation.get)
     assert f"best on the validation set: {best} (interp/mse {validation[best]:.4g})" in console
-    assert result.stdout.rstrip().endswith(f"report: nalu-report {sweep_dir}")
+    # The report's command, as printed, runs where it was printed.
+    last = result.stdout.rstrip().splitlines()[-1]
+    assert last.startswith("report: ") and last.endswith(f"nalu-report {sweep_dir}")
+    report = subprocess.run(shlex.split(last.removeprefix("report: ")), cwd=tmp_path)
+    assert report.returncode == 0 and (sweep_dir / "report.md").is_file()
 
 
 @pytest.mark.slow

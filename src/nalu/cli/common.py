@@ -8,6 +8,8 @@ import logging
 import math
 import os
 import re
+import shlex
+import shutil
 import sys
 import tempfile
 import traceback
@@ -247,7 +249,20 @@ class MultirunSummary(Callback):
         if counts.best is not None:
             job, mse = counts.best
             print(f"best on the validation set: {job.name} (interp/mse {mse:.4g})")
-        print(f"report: nalu-report {sweep_dir}")
+        print(f"report: {command_line('nalu-report', str(sweep_dir))}")
+
+
+def command_line(name: str, *arguments: str) -> str:
+    """A console command of this installation as the user can paste it: by its name where the
+    shell finds this one, else by its path beside the interpreter (a virtual environment that
+    is not activated), relative to the working folder where it lies below it."""
+    installed = Path(sys.executable).parent / name
+    if not installed.is_file() or shutil.which(name) == str(installed):
+        return shlex.join([name, *arguments])
+    command = (
+        installed.relative_to(Path.cwd()) if installed.is_relative_to(Path.cwd()) else installed
+    )
+    return shlex.join([str(command), *arguments])
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

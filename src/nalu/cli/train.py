@@ -5,7 +5,6 @@ import copy
 import logging
 import os
 import pickle
-import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,7 @@ from nalu.cli.common import (
     MultirunSummary,
     check_output_folder,
     checked,
+    command_line,
     fail,
     format_metrics,
     keep_freed_memory,
@@ -389,10 +389,10 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     # the run "."; from the folder above, they are its folder's name beside its neighbours (a
     # sweep's other jobs).
     if population:
-        print(f"TensorBoard: tensorboard --logdir {shlex.quote(str(output_dir))}")
+        print(f"TensorBoard: {command_line('tensorboard', '--logdir', str(output_dir))}")
     else:
-        parent = shlex.quote(str(output_dir.parent))
-        print(f"TensorBoard: tensorboard --logdir {parent} (this run: {output_dir.name})")
+        serve = command_line("tensorboard", "--logdir", str(output_dir.parent))
+        print(f"TensorBoard: {serve} (this run: {output_dir.name})")
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")
