@@ -74,6 +74,8 @@ def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"[1/4] nau: finished, kept ({out / 'nau'})" in again.stdout
     assert f"[2/4] nmu: resumed from {out / 'nmu' / 'checkpoints' / 'last.ckpt'}" in again.stdout
+    # Resumed in place without Lightning's notices about the checkpoints folder it left.
+    assert "model_checkpoint.py" not in again.stderr
     assert f"[4/4] nac: training in {out / 'nac'}" in again.stdout
     assert "| nmu / mul / U_10_20 | mul | 2 |" in (out / "nmu" / "report.md").read_text()
     assert "| nac / sub / U_10_20 | sub | 2 |" in (out / "report.md").read_text()

@@ -171,6 +171,10 @@ def ignore_inapplicable_warnings() -> None:
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\).*")
     # Under DDP the evaluation metrics are torchmetrics, already summed over processes.
     warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
+    # A resume into a new folder, or in place: the checkpoint callback's bookkeeping of the
+    # old folder's files, which the run's judge (each member's best validation) does not use.
+    warnings.filterwarnings("ignore", ".*The dirpath has changed from.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")
 
 
 class ArithmeticModule(L.LightningModule):
@@ -241,6 +245,9 @@ class ArithmeticModule(L.LightningModule):
         cuda_graphs: bool = True,
     ) -> None:
         super().__init__()
+        # Here, before the trainer sets up its callbacks (whose notices some filters silence),
+        # and again in ``setup`` for a process that unpickles the module.
+        ignore_inapplicable_warnings()
         given = {"network": network, "optimizer": optimizer}
         self.save_hyperparameters(ignore=[name for name, v in given.items() if not is_config(v)])
         # Several optimizer steps per training_step: the module takes them itself.
