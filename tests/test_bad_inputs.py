@@ -108,6 +108,10 @@ TRAIN = [
         "(Hydra: no viable alternative at input '[1')",
     ),
     (["ckpt_path=missing.ckpt"], "ckpt_path='missing.ckpt': no such checkpoint file"),
+    (
+        ["ckpt_path={run}"],
+        "ckpt_path='{run}': a folder, not a checkpoint file (e.g. {run}/checkpoints/last.ckpt)",
+    ),
     (["optimizer.lr=???"], "optimizer.lr: Missing mandatory value: optimizer.lr"),
     # A sweep is checked whole before its first job starts.
     (["-m", "seed=0,1", "optimizer.lr=1e-3,-2"], "optimizer.lr=-2: must be a finite number > 0"),
@@ -396,7 +400,11 @@ EVALUATE = [
         "ckpt_path='{population_checkpoint}': holds 2 networks (a population: its seeds × its "
         "problem cells); evaluate takes a checkpoint of one network (one seed, one problem)",
     ),
-    (["ckpt_path=nope.ckpt"], "ckpt_path='nope.ckpt': no such file"),
+    (["ckpt_path=nope.ckpt"], "ckpt_path='nope.ckpt': no such checkpoint file"),
+    (
+        ["ckpt_path={run}"],
+        "ckpt_path='{run}': a folder, not a checkpoint file (e.g. {run}/checkpoints/last.ckpt)",
+    ),
     (
         ["-m", "ckpt_path={checkpoint}"],
         "-m: evaluate tests one checkpoint; run it once per checkpoint",

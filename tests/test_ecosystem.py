@@ -269,7 +269,7 @@ def test_evaluate_lifts_the_log_magnitude_cap_where_exact_products_exceed_it(tmp
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "ckpt_path='{path}': no such file"),
+        (None, "ckpt_path='{path}': no such checkpoint file"),
         (b"", "ckpt_path='{path}': not a checkpoint written by nalu-train"),
         (b"[project]\n", "ckpt_path='{path}': not a checkpoint written by nalu-train"),
     ],

@@ -35,7 +35,12 @@ from nalu.cli.common import (
 from nalu.config.errors import ConfigError, shorten
 from nalu.config.resolvers import evaluation_dir, run_dir_of
 from nalu.config.rules import PROBLEM_FIELDS
-from nalu.config.validation import check_group_choices, compose_checked, validate_config
+from nalu.config.validation import (
+    check_group_choices,
+    checkpoint_file,
+    compose_checked,
+    validate_config,
+)
 from nalu.results.record import OWN_BEST, write_json_atomic
 
 if TYPE_CHECKING:
@@ -56,8 +61,7 @@ def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":
     from nalu.training.module import ArithmeticModule
 
     path = Path(ckpt_path)
-    if not path.is_file():
-        raise ConfigError(f"ckpt_path={str(path)!r}: no such file")
+    checkpoint_file("ckpt_path", path)
     try:
         return ArithmeticModule.load_from_checkpoint(path, map_location="cpu")
     except InstantiationException as error:  # a network class that this nalu does not have
@@ -294,8 +298,7 @@ def check_arguments(arguments: list[str]) -> None:
     ckpt_path = composed.get("ckpt_path")
     if not ckpt_path:
         raise ConfigError(MISSING_CHECKPOINT)
-    if not Path(ckpt_path).is_file():
-        raise ConfigError(f"ckpt_path={ckpt_path!r}: no such file")
+    checkpoint_file("ckpt_path", ckpt_path)
     data, changed = evaluation_data(ckpt_path, overrides, None)
     # The run's own data with the overrides on top, or (outside a run folder) this config's.
     own_data = composed.data if data is None else data

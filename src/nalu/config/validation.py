@@ -62,9 +62,17 @@ def adam_betas(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must be [beta1, beta2], each in [0, 1)")
 
 
-def existing_file(name: str, value: Any) -> None:
-    if not Path(str(value)).is_file():
-        raise InvalidArgument(name, value, "no such checkpoint file")
+def checkpoint_file(name: str, value: Any) -> None:
+    """A checkpoint to read: a file. A folder given is most often a run's, whose last
+    checkpoint was meant. The path is named whole: cut short, it would name no file."""
+    path = Path(str(value))
+    if path.is_dir():
+        reason = f"a folder, not a checkpoint file (e.g. {path / 'checkpoints' / 'last.ckpt'})"
+    elif not path.is_file():
+        reason = "no such checkpoint file"
+    else:
+        return
+    raise ConfigError(f"{name}={str(value)!r}: {reason}")
 
 
 _ABSENT = object()
@@ -82,7 +90,7 @@ FIELD_RULES: dict[str, Rule] = {
     "stop_when_solved": boolean,
     "rounds": integer_at_least(1),
     "heatmaps": optional(integer_at_least(0)),
-    "ckpt_path": optional(existing_file),
+    "ckpt_path": optional(checkpoint_file),
     "optimizer.lr": positive_number,
     "optimizer.eps": positive_number,
     "optimizer.momentum": non_negative_number,
