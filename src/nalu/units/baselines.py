@@ -17,6 +17,9 @@ class ArticleBaseline(nn.Module):
     subtraction or signed product; it is the article's baseline, not a fair one (see ``MLP``).
     """
 
+    # Output j depends on row j of W and b_j only: each output is a model of its own.
+    independent_outputs = True
+
     def __init__(self, in_features: int, out_features: int) -> None:
         super().__init__()
         self.in_features = in_features
