@@ -20,6 +20,7 @@ from nalu.data.problem import StaticArithmeticProblem
 from nalu.results.record import SOLVED_FRACTION, metric_name
 from nalu.results.report import (
     CellSeries,
+    ReportError,
     cell_caption,
     cell_series,
     default_group_by,
@@ -412,7 +413,7 @@ def test_the_cells_legend_lists_the_units_in_the_reports_order():
     assert [text.get_text() for text in legend.get_texts()] == ["nmu", "select"]
 
 
-def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_the_cells_figure(
+def test_the_success_figure_draws_the_tables_rows_and_a_report_pooling_ranges_is_refused(
     tmp_path, monkeypatch
 ):
     population = tmp_path / "population"
@@ -432,9 +433,11 @@ def test_the_success_figure_draws_the_tables_rows_and_a_regrouped_report_drops_t
     assert [["| " + row["group"], row["operation"]] for row in drawn] == shown
     assert {row["operation"] for row in drawn} == {"sub", "mul"}
     assert (population / "success_by_cell.png").is_file()
-    # Grouped by operation alone there are no cells: the last report's cell figure goes.
-    write_report([population], group_by=["operation"])
-    assert not (population / "success_by_cell.png").exists()
+    # Grouped by operation alone, each row would pool two ranges' runs: refused, and the
+    # folder keeps the report and figures that match each other.
+    with pytest.raises(ReportError, match=r"share the row 'sub' \(range: "):
+        write_report([population], group_by=["operation"])
+    assert (population / "success_by_cell.png").is_file()
 
 
 def test_a_members_hparams_row_names_its_cell_and_seed(tmp_path):

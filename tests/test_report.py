@@ -190,12 +190,40 @@ def test_diverged_runs_are_counted_as_failures_not_dropped(tmp_path):
     assert overall["extrap_mse"] == pytest.approx(25.25)
 
 
-def test_different_problems_in_one_row_stop_with_one_line(tmp_path, capsys):
+def test_runs_of_different_problems_get_rows_that_name_the_difference(tmp_path, capsys):
     solved_run(tmp_path / "a", "nac", 0, solved=True)
     solved_run(tmp_path / "b", "nac", 1, solved=True)
     write_problem(tmp_path / "b", in_features=9)
-    message = stops_with([str(tmp_path)], capsys)
-    assert message.startswith("error: runs of 2 different problems share the row 'nac'")
+    # By default each problem its own row, named by the setting its problem differs in.
+    runs = load_runs([tmp_path])
+    assert default_group_by(runs) == ["model", "data.in_features"]
+    assert list(group_runs(runs, default_group_by(runs))) == ["nac / 6", "nac / 9"]
+    # Asked to pool them in one row: refused, with the field that tells them apart.
+    message = stops_with([str(tmp_path), "--group-by", "model"], capsys)
+    assert message == (
+        "error: runs of different problems share the row 'nac' (data.in_features: 6 vs 9); add "
+        "a field that tells them apart, e.g. --group-by model,data.in_features"
+    )
+
+
+def test_runs_of_different_value_ranges_are_not_pooled(tmp_path, capsys):
+    # One problem, extrapolated on two ranges: their thresholds and errors are not comparable.
+    for name, extrap in (("a", [2.0, 6.0]), ("b", [1.0, 2.0])):
+        solved_run(tmp_path / name, "nau_nmu", 0, solved=True)
+        (tmp_path / name / ".hydra").mkdir()
+        config = {"data": {"train_range": [1.0, 2.0], "extrap_range": extrap}}
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = load_runs([tmp_path])
+    assert list(group_runs(runs, default_group_by(runs))) == [
+        "nau_nmu / [1.0, 2.0]",
+        "nau_nmu / [2.0, 6.0]",
+    ]
+    message = stops_with([str(tmp_path), "--group-by", "model"], capsys)
+    assert message == (
+        "error: runs of different problems share the row 'nau_nmu' (data.extrap_range: [1.0, "
+        "2.0] vs [2.0, 6.0]); add a field that tells them apart, e.g. --group-by "
+        "model,data.extrap_range"
+    )
 
 
 def test_a_missing_folder_is_one_clear_line(tmp_path, capsys):

@@ -10,6 +10,7 @@ Table 1), the exact-recovery rate and the diverged runs; figures of the loss cur
 seeds with a band: the middle half of the runs, or all of a few) and of the success rates.
 """
 
+import contextlib
 import csv
 import functools
 import io
@@ -127,6 +128,15 @@ def run_overrides(run_dir: Path) -> dict[str, Any]:
 
 
 @functools.cache
+def _saved_problem(run_dir: Path) -> dict[str, Any]:
+    """A run's ``problem.json``, read once; empty where it is missing or unreadable."""
+    try:
+        return json.loads((run_dir / "problem.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+@functools.cache
 def _saved_config(path: Path) -> DictConfig | None:
     """A run's ``.hydra/config.yaml``, read once; None where it is missing or unreadable."""
     try:
@@ -136,20 +146,22 @@ def _saved_config(path: Path) -> DictConfig | None:
 
 
 def run_value(run: dict[str, Any], field: str) -> Any:
-    """A run's value of ``field``: a label of its metrics.json, an override of its command line
-    or a field of its config (``.hydra/config.yaml``); None where it has none."""
+    """A run's value of ``field``: a label of its metrics.json, an override of its command line,
+    a field of its config (``.hydra/config.yaml``) or, for ``data.<setting>``, of the problem it
+    recorded (``problem.json``: a run written without Hydra has no config); None where it has
+    none."""
     if field in run.get("labels", {}):
         return run["labels"][field]
     if field in run.get("overrides", {}):
         return run["overrides"][field]
     config = _saved_config(_hydra_dir(Path(run["run_dir"])) / "config.yaml")
-    if config is None:
-        return None
-    try:
-        value = OmegaConf.select(config, field, default=None)
-        return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
-    except OmegaConfBaseException:  # an interpolation that cannot resolve out of its run
-        return None
+    value = None
+    # An interpolation that cannot resolve out of its run reads as no value.
+    with contextlib.suppress(OmegaConfBaseException):
+        value = None if config is None else OmegaConf.select(config, field, default=None)
+    if value is None and field.startswith("data."):
+        value = _saved_problem(Path(run["run_dir"])).get(field.removeprefix("data."))
+    return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
 def swept_fields(runs: list[dict[str, Any]]) -> list[str]:
@@ -175,7 +187,8 @@ def _ordered(value: Any) -> tuple[int, float, str]:
 def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
     """A row per model, per cell of a population's ``problems`` axes and per combination of
     swept values; a swept field that takes one value per model (``nalm=nau`` beside the NAU's
-    runs) splits no model's runs and would only repeat it."""
+    runs) splits no model's runs and would only repeat it. Runs of several problems also have
+    a row per value of each setting in which their problems differ."""
     axes = dict.fromkeys(a for run in runs for a in run.get("labels", {}).get("problem_axes", {}))
 
     def splits_a_model(field: str) -> bool:
@@ -185,7 +198,12 @@ def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
         return any(len(each) > 1 for each in values.values())
 
     swept = [field for field in swept_fields(runs) if field != "model" and field not in axes]
-    return ["model", *axes, *(field for field in swept if splits_a_model(field))]
+    fields = ["model", *axes, *(field for field in swept if splits_a_model(field))]
+    # Runs of several problems (folders of other commands reported together): each row names
+    # the settings its problem differs in, so that no two rows read as one task.
+    if not axes:
+        fields += [field for field in differing_problem_fields(runs) if field not in fields]
+    return fields
 
 
 def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]) -> str:
@@ -273,15 +291,41 @@ def near_perfect_text(problems: Sequence[str]) -> str:
 
 
 def problem_identity(run: dict[str, Any]) -> str:
-    """What makes runs comparable: the problem's settings except those drawn per seed."""
-    problem_file = Path(run["run_dir"]) / "problem.json"
-    if problem_file.is_file():
-        problem = json.loads(problem_file.read_text(encoding="utf-8"))
+    """The problem the run posed, as the report names it: its settings except those drawn per
+    seed."""
+    problem = _saved_problem(Path(run["run_dir"]))
+    if problem:
         settings = {k: v for k, v in problem.items() if k not in PER_SEED_PROBLEM_KEYS}
     else:
         labels = run.get("labels", {})
         settings = {k: labels.get(k) for k in ("problem", "operations")}
     return json.dumps(settings, sort_keys=True)
+
+
+# The sets' value ranges: what "interpolation" and "extrapolation" meant, and what the success
+# thresholds were measured on.
+RANGE_FIELDS = ("data.train_range", "data.interp_range", "data.extrap_range")
+
+
+def problem_fields(run: dict[str, Any]) -> dict[str, str]:
+    """What makes runs comparable, by the field that names each in ``--group-by`` (a label, or
+    a config field): the problem's settings (``problem_identity``), its sets' value ranges and
+    its cell of a population's ``problems`` axes."""
+    labels = run.get("labels", {})
+    settings = json.loads(problem_identity(run))
+    fields = {key if key in labels else f"data.{key}": value for key, value in settings.items()}
+    fields.update((field, run_value(run, field)) for field in RANGE_FIELDS)
+    fields.update((axis, labels.get(axis)) for axis in labels.get("problem_axes", {}))
+    return {field: json.dumps(value, sort_keys=True) for field, value in fields.items()}
+
+
+def differing_problem_fields(runs: list[dict[str, Any]]) -> list[str]:
+    """The ``problem_fields`` whose values differ between the runs, in the order first seen."""
+    seen: dict[str, set[str]] = {}
+    for run in runs:
+        for field, value in problem_fields(run).items():
+            seen.setdefault(field, set()).add(value)
+    return [field for field, values in seen.items() if len(values) > 1]
 
 
 def group_runs(
@@ -318,12 +362,15 @@ def group_runs(
         )
     groups = dict(sorted(groups.items(), key=lambda item: order[item[0]]))
     for key, members in groups.items():
-        problems = sorted({problem_identity(run) for run in members})
-        if len(problems) > 1:
+        differing = differing_problem_fields(members)
+        if differing:
+            field = differing[0]
+            values = sorted({problem_fields(run)[field] for run in members})
+            missing = [f for f in differing if f not in group_by]
             raise ReportError(
-                f"runs of {len(problems)} different problems share the row '{key}' "
-                f"({' vs '.join(problems[:2])}); add a label that tells them apart, "
-                f"e.g. --group-by problem,operations,{','.join(group_by)}"
+                f"runs of different problems share the row '{key}' ({field}: "
+                f"{' vs '.join(values[:2])}); add a field that tells them apart, e.g. "
+                f"--group-by {','.join([*group_by, *missing[:1]])}"
             )
     return groups
 
