@@ -305,7 +305,10 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
         ("validation_loss", INTERP_MSE),
         ("test_relative_error", EXTRAP_RELATIVE_ERROR),
     ):
-        line, *reference = figures[name].axes[0].get_lines()
+        line, *others = figures[name].axes[0].get_lines()
+        # The members' median best epoch, and its legend entry.
+        assert len([other for other in others if other.get_marker() == "D"]) == 2, name
+        reference = [other for other in others if other.get_marker() != "D"]
         assert list(line.get_xdata()) == [1, 2, 3], name
         assert list(line.get_ydata()) == pytest.approx(median_curve(tag), rel=1e-6), name
         # The relative error's yardstick: 100% is what answering 0 scores.
@@ -325,7 +328,8 @@ def test_each_members_run_has_every_operations_test_loss_and_the_report_draws_it
     corners = [(round(a.get_position().x0, 2), round(a.get_position().y0, 2)) for a in figure.axes]
     assert corners[2][0] == corners[0][0] and corners[2][1] < corners[0][1] == corners[1][1]
     for axis, operation in zip(figure.axes, operations, strict=True):
-        (line,) = axis.get_lines()
+        line, *best_epoch = axis.get_lines()
+        assert [mark.get_marker() for mark in best_epoch][:1] == ["D"], operation
         having = sum(operation in own for own in member_operations)
         assert axis.get_title() == f"Test loss of the {operation} outputs (n={having})"
         assert line.get_label() == "nac", operation

@@ -16,10 +16,13 @@ from nalu.cli.report import main
 from nalu.cli.train import train
 from nalu.results.record import EXTRAP_MSE, INTERP_MSE, RunRecord
 from nalu.results.report import (
+    BEST_EPOCH_LABEL,
+    best_validation_step,
     default_group_by,
     fisher_exact_p,
     group_runs,
     load_runs,
+    loss_curves,
     markdown_table,
     median_table,
     plot_curves,
@@ -488,6 +491,36 @@ def test_a_band_spans_every_run_of_a_few_and_the_middle_half_of_more(monkeypatch
     assert [text.get_text() for text in legend.get_texts()] == [f"nau (n={len(runs)})", label]
 
 
+def test_each_group_marks_the_median_epoch_at_which_the_tables_read_its_runs(monkeypatch):
+    # Validation minima at steps 10, 20 (tied with 30: the first) and 30; 10 steps an epoch.
+    curves = {
+        "a": {INTERP_MSE: {10: 1.0, 20: 2.0, 30: 3.0}, EXTRAP_MSE: {10: 8.0, 20: 4.0, 30: 2.0}},
+        "b": {INTERP_MSE: {10: 3.0, 20: 1.0, 30: 1.0}, EXTRAP_MSE: {10: 8.0, 20: 4.0, 30: 2.0}},
+        "c": {INTERP_MSE: {10: 3.0, 20: 2.0, 30: 1.0}, EXTRAP_MSE: {10: 8.0, 20: 4.0, 30: 2.0}},
+    }
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves[run_dir.name])
+    runs = [{"run_dir": name, "steps": 30, "epochs": 3} for name in curves]
+    figure = plot_curves({"nau": runs})["test_loss"]
+    (axis,) = figure.axes
+    [marker] = [line for line in axis.lines if line.get_marker() == "D" and len(line.get_xdata())]
+    # The median of epochs 1, 2 and 3, on the group's median test loss there.
+    assert (list(marker.get_xdata()), list(marker.get_ydata())) == ([2.0], [4.0])
+    [legend] = figure.legends
+    assert BEST_EPOCH_LABEL in [text.get_text() for text in legend.get_texts()]
+
+
+@pytest.mark.slow
+def test_the_marked_best_epoch_is_the_one_a_run_is_judged_at(tmp_path):
+    train(compose_config([*TINY, "trainer.max_epochs=6"], tmp_path / "run"))
+    curve = loss_curves(tmp_path / "run")
+    best = best_validation_step(curve)
+    validations = curve[INTERP_MSE]
+    assert validations[best] == min(validations.values())
+    # The run's final metrics were measured with the parameters of that validation.
+    recorded = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+    assert recorded[INTERP_MSE] == pytest.approx(validations[best], rel=1e-5)
+
+
 def test_every_panel_of_a_figure_has_one_scale(monkeypatch):
     # The add outputs' test loss falls a thousandfold, the mul outputs' by a tenth: drawn on a
     # linear scale of their own, × would look as steep as +.
@@ -513,7 +546,7 @@ def test_every_group_of_a_curve_figure_is_drawn_and_named_beside_the_curves(monk
     groups = {f"group {k}": [{"run_dir": str(k), "steps": 10, "epochs": 1}] for k in range(count)}
     figure = plot_curves(groups)["validation_loss"]
     (axis,) = figure.axes
-    lines = axis.get_lines()
+    lines = [line for line in axis.get_lines() if line.get_marker() != "D"]  # not best epochs
     assert [line.get_label() for line in lines] == [f"group {k} (n=1)" for k in range(count)]
     # Each its own look: 11 colours, then the same colours dashed, then dotted.
     looks = {(to_rgba(line.get_color()), line.get_linestyle()) for line in lines}
@@ -521,8 +554,9 @@ def test_every_group_of_a_curve_figure_is_drawn_and_named_beside_the_curves(monk
     # One legend, to the right of the curves, not over them.
     [legend] = figure.legends
     assert axis.get_legend() is None
-    groups_then_band = [*(line.get_label() for line in lines), "band: every run (n < 5)"]
-    assert [text.get_text() for text in legend.get_texts()] == groups_then_band
+    explained = ["band: every run (n < 5)", BEST_EPOCH_LABEL]
+    groups_then_marks = [*(line.get_label() for line in lines), *explained]
+    assert [text.get_text() for text in legend.get_texts()] == groups_then_marks
     renderer = figure.canvas.get_renderer()
     figure.draw(renderer)
     assert legend.get_window_extent(renderer).x0 >= axis.get_window_extent(renderer).x1

@@ -615,13 +615,28 @@ BAND_LABELS = {
 }
 
 
+BEST_EPOCH_LABEL = "median best validation epoch (the tables read runs there)"
+
+
 class MedianBands(NamedTuple):
     """What ``_plot_median_band`` drew on one axis: per line its epochs, median, band and
-    colour, its count of runs, and which kinds of band (``BAND_LABELS``' keys) it used."""
+    colour, its count of runs, which kinds of band (``BAND_LABELS``' keys) it used, and
+    whether it marked a best epoch."""
 
     lines: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, Any]]
     counts: list[int]
     quartiles: set[bool]
+    best_marked: list[bool]
+
+
+def best_validation_step(curve: dict[str, dict[int, float]]) -> int | None:
+    """The step of a run's lowest validation (interpolation) MSE, the first where several tie:
+    the one its final metrics and success rates are read at (``nalu.training.judging.Judge``);
+    None without a finite validation."""
+    finite = [
+        (value, step) for step, value in curve.get(INTERP_MSE, {}).items() if math.isfinite(value)
+    ]
+    return min(finite)[1] if finite else None
 
 
 def _plot_median_band(
@@ -640,7 +655,7 @@ def _plot_median_band(
     At each step the median is over the runs with a finite point there: a run whose curve
     ends early (a member that diverged) leaves the others' points drawn."""
     colours = line_colours()
-    drawn = MedianBands([], [], set())
+    drawn = MedianBands([], [], set(), [])
     steps_per_epoch: set[float] = set()
     for index, (key, members) in enumerate(groups.items()):
         colour = colours[index % len(colours)]
@@ -669,6 +684,18 @@ def _plot_median_band(
         label = f"{key} (n={len(series)})" if counted else key
         axis.plot(epochs, median, style, label=label, color=colour)
         axis.fill_between(epochs, low, high, color=colour, alpha=0.2)
+        # The tables read each run at its best validation, not at the curve's end: the group's
+        # median of those epochs, on its line.
+        best = [
+            step / _steps_per_epoch(run)
+            for run, curve in zip(members, curves[key], strict=True)
+            if (step := best_validation_step(curve)) is not None
+        ]
+        if best:
+            epoch = float(np.median(best))
+            at = np.interp(epoch, epochs[np.isfinite(median)], median[np.isfinite(median)])
+            axis.plot([epoch], [at], "D", color=colour, mec="black", ms=6, zorder=3)
+        drawn.best_marked.append(bool(best))
         drawn.lines.append((epochs, median, low, high, colour))
         drawn.counts.append(len(series))
         drawn.quartiles.add(quartiles)
@@ -712,6 +739,8 @@ def scale_together(panels: Sequence[tuple[Any, MedianBands]]) -> None:
         axis.plot([], [], "v", color="grey", label="median exactly 0 (below the log scale)")
     for quartiles in sorted(set.union(*(drawn.quartiles for _, drawn in panels)), reverse=True):
         axis.fill_between([], [], [], color="grey", alpha=0.2, label=BAND_LABELS[quartiles])
+    if any(any(drawn.best_marked) for _, drawn in panels):
+        axis.plot([], [], "D", color="grey", mec="black", ms=6, label=BEST_EPOCH_LABEL)
 
 
 def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
@@ -1115,8 +1144,10 @@ def write_report(
         + (
             [
                 "Curves: median over seeds; the band spans the middle half of the runs (25–75%), "
-                f"or every run where a group has fewer than {QUARTILE_BAND_RUNS}. Every panel of "
-                "a figure has one scale, log where any panel's curves span a factor of 10.",
+                f"or every run where a group has fewer than {QUARTILE_BAND_RUNS}; a diamond on "
+                "each line marks its runs' median best validation epoch, where the tables read "
+                "them. Every panel of a figure has one scale, log where any panel's curves span a "
+                "factor of 10.",
                 *(f"![{caption}]({name}.png)" for name, caption in GROUP_FIGURES.items()),
             ]
             if drawn
