@@ -689,7 +689,7 @@ def _plot_median_band(
         best = [
             step / _steps_per_epoch(run)
             for run, curve in zip(members, curves[key], strict=True)
-            if (step := best_validation_step(curve)) is not None
+            if curve.get(tag) and (step := best_validation_step(curve)) is not None
         ]
         if best:
             epoch = float(np.median(best))
