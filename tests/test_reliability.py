@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED
+from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, resumable_checkpoint
 from nalu.cli.evaluate import load_checkpoint
-from nalu.cli.train import check_resume, train
+from nalu.cli.train import check_resume, check_run_folder_free, train
 from nalu.config.errors import ConfigError, Diverged, Interrupted
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
 from nalu.results.report import group_runs, load_runs, median_table
@@ -335,3 +335,29 @@ def test_a_checkpoint_whose_network_class_is_gone_is_refused_in_one_line(tmp_pat
         f"ckpt_path={str(last)!r}: its network cannot be built here (Error locating target "
         "'nalu.baselines.MLP'); evaluate it with the nalu version that wrote it"
     )
+
+
+def test_a_run_killed_before_its_first_last_checkpoint_resumes_from_its_newest(tmp_path):
+    # last.ckpt is first written some seconds in; the first validation's best checkpoint may
+    # be all a killed run saved.
+    run = tmp_path / "sweep" / "0_nau_optimizer.lr=0.1_seed0"  # a name Hydra needs quoted
+    (run / "checkpoints").mkdir(parents=True)
+    assert resumable_checkpoint(run) is None
+    (run / "checkpoints" / "best-step12.ckpt").write_bytes(b"")
+    assert resumable_checkpoint(run) == run / "checkpoints" / "best-step12.ckpt"
+    # A new run there is refused, naming the checkpoint to resume from, however the folder
+    # is written on the command line.
+    for folder in (f"hydra.run.dir='{run}'", f"hydra.run.dir='{run}/../{run.name}'"):
+        with pytest.raises(ConfigError) as refused:
+            check_run_folder_free([folder], None)
+        assert str(refused.value).endswith(
+            f"choose another folder, or resume that run there with "
+            f"ckpt_path={run / 'checkpoints' / 'best-step12.ckpt'}"
+        )
+    # Resumed there, from a checkpoint inside it: allowed.
+    check_run_folder_free(
+        [f"hydra.run.dir='{run}/../{run.name}'"], str(run / "checkpoints" / "best-step12.ckpt")
+    )
+    # Its last.ckpt, once written, is what a resume takes.
+    (run / "checkpoints" / "last.ckpt").write_bytes(b"")
+    assert resumable_checkpoint(run) == run / "checkpoints" / "last.ckpt"

@@ -17,6 +17,7 @@ from nalu.cli.train import train
 from nalu.results.record import EXTRAP_MSE, INTERP_MSE, RunRecord
 from nalu.results.report import (
     BEST_EPOCH_LABEL,
+    ReportError,
     best_validation_step,
     default_group_by,
     fisher_exact_p,
@@ -207,6 +208,46 @@ def test_runs_of_different_problems_get_rows_that_name_the_difference(tmp_path, 
         "error: runs of different problems share the row 'nac' (data.in_features: 6 vs 9); add "
         "a field that tells them apart, e.g. --group-by model,data.in_features"
     )
+
+
+def write_config(folder, **data):
+    (folder / ".hydra").mkdir()
+    (folder / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+
+
+def test_one_range_written_as_integers_or_as_floats_is_one_problem(tmp_path):
+    # [-50, 50] from a command line, [-50.0, 50.0] from the config: the same extrapolation.
+    for name, extrap in (("a", [-50, 50]), ("b", [-50.0, 50.0])):
+        solved_run(tmp_path / name, "nalu", 0, solved=True)
+        write_config(tmp_path / name, extrap_range=extrap)
+    runs = load_runs([tmp_path])
+    assert default_group_by(runs) == ["model"]
+    assert list(group_runs(runs, ["model"])) == ["nalu"]
+
+
+def test_a_population_cell_and_a_run_without_cells_are_not_pooled(tmp_path):
+    for name, labels in (("cell", {"range": "U_1_2", "problem_axes": {"range": ["U_1_2"]}}),
+                         ("plain", {})):  # fmt: skip
+        solved_run(tmp_path / name, "nmu", 0, solved=True)
+        payload = json.loads((tmp_path / name / "metrics.json").read_text())
+        payload["labels"].update(labels)
+        (tmp_path / name / "metrics.json").write_text(json.dumps(payload))
+    with pytest.raises(ReportError, match="share the row 'nmu' \\(range: \"U_1_2\" vs null\\)"):
+        group_runs(load_runs([tmp_path]), ["model"])
+
+
+def test_a_swept_operations_field_names_each_row_once(tmp_path):
+    for name, operations in (("a", ["add"]), ("b", ["mul"])):
+        solved_run(tmp_path / name, "nau", 0, solved=True)
+        write_problem(tmp_path / name, operations=operations)
+        payload = json.loads((tmp_path / name / "metrics.json").read_text())
+        payload["labels"]["operations"] = operations  # as a run labels itself
+        (tmp_path / name / "metrics.json").write_text(json.dumps(payload))
+        (tmp_path / name / ".hydra").mkdir()
+        overrides = [f"data.operations=[{operations[0]}]"]
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    runs = load_runs([tmp_path])
+    assert default_group_by(runs) == ["model", "data.operations"]
 
 
 def test_runs_of_different_value_ranges_are_not_pooled(tmp_path, capsys):

@@ -252,6 +252,17 @@ class MultirunSummary(Callback):
         print(f"report: {command_line('nalu-report', str(sweep_dir))}")
 
 
+def resumable_checkpoint(run_dir: Path) -> Path | None:
+    """The checkpoint a killed run in ``run_dir`` resumes from: its ``last.ckpt``, else the
+    newest it saved (a run killed before its first ``last.ckpt``, some seconds in, may have
+    saved the checkpoint of its best validation); None where it saved none."""
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.is_file():
+        return last
+    saved = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+    return saved[-1] if saved else None
+
+
 def command_line(name: str, *arguments: str) -> str:
     """A console command of this installation as the user can paste it: by its name where the
     shell finds this one, else by its path beside the interpreter (a virtual environment that

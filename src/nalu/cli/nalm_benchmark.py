@@ -4,10 +4,10 @@ Hare (2022, sec. 6.5) for every unit of ``conf/nalm``, as ``make benchmark`` run
 Per unit one population (``experiment=nalm_single_module nalm=<unit>``: the unit's operations ×
 the 9 ranges × ``--seeds`` seeds) trains in ``DIR/<unit>``, one unit after the other, each in its
 own ``nalu-train`` process; then one report over them all (``DIR/report.md``, with the per-range
-figure). Run again on the same ``DIR``, it keeps the units that finished and resumes a killed one
-from its ``last.ckpt``, and trains the units it did not have; ``DIR/benchmark.json`` holds the
-seeds, operations and overrides, so that a second call with others is refused instead of mixing
-two benchmarks in one report.
+figure). Run again on the same ``DIR``, it keeps the units that finished, resumes a killed one
+from its newest checkpoint (``nalu.cli.common.resumable_checkpoint``) and trains the units it did
+not have; ``DIR/benchmark.json`` holds the seeds, operations and overrides, so that a second call
+with others is refused instead of mixing two benchmarks in one report.
 """
 
 import json
@@ -24,6 +24,7 @@ from nalu.cli.common import (
     OneLineParser,
     fail,
     output_error_message,
+    resumable_checkpoint,
 )
 from nalu.config.errors import ConfigError
 from nalu.config.rules import MYSTERY_OPERATIONS
@@ -142,9 +143,9 @@ def run_benchmark(
         if (run_dir / FINISHED_MARK).is_file():
             print(f"{head}: finished, kept ({run_dir})")
             continue
-        last = run_dir / "checkpoints" / "last.ckpt"
-        resume = [f"ckpt_path={last}"] if last.is_file() else []
-        print(f"{head}: {'resumed from ' + str(last) if resume else 'training'} in {run_dir}")
+        last = resumable_checkpoint(run_dir)
+        resume = [f"ckpt_path={last}"] if last else []
+        print(f"{head}: {f'resumed from {last}' if last else 'training'} in {run_dir}")
         sys.stdout.flush()
         command = [sys.executable, "-m", "nalu.train", *overrides, f"hydra.run.dir={run_dir}"]
         code = subprocess.call([*command, *resume, *extra])

@@ -35,6 +35,7 @@ from nalu.cli.common import (
     output_error_message,
     progress_callbacks,
     quote_paths,
+    resumable_checkpoint,
     saved_problem_difference,
 )
 from nalu.config.errors import ConfigError, Diverged, Interrupted, InvalidArgument, shorten
@@ -463,17 +464,29 @@ def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
     results): the two would mix in its reports, checkpoints and TensorBoard files, and the
     first run's metrics.json be overwritten. Resuming in place, from a checkpoint inside the
     folder, is the way to go on there."""
-    given = [arg.split("=", 1)[1] for arg in arguments if arg.startswith("hydra.run.dir=")]
-    if not given or "${" in given[-1] or "-m" in arguments or "--multirun" in arguments:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if "-m" in arguments or "--multirun" in arguments:
+        return  # each job a folder of its own
+    try:
+        overrides = OverridesParser.create().parse_overrides(
+            [arg for arg in arguments if not arg.startswith("-")]
+        )
+    except HydraException:
+        return  # refused by the command line's own checks
+    given = [str(o.value()) for o in overrides if o.key_or_group == "hydra.run.dir"]
+    if not given or "${" in given[-1]:
         return  # a new folder of its own, or one known only once Hydra resolves it
-    folder = Path(given[-1]).absolute()
+    folder = Path(given[-1]).resolve()
     held = [path for mark in RUN_MARKS for path in sorted(folder.glob(mark)) if path.is_file()]
-    if not held or (ckpt_path and folder in Path(ckpt_path).absolute().parents):
+    if not held or (ckpt_path and folder in Path(ckpt_path).resolve().parents):
         return
+    resume = resumable_checkpoint(folder)
     raise ConfigError(
         f"hydra.run.dir={given[-1]}: holds a run already ({held[0].relative_to(folder)}); "
-        "choose another folder, "
-        f"or resume that run there with ckpt_path={Path(given[-1]) / 'checkpoints' / 'last.ckpt'}"
+        "choose another folder"
+        + (f", or resume that run there with ckpt_path={resume}" if resume else "")
     )
 
 

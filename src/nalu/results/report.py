@@ -202,7 +202,12 @@ def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
     # Runs of several problems (folders of other commands reported together): each row names
     # the settings its problem differs in, so that no two rows read as one task.
     if not axes:
-        fields += [field for field in differing_problem_fields(runs) if field not in fields]
+        named = {name for field in fields for name in (field, field.removeprefix("data."))}
+        fields += [
+            field
+            for field in differing_problem_fields(runs)
+            if not {field, field.removeprefix("data."), f"data.{field}"} & named
+        ]
     return fields
 
 
@@ -307,6 +312,15 @@ def problem_identity(run: dict[str, Any]) -> str:
 RANGE_FIELDS = ("data.train_range", "data.interp_range", "data.extrap_range")
 
 
+def _as_floats(value: Any) -> Any:
+    """``value`` with its numbers as floats: ``[-50, 50]`` from a command line is the config's
+    ``[-50.0, 50.0]``."""
+    if isinstance(value, list | tuple):
+        return [_as_floats(item) for item in value]
+    is_number = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if is_number else value
+
+
 def problem_fields(run: dict[str, Any]) -> dict[str, str]:
     """What makes runs comparable, by the field that names each in ``--group-by`` (a label, or
     a config field): the problem's settings (``problem_identity``), its sets' value ranges and
@@ -314,18 +328,19 @@ def problem_fields(run: dict[str, Any]) -> dict[str, str]:
     labels = run.get("labels", {})
     settings = json.loads(problem_identity(run))
     fields = {key if key in labels else f"data.{key}": value for key, value in settings.items()}
-    fields.update((field, run_value(run, field)) for field in RANGE_FIELDS)
+    fields.update((field, _as_floats(run_value(run, field))) for field in RANGE_FIELDS)
     fields.update((axis, labels.get(axis)) for axis in labels.get("problem_axes", {}))
     return {field: json.dumps(value, sort_keys=True) for field, value in fields.items()}
 
 
-def differing_problem_fields(runs: list[dict[str, Any]]) -> list[str]:
-    """The ``problem_fields`` whose values differ between the runs, in the order first seen."""
-    seen: dict[str, set[str]] = {}
-    for run in runs:
-        for field, value in problem_fields(run).items():
-            seen.setdefault(field, set()).add(value)
-    return [field for field, values in seen.items() if len(values) > 1]
+def differing_problem_fields(runs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The ``problem_fields`` whose values differ between the runs, in the order first seen,
+    each with its values (``null`` for a run without the field: a run beside a population's
+    problem cells)."""
+    per_run = [problem_fields(run) for run in runs]
+    names = dict.fromkeys(name for fields in per_run for name in fields)
+    values = {name: sorted({fields.get(name, "null") for fields in per_run}) for name in names}
+    return {name: each for name, each in values.items() if len(each) > 1}
 
 
 def group_runs(
@@ -364,8 +379,7 @@ def group_runs(
     for key, members in groups.items():
         differing = differing_problem_fields(members)
         if differing:
-            field = differing[0]
-            values = sorted({problem_fields(run)[field] for run in members})
+            field, values = next(iter(differing.items()))
             missing = [f for f in differing if f not in group_by]
             raise ReportError(
                 f"runs of different problems share the row '{key}' ({field}: "
