@@ -55,6 +55,7 @@ from nalu.results.record import INTERP_MSE
 
 if TYPE_CHECKING:
     import lightning as L
+    from hydra.core.override_parser.types import Override
     from torch import nn
 
     from nalu.data.datamodule import ProblemDataModule
@@ -447,15 +448,34 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
 RUN_MARKS = ("checkpoints/*.ckpt", "metrics.json", "report.md")
 
 
+def given_value(arguments: list[str], field: str) -> str | None:
+    """The last value a command line gives ``field``, as Hydra parses it (a quoted path without
+    its quotes); None where it gives none, or does not parse (its own checks refuse it)."""
+    given = [str(o.value()) for o in parsed_overrides(arguments) if o.key_or_group == field]
+    return given[-1] if given else None
+
+
+def parsed_overrides(arguments: list[str]) -> list["Override"]:
+    """A command line's overrides as Hydra parses them; none where it does not parse."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        return OverridesParser.create().parse_overrides(
+            [arg for arg in arguments if not arg.startswith("-")]
+        )
+    except HydraException:
+        return []
+
+
 def output_folder(arguments: list[str]) -> tuple[Path, str]:
     """The folder a command line writes into, as far as it is known before Hydra resolves it
     (the part before any ``${...}``), and the field that sets it."""
     multirun = "-m" in arguments or "--multirun" in arguments
     field = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     for name in (field, "paths.log_dir"):
-        given = [arg.split("=", 1)[1] for arg in arguments if arg.startswith(f"{name}=")]
-        if given:
-            return Path(given[-1].split("${", 1)[0] or "."), name
+        if (given := given_value(arguments, name)) is not None:
+            return Path(given.split("${", 1)[0] or "."), name
     return Path("outputs"), "paths.log_dir"
 
 
@@ -464,27 +484,18 @@ def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
     results): the two would mix in its reports, checkpoints and TensorBoard files, and the
     first run's metrics.json be overwritten. Resuming in place, from a checkpoint inside the
     folder, is the way to go on there."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
     if "-m" in arguments or "--multirun" in arguments:
         return  # each job a folder of its own
-    try:
-        overrides = OverridesParser.create().parse_overrides(
-            [arg for arg in arguments if not arg.startswith("-")]
-        )
-    except HydraException:
-        return  # refused by the command line's own checks
-    given = [str(o.value()) for o in overrides if o.key_or_group == "hydra.run.dir"]
-    if not given or "${" in given[-1]:
+    given = given_value(arguments, "hydra.run.dir")
+    if given is None or "${" in given:
         return  # a new folder of its own, or one known only once Hydra resolves it
-    folder = Path(given[-1]).resolve()
+    folder = Path(given).resolve()
     held = [path for mark in RUN_MARKS for path in sorted(folder.glob(mark)) if path.is_file()]
     if not held or (ckpt_path and folder in Path(ckpt_path).resolve().parents):
         return
     resume = resumable_checkpoint(folder)
     raise ConfigError(
-        f"hydra.run.dir={given[-1]}: holds a run already ({held[0].relative_to(folder)}); "
+        f"hydra.run.dir={given}: holds a run already ({held[0].relative_to(folder)}); "
         "choose another folder"
         + (f", or resume that run there with ckpt_path={resume}" if resume else "")
     )
@@ -492,16 +503,7 @@ def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
 
 def swept_on_command_line(arguments: list[str]) -> list[str]:
     """The fields that ``arguments`` sweep (``field=a,b``, ``field=range(...)``, ...)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        overrides = OverridesParser.create().parse_overrides(
-            [arg for arg in arguments if not arg.startswith("-")]
-        )
-    except HydraException:
-        return []
-    return [o.key_or_group for o in overrides if o.is_sweep_override()]
+    return [o.key_or_group for o in parsed_overrides(arguments) if o.is_sweep_override()]
 
 
 def main() -> None:
