@@ -236,7 +236,7 @@ TRAIN = [
     ),
     (
         ["data=static_arithmetic", "data.overlap_ratio=1"],
-        "data.overlap_ratio=1: must be in [0, 1)",
+        "data.overlap_ratio=1: must be a number in [0, 1)",
     ),
     (
         ["model=gnalu", "model.base=1"],

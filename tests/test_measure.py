@@ -151,7 +151,7 @@ def test_the_threshold_sample_of_many_inputs_is_drawn_in_chunks_of_the_same_valu
         return sample_inputs(self, size, *args, **kwargs)
 
     monkeypatch.setattr(MysteryArithmeticProblem, "sample_inputs", recording)
-    monkeypatch.setattr("nalu.data.problem.SUCCESS_VALUES_AT_ONCE", 1000)
+    monkeypatch.setattr("nalu.data.problem.VALUES_AT_ONCE", 1000)
     chunked = problem.success_threshold((-10.0, 10.0))
     assert drawn == [100] * 100
     assert chunked.tolist() == pytest.approx(whole.tolist(), rel=1e-12)

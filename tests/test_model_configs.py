@@ -51,18 +51,19 @@ def test_a_network_of_independent_outputs_answers_output_j_from_row_j_alone(mode
     network, cfg = network_config(model, tmp_path)
     unit = build_network(network, 0)
     if not independent_outputs(unit):
-        return
+        pytest.skip("its outputs share parameters")
     x = torch.rand(64, cfg.data.in_features) * 4 + 1  # positive, away from 0: every path lives
-    reached = 0
     for j in range(cfg.data.out_features):
         unit.zero_grad()
-        unit(x)[:, j].sum().backward()
+        output = unit(x)[:, j]
+        output.sum().backward()
         for name, parameter in unit.named_parameters():
             assert parameter.shape[0] == cfg.data.out_features, name  # a row per output
             others = torch.cat([parameter.grad[:j], parameter.grad[j + 1 :]])
             assert not others.any(), (name, j)
-        reached += any(parameter.grad[j].any() for parameter in unit.parameters())
-    assert reached > 0  # (a ReLU may leave an output without a gradient at its start)
+        # Row j learns, unless output j is constant over x (a ReLU off everywhere at the start).
+        reached = any(parameter.grad[j].any() for parameter in unit.parameters())
+        assert reached or output.std() == 0, j
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
@@ -73,7 +74,7 @@ def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
     if regularized:
         assert cfg.regularizer.scale > 0, "a unit with regularization() must turn it on"
     if not (regularized or clamped):
-        return  # nothing to honour
+        pytest.skip("neither clamped nor regularised")
     overrides = [*tiny_overrides, f"model={model}"]
     overrides += ["optimizer.lr=0.5"] if clamped else []
     run_cfg = compose_config(overrides, tmp_path / "run")

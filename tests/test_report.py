@@ -11,7 +11,7 @@ from conftest import REPORT_FIGURES, TINY, compose_config, load_events
 from matplotlib.colors import to_rgba
 
 import nalu.results.report
-from nalu.cli.common import EXIT_CONFIG_ERROR
+from nalu.cli.common import EXIT_CONFIG_ERROR, count_jobs
 from nalu.cli.report import main
 from nalu.cli.train import train
 from nalu.results.record import EXTRAP_MSE, INTERP_MSE, RunRecord
@@ -192,6 +192,11 @@ def test_diverged_runs_are_counted_as_failures_not_dropped(tmp_path):
     assert overall["recovered"] == 1
     # Medians over the runs that did not diverge: 0.5 and 50.
     assert overall["extrap_mse"] == pytest.approx(25.25)
+    # As jobs of a sweep, the end-of-sweep line counts them alike.
+    for job in "abcd":
+        (tmp_path / job / ".hydra").mkdir()
+    counts = count_jobs(tmp_path)
+    assert (counts.jobs, counts.finished, counts.diverged) == (4, 2, 2)
 
 
 def test_runs_of_different_problems_get_rows_that_name_the_difference(tmp_path, capsys):
@@ -216,8 +221,9 @@ def write_config(folder, **data):
 
 
 def test_one_range_written_as_integers_or_as_floats_is_one_problem(tmp_path):
-    # [-50, 50] from a command line, [-50.0, 50.0] from the config: the same extrapolation.
-    for name, extrap in (("a", [-50, 50]), ("b", [-50.0, 50.0])):
+    # [-50, 50] from a command line, [-50.0, 50.0] from the config, a union of one interval:
+    # the same extrapolation.
+    for name, extrap in (("a", [-50, 50]), ("b", [-50.0, 50.0]), ("c", [[-50, 50]])):
         solved_run(tmp_path / name, "nalu", 0, solved=True)
         write_config(tmp_path / name, extrap_range=extrap)
     runs = load_runs([tmp_path])

@@ -203,8 +203,8 @@ class SweepCounts:
 
 def count_jobs(sweep_dir: Path) -> SweepCounts:
     """The jobs of a sweep folder (each has its ``.hydra``): finished where a run of it (itself
-    or a population member) finished, diverged where all diverged, failed where none wrote its
-    metrics.json."""
+    or a population member) finished, diverged where all diverged (``RunRecord.diverged``, as
+    the report counts them), failed where none wrote its metrics.json."""
     finished = diverged = jobs = 0
     best: tuple[Path, float] | None = None
     for job in sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()):
@@ -216,8 +216,9 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
                 record = RunRecord.read(metrics.parent)
             except (OSError, ValueError, TypeError, AttributeError):
                 continue
-            statuses.add(record.status)
-            if record.status == STATUS_FINISHED:
+            status = STATUS_DIVERGED if record.diverged else record.status
+            statuses.add(status)
+            if status == STATUS_FINISHED:
                 validation.append(record.metrics.get(INTERP_MSE, math.nan))
         # A population is ranked by its members' median, as its own TensorBoard run shows it.
         mse = finite_median(validation)

@@ -33,6 +33,7 @@ from nalu.cli.common import (
     saved_problem_difference,
 )
 from nalu.config.errors import ConfigError, shorten
+from nalu.config.overrides import is_multirun
 from nalu.config.resolvers import evaluation_dir, run_dir_of
 from nalu.config.rules import PROBLEM_FIELDS
 from nalu.config.validation import (
@@ -41,7 +42,7 @@ from nalu.config.validation import (
     compose_checked,
     validate_config,
 )
-from nalu.results.record import OWN_BEST, write_json_atomic
+from nalu.results.record import OWN_BEST, PROBLEM_FILE, write_json_atomic
 
 if TYPE_CHECKING:
     from torch import nn
@@ -100,14 +101,14 @@ def check_same_problem(
     else:
         same = list(module.hparams.output_operations[0]) == data.problem.output_operations
     if not same:
-        where = run_dir_of(ckpt_path) / "problem.json" if formulas is not None else "the checkpoint"
+        where = run_dir_of(ckpt_path) / PROBLEM_FILE if formulas is not None else "the checkpoint"
         raise another_problem(" ".join(overrides or ["data"]), str(where))
 
 
 def trained_formulas(ckpt_path: str | Path) -> list[str] | None:
     """Each output's formula as the checkpoint's run folder recorded it (``problem.json``
     beside ``checkpoints/``), or None for a checkpoint outside a run folder."""
-    problem_json = run_dir_of(ckpt_path) / "problem.json"
+    problem_json = run_dir_of(ckpt_path) / PROBLEM_FILE
     if not problem_json.is_file():
         return None
     try:
@@ -279,7 +280,7 @@ def check_arguments(arguments: list[str]) -> None:
     """Before Hydra makes a folder: the checkpoint is named and exists, every group chosen is
     one that evaluate composes (the model and the rest are the checkpoint's), every data field
     holds on the run's own data, and the evaluation's folder can be written."""
-    if "-m" in arguments or "--multirun" in arguments:
+    if is_multirun(arguments):
         raise ConfigError("-m: evaluate tests one checkpoint; run it once per checkpoint")
     if any(arg.startswith("-") for arg in arguments):
         return  # --help, --cfg, -sc ...: Hydra's own

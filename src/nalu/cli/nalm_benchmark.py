@@ -29,11 +29,11 @@ from nalu.cli.common import (
 from nalu.config.errors import ConfigError
 from nalu.config.rules import MYSTERY_OPERATIONS
 from nalu.config.validation import check_command_line
-from nalu.results.record import write_json_atomic, write_text_atomic
+from nalu.results.record import REPORT_FILE, write_json_atomic, write_text_atomic
 
 SETTINGS_FILE = "benchmark.json"
 # A population writes its report when it ends: the mark of a unit that finished.
-FINISHED_MARK = "report.md"
+FINISHED_MARK = REPORT_FILE
 # The report's rows: a unit (its config group, nalm=, names the model too) × operation × range.
 GROUP_BY = ("model", "operation", "range")
 

@@ -39,23 +39,29 @@ from nalu.cli.common import (
     saved_problem_difference,
 )
 from nalu.config.errors import ConfigError, Diverged, Interrupted, InvalidArgument, shorten
-from nalu.config.resolvers import (
-    NOT_HYPERPARAMETERS,
-    SWEPT_FIELDS_VARIABLE,
-    job_overrides,
+from nalu.config.overrides import (
+    given_value,
+    is_hyperparameter,
+    is_multirun,
+    swept_on_command_line,
 )
-from nalu.config.rules import population_in_one_process
+from nalu.config.resolvers import (
+    SWEPT_FIELDS_VARIABLE,
+    hydra_choices,
+    job_overrides,
+    model_choice,
+)
+from nalu.config.rules import member_seeds, population_in_one_process
 from nalu.config.validation import (
     SHOWING_FLAGS,
     check_command_line,
     check_problem_cell,
     validate_config,
 )
-from nalu.results.record import INTERP_MSE
+from nalu.results.record import INTERP_MSE, MEMBERS_DIR, METRICS_FILE, REPORT_FILE
 
 if TYPE_CHECKING:
     import lightning as L
-    from hydra.core.override_parser.types import Override
     from torch import nn
 
     from nalu.data.datamodule import ProblemDataModule
@@ -113,7 +119,9 @@ def member_configs(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig]]:
     for labels, fields in problem_cells(cfg):
         try:
             cell_config = single if fields is None else OmegaConf.merge(single, fields)
-            cell = [member_config(cell_config, cfg.seed + k) for k in range(cfg.population)]
+            cell = [
+                member_config(cell_config, seed) for seed in member_seeds(cfg.seed, cfg.population)
+            ]
         except OmegaConfBaseException as error:  # a field that the run's config does not have
             where = ", ".join(f"problems.{axis}.{label}" for axis, label in labels.items())
             raise ConfigError(f"{where}: {str(error).splitlines()[0]}") from error
@@ -319,9 +327,8 @@ def check_resume(cfg: DictConfig) -> None:
 
 def run_labels(cfg: DictConfig, problem: "ArithmeticProblem") -> dict[str, Any]:
     """What tells a run apart in reports: the model choice, the seed and the problem."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     return {
-        "model": choices.get("model", "custom"),
+        "model": model_choice(),
         "seed": cfg.seed,
         "problem": problem.to_dict()["problem"],
         "operations": list(cfg.data.operations),
@@ -340,11 +347,11 @@ def cell_labels(cfg: DictConfig, cell: dict[str, str]) -> dict[str, Any]:
 def run_hyperparameters(cfg: DictConfig) -> dict[str, Any]:
     """What the HParams tab shows of a run: its config choices (model, optimizer, experiment,
     ...), every field the command line set or swept, the seed and the population size."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    choices = hydra_choices()
     chosen = {
         group: option
         for group, option in choices.items()
-        if option is not None and not group.startswith(NOT_HYPERPARAMETERS)
+        if option is not None and is_hyperparameter(group)
     }
     overridden = {
         field: OmegaConf.select(cfg, field, default=value)
@@ -371,19 +378,19 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
 
     if rank_zero_only.rank != 0:
         return
-    population = (output_dir / "members").is_dir()
+    population = (output_dir / MEMBERS_DIR).is_dir()
     if population:
         # As the population's curves and HParams summarise them (``finite_summary``).
-        where = output_dir / "members"
+        where = output_dir / MEMBERS_DIR
         print(
             f"\nOver the members ({where}), each at its best interpolation epoch: medians; "
             "shares of outputs (*_fraction) and output counts: of all the members' outputs"
         )
         print(format_metrics(metrics))
-        print(f"Success rates: {output_dir / 'report.md'}")
+        print(f"Success rates: {output_dir / REPORT_FILE}")
     else:
         print(
-            f"\nFinal metrics, at the best interpolation epoch ({output_dir / 'metrics.json'}):\n"
+            f"\nFinal metrics, at the best interpolation epoch ({output_dir / METRICS_FILE}):\n"
             f"{format_metrics(metrics)}"
         )
     # The command that serves it from any folder (a wheel installed elsewhere has no Makefile).
@@ -445,34 +452,13 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
 
 # What a run leaves in its folder once it has trained: a checkpoint, its metrics, or (a
 # population's) its report.
-RUN_MARKS = ("checkpoints/*.ckpt", "metrics.json", "report.md")
-
-
-def given_value(arguments: list[str], field: str) -> str | None:
-    """The last value a command line gives ``field``, as Hydra parses it (a quoted path without
-    its quotes); None where it gives none, or does not parse (its own checks refuse it)."""
-    given = [str(o.value()) for o in parsed_overrides(arguments) if o.key_or_group == field]
-    return given[-1] if given else None
-
-
-def parsed_overrides(arguments: list[str]) -> list["Override"]:
-    """A command line's overrides as Hydra parses them; none where it does not parse."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
-
-    try:
-        return OverridesParser.create().parse_overrides(
-            [arg for arg in arguments if not arg.startswith("-")]
-        )
-    except HydraException:
-        return []
+RUN_MARKS = ("checkpoints/*.ckpt", METRICS_FILE, REPORT_FILE)
 
 
 def output_folder(arguments: list[str]) -> tuple[Path, str]:
     """The folder a command line writes into, as far as it is known before Hydra resolves it
     (the part before any ``${...}``), and the field that sets it."""
-    multirun = "-m" in arguments or "--multirun" in arguments
-    field = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    field = "hydra.sweep.dir" if is_multirun(arguments) else "hydra.run.dir"
     for name in (field, "paths.log_dir"):
         if (given := given_value(arguments, name)) is not None:
             return Path(given.split("${", 1)[0] or "."), name
@@ -484,7 +470,7 @@ def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
     results): the two would mix in its reports, checkpoints and TensorBoard files, and the
     first run's metrics.json be overwritten. Resuming in place, from a checkpoint inside the
     folder, is the way to go on there."""
-    if "-m" in arguments or "--multirun" in arguments:
+    if is_multirun(arguments):
         return  # each job a folder of its own
     given = given_value(arguments, "hydra.run.dir")
     if given is None or "${" in given:
@@ -499,11 +485,6 @@ def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
         "choose another folder"
         + (f", or resume that run there with ckpt_path={resume}" if resume else "")
     )
-
-
-def swept_on_command_line(arguments: list[str]) -> list[str]:
-    """The fields that ``arguments`` sweep (``field=a,b``, ``field=range(...)``, ...)."""
-    return [o.key_or_group for o in parsed_overrides(arguments) if o.is_sweep_override()]
 
 
 def main() -> None:

@@ -4,35 +4,35 @@ import by every entry point, and what a job's folder name and HParams are read f
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
+from nalu.config.overrides import hyperparameter_values
+from nalu.config.rules import member_seeds
+from nalu.results.record import PROBLEM_FILE
+
 # The fields a multirun's command line sweeps, for its workers (joblib, submitit) to read.
 SWEPT_FIELDS_VARIABLE = "NALU_SWEPT_FIELDS"
-# Config groups that say where and how a run is written, not what it trains.
-NOT_HYPERPARAMETERS = ("hydra", "callbacks", "logger", "paths")
 
 
-def is_hyperparameter(field: str) -> bool:
-    """Whether a command line's ``field`` sets what a run trains, not where and how it is
-    written or what it resumes from (``ckpt_path``)."""
-    return not field.startswith(NOT_HYPERPARAMETERS) and field != "ckpt_path"
+def hydra_choices() -> dict[str, str | None]:
+    """The job's config-group choices (``model: nalu``, ...); none outside a Hydra job."""
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
 
 
-def job_overrides() -> dict[str, str]:
-    """This job's command-line overrides that set a hyperparameter, ``{field: value}``; a
-    deletion (``~field``) sets no value and is left out."""
+def model_choice() -> str:
+    """The job's model config, ``custom`` for a model given field by field."""
+    return hydra_choices().get("model") or "custom"
+
+
+def job_overrides() -> dict[str, Any]:
+    """This job's command-line overrides that set a hyperparameter, ``{field: value}``
+    (``hyperparameter_values``)."""
     if not HydraConfig.initialized():
         return {}
-    overrides = {}
-    for override in HydraConfig.get().overrides.task:
-        if override.startswith("~"):
-            continue
-        key, _, value = override.lstrip("+").partition("=")
-        if is_hyperparameter(key):
-            overrides[key] = value
-    return overrides
+    return hyperparameter_values(HydraConfig.get().overrides.task)
 
 
 def swept_fields() -> list[str]:
@@ -44,27 +44,29 @@ def swept_fields() -> list[str]:
     return fields
 
 
-def _short(value: str) -> str:
-    """A value as a folder name shows it: a sampled float (Optuna's) to 3 significant digits."""
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return value if number.is_integer() or len(value) <= 8 else f"{number:.3g}"
+def _short(value: Any) -> str:
+    """A value as a folder name shows it: a list as typed (``[add,sub]``), a sampled float
+    (Optuna's) to 3 significant digits."""
+    if isinstance(value, list):
+        return f"[{','.join(_short(item) for item in value)}]"
+    text = str(value)
+    if isinstance(value, float) and not value.is_integer() and len(text) > 8:
+        return f"{value:.3g}"
+    return text
 
 
 def run_name(seed: int, population: int) -> str:
     """What tells a job apart, as its folder's (and so its TensorBoard run's) name: the model,
     the values of the swept fields, the seed (a population's seed range)."""
-    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     overrides = job_overrides()
     swept = [
         f"{field}={_short(overrides[field])}"
         for field in swept_fields()
         if field in overrides and field not in ("model", "seed")
     ]
-    seeds = f"seed{seed}" if population == 1 else f"seeds{seed}-{seed + population - 1}"
-    name = "_".join([choices.get("model") or "custom", *swept, seeds])
+    members = member_seeds(seed, population)
+    seeds = f"seed{seed}" if population == 1 else f"seeds{members[0]}-{members[-1]}"
+    name = "_".join([model_choice(), *swept, seeds])
     return "".join(c if c.isprintable() and c not in "/\\ " else "-" for c in name)
 
 
@@ -77,9 +79,7 @@ def evaluation_dir(ckpt_path: str) -> str:
     """Where an evaluation of ``ckpt_path`` is written: inside the checkpoint's run folder
     (``<run>/checkpoints/x.ckpt``), or beside a checkpoint kept elsewhere."""
     run_dir = run_dir_of(ckpt_path)
-    return str(
-        run_dir if (run_dir / "problem.json").is_file() else Path(ckpt_path).resolve().parent
-    )
+    return str(run_dir if (run_dir / PROBLEM_FILE).is_file() else Path(ckpt_path).resolve().parent)
 
 
 # Progress bars only where someone watches them.

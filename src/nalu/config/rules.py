@@ -127,6 +127,7 @@ def fraction(name: str, value: Any) -> None:
 
 
 def fraction_below_one(name: str, value: Any) -> None:
+    """A share of something that cannot be all of it, in [0, 1)."""
     if not (is_number(value) and 0 <= value < 1):
         raise InvalidArgument(name, value, "must be a number in [0, 1)")
 
@@ -156,12 +157,6 @@ def subset_ratio(name: str, value: Any) -> None:
     """The static task's |A| / in_features: two subsets must fit, overlapping or not."""
     if not (is_number(value) and 0 < value <= 0.5):
         raise InvalidArgument(name, value, "must be in (0, 0.5]")
-
-
-def overlap_ratio(name: str, value: Any) -> None:
-    """The static task's |A ∩ B| / |A|: below 1, or A and B would be the same sum."""
-    if not (is_number(value) and 0 <= value < 1):
-        raise InvalidArgument(name, value, "must be in [0, 1)")
 
 
 def torch_activation(name: str, value: Any) -> None:
@@ -351,6 +346,11 @@ def one_output_per_operation(
         )
 
 
+def member_seeds(seed: int, population: int) -> range:
+    """The seeds of a population's members: member k is the single run of seed ``seed + k``."""
+    return range(seed, seed + population)
+
+
 def population_in_one_process(population: int, processes: int, devices: Any) -> None:
     """A population trains in one process: its members share each step. ``processes`` is how
     many ``trainer.devices`` (``devices``) would start."""
@@ -420,7 +420,8 @@ PROBLEM_RULES: dict[str, dict[str, Rule]] = {
         "in_features": integer_at_least(2),
         "operations": operations(STATIC_OPERATIONS),
         "subset_ratio": subset_ratio,
-        "overlap_ratio": overlap_ratio,
+        # |A ∩ B| / |A|: below 1, or A and B would be the same sum.
+        "overlap_ratio": fraction_below_one,
         "problem_seed": seed,
         "near_perfect": near_perfect,
     },

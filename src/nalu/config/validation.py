@@ -24,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import ConfigError, InvalidArgument, cut, shorten
+from nalu.config.overrides import is_multirun
 from nalu.config.rules import (
     MAX_SET_VALUES,
     MAX_TARGET_MAGNITUDE,
@@ -493,7 +494,7 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
                     _apply(FIELD_RULES[key], key, value)
                 OmegaConf.update(variant, key, value, force_add=is_add)
             validate_config(variant)
-    if "-m" in flags or "--multirun" in flags or group_sweeps or field_sweeps:
+    if is_multirun(flags) or group_sweeps or field_sweeps:
         return None
     return cfg
 

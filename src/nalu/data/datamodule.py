@@ -19,14 +19,15 @@ from nalu.data.batches import (
     order_key,
     training_loader,
 )
-from nalu.data.problem import ArithmeticProblem, MysteryArithmeticProblem, StaticArithmeticProblem
+from nalu.data.problem import (
+    VALUES_AT_ONCE,
+    ArithmeticProblem,
+    MysteryArithmeticProblem,
+    StaticArithmeticProblem,
+)
 
 # The evaluation sets in the order of the validation and test dataloaders.
 EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")
-# An evaluation batch holds at most this many input values over all members (64 MiB of
-# float32), so that S = 1000 members evaluate without a [S, 1000, in] activation of each layer
-# at once.
-EVALUATION_CHUNK_VALUES = 2**24
 
 
 class TensorPairs(Dataset):
@@ -85,7 +86,7 @@ class TrainingDataModule(L.LightningDataModule, ABC):
     asks for (``ArithmeticModule`` does), as it asks for fresh batches made by a compiled kernel
     (``compile_batches``) when it compiles. The validation and test loaders evaluate the
     interpolation and extrapolation sets, in the order of ``EVALUATION_SPLITS``, in batches of
-    ``eval_batch_size`` samples or of at most ``EVALUATION_CHUNK_VALUES`` input values. Under
+    ``eval_batch_size`` samples or of at most ``VALUES_AT_ONCE`` input values. Under
     data parallelism each process takes its share of the steps and of the evaluation samples.
     """
 
@@ -161,7 +162,7 @@ class TrainingDataModule(L.LightningDataModule, ABC):
             dataset = self.evaluation_set(split)
             size = first.sizes[split]
             values_per_sample = dataset.inputs.numel() // size
-            batch = first.eval_batch_size or max(1, EVALUATION_CHUNK_VALUES // values_per_sample)
+            batch = first.eval_batch_size or max(1, VALUES_AT_ONCE // values_per_sample)
             sampler = ShardBatchSampler(size, batch, replicas, rank)
             loaders.append(DataLoader(dataset, sampler=sampler, batch_size=None))
         return loaders

@@ -23,9 +23,10 @@ from nalu.data.formula import Formula, Variable, power_product, weighted_sum
 # sampling error of about 2% on ×'s threshold (tests/test_measure.py).
 SUCCESS_SAMPLES = 10_000
 SUCCESS_SEED = 4
-# The sample is drawn and measured in chunks of at most this many values (128 MB in double
-# precision): at 100,000 inputs the whole of it would take 8 GB.
-SUCCESS_VALUES_AT_ONCE = 2**24
+# Input values measured at once: a threshold's sample is drawn and measured in chunks of at most
+# this many (128 MB in double precision; at 100,000 inputs the whole sample would take 8 GB),
+# and an evaluation batch holds at most this many over all members (64 MiB of float32).
+VALUES_AT_ONCE = 2**24
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def near_perfect_mse(
     generator = torch.Generator().manual_seed(SUCCESS_SEED)
     masks = problem.operand_masks().double()
     codes = operation_codes(problem.output_operations)
-    rows = max(1, SUCCESS_VALUES_AT_ONCE // problem.in_features)
+    rows = max(1, VALUES_AT_ONCE // problem.in_features)
     squared_error = torch.zeros(problem.out_features, dtype=torch.float64)
     for start in range(0, SUCCESS_SAMPLES, rows):
         size = min(rows, SUCCESS_SAMPLES - start)

@@ -17,7 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+# What a run leaves in its folder: its results, its problem's description, a population's
+# report and its members' own folders.
 METRICS_FILE = "metrics.json"
+PROBLEM_FILE = "problem.json"
+REPORT_FILE = "report.md"
+MEMBERS_DIR = "members"
 STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
 
@@ -169,6 +174,18 @@ class RunRecord:
     diverged_at_step: int | None = None
     reason: str | None = None
     last_good_checkpoint: str | None = None
+
+    @property
+    def diverged(self) -> bool:
+        """Marked diverged by the run, or with a non-finite final loss or MSE (an extrapolation
+        MSE that overflows float32, say): such a run has no errors to pool with the others.
+
+        Only the errors count: a normalised error is undefined (0 / 0) for a network that starts
+        exact, which is no divergence.
+        """
+        return self.status == STATUS_DIVERGED or any(
+            not math.isfinite(self.metrics.get(name, 0.0)) for name in HEADLINE_METRICS
+        )
 
     def to_json(self) -> str:
         """Strict JSON: a metric that is not finite (an overflowing extrapolation MSE, say) is

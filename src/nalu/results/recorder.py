@@ -32,8 +32,10 @@ from nalu.results.readback import (
 from nalu.results.record import (
     FINAL_PREFIX,
     HPARAMS_METRICS,
+    MEMBERS_DIR,
     METRICS_FILE,
     OUTPUT_COUNT,
+    PROBLEM_FILE,
     RECOVERED_FRACTION,
     SPARSITY_ERROR,
     STATUS_DIVERGED,
@@ -60,6 +62,11 @@ def flatten_config(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             flat[name] = str(value)
     return flat
+
+
+def add_formulas(experiment: SummaryWriter, problem: ArithmeticProblem) -> None:
+    """The problem's formulas as the run's ``problem/formulas`` text (a line each)."""
+    experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -313,7 +320,7 @@ class RunLayout:
 
     def on_fit_start(self, trainer: L.Trainer, problems: list[ArithmeticProblem]) -> None:
         if (tensorboard := _tensorboard(trainer)) is not None:
-            tensorboard.experiment.add_text("problem/formulas", "  \n".join(problems[0].formulas()))
+            add_formulas(tensorboard.experiment, problems[0])
 
     def write_member(
         self,
@@ -353,7 +360,7 @@ class PopulationLayout(RunLayout):
         labels = self.labels[member]
         cell = [labels[axis] for axis in labels.get("problem_axes", {})]
         name = "_".join([str(member), labels["model"], *cell, f"seed{labels['seed']}"])
-        return self.output_dir / "members" / name
+        return self.output_dir / MEMBERS_DIR / name
 
     def member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
         if _tensorboard(trainer) is None:
@@ -373,7 +380,7 @@ class PopulationLayout(RunLayout):
         curves: dict[str, list[tuple[int, list[float]]]],
     ) -> None:
         experiment = tensorboard.experiment
-        experiment.add_text("problem/formulas", "  \n".join(problem.formulas()))
+        add_formulas(experiment, problem)
         for tag, points in curves.items():
             for step, values in points:
                 if not math.isnan(values[member]):  # a diverged member's epochs
@@ -457,9 +464,7 @@ class RunRecorder(L.Callback):
                 if (results := self.layout.member_dir(member) / METRICS_FILE).is_dir():
                     raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(results))
             for member, problem in enumerate(self.problems):
-                write_json_atomic(
-                    self.layout.member_dir(member) / "problem.json", problem.to_dict()
-                )
+                write_json_atomic(self.layout.member_dir(member) / PROBLEM_FILE, problem.to_dict())
             self.layout.on_fit_start(trainer, self.problems)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

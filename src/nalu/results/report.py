@@ -27,13 +27,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import yaml
-from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import InvalidArgument
-from nalu.config.resolvers import is_hyperparameter
+from nalu.config.overrides import hyperparameter_values
 from nalu.config.rules import STATIC_OPERATIONS, SUCCESS_EPSILON
 from nalu.config.value_range import describe_intervals, value_intervals
 from nalu.results.record import (
@@ -42,17 +40,19 @@ from nalu.results.record import (
     EXTRAP_RELATIVE_ERROR,
     HEADLINE_METRICS,
     INTERP_MSE,
+    MEMBERS_DIR,
     METRICS_FILE,
     MSE,
     NORMALIZED_ERROR,
     OUTPUT_COUNT,
     OWN_BEST_SOLVED_FRACTION,
+    PROBLEM_FILE,
     RECOVERED_FRACTION,
     RELATIVE_ERROR,
+    REPORT_FILE,
     SOLVED_AT_STEP,
     SOLVED_FRACTION,
     SPARSITY_ERROR,
-    STATUS_DIVERGED,
     TRAIN_LOSS,
     RunRecord,
     finite_median,
@@ -78,14 +78,16 @@ class ReportError(Exception):
 
 
 def load_runs(paths: list[Path], unreadable: list[str] | None = None) -> list[dict[str, Any]]:
-    """Every readable ``metrics.json`` under ``paths``, each with its folder as ``run_dir`` and
-    its command line's ``overrides`` (``{field: value}``). An unreadable one (not JSON, not a
-    run's record, a folder) is left out, and ``path (why)`` added to ``unreadable``."""
+    """Every readable ``metrics.json`` under ``paths``, each with its folder as ``run_dir``, its
+    command line's ``overrides`` (``{field: value}``) and whether it ``diverged``. An unreadable
+    one (not JSON, not a run's record, a folder) is left out, and ``path (why)`` added to
+    ``unreadable``."""
     runs = []
     for root in paths:
         for metrics_file in sorted(Path(root).rglob(METRICS_FILE)):
             try:
-                run = asdict(RunRecord.read(metrics_file.parent))
+                record = RunRecord.read(metrics_file.parent)
+                run = {**asdict(record), "diverged": record.diverged}
                 run["overrides"] = run_overrides(metrics_file.parent)
             except (OSError, ValueError, TypeError, KeyError, AttributeError, yaml.YAMLError) as e:
                 if unreadable is not None:
@@ -100,38 +102,26 @@ def load_runs(paths: list[Path], unreadable: list[str] | None = None) -> list[di
 def _hydra_dir(run_dir: Path) -> Path:
     """The ``.hydra`` folder of the job that wrote the run: its own, or a population's for a
     member (``<job>/members/<member>``)."""
-    if run_dir.parent.name == "members" and not (run_dir / ".hydra").is_dir():
+    if run_dir.parent.name == MEMBERS_DIR and not (run_dir / ".hydra").is_dir():
         return run_dir.parent.parent / ".hydra"
     return run_dir / ".hydra"
 
 
 def run_overrides(run_dir: Path) -> dict[str, Any]:
     """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``) that set a
-    hyperparameter (``is_hyperparameter``; no deletion), values as Hydra reads them (``1e-3``
-    and ``0.001`` alike); empty for a run written without Hydra."""
+    hyperparameter (``hyperparameter_values``); empty for a run written without Hydra."""
     path = _hydra_dir(run_dir) / "overrides.yaml"
     if not path.is_file():
         return {}
-    texts = [str(text) for text in yaml.safe_load(path.read_text(encoding="utf-8")) or []]
-    overrides = {}
-    for text in texts:
-        if text.startswith("~"):
-            continue
-        try:
-            (override,) = OverridesParser.create().parse_overrides([text])
-            field, value = override.key_or_group, override.value()
-        except HydraException:  # kept as text
-            field, _, value = text.lstrip("+").partition("=")
-        if is_hyperparameter(field):
-            overrides[field] = value
-    return overrides
+    texts = yaml.safe_load(path.read_text(encoding="utf-8")) or []
+    return hyperparameter_values(str(text) for text in texts)
 
 
 @functools.cache
 def _saved_problem(run_dir: Path) -> dict[str, Any]:
     """A run's ``problem.json``, read once; empty where it is missing or unreadable."""
     try:
-        return json.loads((run_dir / "problem.json").read_text(encoding="utf-8"))
+        return json.loads((run_dir / PROBLEM_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
 
@@ -164,7 +154,7 @@ def run_value(run: dict[str, Any], field: str) -> Any:
     return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
 
 
-def swept_fields(runs: list[dict[str, Any]]) -> list[str]:
+def varied_fields(runs: list[dict[str, Any]]) -> list[str]:
     """The command-line fields whose values differ between runs, seeds left out: seeds are
     what a row pools."""
     fields = sorted({field for run in runs for field in run.get("overrides", {})})
@@ -197,7 +187,7 @@ def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
             values.setdefault(str(run_value(run, "model")), set()).add(str(run_value(run, field)))
         return any(len(each) > 1 for each in values.values())
 
-    swept = [field for field in swept_fields(runs) if field != "model" and field not in axes]
+    swept = [field for field in varied_fields(runs) if field != "model" and field not in axes]
     fields = ["model", *axes, *(field for field in swept if splits_a_model(field))]
     # Runs of several problems (folders of other commands reported together): each row names
     # the settings its problem differs in, so that no two rows read as one task.
@@ -214,8 +204,8 @@ def default_group_by(runs: list[dict[str, Any]]) -> list[str]:
 def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]) -> str:
     """A Markdown table: per group of runs, the median of each final metric.
 
-    ``runs`` counts every run, ``diverged`` those stopped by a non-finite loss or parameter;
-    the medians are over the runs that finished.
+    ``runs`` counts every run, ``diverged`` those that diverged (``RunRecord.diverged``); the
+    medians are over the others.
     """
     runs = [run for members in groups.values() for run in members]
     per_op = sorted(
@@ -227,8 +217,8 @@ def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str
         "|---|---:|---:|" + "---:|" * len(columns),
     ]
     for name, group in groups.items():
-        diverged = sum(map(is_diverged, group))
-        metrics = [run["metrics"] for run in group if not is_diverged(run)]
+        diverged = sum(run["diverged"] for run in group)
+        metrics = [run["metrics"] for run in group if not run["diverged"]]
         cells = []
         for column in columns:
             values = [m[column] for m in metrics if column in m]
@@ -271,18 +261,6 @@ def fisher_exact_p(successes: tuple[int, int], trials: tuple[int, int]) -> float
     return min(1.0, sum(p for p in map(split, splits) if p <= observed * (1 + 1e-7)))
 
 
-def is_diverged(run: dict[str, Any]) -> bool:
-    """Marked diverged by the run, or with a non-finite final loss or MSE.
-
-    Only the errors count: a normalised error is undefined (0 / 0) for a network that starts
-    exact, which is no divergence.
-    """
-    if run.get("status") == STATUS_DIVERGED:
-        return True
-    metrics = run.get("metrics", {})
-    return any(not math.isfinite(metrics.get(name, 0.0)) for name in HEADLINE_METRICS)
-
-
 def near_perfect_text(problems: Sequence[str]) -> str:
     """Which near-perfect model judged the runs of ``problems`` (``problem_identity``s)."""
     epsilon = "ε = " + f"{SUCCESS_EPSILON:g}".replace("e-0", "e-")
@@ -312,13 +290,14 @@ def problem_identity(run: dict[str, Any]) -> str:
 RANGE_FIELDS = ("data.train_range", "data.interp_range", "data.extrap_range")
 
 
-def _as_floats(value: Any) -> Any:
-    """``value`` with its numbers as floats: ``[-50, 50]`` from a command line is the config's
-    ``[-50.0, 50.0]``."""
-    if isinstance(value, list | tuple):
-        return [_as_floats(item) for item in value]
-    is_number = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if is_number else value
+def _range_value(field: str, value: Any) -> Any:
+    """A value range in one form, read by ``value_intervals``: ``[-50, 50]`` from a command line,
+    the config's ``[-50.0, 50.0]`` and ``[[-50, 50]]`` alike are ``[-50.0, 50.0]``."""
+    try:
+        pairs = [list(pair) for pair in value_intervals(field, value)]
+    except InvalidArgument:  # no range (a run without the field): as it is
+        return value
+    return pairs[0] if len(pairs) == 1 else pairs
 
 
 def problem_fields(run: dict[str, Any]) -> dict[str, str]:
@@ -328,7 +307,7 @@ def problem_fields(run: dict[str, Any]) -> dict[str, str]:
     labels = run.get("labels", {})
     settings = json.loads(problem_identity(run))
     fields = {key if key in labels else f"data.{key}": value for key, value in settings.items()}
-    fields.update((field, _as_floats(run_value(run, field))) for field in RANGE_FIELDS)
+    fields.update((field, _range_value(field, run_value(run, field))) for field in RANGE_FIELDS)
     fields.update((axis, labels.get(axis)) for axis in labels.get("problem_axes", {}))
     return {field: json.dumps(value, sort_keys=True) for field, value in fields.items()}
 
@@ -413,7 +392,7 @@ def summary_rows(
         for operation in ["all", *_operations(group)]:
             suffix = "" if operation == "all" else f"_{operation}"
             members = [run for run in group if has_operation(run, operation)]
-            healthy = [run["metrics"] for run in members if not is_diverged(run)]
+            healthy = [run["metrics"] for run in members if not run["diverged"]]
             solved_fraction = metric_name("extrap", SOLVED_FRACTION, suffix)
             solved = sum(m.get(solved_fraction) == 1 for m in healthy)
             readable = [m for m in healthy if f"{RECOVERED_FRACTION}{suffix}" in m]
@@ -464,11 +443,8 @@ def has_operation(run: dict[str, Any], operation: str) -> bool:
     metrics, or from its ``problem.json`` when it diverged before any were measured."""
     if operation == "all" or metric_name("extrap", MSE, f"_{operation}") in run["metrics"]:
         return True
-    problem_file = Path(run["run_dir"]) / "problem.json"
-    if not run["metrics"] and problem_file.is_file():
-        problem = json.loads(problem_file.read_text(encoding="utf-8"))
-        return any(output.get("operation") == operation for output in problem.get("outputs", []))
-    return False
+    outputs = [] if run["metrics"] else _saved_problem(Path(run["run_dir"])).get("outputs", [])
+    return any(output.get("operation") == operation for output in outputs)
 
 
 def output_successes(members: list[dict[str, Any]], suffix: str) -> tuple[int, int]:
@@ -483,7 +459,7 @@ def output_successes(members: list[dict[str, Any]], suffix: str) -> tuple[int, i
         if count is None or fraction is None:
             continue
         outputs += round(count)
-        solved += 0 if is_diverged(run) else round(fraction * count)
+        solved += 0 if run["diverged"] else round(fraction * count)
     return outputs, solved
 
 
@@ -1183,7 +1159,7 @@ def write_report(
             else []
         )
     )
-    report = out / "report.md"
+    report = out / REPORT_FILE
     write_text_atomic(report, text + "\n")
     # The same table and figures in TensorBoard, as one more run beside the sweep's jobs; a
     # rerun replaces the last report's events instead of adding a second copy beside them.

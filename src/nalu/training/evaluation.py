@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from nalu.data.datamodule import EVALUATION_SPLITS
 from nalu.results.metrics import MemberOutputMSE
+from nalu.results.record import metric_name
 from nalu.units.contract import offers_candidates
 from nalu.units.selection import best_candidates
 
@@ -89,9 +90,13 @@ class Evaluation(nn.ModuleDict):
         mean_squares = {split: values["target_mean_square"] for split, values in measured.items()}
         return Measured(per_output, mean_squares, measured["interp"]["candidate_mse"])
 
-    def summaries(self, measured: Measured) -> dict[str, dict[str, Tensor]]:
-        """``{split: {name: [S]}}``: each set's named metrics (``MemberOutputMSE.summary``)."""
+    def summaries(self, measured: Measured) -> dict[str, Tensor]:
+        """``{metric name: [S]}``: each set's named metrics (``MemberOutputMSE.summary``), named
+        ``<split>/<name>``."""
         return {
-            split: self[split].summary(measured.per_output[split], measured.mean_squares[split])
+            metric_name(split, name): value
             for split in EVALUATION_SPLITS
+            for name, value in self[split]
+            .summary(measured.per_output[split], measured.mean_squares[split])
+            .items()
         }

@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 from torch import Tensor, nn
 
+from nalu.config.rules import member_seeds
 from nalu.config.value_range import value_intervals
 from nalu.data.batches import MemberProblems, epoch_orders, fresh_key, order_key
 from nalu.data.counter_random import Streams, fold_key
@@ -217,7 +218,7 @@ def article_population(
     from hydra.utils import instantiate
 
     where = torch.device(device)
-    seeds = [cfg.seed + k for k in range(population)]
+    seeds = member_seeds(cfg.seed, population)
     sets = []
     for seed in seeds:
         data = instantiate(cfg.data, problem_seed=seed, shuffle_seed=seed)
@@ -409,7 +410,7 @@ def static_population(
     learning rate's decay and the clamps."""
     where = torch.device(device)
     data, nau, nmu = cfg.data, cfg.model._args_[0], cfg.model._args_[1]
-    seeds = [cfg.seed + k for k in range(population)]
+    seeds = member_seeds(cfg.seed, population)
     problems = [
         StaticArithmeticProblem(
             data.in_features, tuple(data.operations), data.subset_ratio, data.overlap_ratio, seed
@@ -459,7 +460,7 @@ def solve_population(
     denominators kept off zero, λ's ramp, the learning rate's decay and the clamps."""
     where = torch.device(device)
     data, heads = cfg.data, cfg.model.heads
-    seeds = [cfg.seed + k for k in range(population)]
+    seeds = member_seeds(cfg.seed, population)
     problems = [
         MysteryArithmeticProblem(
             data.in_features, data.out_features, tuple(data.operations), seed,

@@ -22,13 +22,11 @@ from nalu.data.datamodule import TrainingDataModule
 from nalu.results.metrics import is_solved
 from nalu.results.record import (
     INTERP_MSE,
-    MSE,
     TRAIN_BATCH_LOSS,
     TRAIN_LOSS,
     TRAIN_REGULARIZATION,
     TRAIN_REGULARIZER_SCALE,
     is_share,
-    metric_name,
     share_count,
 )
 from nalu.training.captured import CapturedChunks
@@ -946,14 +944,9 @@ class ArithmeticModule(L.LightningModule):
         if self.trainer.sanity_checking:
             return
         self._select(measured.interp_candidate_mse)
-        values = self.metrics.summaries(measured)
-        self._judge(self.global_step, values["interp"][MSE], measured.per_output)
+        per_member = self.metrics.summaries(measured)
+        self._judge(self.global_step, per_member[INTERP_MSE], measured.per_output)
         step = self.global_step
-        per_member = {
-            metric_name(split, name): value
-            for split, metrics in values.items()
-            for name, value in metrics.items()
-        }
         # A diverged member's validations end where it diverged, as its training loss does:
         # its frozen parameters train no more (its results: its best validation's).
         self.curves.add(
@@ -973,13 +966,14 @@ class ArithmeticModule(L.LightningModule):
         if every output is solved on it, and a new round starts where one is due."""
         threshold = self.metrics["extrap"].success_threshold
         self.judge.validation(step, self.alive, interp_mse, per_output, threshold)
+        solved = is_solved(per_output["interp"], self.validation_threshold)
         if self.hparams.stop_when_solved:
-            self._stop_if_solved(step, per_output["interp"])
+            self._stop_if_solved(step, solved)
         if self.hparams.rounds > 1 and not self.trainer.should_stop:
             self.restarts.end_round(
                 step,
                 self.planned_steps,
-                is_solved(per_output["interp"], self.validation_threshold),
+                solved,
                 self.alive,
                 self.optimizers().optimizer,
                 self.lr_schedulers(),
@@ -993,13 +987,12 @@ class ArithmeticModule(L.LightningModule):
         """The optimizer steps of a round: the run's, divided by ``rounds``."""
         return self.restarts.round_steps(self.planned_steps)
 
-    def _stop_if_solved(self, step: int, interp_per_output: Tensor) -> None:
+    def _stop_if_solved(self, step: int, solved: Tensor) -> None:
         """Stop training once every living member has solved every output on the
-        interpolation (validation) set: its MSE below the near-perfect model's there (Madsen
-        & Johansen's rule, on validation data only). Each member is still judged at its best
-        validation; the test set decides nothing here."""
-        solved = is_solved(interp_per_output, self.validation_threshold).all(dim=1)
-        if not bool((solved | ~self.alive).all()):
+        interpolation (validation) set (``solved`` ``[S, out]``: its MSE below the near-perfect
+        model's there, Madsen & Johansen's rule, on validation data only). Each member is still
+        judged at its best validation; the test set decides nothing here."""
+        if not bool((solved.all(dim=1) | ~self.alive).all()):
             return
         self.trainer.should_stop = True
         log.info(
@@ -1029,11 +1022,7 @@ class ArithmeticModule(L.LightningModule):
         what the judge kept (``Judge.final_metrics``)."""
         measured = self.metrics.measured()
         self._select(measured.interp_candidate_mse)
-        metrics: dict[str, Tensor] = {
-            metric_name(split, name): value
-            for split, values in self.metrics.summaries(measured).items()
-            for name, value in values.items()
-        }
+        metrics = self.metrics.summaries(measured)
         extrap = self.metrics["extrap"]
         metrics.update(self.judge.final_metrics(extrap, self.judges_each_output))
         self.final_metrics = {name: value.cpu() for name, value in metrics.items()}
