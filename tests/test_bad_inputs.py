@@ -327,6 +327,15 @@ TRAIN = [
         "hydra.run.dir={run}: holds a run already (checkpoints/best-step",
     ),
     (
+        ["-m", *TINY, "seed=0,1", "hydra.sweep.dir={run}"],
+        "hydra.sweep.dir={run}: holds a run already (checkpoints/best-step",
+    ),
+    (
+        ["-m", *TINY, "seed=0,1", "hydra.sweep.dir={sweep}"],
+        "hydra.sweep.dir={sweep}: holds a sweep already (0_nalu_seed0/.hydra/config.yaml); "
+        "choose another folder",
+    ),
+    (
         [*TINY, "ckpt_path={checkpoint}", "trainer.max_epochs=1"],
         "trainer.max_epochs=1: ckpt_path='{checkpoint}' was saved at epoch 2, past it; resume "
         "with trainer.max_epochs=2 or more",
@@ -482,7 +491,8 @@ CASES = [
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
     """A finished TINY run of 3 epochs (NALU, seed 0), its checkpoint, a copy of it with a corrupt
-    problem.json, a population's checkpoint, and files that are no checkpoint or no report."""
+    problem.json, a population's checkpoint, files that are no checkpoint or no report, and a
+    sweep's folder."""
     root = tmp_path_factory.mktemp("inputs")
     run = root / "run"
     result = run_cli([*TINY, "trainer.max_epochs=3", f"hydra.run.dir={run}"], cwd=root)
@@ -500,6 +510,8 @@ def files(tmp_path_factory) -> dict[str, str]:
     (root / "empty_dir").mkdir()
     (root / "corrupt_dir").mkdir()
     (root / "corrupt_dir" / "metrics.json").write_text("{not json")
+    (root / "sweep" / "0_nalu_seed0" / ".hydra").mkdir(parents=True)
+    (root / "sweep" / "0_nalu_seed0" / ".hydra" / "config.yaml").write_text("seed: 0\n")
     return {
         "run": str(run),
         "checkpoint": str(checkpoint),
@@ -511,6 +523,7 @@ def files(tmp_path_factory) -> dict[str, str]:
         "truncated": str(root / "truncated.ckpt"),
         "empty_dir": str(root / "empty_dir"),
         "corrupt_dir": str(root / "corrupt_dir"),
+        "sweep": str(root / "sweep"),
     }
 
 

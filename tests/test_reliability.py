@@ -19,7 +19,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, resumable_checkpoint
 from nalu.cli.evaluate import load_checkpoint
-from nalu.cli.train import check_resume, check_run_folder_free, train
+from nalu.cli.train import check_folder_free, check_resume, train
 from nalu.config.errors import ConfigError, Diverged, Interrupted
 from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
 from nalu.results.report import group_runs, load_runs, median_table
@@ -349,13 +349,13 @@ def test_a_run_killed_before_its_first_last_checkpoint_resumes_from_its_newest(t
     # is written on the command line.
     for folder in (f"hydra.run.dir='{run}'", f"hydra.run.dir='{run}/../{run.name}'"):
         with pytest.raises(ConfigError) as refused:
-            check_run_folder_free([folder], None)
+            check_folder_free([folder], None)
         assert str(refused.value).endswith(
             f"choose another folder, or resume that run there with "
             f"ckpt_path={run / 'checkpoints' / 'best-step12.ckpt'}"
         )
     # Resumed there, from a checkpoint inside it: allowed.
-    check_run_folder_free(
+    check_folder_free(
         [f"hydra.run.dir='{run}/../{run.name}'"], str(run / "checkpoints" / "best-step12.ckpt")
     )
     # Its last.ckpt, once written, is what a resume takes.

@@ -453,6 +453,8 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
 # What a run leaves in its folder once it has trained: a checkpoint, its metrics, or (a
 # population's) its report.
 RUN_MARKS = ("checkpoints/*.ckpt", METRICS_FILE, REPORT_FILE)
+# What a sweep leaves in its folder: Hydra's record of it, and its jobs' configs.
+SWEEP_MARKS = ("multirun.yaml", "*/.hydra/config.yaml")
 
 
 def output_folder(arguments: list[str]) -> tuple[Path, str]:
@@ -465,24 +467,31 @@ def output_folder(arguments: list[str]) -> tuple[Path, str]:
     return Path("outputs"), "paths.log_dir"
 
 
-def check_run_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
+def check_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
     """Refuse a new run into a ``hydra.run.dir`` that holds a run already (its checkpoints or
-    results): the two would mix in its reports, checkpoints and TensorBoard files, and the
-    first run's metrics.json be overwritten. Resuming in place, from a checkpoint inside the
-    folder, is the way to go on there."""
-    if is_multirun(arguments):
-        return  # each job a folder of its own
-    given = given_value(arguments, "hydra.run.dir")
+    results), and a sweep into a ``hydra.sweep.dir`` that holds a sweep or a run: the two would
+    mix in its reports, checkpoints and TensorBoard files, and the first's metrics.json be
+    overwritten. Resuming a run in place, from a checkpoint inside its folder, is the way to go
+    on there."""
+    sweep = is_multirun(arguments)
+    field = "hydra.sweep.dir" if sweep else "hydra.run.dir"
+    given = given_value(arguments, field)
     if given is None or "${" in given:
         return  # a new folder of its own, or one known only once Hydra resolves it
     folder = Path(given).resolve()
-    held = [path for mark in RUN_MARKS for path in sorted(folder.glob(mark)) if path.is_file()]
-    if not held or (ckpt_path and folder in Path(ckpt_path).resolve().parents):
+
+    def held(marks: tuple[str, ...]) -> list[Path]:
+        return [path for mark in marks for path in sorted(folder.glob(mark)) if path.is_file()]
+
+    sweeps, runs = held(SWEEP_MARKS) if sweep else [], held(RUN_MARKS)
+    if not sweeps and not runs:
         return
-    resume = resumable_checkpoint(folder)
+    if not sweep and ckpt_path and folder in Path(ckpt_path).resolve().parents:
+        return
+    resume = None if sweep else resumable_checkpoint(folder)
     raise ConfigError(
-        f"hydra.run.dir={given}: holds a run already ({held[0].relative_to(folder)}); "
-        "choose another folder"
+        f"{field}={given}: holds a {'sweep' if sweeps else 'run'} already "
+        f"({(sweeps or runs)[0].relative_to(folder)}); choose another folder"
         + (f", or resume that run there with ckpt_path={resume}" if resume else "")
     )
 
@@ -493,16 +502,17 @@ def main() -> None:
         # Into a file or a pipe, colour codes are noise: Optuna's log lines colour themselves
         # unless NO_COLOR is set (the no-color.org convention, which colorlog and Rich follow).
         os.environ.setdefault("NO_COLOR", "1")
+    writes = not any(arg.split("=")[0] in SHOWING_FLAGS for arg in arguments)
     try:
         cfg = check_command_line(arguments, CONFIG_DIR)
         if cfg is not None and cfg.ckpt_path:
             check_resume(cfg)
-        if cfg is not None:
-            check_run_folder_free(arguments, cfg.ckpt_path)
+        if writes:
+            check_folder_free(arguments, cfg.ckpt_path if cfg is not None else None)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     try:
-        if not any(arg.split("=")[0] in SHOWING_FLAGS for arg in arguments):
+        if writes:
             check_output_folder(*output_folder(arguments))
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
