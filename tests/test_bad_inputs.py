@@ -116,6 +116,10 @@ TRAIN = [
     # A sweep is checked whole before its first job starts.
     (["-m", "seed=0,1", "optimizer.lr=1e-3,-2"], "optimizer.lr=-2: must be a finite number > 0"),
     (
+        ["model=nac,nalu", "seed=0,1"],
+        "model=nac,nalu: several values are a sweep; add -m (--multirun) to run a job for each",
+    ),
+    (
         ["-m", "model=nac,nalu", "model.eps=1e-7"],
         "model.eps=1e-7: model has no field 'eps' (+model.eps=1e-7 adds a new field)",
     ),

@@ -20,6 +20,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -480,6 +481,18 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
         else:
             fixed.append(f"{key}={options[0]}")
             field_sweeps.append((override.key_or_group, override.is_add(), values))
+    swept = [
+        text
+        for override, text in zip(parsed, overrides, strict=True)
+        if override.is_sweep_override()
+    ]
+    if swept and not is_multirun(flags):
+        first = [*fixed, *(options[0] for options in group_sweeps)]
+        if not _config_is_multirun(first, config_dir, config_name):
+            # Hydra would answer with five lines of its own and exit code 1.
+            raise ConfigError(
+                f"{swept[0]}: several values are a sweep; add -m (--multirun) to run a job for each"
+            )
     added = [
         o.key_or_group for o in parsed if o.is_add() and not o.key_or_group.startswith("hydra")
     ]
@@ -497,6 +510,14 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
     if is_multirun(flags) or group_sweeps or field_sweeps:
         return None
     return cfg
+
+
+def _config_is_multirun(overrides: list[str], config_dir: Path, config_name: str) -> bool:
+    """Whether the config itself runs a multirun (``hydra.mode``, as ``hparams_search`` sets
+    it), so that a command line sweeps without ``-m``."""
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+    return OmegaConf.select(cfg, "hydra.mode", default=None) == RunMode.MULTIRUN
 
 
 def check_added_fields(cfg: DictConfig, added: list[str]) -> None:
