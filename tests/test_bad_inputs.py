@@ -116,6 +116,26 @@ TRAIN = [
     # A sweep is checked whole before its first job starts.
     (["-m", "seed=0,1", "optimizer.lr=1e-3,-2"], "optimizer.lr=-2: must be a finite number > 0"),
     (
+        ["stall_restart={{validations: 5, loss_abve: 1.0}}"],  # {{ }}: str.format
+        "stall_restart.loss_abve: stall_restart has no field 'loss_abve'; did you mean "
+        "loss_above? (it takes ['loss_above', 'validations'])",
+    ),
+    (
+        ["+regularizer.foo=1"],
+        "regularizer.foo: regularizer has no field 'foo' (it takes ['end', 'factor', 'growth', "
+        "'initial', 'scale', 'start'])",
+    ),
+    (
+        ["lr_schedule.start=0.5"],
+        "lr_schedule.start=0.5: no lr_schedule is chosen; choose one first (lr_schedule=<one of "
+        "['linear_decay']>) and then set its fields",
+    ),
+    (
+        ["+lr_schedule.start=0.5"],
+        "lr_schedule: {{'start': 0.5}} names no class (_target_); choose one with "
+        "lr_schedule=<a config of conf/lr_schedule>, then set its fields",
+    ),
+    (
         ["model=nac,nalu", "seed=0,1"],
         "model=nac,nalu: several values are a sweep; add -m (--multirun) to run a job for each",
     ),
@@ -453,7 +473,8 @@ EVALUATE = [
     ),
     (
         ["ckpt_path={checkpoint}", "optimizer.lr=0.1"],
-        "Could not override 'optimizer.lr'. To append to your config use +optimizer.lr=0.1",
+        "optimizer.lr=0.1: evaluate takes the model and problem from the checkpoint's run; it "
+        "composes only data, trainer, paths, hydra (data.<field>=... changes the sets)",
     ),
     (
         ["ckpt_path={checkpoint}", "data.extrap_range=[5,1]"],

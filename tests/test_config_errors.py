@@ -8,7 +8,7 @@ from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.train import CONFIG_DIR
 from nalu.config.errors import ConfigError, InvalidArgument
 from nalu.config.rules import TRAINING_RULES
-from nalu.config.validation import check_command_line
+from nalu.config.validation import check_command_line, constructor_arguments
 from nalu.training.optimization import LinearDecay
 from nalu.training.regularizer import RegularizerSchedule
 from nalu.training.stalls import StallRule
@@ -89,3 +89,15 @@ def test_each_training_schedule_refuses_a_bad_argument_by_the_rule_the_command_l
     with pytest.raises(InvalidArgument) as expected:
         TRAINING_RULES[owner][field](f"{section}.{field}", "bad")
     assert str(preflight.value) == str(expected.value)
+
+
+# The arguments a run gives a training class itself, which its config does not set.
+RUN_GIVEN = {"LinearDecay": {"optimizer", "total_steps"}}
+
+
+@pytest.mark.parametrize("owner", list(TRAINING_RULES))
+def test_a_training_sections_fields_are_its_rules_the_only_fields_the_check_lets_through(owner):
+    # The check refuses any field the rules do not name; they name every argument a config sets.
+    target = {cls.__name__: cls for cls in (LinearDecay, RegularizerSchedule, StallRule)}[owner]
+    settable = set(constructor_arguments(target)) - RUN_GIVEN.get(owner, set())
+    assert settable == set(TRAINING_RULES[owner])

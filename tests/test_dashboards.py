@@ -344,6 +344,22 @@ def test_evaluate_reads_the_problem_from_the_run_and_writes_its_json(tmp_path):
         assert line.startswith(f"error: {bad}: {why}"), line
         assert len(list(run_dir.glob("evaluate/*"))) == 2, bad  # no folder left behind
 
+    # Outside its run folder a checkpoint is checked on its outputs' operations, and the
+    # refusal shows them.
+    moved = tmp_path / "elsewhere" / "last.ckpt"
+    moved.parent.mkdir()
+    moved.write_bytes((run_dir / "checkpoints" / "last.ckpt").read_bytes())
+    data = [o for o in TINY if o.startswith("data.")]
+    refused = run_cli(
+        [f"ckpt_path={moved}", *data, "data.problem_seed=1"], cwd=tmp_path, module="nalu.evaluate"
+    )
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    (line,) = refused.stderr.strip().splitlines()
+    trained = json.loads((run_dir / "problem.json").read_text())["outputs"]
+    operations = [output["operation"] for output in trained]
+    assert f"(the checkpoint, of seed 0, answers {operations}; these sets ask [" in line, line
+    assert list(moved.parent.iterdir()) == [moved]  # no evaluate/ folder left behind
+
 
 def test_the_read_back_column_stands_once_beside_the_last_panel_of_the_outputs():
     # A per-output selection draws every head's matrix; a head that does not answer an output

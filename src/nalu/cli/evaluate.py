@@ -1,6 +1,7 @@
 """Hydra entry point: ``nalu-evaluate ckpt_path=... [data.field=...]`` tests a checkpoint on its
 run's problem (or on wider ranges of it) and writes ``evaluation.json``."""
 
+import contextlib
 import json
 import math
 import pickle
@@ -33,10 +34,11 @@ from nalu.cli.common import (
     saved_problem_difference,
 )
 from nalu.config.errors import ConfigError, shorten
-from nalu.config.overrides import is_multirun
+from nalu.config.overrides import is_multirun, parsed_overrides
 from nalu.config.resolvers import evaluation_dir, run_dir_of
 from nalu.config.rules import PROBLEM_FIELDS
 from nalu.config.validation import (
+    check_added_fields,
     check_group_choices,
     checkpoint_file,
     compose_checked,
@@ -96,13 +98,19 @@ def check_same_problem(
     checkpoint elsewhere is checked on the operation of each output only.
     """
     formulas = trained_formulas(ckpt_path)
+    culprits = " ".join(overrides or ["data"])
     if formulas is not None:
-        same = formulas == [output["formula"] for output in data.problem.to_dict()["outputs"]]
-    else:
-        same = list(module.hparams.output_operations[0]) == data.problem.output_operations
-    if not same:
-        where = run_dir_of(ckpt_path) / PROBLEM_FILE if formulas is not None else "the checkpoint"
-        raise another_problem(" ".join(overrides or ["data"]), str(where))
+        if formulas != [output["formula"] for output in data.problem.to_dict()["outputs"]]:
+            raise another_problem(culprits, str(run_dir_of(ckpt_path) / PROBLEM_FILE))
+        return
+    trained = list(module.hparams.output_operations[0])
+    if trained != data.problem.output_operations:
+        # No run folder tells the fields apart: the outputs' operations at least show how.
+        raise another_problem(
+            culprits,
+            f"the checkpoint, of seed {module.hparams.seeds[0]}, answers "
+            f"{shorten(trained)}; these sets ask {shorten(data.problem.output_operations)}",
+        )
 
 
 def trained_formulas(ckpt_path: str | Path) -> list[str] | None:
@@ -271,9 +279,13 @@ def hydra_main(cfg: DictConfig) -> None:
 
 def discard_if_empty(output_dir: Path) -> None:
     """Remove the folder Hydra made for an evaluation that stopped, when it holds nothing but
-    Hydra's own files (never a folder with results in it, such as a run's)."""
+    Hydra's own files (never a folder with results in it, such as a run's), and the
+    ``evaluate/`` folder above it when that held nothing else."""
     if output_dir.is_dir() and {p.name for p in output_dir.iterdir()} <= {".hydra", "evaluate.log"}:
         shutil.rmtree(output_dir, ignore_errors=True)
+        if output_dir.parent.name == "evaluate":
+            with contextlib.suppress(OSError):  # not empty: earlier evaluations
+                output_dir.parent.rmdir()
 
 
 def check_arguments(arguments: list[str]) -> None:
@@ -286,7 +298,8 @@ def check_arguments(arguments: list[str]) -> None:
         return  # --help, --cfg, -sc ...: Hydra's own
     overrides = list(arguments)
     for override in overrides:
-        group = override.lstrip("+~").partition("=")[0]
+        # A group chosen (model=nac) or a field of one (optimizer.lr=0.1).
+        group = override.lstrip("+~").partition("=")[0].partition(".")[0]
         allowed = group in EVALUATE_GROUPS or group.startswith("hydra")
         if (CONFIG_DIR / group).is_dir() and not allowed:
             raise ConfigError(
@@ -303,7 +316,9 @@ def check_arguments(arguments: list[str]) -> None:
     data, changed = evaluation_data(ckpt_path, overrides, None)
     # The run's own data with the overrides on top, or (outside a run folder) this config's.
     own_data = composed.data if data is None else data
-    validate_config(OmegaConf.create({"data": OmegaConf.to_container(own_data, resolve=True)}))
+    own = OmegaConf.create({"data": OmegaConf.to_container(own_data, resolve=True)})
+    validate_config(own)
+    check_added_fields(own, [o.key_or_group for o in parsed_overrides(overrides) if o.is_add()])
     check_same_problem_fields(ckpt_path, data, changed)
     trained_formulas(ckpt_path)  # an unreadable problem.json stops it here, before torch loads
     folder = Path(evaluation_dir(ckpt_path))

@@ -30,6 +30,7 @@ from nalu.config.rules import (
     MAX_SET_VALUES,
     MAX_TARGET_MAGNITUDE,
     SPLITS,
+    TRAINING_RULES,
     Rule,
     accelerator,
     argument_rules,
@@ -170,6 +171,7 @@ def validate_config(cfg: DictConfig) -> None:
             for field, rule in argument_rules(arguments["_target_"]).items():
                 if field in arguments:
                     _apply(rule, f"{path}.{field}", arguments[field])
+    check_section_fields(cfg)
     for model_key, data_key in MATCHING_FIELDS.items():
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
         if model_value is not _ABSENT and model_value != data_value:
@@ -178,6 +180,33 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{shorten(data_value)}, the problem's size"
             )
     cross_field_rules(cfg)
+
+
+def check_section_fields(cfg: DictConfig) -> None:
+    """The training's schedules and rules (``TRAINING_RULES``) take the fields their rules name
+    and nothing else: a misspelt field would otherwise reach the class's constructor as a
+    Python error once the run's folder is made."""
+    for section in ("lr_schedule", *SECTION_CLASSES):
+        given = _value(cfg, section)
+        if not isinstance(given, dict):
+            continue
+        target = SECTION_CLASSES.get(section) or given.get("_target_")
+        if target is None:
+            raise ConfigError(
+                f"{section}: {shorten(given)} names no class (_target_); choose one with "
+                f"{section}=<a config of conf/{section}>, then set its fields"
+            )
+        rules = TRAINING_RULES.get(str(target).rpartition(".")[2])
+        if rules is None:
+            continue  # a class of the user's own: its constructor checks it
+        for field in given:
+            if not field.startswith("_") and field not in rules:
+                close = difflib.get_close_matches(field, list(rules), n=1)
+                hint = f"; did you mean {close[0]}?" if close else ""
+                raise ConfigError(
+                    f"{section}.{field}: {section} has no field {field!r}{hint} (it takes "
+                    f"{sorted(rules)})"
+                )
 
 
 # What a ``problems`` cell may set for its members: their problem and their regulariser's
@@ -371,6 +400,17 @@ def _compose(overrides: list[str], config_dir: Path, config_name: str = "train")
     culprit = next(
         (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}=")), None
     )
+    unchosen = next(
+        (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}.")), None
+    )
+    if culprit is None and unchosen is not None and (config_dir / str(full_key)).is_dir():
+        # A field of a config group that is null (lr_schedule, say): Hydra's hint to add it
+        # with + would leave the group's object without its class.
+        options = sorted(path.stem for path in (config_dir / str(full_key)).glob("*.yaml"))
+        raise ConfigError(
+            f"{unchosen}: no {full_key} is chosen; choose one first ({full_key}=<one of "
+            f"{options}>) and then set its fields"
+        ) from failure
     raise _composition_error(failure, culprit) from failure
 
 
