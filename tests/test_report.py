@@ -14,7 +14,13 @@ import nalu.results.report
 from nalu.cli.common import EXIT_CONFIG_ERROR, count_jobs
 from nalu.cli.report import main
 from nalu.cli.train import train
-from nalu.results.record import EXTRAP_MSE, INTERP_MSE, RunRecord
+from nalu.results.record import (
+    EXTRAP_MSE,
+    EXTRAP_RELATIVE_ERROR,
+    INTERP_MSE,
+    TRAIN_LOSS,
+    RunRecord,
+)
 from nalu.results.report import (
     BEST_EPOCH_LABEL,
     ReportError,
@@ -637,3 +643,21 @@ def test_a_deletion_and_the_checkpoint_resumed_from_make_no_column(tmp_path):
         overrides = [f"optimizer.lr={lr}", f"ckpt_path=/runs/{name}/last.ckpt", *more]
         (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
     assert default_group_by(load_runs([tmp_path])) == ["model", "optimizer.lr"]
+
+
+def test_no_curve_figures_title_runs_under_its_legend(monkeypatch):
+    # The legend stands beside the panels, level with their titles: a title wider than its
+    # panel had its end hidden.
+    curves = {
+        tag: {10: 2.0, 20: 1.0}
+        for tag in (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE, EXTRAP_RELATIVE_ERROR, "extrap/mse_add")
+    }
+    monkeypatch.setattr("nalu.results.report.loss_curves", lambda run_dir: curves)
+    runs = {name: [{"run_dir": name, "steps": 20, "epochs": 2}] for name in ("nac", "nalu")}
+    for name, figure in plot_curves(runs).items():
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        (legend,) = figure.legends
+        for axis in figure.axes:
+            title = axis.title.get_window_extent(renderer)
+            assert not title.overlaps(legend.get_window_extent(renderer)), name

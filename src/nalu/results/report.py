@@ -759,7 +759,8 @@ def plot_curves(groups: dict[str, list[dict[str, Any]]]) -> dict[str, "Figure"]:
         (
             "test_relative_error",
             EXTRAP_RELATIVE_ERROR,
-            "Test relative error (100 · extrapolation MSE / mean square of the targets)",
+            # Two lines: in one, the legend beside the panel hid its end.
+            "Test relative error\n(100 · extrapolation MSE / mean square of the targets)",
             "relative error (%)",
         ),
     ):
