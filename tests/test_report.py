@@ -4,6 +4,7 @@ import math
 import os
 import re
 import stat
+import warnings
 
 import pytest
 import yaml
@@ -661,3 +662,30 @@ def test_no_curve_figures_title_runs_under_its_legend(monkeypatch):
         for axis in figure.axes:
             title = axis.title.get_window_extent(renderer)
             assert not title.overlaps(legend.get_window_extent(renderer)), name
+
+
+def test_groups_with_long_names_leave_every_figure_readable(tmp_path, monkeypatch):
+    # A report over runs that differ in many fields names each group by all of them: hundreds
+    # of characters, which collapsed the panels to nothing and ran off the figure's edge.
+    names = [f"nau_{k} / " + " / ".join(f"field{i}={k}" for i in range(20)) for k in range(12)]
+    for k, name in enumerate(names):
+        solved_run(tmp_path / str(k), name, k, solved=k % 2 == 0)
+    rows = summary_rows(load_runs([tmp_path]), ["model"])
+    monkeypatch.setattr(
+        "nalu.results.report.loss_curves", lambda run_dir: {TRAIN_LOSS: {10: 2.0, 20: 1.0}}
+    )
+    groups = {name: [{"run_dir": name, "steps": 20, "epochs": 2}] for name in names}
+    figures = {"success": plot_success(rows), "training_loss": plot_curves(groups)["training_loss"]}
+    for name, figure in figures.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # "constrained_layout not applied"
+            figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        page = figure.bbox
+        # The legend, and in the success figure the groups' names beside their bars.
+        names = figure.axes[0].get_yticklabels() if name == "success" else []
+        texts = [*figure.legends, *names]
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert page.x0 <= box.x0 and box.x1 <= page.x1, name
+            assert page.y0 <= box.y0 and box.y1 <= page.y1, name

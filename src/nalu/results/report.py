@@ -19,6 +19,7 @@ import logging
 import math
 import statistics
 import sys
+import textwrap
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -135,16 +136,30 @@ def _saved_config(path: Path) -> DictConfig | None:
         return None
 
 
+@functools.cache
+def _saved_choices(path: Path) -> dict[str, Any]:
+    """A job's config-group choices (``.hydra/hydra.yaml``: ``optimizer: sgd``, ...), read
+    once; none where it is missing or unreadable."""
+    config = _saved_config(path)
+    choices = None if config is None else OmegaConf.select(config, "hydra.runtime.choices")
+    return OmegaConf.to_container(choices) if OmegaConf.is_config(choices) else {}
+
+
 def run_value(run: dict[str, Any], field: str) -> Any:
     """A run's value of ``field``: a label of its metrics.json, an override of its command line,
-    a field of its config (``.hydra/config.yaml``) or, for ``data.<setting>``, of the problem it
-    recorded (``problem.json``: a run written without Hydra has no config); None where it has
-    none."""
+    the config chosen for a config group (``optimizer``: ``sgd``, whether the command line or
+    the defaults chose it), a field of its config (``.hydra/config.yaml``) or, for
+    ``data.<setting>``, of the problem it recorded (``problem.json``: a run written without
+    Hydra has no config); None where it has none."""
     if field in run.get("labels", {}):
         return run["labels"][field]
     if field in run.get("overrides", {}):
         return run["overrides"][field]
-    config = _saved_config(_hydra_dir(Path(run["run_dir"])) / "config.yaml")
+    hydra_dir = _hydra_dir(Path(run["run_dir"]))
+    choices = _saved_choices(hydra_dir / "hydra.yaml")
+    if field in choices:
+        return choices[field]
+    config = _saved_config(hydra_dir / "config.yaml")
     value = None
     # An interpolation that cannot resolve out of its run reads as no value.
     with contextlib.suppress(OmegaConfBaseException):
@@ -588,12 +603,29 @@ def legend_handles(figure: "Figure") -> dict[str, Any]:
     return handles
 
 
+# A legend label wraps at this many characters: a row of a report over runs that differ in many
+# fields is hundreds long, and a legend as wide left its panels no room.
+LEGEND_LABEL_WIDTH = 60
+# The height a legend's line of small text takes, and the space between its entries (inches).
+LEGEND_LINE_INCHES, LEGEND_ENTRY_INCHES = 0.15, 0.07
+# The height a line of a tick label takes (inches).
+TICK_LINE_INCHES = 0.2
+
+
 def legend_beside(figure: "Figure") -> None:
     """One legend for all of the figure's panels, to their right: inside a panel, a legend of
-    many groups hides the curves it names. The figure must use the constrained layout."""
+    many groups hides the curves it names. Long labels wrap, and the figure grows to hold the
+    legend's height. The figure must use the constrained layout."""
     handles = legend_handles(figure)
-    if handles:  # runs without curves draw nothing
-        figure.legend(handles.values(), handles.keys(), loc="outside right upper", fontsize="small")
+    if not handles:  # runs without curves draw nothing
+        return
+    labels = [textwrap.fill(label, LEGEND_LABEL_WIDTH) for label in handles]
+    lines = sum(label.count("\n") + 1 for label in labels)
+    needed = LEGEND_LINE_INCHES * lines + LEGEND_ENTRY_INCHES * len(labels) + 0.5
+    width, height = figure.get_size_inches()
+    if needed > height:
+        figure.set_size_inches(width, needed)
+    figure.legend(handles.values(), labels, loc="outside right upper", fontsize="small")
 
 
 # Fewer runs than this have no quartiles worth the name (numpy would interpolate between two of
@@ -845,11 +877,16 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     several_outputs = any(row.get("outputs", 0) > row["runs"] for row in rows)
     measures = SUCCESS_MEASURES if several_outputs else SUCCESS_MEASURES[1:]
     thickness = 0.8 / len(operations)
-    # About 0.15 inch a bar: 18 groups of 5 operations take 17 inches.
-    height = max(3.0, 1.4 + 0.15 * len(groups) * (len(operations) + 1))
+    # A group's name wraps as a legend's label does; a character takes about 0.075 inch.
+    names = [textwrap.fill(group, LEGEND_LABEL_WIDTH) for group in groups]
+    widest = max(len(line) for name in names for line in name.splitlines())
+    # About 0.15 inch a bar (18 groups of 5 operations take 17 inches), or a name's lines.
+    lines = max(name.count("\n") + 1 for name in names)
+    per_group = max(0.15 * (len(operations) + 1), TICK_LINE_INCHES * lines)
+    height = max(3.0, 1.4 + per_group * len(groups))
     figure, axes = plt.subplots(
-        1, len(measures), figsize=(4 + 5 * len(measures), height), sharey=True,
-        squeeze=False, layout="constrained",
+        1, len(measures), figsize=(max(4.0, 0.5 + 0.075 * widest) + 5 * len(measures), height),
+        sharey=True, squeeze=False, layout="constrained",
     )  # fmt: skip
     for axis, (count, trials, rate, title, label) in zip(axes[0], measures, strict=True):
         for k, operation in enumerate(operations):
@@ -880,7 +917,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
         axis.set_xlabel(f"{label} (95% Wilson CI)")
         axis.set_title(title, fontsize=10)
     axis = axes[0, 0]
-    axis.set_yticks(np.arange(len(groups)), groups)
+    axis.set_yticks(np.arange(len(groups)), names)
     axis.invert_yaxis()  # the first group on top, as in the table
     figure.suptitle("Success per operation, 95% Wilson intervals")
     legend_beside(figure)
