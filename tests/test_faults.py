@@ -177,3 +177,15 @@ def test_a_sweeps_best_job_is_ranked_by_validation_mse_a_populations_by_its_memb
     counts = count_jobs(tmp_path)
     assert (counts.jobs, counts.finished, counts.diverged, counts.failed) == (3, 2, 0, 1)
     assert counts.best == (tmp_path / "1_population", 0.4)
+
+
+def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
+    # An MSE of + and − outputs and one of × outputs are on scales apart: the lower names no
+    # better job.
+    for name, operations, mse in (("0_nau", ["add", "sub"], 100.0), ("1_nau", ["mul"], 1.0)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        RunRecord("finished", {}, 1, 4, {"interp/mse": mse}).write(tmp_path / name)
+        problem = {"problem": "mystery_arithmetic", "operations": operations, "problem_seed": 0}
+        (tmp_path / name / "problem.json").write_text(json.dumps(problem))
+    counts = count_jobs(tmp_path)
+    assert (counts.best, counts.problems_differ) == (None, ("data.operations",))

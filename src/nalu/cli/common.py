@@ -193,8 +193,10 @@ class SweepCounts:
     finished: int
     diverged: int
     # The finished job of the lowest interpolation (validation) MSE (at S > 1 its members'
-    # median), and that MSE.
+    # median), and that MSE; none where the jobs pose different problems.
     best: tuple[Path, float] | None = None
+    # The settings in which the jobs' problems differ (their MSEs then do not compare).
+    problems_differ: tuple[str, ...] = ()
 
     @property
     def failed(self) -> int:
@@ -226,7 +228,25 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
             best = (job, mse)
         finished += STATUS_FINISHED in statuses
         diverged += statuses == {STATUS_DIVERGED}
-    return SweepCounts(jobs, finished, diverged, best)
+    differ = differing_job_problems(sweep_dir)
+    return SweepCounts(jobs, finished, diverged, None if differ else best, differ)
+
+
+def differing_job_problems(sweep_dir: Path) -> tuple[str, ...]:
+    """The problem settings (``problem_fields``) in which a sweep's jobs differ: none where
+    every job poses the same problems (a population's problem cells vary within each job)."""
+    from nalu.results.report import differing_problem_fields, load_runs, problem_fields
+
+    per_job = [load_runs([job]) for job in sorted(sweep_dir.iterdir()) if (job / ".hydra").is_dir()]
+    problems = {
+        frozenset(tuple(sorted(problem_fields(run).items())) for run in runs) for runs in per_job
+    }
+    if len(problems - {frozenset()}) <= 1:
+        return ()
+    within = {field for runs in per_job for field in differing_problem_fields(runs)}
+    across = differing_problem_fields([run for runs in per_job for run in runs])
+    # Where the jobs' sets of cells differ, the cells' own fields are the difference.
+    return tuple(field for field in across if field not in within) or tuple(across)
 
 
 class MultirunSummary(Callback):
@@ -250,6 +270,11 @@ class MultirunSummary(Callback):
         if counts.best is not None:
             job, mse = counts.best
             print(f"best on the validation set: {job.name} (interp/mse {mse:.4g})")
+        elif counts.problems_differ:
+            print(
+                "best on the validation set: none named; the jobs pose different problems "
+                f"({', '.join(counts.problems_differ)}), whose MSEs do not compare"
+            )
         print(f"report: {command_line('nalu-report', str(sweep_dir))}")
 
 
