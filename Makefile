@@ -15,8 +15,9 @@ SEEDS ?=
 OPS ?=
 ARGS ?=
 TEST_WORKERS ?= auto
-# The sweep written most recently (ls -t: by modification time), not the last name in order.
-RUN ?= $(patsubst %/,%,$(firstword $(shell ls -td outputs/multirun/*/ 2>/dev/null)))
+# The sweep started most recently: by the time of Hydra's multirun.yaml, written once as a sweep
+# starts (a folder's own time changes with every report written into it).
+RUN ?= $(patsubst %/multirun.yaml,%,$(firstword $(shell ls -t outputs/multirun/*/multirun.yaml 2>/dev/null)))
 
 .DEFAULT_GOAL := help
 .PHONY: help install train sweep units solve benchmark bench report tensorboard test lint format clean
@@ -58,7 +59,7 @@ benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
 	$(PYTHON) -m nalu.bench $(ARGS)
 
-report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the most recently written)
+report: $(VENV)/.installed ## Write report.md, report.csv and figures for a sweep (RUN=folder; default: the most recently started)
 	$(if $(RUN),,$(error no sweep in outputs/multirun; name one with RUN=folder))
 	$(PYTHON) -m nalu.report $(RUN)
 

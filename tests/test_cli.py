@@ -6,6 +6,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -322,3 +323,22 @@ def test_a_printed_command_is_one_the_shell_finds(monkeypatch, tmp_path):
     # Activated (or installed on the PATH): by its name.
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     assert command_line("tensorboard", "--logdir", "runs") == "tensorboard --logdir runs"
+
+
+def test_make_report_reads_the_sweep_started_last_not_the_one_reported_last(tmp_path):
+    sweeps = tmp_path / "outputs" / "multirun"
+    for age, name in ((200, "earlier"), (100, "later")):
+        (sweeps / name).mkdir(parents=True)
+        started = sweeps / name / "multirun.yaml"
+        started.write_text("hydra: {}\n")
+        os.utime(started, (time.time() - age, time.time() - age))
+    (sweeps / "earlier" / "report.md").write_text("# Report\n")  # its folder's time is now
+    result = subprocess.run(
+        ["make", "-n", "-f", str(README.parent / "Makefile"), "-o", ".venv/.installed", "report"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    [reported] = re.findall(r"nalu\.report (\S+)", result.stdout)
+    assert reported == "outputs/multirun/later"
