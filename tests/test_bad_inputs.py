@@ -136,8 +136,13 @@ TRAIN = [
         "lr_schedule=<a config of conf/lr_schedule>, then set its fields",
     ),
     (
+        ["seed=0,1", "optimizer.lrr=0.1"],  # the sweep without -m is not what is wrong first
+        "optimizer.lrr=0.1: optimizer has no field 'lrr'; did you mean lr?",
+    ),
+    (
         ["model=nac,nalu", "seed=0,1"],
-        "model=nac,nalu: several values are a sweep; add -m (--multirun) to run a job for each",
+        "model=nac,nalu: several values are a sweep; add -m (--multirun) to run a job for each, "
+        "or write a list as [a,b]",
     ),
     (
         ["-m", "model=nac,nalu", "model.eps=1e-7"],

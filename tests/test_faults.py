@@ -189,3 +189,16 @@ def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
         (tmp_path / name / "problem.json").write_text(json.dumps(problem))
     counts = count_jobs(tmp_path)
     assert (counts.best, counts.problems_differ) == (None, ("data.operations",))
+
+
+def test_jobs_that_differ_in_their_extrapolation_range_alone_have_a_best(tmp_path):
+    # Their validation MSEs measure one problem: only the test set differs.
+    for name, extrap, mse in (("0_nau", [-5, 5], 5.0), ("1_nau", [-50, 50], 1.0)):
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        RunRecord("finished", {}, 1, 4, {"interp/mse": mse}).write(tmp_path / name)
+        problem = {"problem": "mystery_arithmetic", "operations": ["mul"], "problem_seed": 0}
+        (tmp_path / name / "problem.json").write_text(json.dumps(problem))
+        config = f"data:\n  interp_range: [-1, 1]\n  extrap_range: {extrap}\n"
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
+    counts = count_jobs(tmp_path)
+    assert (counts.best, counts.problems_differ) == ((tmp_path / "1_nau", 1.0), ())

@@ -1,5 +1,6 @@
 """A command line's overrides read as Hydra reads them, in every place that reads them."""
 
+from nalu.config import resolvers
 from nalu.config.overrides import (
     given_value,
     hyperparameter_values,
@@ -41,4 +42,16 @@ def test_the_swept_fields_and_the_multirun_flag():
     arguments = ["--multirun", "seed=0,1", "optimizer.lr=range(1,3)", "model=nalu"]
     assert swept_on_command_line(arguments) == ["seed", "optimizer.lr"]
     assert is_multirun(arguments) and is_multirun(["-m"])
+    assert is_multirun(["seed=0,1", "hydra.mode=MULTIRUN"])  # Hydra's other way to ask
     assert not is_multirun(["seed=0,1", "-cn", "train"])
+
+
+def test_a_job_folder_is_named_by_the_values_as_typed_without_quotes(monkeypatch):
+    overrides = {"data.label": "a b", "optimizer.lr": 0.00443037524, "data.operations": ["add"]}
+    monkeypatch.setattr(resolvers, "job_overrides", lambda: overrides)
+    monkeypatch.setattr(resolvers, "swept_fields", lambda: [*overrides, "seed"])
+    monkeypatch.setattr(resolvers, "model_choice", lambda: "nau")
+    assert resolvers.run_name(3, 1) == (
+        "nau_data.label=a-b_optimizer.lr=0.00443_data.operations=[add]_seed3"
+    )
+    assert resolvers.run_name(3, 25).endswith("_seeds3-27")

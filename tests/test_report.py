@@ -689,3 +689,16 @@ def test_groups_with_long_names_leave_every_figure_readable(tmp_path, monkeypatc
             box = text.get_window_extent(renderer)
             assert page.x0 <= box.x0 and box.x1 <= page.x1, name
             assert page.y0 <= box.y0 and box.y1 <= page.y1, name
+
+
+def test_a_config_group_reads_as_the_config_chosen_whoever_chose_it(tmp_path):
+    # The defaults chose adam, the command line sgd: rows say so, not adam's whole dict.
+    for name, optimizer in (("a", "adam"), ("b", "sgd")):
+        solved_run(tmp_path / name, "nac", 0, solved=True)
+        write_config(tmp_path / name, in_features=6)
+        hydra = {"hydra": {"runtime": {"choices": {"optimizer": optimizer, "model": "nac"}}}}
+        (tmp_path / name / ".hydra" / "hydra.yaml").write_text(yaml.safe_dump(hydra))
+        config = {"optimizer": {"_target_": f"torch.optim.{optimizer}", "lr": 0.001}}
+        (tmp_path / name / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    runs = load_runs([tmp_path])
+    assert list(group_runs(runs, ["model", "optimizer"])) == ["nac / adam", "nac / sgd"]

@@ -228,23 +228,33 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
             best = (job, mse)
         finished += STATUS_FINISHED in statuses
         diverged += statuses == {STATUS_DIVERGED}
-    differ = differing_job_problems(sweep_dir)
+    differ = differing_job_problems(sweep_dir) if finished > 1 else ()
     return SweepCounts(jobs, finished, diverged, None if differ else best, differ)
 
 
 def differing_job_problems(sweep_dir: Path) -> tuple[str, ...]:
-    """The problem settings (``problem_fields``) in which a sweep's jobs differ: none where
-    every job poses the same problems (a population's problem cells vary within each job)."""
-    from nalu.results.report import differing_problem_fields, load_runs, problem_fields
+    """The problem settings (``problem_fields``) in which a sweep's jobs differ, as their
+    validation MSEs see them (the extrapolation range left out: a test set's): none where every
+    job poses the same problems (a population's problem cells vary within each job)."""
+    from nalu.results.report import (
+        EXTRAP_RANGE,
+        differing_problem_fields,
+        load_runs,
+        problem_fields,
+    )
+
+    def validated(run: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+        fields = problem_fields(run)
+        fields.pop(EXTRAP_RANGE, None)
+        return tuple(sorted(fields.items()))
 
     per_job = [load_runs([job]) for job in sorted(sweep_dir.iterdir()) if (job / ".hydra").is_dir()]
-    problems = {
-        frozenset(tuple(sorted(problem_fields(run).items())) for run in runs) for runs in per_job
-    }
+    problems = {frozenset(map(validated, runs)) for runs in per_job}
     if len(problems - {frozenset()}) <= 1:
         return ()
     within = {field for runs in per_job for field in differing_problem_fields(runs)}
     across = differing_problem_fields([run for runs in per_job for run in runs])
+    across.pop(EXTRAP_RANGE, None)
     # Where the jobs' sets of cells differ, the cells' own fields are the difference.
     return tuple(field for field in across if field not in within) or tuple(across)
 

@@ -508,7 +508,8 @@ def main() -> None:
         if cfg is not None and cfg.ckpt_path:
             check_resume(cfg)
         if writes:
-            check_folder_free(arguments, cfg.ckpt_path if cfg is not None else None)
+            resumed = cfg.ckpt_path if cfg is not None else given_value(arguments, "ckpt_path")
+            check_folder_free(arguments, resumed)
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     try:

@@ -16,8 +16,10 @@ MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def is_multirun(arguments: Iterable[str]) -> bool:
-    """Whether a command line asks Hydra for a multirun."""
-    return any(argument in MULTIRUN_FLAGS for argument in arguments)
+    """Whether a command line asks Hydra for a multirun: ``-m`` or ``hydra.mode=MULTIRUN``."""
+    arguments = list(arguments)
+    flagged = any(argument in MULTIRUN_FLAGS for argument in arguments)
+    return flagged or given_value(arguments, "hydra.mode") == "MULTIRUN"
 
 
 def is_hyperparameter(field: str) -> bool:

@@ -526,12 +526,13 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
         for override, text in zip(parsed, overrides, strict=True)
         if override.is_sweep_override()
     ]
-    if swept and not is_multirun(flags):
+    if swept and not is_multirun(arguments):
         first = [*fixed, *(options[0] for options in group_sweeps)]
         if not _config_is_multirun(first, config_dir, config_name):
             # Hydra would answer with five lines of its own and exit code 1.
             raise ConfigError(
-                f"{swept[0]}: several values are a sweep; add -m (--multirun) to run a job for each"
+                f"{swept[0]}: several values are a sweep; add -m (--multirun) to run a job for "
+                "each, or write a list as [a,b]"
             )
     added = [
         o.key_or_group for o in parsed if o.is_add() and not o.key_or_group.startswith("hydra")
@@ -547,7 +548,7 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
                     _apply(FIELD_RULES[key], key, value)
                 OmegaConf.update(variant, key, value, force_add=is_add)
             validate_config(variant)
-    if is_multirun(flags) or group_sweeps or field_sweeps:
+    if is_multirun(arguments) or group_sweeps or field_sweeps:
         return None
     return cfg
 
@@ -556,7 +557,10 @@ def _config_is_multirun(overrides: list[str], config_dir: Path, config_name: str
     """Whether the config itself runs a multirun (``hydra.mode``, as ``hparams_search`` sets
     it), so that a command line sweeps without ``-m``."""
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        try:
+            cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException):
+            return True  # not known: the checks that compose every job say what is wrong
     return OmegaConf.select(cfg, "hydra.mode", default=None) == RunMode.MULTIRUN
 
 

@@ -111,7 +111,12 @@ def _hydra_dir(run_dir: Path) -> Path:
 def run_overrides(run_dir: Path) -> dict[str, Any]:
     """``{field: value}`` of the job's command line (``.hydra/overrides.yaml``) that set a
     hyperparameter (``hyperparameter_values``); empty for a run written without Hydra."""
-    path = _hydra_dir(run_dir) / "overrides.yaml"
+    return dict(_job_overrides(_hydra_dir(run_dir) / "overrides.yaml"))
+
+
+@functools.cache
+def _job_overrides(path: Path) -> dict[str, Any]:
+    """``run_overrides`` of a job's ``overrides.yaml``, read once for all of its members."""
     if not path.is_file():
         return {}
     texts = yaml.safe_load(path.read_text(encoding="utf-8")) or []
@@ -302,7 +307,8 @@ def problem_identity(run: dict[str, Any]) -> str:
 
 # The sets' value ranges: what "interpolation" and "extrapolation" meant, and what the success
 # thresholds were measured on.
-RANGE_FIELDS = ("data.train_range", "data.interp_range", "data.extrap_range")
+EXTRAP_RANGE = "data.extrap_range"
+RANGE_FIELDS = ("data.train_range", "data.interp_range", EXTRAP_RANGE)
 
 
 def _range_value(field: str, value: Any) -> Any:
@@ -879,7 +885,7 @@ def plot_success(rows: list[dict[str, Any]]) -> "Figure":
     thickness = 0.8 / len(operations)
     # A group's name wraps as a legend's label does; a character takes about 0.075 inch.
     names = [textwrap.fill(group, LEGEND_LABEL_WIDTH) for group in groups]
-    widest = max(len(line) for name in names for line in name.splitlines())
+    widest = max((len(line) for name in names for line in name.splitlines()), default=0)
     # About 0.15 inch a bar (18 groups of 5 operations take 17 inches), or a name's lines.
     lines = max(name.count("\n") + 1 for name in names)
     per_group = max(0.15 * (len(operations) + 1), TICK_LINE_INCHES * lines)
