@@ -11,11 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import TINY, compose_config, run_cli
+from omegaconf import OmegaConf
 
 from nalu.cli.common import (
     EXIT_DIVERGED,
     EXIT_JOBS_FAILED,
     EXIT_OUTPUT_ERROR,
+    MultirunSummary,
     check_output_folder,
     count_jobs,
     output_error_message,
@@ -202,3 +204,19 @@ def test_jobs_that_differ_in_their_extrapolation_range_alone_have_a_best(tmp_pat
         (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
     counts = count_jobs(tmp_path)
     assert (counts.best, counts.problems_differ) == ((tmp_path / "1_nau", 1.0), ())
+
+
+def test_a_sweep_whose_jobs_all_failed_offers_no_report(tmp_path, capsys):
+    (tmp_path / "0_nau" / ".hydra").mkdir(parents=True)  # failed before its metrics.json
+    MultirunSummary().on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    )
+    assert (
+        capsys.readouterr().out
+        == f"multirun: 1 jobs in {tmp_path}: 0 finished, 0 diverged, 1 failed\n"
+    )
+    RunRecord("finished", {}, 1, 4, {"interp/mse": 1.0}).write(tmp_path / "0_nau")
+    MultirunSummary().on_multirun_end(
+        OmegaConf.create({"hydra": {"sweep": {"dir": str(tmp_path)}}})
+    )
+    assert "nalu-report" in capsys.readouterr().out.splitlines()[-1]

@@ -285,7 +285,8 @@ class MultirunSummary(Callback):
                 "best on the validation set: none named; the jobs pose different problems "
                 f"({', '.join(counts.problems_differ)}), whose MSEs do not compare"
             )
-        print(f"report: {command_line('nalu-report', str(sweep_dir))}")
+        if counts.finished or counts.diverged:  # else no run wrote results to report
+            print(f"report: {command_line('nalu-report', str(sweep_dir))}")
 
 
 def resumable_checkpoint(run_dir: Path) -> Path | None:
