@@ -29,8 +29,10 @@ from nalu.config.errors import ConfigError, InvalidArgument
 from nalu.config.resolvers import run_dir_of
 from nalu.config.rules import problem_differences
 from nalu.results.record import (
+    CHECKPOINTS_DIR,
     EXTRAP_MSE_OF,
     INTERP_MSE,
+    LAST_CHECKPOINT,
     METRICS_FILE,
     STATUS_DIVERGED,
     STATUS_FINISHED,
@@ -293,10 +295,12 @@ def resumable_checkpoint(run_dir: Path) -> Path | None:
     """The checkpoint a killed run in ``run_dir`` resumes from: its ``last.ckpt``, else the
     newest it saved (a run killed before its first ``last.ckpt``, some seconds in, may have
     saved the checkpoint of its best validation); None where it saved none."""
-    last = run_dir / "checkpoints" / "last.ckpt"
+    last = run_dir / CHECKPOINTS_DIR / LAST_CHECKPOINT
     if last.is_file():
         return last
-    saved = sorted((run_dir / "checkpoints").glob("*.ckpt"), key=lambda path: path.stat().st_mtime)
+    saved = sorted(
+        (run_dir / CHECKPOINTS_DIR).glob("*.ckpt"), key=lambda path: path.stat().st_mtime
+    )
     return saved[-1] if saved else None
 
 

@@ -58,7 +58,13 @@ from nalu.config.validation import (
     check_problem_cell,
     validate_config,
 )
-from nalu.results.record import INTERP_MSE, MEMBERS_DIR, METRICS_FILE, REPORT_FILE
+from nalu.results.record import (
+    CHECKPOINTS_DIR,
+    INTERP_MSE,
+    MEMBERS_DIR,
+    METRICS_FILE,
+    REPORT_FILE,
+)
 
 if TYPE_CHECKING:
     import lightning as L
@@ -452,7 +458,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
 
 # What a run leaves in its folder once it has trained: a checkpoint, its metrics, or (a
 # population's) its report.
-RUN_MARKS = ("checkpoints/*.ckpt", METRICS_FILE, REPORT_FILE)
+RUN_MARKS = (f"{CHECKPOINTS_DIR}/*.ckpt", METRICS_FILE, REPORT_FILE)
 # What a sweep leaves in its folder: Hydra's record of it, and its jobs' configs.
 SWEEP_MARKS = ("multirun.yaml", "*/.hydra/config.yaml")
 

@@ -55,6 +55,7 @@ from nalu.config.rules import (
     target_magnitude,
 )
 from nalu.config.value_range import denominator_intervals, largest_magnitude, value_intervals
+from nalu.results.record import CHECKPOINTS_DIR, LAST_CHECKPOINT
 
 # More combinations than this in a sweep are checked one swept field at a time.
 MAX_CHECKED_COMBINATIONS = 256
@@ -70,7 +71,9 @@ def checkpoint_file(name: str, value: Any) -> None:
     checkpoint was meant. The path is named whole: cut short, it would name no file."""
     path = Path(str(value))
     if path.is_dir():
-        reason = f"a folder, not a checkpoint file (e.g. {path / 'checkpoints' / 'last.ckpt'})"
+        reason = (
+            f"a folder, not a checkpoint file (e.g. {path / CHECKPOINTS_DIR / LAST_CHECKPOINT})"
+        )
     elif not path.is_file():
         reason = "no such checkpoint file"
     else:

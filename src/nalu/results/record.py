@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 # What a run leaves in its folder: its results, its problem's description, a population's
-# report and its members' own folders.
+# report, its members' own folders and its checkpoints (conf/callbacks/default.yaml names them).
 METRICS_FILE = "metrics.json"
 PROBLEM_FILE = "problem.json"
 REPORT_FILE = "report.md"
 MEMBERS_DIR = "members"
+CHECKPOINTS_DIR = "checkpoints"
+LAST_CHECKPOINT = "last.ckpt"
 STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
 
