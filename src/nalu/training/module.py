@@ -516,8 +516,8 @@ class ArithmeticModule(L.LightningModule):
         compiled: bool = True,
     ) -> tuple[Tensor, Tensor, list[Tensor]]:
         """Every member's update on its batch at λ = ``scale``: the step's terms (compiled where
-        the run compiles, unless not ``compiled``), their gradients (diverged members frozen,
-        settled outputs left alone, clipped), ``step()`` (the optimizer's) and the clamps;
+        the run compiles, unless not ``compiled``), their gradients (``_prepare_gradients``),
+        ``step()`` (the optimizer's) and the clamps;
         returns the MSE, objective and regularisation."""
         terms = self._run("terms", x, y, scale) if compiled else self._step_terms(x, y, scale)
         mse, objective, loss, *regularization = terms
@@ -525,12 +525,18 @@ class ArithmeticModule(L.LightningModule):
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
         self._backward(loss)
-        self.divergence.freeze()
-        self.restarts.zero_settled_gradients()
-        self._clip_gradients(optimizer)
+        self._prepare_gradients(optimizer)
         step()
         self._clamp()
         return mse, objective, regularization
+
+    def _prepare_gradients(self, optimizer: Any, in_graph: bool = False) -> None:
+        """Between the backward pass and the optimizer's step: diverged members' gradients
+        frozen, settled outputs' zeroed, every member's clipped. ``in_graph``: in tensor
+        operations alone, no flag of the run's state asked (the masks apply at every step)."""
+        self.divergence.freeze(always=in_graph)
+        self.restarts.zero_settled_gradients(always=in_graph)
+        self._clip_gradients(None if in_graph else optimizer)
 
     def _compile_update(self) -> Callable[..., Any] | None:
         """``_graph_update`` compiled, where it applies: ``compile=true`` on one process calling
@@ -560,9 +566,7 @@ class ArithmeticModule(L.LightningModule):
         gradients = torch.autograd.grad(loss, parameters, allow_unused=True)
         for parameter, gradient in zip(parameters, gradients, strict=True):
             parameter.grad = gradient
-        self.divergence.freeze(always=True)
-        self.restarts.zero_settled_gradients(always=True)
-        self._clip_gradients(None)
+        self._prepare_gradients(None, in_graph=True)
         adam_update(optimizer, rates)
         self._clamp()
         return mse.detach(), objective.detach(), [r.detach() for r in regularization]
