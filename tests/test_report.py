@@ -439,6 +439,29 @@ def test_swept_values_group_as_hydra_reads_them_in_numeric_order(tmp_path):
     assert list(groups) == ["nac / 0.001", "nac / 5", "nac / 10"]
 
 
+@pytest.mark.parametrize(
+    ("rates", "rows"),
+    [
+        # An Optuna search's sampled learning rates: rows named by 3 significant digits.
+        (["0.004430375245218269", "0.0018662266976517971"], ["nac / 0.00187", "nac / 0.00443"]),
+        # Rates alike in their first 3 digits keep every digit: two rows, not one row of two.
+        (["0.0044303752", "0.0044312345"], ["nac / 0.0044303752", "nac / 0.0044312345"]),
+    ],
+)
+def test_a_sampled_value_names_its_row_by_its_first_digits_unless_two_rows_would_merge(
+    tmp_path, rates, rows
+):
+    for name, lr in zip("ab", rates, strict=True):
+        write_run(tmp_path / name, "nac", 0, {"extrap/mse": 1.0})
+        (tmp_path / name / ".hydra").mkdir()
+        overrides = [f"optimizer.lr={lr}", "seed=0"]
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+    runs = load_runs([tmp_path])
+    groups = group_runs(runs, default_group_by(runs))
+    assert list(groups) == rows
+    assert [len(members) for members in groups.values()] == [1, 1]
+
+
 def test_the_success_figure_is_titled_and_draws_each_rate_with_its_interval():
     rows = [
         {"group": "nac", "operation": op, "solved": solved, "runs": runs,

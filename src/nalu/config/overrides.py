@@ -69,3 +69,14 @@ def hyperparameter_values(overrides: Iterable[str]) -> dict[str, Any]:
         if is_hyperparameter(field):
             values[field] = value
     return values
+
+
+def short_value(value: Any) -> str:
+    """A value as a job's folder name and a report's rows show it: a list as typed
+    (``[add,sub]``), a sampled float (Optuna's) to 3 significant digits."""
+    if isinstance(value, list):
+        return f"[{','.join(short_value(item) for item in value)}]"
+    text = str(value)
+    if isinstance(value, float) and not value.is_integer() and len(text) > 8:
+        return f"{value:.3g}"
+    return text

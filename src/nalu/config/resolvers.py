@@ -9,7 +9,7 @@ from typing import Any
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
-from nalu.config.overrides import hyperparameter_values
+from nalu.config.overrides import hyperparameter_values, short_value
 from nalu.config.rules import member_seeds
 from nalu.results.record import PROBLEM_FILE
 
@@ -44,23 +44,12 @@ def swept_fields() -> list[str]:
     return fields
 
 
-def _short(value: Any) -> str:
-    """A value as a folder name shows it: a list as typed (``[add,sub]``), a sampled float
-    (Optuna's) to 3 significant digits."""
-    if isinstance(value, list):
-        return f"[{','.join(_short(item) for item in value)}]"
-    text = str(value)
-    if isinstance(value, float) and not value.is_integer() and len(text) > 8:
-        return f"{value:.3g}"
-    return text
-
-
 def run_name(seed: int, population: int) -> str:
     """What tells a job apart, as its folder's (and so its TensorBoard run's) name: the model,
     the values of the swept fields, the seed (a population's seed range)."""
     overrides = job_overrides()
     swept = [
-        f"{field}={_short(overrides[field])}"
+        f"{field}={short_value(overrides[field])}"
         for field in swept_fields()
         if field in overrides and field not in ("model", "seed")
     ]

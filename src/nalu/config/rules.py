@@ -22,6 +22,7 @@ SPLITS = ("train", "interp", "extrap")
 # Whose near-perfect model sets the success threshold: Madsen & Johansen 2020 (its weights off
 # by ε) or Mistry et al. 2022 (its output off by ε, for + − × ÷).
 NEAR_PERFECT_MODELS = ("madsen_johansen", "mistry")
+MADSEN_JOHANSEN, MISTRY = NEAR_PERFECT_MODELS  # Madsen & Johansen's is the default
 # Madsen & Johansen 2020, sec. 4.1: the near-perfect model is off by ε = 1e-5; Mistry et al.
 # 2022's table of settings says 1e-5 too (their threshold script uses 1e-4, a looser test).
 SUCCESS_EPSILON = 1e-5
@@ -234,19 +235,19 @@ def near_perfect_fits(
 ) -> None:
     """Mistry et al.'s near-perfect model is defined for + − × ÷ of two inputs only (their
     output a ∘ b off by ε; their script's terms for other inputs are not modelled)."""
-    if value != "mistry":
+    if value != MISTRY:
         return
     undefined = [operation for operation in chosen if operation not in MYSTERY_OPERATIONS]
     if undefined:
         raise InvalidArgument(
-            name, value, f"defines + − × ÷ only, not {undefined}; use madsen_johansen"
+            name, value, f"defines + − × ÷ only, not {undefined}; use {MADSEN_JOHANSEN}"
         )
     if in_features is not None and in_features != 2:
         raise InvalidArgument(
             name,
             value,
             f"defines the two-input task y = a ∘ b only, not data.in_features={in_features}; "
-            "use madsen_johansen",
+            f"use {MADSEN_JOHANSEN}",
         )
 
 

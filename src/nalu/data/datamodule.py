@@ -311,7 +311,7 @@ class StaticArithmeticDataModule(ProblemDataModule):
         subset_ratio: float = 0.25,
         overlap_ratio: float = 0.5,
         problem_seed: int = 0,
-        near_perfect: str = "madsen_johansen",
+        near_perfect: str = rules.MADSEN_JOHANSEN,
         train_range: Sequence[float] = (1.0, 2.0),
         interp_range: Sequence[float] = (1.0, 2.0),
         extrap_range: Sequence[float] = (2.0, 6.0),

@@ -212,15 +212,15 @@ def _output_off_by_epsilon(x: Tensor, masks: Tensor, codes: Tensor) -> Tensor:
 # The near-perfect models behind the success threshold, by the names of
 # ``rules.NEAR_PERFECT_MODELS``: (inputs, operand masks, operation codes) -> their outputs.
 NEAR_PERFECT_OUTPUTS: dict[str, Callable[[Tensor, Tensor, Tensor], Tensor]] = {
-    "madsen_johansen": _operands_off_by_epsilon,
-    "mistry": _output_off_by_epsilon,
+    rules.MADSEN_JOHANSEN: _operands_off_by_epsilon,
+    rules.MISTRY: _output_off_by_epsilon,
 }
 
 
 def near_perfect_mse(
     problem: ArithmeticProblem,
     value_range: Sequence[float] | Intervals,
-    model: str = "madsen_johansen",
+    model: str = rules.MADSEN_JOHANSEN,
 ) -> Tensor:
     """``[out_features]`` MSE of a near-perfect model, on a fixed-seed sample of ``value_range``
     in double precision.
@@ -245,13 +245,28 @@ def near_perfect_mse(
     return squared_error / SUCCESS_SAMPLES
 
 
-class ColumnSampling(ABC):
-    """A problem's ``sample_inputs`` from its ``column_intervals``: each input uniform on its
-    own intervals (a denominator's keep clear of zero)."""
+class OperandProblem(ABC):
+    """A problem whose output j is an operation on two operands, a = x · A_j and b = x · B_j
+    (``operand_masks``, ``output_operations``): its inputs, each uniform on its own intervals
+    (``column_intervals``: a denominator's keep clear of zero), its exact targets and its
+    success thresholds follow from them."""
+
+    # The near-perfect model behind the success threshold (``near_perfect_mse``).
+    near_perfect: str = rules.MADSEN_JOHANSEN
+
+    @property
+    @abstractmethod
+    def output_operations(self) -> list[str]:
+        """The operation's name of each output, in output order."""
 
     @abstractmethod
     def column_intervals(self, value_range: Sequence[float] | Intervals) -> list[Intervals]:
         """Per input column, the intervals its values are uniform on."""
+
+    @abstractmethod
+    def operand_masks(self) -> Tensor:
+        """``[2, out, in]``: row j of the first holds the inputs summed into output j's a, of
+        the second those summed into its b."""
 
     def sample_inputs(
         self,
@@ -266,9 +281,18 @@ class ColumnSampling(ABC):
         u = torch.rand((size, len(columns)), generator=generator, dtype=dtype)
         return ColumnRanges.of(columns, dtype).place(u)
 
+    def targets(self, x: Tensor) -> Tensor:
+        """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
+        operands = operand_matrix(self.operand_masks())
+        return operation_targets(x, operands, operation_codes(self.output_operations))
+
+    def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
+        """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
+        return near_perfect_mse(self, value_range, self.near_perfect).float()
+
 
 @dataclass(frozen=True)
-class MysteryArithmeticProblem(ColumnSampling):
+class MysteryArithmeticProblem(OperandProblem):
     """``out_features`` outputs, each ``x[left] <op> x[right]`` over ``in_features`` inputs.
 
     The pairs and operations are drawn once from ``problem_seed``; every tensor here has the
@@ -336,11 +360,6 @@ class MysteryArithmeticProblem(ColumnSampling):
         masks[1, outputs, self.right_index] = 1
         return masks
 
-    def targets(self, x: Tensor) -> Tensor:
-        """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
-        operands = operand_matrix(self.operand_masks())
-        return operation_targets(x, operands, operation_codes(self.output_operations))
-
     def _output_terms(self) -> list[tuple[int, int, str]]:
         return list(
             zip(
@@ -363,10 +382,6 @@ class MysteryArithmeticProblem(ColumnSampling):
             for left, right, name in self._output_terms()
         ]
 
-    def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
-        """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
-        return near_perfect_mse(self, value_range).float()
-
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings and every output's formula."""
         return {
@@ -386,7 +401,7 @@ class MysteryArithmeticProblem(ColumnSampling):
 
 
 @dataclass(frozen=True)
-class StaticArithmeticProblem(ColumnSampling):
+class StaticArithmeticProblem(OperandProblem):
     """The static arithmetic task (Trask et al. 2018; Madsen & Johansen 2020, sec. 4.1).
 
     Two overlapping subsets of the ``in_features`` inputs are summed, a = Σ_A x and b = Σ_B x,
@@ -401,7 +416,7 @@ class StaticArithmeticProblem(ColumnSampling):
     subset_ratio: float = 0.25
     overlap_ratio: float = 0.5
     problem_seed: int = 0
-    near_perfect: str = "madsen_johansen"
+    near_perfect: str = rules.MADSEN_JOHANSEN
     subsets: Tensor = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -446,11 +461,6 @@ class StaticArithmeticProblem(ColumnSampling):
         """``[2, out, in]``: every output's a and b, the subsets A and B."""
         return self.subsets[:, None, :].expand(2, self.out_features, self.in_features)
 
-    def targets(self, x: Tensor) -> Tensor:
-        """Exact targets ``[..., out_features]`` for inputs ``[..., in_features]``."""
-        operands = operand_matrix(self.operand_masks())
-        return operation_targets(x, operands, operation_codes(self.operations))
-
     def _subset_formulas(self) -> tuple[Formula, Formula]:
         a, b = (
             weighted_sum({Variable(i): 1 for i in mask.nonzero().flatten().tolist()})
@@ -473,10 +483,6 @@ class StaticArithmeticProblem(ColumnSampling):
             body = {"square": "a²", "sqrt": "√a"}.get(name, f"a {symbol} b")
             lines.append(f"y{k} = {body}")
         return lines
-
-    def success_threshold(self, value_range: Sequence[float] | Intervals) -> Tensor:
-        """``[out_features]``: an output whose MSE on ``value_range`` is below this is solved."""
-        return near_perfect_mse(self, value_range, self.near_perfect).float()
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready description: the settings, the two subsets and every output's formula."""

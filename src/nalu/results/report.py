@@ -32,8 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import InvalidArgument
-from nalu.config.overrides import hyperparameter_values
-from nalu.config.rules import STATIC_OPERATIONS, SUCCESS_EPSILON
+from nalu.config.overrides import hyperparameter_values, short_value
+from nalu.config.rules import MADSEN_JOHANSEN, MISTRY, STATIC_OPERATIONS, SUCCESS_EPSILON
 from nalu.config.value_range import describe_intervals, value_intervals
 from nalu.results.record import (
     EXTRAP_MSE,
@@ -285,11 +285,11 @@ def near_perfect_text(problems: Sequence[str]) -> str:
     """Which near-perfect model judged the runs of ``problems`` (``problem_identity``s)."""
     epsilon = "ε = " + f"{SUCCESS_EPSILON:g}".replace("e-0", "e-")
     models = {
-        "madsen_johansen": "Madsen & Johansen 2020, sec. 4.1: the model that picks its operands "
+        MADSEN_JOHANSEN: "Madsen & Johansen 2020, sec. 4.1: the model that picks its operands "
         f"with {epsilon} of the other inputs mixed in",
-        "mistry": f"Mistry et al. 2022, sec. 6.5: the exact output off by {epsilon}",
+        MISTRY: f"Mistry et al. 2022, sec. 6.5: the exact output off by {epsilon}",
     }
-    used = sorted({json.loads(p).get("near_perfect", "madsen_johansen") for p in problems})
+    used = sorted({json.loads(p).get("near_perfect", MADSEN_JOHANSEN) for p in problems})
     return "; ".join(models[name] for name in used)
 
 
@@ -363,9 +363,17 @@ def group_runs(
             )
     groups: dict[str, list[dict[str, Any]]] = {}
     order: dict[str, tuple] = {}
+    short: dict[str, str] = {}
     for run in runs:
         values = [run_value(run, field) for field in group_by]
-        key = " / ".join("–" if value is None else str(value) for value in values)
+        texts = ["–" if value is None else str(value) for value in values]
+        key = " / ".join(texts)
+        # A sampled value (an Optuna trial's learning rate) named by its first digits, unless
+        # two rows would then read the same.
+        short[key] = " / ".join(
+            short_value(value) if isinstance(value, float) else text
+            for value, text in zip(values, texts, strict=True)
+        )
         groups.setdefault(key, []).append(run)
         axes = run.get("labels", {}).get("problem_axes", {})
         order[key] = tuple(
@@ -376,6 +384,8 @@ def group_runs(
             for field, value in zip(group_by, values, strict=True)
         )
     groups = dict(sorted(groups.items(), key=lambda item: order[item[0]]))
+    if len(set(short.values())) == len(short):
+        groups = {short[key]: members for key, members in groups.items()}
     for key, members in groups.items():
         differing = differing_problem_fields(members)
         if differing:
