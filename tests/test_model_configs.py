@@ -1,13 +1,14 @@
 """The suite every network config in conf/model/ passes: a new unit's yaml is tested here the
 moment it exists."""
 
+import inspect
 import json
 
 import pytest
 import torch
 import torch.nn.functional as F
 from conftest import MODEL_CONFIGS, compose_config, load_events
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
 from nalu.cli.train import train
@@ -132,3 +133,46 @@ def test_each_unit_reads_back_or_says_it_cannot(model, tmp_path):
         assert formulas is not None and len(formulas) == cfg.data.out_features
     else:
         assert formulas is None
+
+
+# Configs that set other than their class's defaults on purpose, and where: a variant of the
+# class, or this project's recipe where the class keeps its paper's unit (the NMRU's sign
+# retrieval) or no recipe at all (the selection's learning rates).
+VARIANTS = {
+    "model=gnalu": {"shared_weights", "base"},
+    "model=nalu_shared": {"shared_weights"},
+    "model=realnpu": {"complex_weight"},
+    "model=nau_nmu_gated_exact": {"exact_gate"},
+    "model=nmru": {"sign_retrieval"},
+    "model=select": {"learning_rate_scales", "log_fit"},
+}
+CLASS_CONFIGS = [
+    *(f"model={model}" for model in MODEL_CONFIGS),
+    "data=mystery",
+    "data=static_arithmetic",
+    "lr_schedule=linear_decay",
+]
+
+
+@pytest.mark.parametrize("choice", CLASS_CONFIGS)
+def test_a_class_built_in_python_has_its_configs_recipe(choice, tmp_path):
+    # A notebook's ArithmeticModule(StaticArithmeticDataModule(...)) trains what the command
+    # line's data=static_arithmetic does: every value the config sets is the class's default.
+    group = choice.split("=")[0]
+    section = OmegaConf.to_container(compose_config([choice], tmp_path)[group])
+    target = get_object(section["_target_"])
+    defaults = {}
+    for cls in reversed(inspect.getmro(target)) if inspect.isclass(target) else [target]:
+        function = cls.__init__ if inspect.isclass(cls) else cls
+        for name, parameter in inspect.signature(function).parameters.items():
+            if parameter.default is not inspect.Parameter.empty:
+                defaults[name] = parameter.default
+    differing = {
+        field: (value, defaults[field])
+        for field, value in section.items()
+        if field in defaults
+        and not (isinstance(value, str) and "${" in value)
+        and (list(value) if isinstance(value, list) else value)
+        != (list(defaults[field]) if isinstance(defaults[field], tuple) else defaults[field])
+    }
+    assert set(differing) == VARIANTS.get(choice, set()), differing

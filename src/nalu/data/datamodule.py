@@ -297,7 +297,7 @@ class ArithmeticDataModule(ProblemDataModule):
 
 class StaticArithmeticDataModule(ProblemDataModule):
     """The sets of a ``StaticArithmeticProblem``, by default on Madsen & Johansen's ranges
-    (train and interpolation U[1, 2], extrapolation U[2, 6]).
+    (train and interpolation U[1, 2], extrapolation U[2, 6]) in their batches of 128.
 
     ``out_features``, when given, must equal the number of operations (one output each); it
     is accepted so that model configs can read ``${data.out_features}`` as for every problem.
@@ -315,6 +315,7 @@ class StaticArithmeticDataModule(ProblemDataModule):
         train_range: Sequence[float] = (1.0, 2.0),
         interp_range: Sequence[float] = (1.0, 2.0),
         extrap_range: Sequence[float] = (2.0, 6.0),
+        batch_size: int = 128,
         **split_settings: Any,
     ) -> None:
         problem = StaticArithmeticProblem(
@@ -331,5 +332,6 @@ class StaticArithmeticDataModule(ProblemDataModule):
             train_range=train_range,
             interp_range=interp_range,
             extrap_range=extrap_range,
+            batch_size=batch_size,
             **split_settings,
         )

@@ -30,7 +30,7 @@ class LinearDecay(LambdaLR):
     """
 
     def __init__(
-        self, optimizer: Optimizer, total_steps: int, start: float = 0.5, end_factor: float = 0.0
+        self, optimizer: Optimizer, total_steps: int, start: float = 0.7, end_factor: float = 0.0
     ) -> None:
         rules.check_arguments("LinearDecay", start=start, end_factor=end_factor)
         decay_from = start * total_steps
