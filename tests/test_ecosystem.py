@@ -17,6 +17,7 @@ from nalu.config.errors import ConfigError
 from nalu.config.validation import check_group_choices
 from nalu.data.batches import FixedBatches, order_key
 from nalu.data.datamodule import ShardBatchSampler
+from nalu.results.record import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from nalu.training.progress import ProgressLines
 
 # The evaluation sets of the TINY runs, for `nalu.cli.evaluate`.
@@ -215,6 +216,15 @@ def test_ddp_on_two_cpu_processes_shards_batches_and_syncs_metrics(tmp_path):
 
 
 # --- Checkpoints ----------------------------------------------------------------------------
+
+
+def test_the_checkpoints_land_where_resume_and_the_run_folder_checks_look(tmp_path):
+    # conf/callbacks names the folder and file that resume (`resumable_checkpoint`), the
+    # run-folder refusal and evaluate's messages read from record.py.
+    callbacks = compose_config([], tmp_path).callbacks
+    for name in ("best_checkpoint", "last_checkpoint"):
+        assert callbacks[name].dirpath == str(tmp_path / CHECKPOINTS_DIR)
+    assert f"{callbacks.last_checkpoint.filename}.ckpt" == LAST_CHECKPOINT
 
 
 @pytest.mark.slow

@@ -86,3 +86,10 @@ def test_units_and_problems_import_without_lightning():
         check=True,
     )
     assert result.stdout.strip() == "[]"
+
+
+def test_the_module_name_notebooks_import_is_the_training_module():
+    from nalu.module import ArithmeticModule as imported
+    from nalu.training.module import ArithmeticModule
+
+    assert imported is ArithmeticModule

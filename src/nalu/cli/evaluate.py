@@ -44,7 +44,13 @@ from nalu.config.validation import (
     compose_checked,
     validate_config,
 )
-from nalu.results.record import OWN_BEST, PROBLEM_FILE, write_json_atomic
+from nalu.results.record import (
+    CHECKPOINTS_DIR,
+    LAST_CHECKPOINT,
+    OWN_BEST,
+    PROBLEM_FILE,
+    write_json_atomic,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -55,7 +61,9 @@ if TYPE_CHECKING:
 EVALUATION_FILE = "evaluation.json"
 # The config groups evaluate composes; a model, optimizer or experiment is the checkpoint's own.
 EVALUATE_GROUPS = ("data", "trainer", "paths", "hydra")
-MISSING_CHECKPOINT = "ckpt_path: missing; pass ckpt_path=<run folder>/checkpoints/last.ckpt"
+MISSING_CHECKPOINT = (
+    f"ckpt_path: missing; pass ckpt_path=<run folder>/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT}"
+)
 
 
 def load_checkpoint(ckpt_path: str | Path) -> "ArithmeticModule":

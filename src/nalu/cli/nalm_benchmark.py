@@ -29,7 +29,7 @@ from nalu.cli.common import (
 from nalu.config.errors import ConfigError
 from nalu.config.rules import MYSTERY_OPERATIONS
 from nalu.config.validation import check_command_line
-from nalu.results.record import REPORT_FILE, write_json_atomic, write_text_atomic
+from nalu.results.record import REPORT_FILE, REPORT_TABLE, write_json_atomic, write_text_atomic
 
 SETTINGS_FILE = "benchmark.json"
 # A population writes its report when it ends: the mark of a unit that finished.
@@ -154,7 +154,7 @@ def run_benchmark(
             print(f"benchmark stopped at {unit}; `{again}` resumes it", file=sys.stderr)
             return code
     from nalu.results.published import comparison_table, published_rates
-    from nalu.results.report import group_runs, write_report
+    from nalu.results.report import CELL_FIGURE, group_runs, write_report
 
     report = write_report([out], GROUP_BY, published_rates())
     departures = [f"{seeds} seeds per cell, not {task_seeds()}"] if seeds != task_seeds() else []
@@ -164,8 +164,8 @@ def run_benchmark(
     # The units' own reports draw their cells' loss curves, which this one, of every cell of
     # every unit, has too many groups to draw.
     own = [
-        f"[{path.parent.name}]({path.parent.name}/report.md)"
-        for path in sorted(out.glob("*/report.md"))
+        f"[{path.parent.name}]({path.parent.name}/{REPORT_FILE})"
+        for path in sorted(out.glob(f"*/{REPORT_FILE}"))
     ]
     curves = f"Each unit's own report, with its loss curves per cell: {', '.join(own)}.\n\n"
     write_text_atomic(
@@ -173,7 +173,7 @@ def run_benchmark(
         report.path.read_text(encoding="utf-8") + "\n" + curves + published + "\n",
     )
     print(published)
-    print(f"\nReport: {report.path} (with report.csv and success_by_cell.png beside it)")
+    print(f"\nReport: {report.path} (with {REPORT_TABLE} and {CELL_FIGURE}.png beside it)")
     return 0
 
 

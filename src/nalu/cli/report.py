@@ -11,6 +11,7 @@ from nalu.cli.common import (
     output_error_message,
 )
 from nalu.results import report as reports
+from nalu.results.record import REPORT_TABLE
 from nalu.results.report import (
     CONSOLE_HIDDEN,
     ReportError,
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     figures = f"{drawn} figure{'' if drawn == 1 else 's'}"
     if not drawn:
         figures = "no figures (too many rows)"
-    print(f"\nReport: {report.path} (every column; report.csv and {figures} beside it)")
+    print(f"\nReport: {report.path} (every column; {REPORT_TABLE} and {figures} beside it)")
 
 
 if __name__ == "__main__":

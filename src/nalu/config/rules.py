@@ -142,6 +142,11 @@ def is_number_pair(value: Any) -> bool:
     return is_sequence(value) and len(value) == 2 and all(map(is_number, value))
 
 
+def adam_betas(name: str, value: Any) -> None:
+    if not (is_number_pair(value) and all(0 <= beta < 1 for beta in value)):
+        raise InvalidArgument(name, value, "must be [beta1, beta2], each in [0, 1)")
+
+
 def unit_interval_pair(name: str, value: Any) -> None:
     """``[low, high]`` with 0 <= low <= high <= 1 (an NMU weight's range)."""
     if not (is_number_pair(value) and 0 <= value[0] <= value[1] <= 1):

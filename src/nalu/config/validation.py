@@ -33,13 +33,13 @@ from nalu.config.rules import (
     TRAINING_RULES,
     Rule,
     accelerator,
+    adam_betas,
     argument_rules,
     boolean,
     clip_algorithm,
     devices,
     integer_at_least,
     is_integer,
-    is_number_pair,
     max_steps,
     near_perfect_fits,
     non_negative_number,
@@ -59,11 +59,6 @@ from nalu.results.record import CHECKPOINTS_DIR, LAST_CHECKPOINT
 
 # More combinations than this in a sweep are checked one swept field at a time.
 MAX_CHECKED_COMBINATIONS = 256
-
-
-def adam_betas(name: str, value: Any) -> None:
-    if not (is_number_pair(value) and all(0 <= beta < 1 for beta in value)):
-        raise InvalidArgument(name, value, "must be [beta1, beta2], each in [0, 1)")
 
 
 def checkpoint_file(name: str, value: Any) -> None:
@@ -223,7 +218,7 @@ SHARED_MEMBER_FIELDS = (
     "data.out_features",
     "data.batch_size",
     "data.resample",
-    *(f"data.{split}_size" for split in ("train", "interp", "extrap")),
+    *(f"data.{split}_size" for split in SPLITS),
 )
 
 

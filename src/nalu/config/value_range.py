@@ -4,11 +4,10 @@ Torch-free, so the command line's check of a config reads the same rule as the d
 """
 
 import itertools
-from collections.abc import Sequence
 from typing import Any
 
 from nalu.config.errors import InvalidArgument
-from nalu.config.rules import is_number
+from nalu.config.rules import is_number, is_sequence
 
 # A value range: disjoint intervals [low, high] in increasing order, inputs uniform on their union;
 # the problems' methods also take a plain (low, high).
@@ -30,22 +29,17 @@ def value_intervals(name: str, value: Any) -> Intervals:
 
     def is_pair(item: Any) -> bool:
         return (
-            isinstance(item, Sequence)
-            and not isinstance(item, str)
-            and len(item) == 2
-            and all(map(is_bound, item))
-            and item[0] < item[1]
+            is_sequence(item) and len(item) == 2 and all(map(is_bound, item)) and item[0] < item[1]
         )
 
     items = [value] if is_pair(value) else value
     if (
-        isinstance(items, str)
-        or not isinstance(items, Sequence)
+        not is_sequence(items)
         or not items
         or not all(map(is_pair, items))
         or any(left[1] > right[0] for left, right in itertools.pairwise(items))
     ):
-        shown = value if not isinstance(value, Sequence) or isinstance(value, str) else list(value)
+        shown = list(value) if is_sequence(value) else value
         raise InvalidArgument(name, shown, RANGE_RULE)
     return tuple((float(low), float(high)) for low, high in items)
 

@@ -27,7 +27,7 @@ from nalu.data.problem import (
 )
 
 # The evaluation sets in the order of the validation and test dataloaders.
-EVALUATION_SPLITS: tuple[str, ...] = ("interp", "extrap")
+EVALUATION_SPLITS: tuple[str, ...] = rules.SPLITS[1:]
 
 
 class TensorPairs(Dataset):
@@ -227,13 +227,14 @@ class ProblemDataModule(TrainingDataModule):
         )
         self.problem = problem
         self.resample = resample
-        self.sizes = {"train": train_size, "interp": interp_size, "extrap": extrap_size}
+        # Per split, in rules.SPLITS's order: training, interpolation, extrapolation.
+        self.sizes = dict(zip(rules.SPLITS, (train_size, interp_size, extrap_size), strict=True))
+        ranges = (train_range, interp_range, extrap_range)
         self.ranges = {
-            "train": value_intervals("train_range", train_range),
-            "interp": value_intervals("interp_range", interp_range),
-            "extrap": value_intervals("extrap_range", extrap_range),
+            split: value_intervals(f"{split}_range", value_range)
+            for split, value_range in zip(rules.SPLITS, ranges, strict=True)
         }
-        self.seeds = {"train": train_seed, "interp": interp_seed, "extrap": extrap_seed}
+        self.seeds = dict(zip(rules.SPLITS, (train_seed, interp_seed, extrap_seed), strict=True))
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.shuffle_seed = shuffle_seed

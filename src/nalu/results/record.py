@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 # What a run leaves in its folder: its results, its problem's description, a population's
-# report, its members' own folders and its checkpoints (conf/callbacks/default.yaml names them).
+# report (its table, its figures' TensorBoard run), its members' own folders and its checkpoints
+# (conf/callbacks/default.yaml names them).
 METRICS_FILE = "metrics.json"
 PROBLEM_FILE = "problem.json"
 REPORT_FILE = "report.md"
+REPORT_TABLE = "report.csv"
+REPORT_EVENTS_DIR = "report_tensorboard"
 MEMBERS_DIR = "members"
 CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
@@ -57,6 +60,7 @@ SOLVED_AT_STEP = "solved_at_step"
 # and how many outputs each operation has (``output_count_mul``).
 OWN_BEST = "own_best"
 OWN_BEST_SOLVED_FRACTION = f"{OWN_BEST}_{SOLVED_FRACTION}"
+OWN_BEST_MSE = f"{OWN_BEST}_{MSE}"
 OUTPUT_COUNT = "output_count"
 RECOVERED_FRACTION = "recovered_fraction"
 SPARSITY_ERROR = "sparsity_error"
@@ -65,7 +69,7 @@ HEADLINE_METRICS = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
 # The curves every run keeps per member, which a report's figures draw; a validation adds each
 # operation's extrapolation MSE and the extrapolation relative error. A population's own
 # TensorBoard run shows the members' medians of these and of every other metric.
-MEMBER_CURVES = (TRAIN_LOSS, INTERP_MSE, EXTRAP_MSE)
+MEMBER_CURVES = HEADLINE_METRICS
 
 
 def is_member_curve(tag: str) -> bool:

@@ -50,7 +50,9 @@ from nalu.results.record import (
     PROBLEM_FILE,
     RECOVERED_FRACTION,
     RELATIVE_ERROR,
+    REPORT_EVENTS_DIR,
     REPORT_FILE,
+    REPORT_TABLE,
     SOLVED_AT_STEP,
     SOLVED_FRACTION,
     SPARSITY_ERROR,
@@ -1103,6 +1105,8 @@ def success_by_cell_table(along: CellSeries) -> str:
 # legend runs off the figure): past it the per-group figures are not drawn (the NALM benchmark
 # has 225 groups).
 MOST_GROUPS_DRAWN = 20
+# The success per problem cell of a population's problems, by file name.
+CELL_FIGURE = "success_by_cell"
 # The figures with a line or bar per group, by file name, with their captions in report.md.
 GROUP_FIGURES = {
     "training_loss": "Training loss per group over epochs",
@@ -1146,17 +1150,17 @@ def write_report(
     group_by = list(group_by or default_group_by(runs))
     rows = summary_rows(runs, group_by)
     out = paths[0]
-    write_csv(rows, out / "report.csv")
+    write_csv(rows, out / REPORT_TABLE)
     groups = group_runs(runs, group_by)
     drawn = len(groups) <= MOST_GROUPS_DRAWN
     # The success figure draws the rows the table shows.
     figures = {**plot_curves(groups), "success": plot_success(shown_rows(rows))} if drawn else {}
     along = cell_series(rows, groups, group_by)
     if along is not None:
-        figures["success_by_cell"] = plot_success_by_cell(along, published)
+        figures[CELL_FIGURE] = plot_success_by_cell(along, published)
     pngs = {name: _png_and_close(figure) for name, figure in figures.items()}
     # A last report's figures of other groups would pass for this one's.
-    for name in [*GROUP_FIGURES, "success_by_cell"]:
+    for name in [*GROUP_FIGURES, CELL_FIGURE]:
         if name not in pngs:
             (out / f"{name}.png").unlink(missing_ok=True)
     problems = sorted({problem_identity(run) for run in runs})
@@ -1207,7 +1211,7 @@ def write_report(
             [
                 f"Runs solved per {along.axis}:",
                 success_by_cell_table(along),
-                "![Success rate per problem cell, a panel per operation](success_by_cell.png)",
+                f"![Success rate per problem cell, a panel per operation]({CELL_FIGURE}.png)",
             ]
             if along is not None
             else []
@@ -1217,7 +1221,7 @@ def write_report(
     write_text_atomic(report, text + "\n")
     # The same table and figures in TensorBoard, as one more run beside the sweep's jobs; a
     # rerun replaces the last report's events instead of adding a second copy beside them.
-    board = out / "report_tensorboard"
+    board = out / REPORT_EVENTS_DIR
     for events in board.glob("events.out.tfevents.*"):
         events.unlink()
     from torch.utils.tensorboard import SummaryWriter

@@ -5,7 +5,7 @@ from torch import Tensor, nn
 
 from nalu.results.metrics import MemberOutputMSE, is_solved
 from nalu.results.record import (
-    OWN_BEST,
+    OWN_BEST_MSE,
     OWN_BEST_SOLVED_FRACTION,
     SOLVED_AT_STEP,
     TRAIN_LOSS,
@@ -111,7 +111,7 @@ class Judge(nn.Module):
             is_solved(own_best_mse, extrap.success_threshold).float(),
         )
         own_best = {
-            f"{OWN_BEST}_mse": groups.mean(own_best_mse),
+            OWN_BEST_MSE: groups.mean(own_best_mse),
             OWN_BEST_SOLVED_FRACTION: groups.mean(own_best_solved),
         }
         for name, values in own_best.items() if each_output else ():

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor, nn
 
 from nalu.config import rules
+from nalu.units.linear import linear
 from nalu.units.nmu import (
     NeuralMultiplicationUnit,
     log_magnitude,
@@ -104,7 +105,7 @@ class NeuralMultiplicativeReciprocalUnit(nn.Module):
         magnitudes = nmu_factors(self.weight, extended.abs(), noise_range)
         # Mistry et al. 2021, sign retrieval: cos(π Σ_i k_i W_ji), k_i = 1 for negative x'_i.
         negative = (extended < 0).to(x.dtype)
-        sign = torch.cos(math.pi * nn.functional.linear(negative, self.weight))
+        sign = torch.cos(math.pi * linear(negative, self.weight))
         return sign * magnitude_product(magnitudes, -1, self.nmu.max_log_magnitude)
 
     def effective_weights(self) -> dict[str, Tensor]:
