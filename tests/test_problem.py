@@ -8,7 +8,12 @@ from nalu.config import rules
 from nalu.config.errors import InvalidArgument
 from nalu.config.value_range import describe_intervals, value_intervals, without_band
 from nalu.data import MysteryArithmeticProblem, StaticArithmeticProblem
-from nalu.data.problem import MISTRY_NEAR_PERFECT, NEAR_PERFECT_OUTPUTS, operation_codes
+from nalu.data.problem import (
+    MISTRY_NEAR_PERFECT,
+    NEAR_PERFECT_OUTPUTS,
+    OPERATIONS,
+    operation_codes,
+)
 
 PYTHON_OPERATORS = {
     "add": operator.add,
@@ -160,6 +165,28 @@ def test_each_formula_reads_as_the_operation_writes_it_in_one_text_everywhere():
         # The Text tab's problem/formulas and the heatmaps' truths (str of the exact formula).
         assert problem.formulas()[j] == f"y{j} = {expected}"
         assert str(problem.exact_formulas()[j]) == expected
+
+
+def test_every_operation_the_config_accepts_is_defined_and_numbered_in_the_configs_order():
+    # The config's rule names the operations (torch-free); their order numbers them for the
+    # data's operation codes, and the mystery problem's are the first four.
+    assert tuple(OPERATIONS) == rules.STATIC_OPERATIONS
+    assert rules.STATIC_OPERATIONS[: len(rules.MYSTERY_OPERATIONS)] == rules.MYSTERY_OPERATIONS
+    assert set(MISTRY_NEAR_PERFECT) == set(rules.MYSTERY_OPERATIONS)
+
+
+def test_the_static_tasks_formulas_write_each_operation_on_the_two_sums():
+    problem = StaticArithmeticProblem(
+        in_features=8, operations=("add", "sub", "mul", "div", "square", "sqrt")
+    )
+    assert problem.formulas()[2:] == [
+        "y0 = a + b",
+        "y1 = a - b",
+        "y2 = a × b",
+        "y3 = a ÷ b",
+        "y4 = a²",
+        "y5 = √a",
+    ]
 
 
 def test_every_near_perfect_model_the_config_accepts_has_its_outputs():

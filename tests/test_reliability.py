@@ -21,7 +21,8 @@ from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, resumable_checkpoin
 from nalu.cli.evaluate import load_checkpoint
 from nalu.cli.train import check_folder_free, check_resume, train
 from nalu.config.errors import ConfigError, Diverged, Interrupted
-from nalu.data.problem import OPERATIONS, MysteryArithmeticProblem
+from nalu.config.rules import MYSTERY_OPERATIONS
+from nalu.data.problem import MysteryArithmeticProblem
 from nalu.results.report import group_runs, load_runs, median_table
 
 
@@ -288,7 +289,7 @@ def problem_settings(draw: st.DrawFn) -> dict:
         "in_features": draw(st.integers(2, 40)),
         "out_features": draw(st.integers(1, 20)),
         "operations": tuple(
-            draw(st.lists(st.sampled_from(list(OPERATIONS)), min_size=1, unique=True))
+            draw(st.lists(st.sampled_from(MYSTERY_OPERATIONS), min_size=1, unique=True))
         ),
         "problem_seed": draw(st.integers(0, 2**32 - 1)),
         "min_abs_denominator": min_abs_denominator,

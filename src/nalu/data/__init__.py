@@ -7,7 +7,6 @@ from typing import Any
 
 from nalu.data.problem import (
     OPERATIONS,
-    STATIC_OPERATIONS,
     MysteryArithmeticProblem,
     Operation,
     StaticArithmeticProblem,
@@ -16,7 +15,6 @@ from nalu.data.problem import (
 __all__ = [
     "EVALUATION_SPLITS",
     "OPERATIONS",
-    "STATIC_OPERATIONS",
     "ArithmeticDataModule",
     "MysteryArithmeticProblem",
     "Operation",

@@ -84,22 +84,28 @@ class ColumnRanges:
 
 @dataclass(frozen=True)
 class Operation:
-    """An arithmetic operation of two operands (a unary one ignores the second): how to compute
-    it, how to print it, and its exact formula for read-back."""
+    """An arithmetic operation of two operands a and b (a unary one ignores b): how to compute
+    it, how to write it, and its exact formula for read-back."""
 
     name: str
-    symbol: str
+    text: str  # the operation written on operands named a and b: ``a + b``, ``√a``
     apply: Callable[[Tensor, Tensor], Tensor]
     formula: Callable[[Formula, Formula], Formula]
 
 
+# Every operation by name, in the order of the names the configs take (``rules.STATIC_OPERATIONS``,
+# whose first four are the mystery problem's: a test holds them equal).
 OPERATIONS: dict[str, Operation] = {
     op.name: op
     for op in (
-        Operation("add", "+", torch.add, lambda a, b: weighted_sum({a: 1, b: 1})),
-        Operation("sub", "-", torch.sub, lambda a, b: weighted_sum({a: 1, b: -1})),
-        Operation("mul", "×", torch.mul, lambda a, b: power_product({a: 1, b: 1})),
-        Operation("div", "÷", torch.div, lambda a, b: power_product({a: 1, b: -1})),
+        Operation("add", "a + b", torch.add, lambda a, b: weighted_sum({a: 1, b: 1})),
+        Operation("sub", "a - b", torch.sub, lambda a, b: weighted_sum({a: 1, b: -1})),
+        Operation("mul", "a × b", torch.mul, lambda a, b: power_product({a: 1, b: 1})),
+        Operation("div", "a ÷ b", torch.div, lambda a, b: power_product({a: 1, b: -1})),
+        # The static task's unary operations act on the first sum only (Madsen & Johansen 2020,
+        # sec. 4.1).
+        Operation("square", "a²", lambda a, b: a * a, lambda a, b: power_product({a: 2})),
+        Operation("sqrt", "√a", lambda a, b: torch.sqrt(a), lambda a, b: power_product({a: 0.5})),
     )
 }
 
@@ -110,15 +116,6 @@ MISTRY_NEAR_PERFECT: dict[str, Callable[[Tensor, Tensor, float], Tensor]] = {
     "sub": lambda a, b, eps: a - b - eps * (a.abs() + b.abs()),
     "mul": lambda a, b, eps: (1 - eps) ** 2 * a * b,
     "div": lambda a, b, eps: (1 - eps) / (1 + eps) * a / b,
-}
-
-# The static task's unary operations act on the first sum only (Madsen & Johansen 2020, sec. 4.1).
-STATIC_OPERATIONS: dict[str, Operation] = {
-    **OPERATIONS,
-    "square": Operation("square", "²", lambda a, b: a * a, lambda a, b: power_product({a: 2})),
-    "sqrt": Operation(
-        "sqrt", "√", lambda a, b: torch.sqrt(a), lambda a, b: power_product({a: 0.5})
-    ),
 }
 
 
@@ -156,9 +153,8 @@ class ArithmeticProblem(Protocol):
     def to_dict(self) -> dict[str, Any]: ...
 
 
-# Every operation by its code, the index that ``operation_codes`` gives (the static task's
-# list, whose first four are the mystery problem's).
-OPERATION_CODES: dict[str, int] = {name: code for code, name in enumerate(STATIC_OPERATIONS)}
+# Every operation by its code, the index that ``operation_codes`` gives.
+OPERATION_CODES: dict[str, int] = {name: code for code, name in enumerate(OPERATIONS)}
 
 
 def operation_codes(names: Sequence[str]) -> Tensor:
@@ -190,7 +186,7 @@ def operation_targets(
     y = torch.zeros_like(a)
     for code in codes.unique().tolist() if present is None else present:
         name = list(OPERATION_CODES)[code]
-        result = STATIC_OPERATIONS[name].apply(a, b) if apply is None else apply(name, a, b)
+        result = OPERATIONS[name].apply(a, b) if apply is None else apply(name, a, b)
         y = torch.where(codes == code, result, y)
     return y
 
@@ -470,7 +466,7 @@ class StaticArithmeticProblem(OperandProblem):
 
     def exact_formulas(self) -> list[Formula]:
         a, b = self._subset_formulas()
-        return [STATIC_OPERATIONS[name].formula(a, b) for name in self.operations]
+        return [OPERATIONS[name].formula(a, b) for name in self.operations]
 
     def formulas(self) -> list[str]:
         """Each output as a formula over the two sums, e.g. ``y0 = a × b`` with a and b spelled
@@ -479,9 +475,7 @@ class StaticArithmeticProblem(OperandProblem):
         named = {"a": a, "b": b}
         lines = [f"{name} = {formula}" for name, formula in named.items()]
         for k, name in enumerate(self.operations):
-            symbol = STATIC_OPERATIONS[name].symbol
-            body = {"square": "a²", "sqrt": "√a"}.get(name, f"a {symbol} b")
-            lines.append(f"y{k} = {body}")
+            lines.append(f"y{k} = {OPERATIONS[name].text}")
         return lines
 
     def to_dict(self) -> dict[str, Any]:

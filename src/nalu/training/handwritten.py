@@ -33,7 +33,7 @@ from nalu.config.value_range import value_intervals
 from nalu.data.batches import MemberProblems, epoch_orders, fresh_key, order_key
 from nalu.data.counter_random import Streams, fold_key
 from nalu.data.problem import (
-    STATIC_OPERATIONS,
+    OPERATIONS,
     ArithmeticProblem,
     ColumnRanges,
     MysteryArithmeticProblem,
@@ -432,7 +432,7 @@ def static_population(
         mse = (z - y).square().mean(dim=(1, 2))
         return (mse + scale * (_sparsity(hidden) + _sparsity(output))).sum()
 
-    operations = [STATIC_OPERATIONS[name].apply for name in data.operations]
+    operations = [OPERATIONS[name].apply for name in data.operations]
 
     def targets(x: Tensor) -> Tensor:  # an output per operation, as the problem defines them
         a, b = torch.bmm(x, operands).chunk(2, dim=-1)
