@@ -16,7 +16,7 @@ from nalu.data import (
     StaticArithmeticProblem,
 )
 from nalu.data.formula import Variable, power_product, weighted_sum
-from nalu.results.metrics import MemberOutputMSE, group_by_operation
+from nalu.results.metrics import MemberOutputMSE, OutputGroups
 from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.results.recorder import read_back_metrics
 from nalu.training.module import ArithmeticModule
@@ -89,10 +89,17 @@ def test_relative_error_is_mse_over_the_mse_of_predicting_zero_times_100():
     assert named_metrics(zero)["relative_error"].item() == pytest.approx(100.0)
 
 
-def test_groups_reduce_per_operation():
-    values = torch.tensor([1.0, 5.0, 3.0])
-    grouped = group_by_operation(values, ["add", "mul", "add"], reduce=torch.max)
-    assert {k: v.item() for k, v in grouped.items()} == {"": 5.0, "_add": 3.0, "_mul": 5.0}
+def test_groups_reduce_per_operation_and_name_each_members_groups():
+    # Two members: the first has an add, a mul and an add; the second adds alone.
+    groups = OutputGroups([["add", "mul", "add"], ["add", "add", "add"]])
+    values = torch.tensor([[1.0, 5.0, 3.0], [2.0, 4.0, 6.0]])
+    largest = groups.named("sparsity_error", groups.largest(values))
+    assert list(largest) == ["sparsity_error", "sparsity_error_add", "sparsity_error_mul"]
+    assert largest["sparsity_error"].tolist() == [5.0, 6.0]
+    assert largest["sparsity_error_add"].tolist() == [3.0, 6.0]
+    assert largest["sparsity_error_mul"][0] == 5.0
+    assert largest["sparsity_error_mul"][1].isnan()  # the second member has no mul
+    assert groups.named("mse", groups.mean(values))["mse_add"].tolist() == [2.0, 4.0]
 
 
 def test_untrained_run_has_normalised_error_100(tmp_path):

@@ -29,6 +29,7 @@ from nalu.config.errors import ConfigError, InvalidArgument
 from nalu.config.resolvers import run_dir_of
 from nalu.config.rules import problem_differences
 from nalu.results.record import (
+    ALL_OUTPUTS,
     CHECKPOINTS_DIR,
     EXTRAP_MSE_OF,
     INTERP_MSE,
@@ -38,6 +39,7 @@ from nalu.results.record import (
     STATUS_FINISHED,
     RunRecord,
     finite_median,
+    operation_suffix,
 )
 
 if TYPE_CHECKING:
@@ -325,10 +327,10 @@ def format_metrics(metrics: dict[str, float]) -> str:
     ]
     rows: dict[str, dict[str, float]] = {}
     for name, value in metrics.items():
-        column = next((op for op in operations if name.endswith(f"_{op}")), "all")
-        measure = name if column == "all" else name.removesuffix(f"_{column}")
+        column = next((op for op in operations if name.endswith(operation_suffix(op))), ALL_OUTPUTS)
+        measure = name.removesuffix(operation_suffix(column))
         rows.setdefault(measure, {})[column] = value
-    columns = ["all", *operations]
+    columns = [ALL_OUTPUTS, *operations]
     width = max(map(len, rows), default=0)
     lines = [f"  {'':<{width}}" + "".join(f"  {column:>10}" for column in columns)]
     for measure, values in rows.items():

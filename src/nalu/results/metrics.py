@@ -5,6 +5,7 @@ quantity (``[S, out]``) is a column per group: all outputs (suffix ``""``) and e
 (suffix ``"_add"``, ...), as the metric names carry them (``mse``, ``mse_add``).
 """
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -12,11 +13,13 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from nalu.results.record import (
+    ALL_OUTPUTS,
     MSE,
     NORMALIZED_ERROR,
     OUTPUT_COUNT,
     RELATIVE_ERROR,
     SOLVED_FRACTION,
+    operation_suffix,
 )
 
 
@@ -31,23 +34,6 @@ def operation_names(output_operations: Sequence[str]) -> list[str]:
     return sorted(set(output_operations), key=list(output_operations).index)
 
 
-def group_by_operation(
-    per_output: Tensor,
-    output_operations: Sequence[str],
-    reduce: Callable[[Tensor], Tensor] = torch.mean,
-) -> dict[str, Tensor]:
-    """``{"": overall, "_add": ..., ...}``: ``reduce`` over one member's ``[out]`` values, all
-    outputs and each operation's."""
-    operation_index = torch.tensor(
-        [operation_names(output_operations).index(n) for n in output_operations],
-        device=per_output.device,
-    )
-    result = {"": reduce(per_output)}
-    for k, name in enumerate(operation_names(output_operations)):
-        result[f"_{name}"] = reduce(per_output[operation_index == k])
-    return result
-
-
 class OutputGroups:
     """Which outputs of each member form each group: all outputs, then each operation.
 
@@ -57,7 +43,7 @@ class OutputGroups:
 
     def __init__(self, output_operations: Sequence[Sequence[str]]) -> None:
         names = operation_names([name for member in output_operations for name in member])
-        self.suffixes = ["", *(f"_{name}" for name in names)]
+        self.suffixes = [operation_suffix(ALL_OUTPUTS), *map(operation_suffix, names)]
         index = torch.tensor([[names.index(n) for n in member] for member in output_operations])
         by_operation = torch.nn.functional.one_hot(index, len(names)).bool()
         self.membership = torch.cat([torch.ones_like(by_operation[..., :1]), by_operation], -1)
@@ -72,12 +58,22 @@ class OutputGroups:
         """``{output_count<suffix>: [S]}``: each member's count of outputs in each group, NaN
         where a member lacks the group, like its other metrics of that group."""
         counts = torch.where(self.present, self.membership.sum(dim=1).float(), float("nan"))
-        return {f"{OUTPUT_COUNT}{s}": counts[:, j] for j, s in enumerate(self.suffixes)}
+        return self.named(OUTPUT_COUNT, counts)
+
+    def named(self, measure: str, per_group: Tensor) -> dict[str, Tensor]:
+        """``[S, 1 + K]`` -> ``{measure<suffix>: [S]}``: ``mse``, ``mse_add``, ..."""
+        return {f"{measure}{s}": per_group[:, j] for j, s in enumerate(self.suffixes)}
 
     def mean(self, per_output: Tensor) -> Tensor:
         """``[S, out]`` -> ``[S, 1 + K]``: each group's mean (NaN where a member lacks it)."""
         inside = torch.where(self.membership, per_output.unsqueeze(-1), 0.0)
         return inside.sum(dim=1) / self.membership.sum(dim=1)
+
+    def largest(self, per_output: Tensor) -> Tensor:
+        """``[S, out]`` -> ``[S, 1 + K]``: each group's largest value (NaN where a member lacks
+        the group)."""
+        inside = torch.where(self.membership, per_output.unsqueeze(-1), -math.inf).amax(dim=1)
+        return torch.where(self.present, inside, math.nan)
 
     def last_step(self, steps: Tensor) -> Tensor:
         """``[S, out]`` first steps (-1: never) -> ``[S, 1 + K]``: the step by which every output
@@ -116,9 +112,9 @@ def member_metrics(
         solved = is_solved(per_output_mse, success_threshold).float()
         columns[SOLVED_FRACTION] = groups.mean(solved)
     return {
-        f"{name}{suffix}": values[:, j]
-        for name, values in columns.items()
-        for j, suffix in enumerate(groups.suffixes)
+        name: value
+        for measure, values in columns.items()
+        for name, value in groups.named(measure, values).items()
     }
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from nalu.results.record import ALL_OUTPUTS
 from nalu.results.report import fisher_exact_p, run_value, wilson_interval
 
 # B. Mistry, "MCFC findings" (2023, notes/MCFC_findings.pdf in bmistry4/nalm-benchmark, figs. 1
@@ -86,7 +87,7 @@ def comparison_rows(
     """Per published cell, our report row's rate beside theirs, whether ours lies inside
     their 95% Wilson interval, and Fisher's exact p that both are samples of one rate; cells we
     did not run are left out."""
-    ours = {_cell(row, groups): row for row in rows if row["operation"] != "all"}
+    ours = {_cell(row, groups): row for row in rows if row["operation"] != ALL_OUTPUTS}
     compared = []
     for entry in PUBLISHED:
         row = ours.get((entry.unit, entry.operation, entry.cell))

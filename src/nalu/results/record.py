@@ -37,6 +37,16 @@ def metric_name(split: str, measure: str, suffix: str = "") -> str:
     return f"{split}/{measure}{suffix}"
 
 
+# A metric over every output has no suffix; one operation's outputs', the operation's
+# (``extrap/mse_mul``). Tables and reports name the group of every output ``all``.
+ALL_OUTPUTS = "all"
+
+
+def operation_suffix(operation: str) -> str:
+    """The suffix of ``operation``'s metrics (``"_mul"``); none for ``ALL_OUTPUTS``."""
+    return "" if operation == ALL_OUTPUTS else f"_{operation}"
+
+
 TRAIN_LOSS = metric_name("train", "loss")
 # Training's own curves: each step's loss, the units' regularisation and its weight λ.
 TRAIN_BATCH_LOSS = metric_name("train", "batch_loss")
@@ -54,7 +64,7 @@ EXTRAP_MSE = metric_name("extrap", MSE)
 EXTRAP_NORMALIZED_ERROR = metric_name("extrap", NORMALIZED_ERROR)
 EXTRAP_RELATIVE_ERROR = metric_name("extrap", RELATIVE_ERROR)
 EXTRAP_SOLVED_FRACTION = metric_name("extrap", SOLVED_FRACTION)
-EXTRAP_MSE_OF = metric_name("extrap", MSE, "_")  # + an operation: extrap/mse_mul
+EXTRAP_MSE_OF = metric_name("extrap", MSE, operation_suffix(""))  # + an operation: extrap/mse_mul
 SOLVED_AT_STEP = "solved_at_step"
 # Each output judged at its own best interpolation epoch (``extrap/own_best_solved_fraction_mul``)
 # and how many outputs each operation has (``output_count_mul``).

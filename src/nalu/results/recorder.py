@@ -22,7 +22,7 @@ from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
 from nalu.results.heatmap import Heatmap, render_heatmaps
 from nalu.results.images import add_png
-from nalu.results.metrics import group_by_operation
+from nalu.results.metrics import OutputGroups
 from nalu.results.readback import (
     WEIGHT_ROUNDING,
     read_back,
@@ -146,14 +146,12 @@ def read_back_metrics(
     operations = problem.output_operations
     same = torch.tensor([a == b for a, b in zip(learned, truth, strict=True)])
     recovered = same & ~unsaturated_gates(network, typical_inputs) & solved.cpu()
-    metrics = {
-        f"{RECOVERED_FRACTION}{k}": float(v)
-        for k, v in group_by_operation(recovered.float(), operations).items()
+    groups = OutputGroups([operations])
+    per_group = {
+        **groups.named(RECOVERED_FRACTION, groups.mean(recovered.float()[None])),
+        **groups.named(SPARSITY_ERROR, groups.largest(sparsity.cpu()[None])),
     }
-    metrics.update(
-        (f"{SPARSITY_ERROR}{k}", float(v))
-        for k, v in group_by_operation(sparsity, operations, reduce=torch.max).items()
-    )
+    metrics = {name: float(value) for name, value in per_group.items()}
     exact = (sparsity <= WEIGHT_ROUNDING).tolist()
     outputs = [
         {

@@ -36,6 +36,7 @@ from nalu.config.overrides import hyperparameter_values, short_value
 from nalu.config.rules import MADSEN_JOHANSEN, MISTRY, STATIC_OPERATIONS, SUCCESS_EPSILON
 from nalu.config.value_range import describe_intervals, value_intervals
 from nalu.results.record import (
+    ALL_OUTPUTS,
     EXTRAP_MSE,
     EXTRAP_MSE_OF,
     EXTRAP_RELATIVE_ERROR,
@@ -61,6 +62,7 @@ from nalu.results.record import (
     finite_median,
     is_member_curve,
     metric_name,
+    operation_suffix,
     write_atomic,
     write_text_atomic,
 )
@@ -422,8 +424,8 @@ def summary_rows(
     """
     rows = []
     for key, group in group_runs(runs, group_by).items():
-        for operation in ["all", *_operations(group)]:
-            suffix = "" if operation == "all" else f"_{operation}"
+        for operation in [ALL_OUTPUTS, *_operations(group)]:
+            suffix = operation_suffix(operation)
             members = [run for run in group if has_operation(run, operation)]
             healthy = [run["metrics"] for run in members if not run["diverged"]]
             solved_fraction = metric_name("extrap", SOLVED_FRACTION, suffix)
@@ -474,7 +476,10 @@ def summary_rows(
 def has_operation(run: dict[str, Any], operation: str) -> bool:
     """Whether the run's problem has an output of ``operation`` (``all``: always): read from its
     metrics, or from its ``problem.json`` when it diverged before any were measured."""
-    if operation == "all" or metric_name("extrap", MSE, f"_{operation}") in run["metrics"]:
+    if (
+        operation == ALL_OUTPUTS
+        or metric_name("extrap", MSE, operation_suffix(operation)) in run["metrics"]
+    ):
         return True
     outputs = [] if run["metrics"] else _saved_problem(Path(run["run_dir"])).get("outputs", [])
     return any(output.get("operation") == operation for output in outputs)
@@ -512,12 +517,12 @@ def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     of the NALM task has one output: 225 such pairs)."""
     operations: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
-        if row["operation"] != "all":
+        if row["operation"] != ALL_OUTPUTS:
             operations.setdefault(row["group"], []).append(row)
 
     def repeats_its_operation(row: dict[str, Any]) -> bool:
         only = operations.get(row["group"], [])
-        return row["operation"] == "all" and len(only) == 1 and only[0]["runs"] == row["runs"]
+        return row["operation"] == ALL_OUTPUTS and len(only) == 1 and only[0]["runs"] == row["runs"]
 
     return [row for row in rows if not repeats_its_operation(row)]
 
@@ -609,7 +614,10 @@ def line_colours() -> tuple[tuple[float, float, float], ...]:
 # Past ``line_colours``' 11, curves start over in its colours with the next of these styles.
 LINE_STYLES = ("-", "--", ":", "-.")
 # One colour per operation in every report; the share over all of a run's operations in grey.
-OPERATION_COLOURS = {"all": "0.6", **{name: f"C{k}" for k, name in enumerate(STATIC_OPERATIONS)}}
+OPERATION_COLOURS = {
+    ALL_OUTPUTS: "0.6",
+    **{name: f"C{k}" for k, name in enumerate(STATIC_OPERATIONS)},
+}
 
 
 def legend_handles(figure: "Figure") -> dict[str, Any]:
@@ -995,7 +1003,7 @@ def cell_series(
     series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
     order: dict[str, None] = {}
     for row in rows:
-        if row["operation"] == "all":
+        if row["operation"] == ALL_OUTPUTS:
             continue
         first = groups[row["group"]][0]
         line = " / ".join(str(run_value(first, field)) for field in line_fields) or "runs"

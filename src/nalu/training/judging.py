@@ -115,13 +115,9 @@ class Judge(nn.Module):
             OWN_BEST_SOLVED_FRACTION: groups.mean(own_best_solved),
         }
         for name, values in own_best.items() if each_output else ():
-            metrics.update(
-                (metric_name("extrap", name, s), values[:, j])
-                for j, s in enumerate(groups.suffixes)
-            )
+            metrics.update(groups.named(metric_name("extrap", name), values))
         metrics.update(groups.counts())
-        steps = groups.last_step(self.solved_at_step)
-        metrics.update((f"{SOLVED_AT_STEP}{s}", steps[:, j]) for j, s in enumerate(groups.suffixes))
+        metrics.update(groups.named(SOLVED_AT_STEP, groups.last_step(self.solved_at_step)))
         validated = self.best_interp_mse.isfinite()
         metrics[TRAIN_LOSS] = torch.where(validated, self.best_train_loss, self.last_train_loss)
         return metrics
