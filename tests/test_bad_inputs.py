@@ -490,6 +490,10 @@ EVALUATE = [
         "{broken_run}/problem.json: unreadable (JSONDecodeError), so the checkpoint's problem "
         "cannot be checked; restore it from the run or move the checkpoint out",
     ),
+    (
+        ["ckpt_path={no_data_checkpoint}"],
+        "{no_data_run}/.hydra/config.yaml: unreadable (ConfigAttributeError)",
+    ),
 ]
 
 # nalu-report
@@ -520,9 +524,9 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, str]:
-    """A finished TINY run of 3 epochs (NALU, seed 0), its checkpoint, a copy of it with a corrupt
-    problem.json, a population's checkpoint, files that are no checkpoint or no report, and a
-    sweep's folder."""
+    """A finished TINY run of 3 epochs (NALU, seed 0), its checkpoint, copies of it beside a
+    corrupt problem.json and beside a config without a data section, a population's checkpoint,
+    files that are no checkpoint or no report, and a sweep's folder."""
     root = tmp_path_factory.mktemp("inputs")
     run = root / "run"
     result = run_cli([*TINY, "trainer.max_epochs=3", f"hydra.run.dir={run}"], cwd=root)
@@ -534,6 +538,11 @@ def files(tmp_path_factory) -> dict[str, str]:
     (broken / "checkpoints").mkdir(parents=True)
     (broken / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
     (broken / "problem.json").write_text('{"outputs": [')
+    no_data = root / "no_data"
+    (no_data / "checkpoints").mkdir(parents=True)
+    (no_data / "checkpoints" / "last.ckpt").write_bytes(checkpoint.read_bytes())
+    (no_data / ".hydra").mkdir()
+    (no_data / ".hydra" / "config.yaml").write_text("seed: 0\n")  # no data section
     (root / "text.ckpt").write_text("not a checkpoint\n")
     (root / "empty.ckpt").write_bytes(b"")
     (root / "truncated.ckpt").write_bytes(checkpoint.read_bytes()[:1000])
@@ -548,6 +557,8 @@ def files(tmp_path_factory) -> dict[str, str]:
         "population_checkpoint": str(population / "checkpoints" / "last.ckpt"),
         "broken_run": str(broken),
         "broken_checkpoint": str(broken / "checkpoints" / "last.ckpt"),
+        "no_data_run": str(no_data),
+        "no_data_checkpoint": str(no_data / "checkpoints" / "last.ckpt"),
         "text_file": str(root / "text.ckpt"),
         "empty_file": str(root / "empty.ckpt"),
         "truncated": str(root / "truncated.ckpt"),

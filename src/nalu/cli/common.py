@@ -100,20 +100,37 @@ def quote_paths(arguments: list[str]) -> list[str]:
     return quoted
 
 
+def saved_config_path(ckpt_path: str | Path) -> Path:
+    """The config of the run that wrote ``ckpt_path``: ``<run>/.hydra/config.yaml``."""
+    return run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
+
+
+def saved_run_config(ckpt_path: str | Path) -> DictConfig | None:
+    """The config of the run that wrote ``ckpt_path`` (``saved_config_path``), None where it is
+    not there; a file whose data section does not read as a run's is a ``ConfigError`` naming
+    it."""
+    saved = saved_config_path(ckpt_path)
+    if not saved.is_file():
+        return None
+    try:
+        config = OmegaConf.load(saved)
+        OmegaConf.to_container(config.data, resolve=True)  # every value of the problem resolves
+    except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
+        raise ConfigError(f"{saved}: unreadable ({type(error).__name__})") from error
+    return config
+
+
 def saved_problem_difference(
     ckpt_path: str | Path, data: DictConfig
 ) -> tuple[str, Any, Any] | None:
     """The first field of the problem (``rules.PROBLEM_FIELDS``) in which ``data`` differs from
-    the data config of the run that wrote ``ckpt_path`` (its ``.hydra/config.yaml``), as
-    (field, the run's value, ``data``'s); None where they pose the same problem or that config
-    is not there."""
-    saved = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    the data config of the run that wrote ``ckpt_path`` (``saved_run_config``), as (field, the
+    run's value, ``data``'s); None where they pose the same problem or that config is not
+    there."""
+    saved = saved_run_config(ckpt_path)
+    if saved is None:
         return None
-    try:
-        before = OmegaConf.to_container(OmegaConf.load(saved).data, resolve=True)
-    except (OSError, ValueError, AttributeError, yaml.YAMLError, OmegaConfBaseException) as error:
-        raise ConfigError(f"{saved}: unreadable ({type(error).__name__})") from error
+    before = OmegaConf.to_container(saved.data, resolve=True)
     after = OmegaConf.to_container(data, resolve=True)
     differing = problem_differences(before, after)
     if not differing:

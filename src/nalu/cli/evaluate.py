@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import hydra
-import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import InstantiationException
@@ -31,7 +30,9 @@ from nalu.cli.common import (
     output_error_message,
     progress_callbacks,
     quote_paths,
+    saved_config_path,
     saved_problem_difference,
+    saved_run_config,
 )
 from nalu.config.errors import ConfigError, shorten
 from nalu.config.overrides import is_multirun, parsed_overrides
@@ -157,18 +158,15 @@ def evaluation_data(
     ``.hydra/config.yaml``) with the command line's ``seed`` and ``data.*`` ``overrides`` on
     top, so that only what should change is typed; ``default`` for a checkpoint outside a run
     folder. Also returns the overrides that change a field of the run's problem, as typed."""
-    saved = run_dir_of(ckpt_path) / ".hydra" / "config.yaml"
-    if not saved.is_file():
+    run_cfg = saved_run_config(ckpt_path)
+    if run_cfg is None:
         return default, []  # what the run had is not known
-    try:
-        run_cfg = OmegaConf.load(saved)
-    except (OSError, ValueError, yaml.YAMLError) as error:
-        raise ConfigError(f"{saved}: unreadable ({type(error).__name__})") from error
     changed = []
     parsed = OverridesParser.create().parse_overrides(overrides)
     for text, override in zip(overrides, parsed, strict=True):
         field = override.key_or_group
         if field == "data":
+            saved = saved_config_path(ckpt_path)
             raise ConfigError(
                 f"{text}: the checkpoint's run fixes the problem ({saved}); "
                 "change its sets with data.<field>=..."
