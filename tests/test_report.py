@@ -24,6 +24,8 @@ from nalu.results.record import (
 )
 from nalu.results.report import (
     BEST_EPOCH_LABEL,
+    CONSOLE_HIDDEN,
+    SUCCESS_COLUMNS,
     ReportError,
     best_validation_step,
     default_group_by,
@@ -330,6 +332,10 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
     assert "|" not in tables
     assert max(len(line) for line in tables.splitlines()) <= 110
     assert re.search(r"^nac +all +2 +0 +\d+/\d+ = ", console, re.MULTILINE)
+    header = next(line for line in tables.splitlines() if line.startswith("model "))
+    shown = [column for column in SUCCESS_COLUMNS if column not in CONSOLE_HIDDEN]
+    assert re.split(r"\s{2,}", header.strip()) == ["model", *shown]
+    assert table.splitlines()[0] == "| " + " | ".join(["model", *SUCCESS_COLUMNS]) + " |"
 
 
 def test_rates_count_the_runs_and_outputs_that_have_the_operation(tmp_path):

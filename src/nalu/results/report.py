@@ -527,22 +527,27 @@ def shown_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [row for row in rows if not repeats_its_operation(row)]
 
 
+# The success table's columns after the group's name, each with whether the console shows it
+# (report.md has every one; the console leaves some out so that a row fits a terminal).
+SUCCESS_COLUMNS = {
+    "op": True,
+    "runs": True,
+    "diverged": True,
+    "outputs solved (95% CI)": True,
+    "runs solved (95% CI)": True,
+    "extrap MSE": True,
+    "extrap rel. error": False,
+    "extrap NE": False,
+    "interp NE": False,
+    "recovered": False,
+    "solved at step": True,
+    "sparsity": False,
+}
+CONSOLE_HIDDEN = tuple(column for column, shown in SUCCESS_COLUMNS.items() if not shown)
+
+
 def markdown_table(rows: list[dict[str, Any]], group_by: Sequence[str]) -> str:
-    header = [
-        " / ".join(group_by),
-        "op",
-        "runs",
-        "diverged",
-        "outputs solved (95% CI)",
-        "runs solved (95% CI)",
-        "extrap MSE",
-        "extrap rel. error",
-        "extrap NE",
-        "interp NE",
-        "recovered",
-        "solved at step",
-        "sparsity",
-    ]
+    header = [" / ".join(group_by), *SUCCESS_COLUMNS]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for row in shown_rows(rows):
         success = _rate(row["solved"], row["runs"], row["success_low"], row["success_high"])
@@ -1255,11 +1260,6 @@ def _png_and_close(figure: "Figure") -> bytes:
         return figure_png(figure, dpi=120)
     finally:
         plt.close(figure)
-
-
-# The success table's columns that the console leaves out (report.md has every one), so that
-# a row fits a terminal.
-CONSOLE_HIDDEN = ("extrap rel. error", "extrap NE", "interp NE", "recovered", "sparsity")
 
 
 def console_table(markdown: str, text_columns: int = 1, hidden: Sequence[str] = ()) -> str:
