@@ -433,6 +433,46 @@ def test_nau_nmu_and_gated_units_read_back_as_sums_and_products():
     ]
 
 
+def test_a_product_of_negated_sums_reads_back_as_the_product_it_equals():
+    from nalu.data.formula import Variable, power_product, weighted_sum
+    from nalu.results.readback import read_back
+    from nalu.units import NeuralAdditionUnit, NeuralMultiplicationUnit
+
+    # (−x0 − x1) × (−x2 − x3) = (x0 + x1) × (x2 + x3): the static task solved with both sums
+    # negated is the truth; with one negated it is the truth's negative.
+    x0, x1, x2, x3 = (Variable(i) for i in range(4))
+    a, b = weighted_sum({x0: 1, x1: 1}), weighted_sum({x2: 1, x3: 1})
+    truth = power_product({a: 1, b: 1})
+    network = torch.nn.Sequential(NeuralAdditionUnit(4, 2), NeuralMultiplicationUnit(2, 1))
+    x = torch.rand(8, 4) + 1
+    for signs, expected, text in [
+        ((-1.0, -1.0), truth, "(x0 + x1) × (x2 + x3)"),
+        ((-1.0, 1.0), weighted_sum({truth: -1}), "-(x0 + x1) × (x2 + x3)"),
+    ]:
+        with torch.no_grad():
+            network[0].weight.copy_(torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]]))
+            network[0].weight.mul_(torch.tensor(signs)[:, None])
+            network[1].weight.fill_(1.0)
+        sign = signs[0] * signs[1]
+        assert torch.allclose(network(x)[:, 0], sign * (x[:, 0] + x[:, 1]) * (x[:, 2] + x[:, 3]))
+        assert read_back(network, x) == [expected]
+        assert str(expected) == text
+
+
+def test_a_factors_sign_comes_out_only_at_a_whole_power():
+    from nalu.data.formula import Variable, power_product, weighted_sum
+
+    negated = weighted_sum({Variable(0): -1, Variable(1): -1})  # −x0 − x1
+    positive = weighted_sum({Variable(0): 1, Variable(1): 1})
+    assert power_product({negated: 2}) == power_product({positive: 2})
+    assert power_product({negated: -1}) == weighted_sum({power_product({positive: -1}): -1})
+    assert str(power_product({negated: 0.5})) == "(-x0 - x1)^0.5"  # √ of a negative: kept
+    # (x0 − x1) ÷ (x1 − x0) = −1
+    difference = weighted_sum({Variable(0): 1, Variable(1): -1})
+    reverse = weighted_sum({Variable(1): 1, Variable(0): -1})
+    assert str(power_product({difference: 1, reverse: -1})) == "-1"
+
+
 def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
     from nalu.data.formula import Magnitude, Variable, power_product
     from nalu.results.readback import read_back

@@ -2,7 +2,9 @@
 
 A formula is a variable ``x3``, a weighted sum ``Σ c_i e_i`` or a product of powers
 ``Π e_i^p_i``. Building one flattens nested sums (and products), merges equal terms and drops
-zero weights, so ``(x1 + x2) + x1`` and ``2·x1 + x2`` are the same object.
+zero weights, so ``(x1 + x2) + x1`` and ``2·x1 + x2`` are the same object; a product takes the
+sign out of each factor raised to a whole power, so ``(-x1 - x2) × (-x3)`` and ``(x1 + x2) × x3``
+are too.
 """
 
 from dataclasses import dataclass
@@ -98,9 +100,25 @@ def weighted_sum(terms: dict[Formula, float]) -> Formula:
     return Sum(merged)
 
 
+def _signless(formula: Formula) -> tuple[Formula, bool]:
+    """``formula`` as ± f, f a sum whose first term is positive (or not a sum): (f, whether
+    ``formula`` is −f)."""
+    if isinstance(formula, Sum) and formula.terms and formula.terms[0][1] < 0:
+        return weighted_sum({term: -weight for term, weight in formula.terms}), True
+    return formula, False
+
+
 def power_product(factors: dict[Formula, float]) -> Formula:
-    """``Π factor ^ power`` in canonical form; a single factor of power 1 is the factor itself."""
-    merged = _merge(factors, Product)
-    if len(merged) == 1 and merged[0][1] == 1:
-        return merged[0][0]
-    return Product(merged)
+    """``Π factor ^ power`` in canonical form; a single factor of power 1 is the factor itself.
+    A factor's sign comes out where its power is whole, (−f)^p = (−1)^p f^p, and a negative
+    product is the sum −1 · (the product)."""
+    signless: dict[Formula, float] = {}
+    negative = False
+    for factor, power in _merge(factors, Product):
+        unsigned, negated = _signless(factor)
+        if negated and float(power).is_integer():
+            factor, negative = unsigned, negative != (int(power) % 2 == 1)
+        signless[factor] = signless.get(factor, 0.0) + power
+    merged = _merge(signless, Product)
+    product = merged[0][0] if len(merged) == 1 and merged[0][1] == 1 else Product(merged)
+    return weighted_sum({product: -1.0}) if negative else product
