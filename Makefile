@@ -64,7 +64,7 @@ report: $(VENV)/.installed ## Write report.md, report.csv and figures for a swee
 	$(PYTHON) -m nalu.report $(RUN)
 
 tensorboard: $(VENV)/.installed ## Serve every run and sweep in outputs/ on http://localhost:6006
-	$(VENV)/bin/tensorboard --logdir outputs/
+	$(VENV)/bin/tensorboard --logdir outputs/ --samples_per_plugin scalars=1000000
 
 test: $(VENV)/.installed ## Run the test suite on every core (TEST_WORKERS=auto; slow tests included, ARGS="-m 'not slow'" skips them)
 	$(PYTHON) -m pytest -n $(TEST_WORKERS) --dist worksteal $(ARGS)

@@ -18,6 +18,7 @@ import nalu.training.progress
 from nalu.cli.common import CONFIG_DIR, command_line, format_metrics
 from nalu.cli.train import train
 from nalu.config.validation import check_command_line
+from nalu.results.record import TENSORBOARD_FLAGS
 from nalu.results.report import group_runs, load_runs, median_table
 
 README = Path(__file__).parents[1] / "README.md"
@@ -323,6 +324,12 @@ def test_a_printed_command_is_one_the_shell_finds(monkeypatch, tmp_path):
     # Activated (or installed on the PATH): by its name.
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
     assert command_line("tensorboard", "--logdir", "runs") == "tensorboard --logdir runs"
+
+
+def test_make_tensorboard_serves_every_point_as_the_printed_commands_do():
+    makefile = (README.parent / "Makefile").read_text()
+    (serve,) = [line for line in makefile.splitlines() if "tensorboard --logdir" in line]
+    assert serve.endswith(f"--logdir outputs/ {shlex.join(TENSORBOARD_FLAGS)}")
 
 
 def test_make_report_reads_the_sweep_started_last_not_the_one_reported_last(tmp_path):

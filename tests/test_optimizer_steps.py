@@ -114,6 +114,19 @@ def test_the_regulariser_ramps_step_by_step_and_batch_losses_are_logged_at_their
     assert sorted(scalars(tmp_path, "train/batch_loss")) == [3, 6]
 
 
+def test_batch_losses_are_logged_sparsely_enough_for_tensorboard_to_show_every_one(tmp_path):
+    # 1,200 steps logged every step would be 1,200 points, which TensorBoard would show a
+    # sample of: every 2nd step is 600, all shown.
+    overrides = [
+        *TINY,
+        "trainer.max_epochs=300",
+        "trainer.log_every_n_steps=1",
+        "trainer.check_val_every_n_epoch=100",
+    ]
+    train(compose_config(overrides, tmp_path))
+    assert sorted(scalars(tmp_path, "train/batch_loss")) == list(range(2, 1201, 2))
+
+
 def test_a_failing_compiler_leaves_the_run_eager_with_one_warning(tmp_path, monkeypatch, caplog):
     def broken_compile(function, **options):
         def compiled(*args):

@@ -54,7 +54,8 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
     # Outside a checkout the run names a command that serves it there, not a make target.
     # From the folder above the run's: served as the logdir, its own folder would be the run
     # ".", whose HParams row TensorBoard leaves without metrics.
-    printed = f"TensorBoard: tensorboard --logdir {run_dir.parent} (this run: {run_dir.name})\n"
+    serve = f"tensorboard --logdir {run_dir.parent} --samples_per_plugin scalars=1000000"
+    printed = f"TensorBoard: {serve} (this run: {run_dir.name})\n"
     assert printed in result.stdout
     assert "make " not in result.stdout
     located = subprocess.run(

@@ -37,6 +37,7 @@ from nalu.results.record import (
     METRICS_FILE,
     STATUS_DIVERGED,
     STATUS_FINISHED,
+    TENSORBOARD_FLAGS,
     RunRecord,
     finite_median,
     operation_suffix,
@@ -334,6 +335,12 @@ def command_line(name: str, *arguments: str) -> str:
         installed.relative_to(Path.cwd()) if installed.is_relative_to(Path.cwd()) else installed
     )
     return shlex.join([str(command), *arguments])
+
+
+def tensorboard_command(logdir: Path) -> str:
+    """The command that serves ``logdir`` with every point of each curve (``TENSORBOARD_FLAGS``),
+    as the user can paste it (``command_line``)."""
+    return command_line("tensorboard", "--logdir", str(logdir), *TENSORBOARD_FLAGS)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

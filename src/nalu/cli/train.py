@@ -27,7 +27,6 @@ from nalu.cli.common import (
     MultirunSummary,
     check_output_folder,
     checked,
-    command_line,
     fail,
     format_metrics,
     keep_freed_memory,
@@ -37,6 +36,7 @@ from nalu.cli.common import (
     quote_paths,
     resumable_checkpoint,
     saved_problem_difference,
+    tensorboard_command,
 )
 from nalu.config.errors import ConfigError, Diverged, Interrupted, InvalidArgument, shorten
 from nalu.config.overrides import (
@@ -404,10 +404,11 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     # the run "."; from the folder above, they are its folder's name beside its neighbours (a
     # sweep's other jobs).
     if population:
-        print(f"TensorBoard: {command_line('tensorboard', '--logdir', str(output_dir))}")
+        print(f"TensorBoard: {tensorboard_command(output_dir)}")
     else:
-        serve = command_line("tensorboard", "--logdir", str(output_dir.parent))
-        print(f"TensorBoard: {serve} (this run: {output_dir.name})")
+        print(
+            f"TensorBoard: {tensorboard_command(output_dir.parent)} (this run: {output_dir.name})"
+        )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONFIG_DIR), config_name="train")

@@ -30,6 +30,12 @@ CHECKPOINTS_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.ckpt"
 STATUS_FINISHED = "finished"
 STATUS_DIVERGED = "diverged"
+# TensorBoard shows at most this many points of a curve unless told otherwise (a sample of a
+# longer one): batch losses are logged sparsely enough to stay within it, and the command that
+# serves a run (``TENSORBOARD_FLAGS``) keeps every point of a longer curve, such as the
+# validations of a run validated more than a thousand times.
+TENSORBOARD_DEFAULT_POINTS = 1000
+TENSORBOARD_FLAGS = ("--samples_per_plugin", "scalars=1000000")
 
 
 def metric_name(split: str, measure: str, suffix: str = "") -> str:

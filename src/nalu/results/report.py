@@ -1153,6 +1153,9 @@ def write_report(
         if not path.is_dir():
             what = "not a folder (a run or multirun folder)" if path.exists() else "no such folder"
             raise ReportError(f"{path}: {what}")
+    # The command as the commands print it (a report is written by them).
+    from nalu.cli.common import tensorboard_command
+
     unreadable: list[str] = []
     runs = load_runs(paths, unreadable)
     if not runs:
@@ -1217,7 +1220,7 @@ def write_report(
             else [
                 f"Per-group curves and success chart: not drawn for {len(groups)} groups (a "
                 f"figure tells at most {MOST_GROUPS_DRAWN} apart); every run's curves are in "
-                f"TensorBoard: tensorboard --logdir {out}"
+                f"TensorBoard: {tensorboard_command(out)}"
             ]
         )
         + (

@@ -22,6 +22,7 @@ from nalu.data.datamodule import TrainingDataModule
 from nalu.results.metrics import is_solved
 from nalu.results.record import (
     INTERP_MSE,
+    TENSORBOARD_DEFAULT_POINTS,
     TRAIN_BATCH_LOSS,
     TRAIN_LOSS,
     TRAIN_REGULARIZATION,
@@ -279,6 +280,7 @@ class ArithmeticModule(L.LightningModule):
         self.judges_each_output = independent_outputs(self.network)
         self._clamped_units = clamped_units(self.network)
         self.planned_steps = 1  # the run's optimizer steps, known once fitting starts
+        self.batch_loss_every = 1  # the steps between two logged batch losses, likewise
         candidates = self.network.num_candidates if offers_candidates(self.network) else 1
         self.metrics = Evaluation(output_operations, success_threshold, candidates)
         size, outputs = len(seeds), len(output_operations[0])
@@ -816,7 +818,7 @@ class ArithmeticModule(L.LightningModule):
         divergence's bookkeeping: a dozen small operations, each of which costs tens of
         microseconds after a step's kernels."""
         weights = torch.tensor(samples, device=self.device, dtype=mse.dtype).unsqueeze(1)
-        logged = [k for k, step in enumerate(steps) if step % self.trainer.log_every_n_steps == 0]
+        logged = [k for k, step in enumerate(steps) if step % self.batch_loss_every == 0]
         self._loss_samples += sum(samples)
         if self.trainer.world_size == 1 and self.divergence.none_diverging(objective):
             self._loss_sum += (mse * weights).sum(dim=0)
@@ -1059,4 +1061,9 @@ class ArithmeticModule(L.LightningModule):
         """The optimizer and its learning-rate schedule over the run's optimizer steps (the
         regulariser's ramp is in fractions of them too)."""
         self.planned_steps = self._planned_steps()
+        # Every log_every_n_steps steps, or its multiple that keeps the whole curve within what
+        # TensorBoard shows by default.
+        every = self.trainer.log_every_n_steps
+        spread = math.ceil(self.planned_steps / (every * TENSORBOARD_DEFAULT_POINTS))
+        self.batch_loss_every = every * max(1, spread)
         return configure_optimization(self, self.round_steps)
