@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import TINY, compose_config, run_cli
 from omegaconf import OmegaConf
 
@@ -107,7 +108,9 @@ def test_two_runs_started_together_write_two_folders(tmp_path):
 def test_a_sweep_with_a_failed_job_goes_on_and_ends_with_a_summary(tmp_path):
     sweep_dir = tmp_path / "sweep"
     (sweep_dir / "1_nalu_seed1" / "metrics.json").mkdir(parents=True)  # job 1 cannot write
-    result = run_cli(["-m", *TINY, "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
+    # One problem for every seed (its own problem per seed would rank no job across seeds).
+    arguments = ["-m", *TINY, "data.problem_seed=0", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}"]
+    result = run_cli(arguments, cwd=tmp_path)
     assert result.returncode == EXIT_JOBS_FAILED, result.stderr[-2000:]
     console = result.stdout + result.stderr
     assert "Traceback" not in console
@@ -178,7 +181,7 @@ def test_a_sweeps_best_job_is_ranked_by_validation_mse_a_populations_by_its_memb
     job("2_failed")
     counts = count_jobs(tmp_path)
     assert (counts.jobs, counts.finished, counts.diverged, counts.failed) == (3, 2, 0, 1)
-    assert counts.best == (tmp_path / "1_population", 0.4)
+    assert counts.best == ("1_population", 0.4, 1)
 
 
 def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
@@ -193,6 +196,30 @@ def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
     assert (counts.best, counts.problems_differ) == (None, ("data.operations",))
 
 
+@pytest.mark.parametrize(
+    ("models", "best"),
+    [
+        # nac's jobs at 1 and 9 (median 5), mlp's at 2 and 3 (median 2.5): seed 0's problem is
+        # the easier draw for both, so its nac job (1) is no better configuration.
+        (["nac", "mlp"], ("model=mlp", 2.5, 2)),
+        (["nac"], None),  # seeds alone: nothing to choose between
+    ],
+)
+def test_jobs_whose_seeds_drew_their_problems_are_ranked_by_configuration(tmp_path, models, best):
+    mses = {("nac", 0): 1.0, ("nac", 1): 9.0, ("mlp", 0): 2.0, ("mlp", 1): 3.0}
+    for k, model in enumerate(models):
+        for seed in (0, 1):
+            job = tmp_path / f"{2 * k + seed}_{model}_seed{seed}"
+            (job / ".hydra").mkdir(parents=True)
+            overrides = ["experiment=article", f"model={model}", f"seed={seed}"]
+            (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+            RunRecord("finished", {}, 1, 4, {"interp/mse": mses[model, seed]}).write(job)
+            problem = {"problem": "mystery_arithmetic", "operations": ["mul"], "problem_seed": seed}
+            (job / "problem.json").write_text(json.dumps(problem))
+    counts = count_jobs(tmp_path)
+    assert (counts.best, counts.problems_differ) == (best, ())
+
+
 def test_jobs_that_differ_in_their_extrapolation_range_alone_have_a_best(tmp_path):
     # Their validation MSEs measure one problem: only the test set differs.
     for name, extrap, mse in (("0_nau", [-5, 5], 5.0), ("1_nau", [-50, 50], 1.0)):
@@ -203,7 +230,7 @@ def test_jobs_that_differ_in_their_extrapolation_range_alone_have_a_best(tmp_pat
         config = f"data:\n  interp_range: [-1, 1]\n  extrap_range: {extrap}\n"
         (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
     counts = count_jobs(tmp_path)
-    assert (counts.best, counts.problems_differ) == ((tmp_path / "1_nau", 1.0), ())
+    assert (counts.best, counts.problems_differ) == (("1_nau", 1.0, 1), ())
 
 
 def test_a_sweep_whose_jobs_all_failed_offers_no_report(tmp_path, capsys):

@@ -4,12 +4,14 @@ errors, the config directory and Lightning's console set-up."""
 import argparse
 import ctypes
 import errno
+import json
 import logging
 import math
 import os
 import re
 import shlex
 import shutil
+import statistics
 import sys
 import tempfile
 import traceback
@@ -26,6 +28,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import nalu.config.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from nalu.config.errors import ConfigError, InvalidArgument
+from nalu.config.overrides import short_value
 from nalu.config.resolvers import run_dir_of
 from nalu.config.rules import problem_differences
 from nalu.results.record import (
@@ -35,6 +38,7 @@ from nalu.results.record import (
     INTERP_MSE,
     LAST_CHECKPOINT,
     METRICS_FILE,
+    PROBLEM_FILE,
     STATUS_DIVERGED,
     STATUS_FINISHED,
     TENSORBOARD_FLAGS,
@@ -214,9 +218,9 @@ class SweepCounts:
     jobs: int
     finished: int
     diverged: int
-    # The finished job of the lowest interpolation (validation) MSE (at S > 1 its members'
-    # median), and that MSE; none where the jobs pose different problems.
-    best: tuple[Path, float] | None = None
+    # What the sweep's validation MSEs rank first (``best_on_validation``): its name, MSE and
+    # how many jobs that MSE is the median of; none where the jobs pose different problems.
+    best: tuple[str, float, int] | None = None
     # The settings in which the jobs' problems differ (their MSEs then do not compare).
     problems_differ: tuple[str, ...] = ()
 
@@ -230,11 +234,12 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
     or a population member) finished, diverged where all diverged (``RunRecord.diverged``, as
     the report counts them), failed where none wrote its metrics.json."""
     finished = diverged = jobs = 0
-    best: tuple[Path, float] | None = None
+    ranked: list[tuple[Path, float, frozenset[int]]] = []
     for job in sorted(path for path in sweep_dir.iterdir() if (path / ".hydra").is_dir()):
         jobs += 1
         statuses = set()
         validation = []  # the finished runs' interpolation MSEs: one, or a population's members
+        problem_seeds = set()
         for metrics in job.rglob(METRICS_FILE):
             try:
                 record = RunRecord.read(metrics.parent)
@@ -244,14 +249,61 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
             statuses.add(status)
             if status == STATUS_FINISHED:
                 validation.append(record.metrics.get(INTERP_MSE, math.nan))
+                problem_seeds.add(_problem_seed(metrics.parent))
         # A population is ranked by its members' median, as its own TensorBoard run shows it.
         mse = finite_median(validation)
-        if math.isfinite(mse) and (best is None or mse < best[1]):
-            best = (job, mse)
+        if math.isfinite(mse):
+            ranked.append((job, mse, frozenset(problem_seeds)))
         finished += STATUS_FINISHED in statuses
         diverged += statuses == {STATUS_DIVERGED}
     differ = differing_job_problems(sweep_dir) if finished > 1 else ()
-    return SweepCounts(jobs, finished, diverged, None if differ else best, differ)
+    best = None if differ else best_on_validation(ranked)
+    return SweepCounts(jobs, finished, diverged, best, differ)
+
+
+def _problem_seed(run_dir: Path) -> int | None:
+    """The seed a run drew its problem from (its ``problem.json``), None where it has none."""
+    try:
+        return json.loads((run_dir / PROBLEM_FILE).read_text(encoding="utf-8")).get("problem_seed")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def best_on_validation(
+    ranked: list[tuple[Path, float, frozenset[int]]],
+) -> tuple[str, float, int] | None:
+    """Of the finished jobs (folder, validation MSE, the seeds their problems were drawn from),
+    the one of the lowest MSE, as (its name, the MSE, 1). Jobs whose problems were drawn from
+    different seeds (``problem_seed=${seed}``) measure different problems: then each
+    configuration (a job's overrides but its seeds) by the median over its jobs, as a report's
+    rows pool seeds, as (its overrides, the median, its jobs); none for jobs of one
+    configuration."""
+    if not ranked:
+        return None
+    if len({seeds for _, _, seeds in ranked}) == 1:
+        job, mse, _ = min(ranked, key=lambda entry: entry[1])
+        return job.name, mse, 1
+    from nalu.results.report import run_overrides
+
+    settings = [
+        {
+            field: short_value(value)
+            for field, value in run_overrides(job).items()
+            if field != "seed" and not field.endswith("_seed")
+        }
+        for job, _, _ in ranked
+    ]
+    # A configuration is named by the fields in which it differs from the others.
+    fields = dict.fromkeys(field for each in settings for field in each)
+    varied = [f for f in fields if len({each.get(f) for each in settings}) > 1]
+    configurations: dict[str, list[float]] = {}
+    for each, (_, mse, _) in zip(settings, ranked, strict=True):
+        name = " ".join(f"{field}={each[field]}" for field in varied if field in each)
+        configurations.setdefault(name, []).append(mse)
+    if not varied:
+        return None
+    name, mses = min(configurations.items(), key=lambda item: statistics.median(item[1]))
+    return name, statistics.median(mses), len(mses)
 
 
 def differing_job_problems(sweep_dir: Path) -> tuple[str, ...]:
@@ -300,8 +352,14 @@ class MultirunSummary(Callback):
             f"{counts.diverged} diverged, {counts.failed} failed"
         )
         if counts.best is not None:
-            job, mse = counts.best
-            print(f"best on the validation set: {job.name} (interp/mse {mse:.4g})")
+            name, mse, pooled = counts.best
+            if pooled == 1:
+                print(f"best on the validation set: {name} (interp/mse {mse:.4g})")
+            else:
+                print(
+                    f"best on the validation set: {name} (median interp/mse {mse:.4g} over its "
+                    f"{pooled} jobs; each seed drew its own problem)"
+                )
         elif counts.problems_differ:
             print(
                 "best on the validation set: none named; the jobs pose different problems "
