@@ -3,6 +3,7 @@
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -244,10 +245,17 @@ def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp
     assert "Traceback" not in output
     assert "SIGTERM: stopping after this epoch" in output
     last_line = output.strip().splitlines()[-1]
-    assert last_line.startswith(f"error: {last.parent.parent}: interrupted after epoch ")
-    assert last_line.endswith(f"ckpt_path={last}")
+    job = last.parent.parent
+    assert last_line.startswith(f"error: {job}: interrupted after epoch ")
+    assert "the sweep stops here (its later jobs did not start)" in last_line
     # The sweep stopped: its second job never started.
-    assert [path.name for path in sweep.iterdir() if path.is_dir()] == [last.parent.parent.name]
+    assert [path.name for path in sweep.iterdir() if path.is_dir()] == [job.name]
+    # The command it gives resumes the job alone, in its own folder, to its end.
+    resume = shlex.split(last_line.split("resume this job alone with ")[1])
+    assert f"ckpt_path={last}" in resume
+    resumed = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert json.loads((job / "metrics.json").read_text())["status"] == "finished"
 
 
 def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):

@@ -99,10 +99,15 @@ def quote_paths(arguments: list[str]) -> list[str]:
         key, equals, value = argument.partition("=")
         plain = value not in ("", "null") and value[0] not in "'\"$"
         if equals and key.lstrip("+~") in PATH_FIELDS and plain:
-            escaped = value.replace("\\", "\\\\").replace("'", "\\'")
-            argument = f"{key}='{escaped}'"
+            argument = f"{key}={hydra_quoted(value)}"
         quoted.append(argument)
     return quoted
+
+
+def hydra_quoted(value: str) -> str:
+    """``value`` as a quoted string of Hydra's override grammar, whatever it holds."""
+    escaped = value.replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{escaped}'"
 
 
 def saved_config_path(ckpt_path: str | Path) -> Path:

@@ -27,8 +27,10 @@ from nalu.cli.common import (
     MultirunSummary,
     check_output_folder,
     checked,
+    command_line,
     fail,
     format_metrics,
+    hydra_quoted,
     keep_freed_memory,
     log_lightning_once,
     output_error_message,
@@ -432,6 +434,25 @@ def hydra_main(cfg: DictConfig) -> float:
     return run_job(cfg, output_dir)
 
 
+def interrupted_message(output_dir: Path, interrupted: Interrupted) -> str:
+    """The line that ends an interrupted run: how to resume it. A sweep's job resumes alone,
+    into its own folder, with the overrides of its job (the sweep's command line would start
+    every job again, each refusing the job's checkpoint)."""
+    if HydraConfig.get().mode != RunMode.MULTIRUN or not interrupted.checkpoint:
+        return f"{output_dir}: {interrupted}"
+    job = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
+    resume = command_line(
+        "nalu-train",
+        *job,
+        f"ckpt_path={interrupted.checkpoint}",
+        f"hydra.run.dir={hydra_quoted(str(output_dir))}",  # a job's folder name may hold '='
+    )
+    return (
+        f"{output_dir}: interrupted after epoch {interrupted.epoch}; the sweep stops here (its "
+        f"later jobs did not start); resume this job alone with {resume}"
+    )
+
+
 def run_job(cfg: DictConfig, output_dir: Path) -> float:
     """Train ``cfg``, print its summary and return the interpolation MSE (what a sweeper
     minimises); bad input, faults, divergence and Ctrl-C/SIGTERM end in one line and their exit
@@ -441,7 +462,7 @@ def run_job(cfg: DictConfig, output_dir: Path) -> float:
     except ConfigError as error:
         fail(error, str(error), EXIT_CONFIG_ERROR)
     except Interrupted as interrupted:
-        fail(interrupted, f"{output_dir}: {interrupted}", EXIT_INTERRUPTED)
+        fail(interrupted, interrupted_message(output_dir, interrupted), EXIT_INTERRUPTED)
     except OSError as error:
         fail(error, output_error_message(error), EXIT_OUTPUT_ERROR)
     except Diverged as diverged:
