@@ -240,10 +240,14 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
         read_metrics(tmp_path / "resumed")["steps"] == read_metrics(tmp_path / "straight")["steps"]
     )
     # The resumed run trained epochs 2 and 3 only, from the saved weights and optimizer state,
-    # and ends where the uninterrupted run ends.
-    events = load_events(tmp_path / "resumed")
-    # TINY has 4 steps per epoch: the curve starts at the end of epoch 2 (step 12).
-    assert [event.step for event in events.Scalars("train/loss")] == [12, 16]
+    # and ends where the uninterrupted run ends; its new folder's curves are whole, the first
+    # two epochs' points carried by the checkpoint (TINY has 4 steps per epoch).
+    events, straight_events = load_events(tmp_path / "resumed"), load_events(tmp_path / "straight")
+    for tag in ("train/loss", "interp/mse", "extrap/mse"):
+        points = [(event.step, event.value) for event in events.Scalars(tag)]
+        assert [step for step, _ in points] == [4, 8, 12, 16], tag
+        expected = [event.value for event in straight_events.Scalars(tag)]
+        assert [value for _, value in points] == pytest.approx(expected, rel=1e-5), tag
     assert resumed == pytest.approx(straight, rel=1e-5)
 
 

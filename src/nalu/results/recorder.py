@@ -18,6 +18,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nalu.config import rules
 from nalu.config.errors import Diverged
+from nalu.config.resolvers import run_dir_of
 from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
 from nalu.results.heatmap import Heatmap, render_heatmaps
@@ -316,9 +317,21 @@ class RunLayout:
     def member_tensorboard(self, trainer: L.Trainer, member: int) -> TensorBoardLogger | None:
         return _tensorboard(trainer)
 
-    def on_fit_start(self, trainer: L.Trainer, problems: list[ArithmeticProblem]) -> None:
+    def on_fit_start(
+        self,
+        trainer: L.Trainer,
+        problems: list[ArithmeticProblem],
+        carried: dict[str, list[tuple[int, Tensor]]],
+    ) -> None:
+        """The problem's formulas, and the ``carried`` curves of a run resumed into a new
+        folder: the points before its checkpoint are in the old folder's events, so that its
+        curves here (and a report's figures and best epoch) would start at the resume."""
         if (tensorboard := _tensorboard(trainer)) is not None:
             add_formulas(tensorboard.experiment, problems[0])
+            for tag, points in carried.items():
+                for step, values in points:
+                    if not math.isnan(values[0]):
+                        tensorboard.experiment.add_scalar(tag, float(values[0]), step)
 
     def write_member(
         self,
@@ -367,7 +380,12 @@ class PopulationLayout(RunLayout):
             save_dir=self.member_dir(member), name="", version="", default_hp_metric=False
         )
 
-    def on_fit_start(self, trainer: L.Trainer, problems: list[ArithmeticProblem]) -> None:
+    def on_fit_start(
+        self,
+        trainer: L.Trainer,
+        problems: list[ArithmeticProblem],
+        carried: dict[str, list[tuple[int, Tensor]]],
+    ) -> None:
         """Nothing yet: each member's TensorBoard run is written whole after the test."""
 
     def write_member(
@@ -463,7 +481,10 @@ class RunRecorder(L.Callback):
                     raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(results))
             for member, problem in enumerate(self.problems):
                 write_json_atomic(self.layout.member_dir(member) / PROBLEM_FILE, problem.to_dict())
-            self.layout.on_fit_start(trainer, self.problems)
+            resumed = trainer.ckpt_path is not None
+            moved = resumed and run_dir_of(trainer.ckpt_path) != self.output_dir.resolve()
+            carried = dict(pl_module.curves.items()) if moved else {}
+            self.layout.on_fit_start(trainer, self.problems, carried)
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
