@@ -338,6 +338,9 @@ def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_
             "U[1, 2]\n→ U[2, 6]",
         ]
         assert panel.get_xlabel() == "range: training → extrapolation"
+        # Every panel's rates read on its own axis: its numbers beside it, not only the first's.
+        figure.canvas.draw()
+        assert {"0.0", "1.0"} <= {t.get_text() for t in panel.get_yticklabels() if t.get_visible()}
         [points] = panel.containers  # one unit: one line of points with interval bars
         line = points.lines[0]
         assert list(line.get_xdata()) == [0, 1]

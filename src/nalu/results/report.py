@@ -765,9 +765,9 @@ def _plot_median_band(
 
 
 def scale_together(panels: Sequence[tuple[Any, MedianBands]]) -> None:
-    """One y scale for every panel of a figure, so that no two panels compare on different
-    ones: log where the curves of any panel span a factor of 10 or more, else linear; and a
-    grey legend entry for each kind of band drawn.
+    """One kind of y axis for every panel of a figure, each over its own range: log where the
+    curves of any panel span a factor of 10 or more, else linear; and a grey legend entry for
+    each kind of band drawn.
 
     On a log scale a median of exactly 0 is a ▼ on the bottom edge, in its group's colour."""
 
@@ -1086,6 +1086,7 @@ def plot_success_by_cell(
             panel.set_xticklabels(ticks, rotation=30, ha="right", fontsize="small")
         panel.set_ylim(-0.03, 1.05)
         panel.set_ylabel("success rate (95% Wilson CI)")
+        panel.tick_params(labelleft=True)  # the shared axis's numbers beside every panel
     for panel in list(panels.flat)[len(operations) :]:
         panel.set_visible(False)
     handles = legend_handles(figure)
@@ -1212,8 +1213,9 @@ def write_report(
                 "Curves: median over seeds; the band spans the middle half of the runs (25–75%), "
                 f"or every run where a group has fewer than {QUARTILE_BAND_RUNS}; a diamond on "
                 "each line marks its runs' median best validation epoch, where the tables read "
-                "them. Every panel of a figure has one scale, log where any panel's curves span a "
-                "factor of 10.",
+                "them. Every panel of a figure has one kind of y axis, log where any panel's "
+                "curves span a factor of 10, each over its own range: read a panel's values on "
+                "its own axis.",
                 *(f"![{caption}]({name}.png)" for name, caption in GROUP_FIGURES.items()),
             ]
             if drawn
