@@ -298,6 +298,14 @@ def test_report_of_a_two_model_sweep_has_a_row_per_model_and_operation(tmp_path,
             train(compose_config(overrides, tmp_path / f"{model}_{seed}"))
     main([str(tmp_path)])
     rows = list(csv.DictReader((tmp_path / "report.csv").open()))
+    # The final metrics' medians, as report.md's second table gives them.
+    medians = median_table(group_runs(load_runs([tmp_path]), ["model"]), ["model"])
+    (nac,) = [line for line in medians.splitlines() if line.startswith("| nac |")]
+    train_loss, interp_mse = nac.split(" | ")[3:5]
+    assert (float(rows[0]["train_loss"]), float(rows[0]["interp_mse"])) == pytest.approx(
+        (float(train_loss), float(interp_mse)), rel=1e-3
+    )
+    assert rows[1]["train_loss"] == "nan"  # an operation's row: the loss is the whole run's
     assert [(r["group"], r["operation"], r["runs"]) for r in rows] == [
         ("nac", "all", "2"),
         ("nac", "add", "2"),

@@ -457,6 +457,10 @@ def summary_rows(
                     "extrap_relative_error": median_of(
                         metric_name("extrap", RELATIVE_ERROR, suffix)
                     ),
+                    # The final metrics' table's medians too (a run's training loss is over
+                    # all of its outputs).
+                    "train_loss": median_of(TRAIN_LOSS) if not suffix else math.nan,
+                    "interp_mse": median_of(metric_name("interp", MSE, suffix)),
                     "extrap_mse": median_of(metric_name("extrap", MSE, suffix)),
                     "extrap_normalized_error": median_of(
                         metric_name("extrap", NORMALIZED_ERROR, suffix)
