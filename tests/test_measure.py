@@ -216,9 +216,7 @@ def test_rows_at_a_fraction_of_the_exact_weights_are_not_recovered(unit, scale):
     operation = "add" if unit is NeuralAdditionUnit else "mul"
     problem = MysteryArithmeticProblem(6, 2, operations=(operation,), problem_seed=2)
     network = unit(6, 2)
-    exact = torch.zeros(2, 6)
-    exact[torch.arange(2), problem.left_index] = 1.0
-    exact[torch.arange(2), problem.right_index] = 1.0
+    exact = problem.operand_masks().sum(dim=0)  # 1 on each output's two operands
     with torch.no_grad():
         network.weight.copy_(exact * torch.tensor([[scale], [1.0]]))
     (solved,) = solved_outputs(extrapolation_metric(problem, network))
@@ -249,9 +247,7 @@ def test_a_gate_at_0_995_is_not_recovered(exact_gate):
 
     problem = MysteryArithmeticProblem(6, 2, operations=("add",), problem_seed=2)
     network = GatedAdditionMultiplicationUnit(6, 2, exact_gate=exact_gate)
-    exact = torch.zeros(2, 6)
-    exact[torch.arange(2), problem.left_index] = 1.0
-    exact[torch.arange(2), problem.right_index] = 1.0
+    exact = problem.operand_masks().sum(dim=0)  # 1 on each output's two operands
     # g = 0.995 for output 0 (0.5% of the product path leaks in), g = 1 for output 1.
     gate = torch.tensor([0.995, 1.0]) if exact_gate else torch.tensor([math.log(199), 30.0])
     with torch.no_grad():
