@@ -298,6 +298,17 @@ def weight_heatmaps(
 GENERIC_DIVERGENCE = "train loss or a parameter is not finite"
 
 
+def add_member_curves(
+    experiment: SummaryWriter, curves: dict[str, list[tuple[int, Any]]], member: int
+) -> None:
+    """Member ``member``'s points of ``curves`` (``{tag: [(step, values of every member)]}``),
+    but those of its epochs after it diverged (NaN)."""
+    for tag, points in curves.items():
+        for step, values in points:
+            if not math.isnan(values[member]):
+                experiment.add_scalar(tag, float(values[member]), step)
+
+
 class RunLayout:
     """Where the results of a run of one member go: the run's own folder and TensorBoard run,
     where the training module logs the curves as it trains."""
@@ -328,10 +339,7 @@ class RunLayout:
         curves here (and a report's figures and best epoch) would start at the resume."""
         if (tensorboard := _tensorboard(trainer)) is not None:
             add_formulas(tensorboard.experiment, problems[0])
-            for tag, points in carried.items():
-                for step, values in points:
-                    if not math.isnan(values[0]):
-                        tensorboard.experiment.add_scalar(tag, float(values[0]), step)
+            add_member_curves(tensorboard.experiment, carried, 0)
 
     def write_member(
         self,
@@ -395,12 +403,8 @@ class PopulationLayout(RunLayout):
         problem: ArithmeticProblem,
         curves: dict[str, list[tuple[int, list[float]]]],
     ) -> None:
-        experiment = tensorboard.experiment
-        add_formulas(experiment, problem)
-        for tag, points in curves.items():
-            for step, values in points:
-                if not math.isnan(values[member]):  # a diverged member's epochs
-                    experiment.add_scalar(tag, values[member], step)
+        add_formulas(tensorboard.experiment, problem)
+        add_member_curves(tensorboard.experiment, curves, member)
 
     def close_member(self, tensorboard: TensorBoardLogger) -> None:
         tensorboard.experiment.close()
