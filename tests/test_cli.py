@@ -15,9 +15,10 @@ import torch
 from conftest import TINY, compose_config, load_events, run_cli
 
 import nalu.training.progress
-from nalu.cli.common import CONFIG_DIR, command_line, format_metrics
+from nalu.cli.common import CONFIG_DIR, format_metrics
 from nalu.cli.train import train
 from nalu.config.validation import check_command_line
+from nalu.results.commands import command_line
 from nalu.results.record import TENSORBOARD_FLAGS
 from nalu.results.report import group_runs, load_runs, median_table
 

@@ -181,7 +181,7 @@ def test_a_sweeps_best_job_is_ranked_by_validation_mse_a_populations_by_its_memb
     job("2_failed")
     counts = count_jobs(tmp_path)
     assert (counts.jobs, counts.finished, counts.diverged, counts.failed) == (3, 2, 0, 1)
-    assert counts.best == ("1_population", 0.4, 1)
+    assert counts.best == ("1_population", 0.4, None)
 
 
 def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
@@ -197,23 +197,34 @@ def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("models", "best"),
+    ("models", "diverged", "best"),
     [
         # nac's jobs at 1 and 9 (median 5), mlp's at 2 and 3 (median 2.5): seed 0's problem is
         # the easier draw for both, so its nac job (1) is no better configuration.
-        (["nac", "mlp"], ("model=mlp", 2.5, 2)),
-        (["nac"], None),  # seeds alone: nothing to choose between
+        (["model=nac", "model=mlp"], [], ("model=mlp", 2.5, 2)),
+        (["model=nac"], [], None),  # seeds alone: nothing to choose between
+        # mlp's seed 1 diverged: its one job (2) is not compared with nac's two problems.
+        (["model=nac", "model=mlp"], [("model=mlp", 1)], ("model=nac", 5.0, 2)),
+        # Rates alike in their first digits keep every digit: two configurations, not one.
+        (
+            ["optimizer.lr=0.0044303752", "optimizer.lr=0.0044312345"],
+            [],
+            ("optimizer.lr=0.0044312345", 2.5, 2),
+        ),
     ],
 )
-def test_jobs_whose_seeds_drew_their_problems_are_ranked_by_configuration(tmp_path, models, best):
-    mses = {("nac", 0): 1.0, ("nac", 1): 9.0, ("mlp", 0): 2.0, ("mlp", 1): 3.0}
+def test_jobs_whose_seeds_drew_their_problems_are_ranked_by_configuration(
+    tmp_path, models, diverged, best
+):
+    mses = [[1.0, 9.0], [2.0, 3.0]]
     for k, model in enumerate(models):
         for seed in (0, 1):
-            job = tmp_path / f"{2 * k + seed}_{model}_seed{seed}"
+            job = tmp_path / f"{2 * k + seed}_job_seed{seed}"
             (job / ".hydra").mkdir(parents=True)
-            overrides = ["experiment=article", f"model={model}", f"seed={seed}"]
+            overrides = ["experiment=article", model, f"seed={seed}"]
             (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-            RunRecord("finished", {}, 1, 4, {"interp/mse": mses[model, seed]}).write(job)
+            status = "diverged" if (model, seed) in diverged else "finished"
+            RunRecord(status, {}, 1, 4, {"interp/mse": mses[k][seed]}).write(job)
             problem = {"problem": "mystery_arithmetic", "operations": ["mul"], "problem_seed": seed}
             (job / "problem.json").write_text(json.dumps(problem))
     counts = count_jobs(tmp_path)
@@ -230,7 +241,7 @@ def test_jobs_that_differ_in_their_extrapolation_range_alone_have_a_best(tmp_pat
         config = f"data:\n  interp_range: [-1, 1]\n  extrap_range: {extrap}\n"
         (tmp_path / name / ".hydra" / "config.yaml").write_text(config)
     counts = count_jobs(tmp_path)
-    assert (counts.best, counts.problems_differ) == (("1_nau", 1.0, 1), ())
+    assert (counts.best, counts.problems_differ) == (("1_nau", 1.0, None), ())
 
 
 def test_a_sweep_whose_jobs_all_failed_offers_no_report(tmp_path, capsys):

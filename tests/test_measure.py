@@ -455,6 +455,28 @@ def test_a_product_of_negated_sums_reads_back_as_the_product_it_equals():
         assert str(expected) == text
 
 
+def test_a_nalus_log_path_over_negated_sums_reads_back_as_the_product_it_computes():
+    from nalu.data.formula import Variable, power_product, weighted_sum
+    from nalu.results.readback import read_back
+    from nalu.units import NeuralAdditionUnit, NeuralArithmeticLogicUnit
+
+    # h = (−x0 − x1, −x2 − x3) < 0 on positive inputs; the log path multiplies |h0| · |h1|,
+    # which is (x0 + x1) × (x2 + x3) there.
+    x0, x1, x2, x3 = (Variable(i) for i in range(4))
+    nau, nalu = NeuralAdditionUnit(4, 2), NeuralArithmeticLogicUnit(2, 1, shared_weights=True)
+    with torch.no_grad():
+        nau.weight.copy_(-torch.tensor([[1.0, 1, 0, 0], [0, 0, 1, 1]]))
+        nalu.add_nac.weight_hat.fill_(20.0)
+        nalu.add_nac.gate_hat.fill_(20.0)
+        nalu.gate_weight.fill_(1e3)  # σ(G h) = 0 for h < 0: the log path
+    network = torch.nn.Sequential(nau, nalu)
+    x = torch.rand(16, 4) + 1
+    truth = (x[:, 0] + x[:, 1]) * (x[:, 2] + x[:, 3])
+    assert torch.allclose(network(x)[:, 0], truth, rtol=1e-4)
+    a, b = weighted_sum({x0: 1, x1: 1}), weighted_sum({x2: 1, x3: 1})
+    assert read_back(network, x) == [power_product({a: 1, b: 1})]
+
+
 def test_a_factors_sign_comes_out_only_at_a_whole_power():
     from nalu.data.formula import Variable, power_product, weighted_sum
 
@@ -470,7 +492,7 @@ def test_a_factors_sign_comes_out_only_at_a_whole_power():
 
 
 def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
-    from nalu.data.formula import Magnitude, Variable, power_product
+    from nalu.data.formula import Magnitude, Variable, power_product, weighted_sum
     from nalu.results.readback import read_back
     from nalu.units import NeuralArithmeticLogicUnit
 
@@ -480,12 +502,17 @@ def test_nalu_product_reads_back_magnitudes_unless_inputs_are_positive():
         nalu.add_nac.gate_hat.copy_(torch.tensor([[20.0, 20.0, -20.0]]))
         nalu.gate_weight.fill_(-1e3 / 3)  # closed on positive inputs: the log path
     positive = torch.rand(16, 3) + 1
-    signed = positive * torch.tensor([1.0, -1.0, 1.0])
     x0, x1 = Variable(0), Variable(1)
-    # |1.5| · |−2| = 3 ≠ −3: on signed inputs the log path is a product of magnitudes.
     assert read_back(nalu, positive) == [power_product({x0: 1, x1: 1})]
-    nalu.gate_weight.data.copy_(torch.tensor([[-1e3, 1e3, -1e3]]))  # closed on `signed` too
+    nalu.gate_weight.data.copy_(torch.tensor([[-1e3, 0.0, -1e3]]))  # closed whatever x1's sign
+    # |1.5| · |−2| = 3 ≠ −3: where x1 takes both signs, the log path multiplies its magnitude;
+    # where it is negative throughout, its negative.
+    signed = positive * torch.tensor([1.0, -1.0, 1.0])
+    signed[::2, 1] *= -1
     assert read_back(nalu, signed) == [power_product({x0: 1, Magnitude(x1): 1})]
+    negative = positive * torch.tensor([1.0, -1.0, 1.0])
+    assert read_back(nalu, negative) == [power_product({x0: 1, weighted_sum({x1: -1}): 1})]
+    assert str(read_back(nalu, negative)[0]) == "-x0 × x1"
 
 
 def judge(module: ArithmeticModule, step: int, interp: list[float], extrap: list[float]) -> None:

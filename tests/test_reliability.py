@@ -237,7 +237,9 @@ def test_a_sigterm_during_the_final_test_interrupts_the_run_which_resumes(tmp_pa
 @pytest.mark.slow
 def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp_path):
     sweep = tmp_path / "sweep"
-    process = start_run(["-m", *RESUMABLE, "seed=3,4"], sweep, tmp_path / "sweep.log")
+    # Jobs whose folders hold "=", which the resume command must quote for Hydra.
+    lrs = "optimizer.lr=0.001,0.002"
+    process = start_run(["-m", *RESUMABLE, lrs], sweep, tmp_path / "sweep.log")
     last = wait_for_first_checkpoint(process, sweep, "*/checkpoints/last.ckpt")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == EXIT_INTERRUPTED

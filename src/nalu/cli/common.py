@@ -9,8 +9,6 @@ import logging
 import math
 import os
 import re
-import shlex
-import shutil
 import statistics
 import sys
 import tempfile
@@ -31,6 +29,7 @@ from nalu.config.errors import ConfigError, InvalidArgument
 from nalu.config.overrides import short_value
 from nalu.config.resolvers import run_dir_of
 from nalu.config.rules import problem_differences
+from nalu.results.commands import command_line
 from nalu.results.record import (
     ALL_OUTPUTS,
     CHECKPOINTS_DIR,
@@ -41,7 +40,6 @@ from nalu.results.record import (
     PROBLEM_FILE,
     STATUS_DIVERGED,
     STATUS_FINISHED,
-    TENSORBOARD_FLAGS,
     RunRecord,
     finite_median,
     operation_suffix,
@@ -224,8 +222,9 @@ class SweepCounts:
     finished: int
     diverged: int
     # What the sweep's validation MSEs rank first (``best_on_validation``): its name, MSE and
-    # how many jobs that MSE is the median of; none where the jobs pose different problems.
-    best: tuple[str, float, int] | None = None
+    # how many jobs that MSE is the median of (None: one job's); none where the jobs pose
+    # different problems.
+    best: tuple[str, float, int | None] | None = None
     # The settings in which the jobs' problems differ (their MSEs then do not compare).
     problems_differ: tuple[str, ...] = ()
 
@@ -244,7 +243,7 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
         jobs += 1
         statuses = set()
         validation = []  # the finished runs' interpolation MSEs: one, or a population's members
-        problem_seeds = set()
+        problem_seeds = set()  # every run's, finished or not: the problems the job poses
         for metrics in job.rglob(METRICS_FILE):
             try:
                 record = RunRecord.read(metrics.parent)
@@ -252,9 +251,9 @@ def count_jobs(sweep_dir: Path) -> SweepCounts:
                 continue
             status = STATUS_DIVERGED if record.diverged else record.status
             statuses.add(status)
+            problem_seeds.add(_problem_seed(metrics.parent))
             if status == STATUS_FINISHED:
                 validation.append(record.metrics.get(INTERP_MSE, math.nan))
-                problem_seeds.add(_problem_seed(metrics.parent))
         # A population is ranked by its members' median, as its own TensorBoard run shows it.
         mse = finite_median(validation)
         if math.isfinite(mse):
@@ -276,39 +275,55 @@ def _problem_seed(run_dir: Path) -> int | None:
 
 def best_on_validation(
     ranked: list[tuple[Path, float, frozenset[int]]],
-) -> tuple[str, float, int] | None:
+) -> tuple[str, float, int | None] | None:
     """Of the finished jobs (folder, validation MSE, the seeds their problems were drawn from),
-    the one of the lowest MSE, as (its name, the MSE, 1). Jobs whose problems were drawn from
-    different seeds (``problem_seed=${seed}``) measure different problems: then each
+    the one of the lowest MSE, as (its name, the MSE, None). Jobs whose problems were drawn
+    from different seeds (``problem_seed=${seed}``) measure different problems: then each
     configuration (a job's overrides but its seeds) by the median over its jobs, as a report's
-    rows pool seeds, as (its overrides, the median, its jobs); none for jobs of one
-    configuration."""
+    rows pool seeds, as (its overrides, the median, its jobs). Only configurations that
+    finished on every seed any of them drew are compared; none for jobs of one configuration."""
     if not ranked:
         return None
     if len({seeds for _, _, seeds in ranked}) == 1:
         job, mse, _ = min(ranked, key=lambda entry: entry[1])
-        return job.name, mse, 1
+        return job.name, mse, None
     from nalu.results.report import run_overrides
 
     settings = [
         {
-            field: short_value(value)
+            field: value
             for field, value in run_overrides(job).items()
             if field != "seed" and not field.endswith("_seed")
         }
         for job, _, _ in ranked
     ]
-    # A configuration is named by the fields in which it differs from the others.
+    # A configuration is named by the fields in which it differs from the others: by their
+    # values' first digits, unless two configurations would then read the same.
     fields = dict.fromkeys(field for each in settings for field in each)
-    varied = [f for f in fields if len({each.get(f) for each in settings}) > 1]
-    configurations: dict[str, list[float]] = {}
-    for each, (_, mse, _) in zip(settings, ranked, strict=True):
-        name = " ".join(f"{field}={each[field]}" for field in varied if field in each)
-        configurations.setdefault(name, []).append(mse)
+    varied = [f for f in fields if len({str(each.get(f)) for each in settings}) > 1]
     if not varied:
         return None
-    name, mses = min(configurations.items(), key=lambda item: statistics.median(item[1]))
-    return name, statistics.median(mses), len(mses)
+
+    def name(each: dict[str, Any], text: Callable[[Any], str]) -> str:
+        return " ".join(f"{field}={text(each[field])}" for field in varied if field in each)
+
+    names = [name(each, str) for each in settings]
+    short = [name(each, short_value) for each in settings]
+    if len(set(short)) == len(set(names)):
+        names = short
+    configurations: dict[str, list[tuple[float, frozenset[int]]]] = {}
+    for config, (_, mse, seeds) in zip(names, ranked, strict=True):
+        configurations.setdefault(config, []).append((mse, seeds))
+    drawn = frozenset().union(*(seeds for _, _, seeds in ranked))
+    complete = {
+        config: [mse for mse, _ in jobs]
+        for config, jobs in configurations.items()
+        if frozenset().union(*(seeds for _, seeds in jobs)) == drawn
+    }
+    if not complete:
+        return None
+    config, mses = min(complete.items(), key=lambda item: statistics.median(item[1]))
+    return config, statistics.median(mses), len(mses)
 
 
 def differing_job_problems(sweep_dir: Path) -> tuple[str, ...]:
@@ -358,7 +373,7 @@ class MultirunSummary(Callback):
         )
         if counts.best is not None:
             name, mse, pooled = counts.best
-            if pooled == 1:
+            if pooled is None:
                 print(f"best on the validation set: {name} (interp/mse {mse:.4g})")
             else:
                 print(
@@ -385,25 +400,6 @@ def resumable_checkpoint(run_dir: Path) -> Path | None:
         (run_dir / CHECKPOINTS_DIR).glob("*.ckpt"), key=lambda path: path.stat().st_mtime
     )
     return saved[-1] if saved else None
-
-
-def command_line(name: str, *arguments: str) -> str:
-    """A console command of this installation as the user can paste it: by its name where the
-    shell finds this one, else by its path beside the interpreter (a virtual environment that
-    is not activated), relative to the working folder where it lies below it."""
-    installed = Path(sys.executable).parent / name
-    if not installed.is_file() or shutil.which(name) == str(installed):
-        return shlex.join([name, *arguments])
-    command = (
-        installed.relative_to(Path.cwd()) if installed.is_relative_to(Path.cwd()) else installed
-    )
-    return shlex.join([str(command), *arguments])
-
-
-def tensorboard_command(logdir: Path) -> str:
-    """The command that serves ``logdir`` with every point of each curve (``TENSORBOARD_FLAGS``),
-    as the user can paste it (``command_line``)."""
-    return command_line("tensorboard", "--logdir", str(logdir), *TENSORBOARD_FLAGS)
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

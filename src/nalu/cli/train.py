@@ -27,7 +27,6 @@ from nalu.cli.common import (
     MultirunSummary,
     check_output_folder,
     checked,
-    command_line,
     fail,
     format_metrics,
     hydra_quoted,
@@ -38,7 +37,6 @@ from nalu.cli.common import (
     quote_paths,
     resumable_checkpoint,
     saved_problem_difference,
-    tensorboard_command,
 )
 from nalu.config.errors import ConfigError, Diverged, Interrupted, InvalidArgument, shorten
 from nalu.config.overrides import (
@@ -60,6 +58,7 @@ from nalu.config.validation import (
     check_problem_cell,
     validate_config,
 )
+from nalu.results.commands import command_line, tensorboard_command
 from nalu.results.record import (
     CHECKPOINTS_DIR,
     INTERP_MSE,
@@ -439,7 +438,8 @@ def hydra_main(cfg: DictConfig) -> float:
 def interrupted_message(output_dir: Path, interrupted: Interrupted) -> str:
     """The line that ends an interrupted run: how to resume it. A sweep's job resumes alone,
     into its own folder, with the overrides of its job (the sweep's command line would start
-    every job again, each refusing the job's checkpoint)."""
+    every job again, each refusing the job's checkpoint), as one run (a search such as
+    ``hparams_search=nalu_optuna`` sets multirun itself)."""
     if HydraConfig.get().mode != RunMode.MULTIRUN or not interrupted.checkpoint:
         return f"{output_dir}: {interrupted}"
     job = [o for o in HydraConfig.get().overrides.task if not o.startswith("ckpt_path=")]
@@ -448,6 +448,7 @@ def interrupted_message(output_dir: Path, interrupted: Interrupted) -> str:
         *job,
         f"ckpt_path={interrupted.checkpoint}",
         f"hydra.run.dir={hydra_quoted(str(output_dir))}",  # a job's folder name may hold '='
+        "hydra.mode=RUN",
     )
     return (
         f"{output_dir}: interrupted after epoch {interrupted.epoch}; the sweep stops here (its "

@@ -106,10 +106,14 @@ def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
 
 
 def magnitude_product(weight: Tensor, inputs: list[Formula], x: Tensor) -> list[Formula]:
-    """Row j -> ``Π_i |input_i| ^ round(W_ji)``: a log path, exp(W log |x|), multiplies |x_i|,
-    the same as x_i only where the inputs ``x`` are positive."""
-    positive = (x > 0).all(dim=0).tolist()
-    magnitudes = [f if p else Magnitude(f) for f, p in zip(inputs, positive, strict=True)]
+    """Row j -> ``Π_i |input_i| ^ round(W_ji)``: a log path, exp(W log |x|), multiplies |x_i|:
+    x_i where the inputs ``x`` are positive, −x_i where they are negative (an NAU's negated
+    sum), the magnitude where they take both signs."""
+    positive, negative = (x > 0).all(dim=0).tolist(), (x < 0).all(dim=0).tolist()
+    magnitudes = [
+        f if above else weighted_sum({f: -1}) if below else Magnitude(f)
+        for f, above, below in zip(inputs, positive, negative, strict=True)
+    ]
     return rounded_product(weight, magnitudes)
 
 

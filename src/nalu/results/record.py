@@ -70,7 +70,7 @@ EXTRAP_MSE = metric_name("extrap", MSE)
 EXTRAP_NORMALIZED_ERROR = metric_name("extrap", NORMALIZED_ERROR)
 EXTRAP_RELATIVE_ERROR = metric_name("extrap", RELATIVE_ERROR)
 EXTRAP_SOLVED_FRACTION = metric_name("extrap", SOLVED_FRACTION)
-EXTRAP_MSE_OF = metric_name("extrap", MSE, operation_suffix(""))  # + an operation: extrap/mse_mul
+EXTRAP_MSE_OF = metric_name("extrap", MSE, "_")  # + an operation: extrap/mse_mul (operation_suffix)
 SOLVED_AT_STEP = "solved_at_step"
 # Each output judged at its own best interpolation epoch (``extrap/own_best_solved_fraction_mul``)
 # and how many outputs each operation has (``output_count_mul``).

@@ -18,7 +18,6 @@ from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nalu.config import rules
 from nalu.config.errors import Diverged
-from nalu.config.resolvers import run_dir_of
 from nalu.data.batches import step_batches
 from nalu.data.problem import ArithmeticProblem
 from nalu.results.heatmap import Heatmap, render_heatmaps
@@ -335,8 +334,9 @@ class RunLayout:
         carried: dict[str, list[tuple[int, Tensor]]],
     ) -> None:
         """The problem's formulas, and the ``carried`` curves of a run resumed into a new
-        folder: the points before its checkpoint are in the old folder's events, so that its
-        curves here (and a report's figures and best epoch) would start at the resume."""
+        folder: their points before the checkpoint lie in the old folder's events; written
+        here too, the new folder's curves (and a report's figures and best epoch) cover the
+        whole run."""
         if (tensorboard := _tensorboard(trainer)) is not None:
             add_formulas(tensorboard.experiment, problems[0])
             add_member_curves(tensorboard.experiment, carried, 0)
@@ -485,8 +485,12 @@ class RunRecorder(L.Callback):
                     raise IsADirectoryError(errno.EISDIR, "a folder is in the way", str(results))
             for member, problem in enumerate(self.problems):
                 write_json_atomic(self.layout.member_dir(member) / PROBLEM_FILE, problem.to_dict())
+            # A checkpoint from outside this folder: a resume into a new one.
             resumed = trainer.ckpt_path is not None
-            moved = resumed and run_dir_of(trainer.ckpt_path) != self.output_dir.resolve()
+            moved = (
+                resumed
+                and self.output_dir.resolve() not in Path(trainer.ckpt_path).resolve().parents
+            )
             carried = dict(pl_module.curves.items()) if moved else {}
             self.layout.on_fit_start(trainer, self.problems, carried)
 

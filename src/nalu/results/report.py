@@ -17,7 +17,6 @@ import io
 import json
 import logging
 import math
-import statistics
 import sys
 import textwrap
 import warnings
@@ -35,6 +34,7 @@ from nalu.config.errors import InvalidArgument
 from nalu.config.overrides import hyperparameter_values, short_value
 from nalu.config.rules import MADSEN_JOHANSEN, MISTRY, STATIC_OPERATIONS, SUCCESS_EPSILON
 from nalu.config.value_range import describe_intervals, value_intervals
+from nalu.results.commands import tensorboard_command
 from nalu.results.record import (
     ALL_OUTPUTS,
     EXTRAP_MSE,
@@ -229,7 +229,7 @@ def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str
     """A Markdown table: per group of runs, the median of each final metric.
 
     ``runs`` counts every run, ``diverged`` those that diverged (``RunRecord.diverged``); the
-    medians are over the others.
+    medians are over the others' finite values, as the success table's (``summary_rows``).
     """
     runs = [run for members in groups.values() for run in members]
     per_op = sorted(
@@ -245,8 +245,8 @@ def median_table(groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str
         metrics = [run["metrics"] for run in group if not run["diverged"]]
         cells = []
         for column in columns:
-            values = [m[column] for m in metrics if column in m]
-            cells.append(f"{statistics.median(values):.4g}" if values else "–")
+            median = finite_median([m[column] for m in metrics if column in m])
+            cells.append("–" if math.isnan(median) else f"{median:.4g}")
         lines.append(f"| {name} | {len(group)} | {diverged} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -1158,9 +1158,6 @@ def write_report(
         if not path.is_dir():
             what = "not a folder (a run or multirun folder)" if path.exists() else "no such folder"
             raise ReportError(f"{path}: {what}")
-    # The command as the commands print it (a report is written by them).
-    from nalu.cli.common import tensorboard_command
-
     unreadable: list[str] = []
     runs = load_runs(paths, unreadable)
     if not runs:
