@@ -2,6 +2,7 @@
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -18,6 +19,7 @@ from nalu.config.validation import check_group_choices
 from nalu.data.batches import FixedBatches, order_key
 from nalu.data.datamodule import ShardBatchSampler
 from nalu.results.record import CHECKPOINTS_DIR, LAST_CHECKPOINT
+from nalu.results.recorder import BestCheckpoint
 from nalu.training.progress import ProgressLines
 
 # The evaluation sets of the TINY runs, for `nalu.cli.evaluate`.
@@ -249,6 +251,34 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
         expected = [event.value for event in straight_events.Scalars(tag)]
         assert [value for _, value in points] == pytest.approx(expected, rel=1e-5), tag
     assert resumed == pytest.approx(straight, rel=1e-5)
+    # Its best checkpoint is the whole run's best, as the uninterrupted run's.
+    assert [path.name for path in (tmp_path / "resumed" / "checkpoints").glob("best-*")] == [
+        path.name for path in (tmp_path / "straight" / "checkpoints").glob("best-*")
+    ]
+
+
+def test_a_resume_into_a_new_folder_keeps_the_best_checkpoint_so_far_as_the_one_to_beat(
+    tmp_path,
+):
+    # Lightning's callback starts its ranking anew in a new folder: the resumed run's first
+    # validation, however worse, would become "best-step<N>.ckpt".
+    old, new = tmp_path / "run" / "checkpoints", tmp_path / "resumed" / "checkpoints"
+    old.mkdir(parents=True)
+    (old / "best-step8.ckpt").write_bytes(b"the best so far")
+    best = BestCheckpoint(dirpath=new, filename="best-step{step}", monitor="interp/mse")
+    state = {
+        "dirpath": str(old),
+        "best_model_path": str(old / "best-step8.ckpt"),
+        "best_model_score": torch.tensor(2.5),
+    }
+    best.load_state_dict(state)
+    assert (new / "best-step8.ckpt").read_bytes() == b"the best so far"
+    assert best.best_model_path == str(new / "best-step8.ckpt")
+    assert float(best.best_model_score) == 2.5
+    # A later validation is saved only where it beats 2.5 (one process: its own decision).
+    one_process = SimpleNamespace(strategy=SimpleNamespace(reduce_boolean_decision=bool))
+    assert best.check_monitor_top_k(one_process, torch.tensor(3.0)) is False
+    assert best.check_monitor_top_k(one_process, torch.tensor(2.0)) is True
 
 
 @pytest.mark.slow

@@ -2,6 +2,7 @@
 
 import errno
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,25 @@ class LastCheckpoint(ModelCheckpoint):
         if time.monotonic() - self._saved_at >= self.every_s or _fit_ends_here(trainer):
             super().on_train_epoch_end(trainer, pl_module)
             self._saved_at = time.monotonic()
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """``ModelCheckpoint`` of the best validation that a run resumed into a new folder carries
+    on: the best so far is copied into the new folder and stays the one to beat. Lightning's
+    would start its ranking anew there and name the resumed run's first validation its best."""
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        before = state_dict.get("dirpath", self.dirpath)
+        super().load_state_dict(state_dict)
+        best, score = Path(state_dict.get("best_model_path") or ""), state_dict["best_model_score"]
+        if before == self.dirpath or self.dirpath is None or score is None or not best.is_file():
+            return
+        kept = Path(self.dirpath) / best.name
+        with best.open("rb") as source:
+            write_atomic(kept, lambda handle: shutil.copyfileobj(source, handle))
+        self.best_model_path = self.kth_best_model_path = str(kept)
+        self.best_model_score = self.kth_value = score
+        self.best_k_models = {str(kept): score}
 
 
 def _fit_ends_here(trainer: L.Trainer) -> bool:
