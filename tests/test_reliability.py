@@ -213,6 +213,26 @@ def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path
     assert resumed == train(compose_config(arguments, tmp_path / "uninterrupted"))
 
 
+class CtrlCBeforeTraining(L.Callback):
+    """A Ctrl-C as the run is set up, before it takes Ctrl-C over at its fit's start."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.slow
+def test_a_ctrl_c_before_training_stops_at_once_in_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", str(Path(__file__).parent))
+    callback = f"+callbacks.ctrl_c._target_={__name__}.CtrlCBeforeTraining"
+    result = run_cli([*TINY, callback, f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path)
+    assert result.returncode == EXIT_INTERRUPTED, result.stderr[-2000:]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: interrupted by Ctrl-C before an epoch's end; a run resumes from "
+        "<run>/checkpoints/last.ckpt where it saved one, else starts anew"
+    )
+
+
 class SigtermWhileTesting(L.Callback):
     """A SIGTERM to this process as the final test starts, as a cluster's time limit might."""
 

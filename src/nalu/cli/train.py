@@ -62,6 +62,7 @@ from nalu.results.commands import command_line, tensorboard_command
 from nalu.results.record import (
     CHECKPOINTS_DIR,
     INTERP_MSE,
+    LAST_CHECKPOINT,
     MEMBERS_DIR,
     METRICS_FILE,
     REPORT_FILE,
@@ -244,7 +245,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     except InvalidArgument as error:
         raise ConfigError(str(error)) from error
     try:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with interrupt.as_ctrl_c():
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
     except Diverged:
         # Every member diverged: each is still judged at its last good validation.
         trainer.test(module, datamodule=datamodule, verbose=False)
@@ -254,7 +256,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
     try:
-        trainer.test(module, datamodule=datamodule, verbose=False)
+        with interrupt.as_ctrl_c():
+            trainer.test(module, datamodule=datamodule, verbose=False)
     except SIGTERMException as error:
         # Lightning's loop stops at a SIGTERM with a bare SystemExit, which would exit 0 with no
         # results; the run is interrupted, and resumed from last.ckpt it tests again.
@@ -528,6 +531,19 @@ def check_folder_free(arguments: list[str], ckpt_path: str | None) -> None:
 
 
 def main() -> None:
+    """``nalu-train``. A Ctrl-C while training waits for the epoch's end (``interrupted_message``);
+    one before training starts, or a second one, stops at once, in one line too."""
+    try:
+        train_from_command_line()
+    except KeyboardInterrupt as error:
+        message = (
+            f"interrupted by Ctrl-C before an epoch's end; a run resumes from "
+            f"<run>/{CHECKPOINTS_DIR}/{LAST_CHECKPOINT} where it saved one, else starts anew"
+        )
+        fail(error, message, EXIT_INTERRUPTED)
+
+
+def train_from_command_line() -> None:
     sys.argv[1:] = arguments = quote_paths(sys.argv[1:])
     if not sys.stderr.isatty():
         # Into a file or a pipe, colour codes are noise: Optuna's log lines colour themselves

@@ -1,8 +1,10 @@
 """Ctrl-C or SIGTERM during training: finish the epoch, save last.ckpt, stop cleanly."""
 
+import contextlib
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -27,6 +29,8 @@ class StopAtEpochEndOnInterrupt(L.Callback):
 
     def __init__(self) -> None:
         self.interrupted = False
+        # A Ctrl-C that stopped the fit at once (before the run took Ctrl-C over, or a second).
+        self.stopped_at_once = False
         self._previous: dict[int, Any] = {}
 
     def _request_stop(self, signum: int, frame: FrameType | None) -> None:
@@ -58,6 +62,23 @@ class StopAtEpochEndOnInterrupt(L.Callback):
         # every process of a distributed run stops together, whichever got the signal.
         if trainer.strategy.reduce_boolean_decision(self.interrupted, all=False):
             trainer.should_stop = True
+
+    def on_exception(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException
+    ) -> None:
+        if isinstance(exception, KeyboardInterrupt):
+            self.stopped_at_once = True
+
+    @contextlib.contextmanager
+    def as_ctrl_c(self) -> Iterator[None]:
+        """Around a fit or test: Lightning ends one that a Ctrl-C stopped at once with
+        ``exit(1)``; it is raised again as the Ctrl-C it was, for the command to say so."""
+        try:
+            yield
+        except SystemExit:
+            if self.stopped_at_once:
+                raise KeyboardInterrupt from None
+            raise
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         for signum, previous in self._previous.items():
