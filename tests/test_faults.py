@@ -107,20 +107,21 @@ def test_two_runs_started_together_write_two_folders(tmp_path):
 @pytest.mark.slow
 def test_a_sweep_with_a_failed_job_goes_on_and_ends_with_a_summary(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    (sweep_dir / "1_nalu_seed1" / "metrics.json").mkdir(parents=True)  # job 1 cannot write
-    # One problem for every seed (its own problem per seed would rank no job across seeds).
-    arguments = ["-m", *TINY, "data.problem_seed=0", "seed=0,1,2", f"hydra.sweep.dir={sweep_dir}"]
-    result = run_cli(arguments, cwd=tmp_path)
+    jobs = [f"{k}_nalu_optimizer.lr={lr}_seed0" for k, lr in enumerate(("0.01", "0.02", "0.03"))]
+    (sweep_dir / jobs[1] / "metrics.json").mkdir(parents=True)  # job 1 cannot write
+    lrs = "optimizer.lr=0.01,0.02,0.03"
+    result = run_cli(["-m", *TINY, lrs, f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path)
     assert result.returncode == EXIT_JOBS_FAILED, result.stderr[-2000:]
     console = result.stdout + result.stderr
     assert "Traceback" not in console
-    assert f"{sweep_dir}/1_nalu_seed1: job failed (exit code {EXIT_OUTPUT_ERROR})" in console
+    assert f"{sweep_dir}/{jobs[1]}: job failed (exit code {EXIT_OUTPUT_ERROR})" in console
     assert f"multirun: 3 jobs in {sweep_dir}: 2 finished, 0 diverged, 1 failed" in console
-    assert (sweep_dir / "2_nalu_seed2" / "metrics.json").is_file()  # the sweep went on
-    # The finished job of the lower validation MSE, and the report's command.
+    assert (sweep_dir / jobs[2] / "metrics.json").is_file()  # the sweep went on
+    # The finished job of the lower validation MSE (one seed: one problem), and the report's
+    # command.
     validation = {
         job: json.loads((sweep_dir / job / "metrics.json").read_text())["metrics"]["interp/mse"]
-        for job in ("0_nalu_seed0", "2_nalu_seed2")
+        for job in (jobs[0], jobs[2])
     }
     best = min(validation, key=validation.get)
     assert f"best on the validation set: {best} (interp/mse {validation[best]:.4g})" in console
@@ -196,14 +197,15 @@ def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
     assert (counts.best, counts.problems_differ) == (None, ("data.operations",))
 
 
+@pytest.mark.parametrize("one_problem", [False, True])  # problem_seed=${seed}, or fixed
 @pytest.mark.parametrize(
     ("models", "diverged", "best"),
     [
-        # nac's jobs at 1 and 9 (median 5), mlp's at 2 and 3 (median 2.5): seed 0's problem is
-        # the easier draw for both, so its nac job (1) is no better configuration.
+        # nac's jobs at 1 and 9 (median 5), mlp's at 2 and 3 (median 2.5): seed 0 is the
+        # easier draw for both, so its nac job (1) is no better configuration.
         (["model=nac", "model=mlp"], [], ("model=mlp", 2.5, 2)),
         (["model=nac"], [], None),  # seeds alone: nothing to choose between
-        # mlp's seed 1 diverged: its one job (2) is not compared with nac's two problems.
+        # mlp's seed 1 diverged: its one job (2) is not compared with nac's two seeds.
         (["model=nac", "model=mlp"], [("model=mlp", 1)], ("model=nac", 5.0, 2)),
         # Rates alike in their first digits keep every digit: two configurations, not one.
         (
@@ -213,8 +215,8 @@ def test_a_sweep_of_different_problems_names_no_best_job(tmp_path):
         ),
     ],
 )
-def test_jobs_whose_seeds_drew_their_problems_are_ranked_by_configuration(
-    tmp_path, models, diverged, best
+def test_jobs_of_several_seeds_are_ranked_by_configuration(
+    tmp_path, models, diverged, best, one_problem
 ):
     mses = [[1.0, 9.0], [2.0, 3.0]]
     for k, model in enumerate(models):
@@ -225,7 +227,9 @@ def test_jobs_whose_seeds_drew_their_problems_are_ranked_by_configuration(
             (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
             status = "diverged" if (model, seed) in diverged else "finished"
             RunRecord(status, {}, 1, 4, {"interp/mse": mses[k][seed]}).write(job)
-            problem = {"problem": "mystery_arithmetic", "operations": ["mul"], "problem_seed": seed}
+            problem_seed = 0 if one_problem else seed
+            problem = {"problem": "mystery_arithmetic", "operations": ["mul"]}
+            problem["problem_seed"] = problem_seed
             (job / "problem.json").write_text(json.dumps(problem))
     counts = count_jobs(tmp_path)
     assert (counts.best, counts.problems_differ) == (best, ())

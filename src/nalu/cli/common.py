@@ -277,26 +277,29 @@ def best_on_validation(
     ranked: list[tuple[Path, float, frozenset[int]]],
 ) -> tuple[str, float, int | None] | None:
     """Of the finished jobs (folder, validation MSE, the seeds their problems were drawn from),
-    the one of the lowest MSE, as (its name, the MSE, None). Jobs whose problems were drawn
-    from different seeds (``problem_seed=${seed}``) measure different problems: then each
-    configuration (a job's overrides but its seeds) by the median over its jobs, as a report's
-    rows pool seeds, as (its overrides, the median, its jobs). Only configurations that
-    finished on every seed any of them drew are compared; none for jobs of one configuration."""
+    the one of the lowest MSE, as (its name, the MSE, None), where every job has the same seeds.
+    Where the jobs sweep seeds (each seed a draw of the initial weights and, by default, of the
+    problem), each configuration (a job's overrides but its seeds) by the median over its jobs,
+    as a report's rows pool seeds, as (its overrides, the median, its jobs). Only
+    configurations that finished on every seed are compared; none for jobs of one
+    configuration."""
     if not ranked:
         return None
-    if len({seeds for _, _, seeds in ranked}) == 1:
-        job, mse, _ = min(ranked, key=lambda entry: entry[1])
-        return job.name, mse, None
     from nalu.results.report import run_overrides
 
-    settings = [
-        {
-            field: value
-            for field, value in run_overrides(job).items()
-            if field != "seed" and not field.endswith("_seed")
-        }
-        for job, _, _ in ranked
+    def is_seed(field: str) -> bool:
+        return field == "seed" or field.endswith("_seed")
+
+    overrides = [run_overrides(job) for job, _, _ in ranked]
+    settings = [{f: v for f, v in each.items() if not is_seed(f)} for each in overrides]
+    # What a job's seeds drew: its seeds as given, and the seeds of the problems it posed.
+    draws = [
+        frozenset((f, str(v)) for f, v in each.items() if is_seed(f)) | problems
+        for each, (_, _, problems) in zip(overrides, ranked, strict=True)
     ]
+    if len(set(draws)) == 1:
+        job, mse, _ = min(ranked, key=lambda entry: entry[1])
+        return job.name, mse, None
     # A configuration is named by the fields in which it differs from the others: by their
     # values' first digits, unless two configurations would then read the same.
     fields = dict.fromkeys(field for each in settings for field in each)
@@ -311,14 +314,14 @@ def best_on_validation(
     short = [name(each, short_value) for each in settings]
     if len(set(short)) == len(set(names)):
         names = short
-    configurations: dict[str, list[tuple[float, frozenset[int]]]] = {}
-    for config, (_, mse, seeds) in zip(names, ranked, strict=True):
-        configurations.setdefault(config, []).append((mse, seeds))
-    drawn = frozenset().union(*(seeds for _, _, seeds in ranked))
+    configurations: dict[str, list[tuple[float, frozenset]]] = {}
+    for config, draw, (_, mse, _) in zip(names, draws, ranked, strict=True):
+        configurations.setdefault(config, []).append((mse, draw))
+    every = set(draws)
     complete = {
         config: [mse for mse, _ in jobs]
         for config, jobs in configurations.items()
-        if frozenset().union(*(seeds for _, seeds in jobs)) == drawn
+        if {draw for _, draw in jobs} == every
     }
     if not complete:
         return None
@@ -378,7 +381,7 @@ class MultirunSummary(Callback):
             else:
                 print(
                     f"best on the validation set: {name} (median interp/mse {mse:.4g} over its "
-                    f"{pooled} jobs; each seed drew its own problem)"
+                    f"{pooled} seeds, as the report pools them)"
                 )
         elif counts.problems_differ:
             print(
