@@ -245,7 +245,7 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(resample, tmp_path):
     # and ends where the uninterrupted run ends; its new folder's curves are whole, the first
     # two epochs' points carried by the checkpoint (TINY has 4 steps per epoch).
     events, straight_events = load_events(tmp_path / "resumed"), load_events(tmp_path / "straight")
-    for tag in ("train/loss", "interp/mse", "extrap/mse"):
+    for tag in ("train/loss", "interp/mse", "extrap/mse", "interp/normalized_error_mul"):
         points = [(event.step, event.value) for event in events.Scalars(tag)]
         assert [step for step, _ in points] == [4, 8, 12, 16], tag
         expected = [event.value for event in straight_events.Scalars(tag)]

@@ -11,7 +11,8 @@ from nalu.results.record import MEMBER_CURVES, is_member_curve
 
 
 class MemberCurves:
-    """``{tag: [(step, values [S])]}`` for the tags a member's own run shows."""
+    """``{tag: [(step, values [S])]}`` for the tags a member's own run shows: a population's
+    members', or every curve of a single run (which a resume into a new folder writes there)."""
 
     def __init__(self, population: int) -> None:
         self.population = population
@@ -20,7 +21,7 @@ class MemberCurves:
     def add(self, step: int, per_member: dict[str, Tensor]) -> None:
         """The values ``{tag: [S]}`` measured at optimizer ``step``, of the tags kept."""
         for tag, values in per_member.items():
-            if is_member_curve(tag):
+            if is_member_curve(tag) or self.population == 1:
                 self.points.setdefault(tag, []).append((step, values.detach().cpu()))
 
     def history(self, tag: str) -> Tensor:
