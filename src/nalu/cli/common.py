@@ -26,7 +26,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 import nalu.config.resolvers  # noqa: F401  (registers the resolvers the configs use)
 from nalu.config.errors import ConfigError, InvalidArgument
-from nalu.config.overrides import short_value
+from nalu.config.overrides import distinct_short, is_seed, short_value
 from nalu.config.resolvers import run_dir_of
 from nalu.config.rules import problem_differences
 from nalu.results.commands import command_line
@@ -287,9 +287,6 @@ def best_on_validation(
         return None
     from nalu.results.report import run_overrides
 
-    def is_seed(field: str) -> bool:
-        return field == "seed" or field.endswith("_seed")
-
     overrides = [run_overrides(job) for job, _, _ in ranked]
     settings = [{f: v for f, v in each.items() if not is_seed(f)} for each in overrides]
     # What a job's seeds drew: its seeds as given, and the seeds of the problems it posed.
@@ -310,10 +307,9 @@ def best_on_validation(
     def name(each: dict[str, Any], text: Callable[[Any], str]) -> str:
         return " ".join(f"{field}={text(each[field])}" for field in varied if field in each)
 
-    names = [name(each, str) for each in settings]
-    short = [name(each, short_value) for each in settings]
-    if len(set(short)) == len(set(names)):
-        names = short
+    names = distinct_short(
+        [name(each, str) for each in settings], [name(each, short_value) for each in settings]
+    )
     configurations: dict[str, list[tuple[float, frozenset]]] = {}
     for config, draw, (_, mse, _) in zip(names, draws, ranked, strict=True):
         configurations.setdefault(config, []).append((mse, draw))

@@ -80,3 +80,15 @@ def short_value(value: Any) -> str:
     if isinstance(value, float) and not value.is_integer() and len(text) > 8:
         return f"{value:.3g}"
     return text
+
+
+def distinct_short(full: list[str], short: list[str]) -> list[str]:
+    """Names in their ``short`` forms (``short_value``'s), where those tell as many apart as the
+    ``full`` ones; else the ``full`` ones (two sampled rates alike in their first digits)."""
+    return short if len(set(short)) == len(set(full)) else full
+
+
+def is_seed(field: str) -> bool:
+    """Whether a command line's ``field`` sets a seed: what a report's rows and a sweep's best
+    configuration pool over."""
+    return field == "seed" or field.endswith("_seed")

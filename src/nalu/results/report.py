@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from nalu.config.errors import InvalidArgument
-from nalu.config.overrides import hyperparameter_values, short_value
+from nalu.config.overrides import distinct_short, hyperparameter_values, is_seed, short_value
 from nalu.config.rules import MADSEN_JOHANSEN, MISTRY, STATIC_OPERATIONS, SUCCESS_EPSILON
 from nalu.config.value_range import describe_intervals, value_intervals
 from nalu.results.commands import tensorboard_command
@@ -185,9 +185,7 @@ def varied_fields(runs: list[dict[str, Any]]) -> list[str]:
     return [
         field
         for field in fields
-        if field != "seed"
-        and not field.endswith("_seed")
-        and len({str(run_value(run, field)) for run in runs}) > 1
+        if not is_seed(field) and len({str(run_value(run, field)) for run in runs}) > 1
     ]
 
 
@@ -388,8 +386,8 @@ def group_runs(
             for field, value in zip(group_by, values, strict=True)
         )
     groups = dict(sorted(groups.items(), key=lambda item: order[item[0]]))
-    if len(set(short.values())) == len(short):
-        groups = {short[key]: members for key, members in groups.items()}
+    names = distinct_short(list(groups), [short[key] for key in groups])
+    groups = dict(zip(names, groups.values(), strict=True))
     for key, members in groups.items():
         differing = differing_problem_fields(members)
         if differing:
