@@ -53,6 +53,17 @@ def test_the_check_returns_the_config_a_single_run_trains_on_and_none_for_a_swee
     assert check_command_line(["--cfg", "job"], CONFIG_DIR) is None
 
 
+def test_a_users_own_callback_with_arguments_passes_and_a_misspelt_argument_is_refused():
+    stop = "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
+    cfg = check_command_line([stop, "+callbacks.stop.monitor=interp/mse"], CONFIG_DIR)
+    assert cfg.callbacks.stop == {
+        "_target_": "lightning.pytorch.callbacks.EarlyStopping",
+        "monitor": "interp/mse",
+    }
+    with pytest.raises(ConfigError, match=r"^\+callbacks\.stop\.monitr: lightning\.pytorch\."):
+        check_command_line([stop, "+callbacks.stop.monitr=interp/mse"], CONFIG_DIR)
+
+
 # Each training class, built with one bad argument, and the config section it is built from.
 TRAINING_CLASSES = {
     "RegularizerSchedule": ("regularizer", RegularizerSchedule),

@@ -573,7 +573,7 @@ def check_added_fields(cfg: DictConfig, added: list[str]) -> None:
     for key in added:
         section, _, field = key.rpartition(".")
         target = _get(cfg, f"{section}._target_") if section else None
-        if target is None:
+        if target is None or field == "_target_":  # the class itself, as a new section names it
             continue
         if section == "data":
             known = [name for name in cfg.data if name != "_target_" and name != field]
