@@ -131,8 +131,7 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
     assert re.search(r"^mlp +3 +1 ", report.stdout, re.MULTILINE)
 
 
-# Long enough epochs (64 steps) that the kill lands mid-run, after the first checkpoint, which
-# is written after every epoch.
+# Epochs of 64 steps, a checkpoint written after every one.
 RESUMABLE = [
     *TINY,
     "callbacks.last_checkpoint.every_s=0",
@@ -143,31 +142,49 @@ RESUMABLE = [
 ]
 
 
+class HoldForSignal(L.Callback):
+    """Holds a run at the start of its second epoch, its first ``last.ckpt`` written whole,
+    until a signal comes, and says so by creating ``marker``: a test's kill or interrupt then
+    lands mid-run however fast the machine is."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = Path(marker)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == 1:
+            self.marker.touch()
+            signal.pause()
+
+
 def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
-    """``python -m nalu.train ARGUMENTS`` in the background, its output in ``log``: a run in
+    """``python -m nalu.train ARGUMENTS`` in the background, held after its first checkpoint
+    (``HoldForSignal``, its marker beside ``log``), its output in ``log``: a run in
     ``run_dir``, or with ``-m`` a sweep there."""
     folder = "hydra.sweep.dir" if "-m" in arguments else "hydra.run.dir"
+    hold = [
+        f"+callbacks.hold._target_={__name__}.HoldForSignal",
+        f"+callbacks.hold.marker={log.with_suffix('.held')}",
+    ]
     return subprocess.Popen(
-        [sys.executable, "-m", "nalu.train", *arguments, f"{folder}={run_dir}"],
+        [sys.executable, "-m", "nalu.train", *arguments, *hold, f"{folder}={run_dir}"],
         cwd=run_dir.parent,
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": str(Path(__file__).parent)},
     )
 
 
-def wait_for_first_checkpoint(
-    process: subprocess.Popen, run_dir: Path, pattern: str = "checkpoints/last.ckpt"
+def first_checkpoint(
+    process: subprocess.Popen, log: Path, run_dir: Path, pattern: str = "checkpoints/last.ckpt"
 ) -> Path:
-    """The first non-empty ``last.ckpt`` under ``run_dir`` (``pattern``: a sweep's jobs' are
-    ``*/checkpoints/last.ckpt``), once the process has written it."""
-    deadline = time.monotonic() + 240
-    while process.poll() is None and time.monotonic() < deadline:
-        written = [path for path in run_dir.glob(pattern) if path.stat().st_size > 0]
-        if written:
-            return written[0]
-        time.sleep(0.02)
-    return run_dir / pattern
+    """The ``last.ckpt`` under ``run_dir`` (``pattern``: a sweep's jobs' are
+    ``*/checkpoints/last.ckpt``) once the run that ``start_run`` started with ``log`` holds
+    after writing it."""
+    while not log.with_suffix(".held").exists():
+        assert process.poll() is None, log.read_text()[-2000:]
+        time.sleep(0.1)
+    (last,) = run_dir.glob(pattern)
+    return last
 
 
 @pytest.mark.slow
@@ -175,10 +192,11 @@ def wait_for_first_checkpoint(
 def test_killed_run_resumes_to_the_same_final_metrics(population, tmp_path):
     arguments = [*RESUMABLE, f"population={population}"]
     killed_dir = tmp_path / "killed"
-    process = start_run(arguments, killed_dir, tmp_path / "killed.log")
-    last = wait_for_first_checkpoint(process, killed_dir)
+    log = tmp_path / "killed.log"
+    process = start_run(arguments, killed_dir, log)
+    last = first_checkpoint(process, log, killed_dir)
     process.send_signal(signal.SIGKILL)
-    assert process.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert process.wait() == -signal.SIGKILL
     assert not list(killed_dir.rglob("metrics.json"))
     resumed = train(compose_config([*arguments, f"ckpt_path={last}"], tmp_path / "resumed"))
     uninterrupted = train(compose_config(arguments, tmp_path / "uninterrupted"))
@@ -200,7 +218,7 @@ def test_ctrl_c_stops_at_the_epochs_end_without_a_traceback_and_resumes(tmp_path
     run_dir = tmp_path / "interrupted"
     log = tmp_path / "interrupted.log"
     process = start_run(arguments, run_dir, log)
-    last = wait_for_first_checkpoint(process, run_dir)
+    last = first_checkpoint(process, log, run_dir)
     process.send_signal(signal.SIGINT)
     assert process.wait(timeout=120) == EXIT_INTERRUPTED
     output = log.read_text()
@@ -259,11 +277,12 @@ def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp
     sweep = tmp_path / "sweep"
     # Jobs whose folders hold "=", which the resume command must quote for Hydra.
     lrs = "optimizer.lr=0.001,0.002"
-    process = start_run(["-m", *RESUMABLE, lrs], sweep, tmp_path / "sweep.log")
-    last = wait_for_first_checkpoint(process, sweep, "*/checkpoints/last.ckpt")
+    log = tmp_path / "sweep.log"
+    process = start_run(["-m", *RESUMABLE, lrs], sweep, log)
+    last = first_checkpoint(process, log, sweep, "*/checkpoints/last.ckpt")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=120) == EXIT_INTERRUPTED
-    output = (tmp_path / "sweep.log").read_text()
+    output = log.read_text()
     assert "Traceback" not in output
     assert "SIGTERM: stopping after this epoch" in output
     last_line = output.strip().splitlines()[-1]
@@ -275,7 +294,9 @@ def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp
     # The command it gives resumes the job alone, in its own folder, to its end.
     resume = shlex.split(last_line.split("resume this job alone with ")[1])
     assert f"ckpt_path={last}" in resume
-    resumed = subprocess.run(resume, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    # Its overrides name the test's hold, which the resumed run, past that epoch, imports.
+    tests = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+    resumed = subprocess.run(resume, cwd=tmp_path, env=tests, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((job / "metrics.json").read_text())["status"] == "finished"
 
