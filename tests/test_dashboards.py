@@ -46,6 +46,23 @@ def tensorboard_json(base: str, route: str, body: dict | None = None):
         return json.loads(response.read())
 
 
+def once_shown(server: subprocess.Popen, read, complete, what: str):
+    """``read()`` once ``complete`` holds of it. TensorBoard reads the runs' files in the
+    background, so what it serves grows until it has read them all; the ten minutes only keep a
+    broken server from hanging the suite."""
+    limit, shown = time.monotonic() + 600, None
+    while True:
+        assert server.poll() is None, "TensorBoard exited"
+        try:
+            shown = read()
+        except OSError:  # not listening yet
+            shown = None
+        if shown is not None and complete(shown):
+            return shown
+        assert time.monotonic() < limit, f"TensorBoard never showed {what}: {shown}"
+        time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def two_job_sweep(tmp_path_factory) -> Path:
     """``-m model=nalu optimizer.lr=0.001,0.01``: 3 epochs of 4 steps, validated after each."""
@@ -87,27 +104,45 @@ def test_tensorboard_shows_named_runs_complete_curves_hparams_and_heatmaps(two_j
         f"{k}_nalu_optimizer.lr={lr}_seed0" for k, lr in enumerate(LEARNING_RATES)
     )
     try:
-        deadline = time.monotonic() + 90
-        tags: dict = {}
         # Each job's curves, and beside them its results (with its HParams row) as run/result.
         result_runs = [f"{run}/result" for run in expected_runs]
-        while sorted(tags) != sorted(expected_runs + result_runs):
-            assert time.monotonic() < deadline, f"TensorBoard listed {sorted(tags)}"
-            assert server.poll() is None, "TensorBoard exited"
-            time.sleep(1)
-            try:
-                tags = tensorboard_json(base, "/scalars/tags")
-            except OSError:  # not listening yet
-                continue
-        time.sleep(2)  # let it finish reading the runs' files
+        curves = ("train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul")
+
+        def shown() -> dict:
+            tags = tensorboard_json(base, "/scalars/tags")
+            points = {
+                (run, tag): tensorboard_json(
+                    base, f"/scalars/scalars?run={urllib.parse.quote(run)}&tag={tag}"
+                )
+                for run in expected_runs
+                if run in tags
+                for tag in curves
+                if tag in tags[run]
+            }
+            return {
+                "tags": tags,
+                "points": points,
+                "images": tensorboard_json(base, "/images/tags"),
+            }
+
+        def read_through(shown: dict) -> bool:  # every run, to its last validation and figure
+            return (
+                sorted(shown["tags"]) == sorted(expected_runs + result_runs)
+                and len(shown["points"]) == len(expected_runs) * len(curves)
+                and all(points[-1][1] == 12 for points in shown["points"].values())
+                and all(run in shown["images"] for run in expected_runs)
+            )
+
+        everything = once_shown(server, shown, read_through, "every run read through")
+        tags = everything["tags"]
         for run in expected_runs:
             quoted = urllib.parse.quote(run)
             assert not any(tag == "epoch" for tag in tags[run])
             # 4 optimizer steps per epoch, a validation after each of the 3 epochs.
-            for tag in ("train/loss", "interp/mse", "extrap/mse", "extrap/mse_mul"):
-                points = tensorboard_json(base, f"/scalars/scalars?run={quoted}&tag={tag}")
+            for tag in curves:
+                points = everything["points"][run, tag]
                 assert [step for _, step, _ in points] == [4, 8, 12], (run, tag)
-            images = tensorboard_json(base, "/images/tags")[run]
+            images = everything["images"][run]
             # The NALU's one unit: one figure, a panel per matrix (W_add, W_mul).
             assert list(images) == ["weights/network"]
             (image,) = tensorboard_json(
@@ -252,7 +287,6 @@ def test_hparams_over_a_sweep_a_population_and_a_run_shows_every_swept_field(
     )
     base = f"http://127.0.0.1:{port}/data/plugin"
     try:
-        deadline, sessions = time.monotonic() + 90, []
         request = {
             "experimentName": "",
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_RUNNING"],
@@ -260,23 +294,30 @@ def test_hparams_over_a_sweep_a_population_and_a_run_shows_every_swept_field(
             "startIndex": 0,
             "sliceSize": 100,
         }
-        # The sweep's 2 jobs, the population's 2 members and its own run, and the single run.
-        while len(sessions) < 6:
-            assert time.monotonic() < deadline, f"TensorBoard listed {sessions}"
-            time.sleep(1)
-            try:
-                sessions = tensorboard_json(base, "/hparams/session_groups", request)
-                sessions = sessions["sessionGroups"]
-            except OSError:
-                continue
-        time.sleep(2)
+
+        def with_results(groups: list) -> bool:
+            """The sweep's 2 jobs, the population's 2 members and its own run, and the single
+            run, each with its results read."""
+            return len(groups) == 6 and all(
+                any(
+                    value["name"]["tag"] == "result/extrap/mse" for value in session["metricValues"]
+                )
+                for group in groups
+                for session in group["sessions"]
+            )
+
+        groups = once_shown(
+            server,
+            lambda: tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"],
+            with_results,
+            "six rows with their results",
+        )
         experiment = tensorboard_json(base, "/hparams/experiment", {"experimentName": ""})
         infos = {info["name"]: info for info in experiment["hparamInfos"]}
         differing = {name for name, info in infos.items() if info.get("differs")}
         # Exactly what differs: the seed also names each problem (problem_seed: ${seed}).
         assert differing == {"model", "optimizer.lr", "seed", "problem_seed", "population"}
         assert {"data.in_features", "trainer.max_epochs"} <= set(infos)
-        groups = tensorboard_json(base, "/hparams/session_groups", request)["sessionGroups"]
         values = [group["hparams"] for group in groups]
         assert sorted(v["optimizer.lr"] for v in values if v["model"] == "nalu") == [0.001, 0.01]
         assert sorted(v["seed"] for v in values if v["model"] == "nac" and "seed" in v) == [0, 1, 7]
