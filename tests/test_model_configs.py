@@ -1,6 +1,7 @@
 """The suite every network config in conf/model/ passes: a new unit's yaml is tested here the
 moment it exists."""
 
+import copy
 import inspect
 import json
 
@@ -101,12 +102,33 @@ def test_clamps_and_regularisers_are_honoured(model, tiny_overrides, tmp_path):
             if name.startswith("network.")
         }
     )
+    # A large learning rate overshoots: the clamp after every step kept each weight in range,
+    # and stopped some of them at a bound.
     before = {name: p.detach().clone() for name, p in unit.named_parameters()}
-    # A large learning rate overshoots; the clamp after every step kept each weight in range.
     for module in clamped_units(unit):
         module.clamp_parameters()
     for name, parameter in unit.named_parameters():
         assert torch.equal(parameter, before[name]), name
+    bounded = 0
+    for module in clamped_units(unit):
+        lows, highs = (clamped_from(module, far) for far in (-1e6, 1e6))
+        for name, parameter in module.named_parameters(recurse=False):
+            if highs[name] != 1e6 or lows[name] != -1e6:
+                bounded += 1
+                on_bound = (parameter == lows[name]) | (parameter == highs[name])
+                assert on_bound.any(), f"{name}: no weight reached a bound"
+    assert bounded, "clamp_parameters() bounds no parameter"
+
+
+def clamped_from(module: torch.nn.Module, far: float) -> dict[str, float]:
+    """What ``module.clamp_parameters()`` makes of each of its own parameters set to ``far``:
+    its bound on that side (``far`` where it has none)."""
+    module = copy.deepcopy(module)
+    with torch.no_grad():
+        for parameter in module.parameters(recurse=False):
+            parameter.fill_(far)
+        module.clamp_parameters()
+    return {name: p.flatten()[0].item() for name, p in module.named_parameters(recurse=False)}
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
