@@ -394,9 +394,20 @@ def test_an_unknown_group_by_label_is_one_clear_line(tmp_path, capsys):
 
 def test_a_rerun_report_replaces_its_files_and_tensorboard_events(tmp_path):
     write_run(tmp_path / "a", "nac", 0, {"extrap/mse": 1.0, "extrap/mse_add": 1.0})
-    for _ in range(2):
-        main([str(tmp_path)])
+    main([str(tmp_path)])
+    write_run(tmp_path / "b", "nac", 1, {"extrap/mse": 2.0, "extrap/mse_add": 2.0})
+    main([str(tmp_path)])
+    # TensorBoard shows the second report alone: each figure and the table once, as written.
     assert len(list((tmp_path / "report_tensorboard").glob("events.out.tfevents.*"))) == 1
+    events = load_events(tmp_path / "report_tensorboard")
+    for tag in events.Tags()["images"]:
+        png = (tmp_path / f"{tag.removeprefix('report/')}.png").read_bytes()
+        assert [image.encoded_image_string for image in events.Images(tag)] == [png]
+    report = (tmp_path / "report.md").read_text()
+    table = next(block for block in report.split("\n\n") if block.startswith("| "))
+    assert "| nac | add | 2 | 0 |" in table  # both runs
+    (text,) = events.Tensors("report/table/text_summary")
+    assert text.tensor_proto.string_val[0].decode() == table
 
 
 def test_result_files_are_readable_by_others_under_umask_022(tmp_path):
