@@ -81,6 +81,10 @@ def test_multirun_writes_one_tensorboard_run_per_job_and_a_table(tmp_path):
         ["-m", *TINY, "model=nac,nalu", "seed=0,1", f"hydra.sweep.dir={sweep_dir}"], cwd=tmp_path
     )
     assert result.returncode == 0, result.stderr[-2000:]
+    # Output to a pipe, not a terminal: progress lines, each job's last one once, and no bar.
+    console = result.stdout + result.stderr
+    assert console.count("step 8/8 (100%) · epoch 2/2") == 4
+    assert "━" not in console
     job_dirs = sorted(path for path in sweep_dir.iterdir() if path.is_dir())
     assert [path.name for path in job_dirs] == [
         "0_nac_seed0",

@@ -13,14 +13,13 @@ from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import RichProgressBar
 
 from nalu.cli.evaluate import evaluate, load_checkpoint
-from nalu.cli.train import CONFIG_DIR, build_run, progress_callbacks, train
+from nalu.cli.train import CONFIG_DIR, build_run, train
 from nalu.config.errors import ConfigError
 from nalu.config.validation import check_group_choices
 from nalu.data.batches import FixedBatches, order_key
 from nalu.data.datamodule import ShardBatchSampler
 from nalu.results.record import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from nalu.results.recorder import BestCheckpoint
-from nalu.training.progress import ProgressLines
 
 # The evaluation sets of the TINY runs, for `nalu.cli.evaluate`.
 TINY_DATA = [override for override in TINY if override.startswith("data.")]
@@ -100,15 +99,6 @@ def test_plugin_options_are_known_and_typos_stop_with_one_line():
     )
     with pytest.raises(ConfigError, match=r"hydra/launcher=jobli: unknown hydra/launcher; choose"):
         check_group_choices(["hydra/launcher=jobli"], CONFIG_DIR)
-
-
-def test_rich_progress_bar_only_where_enabled_else_progress_lines(tmp_path):
-    # Under pytest stdout is not a terminal, so the default config turns the bar off.
-    (lines,) = progress_callbacks(compose_config([], tmp_path).trainer)
-    assert isinstance(lines, ProgressLines)
-    enabled = compose_config(["trainer.enable_progress_bar=true"], tmp_path).trainer
-    (bar,) = progress_callbacks(enabled)
-    assert isinstance(bar, RichProgressBar)
 
 
 def test_the_progress_bar_shows_the_training_loss(tmp_path):
