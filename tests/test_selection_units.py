@@ -151,11 +151,18 @@ def test_fitted_in_log_space_an_nmru_finds_quotients_among_many_inputs():
     assert weights.min() > 0.8
 
 
-def test_nmru_gradient_is_finite_at_zero_inputs():
-    unit = NeuralMultiplicativeReciprocalUnit(3, 2)
+def test_nmru_gradient_at_inputs_at_and_near_zero_is_the_hand_computed_one():
+    unit = NeuralMultiplicativeReciprocalUnit(3, 1)
+    set_(unit.weight, [[0.5, 0, 1, 0, 0, 0.5]])
+    # x' = [x, x / max(x², 1)] = [0, −1e-8, 50, 0, −1e-8, 0.02]; factors W|x'| + 1 − W =
+    # [0.5, 1, 50, 1, 1, 0.51], z = 12.75 (no negative input selected: cos 0 = 1, sin 0 = 0),
+    # ∂z/∂W_i = z (|x'_i| − 1) / factor_i.
     x = torch.tensor([[0.0, -1e-8, 50.0]])
-    unit(x).sum().backward()
-    assert torch.isfinite(unit.weight.grad).all()
+    z = unit(x)
+    z.sum().backward()
+    assert z.item() == pytest.approx(12.75, rel=1e-6)
+    expected = [-25.5, -12.75, 12.495, -12.75, -12.75, -24.5]
+    assert unit.weight.grad[0].tolist() == pytest.approx(expected, rel=1e-6)
 
 
 def test_nmru_reads_back_as_a_quotient():
