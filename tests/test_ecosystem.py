@@ -12,7 +12,7 @@ from conftest import TINY, compose_config, load_events, read_metrics, run_cli
 from hydra import compose, initialize_config_dir
 from lightning.pytorch.callbacks import RichProgressBar
 
-from nalu.cli.evaluate import evaluate, load_checkpoint
+from nalu.cli.evaluate import evaluate, lift_log_magnitude_caps, load_checkpoint
 from nalu.cli.train import CONFIG_DIR, build_run, train
 from nalu.config.errors import ConfigError
 from nalu.config.validation import check_group_choices
@@ -20,6 +20,7 @@ from nalu.data.batches import FixedBatches, order_key
 from nalu.data.datamodule import ShardBatchSampler
 from nalu.results.record import CHECKPOINTS_DIR, LAST_CHECKPOINT
 from nalu.results.recorder import BestCheckpoint
+from nalu.units import NeuralMultiplicationUnit
 
 # The evaluation sets of the TINY runs, for `nalu.cli.evaluate`.
 TINY_DATA = [override for override in TINY if override.startswith("data.")]
@@ -298,6 +299,24 @@ def test_evaluate_lifts_the_log_magnitude_cap_where_exact_products_exceed_it(tmp
     assert "beyond the units' cap e^20 = 4.85e+08 (max_log_magnitude): raised to" in (
         capsys.readouterr().out
     )
+
+
+def test_the_cap_is_raised_to_the_log_of_the_largest_target_plus_one_and_only_upward():
+    stack = torch.nn.Sequential(
+        NeuralMultiplicationUnit(3, 2, max_log_magnitude=20.0),
+        NeuralMultiplicationUnit(2, 1, max_log_magnitude=30.0),
+    )
+    # ln(1e10) + 1 = 23.0259 + 1: above the first unit's cap, below the second's.
+    assert lift_log_magnitude_caps(stack, 1e10) == (
+        "Targets reach |y| = 1e+10 beyond the units' cap e^20 = 4.85e+08 (max_log_magnitude): "
+        "raised to 24 for this evaluation."
+    )
+    assert stack[0].max_log_magnitude == pytest.approx(24.0259, abs=1e-4)
+    assert stack[1].max_log_magnitude == 30.0
+    # ln(1e8) + 1 = 19.42 lies under every cap: nothing changes.
+    unit = NeuralMultiplicationUnit(3, 1, max_log_magnitude=20.0)
+    assert lift_log_magnitude_caps(unit, 1e8) is None
+    assert unit.max_log_magnitude == 20.0
 
 
 @pytest.mark.parametrize(
