@@ -100,6 +100,11 @@ def test_groups_reduce_per_operation_and_name_each_members_groups():
     assert largest["sparsity_error_mul"][0] == 5.0
     assert largest["sparsity_error_mul"][1].isnan()  # the second member has no mul
     assert groups.named("mse", groups.mean(values))["mse_add"].tolist() == [2.0, 4.0]
+    counts = groups.counts()
+    assert list(counts) == ["output_count", "output_count_add", "output_count_mul"]
+    assert counts["output_count"].tolist() == [3.0, 3.0]
+    assert counts["output_count_add"].tolist() == [2.0, 3.0]
+    assert counts["output_count_mul"][0] == 1.0 and counts["output_count_mul"][1].isnan()
 
 
 def test_untrained_run_has_normalised_error_100(tmp_path):
@@ -305,6 +310,31 @@ def test_stacked_nac_then_nalu_reads_back_the_static_task():
     with torch.no_grad():
         nac.weight_hat[0, 0] = 0.1  # tanh(0.1) ≈ 0.0997: an earlier layer's error counts
     assert sparsity_error(network, x).item() == pytest.approx(math.tanh(0.1), rel=1e-5)
+
+
+def test_an_earlier_layers_gate_and_weights_count_for_every_output_of_a_stack():
+    first = NeuralArithmeticLogicUnit(3, 2)
+    set_exact_nac(first.add_nac, torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]))
+    set_exact_nac(first.mul_nac, torch.zeros(2, 3))
+    last = NeuralAccumulator(2, 2)
+    set_exact_nac(last, torch.eye(2))
+    network = nn.Sequential(first, last)
+    x = torch.rand(16, 3) + 1
+    with torch.no_grad():
+        first.gate_weight.fill_(SATURATED)  # both gates on the sums: exactly 1
+    assert unsaturated_gates(network, x).tolist() == [False, False]
+    with torch.no_grad():
+        first.gate_weight[0] = 0.2  # σ(0.2·Σx) on Σx in [3, 6]: 0.65 to 0.77
+    assert unsaturated_gates(network, x).tolist() == [True, True]
+    # Weights: the first layer's worst, tanh(0.1) ≈ 0.0997 from 0, counts for both outputs;
+    # the last layer's row 1, tanh(0.3) ≈ 0.2913 from 0, for output 1 alone.
+    sums = NeuralAccumulator(3, 2)
+    set_exact_nac(sums, torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 1.0]]))
+    with torch.no_grad():
+        sums.weight_hat[0, 2] = 0.1
+        last.weight_hat[1, 0] = 0.3
+    errors = sparsity_error(nn.Sequential(sums, last), x).tolist()
+    assert errors == pytest.approx([0.0997, 0.2913], abs=1e-4)
 
 
 def test_networks_without_a_reader_read_back_nothing():
