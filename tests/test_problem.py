@@ -231,10 +231,10 @@ def test_a_denominators_band_around_zero_is_cut_from_its_intervals(intervals, ha
 @pytest.mark.parametrize(
     ("operation", "expected"),
     [
-        ("add", 6 - 1e-5 * 6),  # a + b − ε(|a| + |b|)
-        ("sub", -2 - 1e-5 * 6),  # a − b − ε(|a| + |b|)
-        ("mul", 0.99999**2 * 8),  # (1 − ε)² ab = 7.9998400008
-        ("div", 0.99999 / 1.00001 * 0.5),  # (1 − ε) / (1 + ε) · a / b = 0.4999900001
+        ("add", 5.99994),  # a + b − ε(|a| + |b|) = 6 − 0.00006
+        ("sub", -2.00006),  # a − b − ε(|a| + |b|) = −2 − 0.00006
+        ("mul", 7.9998400008),  # (1 − ε)² ab = 0.9999800001 · 8
+        ("div", 0.4999900001),  # (1 − ε) / (1 + ε) · a / b = 0.99999 / 1.00001 · 0.5
     ],
 )
 def test_mistrys_near_perfect_output_at_a_2_and_b_4(operation, expected):
