@@ -3,12 +3,11 @@ moment it exists."""
 
 import copy
 import inspect
-import json
 
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MODEL_CONFIGS, compose_config, load_events
+from conftest import MODEL_CONFIGS, compose_config, load_events, read_metrics
 from hydra.utils import get_object, instantiate
 from omegaconf import OmegaConf
 
@@ -136,11 +135,15 @@ def test_a_population_member_is_the_single_run_of_its_seed(model, tiny_overrides
     overrides = [*tiny_overrides, f"model={model}", "trainer.max_epochs=1"]
     single = train(compose_config([*overrides, "seed=1"], tmp_path / "single"))
     train(compose_config([*overrides, "population=2"], tmp_path / "population"))
-    record = tmp_path / "population" / "members" / f"1_{model}_seed1" / "metrics.json"
-    member = json.loads(record.read_text())["metrics"]
-    assert member.keys() == single.keys()
+    member = read_metrics(tmp_path / "population" / "members" / f"1_{model}_seed1")
+    recorded = read_metrics(tmp_path / "single")
+    assert member["status"] == recorded["status"] == "finished"
+    assert (member["epochs"], member["steps"]) == (recorded["epochs"], recorded["steps"]) == (1, 4)
+    assert member["labels"]["seed"] == member["labels"]["problem_seed"] == 1
+    assert member["metrics"].keys() == single.keys()
     for name, value in single.items():
-        assert member[name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+        assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
+    assert member["formulas"] == recorded["formulas"]
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)

@@ -11,7 +11,6 @@ import torch
 from conftest import compose_config, load_events, read_metrics
 
 from nalu.cli.train import build_run, print_summary, train
-from nalu.data.batches import epoch_orders, order_key
 from nalu.results.record import (
     EXTRAP_MSE_OF,
     EXTRAP_RELATIVE_ERROR,
@@ -24,21 +23,6 @@ from nalu.training.curves import MemberCurves
 from nalu.training.divergence import Divergence
 from nalu.training.members import Members
 from nalu.training.module import ArithmeticModule, living_summaries
-
-
-def test_a_single_run_equals_the_same_seeds_member_of_a_population(tiny_overrides, tmp_path):
-    overrides = [*tiny_overrides, "model=nau_nmu", "trainer.max_epochs=3"]
-    single = train(compose_config([*overrides, "seed=3"], tmp_path / "single"))
-    train(compose_config([*overrides, "seed=1", "population=3"], tmp_path / "population"))
-    member = read_metrics(tmp_path / "population" / "members" / "2_nau_nmu_seed3")
-    recorded = read_metrics(tmp_path / "single")
-    assert member["status"] == recorded["status"] == "finished"
-    assert (member["epochs"], member["steps"]) == (recorded["epochs"], recorded["steps"]) == (3, 12)
-    assert member["labels"]["seed"] == member["labels"]["problem_seed"] == 3
-    assert member["metrics"].keys() == single.keys()
-    for name, value in single.items():
-        assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
-    assert member["formulas"] == recorded["formulas"]
 
 
 def test_each_member_has_the_problem_init_and_batches_of_its_seed(tiny_overrides, tmp_path):
@@ -188,13 +172,6 @@ def test_population_plans_the_regularizer_over_its_optimizer_steps(tiny_override
     assert module.planned_steps == 8
     # 30% to 70% of 8 steps: λ ramps from step 2.4 to step 5.6, so it is 1/2 at step 4.
     assert module.regularizer(4, module.planned_steps) == pytest.approx(0.5)
-
-
-def test_member_batch_order_is_the_single_runs():
-    keys = torch.stack([order_key(seed) for seed in (5, 6, 7)])
-    for epoch in (0, 1):
-        members = epoch_orders(keys, epoch, 64)
-        assert torch.equal(members[1], epoch_orders(order_key(6), epoch, 64))
 
 
 def test_resampled_members_draw_their_single_runs_batches(tiny_overrides, tmp_path):

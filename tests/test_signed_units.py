@@ -50,10 +50,8 @@ ATANH_HALF = math.atanh(0.5)
             0.25,
             0.75,
         ),
-        # Glorot-uniform: √(6 / (3 + 2)) for the NPU's real weights, √(6 / (2 + 1)) for the
-        # NALU's gate.
+        # Glorot-uniform: √(6 / (3 + 2)) for the NPU's real weights (the NALU's gate: test_units).
         (lambda: NeuralPowerUnit(3, 2), "weight", -math.sqrt(1.2), math.sqrt(1.2)),
-        (lambda: NeuralArithmeticLogicUnit(2, 1), "gate_weight", -math.sqrt(2), math.sqrt(2)),
     ],
 )
 def test_initialisations_fill_their_ranges(make, name, low, high):
