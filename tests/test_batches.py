@@ -161,6 +161,7 @@ def test_fresh_batches_are_a_function_of_seeds_epoch_and_step_alone():
     assert denominators.abs().min() >= 1.0
 
 
+@pytest.mark.slow
 def test_compiled_fresh_batches_are_the_eager_ones_bit_for_bit():
     # Every operation, denominators kept off (-1, 1), and members on ranges of one and of two
     # intervals: a compiled run draws exactly what an eager one (or its resumption) draws.

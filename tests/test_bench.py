@@ -94,6 +94,7 @@ def test_bench_refuses_a_bad_override_before_measuring_anything(tmp_path, capsys
 NALU = ["gate_weight", "add_nac.weight_hat", "add_nac.gate_hat", "mul_nac.weight_hat"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("experiment", "build", "parameters"),
     [

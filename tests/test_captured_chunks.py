@@ -27,6 +27,7 @@ def chunks_taken(monkeypatch) -> list[int]:
     return taken
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("population", [1, 3])
 def test_fresh_batches_in_chunks_train_as_step_by_step(tmp_path, population, request):
     # 100 steps an epoch in chunks of 32 (32, 32, 32, 4), λ's ramp and the rate's decay
@@ -51,6 +52,7 @@ def test_fresh_batches_in_chunks_train_as_step_by_step(tmp_path, population, req
     assert_same_parameters(tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["value", "norm"])
 def test_clipped_gradients_in_chunks_train_as_step_by_step(tmp_path, algorithm, request):
     # Clipped at 0.01, every step's gradients are cut (an NAU's gradients at its start are
@@ -87,6 +89,7 @@ def assert_same_parameters(tmp_path, runs=("by_step", "in_chunks")) -> None:
         torch.testing.assert_close(second[name], value, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_a_fixed_training_set_in_chunks_trains_as_step_by_step(tmp_path, request):
     # 72 samples in batches of 16: each epoch's chunk is 4 full steps and a last step of 8.
     overrides = [*TINY, "model=nau", "data.train_size=72", "population=2", "optimizer.lr=0.05"]

@@ -130,6 +130,7 @@ def clamped_from(module: torch.nn.Module, far: float) -> dict[str, float]:
     return {name: p.flatten()[0].item() for name, p in module.named_parameters(recurse=False)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_a_population_member_is_the_single_run_of_its_seed(model, tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, f"model={model}", "trainer.max_epochs=1"]

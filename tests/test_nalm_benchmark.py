@@ -93,6 +93,7 @@ def test_each_unit_runs_on_the_operations_of_its_recipe():
     assert unit_operations("nalu") == ["add", "sub", "mul", "div"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -108,6 +109,7 @@ def test_bad_arguments_are_one_line(tmp_path, args, message):
     assert line.startswith("error: ") and message in line
 
 
+@pytest.mark.slow
 def test_no_folder_is_one_line_naming_the_argument(tmp_path):
     result = run_cli([], cwd=tmp_path, module="nalu.nalm_benchmark")
     assert result.returncode == 2
@@ -117,6 +119,7 @@ def test_no_folder_is_one_line_naming_the_argument(tmp_path):
     ]
 
 
+@pytest.mark.slow
 def test_the_benchmark_runs_the_primers_25_seeds_unless_told(tmp_path):
     # One home for the default: experiment=nalm_single_module's population.
     assert task_seeds() == compose_config(["experiment=nalm_single_module"], tmp_path).population
@@ -125,6 +128,7 @@ def test_the_benchmark_runs_the_primers_25_seeds_unless_told(tmp_path):
     assert "seeds per cell (default 25)" in help_text
 
 
+@pytest.mark.slow
 def test_a_unit_that_fails_stops_the_benchmark_with_the_command_that_resumes_it(tmp_path):
     out = tmp_path / "bench"
     # A checkpoint that only its loading finds unreadable: the unit's own process fails.
@@ -144,6 +148,7 @@ def test_a_unit_that_fails_stops_the_benchmark_with_the_command_that_resumes_it(
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -160,6 +165,7 @@ def test_a_bad_override_is_refused_before_the_folder_records_it(tmp_path, overri
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_operations_that_none_of_the_units_trains_are_refused_before_the_folder_records_them(
     tmp_path,
 ):

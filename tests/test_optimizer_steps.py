@@ -114,6 +114,7 @@ def test_the_regulariser_ramps_step_by_step_and_batch_losses_are_logged_at_their
     assert sorted(scalars(tmp_path, "train/batch_loss")) == [3, 6]
 
 
+@pytest.mark.slow
 def test_batch_losses_are_logged_sparsely_enough_for_tensorboard_to_show_every_one(tmp_path):
     # 1,200 steps logged every step would be 1,200 points, which TensorBoard would show a
     # sample of: every 2nd step is 600, all shown.

@@ -73,6 +73,7 @@ def test_a_non_editable_install_trains_with_its_console_script(tmp_path):
     assert Path(located.stdout.strip()).is_relative_to(fresh_site)
 
 
+@pytest.mark.slow
 def test_units_and_problems_import_without_lightning():
     # A notebook or script that only builds units and problems pays for torch alone.
     result = subprocess.run(

@@ -67,7 +67,8 @@ class _PoisonMember(L.Callback):
 
 
 # Compiled, a step is one graph that masks the diverged member's gradients at every step.
-@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("compiled", [False, True])
 def test_a_diverging_member_leaves_the_others_untouched(tiny_overrides, tmp_path, compiled):
     overrides = [*tiny_overrides, "model=nalu", "population=3", "trainer.max_epochs=3"]
     overrides.append(f"compile={compiled}")

@@ -159,6 +159,7 @@ def test_each_member_follows_its_cells_regularizer_schedule(tmp_path):
     assert module.regularizer(25, 100).tolist() == pytest.approx([0.0] * 6 + [5.0] * 6)
 
 
+@pytest.mark.slow
 def test_a_member_is_the_single_run_with_its_cells_fields(tmp_path):
     population = tmp_path / "population"
     cfg = grid_config(population, ["model=nmu", "seed=4"])
@@ -313,6 +314,7 @@ def test_an_experiments_regulariser_gives_way_to_regularizer_none(tmp_path, expe
     assert RegularizerSchedule(**off.regularizer)(10**6, 10**6) == 0.0
 
 
+@pytest.mark.slow
 def test_the_success_figure_has_a_panel_per_operation_and_a_point_per_range(tmp_path):
     population = tmp_path / "population"
     train_grid(population, ["model=nmu", "trainer.max_epochs=1"])
@@ -416,6 +418,7 @@ def test_the_cells_legend_lists_the_units_in_the_reports_order():
     assert [text.get_text() for text in legend.get_texts()] == ["nmu", "select"]
 
 
+@pytest.mark.slow
 def test_the_success_figure_draws_the_tables_rows_and_a_report_pooling_ranges_is_refused(
     tmp_path, monkeypatch
 ):
@@ -446,6 +449,7 @@ def test_the_success_figure_draws_the_tables_rows_and_a_report_pooling_ranges_is
     )
 
 
+@pytest.mark.slow
 def test_a_members_hparams_row_names_its_cell_and_seed(tmp_path):
     population = tmp_path / "population"
     train(grid_config(population, ["model=nmu", "trainer.max_epochs=1", "population=1"]))

@@ -97,6 +97,7 @@ def test_rounds_must_end_with_a_validation_and_need_outputs_of_their_own(tmp_pat
         )
 
 
+@pytest.mark.slow
 def test_a_round_restart_starts_the_stall_rules_count_of_validations_again(tmp_path, caplog):
     # Rounds of 3 epochs, a stall judged over 2 validations, and weights that do not move (SGD
     # at 1e-30), so that every member stalls as soon as the rule may say so: after 2

@@ -293,6 +293,7 @@ SMALL_SELECTION = [
 ]
 
 
+@pytest.mark.slow
 def test_a_selection_run_chooses_the_head_that_computes_each_output(tmp_path):
     metrics = train(compose_config([*SMALL_SELECTION, "trainer.max_epochs=6"], tmp_path))
     assert metrics["extrap/own_best_solved_fraction"] == 1.0
@@ -332,6 +333,7 @@ def test_each_head_learns_at_its_own_rate():
         PerOutputSelection(3, 2, heads={"nau": NeuralAdditionUnit}, learning_rate_scales={"x": 2})
 
 
+@pytest.mark.slow
 def test_the_solve_experiment_is_the_recipe_make_solve_runs(tmp_path):
     cfg = compose_config(["experiment=solve"], tmp_path)
     assert cfg.model._target_ == "nalu.units.PerOutputSelection"
@@ -393,6 +395,7 @@ def test_the_static_anchors_whole_recipe_is_madsen_and_johansens(tmp_path):
     assert (cfg.population, cfg.data.train_range, cfg.data.extrap_range) == (50, [1, 2], [2, 6])
 
 
+@pytest.mark.slow
 def test_the_static_anchor_samples_the_signed_union_and_trains(tmp_path):
     overrides = [
         "experiment=static_nau_nmu",
