@@ -79,8 +79,12 @@ def test_denominator_range_on_one_side_of_zero():
 
 def test_impossible_denominator_range_is_a_clear_error():
     problem = MysteryArithmeticProblem(2, 4, operations=("div",), min_abs_denominator=5.0)
-    with pytest.raises(InvalidArgument, match="min_abs_denominator"):
+    with pytest.raises(InvalidArgument) as refused:
         problem.sample_inputs(10, (-1, 1), torch.Generator())
+    assert str(refused.value) == (
+        "min_abs_denominator=5.0: leaves no denominator value in value_range=[-1.0, 1.0]; it "
+        "must be below the range's largest magnitude"
+    )
 
 
 def test_formulas_and_json_describe_the_problem():
@@ -137,9 +141,21 @@ def test_a_union_range_keeps_denominators_off_zero_too():
 def test_value_ranges_are_checked_where_they_are_read():
     assert value_intervals("r", [1, 2]) == ((1.0, 2.0),)
     assert value_intervals("r", [[-6, -2], [2, 6]]) == ((-6.0, -2.0), (2.0, 6.0))
-    for bad in ([2, 1], [[2, 6], [-6, -2]], [[-6, 2], [1, 6]], [], "1,2", [1, float("inf")]):
-        with pytest.raises(InvalidArgument, match="extrap_range"):
+    rule = (
+        "must be [low, high] with low < high, both finite, or a union [[low, high], ...] of "
+        "such, in increasing order without overlap"
+    )
+    for bad, shown in (
+        ([2, 1], "[2, 1]"),
+        ([[2, 6], [-6, -2]], "[[2, 6], [-6, -2]]"),
+        ([[-6, 2], [1, 6]], "[[-6, 2], [1, 6]]"),
+        ([], "[]"),
+        ("1,2", "'1,2'"),
+        ([1, float("inf")], "[1, inf]"),
+    ):
+        with pytest.raises(InvalidArgument) as refused:
             value_intervals("extrap_range", bad)
+        assert str(refused.value) == f"extrap_range={shown}: {rule}"
 
 
 def test_a_range_reads_as_the_papers_write_it():
