@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_config, drawn_colours, load_events
+from conftest import TINY, compose_config, drawn_colours, load_events
 from omegaconf import OmegaConf, open_dict
 from tensorboard.plugins.hparams import plugin_data_pb2
 
@@ -447,6 +447,24 @@ def test_the_success_figure_draws_the_tables_rows_and_a_report_pooling_ranges_is
     assert {path.name: path.read_bytes() for path in population.iterdir() if path.is_file()} == (
         written
     )
+
+
+@pytest.mark.slow
+def test_a_grid_reported_with_other_runs_draws_its_own_cells_and_leaves_theirs_to_the_table(
+    tmp_path,
+):
+    grid, other = tmp_path / "grid", tmp_path / "other"
+    train_grid(grid, ["model=nmu", "trainer.max_epochs=1"])
+    train(compose_config([*TINY, "model=nau", "population=2"], other))  # no problem cells
+    runs = load_runs([grid, other])
+    group_by = default_group_by(runs)
+    rows = summary_rows(runs, group_by)
+    along = cell_series(rows, group_runs(runs, group_by), group_by)
+    assert [line for lines in along.series.values() for line in lines] == ["nmu", "nmu"]
+    write_report([grid, other])
+    table = (grid / "report.md").read_text()
+    assert "| nau / – / – | all | 2 |" in table
+    assert (grid / "success_by_cell.png").is_file()
 
 
 @pytest.mark.slow

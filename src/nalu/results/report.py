@@ -989,30 +989,30 @@ def cell_series(
     rows: list[dict[str, Any]], groups: dict[str, list[dict[str, Any]]], group_by: Sequence[str]
 ) -> CellSeries | None:
     """The rows along the population's first ``problems`` axis other than the operation (the
-    primer's ranges); None where the runs have no such axis."""
+    primer's ranges); None where the runs have no such axis. Rows of runs without it (another
+    population reported beside the grid) are left to the table."""
+
+    def axes_of(run: dict[str, Any]) -> dict[str, list[str]]:
+        return run.get("labels", {}).get("problem_axes", {})
+
     axes = dict.fromkeys(
-        axis
-        for members in groups.values()
-        for run in members
-        for axis in run.get("labels", {}).get("problem_axes", {})
+        axis for members in groups.values() for run in members for axis in axes_of(run)
     )
     along = next((axis for axis in axes if axis != "operation" and axis in group_by), None)
     if along is None:
         return None
     cells = list(
         dict.fromkeys(
-            label
-            for members in groups.values()
-            for label in members[0]["labels"]["problem_axes"][along]
+            label for members in groups.values() for label in axes_of(members[0]).get(along, [])
         )
     )
     line_fields = [field for field in group_by if field not in axes]
     series: dict[str, dict[str, list[tuple[int, dict[str, Any]]]]] = {}
     order: dict[str, None] = {}
     for row in rows:
-        if row["operation"] == ALL_OUTPUTS:
-            continue
         first = groups[row["group"]][0]
+        if row["operation"] == ALL_OUTPUTS or along not in axes_of(first):
+            continue
         line = " / ".join(str(run_value(first, field)) for field in line_fields) or "runs"
         order[line] = None
         points = series.setdefault(row["operation"], {}).setdefault(line, [])
