@@ -365,9 +365,14 @@ TRAIN = [
         "choose another folder",
     ),
     (
-        [*TINY, "ckpt_path={checkpoint}", "trainer.max_epochs=1"],
-        "trainer.max_epochs=1: ckpt_path='{checkpoint}' was saved at epoch 2, past it; resume "
-        "with trainer.max_epochs=2 or more",
+        [*TINY, "ckpt_path={checkpoint}", "trainer.max_epochs=2"],  # it trained 3 epochs
+        "trainer.max_epochs=2: ckpt_path='{checkpoint}' was saved after epoch 3, past it; resume "
+        "with trainer.max_epochs=3 or more",
+    ),
+    (
+        [*TINY, "optimizer=sgd", "ckpt_path={checkpoint}"],
+        "ckpt_path='{checkpoint}': holds the state of another optimizer (torch.optim.Adam, here "
+        "torch.optim.SGD); resume with the optimizer config that wrote it",
     ),
     (
         [*TINY, "population=2", "ckpt_path={checkpoint}"],

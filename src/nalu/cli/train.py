@@ -321,6 +321,14 @@ def check_resume(cfg: DictConfig) -> None:
             f"ckpt_path={path!r}: holds another model ({what}); resume with the model config "
             "that wrote it"
         )
+    # Another optimizer's state would fail to load (a KeyError, after the folder is made).
+    saved_optimizer = (saved.get("optimizer") or {}).get("_target_")
+    optimizer = cfg.optimizer.get("_target_")
+    if saved_optimizer is not None and saved_optimizer != optimizer:
+        raise ConfigError(
+            f"ckpt_path={path!r}: holds the state of another optimizer ({saved_optimizer}, here "
+            f"{optimizer}); resume with the optimizer config that wrote it"
+        )
     difference = saved_problem_difference(path, cfg.data)
     if difference:
         field, saved, here = difference
@@ -328,12 +336,13 @@ def check_resume(cfg: DictConfig) -> None:
             f"ckpt_path={path!r}: written for another problem (data.{field}={shorten(saved)}, "
             f"here {shorten(here)}); resume with the data config that wrote it"
         )
-    # Lightning refuses to resume past max_epochs (as a traceback, after the run's folder is made).
-    max_epochs = cfg.trainer.get("max_epochs")
-    if max_epochs is not None and max_epochs != -1 and saved_epoch > max_epochs:
+    # Lightning refuses to resume past max_epochs (as a traceback, after the run's folder is
+    # made). The checkpoint counts epochs from 0; the progress lines, and max_epochs, from 1.
+    max_epochs, epochs_done = cfg.trainer.get("max_epochs"), saved_epoch + 1
+    if max_epochs is not None and max_epochs != -1 and epochs_done > max_epochs:
         raise ConfigError(
-            f"trainer.max_epochs={max_epochs}: ckpt_path={path!r} was saved at epoch "
-            f"{saved_epoch}, past it; resume with trainer.max_epochs={saved_epoch} or more"
+            f"trainer.max_epochs={max_epochs}: ckpt_path={path!r} was saved after epoch "
+            f"{epochs_done}, past it; resume with trainer.max_epochs={epochs_done} or more"
         )
 
 
