@@ -419,6 +419,20 @@ TRAIN = [
     ),
     (["model=select", "model.restarts=0"], "model.restarts=0: must be a positive integer"),
     (
+        ["model=inalu", "stall_restart=5"],
+        "stall_restart=5: must be a section of fields (stall_restart.<field>=...) or null",
+    ),
+    (
+        ["callbacks.last_checkpoint=5"],
+        "callbacks.last_checkpoint=5: must be a section of fields "
+        "(callbacks.last_checkpoint.<field>=...) or null",
+    ),
+    (
+        ["experiment=nalm_single_module", "problems.range=null"],
+        "problems.range=null: must be a section of fields (problems.range.<field>=...); drop it "
+        "with ~problems.range",
+    ),
+    (
         ["+model.foo=1"],
         "+model.foo: nalu.units.NeuralArithmeticLogicUnit takes no argument 'foo'; it takes "
         "['in_features', 'out_features', 'shared_weights', 'gate_bias', 'eps', 'base', "

@@ -301,6 +301,11 @@ def test_evaluate_lifts_the_log_magnitude_cap_where_exact_products_exceed_it(tmp
     )
 
 
+def test_a_callback_set_to_null_is_off(tmp_path):
+    train(compose_config([*TINY, "callbacks.best_checkpoint=null"], tmp_path))
+    assert [path.name for path in (tmp_path / CHECKPOINTS_DIR).iterdir()] == [LAST_CHECKPOINT]
+
+
 def test_the_cap_is_raised_to_the_log_of_the_largest_target_plus_one_and_only_upward():
     stack = torch.nn.Sequential(
         NeuralMultiplicationUnit(3, 2, max_log_magnitude=20.0),

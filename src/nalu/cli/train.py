@@ -226,9 +226,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         heatmaps=cfg.heatmaps,
     )
     interrupt = StopAtEpochEndOnInterrupt()
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values()]
+    # A callback or logger set to null is off, as Hydra users turn one off.
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c is not None]
     callbacks += [*progress_callbacks(cfg.trainer), interrupt, recorder]
-    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values()]
+    loggers = [instantiate(lg) for lg in (cfg.get("logger") or {}).values() if lg is not None]
     trainer: L.Trainer = checked(
         "trainer",
         lambda: instantiate(

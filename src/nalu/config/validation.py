@@ -157,6 +157,7 @@ def _apply(check: Callable[..., Any], *arguments: Any) -> Any:
 
 def validate_config(cfg: DictConfig) -> None:
     """Raise a one-line ``ConfigError`` for the first field that breaks its rule."""
+    check_sections_are_mappings(cfg)
     for key, rule in FIELD_RULES.items():
         if (value := _value(cfg, key)) is not _ABSENT:
             _apply(rule, key, value)
@@ -178,6 +179,28 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{shorten(data_value)}, the problem's size"
             )
     cross_field_rules(cfg)
+
+
+def check_sections_are_mappings(cfg: DictConfig) -> None:
+    """Sections whose fields the run reads (the training's rules, each callback, the
+    ``problems`` axes and their cells) hold fields or are null (off), not a single value: given
+    one (``stall_restart=5``), the code reading their fields would stop on a Python error. Read
+    unresolved: a callback's fields name the run's folder, which Hydra sets later."""
+
+    def entries(key: str) -> list[str]:
+        node = OmegaConf.select(cfg, key, default=None)
+        return [f"{key}.{name}" for name in node] if OmegaConf.is_dict(node) else []
+
+    # Null turns these off; a problems axis or cell is dropped with ~problems.<axis>[.<label>].
+    nullable = [*SECTION_CLASSES, "problems", *entries("callbacks")]
+    axes = entries("problems")
+    for key in [*nullable, *axes, *(cell for axis in axes for cell in entries(axis))]:
+        node = OmegaConf.select(cfg, key, default=_ABSENT)
+        if node is _ABSENT or OmegaConf.is_dict(node) or (node is None and key in nullable):
+            continue
+        either = " or null" if key in nullable else f"; drop it with ~{key}"
+        shown = "null" if node is None else shorten(node)
+        raise ConfigError(f"{key}={shown}: must be a section of fields ({key}.<field>=...){either}")
 
 
 def check_section_fields(cfg: DictConfig) -> None:
