@@ -419,6 +419,16 @@ TRAIN = [
     ),
     (["model=select", "model.restarts=0"], "model.restarts=0: must be a positive integer"),
     (
+        ["population=100000000"],
+        "population=100000000: its members would hold more than 2.15e+09 values (8 GiB) of "
+        "data.train_size × data.in_features = 100000 each; keep population × that within it",
+    ),
+    (
+        ["data.in_features=1000000", "data.out_features=1000000"],
+        "data.in_features=1000000: with data.out_features=1000000 a weight matrix would hold "
+        "more than 2.15e+09 values (8 GiB); keep in_features × out_features within that",
+    ),
+    (
         ["model=inalu", "stall_restart=5"],
         "stall_restart=5: must be a section of fields (stall_restart.<field>=...) or null",
     ),

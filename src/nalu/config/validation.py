@@ -329,6 +329,7 @@ def _data_rules(cfg: DictConfig) -> None:
             f"data.batch_size={batch_size}: must be at most data.train_size={train_size}"
         )
     in_features = _get(cfg, "data.in_features") or 1
+    out_features = _get(cfg, "data.out_features") or 1
     for split in SPLITS:
         size = _get(cfg, f"data.{split}_size") or 1
         if size * in_features > MAX_SET_VALUES:
@@ -337,6 +338,27 @@ def _data_rules(cfg: DictConfig) -> None:
                 f"would hold more than {MAX_SET_VALUES:.3g} values (8 GiB); keep "
                 f"{split}_size × in_features within that"
             )
+    if in_features * out_features > MAX_SET_VALUES:
+        raise ConfigError(
+            f"data.in_features={shorten(in_features)}: with data.out_features={out_features} a "
+            f"weight matrix would hold more than {MAX_SET_VALUES:.3g} values (8 GiB); keep "
+            "in_features × out_features within that"
+        )
+    # A population holds a set and a network per member (members may share inputs, but not
+    # their targets, weights or optimizer state).
+    members = _get(cfg, "population")
+    sizes = {"data.in_features × data.out_features": in_features * out_features}
+    for split in SPLITS:
+        sizes[f"data.{split}_size × data.in_features"] = in_features * (
+            _get(cfg, f"data.{split}_size") or 1
+        )
+    largest = max(sizes, key=sizes.get)
+    if isinstance(members, int) and members * sizes[largest] > MAX_SET_VALUES:
+        raise ConfigError(
+            f"population={members}: its members would hold more than {MAX_SET_VALUES:.3g} values "
+            f"(8 GiB) of {largest} = {shorten(sizes[largest])} each; keep population × that "
+            "within it"
+        )
     denominator = _get(cfg, "data.min_abs_denominator")
     operand_scale = 1
     if (ratio := _get(cfg, "data.subset_ratio")) is not None:  # the static task's
