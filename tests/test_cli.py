@@ -354,3 +354,20 @@ def test_make_report_reads_the_sweep_started_last_not_the_one_reported_last(tmp_
     )
     [reported] = re.findall(r"nalu\.report (\S+)", result.stdout)
     assert reported == "outputs/multirun/later"
+
+
+@pytest.mark.slow
+def test_the_readmes_notebook_example_trains_as_written(tmp_path):
+    (example,) = [
+        block
+        for block in re.findall(r"```python\n(.*?)```", README.read_text(), re.DOTALL)
+        if "ArithmeticModule(" in block
+    ]
+    result = subprocess.run(
+        [sys.executable, "-c", example], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    # Its folder, as the example names it, and nothing else.
+    assert [path.name for path in tmp_path.iterdir()] == ["outputs"]
+    (events,) = (tmp_path / "outputs" / "notebook").rglob("events.out.tfevents.*")
+    assert load_events(events.parent).Scalars("interp/mse")[-1].step == 20 * 32
