@@ -255,7 +255,7 @@ def test_a_sweep_whose_jobs_all_failed_offers_no_report(tmp_path, capsys):
     )
     assert (
         capsys.readouterr().out
-        == f"multirun: 1 jobs in {tmp_path}: 0 finished, 0 diverged, 1 failed\n"
+        == f"multirun: 1 job in {tmp_path}: 0 finished, 0 diverged, 1 failed\n"
     )
     RunRecord("finished", {}, 1, 4, {"interp/mse": 1.0}).write(tmp_path / "0_nau")
     MultirunSummary().on_multirun_end(

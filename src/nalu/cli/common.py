@@ -367,7 +367,8 @@ class MultirunSummary(Callback):
         counts = count_jobs(sweep_dir)
         MultirunSummary.last = counts
         print(
-            f"multirun: {counts.jobs} jobs in {sweep_dir}: {counts.finished} finished, "
+            f"multirun: {counts.jobs} job{'' if counts.jobs == 1 else 's'} in {sweep_dir}: "
+            f"{counts.finished} finished, "
             f"{counts.diverged} diverged, {counts.failed} failed"
         )
         if counts.best is not None:
