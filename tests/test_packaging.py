@@ -3,6 +3,7 @@ scripts and its configs inside."""
 
 import json
 import os
+import re
 import site
 import subprocess
 import sys
@@ -10,6 +11,8 @@ from pathlib import Path
 
 import pytest
 from conftest import TINY
+
+import nalu
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,3 +98,24 @@ def test_the_module_name_notebooks_import_is_the_training_module():
     from nalu.training.module import ArithmeticModule
 
     assert imported is ArithmeticModule
+
+
+def test_each_package_imports_only_those_above_it_in_the_readmes_list():
+    order = ["config", "units", "data", "results", "training", "cli"]
+    # The one exception the README names: the run folder's file names.
+    allowed = {("config", "nalu.results.record")}
+    root = Path(nalu.__file__).parent
+    found = []
+    for path in sorted(root.rglob("*.py")):
+        package = path.relative_to(root).parts[0]
+        if package not in order:
+            continue
+        imports = re.findall(r"^\s*(?:from|import) (nalu\.(\w+)[\w.]*)", path.read_text(), re.M)
+        found += [
+            f"{path.name}: {module}"
+            for module, imported in imports
+            if imported in order
+            and order.index(imported) > order.index(package)
+            and (package, module) not in allowed
+        ]
+    assert found == []
