@@ -99,6 +99,29 @@ TRAIN = [
     ),
     (["foo=1"], "foo=1: the config has no field 'foo' (+foo=1 adds a new field)"),
     (
+        ["model=select", "model.learning_rate_scales={{nau:2,xyz:1}}"],
+        "model.learning_rate_scales={{nau:2,xyz:1}}: model.learning_rate_scales has no field 'xyz' "
+        "(+model.learning_rate_scales.xyz=… adds a new field)",
+    ),
+    (
+        ["model=select", "model.learning_rate_scales=[1,2]"],
+        "model.learning_rate_scales=[1,2]: model.learning_rate_scales holds fields (nau, nmu, "
+        "nmru); set one with model.learning_rate_scales.<field>=<value>",
+    ),
+    (
+        ["model=nmu", "model.init_range={{a:1}}"],
+        "model.init_range={{a:1}}: model.init_range must be a list, as [0.0, 0.01]",
+    ),
+    (
+        ["model=select", "model.log_fit=[nau]"],
+        "model.log_fit=['nau']: a head fitted in log space must have a log_magnitude: choose "
+        "among ['nmu', 'nmru']",
+    ),
+    (
+        ["-m", "model=select", "model.log_fit=[nmru],[foo]"],
+        "model.log_fit=['foo']: must name heads among ['nau', 'nmru', 'nmu']",
+    ),
+    (
         ["data.in_features"],
         "data.in_features: not an override like field=value (Hydra: missing EQUAL at '<EOF>')",
     ),

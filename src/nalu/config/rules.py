@@ -319,6 +319,27 @@ def names(name: str, value: Any) -> None:
         raise InvalidArgument(name, value, "must be a list of names")
 
 
+# The units with a ``log_magnitude`` (``nalu.units.contract.HasLogMagnitude``), by class name:
+# the heads a selection may fit in log space, known here without importing torch.
+LOG_MAGNITUDE_UNITS = ("NeuralMultiplicationUnit", "NeuralMultiplicativeReciprocalUnit")
+
+
+def selection_heads(
+    heads: Sequence[str], products: Sequence[str], learning_rate_scales: Any, log_fit: Any
+) -> None:
+    """A selection's ``learning_rate_scales`` and ``log_fit`` name its ``heads``, and a head
+    fitted in log space is one of the ``products`` (the heads with a log magnitude)."""
+    for name, named in (("learning_rate_scales", learning_rate_scales or {}), ("log_fit", log_fit)):
+        if not set(named) <= set(heads):
+            raise InvalidArgument(name, named, f"must name heads among {sorted(heads)}")
+    if not set(log_fit) <= set(products):
+        raise InvalidArgument(
+            "log_fit",
+            list(log_fit),
+            f"a head fitted in log space must have a log_magnitude: choose among {list(products)}",
+        )
+
+
 def value_range(name: str, value: Any) -> None:
     """``[low, high]`` or a union of such intervals (``nalu.config.value_range``)."""
     from nalu.config.value_range import value_intervals  # that module builds on this one
@@ -476,6 +497,32 @@ def argument_rules(target: str) -> dict[str, Rule]:
     """The argument rules of the class a config's ``_target_`` names; none for another's."""
     module, _, name = target.rpartition(".")
     return ARGUMENT_RULES.get(name, {}) if module.split(".")[0] == "nalu" else {}
+
+
+def selection_config(arguments: Mapping[str, Any]) -> None:
+    """``selection_heads`` on a selection's config, torch-free: whether a head has a log
+    magnitude is read from its class's name (``LOG_MAGNITUDE_UNITS``; a class of the user's own
+    may have one)."""
+    heads = arguments.get("heads") or {}
+    products = []
+    for name, head in heads.items():
+        module, _, unit = str(head.get("_target_", "")).rpartition(".")
+        if unit in LOG_MAGNITUDE_UNITS or module.split(".")[0] != "nalu":
+            products.append(name)
+    log_fit = arguments.get("log_fit") or []
+    selection_heads(list(heads), products, arguments.get("learning_rate_scales"), log_fit)
+
+
+# Checks of a class's arguments together, on its config, by class name.
+CONFIG_CHECKS: dict[str, Callable[[Mapping[str, Any]], None]] = {
+    "PerOutputSelection": selection_config
+}
+
+
+def config_check(target: str) -> Callable[[Mapping[str, Any]], None] | None:
+    """The check of the arguments together of the class a config's ``_target_`` names."""
+    module, _, name = target.rpartition(".")
+    return CONFIG_CHECKS.get(name) if module.split(".")[0] == "nalu" else None
 
 
 def check_arguments(owner: str, **arguments: Any) -> None:

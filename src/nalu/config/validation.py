@@ -21,8 +21,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import HydraException
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import ConfigTypeError, OmegaConfBaseException
 
 from nalu.config.errors import ConfigError, InvalidArgument, cut, shorten
 from nalu.config.overrides import is_multirun
@@ -37,6 +37,7 @@ from nalu.config.rules import (
     argument_rules,
     boolean,
     clip_algorithm,
+    config_check,
     devices,
     integer_at_least,
     is_integer,
@@ -170,6 +171,11 @@ def validate_config(cfg: DictConfig) -> None:
             for field, rule in argument_rules(arguments["_target_"]).items():
                 if field in arguments:
                     _apply(rule, f"{path}.{field}", arguments[field])
+            if (together := config_check(arguments["_target_"])) is not None:
+                try:
+                    together(arguments)
+                except InvalidArgument as error:  # named by the field: prefix its section
+                    raise ConfigError(f"{path}.{error}") from error
     check_section_fields(cfg)
     for model_key, data_key in MATCHING_FIELDS.items():
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
@@ -407,13 +413,28 @@ def _composition_error(error: Exception, override: str | None) -> ConfigError:
     """Hydra's multi-line composition error as one line naming the field."""
     cause = error.__cause__
     if isinstance(cause, OmegaConfBaseException) and cause.full_key and override:
-        parent, _, field = str(cause.full_key).rpartition(".")
-        siblings = list(cause.parent_node.keys()) if cause.parent_node is not None else []
-        close = difflib.get_close_matches(field, [str(key) for key in siblings], n=1)
+        full_key = str(cause.full_key)
+        parent, _, field = full_key.rpartition(".")
+        node = cause.parent_node
+        if isinstance(cause, ConfigTypeError) and isinstance(node, DictConfig):
+            # The field is there, a section that a list or value cannot replace.
+            fields = ", ".join(str(key) for key in node)
+            return ConfigError(
+                f"{override}: {full_key} holds fields ({fields}); set one with "
+                f"{full_key}.<field>=<value>"
+            )
+        if isinstance(cause, ConfigTypeError) and isinstance(node, ListConfig):
+            return ConfigError(
+                f"{override}: {full_key} must be a list, as {OmegaConf.to_container(node)}"
+            )
+        siblings = [str(key) for key in node] if node is not None else []
+        close = difflib.get_close_matches(field, siblings, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         where = parent or "the config"
+        # The override names the field itself, or a section merging in a new field.
+        adding = override if override.lstrip("+~").startswith(f"{full_key}=") else f"{full_key}=…"
         return ConfigError(
-            f"{override}: {where} has no field {field!r}{hint} (+{override} adds a new field)"
+            f"{override}: {where} has no field {field!r}{hint} (+{adding} adds a new field)"
         )
     return ConfigError(" ".join(str(error).splitlines()[:2]))
 
@@ -440,9 +461,10 @@ def _compose(overrides: list[str], config_dir: Path, config_name: str = "train")
     if missing:
         raise _missing_deletion(missing[1], overrides, config_dir, config_name) from failure
     full_key = getattr(failure.__cause__, "full_key", None)
-    culprit = next(
-        (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}=")), None
-    )
+    # The override of the field, or else of the section holding it that merged in new fields.
+    keys = {o: o.lstrip("+~").partition("=")[0] for o in overrides}
+    holders = [o for o, key in keys.items() if full_key and f"{full_key}.".startswith(f"{key}.")]
+    culprit = max(holders, key=lambda o: len(keys[o]), default=None)
     unchosen = next(
         (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}.")), None
     )

@@ -63,9 +63,6 @@ class PerOutputSelection(nn.Module):
             log_fit=log_fit,
         )
         scales = dict(learning_rate_scales or {})
-        for field, named in (("learning_rate_scales", scales), ("log_fit", list(log_fit))):
-            if not set(named) <= set(heads):
-                raise InvalidArgument(field, named, f"must name heads among {sorted(heads)}")
         self.in_features = in_features
         self.out_features = out_features
         self.restarts = restarts
@@ -80,19 +77,14 @@ class PerOutputSelection(nn.Module):
         self.head_learning_rate_scales = [
             float(scales.get(name, 1.0)) for name in heads for _ in range(restarts)
         ]
-        self.log_fit = [name in log_fit for name in heads for _ in range(restarts)]
-        self._log_fit_names = [name for name in heads if name in log_fit]
         products = [
             name
             for name, head in zip(heads, self.heads[::restarts], strict=True)
             if isinstance(head, HasLogMagnitude)
         ]
-        if not set(log_fit) <= set(products):
-            raise InvalidArgument(
-                "log_fit",
-                list(log_fit),
-                f"a head fitted in log space must have a log_magnitude: choose among {products}",
-            )
+        rules.selection_heads(list(heads), products, scales, list(log_fit))
+        self.log_fit = [name in log_fit for name in heads for _ in range(restarts)]
+        self._log_fit_names = [name for name in heads if name in log_fit]
         self.register_buffer("choice", torch.zeros(out_features, dtype=torch.long))
 
     @property
