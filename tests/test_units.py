@@ -9,7 +9,7 @@ from hydra.utils import instantiate
 import nalu.units
 import nalu.units.baselines
 from nalu.config.errors import InvalidArgument
-from nalu.config.rules import UNIT_RULES
+from nalu.config.rules import LOG_MAGNITUDE_UNITS, UNIT_RULES
 from nalu.units import (
     GOLDEN_RATIO,
     MultiplicativeNeuralAccumulator,
@@ -318,3 +318,9 @@ def test_a_nacs_init_is_one_of_two():
         InvalidArgument, match=r"init='glorot': must be one of \['xavier', 'variance_matched'\]"
     ):
         NeuralAccumulator(2, 1, init="glorot")
+
+
+def test_the_rules_name_the_units_with_a_log_magnitude():
+    # What the config check of a selection's log_fit knows without importing torch.
+    having = {unit.__name__ for unit in LAYERS if hasattr(unit, "log_magnitude")}
+    assert having == set(LOG_MAGNITUDE_UNITS)
