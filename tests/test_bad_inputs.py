@@ -62,6 +62,10 @@ TRAIN = [
         ["model=mlp", "model.activation=Relu"],
         "model.activation='Relu': must name a torch.nn activation such as ReLU, Tanh, GELU",
     ),
+    (
+        ["model=mlp", "model.activation=Linear"],  # a torch.nn module, but one that needs sizes
+        "model.activation='Linear': must name a torch.nn activation such as ReLU, Tanh, GELU",
+    ),
     (["model.eps=0"], "model.eps=0: must be a finite number > 0"),
     (["model.gate_bias=maybe"], "model.gate_bias='maybe': must be true or false"),
     (

@@ -3,6 +3,7 @@
 call the same functions. Torch-free. A rule raises ``InvalidArgument`` naming the field and what is
 allowed."""
 
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -170,7 +171,16 @@ def torch_activation(name: str, value: Any) -> None:
     from torch import nn
 
     found = getattr(nn, value, None) if isinstance(value, str) else None
-    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+    # The MLP builds it without arguments: a module that needs some (Linear) is no activation.
+    if not (
+        isinstance(found, type)
+        and issubclass(found, nn.Module)
+        and all(
+            parameter.default is not parameter.empty
+            or parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD)
+            for parameter in inspect.signature(found).parameters.values()
+        )
+    ):
         raise InvalidArgument(
             name, value, "must name a torch.nn activation such as ReLU, Tanh, GELU"
         )
