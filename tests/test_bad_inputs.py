@@ -102,6 +102,24 @@ TRAIN = [
         "(+trainer.max_epoch=3 adds a new field)",
     ),
     (["foo=1"], "foo=1: the config has no field 'foo' (+foo=1 adds a new field)"),
+    # The plugins' fields that README's Scaling out sets.
+    (
+        ["hparams_search=nalu_optuna", "hydra.sweeper.n_trials=0"],
+        "hydra.sweeper.n_trials=0: must be a positive integer",
+    ),
+    (
+        ["hparams_search=nalu_optuna", "hydra.sweeper.direction=up"],
+        "hydra.sweeper.direction='up': must be one of ['minimize', 'maximize'] (or a list of them)",
+    ),
+    (
+        ["hparams_search=nalu_optuna", "hydra.sweeper.storage=sqlite:///nowhere/optuna.db"],
+        "hydra.sweeper.storage='sqlite:///nowhere/optuna.db': the folder 'nowhere' does not "
+        "exist; make it first",
+    ),
+    (
+        ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
+        "hydra.launcher.n_jobs=0: must be a positive integer, or -1 for every core",
+    ),
     (
         ["model=select", "model.learning_rate_scales={{nau:2,xyz:1}}"],
         "model.learning_rate_scales={{nau:2,xyz:1}}: model.learning_rate_scales has no field 'xyz' "

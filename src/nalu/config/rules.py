@@ -5,6 +5,7 @@ allowed."""
 
 import inspect
 import math
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -184,6 +185,40 @@ def torch_activation(name: str, value: Any) -> None:
         raise InvalidArgument(
             name, value, "must name a torch.nn activation such as ReLU, Tanh, GELU"
         )
+
+
+def optuna_direction(name: str, value: Any) -> None:
+    """Optuna's direction of a study: minimize or maximize (a list of them for several
+    objectives)."""
+    allowed = ("minimize", "maximize")
+    directions = value if is_sequence(value) else [value]
+    if not (directions and all(d in allowed for d in directions)):
+        raise InvalidArgument(name, value, f"must be one of {list(allowed)} (or a list of them)")
+
+
+def study_storage(name: str, value: Any) -> None:
+    """Optuna's storage: null (in memory), or a database URL whose SQLite file's folder
+    exists."""
+    if value is None:
+        return
+    url = str(value)
+    scheme, separator, rest = url.partition("://")
+    if not (isinstance(value, str) and scheme and separator):
+        raise InvalidArgument(
+            name, value, "must be null or a database URL such as sqlite:///outputs/optuna.db"
+        )
+    if scheme == "sqlite" and rest.startswith("/"):
+        folder = os.path.dirname(rest[1:]) or "."
+        if not os.path.isdir(folder):
+            raise InvalidArgument(
+                name, value, f"the folder {folder!r} does not exist; make it first"
+            )
+
+
+def joblib_jobs(name: str, value: Any) -> None:
+    """joblib's n_jobs: a count of processes, or -1 for every core (-2 all but one, ...)."""
+    if not (is_integer(value) and value != 0):
+        raise InvalidArgument(name, value, "must be a positive integer, or -1 for every core")
 
 
 def layer_sizes(name: str, value: Any) -> None:

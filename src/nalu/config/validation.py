@@ -41,18 +41,21 @@ from nalu.config.rules import (
     devices,
     integer_at_least,
     is_integer,
+    joblib_jobs,
     max_steps,
     near_perfect_fits,
     non_negative_number,
     one_batch_per_step,
     one_output_per_operation,
     optional,
+    optuna_direction,
     population_in_one_process,
     positive_number,
     precision,
     regularizer_schedule,
     seed,
     static_subset_size,
+    study_storage,
     target_magnitude,
 )
 from nalu.config.value_range import denominator_intervals, largest_magnitude, value_intervals
@@ -110,6 +113,16 @@ FIELD_RULES: dict[str, Rule] = {
     "trainer.precision": precision,
     "trainer.gradient_clip_val": optional(non_negative_number),
     "trainer.gradient_clip_algorithm": clip_algorithm,
+}
+
+# Fields of Hydra's plugins that a command line sets (README, Scaling out): checked as typed,
+# before Hydra or the plugin meets them.
+HYDRA_FIELD_RULES: dict[str, Rule] = {
+    "hydra.sweeper.n_trials": integer_at_least(1),
+    "hydra.sweeper.n_jobs": integer_at_least(1),
+    "hydra.sweeper.direction": optuna_direction,
+    "hydra.sweeper.storage": study_storage,
+    "hydra.launcher.n_jobs": joblib_jobs,
 }
 
 # The classes that a run builds from a section without a ``_target_``.
@@ -565,6 +578,11 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
     field_sweeps: list[tuple[str, bool, list[Any]]] = []
     for override, text in zip(parsed, overrides, strict=True):
         key = override.get_key_element()
+        if (rule := HYDRA_FIELD_RULES.get(override.key_or_group)) is not None:
+            for value in (
+                override.sweep_iterator() if override.is_sweep_override() else [override.value()]
+            ):
+                _apply(rule, override.key_or_group, value)
         if key.lstrip("+~").startswith("hydra"):
             continue
         group = (config_dir / override.key_or_group).is_dir()
