@@ -463,6 +463,16 @@ TRAIN = [
         "model.noise_range=[0, 5]: must be [low, high] with 0 < low <= high",
     ),
     (["model=select", "model.restarts=0"], "model.restarts=0: must be a positive integer"),
+    # A stack's layers: each takes the one before's outputs.
+    (
+        ["model=nac_nalu_stack", "model._args_.1.in_features=3"],
+        "model._args_.1.in_features=3: must equal model._args_.0.out_features=2, the size of "
+        "what comes before it",
+    ),
+    (
+        ["model=nau_nmu", "model._args_.0.out_features=0"],
+        "model._args_.0.out_features=0: must be a positive integer",
+    ),
     (
         ["population=100000000"],
         "population=100000000: its members would hold more than 2.15e+09 values (8 GiB) of "

@@ -190,6 +190,7 @@ def validate_config(cfg: DictConfig) -> None:
                 except InvalidArgument as error:  # named by the field: prefix its section
                     raise ConfigError(f"{path}.{error}") from error
     check_section_fields(cfg)
+    check_stack_sizes(cfg)
     for model_key, data_key in MATCHING_FIELDS.items():
         model_value, data_value = _value(cfg, model_key), _value(cfg, data_key)
         if model_value is not _ABSENT and model_value != data_value:
@@ -198,6 +199,33 @@ def validate_config(cfg: DictConfig) -> None:
                 f"{shorten(data_value)}, the problem's size"
             )
     cross_field_rules(cfg)
+
+
+def check_stack_sizes(cfg: DictConfig) -> None:
+    """A stack's layers (``model._args_``) have positive sizes, each taking the one before's
+    outputs, the first the problem's inputs and the last giving its outputs: else torch's
+    matmul would say so, after the run's folder is made."""
+    layers = _get(cfg, "model._args_")
+    if not isinstance(layers, list):
+        return
+    size, size_key = _get(cfg, "data.in_features"), "data.in_features"
+    for index, layer in enumerate(layers):
+        if not (isinstance(layer, dict) and "in_features" in layer and "out_features" in layer):
+            continue  # an activation, say: it keeps the size
+        key = f"model._args_.{index}"
+        for field in ("in_features", "out_features"):
+            _apply(integer_at_least(1), f"{key}.{field}", layer[field])
+        if size is not None and layer["in_features"] != size:
+            raise ConfigError(
+                f"{key}.in_features={layer['in_features']}: must equal {size_key}={size}, the "
+                "size of what comes before it"
+            )
+        size, size_key = layer["out_features"], f"{key}.out_features"
+    outputs = _get(cfg, "data.out_features")
+    if size_key != "data.in_features" and outputs is not None and size != outputs:
+        raise ConfigError(
+            f"{size_key}={size}: must equal data.out_features={outputs}, the problem's outputs"
+        )
 
 
 def check_sections_are_mappings(cfg: DictConfig) -> None:
