@@ -476,7 +476,7 @@ TRAIN = [
     (
         ["population=100000000"],
         "population=100000000: its members would hold more than 2.15e+09 values (8 GiB) of "
-        "data.train_size × data.in_features = 100000 each; keep population × that within it",
+        "targets and weights, 31000 each; keep population at most 69273",
     ),
     (
         ["data.in_features=1000000", "data.out_features=1000000"],

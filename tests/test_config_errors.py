@@ -53,6 +53,19 @@ def test_the_check_returns_the_config_a_single_run_trains_on_and_none_for_a_swee
     assert check_command_line(["--cfg", "job"], CONFIG_DIR) is None
 
 
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        # Fresh batches: no training set is built; the members share their inputs.
+        ["experiment=static_nau_nmu", "population=200"],
+        ["experiment=solve", "population=2000"],
+        ["experiment=article", "population=30000"],
+    ],
+)
+def test_large_populations_that_fit_in_memory_pass(arguments):
+    assert check_command_line(arguments, CONFIG_DIR).population == int(arguments[1][11:])
+
+
 def test_a_users_own_callback_with_arguments_passes_and_a_misspelt_argument_is_refused():
     stop = "+callbacks.stop._target_=lightning.pytorch.callbacks.EarlyStopping"
     cfg = check_command_line([stop, "+callbacks.stop.monitor=interp/mse"], CONFIG_DIR)

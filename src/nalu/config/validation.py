@@ -391,21 +391,23 @@ def _data_rules(cfg: DictConfig) -> None:
             f"weight matrix would hold more than {MAX_SET_VALUES:.3g} values (8 GiB); keep "
             "in_features × out_features within that"
         )
-    # A population holds a set and a network per member (members may share inputs, but not
-    # their targets, weights or optimizer state).
-    members = _get(cfg, "population")
-    sizes = {"data.in_features × data.out_features": in_features * out_features}
-    for split in SPLITS:
-        sizes[f"data.{split}_size × data.in_features"] = in_features * (
-            _get(cfg, f"data.{split}_size") or 1
+    # Each member of a population holds its own targets and weights (its inputs may be one set
+    # that every member shares: bounded above). A fresh-batch run builds no training set.
+    population = _get(cfg, "population")
+    if is_integer(population) and population > 1:
+        built = [split for split in SPLITS if not (split == "train" and _get(cfg, "data.resample"))]
+        each = in_features * out_features + out_features * sum(
+            _get(cfg, f"data.{split}_size") or 1 for split in built
         )
-    largest = max(sizes, key=sizes.get)
-    if isinstance(members, int) and members * sizes[largest] > MAX_SET_VALUES:
-        raise ConfigError(
-            f"population={members}: its members would hold more than {MAX_SET_VALUES:.3g} values "
-            f"(8 GiB) of {largest} = {shorten(sizes[largest])} each; keep population × that "
-            "within it"
-        )
+        axes = _get(cfg, "problems") or {}
+        cells = math.prod(len(labels) for labels in axes.values() if isinstance(labels, dict))
+        if population * cells * each > MAX_SET_VALUES:
+            of_cells = f" in each of {cells} problem cells" if cells > 1 else ""
+            raise ConfigError(
+                f"population={population}: its members{of_cells} would hold more than "
+                f"{MAX_SET_VALUES:.3g} values (8 GiB) of targets and weights, {each} each; keep "
+                f"population at most {max(MAX_SET_VALUES // (cells * each), 1)}"
+            )
     denominator = _get(cfg, "data.min_abs_denominator")
     operand_scale = 1
     if (ratio := _get(cfg, "data.subset_ratio")) is not None:  # the static task's
