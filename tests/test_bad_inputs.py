@@ -118,7 +118,8 @@ TRAIN = [
     ),
     (
         ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0"],
-        "hydra.launcher.n_jobs=0: must be a positive integer, or -1 for every core",
+        "hydra.launcher.n_jobs=0: must be a count of processes, -1 for every core (-2 all but "
+        "one), or null",
     ),
     (
         ["model=select", "model.learning_rate_scales={{nau:2,xyz:1}}"],

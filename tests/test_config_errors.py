@@ -31,6 +31,13 @@ def test_verbose_switch_shows_the_traceback(tmp_path, monkeypatch):
         ["-m", "optimizer.lr=interval(0.1,1)"],
         ["--cfg", "job", "foo=1"],  # Hydra's own flags are Hydra's business
         ["-m", "model=nac,nalu", "seed=range(0,50)", "hydra/launcher=basic"],
+        # The plugins' fields: interpolations resolve later, a deletion is the default.
+        ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=${oc.env:JOBS,2}"],
+        ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=null"],
+        ["-m", "seed=0,1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=-2"],
+        ["-m", "seed=0,1", "hydra/launcher=joblib", "~hydra.launcher.n_jobs"],
+        ["-m", "hparams_search=nalu_optuna", "hydra.sweeper.storage=sqlite:///${oc.env:HOME}/o.db"],
+        ["-m", "hparams_search=nalu_optuna", "hydra.sweeper.storage=sqlite:///outputs/optuna.db"],
     ],
 )
 def test_command_lines_the_check_lets_through(arguments):

@@ -216,9 +216,12 @@ def study_storage(name: str, value: Any) -> None:
 
 
 def joblib_jobs(name: str, value: Any) -> None:
-    """joblib's n_jobs: a count of processes, or -1 for every core (-2 all but one, ...)."""
-    if not (is_integer(value) and value != 0):
-        raise InvalidArgument(name, value, "must be a positive integer, or -1 for every core")
+    """joblib's n_jobs: a count of processes, -1 for every core (-2 all but one, ...), or
+    null (one)."""
+    if not (value is None or (is_integer(value) and value != 0)):
+        raise InvalidArgument(
+            name, value, "must be a count of processes, -1 for every core (-2 all but one), or null"
+        )
 
 
 def layer_sizes(name: str, value: Any) -> None:

@@ -608,7 +608,9 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
     field_sweeps: list[tuple[str, bool, list[Any]]] = []
     for override, text in zip(parsed, overrides, strict=True):
         key = override.get_key_element()
-        if (rule := HYDRA_FIELD_RULES.get(override.key_or_group)) is not None:
+        rule = HYDRA_FIELD_RULES.get(override.key_or_group)
+        # A deletion falls back to the plugin's default; an interpolation resolves later.
+        if rule is not None and not override.is_delete() and "${" not in text:
             for value in (
                 override.sweep_iterator() if override.is_sweep_override() else [override.value()]
             ):
