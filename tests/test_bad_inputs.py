@@ -102,6 +102,11 @@ TRAIN = [
         "(+trainer.max_epoch=3 adds a new field)",
     ),
     (["foo=1"], "foo=1: the config has no field 'foo' (+foo=1 adds a new field)"),
+    (
+        ["~optimizer"],
+        "~optimizer: every run builds its optimizer; choose another with optimizer=<one of "
+        "['adam', 'rmsprop', 'sgd']>",
+    ),
     # The plugins' fields that README's Scaling out sets.
     (
         ["hparams_search=nalu_optuna", "hydra.sweeper.n_trials=0"],

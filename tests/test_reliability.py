@@ -20,7 +20,7 @@ from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
 from nalu.cli.common import EXIT_DIVERGED, EXIT_INTERRUPTED, resumable_checkpoint
 from nalu.cli.evaluate import load_checkpoint
-from nalu.cli.train import check_folder_free, check_resume, train
+from nalu.cli.train import check_folder_free, check_resume, same_class, train
 from nalu.config.errors import ConfigError, Diverged, Interrupted
 from nalu.config.rules import MYSTERY_OPERATIONS
 from nalu.data.problem import MysteryArithmeticProblem
@@ -299,6 +299,12 @@ def test_sigterm_stops_a_sweep_at_the_epochs_end_with_a_checkpoint_to_resume(tmp
     resumed = subprocess.run(resume, cwd=tmp_path, env=tests, capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert json.loads((job / "metrics.json").read_text())["status"] == "finished"
+
+
+def test_an_optimizer_is_the_checkpoints_whichever_path_names_its_class():
+    assert same_class("torch.optim.Adam", "torch.optim.adam.Adam")
+    assert not same_class("torch.optim.Adam", "torch.optim.AdamW")
+    assert not same_class("torch.optim.Adam", "no.such.Optimizer")
 
 
 def test_a_half_written_or_foreign_checkpoint_is_refused_in_one_line(tmp_path):

@@ -322,10 +322,11 @@ def check_resume(cfg: DictConfig) -> None:
             f"ckpt_path={path!r}: holds another model ({what}); resume with the model config "
             "that wrote it"
         )
-    # Another optimizer's state would fail to load (a KeyError, after the folder is made).
+    # Another optimizer's state is not this one's: SGD finds no momentum buffer in Adam's (a
+    # KeyError, after the folder is made), AdamW would take on Adam's moments unasked.
     saved_optimizer = (saved.get("optimizer") or {}).get("_target_")
-    optimizer = cfg.optimizer.get("_target_")
-    if saved_optimizer is not None and saved_optimizer != optimizer:
+    optimizer = (cfg.get("optimizer") or {}).get("_target_")
+    if saved_optimizer and optimizer and not same_class(saved_optimizer, optimizer):
         raise ConfigError(
             f"ckpt_path={path!r}: holds the state of another optimizer ({saved_optimizer}, here "
             f"{optimizer}); resume with the optimizer config that wrote it"
@@ -345,6 +346,17 @@ def check_resume(cfg: DictConfig) -> None:
             f"trainer.max_epochs={max_epochs}: ckpt_path={path!r} was saved after epoch "
             f"{epochs_done}, past it; resume with trainer.max_epochs={epochs_done} or more"
         )
+
+
+def same_class(target: str, other: str) -> bool:
+    """Whether two ``_target_`` paths name one class (``torch.optim.Adam`` and
+    ``torch.optim.adam.Adam`` do); a path that does not import differs."""
+    from hydra.utils import get_class
+
+    try:
+        return get_class(target) is get_class(other)
+    except (ImportError, ValueError, AttributeError):
+        return target == other
 
 
 def run_labels(cfg: DictConfig, problem: "ArithmeticProblem") -> dict[str, Any]:

@@ -125,6 +125,9 @@ HYDRA_FIELD_RULES: dict[str, Rule] = {
     "hydra.launcher.n_jobs": joblib_jobs,
 }
 
+# What every run builds: ~optimizer or the like leaves it nothing to build from.
+REQUIRED_SECTIONS = ("model", "data", "optimizer", "trainer")
+
 # The classes that a run builds from a section without a ``_target_``.
 SECTION_CLASSES = {
     "regularizer": "nalu.training.regularizer.RegularizerSchedule",
@@ -618,6 +621,14 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
         if key.lstrip("+~").startswith("hydra"):
             continue
         group = (config_dir / override.key_or_group).is_dir()
+        if group and override.is_delete() and override.key_or_group in REQUIRED_SECTIONS:
+            options = sorted(
+                path.stem for path in (config_dir / override.key_or_group).glob("*.yaml")
+            )
+            raise ConfigError(
+                f"{text}: every run builds its {override.key_or_group}; choose another with "
+                f"{override.key_or_group}=<one of {options}>"
+            )
         if group and not override.is_delete() and override.value() is None:
             # Hydra itself fails on this with a ValueError from deep inside its defaults list.
             raise ConfigError(
