@@ -103,6 +103,10 @@ TRAIN = [
     ),
     (["foo=1"], "foo=1: the config has no field 'foo' (+foo=1 adds a new field)"),
     (
+        ["model=select", "model.heads.nmu=null"],
+        "model.heads.nmu=null: must be a unit's config (heads.nmu._target_=...)",
+    ),
+    (
         ["~optimizer"],
         "~optimizer: every run builds its optimizer; choose another with optimizer=<one of "
         "['adam', 'rmsprop', 'sgd']>",
@@ -203,7 +207,7 @@ TRAIN = [
     (["data.operations=[]"], f"data.operations=[]: name at least one of {MYSTERY}"),
     (
         ["data.operations=null"],
-        "data.operations=None: must be a list of operations, e.g. ['add', 'sub']",
+        "data.operations=null: must be a list of operations, e.g. ['add', 'sub']",
     ),
     (
         ['data.operations="[add]"'],

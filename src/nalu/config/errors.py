@@ -15,7 +15,10 @@ def cut(text: str) -> str:
 
 
 def shorten(value: Any) -> str:
-    """``repr(value)``, cut in the middle beyond ``MAX_SHOWN_CHARACTERS``."""
+    """``repr(value)``, cut in the middle beyond ``MAX_SHOWN_CHARACTERS``; None as ``null``, as
+    a config or command line writes it."""
+    if value is None:
+        return "null"
     try:
         return cut(repr(value))
     except ValueError:  # an int too long to print (Python's limit on digits)

@@ -375,8 +375,10 @@ LOG_MAGNITUDE_UNITS = ("NeuralMultiplicationUnit", "NeuralMultiplicativeReciproc
 def selection_heads(
     heads: Sequence[str], products: Sequence[str], learning_rate_scales: Any, log_fit: Any
 ) -> None:
-    """A selection's ``learning_rate_scales`` and ``log_fit`` name its ``heads``, and a head
-    fitted in log space is one of the ``products`` (the heads with a log magnitude)."""
+    """A selection has heads, its ``learning_rate_scales`` and ``log_fit`` name them, and a
+    head fitted in log space is one of the ``products`` (the heads with a log magnitude)."""
+    if not heads:
+        raise InvalidArgument("heads", {}, "must name at least one head")
     for name, named in (("learning_rate_scales", learning_rate_scales or {}), ("log_fit", log_fit)):
         if not set(named) <= set(heads):
             raise InvalidArgument(name, named, f"must name heads among {sorted(heads)}")
@@ -551,7 +553,14 @@ def selection_config(arguments: Mapping[str, Any]) -> None:
     """``selection_heads`` on a selection's config, torch-free: whether a head has a log
     magnitude is read from its class's name (``LOG_MAGNITUDE_UNITS``; a class of the user's own
     may have one)."""
-    heads = arguments.get("heads") or {}
+    heads = arguments.get("heads")
+    if not isinstance(heads, Mapping):
+        raise InvalidArgument("heads", heads, "must map each head's name to its unit's config")
+    for name, head in heads.items():
+        if not isinstance(head, Mapping):
+            raise InvalidArgument(
+                f"heads.{name}", head, f"must be a unit's config (heads.{name}._target_=...)"
+            )
     products = []
     for name, head in heads.items():
         module, _, unit = str(head.get("_target_", "")).rpartition(".")

@@ -249,8 +249,9 @@ def check_sections_are_mappings(cfg: DictConfig) -> None:
         if node is _ABSENT or OmegaConf.is_dict(node) or (node is None and key in nullable):
             continue
         either = " or null" if key in nullable else f"; drop it with ~{key}"
-        shown = "null" if node is None else shorten(node)
-        raise ConfigError(f"{key}={shown}: must be a section of fields ({key}.<field>=...){either}")
+        raise ConfigError(
+            f"{key}={shorten(node)}: must be a section of fields ({key}.<field>=...){either}"
+        )
 
 
 def check_section_fields(cfg: DictConfig) -> None:

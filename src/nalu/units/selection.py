@@ -7,7 +7,6 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nalu.config import rules
-from nalu.config.errors import InvalidArgument
 from nalu.units.contract import HasLogMagnitude, independent_outputs
 
 HeadFactory = Callable[[int, int], nn.Module]
@@ -54,8 +53,6 @@ class PerOutputSelection(nn.Module):
         log_fit: Sequence[str] = (),
     ) -> None:
         super().__init__()
-        if not heads:
-            raise InvalidArgument("heads", dict(heads), "must name at least one head")
         rules.check_arguments(
             "PerOutputSelection",
             restarts=restarts,
