@@ -461,6 +461,8 @@ def test_a_grid_reported_with_other_runs_draws_its_own_cells_and_leaves_theirs_t
     rows = summary_rows(runs, group_by)
     along = cell_series(rows, group_runs(runs, group_by), group_by)
     assert [line for lines in along.series.values() for line in lines] == ["nmu", "nmu"]
+    # Named by the grid's ranges, though the other population's group sorts first.
+    assert along.captions == ["U[-20, -10] → U[-40, -20]", "U[1, 2] → U[2, 6]"]
     write_report([grid, other])
     table = (grid / "report.md").read_text()
     assert "| nau / – / – | all | 2 |" in table

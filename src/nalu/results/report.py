@@ -1020,7 +1020,8 @@ def cell_series(
     for lines in series.values():
         for points in lines.values():
             points.sort(key=lambda point: point[0])
-    first = next(iter(groups.values()))[0]
+    # Captions from a run of the grid: one of another population has no ranges to name.
+    first = next(run for members in groups.values() for run in members if along in axes_of(run))
     captions = [cell_caption(first, along, c) for c in cells]
     return CellSeries(along, cells, series, captions, list(order))
 
