@@ -151,9 +151,16 @@ class HoldForSignal(L.Callback):
         self.marker = Path(marker)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.current_epoch == 1:
-            self.marker.touch()
-            signal.pause()
+        if trainer.current_epoch != 1:
+            return
+        # Blocked before the marker says "send it", the signal waits for sigwait, then goes to
+        # the run's own handler: none is lost between the two (SIGKILL needs no handler).
+        stops = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        self.marker.touch()
+        received = signal.sigwait(stops)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+        signal.raise_signal(received)
 
 
 def start_run(arguments: list[str], run_dir: Path, log: Path) -> subprocess.Popen:
