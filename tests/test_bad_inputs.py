@@ -136,6 +136,11 @@ TRAIN = [
         "(+model.learning_rate_scales.xyz=… adds a new field)",
     ),
     (
+        ["model=select", "model.heads.foo.bar=1"],  # the typo is the override's, not model's
+        "model.heads.foo.bar=1: model.heads has no field 'foo' (+model.heads.foo.bar=1 adds a new "
+        "field)",
+    ),
+    (
         ["model=select", "model.learning_rate_scales=[1,2]"],
         "model.learning_rate_scales=[1,2]: model.learning_rate_scales holds fields (nau, nmu, "
         "nmru); set one with model.learning_rate_scales.<field>=<value>",

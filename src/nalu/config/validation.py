@@ -478,8 +478,9 @@ def _composition_error(error: Exception, override: str | None) -> ConfigError:
         close = difflib.get_close_matches(field, siblings, n=1)
         hint = f"; did you mean {close[0]}?" if close else ""
         where = parent or "the config"
-        # The override names the field itself, or a section merging in a new field.
-        adding = override if override.lstrip("+~").startswith(f"{full_key}=") else f"{full_key}=…"
+        # The override names the field (or one inside it), or a section merging in a new one.
+        key = override.lstrip("+~").partition("=")[0]
+        adding = override if f"{key}.".startswith(f"{full_key}.") else f"{full_key}=…"
         return ConfigError(
             f"{override}: {where} has no field {field!r}{hint} (+{adding} adds a new field)"
         )
@@ -508,21 +509,27 @@ def _compose(overrides: list[str], config_dir: Path, config_name: str = "train")
     if missing:
         raise _missing_deletion(missing[1], overrides, config_dir, config_name) from failure
     full_key = getattr(failure.__cause__, "full_key", None)
-    # The override of the field, or else of the section holding it that merged in new fields.
+    # The override of the field, else of a field inside it, else of the section holding it
+    # that merged in new fields ({...}; a group's choice, model=select, merges none).
     keys = {o: o.lstrip("+~").partition("=")[0] for o in overrides}
-    holders = [o for o, key in keys.items() if full_key and f"{full_key}.".startswith(f"{key}.")]
-    culprit = max(holders, key=lambda o: len(keys[o]), default=None)
-    unchosen = next(
-        (o for o in overrides if full_key and o.lstrip("+~").startswith(f"{full_key}.")), None
-    )
-    if culprit is None and unchosen is not None and (config_dir / str(full_key)).is_dir():
+    exact = [o for o, key in keys.items() if full_key and key == full_key]
+    deeper = [o for o, key in keys.items() if full_key and key.startswith(f"{full_key}.")]
+    if not exact and deeper and (config_dir / str(full_key)).is_dir():
         # A field of a config group that is null (lr_schedule, say): Hydra's hint to add it
         # with + would leave the group's object without its class.
         options = sorted(path.stem for path in (config_dir / str(full_key)).glob("*.yaml"))
         raise ConfigError(
-            f"{unchosen}: no {full_key} is chosen; choose one first ({full_key}=<one of "
+            f"{deeper[0]}: no {full_key} is chosen; choose one first ({full_key}=<one of "
             f"{options}>) and then set its fields"
         ) from failure
+    holders = [
+        o
+        for o, key in keys.items()
+        if full_key and f"{full_key}.".startswith(f"{key}.") and not (config_dir / key).is_dir()
+    ]
+    culprit = next(iter(exact + deeper), None) or max(
+        holders, key=lambda o: len(keys[o]), default=None
+    )
     raise _composition_error(failure, culprit) from failure
 
 
