@@ -103,6 +103,12 @@ TRAIN = [
     ),
     (["foo=1"], "foo=1: the config has no field 'foo' (+foo=1 adds a new field)"),
     (
+        # Else its members would train the run's problem under the label "add".
+        ["experiment=nalm_single_module", "problems.operation.add.data=5"],
+        "problems.operation.add.data=5: must be a section of fields "
+        "(problems.operation.add.data.<field>=...)",
+    ),
+    (
         ["model=select", "model.heads.nmu=null"],
         "model.heads.nmu=null: must be a unit's config (heads.nmu._target_=...)",
     ),
@@ -509,8 +515,8 @@ TRAIN = [
     ),
     (
         ["experiment=nalm_single_module", "problems.range=null"],
-        "problems.range=null: must be a section of fields (problems.range.<field>=...); drop it "
-        "with ~problems.range",
+        "problems.range=null: must map each label to the fields it sets, e.g. "
+        "problems.operation.add.data.operations=[add]",
     ),
     (
         ["+model.foo=1"],

@@ -97,11 +97,6 @@ def problem_cells(cfg: DictConfig) -> list[tuple[dict[str, str], DictConfig | No
     axes = cfg.get("problems") or {}  # a member's own config has none (member_configs)
     cells: list[tuple[dict[str, str], DictConfig | None]] = [({}, None)]
     for axis, options in axes.items():
-        if not OmegaConf.is_dict(options) or not options:
-            raise ConfigError(
-                f"problems.{axis}={shorten(options)}: must map each label to the fields it sets,"
-                " e.g. problems.operation.add.data.operations=[add]"
-            )
         cells = [
             # As plain configs: the run's struct flag would refuse a field the first cell lacks.
             (

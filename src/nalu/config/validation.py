@@ -232,26 +232,35 @@ def check_stack_sizes(cfg: DictConfig) -> None:
 
 
 def check_sections_are_mappings(cfg: DictConfig) -> None:
-    """Sections whose fields the run reads (the training's rules, each callback, the
-    ``problems`` axes and their cells) hold fields or are null (off), not a single value: given
-    one (``stall_restart=5``), the code reading their fields would stop on a Python error. Read
-    unresolved: a callback's fields name the run's folder, which Hydra sets later."""
+    """Sections whose fields the run reads hold fields, not a single value: the training's
+    rules, each callback and logger (these three may be null: off), the ``problems`` axes (each
+    a label per cell), their cells and the sections a cell sets. Given a value
+    (``stall_restart=5``), the code reading their fields would stop on a Python error, or a
+    cell's members train on the run's problem under the cell's label. Read unresolved: a
+    callback's fields name the run's folder, which Hydra sets later."""
 
     def entries(key: str) -> list[str]:
         node = OmegaConf.select(cfg, key, default=None)
         return [f"{key}.{name}" for name in node] if OmegaConf.is_dict(node) else []
 
-    # Null turns these off; a problems axis or cell is dropped with ~problems.<axis>[.<label>].
-    nullable = [*SECTION_CLASSES, "problems", *entries("callbacks")]
-    axes = entries("problems")
-    for key in [*nullable, *axes, *(cell for axis in axes for cell in entries(axis))]:
-        node = OmegaConf.select(cfg, key, default=_ABSENT)
-        if node is _ABSENT or OmegaConf.is_dict(node) or (node is None and key in nullable):
-            continue
-        either = " or null" if key in nullable else f"; drop it with ~{key}"
-        raise ConfigError(
-            f"{key}={shorten(node)}: must be a section of fields ({key}.<field>=...){either}"
-        )
+    def refuse(key: str, node: Any, shape: str) -> None:
+        raise ConfigError(f"{key}={shorten(node)}: {shape}")
+
+    for key in [*SECTION_CLASSES, "problems", *entries("callbacks"), *entries("logger")]:
+        node = OmegaConf.select(cfg, key, default=None)
+        if node is not None and not OmegaConf.is_dict(node):
+            refuse(key, node, f"must be a section of fields ({key}.<field>=...) or null")
+    for axis in entries("problems"):
+        labels = OmegaConf.select(cfg, axis)
+        if not (OmegaConf.is_dict(labels) and labels):
+            refuse(axis, labels, f"must map each label to the fields it sets, e.g. {EXAMPLE_CELL}")
+        for cell in entries(axis):
+            fields = OmegaConf.select(cfg, cell)
+            if not OmegaConf.is_dict(fields):
+                refuse(cell, fields, f"must hold the fields the cell sets, e.g. {EXAMPLE_CELL}")
+            for section in (f"{cell}.{name}" for name in CELL_SECTIONS if name in fields):
+                if not OmegaConf.is_dict(node := OmegaConf.select(cfg, section)):
+                    refuse(section, node, f"must be a section of fields ({section}.<field>=...)")
 
 
 def check_section_fields(cfg: DictConfig) -> None:
@@ -284,6 +293,7 @@ def check_section_fields(cfg: DictConfig) -> None:
 # What a ``problems`` cell may set for its members: their problem and their regulariser's
 # schedule (the step's weight per member); the network, optimizer and trainer are the run's.
 CELL_SECTIONS = ("data", "regularizer")
+EXAMPLE_CELL = "problems.operation.add.data.operations=[add]"
 # What every member of a population shares, whatever its ``problems`` cell: one network and
 # batches of one shape.
 SHARED_MEMBER_FIELDS = (
