@@ -133,14 +133,14 @@ def clamped_from(module: torch.nn.Module, far: float) -> dict[str, float]:
 @pytest.mark.slow
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
 def test_a_population_member_is_the_single_run_of_its_seed(model, tiny_overrides, tmp_path):
-    overrides = [*tiny_overrides, f"model={model}", "trainer.max_epochs=1"]
-    single = train(compose_config([*overrides, "seed=1"], tmp_path / "single"))
-    train(compose_config([*overrides, "population=2"], tmp_path / "population"))
-    member = read_metrics(tmp_path / "population" / "members" / f"1_{model}_seed1")
+    overrides = [*tiny_overrides, f"model={model}"]  # 2 epochs of 4 steps
+    single = train(compose_config([*overrides, "seed=4"], tmp_path / "single"))
+    train(compose_config([*overrides, "seed=3", "population=2"], tmp_path / "population"))
+    member = read_metrics(tmp_path / "population" / "members" / f"1_{model}_seed4")
     recorded = read_metrics(tmp_path / "single")
     assert member["status"] == recorded["status"] == "finished"
-    assert (member["epochs"], member["steps"]) == (recorded["epochs"], recorded["steps"]) == (1, 4)
-    assert member["labels"]["seed"] == member["labels"]["problem_seed"] == 1
+    assert (member["epochs"], member["steps"]) == (recorded["epochs"], recorded["steps"]) == (2, 8)
+    assert member["labels"]["seed"] == member["labels"]["problem_seed"] == 4
     assert member["metrics"].keys() == single.keys()
     for name, value in single.items():
         assert member["metrics"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name

@@ -205,12 +205,12 @@ def validate_config(cfg: DictConfig) -> None:
 
 
 def check_stack_sizes(cfg: DictConfig) -> None:
-    """A stack's layers (``model._args_``) have positive sizes, each taking the one before's
-    outputs, the first the problem's inputs and the last giving its outputs: else torch's
-    matmul would say so, after the run's folder is made."""
+    """A stack's layers (``torch.nn.Sequential``'s ``_args_``) have positive sizes, each
+    taking the one before's outputs, the first the problem's inputs and the last giving its
+    outputs: else torch's matmul would say so, after the run's folder is made."""
     layers = _get(cfg, "model._args_")
-    if not isinstance(layers, list):
-        return
+    if _get(cfg, "model._target_") != "torch.nn.Sequential" or not isinstance(layers, list):
+        return  # another class may take sized modules that are no chain
     size, size_key = _get(cfg, "data.in_features"), "data.in_features"
     for index, layer in enumerate(layers):
         if not (isinstance(layer, dict) and "in_features" in layer and "out_features" in layer):
