@@ -371,3 +371,13 @@ def test_the_readmes_notebook_example_trains_as_written(tmp_path):
     assert [path.name for path in tmp_path.iterdir()] == ["outputs"]
     (events,) = (tmp_path / "outputs" / "notebook").rglob("events.out.tfevents.*")
     assert load_events(events.parent).Scalars("interp/mse")[-1].step == 20 * 32
+
+
+@pytest.mark.slow
+def test_a_run_without_loggers_names_no_tensorboard_command(tmp_path):
+    run_dir = tmp_path / "run"
+    result = run_cli([*TINY, "logger.tensorboard=null", f"hydra.run.dir={run_dir}"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Final metrics" in result.stdout
+    assert not list(run_dir.rglob("events.out.tfevents.*"))
+    assert "TensorBoard:" not in result.stdout  # it would serve nothing of this run

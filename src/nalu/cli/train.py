@@ -425,7 +425,9 @@ def print_summary(output_dir: Path, metrics: dict[str, float]) -> None:
     # The command that serves it from any folder (a wheel installed elsewhere has no Makefile).
     # A single run's events lie in its folder itself: served as the logdir, its curves would be
     # the run "."; from the folder above, they are its folder's name beside its neighbours (a
-    # sweep's other jobs).
+    # sweep's other jobs). A run without loggers (logger.tensorboard=null) has nothing to serve.
+    if next(output_dir.rglob("events.out.tfevents.*"), None) is None:
+        return
     if population:
         print(f"TensorBoard: {tensorboard_command(output_dir)}")
     else:
