@@ -201,8 +201,7 @@ def study_storage(name: str, value: Any) -> None:
     exists."""
     if value is None:
         return
-    url = str(value)
-    scheme, separator, rest = url.partition("://")
+    scheme, separator, rest = str(value).partition("://")
     if not (isinstance(value, str) and scheme and separator):
         raise InvalidArgument(
             name, value, "must be null or a database URL such as sqlite:///outputs/optuna.db"
@@ -556,13 +555,12 @@ def selection_config(arguments: Mapping[str, Any]) -> None:
     heads = arguments.get("heads")
     if not isinstance(heads, Mapping):
         raise InvalidArgument("heads", heads, "must map each head's name to its unit's config")
+    products = []
     for name, head in heads.items():
         if not isinstance(head, Mapping):
             raise InvalidArgument(
                 f"heads.{name}", head, f"must be a unit's config (heads.{name}._target_=...)"
             )
-    products = []
-    for name, head in heads.items():
         module, _, unit = str(head.get("_target_", "")).rpartition(".")
         if unit in LOG_MAGNITUDE_UNITS or module.split(".")[0] != "nalu":
             products.append(name)

@@ -527,10 +527,9 @@ def _compose(overrides: list[str], config_dir: Path, config_name: str = "train")
     if not exact and deeper and (config_dir / str(full_key)).is_dir():
         # A field of a config group that is null (lr_schedule, say): Hydra's hint to add it
         # with + would leave the group's object without its class.
-        options = sorted(path.stem for path in (config_dir / str(full_key)).glob("*.yaml"))
         raise ConfigError(
             f"{deeper[0]}: no {full_key} is chosen; choose one first ({full_key}=<one of "
-            f"{options}>) and then set its fields"
+            f"{_group_options(config_dir, str(full_key))}>) and then set its fields"
         ) from failure
     holders = [
         o
@@ -541,6 +540,11 @@ def _compose(overrides: list[str], config_dir: Path, config_name: str = "train")
         holders, key=lambda o: len(keys[o]), default=None
     )
     raise _composition_error(failure, culprit) from failure
+
+
+def _group_options(config_dir: Path, group: str) -> list[str]:
+    """The configs of a group under ``conf/`` (``optimizer``: adam, rmsprop, sgd)."""
+    return sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
 
 
 def _missing_deletion(
@@ -640,12 +644,10 @@ def check_command_line(arguments: list[str], config_dir: Path) -> DictConfig | N
             continue
         group = (config_dir / override.key_or_group).is_dir()
         if group and override.is_delete() and override.key_or_group in REQUIRED_SECTIONS:
-            options = sorted(
-                path.stem for path in (config_dir / override.key_or_group).glob("*.yaml")
-            )
+            section = override.key_or_group
             raise ConfigError(
-                f"{text}: every run builds its {override.key_or_group}; choose another with "
-                f"{override.key_or_group}=<one of {options}>"
+                f"{text}: every run builds its {section}; choose another with {section}=<one of "
+                f"{_group_options(config_dir, section)}>"
             )
         if group and not override.is_delete() and override.value() is None:
             # Hydra itself fails on this with a ValueError from deep inside its defaults list.
