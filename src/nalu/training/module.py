@@ -27,6 +27,7 @@ from nalu.results.record import (
     TRAIN_LOSS,
     TRAIN_REGULARIZATION,
     TRAIN_REGULARIZER_SCALE,
+    finite_summary,
     is_share,
     share_count,
 )
@@ -137,26 +138,25 @@ def living_median(values: Tensor, alive: Tensor) -> Tensor:
 def living_summaries(
     values: dict[str, Tensor], alive: Tensor, counts: dict[str, Tensor] | None = None
 ) -> dict[str, float]:
-    """Each ``[S]`` tensor of ``values`` over the members still training, read in one transfer:
-    its ``living_median``, or for a share of solved outputs (``is_share``) the share of all the
-    members' outputs, each member's weighted by its ``counts`` of outputs (``share_count``;
-    equally without), as the final summary (``finite_summary``)."""
+    """Each ``[S]`` tensor of ``values`` over the members still training, read in one transfer
+    and summarised as the final metrics are (``finite_summary``: a share of solved outputs
+    weighted by each member's ``counts`` of outputs, else the median)."""
     if not values:
         return {}
-    stacked = torch.stack([v.float() for v in values.values()])
-    weights = torch.stack(
-        [
-            counts[share_count(name)].float()
-            if counts is not None and is_share(name)
-            else torch.ones_like(stacked[0])
-            for name in values
-        ]
-    ).to(stacked.device)
-    weights = torch.where(alive & stacked.isfinite() & (weights > 0), weights, 0.0)
-    shares_of_all = (torch.where(weights > 0, stacked, 0.0) * weights).sum(-1) / weights.sum(-1)
-    shares = torch.tensor([is_share(name) for name in values], device=stacked.device)
-    summaries = torch.where(shares, shares_of_all, living_median(stacked, alive))
-    return dict(zip(values, summaries.tolist(), strict=True))
+    names = list(values)
+    weighted = [name for name in names if counts is not None and is_share(name)]
+    rows = [values[name] for name in names] + [counts[share_count(n)] for n in weighted] + [alive]
+    *table, living = torch.stack([row.float().to(alive.device) for row in rows]).tolist()
+    kept = [k for k, flag in enumerate(living) if flag]
+    weights = dict(zip(weighted, table[len(names) :], strict=True))
+    return {
+        name: finite_summary(
+            name,
+            [row[k] for k in kept],
+            [weights[name][k] for k in kept] if name in weights else None,
+        )
+        for name, row in zip(names, table[: len(names)], strict=True)
+    }
 
 
 def ignore_inapplicable_warnings() -> None:
@@ -185,7 +185,9 @@ class ArithmeticModule(L.LightningModule):
     one at S = 1 and every parameter stacked ``[S, ...]`` at S > 1, and is what runs, masks and
     re-initialises members, and what differs between S = 1 and S > 1 in what a run shows (a
     population's fraction of members still training, the words of the stop when none is left).
-    No other code asks S.
+    Outside it S changes only what a run writes out: one folder or a folder per member and a
+    population's report (``nalu.results``), and which curves a member's own run keeps
+    (``MemberCurves``).
 
     Optimizer steps: a training batch is one step, and a ``Chunk`` of batches (what a
     ``TrainingDataModule`` yields once ``setup`` has set its ``chunk_steps``) is that many steps in
@@ -713,9 +715,7 @@ class ArithmeticModule(L.LightningModule):
         tensors, optimizer = self._chunk_tensors, self.optimizers()
         index = tensors["index"]
         for k in range(count):
-            x, y = chunk.stream.batch_at(index, size)
-            if chunk.single:
-                x, y = x[0], y[0]
+            x, y = chunk.batch_at(index, size)
             index.add_(1)
             for g, group in enumerate(optimizer.optimizer.param_groups):
                 if isinstance(group["lr"], Tensor):
