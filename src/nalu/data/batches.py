@@ -331,6 +331,11 @@ class Chunk:
     def __len__(self) -> int:
         return self.steps
 
+    def batch_at(self, index: Tensor, size: int) -> tuple[Tensor, Tensor]:
+        """The stream's ``batch_at``, laid out as iterating lays it out."""
+        x, y = self.stream.batch_at(index, size)
+        return (x[0], y[0]) if self.single else (x, y)
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         block = max(1, CHUNK_VALUES // self.stream.values_per_step)
         first, end = self.start, self.start + self.steps
