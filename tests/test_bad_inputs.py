@@ -297,6 +297,21 @@ TRAIN = [
         "that squared errors are finite in float32",
     ),
     (
+        ["data.operations=[add]", "data.extrap_range=[-6e17,6e17]"],
+        "data.extrap_range=[-6e+17, 6e+17]: add targets reach 1.2e+18; keep |target| < 1e+18, "
+        "so that squared errors are finite in float32",
+    ),
+    (
+        ["data.operations=[div]", "data.min_abs_denominator=1e-17"],
+        "data.extrap_range=[-50.0, 50.0]: div targets reach 5e+18; keep |target| < 1e+18, so "
+        "that squared errors are finite in float32",
+    ),
+    (  # a and b each sum 25 of the 100 inputs: |ab| ≤ (25 · 1e8)²
+        ["data=static_arithmetic", "data.extrap_range=[-1e8,1e8]"],
+        "data.extrap_range=[-100000000.0, 100000000.0]: mul targets reach 6.25e+18; keep "
+        "|target| < 1e+18, so that squared errors are finite in float32",
+    ),
+    (
         ["data.operations=[add]", "data.train_range=[-1e308,1e308]"],
         f"data.train_range=[-1e+308, 1e+308]: {RANGE_RULE}",
     ),

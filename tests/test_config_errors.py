@@ -7,7 +7,7 @@ from conftest import run_cli
 from nalu.cli.common import EXIT_CONFIG_ERROR
 from nalu.cli.train import CONFIG_DIR
 from nalu.config.errors import ConfigError, InvalidArgument
-from nalu.config.rules import TRAINING_RULES
+from nalu.config.rules import TRAINING_RULES, target_magnitude
 from nalu.config.validation import check_command_line, constructor_arguments
 from nalu.training.optimization import LinearDecay
 from nalu.training.regularizer import RegularizerSchedule
@@ -132,3 +132,20 @@ def test_a_training_sections_fields_are_its_rules_the_only_fields_the_check_lets
     target = {cls.__name__: cls for cls in (LinearDecay, RegularizerSchedule, StallRule)}[owner]
     settable = set(constructor_arguments(target)) - RUN_GIVEN.get(owner, set())
     assert settable == set(TRAINING_RULES[owner])
+
+
+@pytest.mark.parametrize(
+    ("operation", "bound"),
+    [
+        ("add", 20.0),
+        ("sub", 20.0),
+        ("mul", 100.0),
+        ("square", 100.0),
+        ("div", 40.0),
+        ("sqrt", 10**0.5),
+    ],
+)
+def test_the_target_bound_of_each_operation_by_hand(operation, bound):
+    # Operands of magnitude at most 10, denominators at least 0.25: |a ± b| ≤ 20, |ab| ≤ 100,
+    # |a / b| ≤ 10 / 0.25, √a ≤ √10.
+    assert target_magnitude(operation, 10.0, 0.25) == pytest.approx(bound)

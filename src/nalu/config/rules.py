@@ -310,6 +310,8 @@ def accelerator(name: str, value: Any) -> None:
 
 def target_magnitude(operation: str, operand: float, min_abs_denominator: float) -> float:
     """A bound on |target| of ``operation`` on operands of magnitude at most ``operand``."""
+    # Interval arithmetic (this project's own): |a ± b| ≤ 2m, |ab|, a² ≤ m², |a / b| ≤ m / d
+    # for |b| ≥ d, √a ≤ √m.
     return {
         "add": 2 * operand,
         "sub": 2 * operand,

@@ -437,7 +437,7 @@ def _data_rules(cfg: DictConfig) -> None:
         operand = largest_magnitude(intervals) * operand_scale
         for operation in chosen:
             if operation == "div" and denominator is None:
-                continue  # a sum as denominator: bounded by its own problem
+                continue  # the static task's b, a sum of inputs, has no floor to bound a / b
             bound = target_magnitude(operation, operand, denominator or 1.0)
             if not bound < MAX_TARGET_MAGNITUDE:
                 raise ConfigError(
