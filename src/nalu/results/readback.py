@@ -105,7 +105,7 @@ def _nalu_paths(unit: nn.Module) -> tuple[Tensor, Tensor]:
     return weights.get("W_add", weights.get("W")), weights.get("W_mul", weights.get("W"))
 
 
-def magnitude_product(weight: Tensor, inputs: list[Formula], x: Tensor) -> list[Formula]:
+def rounded_magnitude_product(weight: Tensor, inputs: list[Formula], x: Tensor) -> list[Formula]:
     """Row j -> ``Π_i |input_i| ^ round(W_ji)``: a log path, exp(W log |x|), multiplies |x_i|:
     x_i where the inputs ``x`` are positive, −x_i where they are negative (an NAU's negated
     sum), the magnitude where they take both signs."""
@@ -120,7 +120,7 @@ def magnitude_product(weight: Tensor, inputs: list[Formula], x: Tensor) -> list[
 def _read_nalu(unit: nn.Module, inputs: list[Formula], x: Tensor) -> list[Formula]:
     additive_weight, multiplicative_weight = _nalu_paths(unit)
     sums = rounded_sum(additive_weight, inputs)
-    products = magnitude_product(multiplicative_weight, inputs, x)
+    products = rounded_magnitude_product(multiplicative_weight, inputs, x)
     additive = _nalu_additive(unit, x).tolist()
     return [s if a else p for s, p, a in zip(sums, products, additive, strict=True)]
 
@@ -141,7 +141,7 @@ register_reader(
     MultiplicativeNeuralAccumulator,
     UnitReader(
         weights=lambda unit, x: [unit.weight],
-        read=lambda unit, inputs, x: magnitude_product(unit.weight, inputs, x),
+        read=lambda unit, inputs, x: rounded_magnitude_product(unit.weight, inputs, x),
     ),
 )
 register_reader(NeuralAdditionUnit, LINEAR_READER)
