@@ -25,6 +25,7 @@ from nalu.units.nmu import (
     NMUProduct,
     batch_first,
     log_magnitude,
+    member_nmu_product,
     nmu_factors,
     nmu_product,
     signed_product,
@@ -92,14 +93,58 @@ def test_nmu_multiplies_with_signs(weight, expected):
     assert nmu(ARTICLE_X).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_nmu_gradients_match_hand_computed_values():
-    nmu = NeuralMultiplicationUnit(3, 1)
-    set_(nmu.weight, [[0.5, 1.0, 0.0]])
-    x = ARTICLE_X.clone().requires_grad_()
-    # Factors f = (1.25, −2, 1), z = −2.5; ∂z/∂W_i = z (x_i − 1) / f_i, ∂z/∂x_i = z W_i / f_i.
-    nmu(x).sum().backward()
-    assert nmu.weight.grad.tolist() == [pytest.approx([-1.0, -3.75, -3.75])]
-    assert x.grad.tolist() == [pytest.approx([-1.0, 1.25, 0.0])]
+# Every way the NMU's product is taken, each as z [S, B, out] of W [out, in] and x [S, B, in]:
+# eagerly as written, by its own backward, compiled (x laid out batch-first as a unit's output
+# too), and compiled as a population's step takes it on a CPU (its own operator, every member at
+# once) or under vmap.
+NMU_PRODUCT_PATHS = {
+    "eager": lambda w, x: nmu_product(w, x, 20.0),
+    "autograd function": lambda w, x: NMUProduct.apply(w, x, 20.0)[0],
+    "compiled": lambda w, x: torch.compile(nmu_product)(w, x, 20.0),
+    "compiled, batch-first": lambda w, x: torch.compile(nmu_product)(w, x.mT.contiguous().mT, 20.0),
+    "member operator": lambda w, x: member_nmu_product(w.expand(len(x), 1, -1, -1), x, 20.0)[0],
+    "compiled under vmap": lambda w, x: torch.compile(
+        torch.func.vmap(lambda a, b: nmu_product(a, b, 20.0))
+    )(w.expand(len(x), -1, -1), x),
+}
+
+
+@pytest.mark.parametrize("path", NMU_PRODUCT_PATHS)
+def test_nmu_gradients_match_hand_computed_values(path):
+    weight = torch.tensor([[0.5, 1.0, 0.0]], requires_grad=True)
+    # Two members of two samples each, every sample the article's x.
+    x = ARTICLE_X.expand(2, 2, 3).clone().requires_grad_()
+    z = NMU_PRODUCT_PATHS[path](weight, x)
+    z.sum().backward()
+    # Factors f = (1.25, −2, 1), z = −2.5; ∂z/∂W_i = z (x_i − 1) / f_i, ∂z/∂x_i = z W_i / f_i,
+    # W's summed over the 4 samples.
+    assert z.flatten().tolist() == pytest.approx([-2.5] * 4)
+    assert weight.grad.tolist() == [pytest.approx([-4.0, -15.0, -15.0])]
+    assert x.grad.flatten().tolist() == pytest.approx([-1.0, 1.25, 0.0] * 4)
+
+
+# The ways log_magnitude is taken: as written, by its own backward, and compiled as a
+# population's step takes it.
+LOG_MAGNITUDE_PATHS = {
+    "eager": log_magnitude,
+    "autograd function": LogMagnitude.apply,
+    "compiled under vmap": lambda w, m: torch.compile(torch.func.vmap(log_magnitude))(
+        w.expand(len(m), -1, -1), m
+    ),
+}
+
+
+@pytest.mark.parametrize("path", LOG_MAGNITUDE_PATHS)
+def test_log_magnitude_gradients_match_hand_computed_values(path):
+    weight = torch.tensor([[0.5, 1.0, 0.0]], requires_grad=True)
+    magnitudes = ARTICLE_X.abs().expand(2, 2, 3).clone().requires_grad_()
+    logs = LOG_MAGNITUDE_PATHS[path](weight, magnitudes)
+    logs.sum().backward()
+    # Factors f = (1.25, 2, 1): Σ log f = ln 2.5; ∂/∂W_i = (|x_i| − 1) / f_i = (0.4, 0.5, 1.5)
+    # (summed over the 4 samples), ∂/∂|x_i| = W_i / f_i = (0.4, 0.5, 0).
+    assert logs.flatten().tolist() == pytest.approx([math.log(2.5)] * 4)
+    assert weight.grad.tolist() == [pytest.approx([1.6, 2.0, 6.0])]
+    assert magnitudes.grad.flatten().tolist() == pytest.approx([0.4, 0.5, 0.0] * 4)
 
 
 def test_compiled_nmu_product_has_the_values_and_gradients_of_the_signed_product():
