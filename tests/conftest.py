@@ -24,6 +24,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from nalu.cli.train import CONFIG_DIR
 from nalu.data import ArithmeticDataModule
 
+README = Path(__file__).parents[1] / "README.md"
+
 # Every model config, as `model=<name>` takes it.
 MODEL_CONFIGS = sorted(path.stem for path in (CONFIG_DIR / "model").glob("*.yaml"))
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import TINY, compose_config, load_events, run_cli
+from conftest import README, TINY, compose_config, load_events, run_cli
 
 import nalu.training.progress
 from nalu.cli.common import CONFIG_DIR, format_metrics
@@ -21,8 +21,6 @@ from nalu.config.validation import check_command_line
 from nalu.results.commands import command_line
 from nalu.results.record import TENSORBOARD_FLAGS
 from nalu.results.report import group_runs, load_runs, median_table
-
-README = Path(__file__).parents[1] / "README.md"
 
 
 def readme_train_commands() -> list[list[str]]:

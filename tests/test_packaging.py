@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY
+from conftest import README, TINY
 
 import nalu
 
@@ -101,7 +101,7 @@ def test_the_module_name_notebooks_import_is_the_training_module():
 
 
 def test_each_package_imports_only_those_above_it_in_the_readmes_list():
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    readme = README.read_text()
     architecture = readme.split("## Architecture")[1]
     order = re.findall(r"^\| `nalu\.(\w+)` \|", architecture, re.M)
     assert order == ["config", "units", "data", "results", "training", "cli"]
