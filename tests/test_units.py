@@ -20,7 +20,7 @@ from nalu.units import (
 from nalu.units.baselines import MLP, ArticleBaseline
 from nalu.units.contract import ArithmeticUnit, HasLogMagnitude
 from nalu.units.linear import linear
-from nalu.units.nac import fast_tanh, nac_weight_variance, variance_matched_bound
+from nalu.units.nac import nac_weight_variance, variance_matched_bound
 
 ATANH_HALF = math.atanh(0.5)
 
@@ -47,21 +47,21 @@ def test_nac_with_saturated_weights_adds_and_subtracts_exactly():
     assert nac(x).flatten().tolist() == pytest.approx([-0.5, 3.5], abs=1e-6)
 
 
-def test_compiled_tanh_is_tanh_to_a_millionth_on_both_sides_of_its_series():
-    # z = atanh t for hand-picked t, whose tanh is t and derivative 1 − t²: below SERIES_BELOW
-    # (0.2) compiled fast_tanh sums the series, above it takes 2σ(2z) − 1.
-    t = [1e-4, -0.1, 0.19, 0.2, -0.5, 0.9, 0.999]
-    z = torch.tensor([math.atanh(v) for v in t], requires_grad=True)
-    values = torch.compile(fast_tanh)(z)
-    values.sum().backward()
-    assert values.tolist() == pytest.approx(t, rel=1e-6)
-    assert z.grad.tolist() == pytest.approx([1 - v * v for v in t], abs=1e-6)
-    # Eagerly (a single run), and in float64, it is torch's own tanh.
-    assert torch.equal(fast_tanh(z.detach()), torch.tanh(z.detach()))
-    in_float64 = z.detach().double()
-    torch.testing.assert_close(
-        torch.compile(fast_tanh)(in_float64), torch.tanh(in_float64), rtol=1e-15, atol=0
-    )
+def test_a_compiled_nac_weight_is_tanh_times_sigmoid_to_a_float32_step():
+    # Compiling must not trade tanh for a faster form: 2σ(2z) − 1 (off by up to 3e-7 here)
+    # trained the NALM benchmark's NAC to 10 more solved runs of 450 than tanh did. Ŵ = atanh t
+    # for hand-picked t, M̂ = 0: W = tanh(Ŵ)/2, in float64 from the float32 Ŵ; dW/dŴ = (1 − t²)/2.
+    t = [1e-4, -0.1, 0.19, 0.2, -0.5, 0.9, 0.999, 0.99999]
+    nac = NeuralAccumulator(len(t), 1)
+    set_nac(nac, [[math.atanh(v) for v in t]], [[0.0] * len(t)])
+    exact = [math.tanh(z) / 2 for z in nac.weight_hat.detach().flatten().tolist()]
+    for weight_of in (lambda unit: unit.weight, torch.compile(lambda unit: unit.weight)):
+        nac.weight_hat.grad = None
+        weight = weight_of(nac)
+        weight.sum().backward()
+        assert weight.flatten().tolist() == pytest.approx(exact, rel=1.2e-7, abs=0)
+        gradient = nac.weight_hat.grad.flatten()[:6].tolist()  # away from tanh's saturation
+        assert gradient == pytest.approx([(1 - v * v) / 2 for v in t[:6]], rel=1e-6)
 
 
 def test_compiled_nac_in_a_population_gives_the_outputs_of_the_formula():

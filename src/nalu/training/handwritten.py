@@ -43,7 +43,6 @@ from nalu.data.problem import (
 from nalu.training.captured import CapturedChunks
 from nalu.training.optimization import LinearDecay, adam_update, compile_whole_step, zero_grad
 from nalu.training.regularizer import RegularizerSchedule
-from nalu.units.nac import fast_tanh
 from nalu.units.nau import integer_distance, nau_init_bound
 from nalu.units.nmru import bounded_reciprocal
 from nalu.units.nmu import log_magnitude, nmu_product
@@ -204,8 +203,8 @@ def _bmm_linear(x: Tensor, weight: Tensor) -> Tensor:
 
 
 def _nac_weight(weight_hat: Tensor, gate_hat: Tensor) -> Tensor:
-    """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂), with the units' tanh."""
-    return fast_tanh(weight_hat) * torch.sigmoid(gate_hat)
+    """Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂)."""
+    return torch.tanh(weight_hat) * torch.sigmoid(gate_hat)
 
 
 def article_population(

@@ -11,9 +11,6 @@ from nalu.units.linear import linear
 
 # The golden ratio, the base of the G-NALU's sigmoid and tanh (Mistry et al. 2022, sec. 4.3).
 GOLDEN_RATIO = (1 + math.sqrt(5)) / 2
-# Below it, fast_tanh sums tanh's series (its first term left out, 62z⁹/2835, is under 6e-8 of
-# tanh there: half a float32 step); above it 2σ(2z) − 1 is within 1e-6 of tanh, relatively.
-SERIES_BELOW = 0.2
 
 
 def in_base(z: Tensor, base: float) -> Tensor:
@@ -21,21 +18,6 @@ def in_base(z: Tensor, base: float) -> Tensor:
     ``z`` itself in base e, without a multiplication by 1 (an eager step's kernels are most of
     its time)."""
     return z if base == math.e else math.log(base) * z
-
-
-def fast_tanh(z: Tensor) -> Tensor:
-    """tanh(z), as ``torch.tanh`` computes it; compiled for a CPU in float32, in terms of σ,
-    which the compiler's kernels take faster than its vectorised tanh (a NAC weight's forward
-    and backward, most of a NALU population's elementwise time: 2.1 ms per 10⁶ weights against
-    2.9), to within 1e-6 of tanh: a float32 weight's precision, not a float64 one's."""
-    if not torch.compiler.is_compiling() or z.device.type != "cpu" or z.dtype != torch.float32:
-        return torch.tanh(z)
-    # tanh z = 2σ(2z) − 1 (tanh z = (1 − e^−2z) / (1 + e^−2z)), which loses tanh's relative
-    # precision near 0; there, tanh's Maclaurin series (Abramowitz & Stegun 4.5.64):
-    # z − z³/3 + 2z⁵/15 − 17z⁷/315 + ...
-    z2 = z * z
-    series = z * (1 + z2 * (-1 / 3 + z2 * (2 / 15 + z2 * (-17 / 315))))
-    return torch.where(z.abs() < SERIES_BELOW, series, 2 * torch.sigmoid(2 * z) - 1)
 
 
 def nac_weight_variance(bound: float) -> float:
@@ -100,7 +82,7 @@ class NeuralAccumulator(nn.Module):
         # Trask et al. 2018, eq. 1: W = tanh(Ŵ) ⊙ σ(M̂), in base b (``in_base``).
         weight_hat = in_base(self.weight_hat, self.base)
         gate_hat = in_base(self.gate_hat, self.base)
-        return fast_tanh(weight_hat) * torch.sigmoid(gate_hat)
+        return torch.tanh(weight_hat) * torch.sigmoid(gate_hat)
 
     def forward(self, x: Tensor) -> Tensor:
         return linear(x, self.weight)
