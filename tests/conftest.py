@@ -3,6 +3,7 @@ unit's parameters by hand."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -14,6 +15,12 @@ import pytest
 # computes on one thread, or their thread pools would spin against each other on the same cores.
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ["OMP_NUM_THREADS"] = "1"
+
+# Started in the background (`make test &` in a script), the tests inherit Ctrl-C ignored, and so
+# would the commands they start, as Python leaves an ignored SIGINT ignored; those commands get
+# Ctrl-C here as a terminal's foreground command does.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 import torch  # after the thread count, which torch reads as it loads
 from hydra import compose, initialize_config_dir
