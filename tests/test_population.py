@@ -3,6 +3,7 @@
 import json
 import math
 from pathlib import Path
+from typing import ClassVar
 
 import lightning as L
 import numpy as np
@@ -124,6 +125,40 @@ class _DivergeMember(L.Callback):
             finite = torch.ones(len(names), module.population, dtype=torch.bool)
             finite[:, self.member] = False
             module.divergence.check_parameters(finite, names, trainer.global_step)
+
+
+class _RecordParameters(L.Callback):
+    """Keeps every member's parameters as training ends (``final``, one dict per run)."""
+
+    final: ClassVar[list[dict[str, torch.Tensor]]] = []
+
+    def on_train_end(self, trainer: L.Trainer, module: ArithmeticModule) -> None:
+        parameters = module.network.named_parameters()
+        _RecordParameters.final.append({name: p.detach().clone() for name, p in parameters})
+
+
+@pytest.mark.slow
+def test_a_diverged_member_takes_no_more_gradients_compiled_or_not(tiny_overrides, tmp_path):
+    # Member 1 diverges as the second epoch starts, its parameters finite: from then on its
+    # gradients are 0 (Adam's momentum alone still moves it), in the eager run as in the
+    # compiled one, whose graph masks them; member 0 trains on.
+    overrides = [*tiny_overrides, "model=nac", "population=2", "trainer.max_epochs=3"]
+    overrides.append(f"+callbacks.record._target_={__name__}._RecordParameters")
+    diverge = [f"+callbacks.diverge._target_={__name__}._DivergeMember"]
+    diverge.append("+callbacks.diverge.member=1")
+    _RecordParameters.final = []
+    runs = {
+        "healthy": overrides,
+        "eager": [*overrides, *diverge],
+        "compiled": [*overrides, *diverge, "compile=true"],
+    }
+    for name, run in runs.items():
+        train(compose_config(run, tmp_path / name))
+    healthy, eager, compiled = _RecordParameters.final
+    for parameter, value in eager.items():
+        assert torch.equal(value[0], healthy[parameter][0]), parameter
+        assert not torch.allclose(value[1], healthy[parameter][1], rtol=0, atol=1e-4), parameter
+        assert torch.allclose(compiled[parameter], value, rtol=0, atol=1e-6), parameter
 
 
 def test_a_diverged_members_curves_end_where_it_diverged(tiny_overrides, tmp_path):
