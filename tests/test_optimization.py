@@ -13,6 +13,9 @@ from nalu.config.errors import ConfigError
 from nalu.training.optimization import (
     LinearDecay,
     adam_update,
+    compile_whole_step,
+    hands_gradients_over,
+    step_gradients,
     steps_directly,
     traceable_adam,
     zero_grad,
@@ -91,6 +94,72 @@ def test_adam_update_takes_adams_step_as_computed_by_hand():
     state = optimizer.state[parameter]
     assert (state["step"].item(), state["exp_avg"].item()) == (2, pytest.approx(0.02))
     assert state["exp_avg_sq"].item() == pytest.approx(3.1225e-4)
+
+
+def test_step_gradients_are_each_groups_in_order_and_adam_takes_them_as_from_grad():
+    # loss = Σ 3·a + Σ b²: ∂a = 3, ∂b = 2b. The groups hold b, a frozen parameter, one the
+    # loss does not reach, then a, at rates of their own.
+    runs = []
+    for handed_over in (False, True):
+        a, b, frozen, unreached = (
+            torch.nn.Parameter(torch.full((2,), v)) for v in (1.0, 2.0, 5.0, 7.0)
+        )
+        frozen.requires_grad_(False)
+        optimizer = torch.optim.Adam(
+            [{"params": [b, frozen]}, {"params": [unreached, a], "lr": 0.01}], lr=0.1
+        )
+        for step in range(3):
+            loss = 3 * a.sum() + b.square().sum()
+            if step == 0 or not handed_over:  # the first step makes Adam's state
+                zero_grad(optimizer)
+                loss.backward()
+                optimizer.step() if step == 0 else adam_update(optimizer)
+                continue
+            zero_grad(optimizer)
+            gradients = step_gradients(optimizer, loss, store=step == 2)
+            expected = [[2 * v for v in b.tolist()], None, None, [3.0, 3.0]]
+            assert [g if g is None else g.tolist() for g in gradients] == expected
+            # Stored in each .grad too at the last step, not at the one before.
+            stored = [p.grad for p in (b, frozen, unreached, a)]
+            assert [g if g is None else g.tolist() for g in stored] == (
+                expected if step == 2 else [None] * 4
+            )
+            adam_update(optimizer, gradients=gradients)
+        parameters = [p.detach().clone() for p in (a, b, frozen, unreached)]
+        runs.append((parameters, optimizer.state_dict()["state"]))
+    (by_grad, state_by_grad), (handed, state_handed) = runs
+    for from_grad, from_list in zip(by_grad, handed, strict=True):
+        assert torch.equal(from_list, from_grad)
+    assert handed[2].tolist() == [5.0, 5.0] and handed[3].tolist() == [7.0, 7.0]
+    for index, state in state_by_grad.items():
+        for name, value in state.items():
+            assert torch.equal(state_handed[index][name], value), name
+
+
+def test_gradients_are_handed_over_where_every_trained_weight_is_16_wide():
+    def weights(*shapes: tuple[int, ...]) -> list[torch.nn.Parameter]:
+        return [torch.nn.Parameter(torch.zeros(shape)) for shape in shapes]
+
+    # The article's NALU population (weights [S, 10, 100]) and a single run's [10, 16].
+    assert hands_gradients_over(weights((1000, 10, 100), (1000, 10, 100)))
+    assert hands_gradients_over(weights((10, 16)))
+    # The NALM task's NAC+ ([S, 1, 2]), a bias of 10 beside a wide weight, a scalar.
+    assert not hands_gradients_over(weights((450, 1, 2)))
+    assert not hands_gradients_over(weights((10, 100), (10,)))
+    assert not hands_gradients_over(weights(()))
+    # A frozen narrow parameter takes no gradient and does not count.
+    frozen = torch.nn.Parameter(torch.zeros(10, 2), requires_grad=False)
+    assert hands_gradients_over([*weights((10, 100)), frozen])
+
+
+def test_a_whole_step_compiles_from_a_function_not_a_partial():
+    # torch.compile runs every partial through one shared wrapper, whose graph (its guards cut
+    # to the tensors') would then serve a different partial as well.
+    def step(optimizer: torch.optim.Optimizer, x: torch.Tensor) -> None:
+        pass
+
+    with pytest.raises(TypeError, match="not a partial"):
+        compile_whole_step(functools.partial(step, None))
 
 
 @pytest.mark.parametrize(

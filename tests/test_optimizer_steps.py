@@ -186,11 +186,14 @@ def test_a_compiled_run_trains_as_the_eager_one(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["value", "norm"])
-def test_a_compiled_step_clips_its_gradients_as_an_eager_one(tmp_path, algorithm):
+@pytest.mark.parametrize("inputs", [6, 16], ids=["stored", "handed_over"])
+def test_a_compiled_step_clips_its_gradients_as_an_eager_one(tmp_path, algorithm, inputs):
     # Clipped at 0.01, every step's gradients are cut (an NAU's are about 1 at its start), inside
-    # the compiled graph of the whole step.
+    # the compiled graph of the whole step, whether it keeps its gradients in each .grad (weights
+    # 6 wide) or hands them to Adam (16 wide: hands_gradients_over).
     clip = ["trainer.gradient_clip_val=0.01", f"trainer.gradient_clip_algorithm={algorithm}"]
     overrides = [*TINY, "model=nau", "population=2", "optimizer.lr=0.05"]
+    overrides.append(f"data.in_features={inputs}")
     eager = train(compose_config([*overrides, *clip], tmp_path / "eager"))
     compiled = train(compose_config([*overrides, *clip, "compile=true"], tmp_path / "compiled"))
     unclipped = train(compose_config([*overrides, "compile=true"], tmp_path / "unclipped"))

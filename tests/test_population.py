@@ -138,11 +138,16 @@ class _RecordParameters(L.Callback):
 
 
 @pytest.mark.slow
-def test_a_diverged_member_takes_no_more_gradients_compiled_or_not(tiny_overrides, tmp_path):
+@pytest.mark.parametrize("inputs", [6, 16], ids=["stored", "handed_over"])
+def test_a_diverged_member_takes_no_more_gradients_compiled_or_not(
+    tiny_overrides, tmp_path, inputs
+):
     # Member 1 diverges as the second epoch starts, its parameters finite: from then on its
     # gradients are 0 (Adam's momentum alone still moves it), in the eager run as in the
-    # compiled one, whose graph masks them; member 0 trains on.
+    # compiled one, whose step masks them at every step (weights 6 wide) or from then on (16
+    # wide: hands_gradients_over); member 0 trains on.
     overrides = [*tiny_overrides, "model=nac", "population=2", "trainer.max_epochs=3"]
+    overrides.append(f"data.in_features={inputs}")
     overrides.append(f"+callbacks.record._target_={__name__}._RecordParameters")
     diverge = [f"+callbacks.diverge._target_={__name__}._DivergeMember"]
     diverge.append("+callbacks.diverge.member=1")

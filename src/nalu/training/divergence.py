@@ -83,13 +83,12 @@ class Divergence(nn.Module):
         """After a checkpoint was loaded: its diverged members stay frozen."""
         self.some_diverged = not bool(self.alive.all())
 
-    def freeze(self, always: bool = False) -> None:
-        """Diverged members get no update from their gradients (NaN through a masked loss):
-        they become 0, before clipping. ``always``: masked while every member trains too (a
-        compiled step's graph does not ask ``some_diverged``; the mask then keeps them all)."""
+    def freeze(self, gradients: Sequence[Tensor], always: bool = False) -> None:
+        """Diverged members get no update from their ``gradients`` (the network's parameters',
+        NaN through a masked loss): they become 0 in place, before clipping. ``always``: masked
+        while every member trains too (a compiled step's graph does not ask
+        ``some_diverged``; the mask then keeps them all)."""
         if not (always or self.some_diverged):
             return
-        for parameter in self.members.network.parameters():
-            if parameter.grad is not None:
-                mask = self.members.mask(self.alive, parameter)
-                parameter.grad.copy_(torch.where(mask, parameter.grad, 0.0))
+        for gradient in gradients:
+            gradient.copy_(torch.where(self.members.mask(self.alive, gradient), gradient, 0.0))

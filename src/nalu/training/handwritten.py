@@ -41,7 +41,14 @@ from nalu.data.problem import (
     operand_matrix,
 )
 from nalu.training.captured import CapturedChunks
-from nalu.training.optimization import LinearDecay, adam_update, compile_whole_step, zero_grad
+from nalu.training.optimization import (
+    LinearDecay,
+    adam_update,
+    compile_whole_step,
+    hands_gradients_over,
+    step_gradients,
+    zero_grad,
+)
 from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.nau import integer_distance, nau_init_bound
 from nalu.units.nmru import bounded_reciprocal
@@ -155,7 +162,8 @@ class _Update:
         compiled: bool,
     ) -> None:
         self.objective, self.optimizer, self.clamps = objective, optimizer, clamps
-        self.parameters = [p for group in optimizer.param_groups for p in group["params"]]
+        parameters = (p for group in optimizer.param_groups for p in group["params"])
+        self.stores_gradients = not hands_gradients_over(parameters)
         self.compiled = compile_whole_step(self._graph) if compiled else None
         # The forward alone compiled: for a torch that cannot compile the whole step, and for a
         # captured epoch (CUDA), as the project's captured chunks compile it.
@@ -184,10 +192,9 @@ class _Update:
         self._clamp()
 
     def _graph(self, rates: list[Tensor], *inputs: Tensor) -> None:
-        gradients = torch.autograd.grad(self.objective(*inputs), self.parameters)
-        for parameter, gradient in zip(self.parameters, gradients, strict=True):
-            parameter.grad = gradient
-        adam_update(self.optimizer, rates)
+        loss = self.objective(*inputs)
+        gradients = step_gradients(self.optimizer, loss, store=self.stores_gradients)
+        adam_update(self.optimizer, rates, gradients)
         self._clamp()
 
     def _clamp(self) -> None:

@@ -2,6 +2,7 @@
 restarts, judged on validation (interpolation) data alone."""
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -50,15 +51,15 @@ class Restarts(nn.Module):
         """The optimizer steps of a round: the run's ``planned_steps``, divided by ``rounds``."""
         return max(1, planned_steps // self.rounds)
 
-    def zero_settled_gradients(self, always: bool = False) -> None:
-        """Settled outputs' rows get no update (their first moments are 0 too). ``always``: masked
-        before any output has settled too, in a run of rounds (a compiled step's graph does not
-        ask ``any_settled``)."""
+    def zero_settled_gradients(self, gradients: Sequence[Tensor], always: bool = False) -> None:
+        """Settled outputs' rows get no update from ``gradients`` (the network's parameters'):
+        they become 0 in place (so their first moments are 0 too). ``always``: masked before any
+        output has settled too, in a run of rounds (a compiled step's graph does not ask
+        ``any_settled``)."""
         if not (self.any_settled or (always and self.rounds > 1)):
             return
-        for parameter in self.members.network.parameters():
-            if parameter.grad is not None:
-                parameter.grad.masked_fill_(self.members.rows(self.settled_outputs, parameter), 0.0)
+        for gradient in gradients:
+            gradient.masked_fill_(self.members.rows(self.settled_outputs, gradient), 0.0)
 
     def end_round(
         self,
