@@ -43,6 +43,7 @@ from nalu.training.optimization import (
     configure_optimization,
     hands_gradients_over,
     has_step_hooks,
+    parameter_gradients,
     step_gradients,
     steps_directly,
     traceable_adam,
@@ -277,8 +278,9 @@ class ArithmeticModule(L.LightningModule):
             "answers": self._member_answers,
         }
         self._compiled: dict[str, Callable[..., Any]] = {}
-        # The whole update as one compiled graph (``_compile_update``): without and with the
-        # masks of diverged members.
+        # The whole update as one compiled graph (``_compile_update``): the graph while every
+        # member trains, then the one once a member has diverged (the same where the network
+        # keeps its gradients).
         self._compiled_update: list[Callable[..., Any]] | None = None
         # Each output judged at its own best validation too, where outputs are models of their
         # own: in a stack they share layers, and mixing epochs would make a network never run.
@@ -532,7 +534,7 @@ class ArithmeticModule(L.LightningModule):
         # A member's objective reaches only its own gradients: a non-finite one spoils no
         # other member's, and the member is frozen from the chunk's end on.
         self._backward(loss)
-        self._prepare_gradients([p.grad for p in self.network.parameters()], optimizer)
+        self._prepare_gradients(parameter_gradients(optimizer.optimizer), optimizer)
         step()
         self._clamp()
         return mse, objective, regularization
