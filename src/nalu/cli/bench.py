@@ -440,7 +440,7 @@ def _positive(text: str) -> int:
 
 
 EXAMPLES = """Examples:
-  nalu-bench                               # all of it (13-14 minutes on 2 CPU cores)
+  nalu-bench                               # all of it (17-32 minutes on 2 CPU cores)
   nalu-bench --sizes 1 100 --repeats 3     # (b) at S = 1 and 100 only, 3 repeats a ratio
   nalu-bench --output outputs/bench/gpu.json   # on a GPU machine: it runs there by itself
 """
