@@ -13,6 +13,7 @@ BENCH_DIR ?= outputs/multirun/nalm-$(NOW)
 UNITS ?= select,nmru,nau_nmu_gated_exact,nau_nmu_gated,nmu,nau,inalu,npu,realnpu,nau_nmu,nac,nac_mul,nalu,gnalu,nalu_shared,nac_nalu_stack,mlp,article_vanilla
 SEEDS ?=
 OPS ?=
+JOBS ?=
 ARGS ?=
 TEST_WORKERS ?= auto
 # The sweep started most recently: by the time of Hydra's multirun.yaml, written once as a sweep
@@ -51,10 +52,10 @@ units: $(VENV)/.installed ## Every unit on the article's problem with division u
 solve: $(VENV)/.installed ## The article's problem with division solved: SEEDS seeds (25) as one population in SOLVE_DIR, with its report
 	$(PYTHON) -m nalu.train experiment=solve population=$(or $(SEEDS),25) hydra.run.dir=$(SOLVE_DIR) $(ARGS)
 
-benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations (OPS=) × 9 ranges × SEEDS seeds (25) in BENCH_DIR, then the report; rerun with the same BENCH_DIR to resume
+benchmark: $(VENV)/.installed ## The NALM single module task: per unit (UNITS=) one population of its operations (OPS=) × 9 ranges × SEEDS seeds (25) in BENCH_DIR, JOBS units at a time (one per core), then the report; rerun with the same BENCH_DIR to resume
 	$(PYTHON) -m nalu.nalm_benchmark $(BENCH_DIR) $(if $(SEEDS),--seeds $(SEEDS)) \
 		$(if $(filter command line environment,$(origin UNITS)),--units $(UNITS)) \
-		$(if $(OPS),--ops $(OPS)) $(ARGS)
+		$(if $(OPS),--ops $(OPS)) $(if $(JOBS),--jobs $(JOBS)) $(ARGS)
 
 bench: $(VENV)/.installed ## Speed as ratios: single run vs plain PyTorch, populations vs sequential runs (outputs/bench/bench.json)
 	$(PYTHON) -m nalu.bench $(ARGS)

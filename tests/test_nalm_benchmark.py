@@ -2,13 +2,17 @@
 populations, the operations asked for, one report, and a second call that keeps what finished,
 resumes what was killed and refuses other settings."""
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from conftest import compose_config, drawn_colours, run_cli
 
+from nalu.cli.common import EXIT_INTERRUPTED
 from nalu.cli.nalm_benchmark import task_seeds, unit_operations
 
 SMALL = [
@@ -43,10 +47,19 @@ def benchmark(out: Path, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_the_benchmark_trains_each_unit_once_and_resumes(tmp_path):
     out = tmp_path / "bench"
-    args = ["--units", "nau,nmu,npu", "--seeds", "2", "--ops", "sub,mul", *SMALL]
+    args = ["--units", "nau,nmu,npu", "--seeds", "2", "--ops", "sub,mul", "--jobs", "2", *SMALL]
     first = benchmark(out, *args)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "[1/3] nau: training in" in first.stdout
+    # Two units at a time, the largest population first (the NPU's 6 parameters a member
+    # against 2): each unit's lines led by its name.
+    started = [line for line in first.stdout.splitlines() if ": training in " in line]
+    assert started == [
+        f"[3/3] npu: training in {out / 'npu'}",
+        f"[1/3] nau: training in {out / 'nau'}",
+        f"[2/3] nmu: training in {out / 'nmu'}",
+    ]
+    for unit in ("nau", "nmu", "npu"):
+        assert f"[{unit}] Success rates: {out / unit / 'report.md'}" in first.stdout
     # npu runs on × and ÷: × asked for; nau on + and −: − asked for.
     members = sorted(path.name for path in out.glob("*/members/*"))
     assert members == sorted(
@@ -176,3 +189,45 @@ def test_operations_that_none_of_the_units_trains_are_refused_before_the_folder_
         "error: --ops=mul: no unit of --units=nau trains any of them (nau: add, sub)"
     ]
     assert not out.exists()  # the corrected call (--ops add) may use the same folder
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_units_side_by_side_at_their_epochs_end_with_the_command_to_resume(
+    tmp_path,
+):
+    out = tmp_path / "bench"
+    # Each unit held after its first epoch's last.ckpt until a signal comes (test_reliability).
+    hold = [
+        "+callbacks.hold._target_=test_reliability.HoldForSignal",
+        "+callbacks.hold.marker=${paths.output_dir}/held",
+    ]
+    args = ["--units", "nau,nmu", "--seeds", "2", "--ops", "sub,mul", "--jobs", "2"]
+    log = tmp_path / "bench.log"
+    python_path = os.pathsep.join([str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    process = subprocess.Popen(
+        [sys.executable, "-m", "nalu.nalm_benchmark", str(out), *args, *SMALL, *hold],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONPATH": python_path},
+    )
+    while not all((out / unit / "held").exists() for unit in ("nau", "nmu")):
+        assert process.poll() is None, log.read_text()[-3000:]
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)  # as a terminal's Ctrl-C reaches the benchmark
+    assert process.wait(timeout=120) == EXIT_INTERRUPTED
+    output = log.read_text()
+    assert "Traceback" not in output
+    for unit in ("nau", "nmu"):
+        assert f"[{unit}] Ctrl-C: stopping after this epoch and saving last.ckpt" in output
+        assert (out / unit / "checkpoints" / "last.ckpt").is_file()
+        assert not (out / unit / "report.md").exists()
+    last_line = output.strip().splitlines()[-1]
+    assert last_line.startswith("benchmark stopped at ")
+    assert last_line.endswith(
+        f"`make benchmark BENCH_DIR={out} UNITS=nau,nmu SEEDS=2 OPS=sub,mul "
+        f"ARGS='{' '.join([*SMALL, *hold])}'` resumes it"
+    )
+    assert sorted(last_line.split(";")[0].removeprefix("benchmark stopped at ").split(", ")) == [
+        "nau",
+        "nmu",
+    ]
