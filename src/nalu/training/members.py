@@ -6,6 +6,7 @@ and buffer is stacked ``[S, ...]`` under the network's own names, and batches ar
 own and the optimizers update every element independently, so members never mix.
 """
 
+import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,6 +60,7 @@ class Members:
 
     def __init__(self, network: dict[str, Any] | nn.Module, seeds: Sequence[int]) -> None:
         self.seeds = list(seeds)
+        self._plain: nn.Module | None = None  # ``member_network``'s copy
         if isinstance(network, nn.Module):
             if len(self.seeds) > 1:
                 raise InvalidArgument(
@@ -153,7 +155,12 @@ class Members:
         """Member ``member`` as a plain network with its current parameters, on ``device``."""
         if not self.is_population:
             return self.network
-        network = self.fresh_member(member, 0)
+        if self._plain is None:
+            # One plain network, copied for each member: building each (Hydra's instantiate)
+            # took 16 ms against a copy's 1.3 (`select`'s 900 members: 15 s of its report);
+            # the values are replaced anyway.
+            self._plain = self.fresh_member(0, 0)
+        network = copy.deepcopy(self._plain)
         network.load_state_dict({n: t[member] for n, t in self.network.state_dict().items()})
         return network.to(device)
 
