@@ -13,7 +13,7 @@ import pytest
 from conftest import compose_config, drawn_colours, run_cli
 
 from nalu.cli.common import EXIT_INTERRUPTED
-from nalu.cli.nalm_benchmark import task_seeds, unit_operations
+from nalu.cli.nalm_benchmark import UnitProcesses, UnitRun, task_seeds, unit_operations
 
 SMALL = [
     "data.train_size=256",
@@ -104,6 +104,23 @@ def test_each_unit_runs_on_the_operations_of_its_recipe():
     assert unit_operations("nmu") == ["mul"]
     assert unit_operations("nmru") == ["mul", "div"]
     assert unit_operations("nalu") == ["add", "sub", "mul", "div"]
+
+
+def test_the_runner_says_how_far_the_benchmark_is(tmp_path, capsys, monkeypatch):
+    runs = [
+        UnitRun(f"[{k}/3] {u}", u, tmp_path / u, [], p)
+        for k, (u, p) in enumerate([("nau", 900), ("inalu", 8100), ("select", 7200)], start=1)
+    ]
+    processes = UnitProcesses(runs, jobs=2)
+    assert [run.unit for run in processes.pending] == ["inalu", "select", "nau"]
+    # inalu done, select and nau training, 1 hour 2 minutes 5 seconds in.
+    processes.pending = []
+    processes.running = {"select process": runs[2], "nau process": runs[0]}
+    monkeypatch.setattr("time.monotonic", lambda: 3725.0)
+    processes._status(started=0.0)
+    assert capsys.readouterr().out == (
+        "benchmark: 01:02:05 elapsed · 1 of 3 units done · training select, nau\n"
+    )
 
 
 @pytest.mark.slow

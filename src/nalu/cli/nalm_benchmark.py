@@ -117,6 +117,9 @@ def resume_command(
     return " ".join(["make benchmark", *words])
 
 
+# Seconds between the runner's own lines (units done, units training): a unit says nothing while
+# it builds its members and while it writes its report, a minute or more for the largest.
+STATUS_EVERY_S = 60
 # Memory a unit's process may take (the 900-member iNALU's peaked at 1.6 GB): ``default_jobs``
 # starts no more processes than the machine's memory holds.
 MEMORY_PER_UNIT = 2 * 1024**3
@@ -164,9 +167,11 @@ class UnitProcesses:
     """The units' ``nalu-train`` processes, up to ``jobs`` at a time, the largest populations
     first (the last to start then the shortest). Beside another, a process takes its share of
     the cores (``OMP_NUM_THREADS``, unless set) and its output comes line by line, each line led
-    by its unit's name. A Ctrl-C or SIGTERM reaches the processes once, through this one (each
-    runs in its own process group, out of the terminal's reach): each stops after its epoch
-    with ``last.ckpt``, no other starts; the same signal again stops them at once."""
+    by its unit's name; every ``STATUS_EVERY_S`` a line says how far the benchmark is (unless a
+    lone unit draws its progress bar on the terminal). A Ctrl-C or SIGTERM reaches the
+    processes once, through this one (each runs in its own process group, out of the terminal's
+    reach): each stops after its epoch with ``last.ckpt``, and no other starts; the same signal
+    again stops them at once."""
 
     def __init__(self, runs: list[UnitRun], jobs: int) -> None:
         self.pending = sorted(runs, key=lambda run: -run.parameters)
@@ -175,6 +180,8 @@ class UnitProcesses:
         self.readers: dict[subprocess.Popen[str], list[threading.Thread]] = {}
         self.stopped: list[tuple[UnitRun, int]] = []  # the units that failed or were stopped
         self.signals = 0
+        self.total = len(runs)
+        self.says_status = self.jobs > 1 or not sys.stdout.isatty()
 
     def _environment(self) -> dict[str, str]:
         environment = dict(os.environ)
@@ -209,6 +216,14 @@ class UnitProcesses:
             reader.start()
         self.running[process] = run
 
+    def _status(self, started: float) -> None:
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - started))
+        done = self.total - len(self.pending) - len(self.running)
+        done = f"{done} of {self.total} units done"
+        training = ", ".join(run.unit for run in self.running.values())
+        print(f"benchmark: {elapsed} elapsed · {done} · training {training}")
+        sys.stdout.flush()
+
     def _forward(self, signum: int, frame: FrameType | None) -> None:
         self.signals += 1
         for process in self.running:
@@ -218,6 +233,7 @@ class UnitProcesses:
         """Start and wait for every unit; ``stopped`` then holds those that did not finish."""
         stops = (signal.SIGINT, signal.SIGTERM)
         previous = {signum: signal.signal(signum, self._forward) for signum in stops}
+        started = said = time.monotonic()
         try:
             while self.pending or self.running:
                 while (
@@ -230,6 +246,9 @@ class UnitProcesses:
                 if not self.running:
                     break
                 time.sleep(0.2)
+                if self.says_status and time.monotonic() - said >= STATUS_EVERY_S:
+                    self._status(started)
+                    said = time.monotonic()
                 for process in [p for p in self.running if p.poll() is not None]:
                     run = self.running.pop(process)
                     for reader in self.readers.pop(process):  # its last lines before ours
