@@ -130,6 +130,7 @@ def test_the_runner_says_how_far_the_benchmark_is(tmp_path, capsys, monkeypatch)
         (["--units", "nau,foo"], "['foo'] not in conf/nalm"),
         (["--ops", "add,pow"], "--ops=add,pow: ['pow'] not among ['add', 'sub', 'mul', 'div']"),
         (["--seeds", "0"], "--seeds=0: must be a positive integer"),
+        (["--jobs", "0"], "--jobs=0: must be a positive integer"),
     ],
 )
 def test_bad_arguments_are_one_line(tmp_path, args, message):

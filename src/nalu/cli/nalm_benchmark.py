@@ -218,10 +218,14 @@ class UnitProcesses:
 
     def _status(self, started: float) -> None:
         elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - started))
-        done = self.total - len(self.pending) - len(self.running)
-        done = f"{done} of {self.total} units done"
+        finished = self.total - len(self.pending) - len(self.running)
         training = ", ".join(run.unit for run in self.running.values())
-        print(f"benchmark: {elapsed} elapsed · {done} · training {training}")
+        parts = [
+            f"{elapsed} elapsed",
+            f"{finished} of {self.total} units done",
+            f"training {training}",
+        ]
+        print(f"benchmark: {' · '.join(parts)}")
         sys.stdout.flush()
 
     def _forward(self, signum: int, frame: FrameType | None) -> None:
