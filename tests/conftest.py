@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -73,6 +74,99 @@ def compose_config(
     return cfg
 
 
+# What the tests' commands run with besides the worker's environment: one line for a bad input,
+# not Hydra's traceback; no warnings from the libraries.
+COMMAND_ENVIRONMENT = {"HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+# The worker's environment as it starts, which each test starts from (``worker_environment``).
+WORKER_ENVIRONMENT = {
+    name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"
+}
+
+
+class CommandServer:
+    """A ``command_server.py`` process for this worker's commands, started at the first one (its
+    imports take the time of one fresh interpreter) and stopped with the tests."""
+
+    def __init__(self) -> None:
+        # The environment it starts in, which the interpreter, torch and nalu read as they start.
+        self.env = {**WORKER_ENVIRONMENT, **COMMAND_ENVIRONMENT}
+        self.process: subprocess.Popen | None = None
+
+    def serves(self, env: dict[str, str]) -> bool:
+        """Whether a command with ``env`` may run in a fork of the server: the server's own, but
+        for the name of the running test, which pytest changes as it goes."""
+        return {name: value for name, value in env.items() if name != "PYTEST_CURRENT_TEST"} == (
+            self.env
+        )
+
+    def run(
+        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float
+    ) -> subprocess.CompletedProcess[str]:
+        """``command`` (``python -m MODULE ARGS``) in a fork of the server, as ``subprocess.run``
+        runs it with its output captured."""
+        if self.process is None:
+            self.process = subprocess.Popen(
+                [sys.executable, str(Path(__file__).with_name("command_server.py"))],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                env=self.env,
+                text=True,
+            )
+        with tempfile.TemporaryDirectory() as streams:
+            stdout, stderr = Path(streams, "stdout"), Path(streams, "stderr")
+            request = {
+                "module": command[2],
+                "args": command[3:],
+                "cwd": str(cwd),
+                "env": env,
+                "stdout": str(stdout),
+                "stderr": str(stderr),
+                "timeout": timeout,
+            }
+            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.flush()
+            reply = self.process.stdout.readline()
+            if not reply:
+                raise RuntimeError(f"command_server.py stopped ({self.process.wait()}); see above")
+            reply = json.loads(reply)
+            if reply.get("timed_out"):
+                raise subprocess.TimeoutExpired(command, timeout)
+            return subprocess.CompletedProcess(
+                command, reply["returncode"], stdout.read_text(), stderr.read_text()
+            )
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.stdin.close()
+            self.process.wait()
+
+
+COMMAND_SERVER = CommandServer()
+
+
+def _reset_environment() -> None:
+    for name in set(os.environ) - set(WORKER_ENVIRONMENT) - {"PYTEST_CURRENT_TEST"}:
+        del os.environ[name]
+    os.environ.update(WORKER_ENVIRONMENT)
+
+
+@pytest.fixture(autouse=True)
+def worker_environment():
+    """Each test runs in the worker's environment, whatever a fixture or the test before left in
+    it (Lightning's ``seed_everything`` writes ``PL_GLOBAL_SEED``, ``nalu-train`` the fields of
+    its sweep): the commands a test starts inherit it, and run in a fork of the server only
+    with the server's."""
+    _reset_environment()
+    yield
+    _reset_environment()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stop_command_server():
+    yield
+    COMMAND_SERVER.stop()
+
+
 def run_cli(
     args: Sequence[str],
     cwd: Path,
@@ -80,17 +174,21 @@ def run_cli(
     module: str = "nalu.train",
     python_options: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """``python -m nalu.train ARGS`` (or another ``module``) in a subprocess, as a user would
-    type it; ``python_options`` go to the interpreter (``-X importtime``)."""
-    env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
-    return subprocess.run(
-        [sys.executable, *python_options, "-m", module, *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    """``python -m nalu.train ARGS`` (or another ``module``) as a user would type it, run in a
+    fork of ``command_server.py``, which has imported torch and the libraries around it once;
+    in a fresh interpreter where the test looks at the interpreter's start: ``python_options``
+    (``-X importtime``) or an environment of its own."""
+    env = {**os.environ, **COMMAND_ENVIRONMENT}
+    if python_options or not COMMAND_SERVER.serves(env):
+        return subprocess.run(
+            [sys.executable, *python_options, "-m", module, *args],
+            cwd=cwd,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    return COMMAND_SERVER.run([sys.executable, "-m", module, *args], cwd, env, timeout)
 
 
 @pytest.fixture(autouse=True)

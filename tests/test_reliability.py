@@ -122,11 +122,7 @@ def test_multirun_goes_on_after_a_diverged_job_and_the_report_counts_it(tmp_path
         "finished",
     ]
     assert "| mlp | 3 | 1 |" in median_table(group_runs(runs, ["model"]), ["model"])
-    report = subprocess.run(
-        [sys.executable, "-m", "nalu.report", str(sweep_dir), "--group-by", "model"],
-        capture_output=True,
-        text=True,
-    )
+    report = run_cli([str(sweep_dir), "--group-by", "model"], cwd=tmp_path, module="nalu.report")
     # The console's median table: model, runs, diverged as aligned columns.
     assert re.search(r"^mlp +3 +1 ", report.stdout, re.MULTILINE)
 
