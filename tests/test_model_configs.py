@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from nalu.cli.train import train
 from nalu.results.readback import READERS, read_back
-from nalu.training.members import build_network
+from nalu.training.members import build_network, initialised, network_factory
 from nalu.training.regularizer import RegularizerSchedule
 from nalu.units.contract import clamped_units, independent_outputs, regularized_units
 
@@ -47,6 +47,25 @@ def test_forward_and_gradients_are_finite_at_init_on_signed_inputs(model, tmp_pa
         F.mse_loss(output, y).backward()
         assert torch.isfinite(output).all(), seed
         assert all(torch.isfinite(p.grad).all() for p in unit.parameters()), seed
+
+
+@pytest.mark.parametrize("model", MODEL_CONFIGS)
+def test_a_members_network_is_the_one_hydra_builds_from_its_seed(model, tmp_path):
+    # A population builds its members by calling one factory; each must be exactly what
+    # Hydra's instantiate gives under the member's seed, and a module of its own.
+    network, _ = network_config(model, tmp_path)
+    build = network_factory(network)
+    built = [initialised(build, seed) for seed in (0, 1, 0)]
+    for seed, unit in zip((0, 1, 0), built, strict=True):
+        torch.manual_seed(seed)
+        expected = instantiate(network)
+        assert repr(unit) == repr(expected)
+        assert unit.state_dict().keys() == expected.state_dict().keys()
+        for name, value in expected.state_dict().items():
+            assert torch.equal(unit.state_dict()[name], value), (seed, name)
+    first, second, again = (dict(unit.named_parameters()) for unit in built)
+    assert all(first[name] is not again[name] for name in first)
+    assert any(not torch.equal(first[name], second[name]) for name in first)
 
 
 @pytest.mark.parametrize("model", MODEL_CONFIGS)
