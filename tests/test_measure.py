@@ -16,6 +16,14 @@ from nalu.data import (
     StaticArithmeticProblem,
 )
 from nalu.data.formula import Variable, power_product, weighted_sum
+from nalu.data.problem import (
+    NEAR_PERFECT_OUTPUTS,
+    SUCCESS_SAMPLES,
+    SUCCESS_SEED,
+    ColumnRanges,
+    near_perfect_mses,
+    operation_codes,
+)
 from nalu.results.metrics import MemberOutputMSE, OutputGroups
 from nalu.results.readback import read_back, sparsity_error, unsaturated_gates
 from nalu.results.recorder import read_back_metrics
@@ -156,17 +164,47 @@ def test_the_threshold_sample_of_many_inputs_is_drawn_in_chunks_of_the_same_valu
     problem = MysteryArithmeticProblem(10, 4, operations=("add", "sub", "mul", "div"))
     whole = problem.success_threshold((-10.0, 10.0))
     drawn = []
-    sample_inputs = MysteryArithmeticProblem.sample_inputs
+    place = ColumnRanges.place
 
-    def recording(self, size, *args, **kwargs):
-        drawn.append(size)
-        return sample_inputs(self, size, *args, **kwargs)
+    def recording(self, u):
+        drawn.append(u.shape[0])
+        return place(self, u)
 
-    monkeypatch.setattr(MysteryArithmeticProblem, "sample_inputs", recording)
+    monkeypatch.setattr(ColumnRanges, "place", recording)
     monkeypatch.setattr("nalu.data.problem.VALUES_AT_ONCE", 1000)
     chunked = problem.success_threshold((-10.0, 10.0))
     assert drawn == [100] * 100
     assert chunked.tolist() == pytest.approx(whole.tolist(), rel=1e-12)
+
+
+def test_thresholds_measured_together_are_each_problems_own():
+    # A population's thresholds share one draw of the sample per number of inputs; each must
+    # still be its own near-perfect model's MSE on its own sample, as measured for it alone:
+    # the fixed seed's draw placed on its columns (two widths, two models, interval unions).
+    problems = [
+        MysteryArithmeticProblem(10, 4, operations=("add", "sub", "mul", "div"), problem_seed=0),
+        MysteryArithmeticProblem(6, 3, operations=("mul", "div"), problem_seed=1),
+        StaticArithmeticProblem(
+            in_features=2,
+            operations=("mul", "div"),
+            subset_ratio=0.5,
+            overlap_ratio=0.0,
+            near_perfect="mistry",
+        ),
+        MysteryArithmeticProblem(10, 4, operations=("add", "sub", "mul", "div"), problem_seed=2),
+        MysteryArithmeticProblem(2, 1, operations=("mul",), problem_seed=3),
+    ]
+    ranges = [(-10.0, 10.0), ((-6.0, -2.0), (2.0, 6.0)), (1.0, 2.0), (-50.0, 50.0), (1.0, 2.0)]
+    together = near_perfect_mses(problems, ranges)
+    for problem, value_range, mse in zip(problems, ranges, together, strict=True):
+        generator = torch.Generator().manual_seed(SUCCESS_SEED)
+        x = problem.sample_inputs(SUCCESS_SAMPLES, value_range, generator, torch.float64)
+        masks = problem.operand_masks().double()
+        codes = operation_codes(problem.output_operations)
+        near = NEAR_PERFECT_OUTPUTS[problem.near_perfect](x, masks, codes)
+        alone = (near - problem.targets(x)).square().sum(dim=0) / SUCCESS_SAMPLES
+        assert torch.equal(mse, alone), problem
+    assert len({tuple(mse.tolist()) for mse in together}) == len(problems)
 
 
 def test_exact_nac_is_solved_and_recovered_a_perturbed_one_is_not():

@@ -29,17 +29,18 @@ from nalu.training.module import ArithmeticModule, living_summaries
 def test_each_member_has_the_problem_init_and_batches_of_its_seed(tiny_overrides, tmp_path):
     # Division makes each problem draw its own inputs (denominators keep |x| >= 0.1).
     overrides = [*tiny_overrides, "model=nau_nmu_gated", "data.operations=[add,mul,div]"]
-    _, member_data, data, population = build_run(
+    members, data, population = build_run(
         compose_config([*overrides, "population=3", "seed=5"], tmp_path)
     )
     data.setup("fit")
-    problems = [json.dumps(p.problem.to_dict()) for p in member_data]
+    problems = [json.dumps(member.data.problem.to_dict()) for member in members]
     assert len(set(problems)) == 3
     batches = list(data.train_dataloader())
     assert batches[0][0].shape == (3, 16, 6) and batches[0][1].shape == (3, 16, 4)
     for member, seed in enumerate([5, 6, 7]):
         cfg = compose_config([*overrides, f"seed={seed}"], tmp_path)
-        _, (single_data,), _, single = build_run(cfg)
+        (single_member,), _, single = build_run(cfg)
+        single_data = single_member.data
         single_data.setup("fit")
         assert problems[member] == json.dumps(single_data.problem.to_dict())
         for split, dataset in single_data.datasets.items():
@@ -205,7 +206,7 @@ def test_population_members_are_runs_of_the_report(tiny_overrides, tmp_path):
 def test_population_plans_the_regularizer_over_its_optimizer_steps(tiny_overrides, tmp_path):
     # TINY: 2 epochs of 4 steps; the schedule's fractions are of those 8 steps.
     cfg = compose_config([*tiny_overrides, "model=nmu", "population=2"], tmp_path)
-    _, _, data, module = build_run(cfg)
+    _, data, module = build_run(cfg)
     trainer = L.Trainer(
         max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False
     )
@@ -217,11 +218,12 @@ def test_population_plans_the_regularizer_over_its_optimizer_steps(tiny_override
 
 def test_resampled_members_draw_their_single_runs_batches(tiny_overrides, tmp_path):
     overrides = [*tiny_overrides, "model=nac", "data.resample=true"]
-    _, _, data, _ = build_run(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
+    _, data, _ = build_run(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
     data.setup("fit")
     batches = list(data.train_dataloader())
     assert len(batches) == 4 and batches[0][0].shape == (3, 16, 6)
-    _, (single,), _, _ = build_run(compose_config([*overrides, "seed=6"], tmp_path))
+    (member,), _, _ = build_run(compose_config([*overrides, "seed=6"], tmp_path))
+    single = member.data
     single.setup("fit")
     for (x, y), (single_x, single_y) in zip(batches, single.train_dataloader(), strict=True):
         assert torch.equal(x[1], single_x) and torch.equal(y[1], single_y)
@@ -239,7 +241,7 @@ def test_members_of_a_fixed_training_set_get_their_single_runs_batches(
     # 60 samples in batches of 16: three full steps and a last one of 12.
     overrides = [*tiny_overrides, "model=nac", "data.train_size=60"]
     overrides.append(f"data.operations={operations}")
-    _, _, data, _ = build_run(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
+    _, data, _ = build_run(compose_config([*overrides, "population=3", "seed=5"], tmp_path))
     data.setup("fit")
     shared = data.training_set()[0].stride(0) == 0
     assert shared == ("div" not in operations)
@@ -248,7 +250,8 @@ def test_members_of_a_fixed_training_set_get_their_single_runs_batches(
         batches = list(data.train_dataloader())
         assert [x.shape for x, _ in batches] == [(3, 16, 6)] * 3 + [(3, 12, 6)]
         for member, seed in enumerate((5, 6, 7)):
-            _, (single,), _, _ = build_run(compose_config([*overrides, f"seed={seed}"], tmp_path))
+            (single_run,), _, _ = build_run(compose_config([*overrides, f"seed={seed}"], tmp_path))
+            single = single_run.data
             single.setup("fit")
             single.train_dataloader().sampler.set_epoch(epoch)
             single_batches = list(single.train_dataloader())
@@ -263,8 +266,9 @@ def test_a_run_of_one_member_batches_as_its_problems_own_data_module(
     # The run's data module at S = 1 gives what a user's own LightningModule gets from the
     # problem's ProblemDataModule: the same [B, in] batches, in training and in evaluation.
     cfg = compose_config([*tiny_overrides, "model=nac", f"data.resample={resample}"], tmp_path)
-    _, _, run_data, _ = build_run(cfg)
-    _, (problem_data,), _, _ = build_run(cfg)
+    _, run_data, _ = build_run(cfg)
+    (member,), _, _ = build_run(cfg)
+    problem_data = member.data
     run_data.setup("fit")
     problem_data.setup("fit")
     run_batches, problem_batches = (

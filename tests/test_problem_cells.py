@@ -68,15 +68,15 @@ def train_grid(population: Path, overrides: list[str]) -> None:
 
 
 def test_members_draw_batches_and_sets_from_their_own_ranges(tmp_path):
-    members, _, data, _ = build_run(grid_config(tmp_path))
-    assert [(cell["operation"], cell["range"]) for cell, _ in members] == [
+    members, data, _ = build_run(grid_config(tmp_path))
+    assert [(member.cell["operation"], member.cell["range"]) for member in members] == [
         cell for cell in GRID for _ in range(3)
     ]
-    assert [member.seed for _, member in members] == [0, 1, 2] * 4
+    assert [member.seed for member in members] == [0, 1, 2] * 4
     data.setup("fit")
     x, y = data.training_stream().batches(epoch=1, start=0, count=1)
     assert x.shape == (1, 12, 128, 2) and y.shape == (1, 12, 128, 1)
-    for k, (cell, _) in enumerate(members):
+    for k, cell in enumerate(member.cell for member in members):
         (low, high), (extrap_low, extrap_high) = RANGES[cell["range"]]
         assert low <= x[0, k].min() and x[0, k].max() < high, cell
         # Both operands drawn from the whole range: the batch is not a corner of it.
@@ -106,7 +106,7 @@ def test_thresholds_follow_each_members_range(tmp_path):
                 "extrap_range": [[-6, -2], [2, 6]],
             }
         }
-    _, member_data, _, module = build_run(cfg)
+    members, _, module = build_run(cfg)
     # Mistry et al.'s near-perfect a − b is a − b − ε(|a| + |b|): its MSE is ε² E[(|a| + |b|)²],
     # and for |a|, |b| independent and uniform on [l, h], E[(|a| + |b|)²] = 2 Var + (2 E)².
     by_hand = {
@@ -115,9 +115,9 @@ def test_thresholds_follow_each_members_range(tmp_path):
         "U_m2_2": SUCCESS_EPSILON**2 * (2 * 4**2 / 12 + 8**2),  # |x| on U[2, 6] again
     }
     thresholds = module.metrics["extrap"].success_threshold
-    for k, data in enumerate(member_data):
+    for k, member in enumerate(members):
         label = ["U_m20_m10", "U_1_2", "U_m2_2"][k // 3]
-        assert data.success_threshold()[0] == pytest.approx(by_hand[label], rel=0.02), label
+        assert member.data.success_threshold()[0] == pytest.approx(by_hand[label], rel=0.02), label
         assert thresholds[k, 0].item() == pytest.approx(by_hand[label], rel=0.02), label
 
 
@@ -153,7 +153,7 @@ def test_each_member_follows_its_cells_regularizer_schedule(tmp_path):
     cfg = grid_config(tmp_path, ["model=nmu"])
     with open_dict(cfg):
         cfg.problems.operation.mul.regularizer = {"scale": 10.0, "start": 0.0, "end": 0.5}
-    _, _, _, module = build_run(cfg)
+    _, _, module = build_run(cfg)
     # The recipe's λ 0 → 0.01 over 40%–70% of the steps on −, 0 → 10 over 0%–50% on ×.
     assert module.regularizer(55, 100).tolist() == pytest.approx([0.005] * 6 + [10.0] * 6)
     assert module.regularizer(25, 100).tolist() == pytest.approx([0.0] * 6 + [5.0] * 6)
@@ -257,8 +257,8 @@ def test_a_bad_cell_is_one_error_naming_it(tmp_path, cell, message):
 )
 def test_every_unit_recipe_builds_its_operations_on_the_nine_ranges(tmp_path, recipe, operations):
     cfg = compose_config([*SMALL, f"nalm={recipe}", "population=1"], tmp_path)
-    members, _, _, module = build_run(cfg)
-    assert list(dict.fromkeys(cell["operation"] for cell, _ in members)) == operations
+    members, _, module = build_run(cfg)
+    assert list(dict.fromkeys(member.cell["operation"] for member in members)) == operations
     assert len(members) == 9 * len(operations)
     assert module.network.in_features == 2
     latents = [p for n, p in module.network.named_parameters() if n.endswith("_hat")]
@@ -296,9 +296,9 @@ def test_each_recipes_regulariser_is_its_own_and_regularizer_none_turns_every_ce
 ):
     overrides = [*SMALL, f"nalm={recipe}", "population=1"]
     cfg = compose_config(overrides + ["regularizer=none"] * turned_off, tmp_path)
-    members, _, _, module = build_run(cfg)
+    members, _, module = build_run(cfg)
     for operation, expected in RECIPE_SCHEDULES[recipe].items():
-        member = next(k for k, (cell, _) in enumerate(members) if cell["operation"] == operation)
+        member = next(k for k, m in enumerate(members) if m.cell["operation"] == operation)
         lambdas = []
         for step in (0, 10_000, 20_000, 27_500, 35_000):
             value = module.regularizer(step, 50_000)

@@ -228,7 +228,7 @@ def test_gradient_clipping_bounds_the_update(tiny_overrides, tmp_path):
         overrides += ["optimizer.momentum=0", "trainer.max_steps=1", *clipping]
         cfg = compose_config(overrides, tmp_path / "_".join(clipping or ("none",)))
         L.seed_everything(cfg.seed, verbose=False)
-        _, _, data, module = build_run(cfg)
+        _, data, module = build_run(cfg)
         before = [p.detach().clone() for p in module.parameters()]
         # As nalu.cli.train builds the trainer: the module clips each of its steps itself.
         trainer = instantiate(
@@ -274,6 +274,6 @@ def test_a_notebook_trains_plain_objects_in_five_lines():
 def test_hparams_leave_out_a_deletion_and_the_checkpoint_resumed_from(tmp_path):
     overrides = ["experiment=static_nau_nmu", "~lr_schedule", "optimizer.lr=0.01"]
     cfg = compose_config([*overrides, "ckpt_path=/runs/a/last.ckpt"], tmp_path)
-    hparams = run_hyperparameters(cfg)
+    hparams = run_hyperparameters()(cfg)
     assert hparams["optimizer.lr"] == 0.01
     assert "lr_schedule" not in hparams and "ckpt_path" not in hparams

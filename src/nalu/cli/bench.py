@@ -121,7 +121,7 @@ class Population:
     there is one."""
 
     def __init__(self, cfg: DictConfig, epochs: int) -> None:
-        _, _, self.datamodule, self.module = build_run(cfg)
+        _, self.datamodule, self.module = build_run(cfg)
         self.epochs = epochs
         # Every fit starts from the members' initialisation: the repeats time the same steps,
         # and no member trains long enough to diverge.

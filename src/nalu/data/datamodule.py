@@ -24,6 +24,7 @@ from nalu.data.problem import (
     ArithmeticProblem,
     MysteryArithmeticProblem,
     StaticArithmeticProblem,
+    near_perfect_mses,
 )
 
 # The evaluation sets in the order of the validation and test dataloaders.
@@ -247,7 +248,8 @@ class ProblemDataModule(TrainingDataModule):
 
     def success_threshold(self, split: str = "extrap") -> list[float]:
         """Per output, the MSE on ``split``'s range below which it counts as solved."""
-        return self.problem.success_threshold(self.ranges[split]).tolist()
+        (threshold,) = success_thresholds([self], split)
+        return threshold
 
     def setup(self, stage: str | None = None) -> None:
         """The fixed sets, on the trainer's device."""
@@ -271,6 +273,15 @@ class ProblemDataModule(TrainingDataModule):
 
     def evaluation_set(self, split: str) -> Dataset:
         return self.datasets[split]
+
+
+def success_thresholds(
+    modules: Sequence[ProblemDataModule], split: str = "extrap"
+) -> list[list[float]]:
+    """Each module's ``success_threshold(split)``, measured together: one draw of the
+    threshold's sample serves every module with as many inputs (``near_perfect_mses``)."""
+    mses = near_perfect_mses([m.problem for m in modules], [m.ranges[split] for m in modules])
+    return [mse.float().tolist() for mse in mses]
 
 
 class ArithmeticDataModule(ProblemDataModule):
