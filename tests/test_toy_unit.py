@@ -81,6 +81,7 @@ def toy_unit(tmp_path, monkeypatch):
 
 def test_the_suite_has_checks_to_run():
     assert sorted(check.__name__ for check in SHARED_CHECKS) == [
+        "test_a_members_network_is_the_one_hydra_builds_from_its_seed",
         "test_a_network_of_independent_outputs_answers_output_j_from_row_j_alone",
         "test_a_population_member_is_the_single_run_of_its_seed",
         "test_clamps_and_regularisers_are_honoured",
