@@ -77,10 +77,15 @@ def compose_config(
 # What the tests' commands run with besides the worker's environment: one line for a bad input,
 # not Hydra's traceback; no warnings from the libraries.
 COMMAND_ENVIRONMENT = {"HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore"}
+
+
+def without_test_name(env: dict[str, str]) -> dict[str, str]:
+    """``env`` less the name of the running test, which pytest changes as it goes."""
+    return {name: value for name, value in env.items() if name != "PYTEST_CURRENT_TEST"}
+
+
 # The worker's environment as it starts, which each test starts from (``worker_environment``).
-WORKER_ENVIRONMENT = {
-    name: value for name, value in os.environ.items() if name != "PYTEST_CURRENT_TEST"
-}
+WORKER_ENVIRONMENT = without_test_name(dict(os.environ))
 
 
 class CommandServer:
@@ -94,16 +99,15 @@ class CommandServer:
 
     def serves(self, env: dict[str, str]) -> bool:
         """Whether a command with ``env`` may run in a fork of the server: the server's own, but
-        for the name of the running test, which pytest changes as it goes."""
-        return {name: value for name, value in env.items() if name != "PYTEST_CURRENT_TEST"} == (
-            self.env
-        )
+        for the name of the running test."""
+        return without_test_name(env) == self.env
 
     def run(
-        self, command: list[str], cwd: Path, env: dict[str, str], timeout: float
+        self, module: str, args: Sequence[str], cwd: Path, env: dict[str, str], timeout: float
     ) -> subprocess.CompletedProcess[str]:
-        """``command`` (``python -m MODULE ARGS``) in a fork of the server, as ``subprocess.run``
-        runs it with its output captured."""
+        """``python -m MODULE ARGS`` in a fork of the server, as ``subprocess.run`` runs it with
+        its output captured."""
+        command = [sys.executable, "-m", module, *args]
         if self.process is None:
             self.process = subprocess.Popen(
                 [sys.executable, str(Path(__file__).with_name("command_server.py"))],
@@ -115,8 +119,8 @@ class CommandServer:
         with tempfile.TemporaryDirectory() as streams:
             stdout, stderr = Path(streams, "stdout"), Path(streams, "stderr")
             request = {
-                "module": command[2],
-                "args": command[3:],
+                "module": module,
+                "args": list(args),
                 "cwd": str(cwd),
                 "env": env,
                 "stdout": str(stdout),
@@ -188,7 +192,7 @@ def run_cli(
             text=True,
             timeout=timeout,
         )
-    return COMMAND_SERVER.run([sys.executable, "-m", module, *args], cwd, env, timeout)
+    return COMMAND_SERVER.run(module, args, cwd, env, timeout)
 
 
 @pytest.fixture(autouse=True)

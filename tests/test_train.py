@@ -10,7 +10,7 @@ from conftest import MODEL_CONFIGS, TINY, compose_config, load_events, read_metr
 from hydra.utils import instantiate
 from tensorboard.plugins.hparams import api_pb2, plugin_data_pb2
 
-from nalu.cli.train import build_run, run_hyperparameters, train
+from nalu.cli.train import build_run, hyperparameter_reader, train
 from nalu.config.errors import InvalidArgument
 from nalu.data import ArithmeticDataModule
 from nalu.results.record import HPARAMS_METRICS
@@ -274,6 +274,6 @@ def test_a_notebook_trains_plain_objects_in_five_lines():
 def test_hparams_leave_out_a_deletion_and_the_checkpoint_resumed_from(tmp_path):
     overrides = ["experiment=static_nau_nmu", "~lr_schedule", "optimizer.lr=0.01"]
     cfg = compose_config([*overrides, "ckpt_path=/runs/a/last.ckpt"], tmp_path)
-    hparams = run_hyperparameters()(cfg)
+    hparams = hyperparameter_reader()(cfg)
     assert hparams["optimizer.lr"] == 0.01
     assert "lr_schedule" not in hparams and "ckpt_path" not in hparams

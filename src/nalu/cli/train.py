@@ -129,7 +129,7 @@ def build_members(cfg: DictConfig) -> list[Member]:
     single = copy.deepcopy(cfg)
     with open_dict(single):
         single.pop("problems", None)
-    hyperparameters = run_hyperparameters()
+    read_hyperparameters = hyperparameter_reader()
     members = []
     for labels, fields in problem_cells(cfg):
         seeds = member_seeds(cfg.seed, cfg.population)
@@ -153,7 +153,7 @@ def build_members(cfg: DictConfig) -> list[Member]:
                     data=data,
                     regularizer=_container(cell_config.get("regularizer")),
                     labels=run_labels(cell_config, data.problem),
-                    hyperparameters={**hyperparameters(cell_config), **labels},
+                    hyperparameters={**read_hyperparameters(cell_config), **labels},
                 )
             )
     return members
@@ -390,7 +390,7 @@ def cell_labels(cfg: DictConfig, cell: dict[str, str]) -> dict[str, Any]:
     return {**cell, "problem_axes": {axis: [str(k) for k in cfg.problems[axis]] for axis in cell}}
 
 
-def run_hyperparameters() -> Callable[[DictConfig], dict[str, Any]]:
+def hyperparameter_reader() -> Callable[[DictConfig], dict[str, Any]]:
     """What the HParams tab shows of a run, given its config: the job's config choices (model,
     optimizer, experiment, ...), every field the command line set or swept, the seed and the
     population size. The job's choices and command line are read once, for all its members
