@@ -179,6 +179,32 @@ def test_compiled_fresh_batches_are_the_eager_ones_bit_for_bit():
             assert torch.equal(made, expected)
 
 
+@pytest.mark.parametrize("compiled", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_two_input_batches_are_each_problems_own_bit_for_bit(compiled):
+    # The NALM task's shape (a = one input, b = the other), whose batches take the narrow
+    # table's and two columns' paths: each member's inputs lie on its own ranges and its
+    # targets are its problem's own, every operation, on ranges of one and of two intervals.
+    operations = ("add", "sub", "mul", "div")
+    problems = [
+        StaticArithmeticProblem(2, (name,), 0.5, 0.0, seed) for seed, name in enumerate(operations)
+    ]
+    ranges = [((-20.0, -10.0),), ((-6.0, -2.0), (2.0, 6.0)), ((0.1, 0.2),), ((1.0, 2.0),)]
+    keys = torch.stack([fresh_key(1, seed) for seed in range(4)])
+    stream = FreshBatches(problems, ranges, 128, keys, steps=3, compiled=compiled)
+    x, y = stream.batches(epoch=0, start=0, count=3)
+    assert x.shape == (3, 4, 128, 2) and y.shape == (3, 4, 128, 1)
+    for k, (problem, intervals) in enumerate(zip(problems, ranges, strict=True)):
+        inside = torch.zeros(x[:, k].shape, dtype=torch.bool)
+        for low, high in intervals:
+            inside |= (x[:, k] >= low) & (x[:, k] < high)
+        assert inside.all()
+        assert torch.equal(y[:, k].reshape(-1, 1), problem.targets(x[:, k].reshape(-1, 2)))
+    alone_x, alone_y = FreshBatches(
+        problems[1:2], ranges[1:2], 128, keys[1:2], steps=3, compiled=compiled
+    ).batches(epoch=0, start=2, count=1)
+    assert torch.equal(alone_x[0, 0], x[2, 1]) and torch.equal(alone_y[0, 0], y[2, 1])
+
+
 @pytest.mark.parametrize("resample", [False, True])
 @pytest.mark.parametrize(
     ("chunk_steps", "block_values", "lengths"), [(4, 2**30, [4]), (3, 1, [3, 1])]

@@ -183,7 +183,19 @@ def operation_targets(
     that one call serves a population of problems. ``present`` lists the codes that occur (read
     from ``codes`` if not given, which a tensor on a GPU waits for). ``apply(name, a, b)``
     computes an operation, by default exactly."""
-    a, b = (x @ operands.to(x.dtype)).chunk(2, dim=-1)
+    return operation_results(x @ operands.to(x.dtype), codes, present, apply)
+
+
+def operation_results(
+    operand_sums: Tensor,
+    codes: Tensor,
+    present: Sequence[int] | None = None,
+    apply: Callable[[str, Tensor, Tensor], Tensor] | None = None,
+) -> Tensor:
+    """``[..., out]``: each output's operation on its operands, ``operand_sums`` ``[..., 2 · out]``
+    (the a's, then the b's: x times the ``operand_matrix``); ``codes``, ``present`` and
+    ``apply`` as for ``operation_targets``."""
+    a, b = operand_sums.chunk(2, dim=-1)
     y = torch.zeros_like(a)
     for code in codes.unique().tolist() if present is None else present:
         name = list(OPERATION_CODES)[code]
