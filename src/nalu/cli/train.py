@@ -130,9 +130,9 @@ def build_members(cfg: DictConfig) -> list[Member]:
     with open_dict(single):
         single.pop("problems", None)
     read_hyperparameters = hyperparameter_reader()
+    seeds = member_seeds(cfg.seed, cfg.population)
     members = []
     for labels, fields in problem_cells(cfg):
-        seeds = member_seeds(cfg.seed, cfg.population)
         try:
             cell_config = single if fields is None else OmegaConf.merge(single, fields)
             cell_config.seed = seeds[0]

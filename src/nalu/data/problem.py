@@ -250,19 +250,22 @@ def near_perfect_mses(
     for width, members in by_width.items():
         generator = torch.Generator().manual_seed(SUCCESS_SEED)
         rows = max(1, VALUES_AT_ONCE // width)
-        columns = {
-            k: ColumnRanges.of(problems[k].column_intervals(value_ranges[k]), torch.float64)
+        # Per member: its column table, operand masks and operation codes.
+        tables = {
+            k: (
+                ColumnRanges.of(problems[k].column_intervals(value_ranges[k]), torch.float64),
+                problems[k].operand_masks().double(),
+                operation_codes(problems[k].output_operations),
+            )
             for k in members
         }
         for start in range(0, SUCCESS_SAMPLES, rows):
             size = min(rows, SUCCESS_SAMPLES - start)
             u = torch.rand((size, width), generator=generator, dtype=torch.float64)
-            for k in members:
-                problem, x = problems[k], columns[k].place(u)
-                masks = problem.operand_masks().double()
-                codes = operation_codes(problem.output_operations)
+            for k, (columns, masks, codes) in tables.items():
+                x = columns.place(u)
                 exact = operation_targets(x, operand_matrix(masks), codes)
-                near = NEAR_PERFECT_OUTPUTS[problem.near_perfect](x, masks, codes)
+                near = NEAR_PERFECT_OUTPUTS[problems[k].near_perfect](x, masks, codes)
                 errors[k] += (near - exact).square().sum(dim=0)
     return [error / SUCCESS_SAMPLES for error in errors]
 
